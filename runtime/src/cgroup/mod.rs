@@ -1,0 +1,200 @@
+//! Pod and container cgroups on cgroup v2 (cgroupfs driver).
+//!
+//! The manager only touches files below its root, so unit tests hand it a
+//! temp dir laid out like a cgroup tree; in production the root is
+//! `/sys/fs/cgroup`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Controllers a node must have for Berth to run pods.
+pub const REQUIRED_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
+/// Controllers enabled for pods when the parent offers them.
+pub const OPTIONAL_CONTROLLERS: &[&str] = &["cpuset", "io", "hugetlb"];
+
+/// Creates, checks and removes cgroups below a cgroup2 mount.
+#[derive(Debug, Clone)]
+pub struct CgroupManager {
+    root: PathBuf,
+}
+
+impl CgroupManager {
+    /// A manager for the cgroup2 tree mounted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        CgroupManager { root: root.into() }
+    }
+
+    /// The directory of cgroup `path` (`/kubepods/pod1` -> `<root>/kubepods/pod1`).
+    pub fn dir(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// Startup check: a cgroup v2 root offering the required controllers.
+    /// The error says exactly what is missing.
+    pub fn check_host(&self) -> Result<()> {
+        let ctl = self.root.join("cgroup.controllers");
+        let text = std::fs::read_to_string(&ctl).map_err(|_| {
+            Error::FailedPrecondition(format!(
+                "no cgroup v2 at {} ({} is missing): berth needs the unified hierarchy \
+                 (boot with systemd.unified_cgroup_hierarchy=1 or mount -t cgroup2 none {})",
+                self.root.display(),
+                ctl.display(),
+                self.root.display()
+            ))
+        })?;
+        let have: Vec<&str> = text.split_whitespace().collect();
+        let missing: Vec<&str> = REQUIRED_CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| !have.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "cgroup v2 at {} lacks controller(s) {} (has: {})",
+                self.root.display(),
+                missing.join(", "),
+                text.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates `path` and any missing parents, enabling the pod controllers in
+    /// each parent's `cgroup.subtree_control` on the way down. Returns the
+    /// directories it created, deepest last, so a caller can undo exactly them.
+    pub fn ensure(&self, path: &str) -> Result<Vec<PathBuf>> {
+        let rel = path.trim_start_matches('/');
+        if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(Error::InvalidArgument(format!("bad cgroup path {path:?}")));
+        }
+        let mut created = Vec::new();
+        let mut parent = self.root.clone();
+        for comp in rel.split('/') {
+            self.enable_controllers(&parent)?;
+            let child = parent.join(comp);
+            match std::fs::create_dir(&child) {
+                Ok(()) => created.push(child.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(format!("create cgroup {}", child.display()), e)),
+            }
+            parent = child;
+        }
+        Ok(created)
+    }
+
+    /// Makes `dir`'s children get the pod controllers.
+    fn enable_controllers(&self, dir: &Path) -> Result<()> {
+        let offered = std::fs::read_to_string(dir.join("cgroup.controllers"))
+            .ctx(|| format!("read {}/cgroup.controllers", dir.display()))?;
+        let offered: Vec<&str> = offered.split_whitespace().collect();
+        if let Some(m) = REQUIRED_CONTROLLERS.iter().find(|c| !offered.contains(c)) {
+            return Err(Error::FailedPrecondition(format!(
+                "cgroup {} does not offer the {m} controller",
+                dir.display()
+            )));
+        }
+        let current = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+        let enabled: Vec<&str> = current.split_whitespace().collect();
+        let want: Vec<String> = REQUIRED_CONTROLLERS
+            .iter()
+            .chain(OPTIONAL_CONTROLLERS)
+            .filter(|c| offered.contains(c) && !enabled.contains(c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if want.is_empty() {
+            return Ok(());
+        }
+        std::fs::write(dir.join("cgroup.subtree_control"), want.join(" ")).ctx(|| {
+            format!(
+                "enable {} in {}/cgroup.subtree_control",
+                want.join(" "),
+                dir.display()
+            )
+        })
+    }
+
+    /// Removes an (empty) cgroup directory; a missing one is fine. Processes
+    /// still inside are killed first with `cgroup.kill`.
+    pub fn remove(&self, dir: &Path) -> Result<()> {
+        for attempt in 0..50 {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                    let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(Error::io(format!("remove cgroup {}", dir.display()), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_root(controllers: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cgroup.controllers"), controllers).unwrap();
+        std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+        d
+    }
+
+    #[test]
+    fn check_host_names_missing_controllers() {
+        let d = fake_root("cpuset cpu io");
+        let err = CgroupManager::new(d.path()).check_host().unwrap_err().to_string();
+        assert!(err.contains("memory, pids"), "{err}");
+        let d = fake_root("cpuset cpu io memory hugetlb pids");
+        CgroupManager::new(d.path()).check_host().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let err = CgroupManager::new(empty.path())
+            .check_host()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no cgroup v2"), "{err}");
+    }
+
+    #[test]
+    fn ensure_creates_path_and_enables_controllers() {
+        let d = fake_root("cpuset cpu io memory pids");
+        let m = CgroupManager::new(d.path());
+        // A real cgroupfs fills these in on mkdir; the fake needs them up front.
+        let kube = d.path().join("kubepods");
+        std::fs::create_dir(&kube).unwrap();
+        std::fs::write(kube.join("cgroup.controllers"), "cpuset cpu io memory pids").unwrap();
+        let created = m.ensure("/kubepods/pod1").unwrap();
+        assert_eq!(created, vec![kube.join("pod1")]);
+        let top = std::fs::read_to_string(d.path().join("cgroup.subtree_control")).unwrap();
+        assert_eq!(top, "+cpu +memory +pids +cpuset +io");
+        let mid = std::fs::read_to_string(kube.join("cgroup.subtree_control")).unwrap();
+        assert_eq!(mid, "+cpu +memory +pids +cpuset +io");
+        // Idempotent.
+        assert!(m.ensure("/kubepods/pod1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ensure_rejects_bad_paths_and_missing_controllers() {
+        let d = fake_root("cpu pids");
+        let m = CgroupManager::new(d.path());
+        assert!(matches!(m.ensure("/../etc"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(m.ensure("/"), Err(Error::InvalidArgument(_))));
+        let err = m.ensure("/berth/x").unwrap_err().to_string();
+        assert!(err.contains("memory"), "{err}");
+        assert!(!d.path().join("berth").exists(), "nothing created on failure");
+    }
+
+    #[test]
+    fn remove_is_idempotent() {
+        let d = fake_root("cpu memory pids");
+        let m = CgroupManager::new(d.path());
+        let x = d.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        m.remove(&x).unwrap();
+        m.remove(&x).unwrap();
+        assert!(!x.exists());
+    }
+}

@@ -1,0 +1,160 @@
+//! berthd configuration: an optional TOML file, overridden by flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where berthd looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+/// The cgroup parent for pods whose `cgroup_parent` is empty (cgroupfs driver).
+pub const DEFAULT_CGROUP_PARENT: &str = "/berth";
+
+/// Every setting berthd has, with node-standard defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent state: images, snapshots, container and sandbox records.
+    pub root: PathBuf,
+    /// Runtime state that must not survive a reboot: sockets, namespace pins.
+    pub state: PathBuf,
+    /// The CRI socket kubelet and crictl connect to.
+    pub socket: PathBuf,
+    /// `tracing` filter, e.g. `info` or `berth_runtime=debug`.
+    pub log_level: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    /// The `berth-shim` binary; empty means "next to berthd, then $PATH".
+    pub shim_path: PathBuf,
+    /// Where cgroup v2 is mounted.
+    pub cgroup_root: PathBuf,
+    /// Pod cgroup parent used when a sandbox request leaves it empty.
+    pub default_cgroup_parent: String,
+    /// CNI network configuration directory.
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directories, searched in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/berth".into(),
+            state: "/run/berth".into(),
+            socket: "/run/berth/berth.sock".into(),
+            log_level: "info".into(),
+            log_format: "text".into(),
+            shim_path: PathBuf::new(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            default_cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+impl Config {
+    /// Parses a config file's text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: Config = toml::from_str(text).map_err(|e| Error::InvalidArgument(format!("config: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads `path`; a missing file at the default path means "all defaults".
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                Self::from_toml(&text).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
+            Err(e) => Err(Error::io(format!("read config {}", path.display()), e)),
+        }
+    }
+
+    /// Checks values that TOML types alone cannot.
+    pub fn validate(&self) -> Result<()> {
+        for (name, p) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("socket", &self.socket),
+        ] {
+            if !p.is_absolute() {
+                return Err(Error::InvalidArgument(format!(
+                    "config {name} must be an absolute path, got {}",
+                    p.display()
+                )));
+            }
+        }
+        if !self.default_cgroup_parent.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "config default_cgroup_parent must start with '/', got {:?}",
+                self.default_cgroup_parent
+            )));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::InvalidArgument(format!(
+                "config log_format must be \"text\" or \"json\", got {:?}",
+                self.log_format
+            )));
+        }
+        Ok(())
+    }
+
+    /// The shim binary to spawn.
+    pub fn resolve_shim(&self) -> PathBuf {
+        if !self.shim_path.as_os_str().is_empty() {
+            return self.shim_path.clone();
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            let beside = exe.with_file_name("berth-shim");
+            if beside.exists() {
+                return beside;
+            }
+        }
+        PathBuf::from("berth-shim")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        let d = Config::default();
+        assert_eq!(d.socket, PathBuf::from("/run/berth/berth.sock"));
+        assert_eq!(d.root, PathBuf::from("/var/lib/berth"));
+    }
+
+    #[test]
+    fn overrides_and_rejects_unknown_keys() {
+        let c = Config::from_toml("root = \"/data/berth\"\nlog_level = \"debug\"\n").unwrap();
+        assert_eq!(c.root, PathBuf::from("/data/berth"));
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.state, PathBuf::from("/run/berth"));
+        let err = Config::from_toml("rooot = \"/x\"").unwrap_err().to_string();
+        assert!(err.contains("rooot"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(Config::from_toml("root = \"relative\"").is_err());
+        assert!(Config::from_toml("default_cgroup_parent = \"kubepods\"").is_err());
+        assert!(Config::from_toml("log_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_explicit_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        assert!(Config::load(Some(&missing)).is_err());
+    }
+}

@@ -1,0 +1,594 @@
+//! Containers: create (spec, writable layer, cgroup, shim), start, stop,
+//! remove, and the state machine Created -> Running -> Exited.
+
+pub mod spec;
+pub mod user;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::cri;
+use berth_proto::shim as shimpb;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::image::{ImageRecord, ImageStore};
+use crate::sandbox::{Rollback, Sandbox, SandboxManager};
+use crate::shim_client::Shim;
+use crate::store;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Set up, not started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process ended (or it never started and was stopped).
+    Exited,
+}
+
+/// The persisted container record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Container id.
+    pub id: String,
+    /// Owning sandbox.
+    pub sandbox_id: String,
+    /// CRI metadata name.
+    pub name: String,
+    /// CRI metadata attempt.
+    pub attempt: u32,
+    /// Image as the request named it.
+    pub image: String,
+    /// Resolved image id.
+    pub image_ref: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Absolute log path ("" = no log).
+    pub log_path: String,
+    /// State.
+    pub state: ContainerState,
+    /// Unix ns.
+    pub created_at: i64,
+    /// Unix ns (0 = never).
+    pub started_at: i64,
+    /// Unix ns (0 = not yet).
+    pub finished_at: i64,
+    /// Exit code when exited.
+    pub exit_code: i32,
+    /// CRI reason (`Completed`, `Error`, ...).
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+    /// Pid in the host pid namespace while it runs.
+    pub pid: u32,
+    /// Cgroup path below the cgroup2 root.
+    pub cgroup_path: String,
+    /// Container-specific dir under root (writable layer).
+    pub dir: PathBuf,
+    /// Bundle dir under state.
+    pub bundle: PathBuf,
+    /// CRI mounts as requested (for ContainerStatus).
+    pub mounts: Vec<MountRecord>,
+    /// Signal StopContainer sends first.
+    pub stop_signal: i32,
+    /// uid/gid/groups the spec asked for.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+}
+
+/// A CRI mount, as ContainerStatus reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// Path inside.
+    pub container_path: String,
+    /// Path on the host.
+    pub host_path: String,
+    /// Read-only.
+    pub readonly: bool,
+    /// CRI propagation enum value.
+    pub propagation: i32,
+}
+
+/// A live container.
+pub struct Container {
+    record: Mutex<ContainerRecord>,
+    changed: watch::Sender<ContainerState>,
+}
+
+impl Container {
+    /// A copy of the record.
+    pub fn record(&self) -> ContainerRecord {
+        self.record.lock().expect("container lock").clone()
+    }
+}
+
+/// Owns every container.
+pub struct ContainerManager {
+    cfg: Config,
+    images: Arc<ImageStore>,
+    sandboxes: Arc<SandboxManager>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+}
+
+fn signal_number(name: &str) -> Option<i32> {
+    let n = name.trim().to_ascii_uppercase();
+    if let Ok(v) = n.parse::<i32>() {
+        return Some(v);
+    }
+    let n = n.strip_prefix("SIG").unwrap_or(&n);
+    nix::sys::signal::Signal::iterator()
+        .find(|s| s.as_str().trim_start_matches("SIG") == n)
+        .map(|s| s as i32)
+}
+
+impl ContainerManager {
+    /// A manager over the given stores.
+    pub fn new(cfg: Config, images: Arc<ImageStore>, sandboxes: Arc<SandboxManager>) -> Self {
+        ContainerManager {
+            cfg,
+            images,
+            sandboxes,
+            containers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.cfg.root.join("containers").join(format!("{id}.json"))
+    }
+
+    /// Looks a container up by id or unique prefix.
+    pub fn get(&self, id: &str) -> Result<Arc<Container>> {
+        let m = self.containers.lock().expect("containers lock");
+        if let Some(c) = m.get(id) {
+            return Ok(c.clone());
+        }
+        let matches: Vec<_> = if id.is_empty() {
+            vec![]
+        } else {
+            m.iter()
+                .filter(|(k, _)| k.starts_with(id))
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(Error::NotFound(format!("container {id:?}"))),
+            _ => Err(Error::InvalidArgument(format!(
+                "container id prefix {id:?} is ambiguous"
+            ))),
+        }
+    }
+
+    /// Every container.
+    pub fn list(&self) -> Vec<Arc<Container>> {
+        self.containers
+            .lock()
+            .expect("containers lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Containers of one sandbox.
+    pub fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Container>> {
+        self.list()
+            .into_iter()
+            .filter(|c| c.record.lock().expect("container lock").sandbox_id == sandbox_id)
+            .collect()
+    }
+
+    fn shim_of(sb: &Sandbox) -> Result<Shim> {
+        sb.shim()
+            .ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {} is not ready", sb.record().id)))
+    }
+
+    fn persist(&self, c: &Container) -> Result<()> {
+        let rec = c.record();
+        store::write_record(&self.record_path(&rec.id), &rec)
+    }
+
+    /// CreateContainer.
+    pub async fn create(&self, sandbox_id: &str, cfg: &cri::ContainerConfig) -> Result<String> {
+        let sb = self.sandboxes.get(sandbox_id)?;
+        let sbr = sb.record();
+        if !sb.is_ready() {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                sbr.id
+            )));
+        }
+        let meta = cfg
+            .metadata
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("container config has no metadata".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument("container metadata.name is empty".into()));
+        }
+        let image_name = cfg.image.as_ref().map(|i| i.image.as_str()).unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Error::InvalidArgument("container config has no image".into()));
+        }
+        let image = self
+            .images
+            .resolve(image_name)
+            .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))?;
+        if self.in_sandbox(&sbr.id).iter().any(|c| {
+            let r = c.record();
+            r.name == meta.name && r.attempt == meta.attempt
+        }) {
+            return Err(Error::AlreadyExists(format!(
+                "container {:?} attempt {} in pod sandbox {}",
+                meta.name, meta.attempt, sbr.id
+            )));
+        }
+
+        let id = store::new_id();
+        let cgroup_path = format!("{}/{id}", sbr.cgroup_path.trim_end_matches('/'));
+        let users = spec::ImageUsers {
+            passwd: self.image_text(&image, "etc/passwd"),
+            group: self.image_text(&image, "etc/group"),
+        };
+        let (oci, identity) = spec::build_spec(
+            cfg,
+            &image.config,
+            &users,
+            &spec::SandboxContext {
+                ns_paths: sbr.ns_paths.clone(),
+                cgroup_path: cgroup_path.clone(),
+                hostname: sbr.hostname.clone(),
+            },
+        )?;
+        let stop_signal = match cri::Signal::try_from(cfg.stop_signal) {
+            Ok(s) if s != cri::Signal::RuntimeDefault => {
+                signal_number(s.as_str_name().trim_start_matches("SIGNAL_")).unwrap_or(libc::SIGTERM)
+            }
+            _ => signal_number(&image.config.stop_signal).unwrap_or(libc::SIGTERM),
+        };
+        let log_path = if cfg.log_path.is_empty() || sbr.log_directory.is_empty() {
+            String::new()
+        } else {
+            Path::new(&sbr.log_directory)
+                .join(&cfg.log_path)
+                .to_string_lossy()
+                .into_owned()
+        };
+
+        let mut undo = Rollback::new();
+        let dir = self.cfg.root.join("containers").join(&id);
+        let bundle = self.cfg.state.join("containers").join(&id);
+        for d in [dir.join("upper"), dir.join("work"), bundle.clone()] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        {
+            let (a, b) = (dir.clone(), bundle.clone());
+            undo.push(move || {
+                let _ = std::fs::remove_dir_all(a);
+                let _ = std::fs::remove_dir_all(b);
+            });
+        }
+        let cgroups = self.sandboxes.cgroups().clone();
+        let created = cgroups.ensure(&cgroup_path)?;
+        {
+            let cg = cgroups.clone();
+            undo.push(move || {
+                for d in created.iter().rev() {
+                    let _ = cg.remove(d);
+                }
+            });
+        }
+        let lower: Vec<String> = self
+            .images
+            .lower_dirs(&image)
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if lower.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "image {} has no layers",
+                image.id
+            )));
+        }
+        let overlay = shimpb::RootfsMount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                dir.join("upper").display(),
+                dir.join("work").display()
+            )],
+        };
+        let mut shim = Self::shim_of(&sb)?;
+        let resp = shim
+            .create(shimpb::CreateRequest {
+                id: id.clone(),
+                bundle: bundle.to_string_lossy().into_owned(),
+                spec_json: serde_json::to_vec(&oci).map_err(|e| Error::Internal(e.to_string()))?,
+                rootfs: vec![overlay],
+                log_path: log_path.clone(),
+                stdin: cfg.stdin,
+                stdin_once: cfg.stdin_once,
+                terminal: cfg.tty,
+            })
+            .await
+            .map_err(shim_error)?;
+        {
+            let mut s = shim.clone();
+            let id = id.clone();
+            undo.push(move || {
+                tokio::spawn(async move {
+                    let _ = s.delete(shimpb::DeleteRequest { id }).await;
+                });
+            });
+        }
+        let record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sbr.id.clone(),
+            name: meta.name.clone(),
+            attempt: meta.attempt,
+            image: image_name.to_string(),
+            image_ref: image.id.clone(),
+            labels: cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: cfg
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            log_path,
+            state: ContainerState::Created,
+            created_at: store::now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: resp.into_inner().pid,
+            cgroup_path,
+            dir,
+            bundle,
+            mounts: cfg
+                .mounts
+                .iter()
+                .map(|m| MountRecord {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    propagation: m.propagation,
+                })
+                .collect(),
+            stop_signal,
+            uid: identity.uid,
+            gid: identity.gid,
+            additional_gids: identity.additional_gids,
+        };
+        store::write_record(&self.record_path(&id), &record)?;
+        let (changed, _) = watch::channel(ContainerState::Created);
+        self.containers.lock().expect("containers lock").insert(
+            id.clone(),
+            Arc::new(Container {
+                record: Mutex::new(record),
+                changed,
+            }),
+        );
+        undo.disarm();
+        tracing::info!(container = %id, sandbox = %sbr.id, name = %meta.name, "container created");
+        Ok(id)
+    }
+
+    fn image_text(&self, image: &ImageRecord, rel: &str) -> String {
+        self.images
+            .read_image_file(image, rel)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// StartContainer.
+    pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+        let c = self.get(id)?;
+        let rec = c.record();
+        if rec.state != ContainerState::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, only a created container can start",
+                rec.id, rec.state
+            )));
+        }
+        let sb = self.sandboxes.get(&rec.sandbox_id)?;
+        let mut shim = Self::shim_of(&sb)?;
+        let started = shim.start(shimpb::StartRequest { id: rec.id.clone() }).await;
+        let started = match started {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                // The process will never run: record why, as kubelet expects.
+                {
+                    let mut r = c.record.lock().expect("container lock");
+                    r.state = ContainerState::Exited;
+                    r.exit_code = 128;
+                    r.finished_at = store::now_ns();
+                    r.reason = "StartError".into();
+                    r.message = e.message().to_string();
+                }
+                c.changed.send_replace(ContainerState::Exited);
+                self.persist(&c)?;
+                return Err(shim_error(e));
+            }
+        };
+        {
+            let mut r = c.record.lock().expect("container lock");
+            r.state = ContainerState::Running;
+            r.started_at = started.started_at;
+            r.pid = started.pid;
+        }
+        c.changed.send_replace(ContainerState::Running);
+        self.persist(&c)?;
+        self.watch_exit(c, shim);
+        tracing::info!(container = %rec.id, "container started");
+        Ok(())
+    }
+
+    /// Follows a running container until the shim reports its exit.
+    fn watch_exit(self: &Arc<Self>, c: Arc<Container>, mut shim: Shim) {
+        let mgr = self.clone();
+        tokio::spawn(async move {
+            let id = c.record().id;
+            let (code, at, msg) = match shim.wait(shimpb::WaitRequest { id: id.clone() }).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    (r.exit_code, r.exited_at, String::new())
+                }
+                Err(e) => (
+                    255,
+                    store::now_ns(),
+                    format!("lost contact with the shim: {}", e.message()),
+                ),
+            };
+            {
+                let mut r = c.record.lock().expect("container lock");
+                r.state = ContainerState::Exited;
+                r.exit_code = code;
+                r.finished_at = at;
+                r.reason = if code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                };
+                r.message = msg;
+            }
+            c.changed.send_replace(ContainerState::Exited);
+            if let Err(e) = mgr.persist(&c) {
+                tracing::warn!(container = %id, error = %e, "persist exit");
+            }
+            tracing::info!(container = %id, code, "container exited");
+        });
+    }
+
+    /// StopContainer: stop signal, up to `timeout`, then SIGKILL. Idempotent.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        let c = self.get(id)?;
+        let rec = c.record();
+        match rec.state {
+            ContainerState::Exited => return Ok(()),
+            ContainerState::Created => {
+                // Never started: release the parked init; it counts as exited.
+                if let Ok(sb) = self.sandboxes.get(&rec.sandbox_id) {
+                    if let Some(mut shim) = sb.shim() {
+                        let _ = shim.delete(shimpb::DeleteRequest { id: rec.id.clone() }).await;
+                    }
+                }
+                {
+                    let mut r = c.record.lock().expect("container lock");
+                    if r.state == ContainerState::Created {
+                        r.state = ContainerState::Exited;
+                        r.finished_at = store::now_ns();
+                        r.exit_code = 0;
+                        r.reason = "Completed".into();
+                    }
+                }
+                c.changed.send_replace(ContainerState::Exited);
+                return self.persist(&c);
+            }
+            ContainerState::Running => {}
+        }
+        let sb = self.sandboxes.get(&rec.sandbox_id)?;
+        let mut shim = Self::shim_of(&sb)?;
+        let mut rx = c.changed.subscribe();
+        if !timeout.is_zero() {
+            shim.kill(shimpb::KillRequest {
+                id: rec.id.clone(),
+                signal: rec.stop_signal as u32,
+                all: false,
+            })
+            .await
+            .map_err(shim_error)?;
+            if tokio::time::timeout(timeout, rx.wait_for(|s| *s == ContainerState::Exited))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        shim.kill(shimpb::KillRequest {
+            id: rec.id.clone(),
+            signal: libc::SIGKILL as u32,
+            all: true,
+        })
+        .await
+        .map_err(shim_error)?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            rx.wait_for(|s| *s == ContainerState::Exited),
+        )
+        .await
+        .map_err(|_| Error::Timeout(format!("container {} did not exit after SIGKILL", rec.id)))?
+        .map_err(|_| Error::Internal("container state channel closed".into()))?;
+        Ok(())
+    }
+
+    /// RemoveContainer: kills it if needed, then frees everything. Unknown id is OK.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let c = match self.get(id) {
+            Ok(c) => c,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let rec = c.record();
+        if rec.state == ContainerState::Running {
+            self.stop(&rec.id, Duration::ZERO).await?;
+        }
+        if let Ok(sb) = self.sandboxes.get(&rec.sandbox_id) {
+            if let Some(mut shim) = sb.shim() {
+                match shim.delete(shimpb::DeleteRequest { id: rec.id.clone() }).await {
+                    Ok(_) => {}
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => return Err(shim_error(s)),
+                }
+            }
+        }
+        let cg = self.sandboxes.cgroups();
+        cg.remove(&cg.dir(&rec.cgroup_path))?;
+        for d in [&rec.bundle, &rec.dir] {
+            if let Err(e) = std::fs::remove_dir_all(d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Error::io(format!("remove {}", d.display()), e));
+                }
+            }
+        }
+        store::remove_record(&self.record_path(&rec.id))?;
+        self.containers.lock().expect("containers lock").remove(&rec.id);
+        tracing::info!(container = %rec.id, "container removed");
+        Ok(())
+    }
+}
+
+/// Maps a shim status to our error, keeping client-facing codes meaningful.
+fn shim_error(s: tonic::Status) -> Error {
+    match s.code() {
+        tonic::Code::NotFound => Error::NotFound(s.message().to_string()),
+        tonic::Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
+        tonic::Code::FailedPrecondition => Error::FailedPrecondition(s.message().to_string()),
+        _ => Error::Shim(s.message().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_number("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("quit"), Some(libc::SIGQUIT));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGNOPE"), None);
+    }
+}

@@ -1,0 +1,31 @@
+//! ContainerStatus.
+
+use std::collections::HashMap;
+
+use berth_proto::cri::{ContainerStatusRequest, ContainerStatusResponse};
+
+use super::{convert, Cri};
+use crate::error::Result;
+
+/// Handles ContainerStatus.
+pub async fn handle(cri: &Cri, req: ContainerStatusRequest) -> Result<ContainerStatusResponse> {
+    let rec = cri.containers.get(&req.container_id)?.record();
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert(
+            "info".to_string(),
+            serde_json::json!({
+                "pid": rec.pid,
+                "sandboxID": rec.sandbox_id,
+                "cgroupPath": rec.cgroup_path,
+                "bundle": rec.bundle,
+                "writableLayer": rec.dir.join("upper"),
+            })
+            .to_string(),
+        );
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(convert::container_status(&rec)),
+        info,
+    })
+}

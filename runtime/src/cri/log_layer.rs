@@ -1,0 +1,80 @@
+//! One tower layer logs every CRI call with its duration and gRPC status, so
+//! no handler repeats that code.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::codegen::http;
+
+/// Adds [`RequestLog`] around a service.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLogLayer;
+
+impl<S> tower::Layer<S> for RequestLogLayer {
+    type Service = RequestLog<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLog { inner }
+    }
+}
+
+/// Logs method, duration and status of each request at debug (errors at info).
+#[derive(Debug, Clone)]
+pub struct RequestLog<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for RequestLog<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await;
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            match &resp {
+                Ok(r) => {
+                    // Unary errors travel as trailers-only responses with grpc-status in headers.
+                    let code = r
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("0")
+                        .to_string();
+                    if code == "0" {
+                        tracing::debug!(rpc = %method, elapsed_us, "CRI call");
+                    } else {
+                        let msg = r
+                            .headers()
+                            .get("grpc-message")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        tracing::info!(rpc = %method, elapsed_us, grpc_code = %code, message = %msg, "CRI call failed");
+                    }
+                }
+                Err(_) => tracing::info!(rpc = %method, elapsed_us, "CRI call transport error"),
+            }
+            resp
+        })
+    }
+}

@@ -1,0 +1,117 @@
+//! The CRI v1 gRPC layer: one file per RPC (`<resource>_<verb>.rs`), each a
+//! thin handler that validates, calls a manager and converts. The service
+//! traits in `runtime_service.rs` / `image_service.rs` only dispatch.
+
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+mod container_status;
+mod container_stop;
+mod convert;
+mod image_fs_info;
+mod image_list;
+mod image_pull;
+mod image_remove;
+mod image_service;
+mod image_status;
+mod log_layer;
+mod runtime_config;
+mod runtime_service;
+mod sandbox_list;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
+mod status;
+mod version;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_proto::cri::image_service_server::ImageServiceServer;
+use berth_proto::cri::runtime_service_server::RuntimeServiceServer;
+
+use crate::config::Config;
+use crate::container::ContainerManager;
+use crate::error::{Error, Result};
+use crate::image::ImageStore;
+use crate::sandbox::SandboxManager;
+
+/// Everything the handlers reach.
+#[derive(Clone)]
+pub struct Cri {
+    /// Effective configuration.
+    pub cfg: Arc<Config>,
+    /// Images.
+    pub images: Arc<ImageStore>,
+    /// Sandboxes.
+    pub sandboxes: Arc<SandboxManager>,
+    /// Containers.
+    pub containers: Arc<ContainerManager>,
+}
+
+/// Largest CRI message accepted or sent (kubelet uses 16 MiB).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long in-flight calls may run after SIGTERM before berthd exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Serves RuntimeService and ImageService on the unix socket until `shutdown`.
+pub async fn serve(
+    cri: Cri,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("remove stale {}", socket.display()), e)),
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .map_err(|e| Error::io(format!("listen on {}", socket.display()), e))?;
+    // Only root (and the root group) may drive the runtime.
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+        .map_err(|e| Error::io("chmod socket", e))?;
+    tracing::info!(socket = %socket.display(), "CRI server listening");
+    let runtime = RuntimeServiceServer::new(cri.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let images = ImageServiceServer::new(cri)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Open client connections (kubelet keeps one forever) would hold a purely
+    // graceful shutdown open indefinitely: in-flight calls get SHUTDOWN_GRACE.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let mut server_rx = rx.clone();
+    let server = tonic::transport::Server::builder()
+        .layer(log_layer::RequestLogLayer)
+        .add_service(runtime)
+        .add_service(images)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async move {
+                let _ = server_rx.wait_for(|stop| *stop).await;
+            },
+        );
+    let mut grace_rx = rx;
+    let result = tokio::select! {
+        r = server => r.map_err(|e| Error::Internal(format!("CRI server: {e}"))),
+        _ = async move {
+            let _ = grace_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "in-flight CRI calls did not finish; exiting");
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(socket);
+    result
+}

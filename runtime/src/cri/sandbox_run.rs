@@ -1,0 +1,58 @@
+//! RunPodSandbox.
+
+use berth_proto::cri::{NamespaceMode, RunPodSandboxRequest, RunPodSandboxResponse};
+
+use super::Cri;
+use crate::error::{Error, Result};
+use crate::sandbox::SandboxRequest;
+
+/// Handles RunPodSandbox.
+pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandboxResponse> {
+    let cfg = req
+        .config
+        .ok_or_else(|| Error::InvalidArgument("RunPodSandbox without config".into()))?;
+    let meta = cfg
+        .metadata
+        .ok_or_else(|| Error::InvalidArgument("pod sandbox config has no metadata".into()))?;
+    if meta.name.is_empty() || meta.namespace.is_empty() || meta.uid.is_empty() {
+        return Err(Error::InvalidArgument(
+            "pod sandbox metadata needs name, namespace and uid".into(),
+        ));
+    }
+    if !req.runtime_handler.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "unknown runtime handler {:?} (berth has only the default handler \"\")",
+            req.runtime_handler
+        )));
+    }
+    let linux = cfg.linux.unwrap_or_default();
+    let ns = linux
+        .security_context
+        .as_ref()
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    if !linux.cgroup_parent.is_empty() && !linux.cgroup_parent.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "cgroup_parent {:?}: berth uses the cgroupfs driver, which takes an absolute path",
+            linux.cgroup_parent
+        )));
+    }
+    let id = cri
+        .sandboxes
+        .run(SandboxRequest {
+            name: meta.name,
+            uid: meta.uid,
+            namespace: meta.namespace,
+            attempt: meta.attempt,
+            hostname: cfg.hostname,
+            log_directory: cfg.log_directory,
+            cgroup_parent: linux.cgroup_parent,
+            labels: cfg.labels.into_iter().collect(),
+            annotations: cfg.annotations.into_iter().collect(),
+            runtime_handler: req.runtime_handler,
+            host_network: ns.network == NamespaceMode::Node as i32,
+            host_ipc: ns.ipc == NamespaceMode::Node as i32,
+        })
+        .await?;
+    Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+}

@@ -1,0 +1,448 @@
+//! The image store: pull from registries, unpack into overlay snapshots keyed
+//! by chain ID, and keep image records.
+//!
+//! Layout below `<root>/images`:
+//! * `blobs/sha256/<hex>`: verified manifests, configs and layer blobs;
+//! * `snapshots/<chain-id hex>/`: one unpacked layer, used as an overlay lowerdir;
+//! * `meta/<image id hex>.json`: the image record (crash-safe, versioned).
+//!
+//! Snapshots are unpacked into a temp dir and renamed into place, so a
+//! half-unpacked layer is never visible under its final name.
+
+pub mod reference;
+pub mod registry;
+pub mod unpack;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::store;
+use reference::Reference;
+use registry::Registry;
+
+/// The parts of an image config a container needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageConfig {
+    /// ENTRYPOINT.
+    pub entrypoint: Vec<String>,
+    /// CMD.
+    pub cmd: Vec<String>,
+    /// ENV, `K=V`.
+    pub env: Vec<String>,
+    /// WORKDIR.
+    pub working_dir: String,
+    /// USER, as written (`uid`, `uid:gid`, `name`, `name:group`).
+    pub user: String,
+    /// STOPSIGNAL.
+    pub stop_signal: String,
+}
+
+/// A pulled image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    /// `sha256:<config digest>`.
+    pub id: String,
+    /// Normalised `domain/repo:tag` names pointing at this image.
+    pub repo_tags: Vec<String>,
+    /// `domain/repo@sha256:<manifest digest>`.
+    pub repo_digests: Vec<String>,
+    /// Compressed size of config + layers, bytes.
+    pub size_bytes: u64,
+    /// Runtime-relevant config.
+    pub config: ImageConfig,
+    /// Layer chain IDs, lowest layer first.
+    pub chain_ids: Vec<String>,
+}
+
+/// Pulls, finds and lists images.
+pub struct ImageStore {
+    root: PathBuf,
+    images: Mutex<HashMap<String, ImageRecord>>,
+    pulls_in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])` (OCI image spec).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {d}")))),
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+fn parse_config(bytes: &[u8]) -> Result<(ImageConfig, Vec<String>)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::Image(format!("image config: {e}")))?;
+    let c = &v["config"];
+    let cfg = ImageConfig {
+        entrypoint: strings(&c["Entrypoint"]),
+        cmd: strings(&c["Cmd"]),
+        env: strings(&c["Env"]),
+        working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
+        user: c["User"].as_str().unwrap_or_default().to_string(),
+        stop_signal: c["StopSignal"].as_str().unwrap_or_default().to_string(),
+    };
+    let diff_ids = strings(&v["rootfs"]["diff_ids"]);
+    Ok((cfg, diff_ids))
+}
+
+impl ImageStore {
+    /// Opens the store under `<root>/images`, loading every image record.
+    pub fn open(root: &Path) -> Result<Self> {
+        let root = root.join("images");
+        for d in ["blobs/sha256", "snapshots", "meta"] {
+            std::fs::create_dir_all(root.join(d)).ctx(|| format!("create {}/{d}", root.display()))?;
+        }
+        let mut images = HashMap::new();
+        for entry in std::fs::read_dir(root.join("meta")).ctx(|| "read image meta".into())? {
+            let p = entry.ctx(|| "read image meta".into())?.path();
+            if p.extension().and_then(|e| e.to_str()) != Some("json") {
+                let _ = std::fs::remove_file(&p); // leftover temp file of a crash
+                continue;
+            }
+            match store::read_record::<ImageRecord>(&p) {
+                Ok(r) => {
+                    images.insert(r.id.clone(), r);
+                }
+                Err(e) => tracing::warn!(path = %p.display(), error = %e, "skipping unreadable image record"),
+            }
+        }
+        Ok(ImageStore {
+            root,
+            images: Mutex::new(images),
+            pulls_in_flight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Directory of a snapshot (an overlay lowerdir).
+    pub fn snapshot_dir(&self, chain_id: &str) -> PathBuf {
+        self.root.join("snapshots").join(hex_of(chain_id))
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(hex_of(digest))
+    }
+
+    /// Finds an image by id (full or `sha256:`-less), tag or digest reference.
+    pub fn resolve(&self, name: &str) -> Option<ImageRecord> {
+        let images = self.images.lock().expect("images lock");
+        let as_id = if name.starts_with("sha256:") {
+            name.to_string()
+        } else {
+            format!("sha256:{name}")
+        };
+        if let Some(r) = images.get(&as_id) {
+            return Some(r.clone());
+        }
+        let parsed = Reference::parse(name).ok()?;
+        let tagged = parsed.tagged();
+        let digested = parsed.digest.as_ref().map(|d| format!("{}@{d}", parsed.name()));
+        images
+            .values()
+            .find(|r| {
+                // name@digest wins over the tag when both are given.
+                match &digested {
+                    Some(d) => r.repo_digests.contains(d),
+                    None => tagged.as_ref().is_some_and(|t| r.repo_tags.contains(t)),
+                }
+            })
+            .cloned()
+    }
+
+    /// Every image.
+    pub fn list(&self) -> Vec<ImageRecord> {
+        let mut v: Vec<_> = self
+            .images
+            .lock()
+            .expect("images lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Pulls `image` (blocking; run on the blocking pool). Returns the record.
+    pub fn pull(&self, image: &str) -> Result<ImageRecord> {
+        let r = Reference::parse(image)?;
+        let key = r.tagged().unwrap_or_else(|| r.name());
+        let gate = self
+            .pulls_in_flight
+            .lock()
+            .expect("pull lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        // Two pulls of the same reference run one after the other; the second
+        // finds every blob and snapshot in place and finishes at once.
+        let _guard = gate.blocking_lock();
+        let started = std::time::Instant::now();
+        let mut reg = Registry::new(&r);
+        let mut m = reg.manifest(r.manifest_ref())?;
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;
+        if m.media_type.contains("index") || m.media_type.contains("manifest.list") {
+            let chosen = pick_platform(&doc)?;
+            m = reg.manifest(&chosen)?;
+            doc = serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;
+        }
+        let config_digest = doc["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| Error::Image("manifest has no config digest".into()))?
+            .to_string();
+        let config_bytes = reg.blob_bytes(&config_digest)?;
+        std::fs::write(self.blob_path(&config_digest), &config_bytes).ctx(|| "store config blob".into())?;
+        let (config, diff_ids) = parse_config(&config_bytes)?;
+        let layers: Vec<(String, u64)> = doc["layers"]
+            .as_array()
+            .ok_or_else(|| Error::Image("manifest has no layers".into()))?
+            .iter()
+            .map(|l| {
+                (
+                    l["digest"].as_str().unwrap_or_default().to_string(),
+                    l["size"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if layers.len() != diff_ids.len() {
+            return Err(Error::Image(format!(
+                "manifest lists {} layers but the config has {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let chains = chain_ids(&diff_ids);
+        let mut size = config_bytes.len() as u64;
+        for (i, (digest, layer_size)) in layers.iter().enumerate() {
+            size += layer_size;
+            let snap = self.snapshot_dir(&chains[i]);
+            if snap.exists() {
+                continue;
+            }
+            let blob = self.blob_path(digest);
+            if !blob.exists() {
+                reg.blob_to_file(digest, *layer_size, &blob)?;
+            }
+            let tmp = self
+                .root
+                .join("snapshots")
+                .join(format!(".tmp-{}", store::new_id()));
+            std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+            let unpacked = unpack::unpack_layer(&blob, &tmp);
+            let unpacked = match unpacked {
+                Ok(u) => u,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+            };
+            if unpacked.diff_id != diff_ids[i] {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(Error::Image(format!(
+                    "layer {digest} unpacks to {}, but the config says {}",
+                    unpacked.diff_id, diff_ids[i]
+                )));
+            }
+            std::fs::rename(&tmp, &snap).ctx(|| format!("commit snapshot {}", snap.display()))?;
+            // The unpacked snapshot is the copy we use; the compressed blob is
+            // only needed again for a re-unpack, so keep disk use down.
+            let _ = std::fs::remove_file(&blob);
+        }
+        let mut rec = ImageRecord {
+            id: config_digest.clone(),
+            repo_tags: r.tagged().into_iter().collect(),
+            repo_digests: vec![format!("{}@{}", r.name(), m.digest)],
+            size_bytes: size,
+            config,
+            chain_ids: chains,
+        };
+        {
+            let mut images = self.images.lock().expect("images lock");
+            // A tag moves to the newly pulled image.
+            let mut changed = Vec::new();
+            for other in images.values_mut() {
+                if other.id != rec.id && other.repo_tags.iter().any(|t| rec.repo_tags.contains(t)) {
+                    other.repo_tags.retain(|t| !rec.repo_tags.contains(t));
+                    changed.push(other.clone());
+                }
+            }
+            if let Some(existing) = images.get(&rec.id) {
+                for t in &existing.repo_tags {
+                    if !rec.repo_tags.contains(t) {
+                        rec.repo_tags.push(t.clone());
+                    }
+                }
+                for d in &existing.repo_digests {
+                    if !rec.repo_digests.contains(d) {
+                        rec.repo_digests.push(d.clone());
+                    }
+                }
+            }
+            for c in &changed {
+                store::write_record(&self.meta_path(&c.id), c)?;
+            }
+            store::write_record(&self.meta_path(&rec.id), &rec)?;
+            images.insert(rec.id.clone(), rec.clone());
+        }
+        tracing::info!(
+            image = %image,
+            id = %rec.id,
+            bytes = size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "image pulled"
+        );
+        Ok(rec)
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.root.join("meta").join(format!("{}.json", hex_of(id)))
+    }
+
+    /// Removes an image by id, tag or digest. Unknown images are fine (CRI).
+    /// Snapshots still used by another image stay.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let Some(rec) = self.resolve(name) else {
+            return Ok(());
+        };
+        let still_used: Vec<String> = {
+            let mut images = self.images.lock().expect("images lock");
+            images.remove(&rec.id);
+            images.values().flat_map(|r| r.chain_ids.clone()).collect()
+        };
+        store::remove_record(&self.meta_path(&rec.id))?;
+        for c in &rec.chain_ids {
+            if !still_used.contains(c) {
+                let _ = std::fs::remove_dir_all(self.snapshot_dir(c));
+            }
+        }
+        let _ = std::fs::remove_file(self.blob_path(&rec.id));
+        Ok(())
+    }
+
+    /// Overlay lowerdirs for an image, topmost layer first (overlayfs order).
+    pub fn lower_dirs(&self, rec: &ImageRecord) -> Vec<PathBuf> {
+        rec.chain_ids.iter().rev().map(|c| self.snapshot_dir(c)).collect()
+    }
+
+    /// Reads a file from the image's merged layers, e.g. `etc/passwd`.
+    /// Returns None when the topmost layer that mentions it deletes it or
+    /// none has it.
+    pub fn read_image_file(&self, rec: &ImageRecord, rel: &str) -> Option<Vec<u8>> {
+        for dir in self.lower_dirs(rec) {
+            let p = dir.join(rel);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_file() => return std::fs::read(&p).ok(),
+                Ok(_) => return None, // whiteout, dir or symlink: not a plain file here
+                Err(_) => continue,
+            }
+        }
+        None
+    }
+
+    /// Bytes used by snapshots (for ImageFsInfo).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Picks linux/<host arch> from an image index.
+fn pick_platform(index: &serde_json::Value) -> Result<String> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let manifests = index["manifests"]
+        .as_array()
+        .ok_or_else(|| Error::Image("image index without manifests".into()))?;
+    manifests
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+        .and_then(|m| m["digest"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::NotFound(format!("image for platform linux/{arch}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_spec() {
+        let d1 = format!("sha256:{}", "1".repeat(64));
+        let d2 = format!("sha256:{}", "2".repeat(64));
+        let c = chain_ids(&[d1.clone(), d2.clone()]);
+        assert_eq!(c[0], d1);
+        let want = format!("sha256:{}", hex::encode(Sha256::digest(format!("{d1} {d2}"))));
+        assert_eq!(c[1], want);
+    }
+
+    #[test]
+    fn parses_image_config() {
+        let (c, diffs) = parse_config(
+            br#"{"config":{"Entrypoint":["/bin/sh","-c"],"Cmd":["echo hi"],"Env":["PATH=/bin"],
+                "WorkingDir":"/w","User":"1000:50"},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.entrypoint, vec!["/bin/sh", "-c"]);
+        assert_eq!(c.cmd, vec!["echo hi"]);
+        assert_eq!(c.user, "1000:50");
+        assert_eq!(diffs, vec!["sha256:aa"]);
+    }
+
+    #[test]
+    fn picks_host_platform() {
+        let idx = serde_json::json!({"manifests":[
+            {"digest":"sha256:arm","platform":{"os":"linux","architecture":"arm64"}},
+            {"digest":"sha256:amd","platform":{"os":"linux","architecture":"amd64"}}]});
+        let got = pick_platform(&idx).unwrap();
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(got, "sha256:amd");
+        }
+    }
+
+    #[test]
+    fn resolves_by_id_tag_and_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let id = format!("sha256:{}", "c".repeat(64));
+        let mdig = format!("sha256:{}", "d".repeat(64));
+        let rec = ImageRecord {
+            id: id.clone(),
+            repo_tags: vec!["docker.io/library/busybox:latest".into()],
+            repo_digests: vec![format!("docker.io/library/busybox@{mdig}")],
+            size_bytes: 1,
+            config: ImageConfig::default(),
+            chain_ids: vec![],
+        };
+        s.images.lock().unwrap().insert(id.clone(), rec);
+        assert!(s.resolve("busybox").is_some());
+        assert!(s.resolve("busybox:latest").is_some());
+        assert!(s.resolve(&id).is_some());
+        assert!(s.resolve(&"c".repeat(64)).is_some());
+        assert!(s.resolve(&format!("busybox@{mdig}")).is_some());
+        assert!(s.resolve("busybox:other").is_none());
+        s.remove("busybox").unwrap();
+        assert!(s.resolve(&id).is_none());
+        s.remove("busybox").unwrap(); // unknown is fine
+    }
+}

@@ -1,0 +1,278 @@
+//! A small OCI distribution client: manifests and blobs over HTTP(S), with
+//! the anonymous bearer-token flow registries use for public images.
+//!
+//! Blocking (ureq) on purpose: pulls run on tokio's blocking pool, and a
+//! blocking client keeps the streaming-hash-to-disk code straightforward.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::reference::Reference;
+use crate::error::{Error, Result};
+
+/// Media types we accept for manifests, most specific first.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest or config we read into memory.
+const MAX_DOC_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A registry session for one repository.
+pub struct Registry {
+    agent: ureq::Agent,
+    base: String,
+    repository: String,
+    token: Option<String>,
+}
+
+/// A manifest as fetched.
+#[derive(Debug)]
+pub struct FetchedManifest {
+    /// Raw bytes (the digest is over these).
+    pub bytes: Vec<u8>,
+    /// `sha256:...` of the bytes.
+    pub digest: String,
+    /// Content-Type the registry sent (or the document's mediaType).
+    pub media_type: String,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+impl Registry {
+    /// Connects lazily to the registry of `r` (plain HTTP only for loopback).
+    pub fn new(r: &Reference) -> Self {
+        let scheme = if r.is_loopback() { "http" } else { "https" };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .build()
+            .into();
+        Registry {
+            agent,
+            base: format!("{scheme}://{}", r.registry_host()),
+            repository: r.repository.clone(),
+            token: None,
+        }
+    }
+
+    fn get(&mut self, url: &str, accept: Option<&str>) -> Result<ureq::http::Response<ureq::Body>> {
+        for attempt in 0..2 {
+            let mut req = self.agent.get(url);
+            if let Some(a) = accept {
+                req = req.header("Accept", a);
+            }
+            if let Some(t) = &self.token {
+                req = req.header("Authorization", &format!("Bearer {t}"));
+            }
+            let resp = req.call().map_err(|e| Error::Image(format!("GET {url}: {e}")))?;
+            if resp.status() == 401 && attempt == 0 {
+                let challenge = resp
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                self.token = Some(self.fetch_token(&challenge)?);
+                continue;
+            }
+            return Ok(resp);
+        }
+        Err(Error::Image(format!(
+            "GET {url}: still unauthorized after token exchange"
+        )))
+    }
+
+    /// Anonymous bearer-token flow (`WWW-Authenticate: Bearer realm=..,service=..,scope=..`).
+    fn fetch_token(&self, challenge: &str) -> Result<String> {
+        let params = challenge
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Error::Image(format!("registry asks for unsupported auth: {challenge:?}")))?;
+        let mut realm = None;
+        let mut query = Vec::new();
+        for part in split_challenge(params) {
+            if let Some((k, v)) = part.split_once('=') {
+                let v = v.trim_matches('"');
+                match k.trim() {
+                    "realm" => realm = Some(v.to_string()),
+                    k => query.push(format!("{k}={v}")),
+                }
+            }
+        }
+        if !query.iter().any(|q| q.starts_with("scope=")) {
+            query.push(format!("scope=repository:{}:pull", self.repository));
+        }
+        let realm = realm.ok_or_else(|| Error::Image("token challenge without realm".into()))?;
+        let url = format!("{realm}?{}", query.join("&"));
+        let mut resp = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| Error::Image(format!("token {url}: {e}")))?;
+        if resp.status() != 200 {
+            return Err(Error::Image(format!("token {url}: HTTP {}", resp.status())));
+        }
+        let body: serde_json::Value = serde_json::from_slice(
+            &resp
+                .body_mut()
+                .with_config()
+                .limit(MAX_DOC_BYTES)
+                .read_to_vec()
+                .map_err(|e| Error::Image(e.to_string()))?,
+        )
+        .map_err(|e| Error::Image(format!("token response: {e}")))?;
+        body.get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Image("token response has no token".into()))
+    }
+
+    /// Fetches a manifest or index by tag or digest; verifies a digest reference.
+    pub fn manifest(&mut self, reference: &str) -> Result<FetchedManifest> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
+        let mut resp = self.get(&url, Some(MANIFEST_ACCEPT))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(Error::NotFound(format!(
+                    "image manifest {}:{reference}",
+                    self.repository
+                )))
+            }
+            s => return Err(Error::Image(format!("GET {url}: HTTP {s}"))),
+        }
+        let header_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_DOC_BYTES)
+            .read_to_vec()
+            .map_err(|e| Error::Image(format!("read manifest: {e}")))?;
+        let digest = format!("sha256:{}", sha256_hex(&bytes));
+        if reference.starts_with("sha256:") && reference != digest {
+            return Err(Error::Image(format!(
+                "manifest digest mismatch: asked {reference}, got {digest}"
+            )));
+        }
+        let doc_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string));
+        Ok(FetchedManifest {
+            media_type: doc_type.unwrap_or(header_type),
+            bytes,
+            digest,
+        })
+    }
+
+    /// Fetches a small blob (a config) into memory, verified.
+    pub fn blob_bytes(&mut self, digest: &str) -> Result<Vec<u8>> {
+        let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
+        let mut resp = self.get(&url, None)?;
+        if resp.status() != 200 {
+            return Err(Error::Image(format!("GET {url}: HTTP {}", resp.status())));
+        }
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_DOC_BYTES)
+            .read_to_vec()
+            .map_err(|e| Error::Image(format!("read blob {digest}: {e}")))?;
+        let got = format!("sha256:{}", sha256_hex(&bytes));
+        if got != digest {
+            return Err(Error::Image(format!(
+                "blob digest mismatch: expected {digest}, got {got}"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Streams a blob to `dest` (via a temp file), verifying size and digest
+    /// before the final rename, so a bad or partial blob is never in use.
+    pub fn blob_to_file(&mut self, digest: &str, size: u64, dest: &Path) -> Result<()> {
+        let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
+        let mut resp = self.get(&url, None)?;
+        if resp.status() != 200 {
+            return Err(Error::Image(format!("GET {url}: HTTP {}", resp.status())));
+        }
+        let tmp = dest.with_extension("partial");
+        let mut out =
+            std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let mut hasher = Sha256::new();
+        let mut reader = resp
+            .body_mut()
+            .with_config()
+            .limit(size.saturating_add(1))
+            .reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| Error::Image(format!("download {digest}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        }
+        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if total != size || got != digest {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Image(format!(
+                "blob {digest}: expected {size} bytes with that digest, got {total} bytes with {got}"
+            )));
+        }
+        out.sync_all().map_err(|e| Error::io("fsync blob", e))?;
+        std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+    }
+}
+
+/// Splits `a="x,y",b=z` on commas outside quotes.
+fn split_challenge(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_token_challenges() {
+        let parts = split_challenge(
+            r#"realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[2], r#"scope="repository:a/b:pull,push""#);
+    }
+}

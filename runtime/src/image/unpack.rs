@@ -1,0 +1,307 @@
+//! Unpacks one image layer into an overlay snapshot directory.
+//!
+//! OCI whiteouts become overlayfs whiteouts: `.wh.<name>` turns into a 0:0
+//! character device `<name>`, and `.wh..wh..opq` marks its directory opaque
+//! with the `trusted.overlay.opaque=y` xattr. Both need root, which berthd has.
+//!
+//! Safety: an entry may not escape the snapshot. Paths with `..` or that are
+//! absolute are rejected, no entry may be written through a symlink that an
+//! earlier entry created, and hard links must point inside the snapshot.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The whiteout prefix of the OCI layer format.
+const WHITEOUT_PREFIX: &str = ".wh.";
+/// The opaque-directory marker.
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// Result of unpacking one layer.
+#[derive(Debug)]
+pub struct Unpacked {
+    /// `sha256:` of the uncompressed tar (the layer's diff_id).
+    pub diff_id: String,
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Opens a layer blob, transparently gunzipping it.
+fn open_layer(blob: &Path) -> Result<Box<dyn Read>> {
+    let mut f = File::open(blob).map_err(|e| Error::io(format!("open layer {}", blob.display()), e))?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic).map_err(|e| Error::io("read layer", e))?;
+    drop(f);
+    let f = BufReader::new(File::open(blob).map_err(|e| Error::io("open layer", e))?);
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::GzDecoder::new(f)))
+    } else {
+        Ok(Box::new(f))
+    }
+}
+
+/// Checks a tar path and returns it as a clean relative path.
+fn clean_entry_path(p: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::RootDir => {} // "/etc" in a tar means "etc" in the layer
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::Image(format!(
+                    "layer entry {} escapes the snapshot",
+                    p.display()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses if any existing ancestor of `rel` inside `root` is a symlink.
+fn ensure_no_symlink_parents(root: &Path, rel: &Path) -> Result<()> {
+    let mut cur = root.to_path_buf();
+    if let Some(parent) = rel.parent() {
+        for c in parent.components() {
+            cur.push(c);
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::Image(format!(
+                        "layer entry {} would be written through a symlink",
+                        rel.display()
+                    )))
+                }
+                Ok(_) => {}
+                Err(_) => break, // does not exist yet: created as a real dir below
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks `blob` into `dest` (which must exist) and returns its diff_id.
+pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
+    let reader = HashingReader {
+        inner: open_layer(blob)?,
+        hasher: Sha256::new(),
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::Image(format!("read layer tar: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| Error::Image(format!("read layer tar: {e}")))?;
+        let raw_path = entry
+            .path()
+            .map_err(|e| Error::Image(format!("bad entry path: {e}")))?
+            .into_owned();
+        let rel = clean_entry_path(&raw_path)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        ensure_no_symlink_parents(dest, &rel)?;
+        let name = rel
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
+        if name == OPAQUE_MARKER {
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
+            set_opaque(&parent)?;
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
+            let target = parent.join(hidden);
+            let _ = std::fs::remove_dir_all(&target).or_else(|_| std::fs::remove_file(&target));
+            nix::sys::stat::mknod(
+                &target,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .map_err(|e| Error::Image(format!("whiteout {}: {e}", target.display())))?;
+            continue;
+        }
+        if entry.header().entry_type().is_hard_link() {
+            let link = entry
+                .link_name()
+                .map_err(|e| Error::Image(format!("bad link name: {e}")))?
+                .ok_or_else(|| Error::Image("hard link without target".into()))?;
+            let link_rel = clean_entry_path(&link)?;
+            ensure_no_symlink_parents(dest, &link_rel)?;
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
+            let target = dest.join(&rel);
+            let _ = std::fs::remove_file(&target);
+            std::fs::hard_link(dest.join(&link_rel), &target).map_err(|e| {
+                Error::Image(format!(
+                    "hard link {} -> {}: {e}",
+                    rel.display(),
+                    link_rel.display()
+                ))
+            })?;
+            continue;
+        }
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
+        // unpack_in re-validates the path and refuses to escape `dest`.
+        entry.unpack_in(dest).map_err(|e| {
+            Error::Image(format!(
+                "unpack {}: {e}: {:?}",
+                rel.display(),
+                std::error::Error::source(&e)
+            ))
+        })?;
+    }
+    // Drain any trailing padding so the digest covers the whole stream.
+    let mut reader = archive.into_inner();
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::Image(format!("read layer: {e}")))?;
+    let diff_id = format!("sha256:{}", hex::encode(reader.hasher.finalize()));
+    // The snapshot root itself must be traversable by any user in the container.
+    let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755));
+    Ok(Unpacked { diff_id })
+}
+
+fn set_opaque(dir: &Path) -> Result<()> {
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Image("path with NUL".into()))?;
+    // SAFETY: valid NUL-terminated strings and a 1-byte value buffer.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Image(format!(
+            "mark {} opaque: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data_or_link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match *kind {
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    h.set_size(0);
+                    h.set_link_name(data_or_link).unwrap();
+                    h.set_path(path).unwrap_or_else(|_| {
+                        // set_path refuses "..": write the raw name instead.
+                        let name = h.as_gnu_mut().unwrap();
+                        name.name[..path.len()].copy_from_slice(path.as_bytes());
+                    });
+                    h.set_cksum();
+                    b.append(&h, std::io::empty()).unwrap();
+                }
+                _ => {
+                    h.set_size(data_or_link.len() as u64);
+                    if h.set_path(path).is_err() {
+                        let gnu = h.as_gnu_mut().unwrap();
+                        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+                    }
+                    h.set_cksum();
+                    b.append(&h, data_or_link.as_bytes()).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack(tarball: &[u8]) -> (tempfile::TempDir, Result<Unpacked>) {
+        let d = tempfile::tempdir().unwrap();
+        let blob = d.path().join("blob");
+        std::fs::write(&blob, tarball).unwrap();
+        let dest = d.path().join("fs");
+        std::fs::create_dir(&dest).unwrap();
+        let r = unpack_layer(&blob, &dest);
+        (d, r)
+    }
+
+    #[test]
+    fn unpacks_files_and_reports_diff_id() {
+        let t = tar_with(&[("etc/hostname", tar::EntryType::Regular, "box\n")]);
+        let want = format!("sha256:{}", hex::encode(Sha256::digest(&t)));
+        let (d, r) = unpack(&t);
+        assert_eq!(r.unwrap().diff_id, want);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("fs/etc/hostname")).unwrap(),
+            "box\n"
+        );
+    }
+
+    #[test]
+    fn gzip_layers_hash_the_uncompressed_stream() {
+        let t = tar_with(&[("a", tar::EntryType::Regular, "1")]);
+        let want = format!("sha256:{}", hex::encode(Sha256::digest(&t)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &t).unwrap();
+        let (_d, r) = unpack(&gz.finish().unwrap());
+        assert_eq!(r.unwrap().diff_id, want);
+    }
+
+    #[test]
+    fn rejects_parent_dir_escape() {
+        let t = tar_with(&[("../evil", tar::EntryType::Regular, "x")]);
+        let (d, r) = unpack(&t);
+        assert!(r.unwrap_err().to_string().contains("escapes"));
+        assert!(!d.path().join("evil").exists());
+    }
+
+    #[test]
+    fn rejects_writes_through_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        let t = tar_with(&[
+            ("link", tar::EntryType::Symlink, outside.path().to_str().unwrap()),
+            ("link/pwned", tar::EntryType::Regular, "x"),
+        ]);
+        let (_d, r) = unpack(&t);
+        assert!(r.unwrap_err().to_string().contains("symlink"));
+        assert!(!outside.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn rejects_hard_links_outside() {
+        let t = tar_with(&[("h", tar::EntryType::Link, "../../etc/passwd")]);
+        let (_d, r) = unpack(&t);
+        assert!(r.unwrap_err().to_string().contains("escapes"));
+    }
+}

@@ -1,0 +1,422 @@
+//! Pod sandboxes: the namespaces and cgroup a pod's containers share.
+//!
+//! A sandbox's network, IPC and UTS namespaces are created with its shim and
+//! pinned by bind mounts under `<state>/sandboxes/<id>/ns/`, so they outlive
+//! every container (and the shim itself) until RemovePodSandbox.
+
+mod pin;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::CgroupManager;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::shim_client::{self, NewNamespaces, Shim};
+use crate::store;
+
+/// Ready or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    /// Namespaces and shim up.
+    Ready,
+    /// Stopped (or its shim died).
+    NotReady,
+}
+
+/// What RunPodSandbox asks for, already validated by the handler.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxRequest {
+    /// Pod name.
+    pub name: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Hostname for the pod's UTS namespace.
+    pub hostname: String,
+    /// Directory kubelet wants container logs in.
+    pub log_directory: String,
+    /// CRI `cgroup_parent` (the pod cgroup); empty: the configured default.
+    pub cgroup_parent: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Runtime handler name.
+    pub runtime_handler: String,
+    /// Share the host's network namespace.
+    pub host_network: bool,
+    /// Share the host's IPC namespace.
+    pub host_ipc: bool,
+}
+
+/// The persisted description of a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// Sandbox id.
+    pub id: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// Hostname.
+    pub hostname: String,
+    /// Log directory.
+    pub log_directory: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Runtime handler.
+    pub runtime_handler: String,
+    /// Unix ns.
+    pub created_at: i64,
+    /// Ready / NotReady.
+    pub state: SandboxState,
+    /// Pod cgroup path below the cgroup2 root.
+    pub cgroup_path: String,
+    /// Cgroup directories berthd created for this pod (removed with it).
+    pub cgroup_created: Vec<PathBuf>,
+    /// Shim pid.
+    pub shim_pid: u32,
+    /// Shim socket.
+    pub shim_socket: PathBuf,
+    /// Pinned namespace files, by kind (`net`, `ipc`, `uts`); absent = host's.
+    pub ns_paths: BTreeMap<String, PathBuf>,
+}
+
+/// A live sandbox.
+pub struct Sandbox {
+    record: Mutex<SandboxRecord>,
+    shim: Mutex<Option<Shim>>,
+}
+
+impl Sandbox {
+    /// A copy of the record.
+    pub fn record(&self) -> SandboxRecord {
+        self.record.lock().expect("sandbox lock").clone()
+    }
+
+    /// The shim client, if the shim is up.
+    pub fn shim(&self) -> Option<Shim> {
+        self.shim.lock().expect("shim lock").clone()
+    }
+
+    /// Ready, and the shim process still exists.
+    pub fn is_ready(&self) -> bool {
+        let r = self.record.lock().expect("sandbox lock");
+        r.state == SandboxState::Ready && Path::new(&format!("/proc/{}", r.shim_pid)).exists()
+    }
+}
+
+/// Undo steps for a multi-step operation; runs them in reverse unless disarmed.
+#[must_use]
+pub struct Rollback(Vec<Box<dyn FnOnce() + Send>>);
+
+impl Rollback {
+    /// Nothing to undo yet.
+    pub fn new() -> Self {
+        Rollback(Vec::new())
+    }
+    /// Registers the undo of a step that just succeeded.
+    pub fn push(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.0.push(Box::new(f));
+    }
+    /// Success: keep everything.
+    pub fn disarm(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        while let Some(f) = self.0.pop() {
+            f();
+        }
+    }
+}
+
+/// Owns every sandbox.
+pub struct SandboxManager {
+    cfg: Config,
+    cgroups: CgroupManager,
+    sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+}
+
+impl SandboxManager {
+    /// A manager using `cfg`'s directories.
+    pub fn new(cfg: Config, cgroups: CgroupManager) -> Self {
+        SandboxManager {
+            cfg,
+            cgroups,
+            sandboxes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.cfg.root.join("sandboxes").join(format!("{id}.json"))
+    }
+
+    fn state_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state.join("sandboxes").join(id)
+    }
+
+    /// Looks a sandbox up by full id or unique prefix.
+    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+        let m = self.sandboxes.lock().expect("sandboxes lock");
+        if let Some(s) = m.get(id) {
+            return Ok(s.clone());
+        }
+        let matches: Vec<_> = if id.is_empty() {
+            vec![]
+        } else {
+            m.iter()
+                .filter(|(k, _)| k.starts_with(id))
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(Error::NotFound(format!("pod sandbox {id:?}"))),
+            _ => Err(Error::InvalidArgument(format!(
+                "pod sandbox id prefix {id:?} is ambiguous"
+            ))),
+        }
+    }
+
+    /// Every sandbox.
+    pub fn list(&self) -> Vec<Arc<Sandbox>> {
+        self.sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
+    pub async fn run(&self, req: SandboxRequest) -> Result<String> {
+        let id = store::new_id();
+        {
+            let m = self.sandboxes.lock().expect("sandboxes lock");
+            if let Some(other) = m.values().find(|s| {
+                let r = s.record();
+                r.name == req.name
+                    && r.namespace == req.namespace
+                    && r.uid == req.uid
+                    && r.attempt == req.attempt
+            }) {
+                return Err(Error::AlreadyExists(format!(
+                    "pod sandbox {}/{} (uid {}, attempt {}) as {}",
+                    req.namespace,
+                    req.name,
+                    req.uid,
+                    req.attempt,
+                    other.record().id
+                )));
+            }
+        }
+        let mut undo = Rollback::new();
+        let state_dir = self.state_dir(&id);
+        std::fs::create_dir_all(state_dir.join("ns"))
+            .map_err(|e| Error::io("create sandbox state dir", e))?;
+        {
+            let d = state_dir.clone();
+            undo.push(move || {
+                let _ = std::fs::remove_dir_all(d);
+            });
+        }
+
+        let cgroup_path = if req.cgroup_parent.is_empty() {
+            format!("{}/{id}", self.cfg.default_cgroup_parent.trim_end_matches('/'))
+        } else {
+            req.cgroup_parent.clone()
+        };
+        let created = self.cgroups.ensure(&cgroup_path)?;
+        {
+            let cg = self.cgroups.clone();
+            let created = created.clone();
+            undo.push(move || {
+                for d in created.iter().rev() {
+                    let _ = cg.remove(d);
+                }
+            });
+        }
+
+        let socket = state_dir.join("shim.sock");
+        let ns = NewNamespaces {
+            net: !req.host_network,
+            ipc: !req.host_ipc,
+            uts: !req.host_network,
+        };
+        let hostname = (!req.hostname.is_empty()).then_some(req.hostname.as_str());
+        let (spawned, mut shim) = shim_client::spawn(
+            &self.cfg.resolve_shim(),
+            &id,
+            &socket,
+            &state_dir.join("shim.log"),
+            ns,
+            hostname,
+        )
+        .await?;
+        {
+            let pid = spawned.pid;
+            undo.push(move || {
+                // SAFETY: kill(2) of the shim we started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            });
+        }
+
+        let mut ns_paths = BTreeMap::new();
+        for (kind, wanted) in [("net", ns.net), ("ipc", ns.ipc), ("uts", ns.uts)] {
+            if !wanted {
+                continue;
+            }
+            let pin_path = state_dir.join("ns").join(kind);
+            pin::pin(&shim_client::ns_path(spawned.pid, kind), &pin_path)?;
+            let p = pin_path.clone();
+            undo.push(move || {
+                let _ = pin::unpin(&p);
+            });
+            ns_paths.insert(kind.to_string(), pin_path);
+        }
+
+        let record = SandboxRecord {
+            id: id.clone(),
+            name: req.name,
+            uid: req.uid,
+            namespace: req.namespace,
+            attempt: req.attempt,
+            hostname: req.hostname,
+            log_directory: req.log_directory,
+            labels: req.labels,
+            annotations: req.annotations,
+            runtime_handler: req.runtime_handler,
+            created_at: store::now_ns(),
+            state: SandboxState::Ready,
+            cgroup_path,
+            cgroup_created: created,
+            shim_pid: spawned.pid,
+            shim_socket: socket,
+            ns_paths,
+        };
+        store::write_record(&self.record_path(&id), &record)?;
+        // Make sure the shim is still healthy after pinning.
+        shim.info(berth_proto::shim::InfoRequest {})
+            .await
+            .map_err(|e| Error::Shim(e.message().to_string()))?;
+        self.sandboxes.lock().expect("sandboxes lock").insert(
+            id.clone(),
+            Arc::new(Sandbox {
+                record: Mutex::new(record),
+                shim: Mutex::new(Some(shim)),
+            }),
+        );
+        undo.disarm();
+        tracing::info!(sandbox = %id, "pod sandbox ready");
+        Ok(id)
+    }
+
+    /// Stops the shim and marks the sandbox NotReady. The caller stops the
+    /// containers first. Namespaces stay pinned until remove. Idempotent.
+    pub async fn stop(&self, sb: &Sandbox) -> Result<()> {
+        let shim = sb.shim.lock().expect("shim lock").take();
+        if let Some(mut shim) = shim {
+            let _ = shim
+                .shutdown(berth_proto::shim::ShutdownRequest { force: true })
+                .await;
+        }
+        let rec = {
+            let mut r = sb.record.lock().expect("sandbox lock");
+            r.state = SandboxState::NotReady;
+            r.clone()
+        };
+        wait_gone(rec.shim_pid).await;
+        store::write_record(&self.record_path(&rec.id), &rec)?;
+        Ok(())
+    }
+
+    /// Removes a stopped sandbox: namespace pins, cgroup, state. Idempotent.
+    pub async fn remove(&self, sb: &Sandbox) -> Result<()> {
+        self.stop(sb).await?;
+        let rec = sb.record();
+        for p in rec.ns_paths.values() {
+            pin::unpin(p)?;
+        }
+        for d in rec.cgroup_created.iter().rev() {
+            self.cgroups.remove(d)?;
+        }
+        let dir = self.state_dir(&rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::io(format!("remove {}", dir.display()), e));
+            }
+        }
+        store::remove_record(&self.record_path(&rec.id))?;
+        self.sandboxes.lock().expect("sandboxes lock").remove(&rec.id);
+        tracing::info!(sandbox = %rec.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// The cgroup manager (containers create their cgroups below the pod's).
+    pub fn cgroups(&self) -> &CgroupManager {
+        &self.cgroups
+    }
+}
+
+/// Waits (bounded) until a process has disappeared.
+async fn wait_gone(pid: u32) {
+    let proc_dir = format!("/proc/{pid}");
+    for _ in 0..500 {
+        if !Path::new(&proc_dir).exists() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    tracing::warn!(pid, "shim still present 1s after shutdown; killing it");
+    // SAFETY: kill(2).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn rollback_runs_in_reverse_unless_disarmed() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        {
+            let mut r = Rollback::new();
+            for i in 0..3 {
+                let l = log.clone();
+                r.push(move || l.lock().unwrap().push(i));
+            }
+        }
+        assert_eq!(*log.lock().unwrap(), vec![2, 1, 0]);
+        let n = Arc::new(AtomicUsize::new(0));
+        let mut r = Rollback::new();
+        let n2 = n.clone();
+        r.push(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        });
+        r.disarm();
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+    }
+}

@@ -1,0 +1,183 @@
+//! Starting a pod's `berth-shim` and talking to it.
+//!
+//! berthd spawns the shim with the pod's new network, IPC and UTS namespaces
+//! (unshared between fork and exec), in its own session so that signals aimed
+//! at berthd's process group never reach it. The shim outliving berthd is what
+//! lets berthd restart without touching running containers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_proto::shim::shim_client::ShimClient;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::{Error, Result};
+
+/// A connected shim API client.
+pub type Shim = ShimClient<Channel>;
+
+/// How long a new shim may take to start serving.
+const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Namespaces a new shim gets.
+#[derive(Debug, Clone, Copy)]
+pub struct NewNamespaces {
+    /// Own network namespace (false: host network).
+    pub net: bool,
+    /// Own IPC namespace.
+    pub ipc: bool,
+    /// Own UTS namespace.
+    pub uts: bool,
+}
+
+/// A freshly started shim.
+#[derive(Debug)]
+pub struct SpawnedShim {
+    /// The shim's pid.
+    pub pid: u32,
+}
+
+/// Connects to a shim's socket (the channel reconnects lazily on its own).
+pub async fn connect(socket: &Path) -> Result<Shim> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://berth-shim.invalid")
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|e| Error::Shim(format!("connect {}: {e}", socket.display())))?;
+    Ok(ShimClient::new(channel))
+}
+
+/// Sets `IFF_UP` on `lo` of the current network namespace. Only raw syscalls:
+/// this runs between fork and exec.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain syscalls on a zeroed, correctly sized ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if rc == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Spawns `berth-shim serve` in new namespaces and waits until it answers.
+pub async fn spawn(
+    shim_bin: &Path,
+    sandbox_id: &str,
+    socket: &Path,
+    log: &Path,
+    ns: NewNamespaces,
+    hostname: Option<&str>,
+) -> Result<(SpawnedShim, Shim)> {
+    use std::os::unix::process::CommandExt;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::io(format!("open shim log {}", log.display()), e))?;
+    let mut flags = nix::sched::CloneFlags::empty();
+    if ns.net {
+        flags |= nix::sched::CloneFlags::CLONE_NEWNET;
+    }
+    if ns.ipc {
+        flags |= nix::sched::CloneFlags::CLONE_NEWIPC;
+    }
+    if ns.uts {
+        flags |= nix::sched::CloneFlags::CLONE_NEWUTS;
+    }
+    let hostname = hostname.filter(|_| ns.uts).map(|h| h.to_string());
+    let mut cmd = std::process::Command::new(shim_bin);
+    cmd.arg("serve")
+        .arg("--id")
+        .arg(sandbox_id)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    if let Ok(level) = std::env::var("BERTH_SHIM_LOG") {
+        cmd.env("BERTH_SHIM_LOG", level);
+    }
+    let net = ns.net;
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe syscalls (setsid, unshare, sethostname, socket/ioctl).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sched::unshare(flags).map_err(std::io::Error::from)?;
+            if let Some(h) = &hostname {
+                nix::unistd::sethostname(h).map_err(std::io::Error::from)?;
+            }
+            if net {
+                loopback_up()?;
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
+    let pid = child.id();
+    // berthd is the shim's parent while it lives; reap it when it exits so no
+    // zombie stays behind. After a berthd restart, init adopts shims instead.
+    std::thread::Builder::new()
+        .name(format!("reap-shim-{pid}"))
+        .spawn(move || {
+            let _ = child.wait();
+        })
+        .map_err(|e| Error::io("spawn shim reaper thread", e))?;
+
+    let deadline = Instant::now() + SHIM_START_TIMEOUT;
+    loop {
+        if socket.exists() {
+            if let Ok(mut client) = connect(socket).await {
+                if client.info(berth_proto::shim::InfoRequest {}).await.is_ok() {
+                    return Ok((SpawnedShim { pid }, client));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            // SAFETY: plain kill(2) of the child we just started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            return Err(Error::Shim(format!(
+                "shim for sandbox {sandbox_id} did not start serving within {SHIM_START_TIMEOUT:?} (log: {})",
+                log.display()
+            )));
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(Error::Shim(format!("shim exited at start: {}", tail.trim())));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `/proc/<pid>/ns/<kind>` of a process.
+pub fn ns_path(pid: u32, kind: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/ns/{kind}"))
+}

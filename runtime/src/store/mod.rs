@@ -1,0 +1,172 @@
+//! Crash-safe state files.
+//!
+//! Every record is JSON with a `"version"` field, written to a temp file in
+//! the same directory, fsynced, renamed over the old one, and the directory is
+//! fsynced: after a crash a record is either the old one or the new one.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Format version of every record berthd writes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// A versioned envelope around a record.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Envelope<T> {
+    version: u32,
+    #[serde(flatten)]
+    record: T,
+}
+
+/// Atomically replaces `path` with `record`.
+pub fn write_record<T: Serialize>(path: &Path, record: &T) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal(format!("record path {} has no parent", path.display())))?;
+    std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    let data = serde_json::to_vec_pretty(&Envelope {
+        version: RECORD_VERSION,
+        record,
+    })
+    .map_err(|e| Error::Internal(format!("encode {}: {e}", path.display())))?;
+    let tmp = tmp_path(path);
+    {
+        let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        f.write_all(&data).ctx(|| format!("write {}", tmp.display()))?;
+        f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path).ctx(|| format!("rename to {}", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync {}", dir.display()))
+}
+
+/// Reads a record written by [`write_record`]; refuses unknown versions.
+pub fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let data = std::fs::read(path).ctx(|| format!("read {}", path.display()))?;
+    let env: Envelope<T> = serde_json::from_slice(&data)
+        .map_err(|e| Error::Internal(format!("decode {}: {e}", path.display())))?;
+    if env.version != RECORD_VERSION {
+        return Err(Error::Internal(format!(
+            "{} has record version {}, this berthd reads {RECORD_VERSION}",
+            path.display(),
+            env.version
+        )));
+    }
+    Ok(env.record)
+}
+
+/// Removes a record (missing is fine) and fsyncs its directory.
+pub fn remove_record(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+    if let Some(dir) = path.parent() {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// A random 64-hex-digit id, like the ids containerd and CRI-O hand out.
+pub fn new_id() -> String {
+    let mut buf = [0u8; 32];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut buf).is_ok() {
+            return hex::encode(buf);
+        }
+    }
+    // /dev/urandom is always there on Linux; this is only a last resort.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{:064x}", t ^ (std::process::id() as u128) << 64)
+}
+
+/// Current unix time in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Rec {
+        name: String,
+        n: u32,
+    }
+
+    #[test]
+    fn round_trip_and_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/rec.json");
+        write_record(
+            &p,
+            &Rec {
+                name: "a".into(),
+                n: 1,
+            },
+        )
+        .unwrap();
+        write_record(
+            &p,
+            &Rec {
+                name: "b".into(),
+                n: 2,
+            },
+        )
+        .unwrap();
+        let r: Rec = read_record(&p).unwrap();
+        assert_eq!(
+            r,
+            Rec {
+                name: "b".into(),
+                n: 2
+            }
+        );
+        let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(raw["version"], 1);
+        assert!(!tmp_path(&p).exists(), "temp file must be renamed away");
+        remove_record(&p).unwrap();
+        remove_record(&p).unwrap();
+        assert!(read_record::<Rec>(&p).is_err());
+    }
+
+    #[test]
+    fn refuses_unknown_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rec.json");
+        std::fs::write(&p, r#"{"version": 9, "name": "x", "n": 1}"#).unwrap();
+        let err = read_record::<Rec>(&p).unwrap_err().to_string();
+        assert!(err.contains("version 9"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_unique_hex() {
+        let a = new_id();
+        let b = new_id();
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}
