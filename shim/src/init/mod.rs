@@ -1,0 +1,107 @@
+//! `berth-shim init`: the container's first stage.
+//!
+//! Runs as a fresh single-threaded process (pid 1 of the container's PID
+//! namespace when it has one). Order matters and follows the kernel's rules:
+//! 1. join the pod's namespaces (net, ipc, uts) by path, and the cgroup;
+//! 2. unshare mount (+ cgroup) namespaces, so every mount below is private to
+//!    the container and disappears with it — nothing to clean up on the host;
+//! 3. mount the root filesystem and the spec's mounts, pivot_root into it;
+//! 4. report "ready" and park until the shim says start;
+//! 5. switch user and capabilities, then exec the user's process.
+//!
+//! Any failure is written to the sync pipe as `E<message>` so the shim can
+//! return it to berthd verbatim.
+
+mod mounts;
+mod process;
+mod rootfs;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spawn::fds;
+
+/// What the shim hands the init stage on fd 3.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// The OCI runtime spec berthd generated.
+    pub spec: oci_spec::runtime::Spec,
+    /// Mount point of the root filesystem (inside the container's mount ns).
+    pub rootfs_dir: PathBuf,
+    /// Mounts making up the rootfs, applied in order at `rootfs_dir`.
+    pub rootfs_mounts: Vec<RootfsMount>,
+}
+
+/// One rootfs mount (e.g. overlay with lowerdir/upperdir/workdir options).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RootfsMount {
+    /// Filesystem type.
+    pub fstype: String,
+    /// Mount source.
+    pub source: String,
+    /// Options, e.g. `lowerdir=...`.
+    pub options: Vec<String>,
+}
+
+/// Entry point of `berth-shim init`. Never returns.
+pub fn main() -> ! {
+    // SAFETY: the shim put exactly these descriptors at these numbers before exec.
+    let (mut config_in, mut sync, mut start) = unsafe {
+        (
+            File::from_raw_fd(fds::CONFIG),
+            File::from_raw_fd(fds::SYNC),
+            File::from_raw_fd(fds::START),
+        )
+    };
+    for fd in [fds::CONFIG, fds::SYNC, fds::START] {
+        // The sync pipe must close on a successful exec: that EOF is the
+        // shim's proof that exec worked. The others must not leak either.
+        let _ = nix::fcntl::fcntl(
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+
+    let fail = |sync: &mut File, msg: String| -> ! {
+        let _ = sync.write_all(format!("E{msg}").as_bytes());
+        std::process::exit(1)
+    };
+
+    let mut raw = Vec::new();
+    if let Err(e) = config_in.read_to_end(&mut raw) {
+        fail(&mut sync, format!("read init config: {e}"));
+    }
+    drop(config_in);
+    let cfg: InitConfig = match serde_json::from_slice(&raw) {
+        Ok(c) => c,
+        Err(e) => fail(&mut sync, format!("parse init config: {e}")),
+    };
+
+    let prepared = match rootfs::prepare(&cfg) {
+        Ok(p) => p,
+        Err(e) => fail(&mut sync, format!("{e:#}")),
+    };
+    if sync.write_all(b"R").is_err() {
+        std::process::exit(1);
+    }
+
+    let mut go = [0u8; 1];
+    match start.read(&mut go) {
+        Ok(1) => {}
+        // The shim gave up on us (Delete before Start, or the shim died).
+        _ => std::process::exit(1),
+    }
+    drop(start);
+
+    match process::exec(&cfg.spec, &prepared) {
+        Ok(never) => match never {},
+        Err(e) => {
+            let _ = sync.write_all(format!("E{e:#}").as_bytes());
+            std::process::exit(127)
+        }
+    }
+}

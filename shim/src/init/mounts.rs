@@ -1,0 +1,175 @@
+//! OCI mount options -> mount(2) flags, and path resolution inside the rootfs.
+
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+/// Flags and leftover data from an OCI `options` list.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedOptions {
+    /// Flags for the initial mount.
+    pub flags: MsFlags,
+    /// Propagation flags applied with a separate mount call.
+    pub propagation: MsFlags,
+    /// Filesystem-specific options, comma-joined.
+    pub data: String,
+    /// A bind mount (`bind` or `rbind`).
+    pub bind: bool,
+}
+
+/// Parses OCI mount options the way runc does (unknown words are data).
+pub fn parse_options(options: &[String]) -> ParsedOptions {
+    let mut p = ParsedOptions {
+        flags: MsFlags::empty(),
+        propagation: MsFlags::empty(),
+        data: String::new(),
+        bind: false,
+    };
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "bind" => {
+                p.bind = true;
+                (MsFlags::MS_BIND, MsFlags::empty())
+            }
+            "rbind" => {
+                p.bind = true;
+                (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty())
+            }
+            "private" => {
+                p.propagation |= MsFlags::MS_PRIVATE;
+                continue;
+            }
+            "rprivate" => {
+                p.propagation |= MsFlags::MS_PRIVATE | MsFlags::MS_REC;
+                continue;
+            }
+            "slave" => {
+                p.propagation |= MsFlags::MS_SLAVE;
+                continue;
+            }
+            "rslave" => {
+                p.propagation |= MsFlags::MS_SLAVE | MsFlags::MS_REC;
+                continue;
+            }
+            "shared" => {
+                p.propagation |= MsFlags::MS_SHARED;
+                continue;
+            }
+            "rshared" => {
+                p.propagation |= MsFlags::MS_SHARED | MsFlags::MS_REC;
+                continue;
+            }
+            other => {
+                data.push(other.to_string());
+                continue;
+            }
+        };
+        p.flags |= set;
+        p.flags &= !clear;
+    }
+    p.data = data.join(",");
+    p
+}
+
+/// Resolves `unsafe_path` inside `root` as if `root` were `/`: `..` cannot
+/// climb above the root and absolute symlinks are re-rooted, so a hostile
+/// image cannot point a mount target outside its rootfs.
+pub fn secure_join(root: &Path, unsafe_path: &Path) -> std::io::Result<PathBuf> {
+    let mut resolved = PathBuf::new(); // relative to root
+    let mut pending: Vec<PathBuf> = vec![unsafe_path.to_path_buf()];
+    let mut links = 0;
+    while let Some(p) = pending.pop() {
+        let mut comps: Vec<Component> = p.components().collect();
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            match c {
+                Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => {
+                    let candidate = resolved.join(name);
+                    let full = root.join(&candidate);
+                    match std::fs::symlink_metadata(&full) {
+                        Ok(m) if m.file_type().is_symlink() => {
+                            links += 1;
+                            if links > 40 {
+                                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+                            }
+                            let target = std::fs::read_link(&full)?;
+                            if target.is_absolute() {
+                                resolved = PathBuf::new();
+                            }
+                            // Resolve the link target, then the rest of this path.
+                            let rest: PathBuf = comps.iter().rev().collect();
+                            comps.clear();
+                            pending.push(rest);
+                            pending.push(target);
+                        }
+                        _ => resolved = candidate,
+                    }
+                }
+            }
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_option_sets() {
+        let p = parse_options(&[
+            "nosuid".into(),
+            "strictatime".into(),
+            "mode=755".into(),
+            "size=65536k".into(),
+        ]);
+        assert_eq!(p.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!(p.data, "mode=755,size=65536k");
+        assert!(!p.bind);
+        let p = parse_options(&["rbind".into(), "ro".into(), "rslave".into()]);
+        assert!(p.bind);
+        assert_eq!(p.flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+        assert_eq!(p.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        let p = parse_options(&["ro".into(), "rw".into()]);
+        assert_eq!(p.flags, MsFlags::empty());
+    }
+
+    #[test]
+    fn secure_join_stays_inside_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("etc/up")).unwrap();
+        std::os::unix::fs::symlink("loop2", root.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", root.join("loop2")).unwrap();
+        assert_eq!(
+            secure_join(root, Path::new("/../../etc/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/abs/hosts")).unwrap(),
+            root.join("etc/hosts")
+        );
+        assert_eq!(secure_join(root, Path::new("/etc/up/x")).unwrap(), root.join("x"));
+        assert!(secure_join(root, Path::new("/loop1/x")).is_err());
+    }
+}

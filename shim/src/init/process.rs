@@ -1,0 +1,193 @@
+//! The last step of the init stage: become the user's process.
+//!
+//! Order (as the kernel requires): rlimits and oom score while still
+//! privileged; drop the bounding set while CAP_SETPCAP is still effective;
+//! switch groups then gid then uid with KEEPCAPS so permitted capabilities
+//! survive a non-root uid; set the capability sets; no_new_privs; exec.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::Spec;
+
+use super::rootfs::Prepared;
+
+/// Default PATH when the spec's environment has none (Docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Applies identity and privileges and execs the process. Returns only on error.
+pub fn exec(spec: &Spec, prepared: &Prepared) -> Result<Infallible> {
+    let process = spec.process().clone().context("spec has no process")?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        bail!("spec has no process args");
+    }
+    let env = process.env().clone().unwrap_or_default();
+
+    for rl in process.rlimits().clone().unwrap_or_default() {
+        let res = rlimit_resource(&rl.typ().to_string())?;
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
+        // SAFETY: plain syscall with a valid pointer.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            bail!("setrlimit {:?}: {}", rl.typ(), std::io::Error::last_os_error());
+        }
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).context("write oom_score_adj")?;
+    }
+
+    let caps_spec = process.capabilities().clone();
+    if let Some(c) = &caps_spec {
+        let keep = to_caps(c.bounding().as_ref())?;
+        for cap in caps::all() {
+            if !keep.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap)
+                    .with_context(|| format!("drop {cap} from bounding set"))?;
+            }
+        }
+    }
+
+    let user = process.user();
+    let mut groups: Vec<Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Gid::from_raw)
+        .collect();
+    groups.dedup();
+    nix::unistd::setgroups(&groups).context("setgroups")?;
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        bail!("PR_SET_KEEPCAPS: {}", std::io::Error::last_os_error());
+    }
+    let gid = Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid).context("setresgid")?;
+    let uid = Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid).context("setresuid")?;
+
+    if let Some(c) = &caps_spec {
+        let permitted = to_caps(c.permitted().as_ref())?;
+        let effective = to_caps(c.effective().as_ref())?;
+        let inheritable = to_caps(c.inheritable().as_ref())?;
+        caps::set(None, CapSet::Permitted, &permitted).context("set permitted capabilities")?;
+        caps::set(None, CapSet::Inheritable, &inheritable).context("set inheritable capabilities")?;
+        caps::set(None, CapSet::Effective, &effective).context("set effective capabilities")?;
+        for cap in to_caps(c.ambient().as_ref())? {
+            caps::raise(None, CapSet::Ambient, cap).with_context(|| format!("raise ambient {cap}"))?;
+        }
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            bail!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    nix::unistd::chdir(&prepared.cwd)
+        .with_context(|| format!("chdir to working directory {}", prepared.cwd.display()))?;
+
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let program = find_program(&args[0], &path_var)?;
+    let c_prog = CString::new(program.as_os_str().as_encoded_bytes())?;
+    let c_args: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()?;
+    let c_env: Vec<CString> = env
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()?;
+    let err = nix::unistd::execve(&c_prog, &c_args, &c_env).unwrap_err();
+    bail!("exec {:?}: {err}", args[0])
+}
+
+/// Finds `name` like execvp does: a name with a slash is used as is,
+/// otherwise the first executable match in `path_var`.
+pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name);
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() && candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("executable file {name:?} not found in $PATH ({path_var})")
+}
+
+fn to_caps(list: Option<&HashSet<oci_spec::runtime::Capability>>) -> Result<CapsHashSet> {
+    let mut out = CapsHashSet::new();
+    for c in list.into_iter().flatten() {
+        // oci-spec's names are CAP_*; caps parses the same spelling.
+        let name = c.to_string();
+        let name = if name.starts_with("CAP_") {
+            name
+        } else {
+            format!("CAP_{name}")
+        };
+        out.insert(Capability::from_str(&name).map_err(|e| anyhow::anyhow!("capability {name}: {e}"))?);
+    }
+    Ok(out)
+}
+
+fn rlimit_resource(name: &str) -> Result<libc::__rlimit_resource_t> {
+    let n = name.to_ascii_uppercase();
+    Ok(match n.trim_start_matches("RLIMIT_") {
+        "AS" => libc::RLIMIT_AS,
+        "CORE" => libc::RLIMIT_CORE,
+        "CPU" => libc::RLIMIT_CPU,
+        "DATA" => libc::RLIMIT_DATA,
+        "FSIZE" => libc::RLIMIT_FSIZE,
+        "LOCKS" => libc::RLIMIT_LOCKS,
+        "MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "NICE" => libc::RLIMIT_NICE,
+        "NOFILE" => libc::RLIMIT_NOFILE,
+        "NPROC" => libc::RLIMIT_NPROC,
+        "RSS" => libc::RLIMIT_RSS,
+        "RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RTTIME" => libc::RLIMIT_RTTIME,
+        "SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "STACK" => libc::RLIMIT_STACK,
+        _ => bail!("unknown rlimit {name}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_programs_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("tool");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let path = format!("/nonexistent:{}", dir.path().display());
+        assert_eq!(find_program("tool", &path).unwrap(), bin);
+        assert_eq!(find_program("/bin/x", "").unwrap(), PathBuf::from("/bin/x"));
+        let err = find_program("missing", &path).unwrap_err().to_string();
+        assert!(err.contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn rlimit_names() {
+        assert_eq!(rlimit_resource("RLIMIT_NOFILE").unwrap(), libc::RLIMIT_NOFILE);
+        assert!(rlimit_resource("RLIMIT_BOGUS").is_err());
+    }
+}

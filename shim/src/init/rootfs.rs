@@ -1,0 +1,285 @@
+//! Namespaces, cgroup, root filesystem and mounts for the init stage.
+
+use std::fs::File;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use oci_spec::runtime::LinuxNamespaceType;
+
+use super::mounts::{parse_options, secure_join};
+use super::InitConfig;
+
+/// Where cgroup v2 is mounted on the host.
+const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
+
+/// Device nodes every container gets, bind-mounted from the host (works in any
+/// user namespace, unlike mknod).
+const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What the exec step needs to know from setup.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The working directory exists inside the new root.
+    pub cwd: PathBuf,
+}
+
+/// Runs steps 1-3 of the init stage (see the module docs of `init`).
+pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
+    let spec = &cfg.spec;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+
+    // 1. Join namespaces that have a path (the pod's), remember which to create.
+    let mut unshare_flags = CloneFlags::empty();
+    let mut own_uts = false;
+    for ns in &namespaces {
+        let flag = match ns.typ() {
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            // The PID namespace was chosen at clone time; others unsupported for now.
+            LinuxNamespaceType::Pid => continue,
+            other => bail!("namespace type {other:?} is not supported"),
+        };
+        match ns.path() {
+            Some(path) => {
+                let f = File::open(path).with_context(|| format!("open namespace {}", path.display()))?;
+                setns(&f, flag).with_context(|| format!("setns {}", path.display()))?;
+            }
+            None => {
+                if flag == CloneFlags::CLONE_NEWUTS {
+                    own_uts = true;
+                }
+                unshare_flags |= flag;
+            }
+        }
+    }
+    if !unshare_flags.contains(CloneFlags::CLONE_NEWNS) {
+        bail!("a container needs its own mount namespace");
+    }
+
+    // The container's cgroup, before a cgroup namespace roots itself there.
+    if let Some(cg) = linux.cgroups_path() {
+        let procs = Path::new(CGROUP2_ROOT)
+            .join(cg.strip_prefix("/").unwrap_or(cg))
+            .join("cgroup.procs");
+        std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
+    }
+
+    // 2. New namespaces. Mount events stay inside; host events still reach us.
+    unshare(unshare_flags).context("unshare namespaces")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context("make / rslave")?;
+    if own_uts {
+        if let Some(h) = spec.hostname() {
+            nix::unistd::sethostname(h).context("sethostname")?;
+        }
+    }
+
+    // 3. Root filesystem.
+    let root = &cfg.rootfs_dir;
+    for m in &cfg.rootfs_mounts {
+        let p = parse_options(&m.options);
+        mount(
+            Some(m.source.as_str()),
+            root,
+            Some(m.fstype.as_str()),
+            p.flags,
+            Some(p.data.as_str()),
+        )
+        .with_context(|| format!("mount {} rootfs at {}", m.fstype, root.display()))?;
+    }
+    if cfg.rootfs_mounts.is_empty() {
+        // pivot_root needs a mount point.
+        mount(
+            Some(root),
+            root,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .context("bind rootfs onto itself")?;
+    }
+
+    for m in spec.mounts().clone().unwrap_or_default() {
+        mount_one(root, &m)?;
+    }
+    setup_dev(root)?;
+
+    let cwd = spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().clone())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let cwd_host = secure_join(root, &cwd)?;
+    std::fs::create_dir_all(&cwd_host)
+        .with_context(|| format!("create working directory {}", cwd.display()))?;
+
+    pivot_into(root)?;
+
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        mask_path(Path::new(&p))?;
+    }
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        readonly_path(Path::new(&p))?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .context("remount rootfs read-only")?;
+    }
+    if let Some(sysctls) = linux.sysctl() {
+        for (k, v) in sysctls {
+            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+            std::fs::write(&path, v).with_context(|| format!("set sysctl {k}={v}"))?;
+        }
+    }
+    Ok(Prepared { cwd })
+}
+
+/// Mounts one spec mount under `root`.
+fn mount_one(root: &Path, m: &oci_spec::runtime::Mount) -> Result<()> {
+    let dest = secure_join(root, m.destination())?;
+    let opts = parse_options(&m.options().clone().unwrap_or_default());
+    let fstype = m.typ().clone().unwrap_or_else(|| "none".into());
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype));
+
+    if opts.bind {
+        let meta = std::fs::metadata(&source).with_context(|| format!("bind source {}", source.display()))?;
+        if meta.is_dir() {
+            std::fs::create_dir_all(&dest)?;
+        } else {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if !dest.exists() {
+                File::create(&dest)?;
+            }
+        }
+        let rec = opts.flags & MsFlags::MS_REC;
+        mount(
+            Some(&source),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND | rec,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind {} to {}", source.display(), m.destination().display()))?;
+        // Bind mounts ignore other flags on creation: apply them by remount.
+        let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !extra.is_empty() {
+            mount(
+                None::<&str>,
+                &dest,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                None::<&str>,
+            )
+            .with_context(|| format!("remount {} with {extra:?}", m.destination().display()))?;
+        }
+    } else {
+        std::fs::create_dir_all(&dest)
+            .with_context(|| format!("create mount point {}", m.destination().display()))?;
+        let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+        mount(Some(&source), &dest, Some(fstype.as_str()), opts.flags, data)
+            .with_context(|| format!("mount {fstype} at {}", m.destination().display()))?;
+    }
+    if !opts.propagation.is_empty() {
+        mount(None::<&str>, &dest, None::<&str>, opts.propagation, None::<&str>)
+            .with_context(|| format!("set propagation of {}", m.destination().display()))?;
+    }
+    Ok(())
+}
+
+/// Minimal /dev: host device nodes bound in, the standard symlinks.
+fn setup_dev(root: &Path) -> Result<()> {
+    let dev = root.join("dev");
+    std::fs::create_dir_all(&dev)?;
+    for name in DEFAULT_DEVICES {
+        let target = dev.join(name);
+        if !target.exists() {
+            File::create(&target).with_context(|| format!("create /dev/{name}"))?;
+        }
+        mount(
+            Some(&Path::new("/dev").join(name)),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind /dev/{name}"))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let p = dev.join(link);
+        if std::fs::symlink_metadata(&p).is_err() {
+            symlink(target, &p).with_context(|| format!("symlink /dev/{link}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// pivot_root(".", ".") then detach the old root: the old root is stacked
+/// under the new one and unmounted lazily, so no put_old directory is needed.
+fn pivot_into(root: &Path) -> Result<()> {
+    nix::unistd::chdir(root).context("chdir rootfs")?;
+    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detach old root")?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    Ok(())
+}
+
+/// Hides a path: /dev/null over files, an empty read-only tmpfs over dirs.
+fn mask_path(p: &Path) -> Result<()> {
+    match std::fs::metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+            .with_context(|| format!("mask {}", p.display())),
+        Ok(_) => mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("mask {}", p.display())),
+    }
+}
+
+/// Makes a path read-only with a bind remount.
+fn readonly_path(p: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(p).is_err() {
+        return Ok(());
+    }
+    mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind {} read-only", p.display()))?;
+    mount(
+        None::<&str>,
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("remount {} read-only", p.display()))
+}

@@ -1,0 +1,75 @@
+//! `berth-shim`: the per-pod process that owns a pod's containers.
+//!
+//! berthd starts one shim per pod sandbox. The shim creates container
+//! processes, keeps their stdio flowing into the CRI log files, reaps them and
+//! keeps their exit status until berthd asks for it. Because the shim is its own
+//! session leader (not a child berthd waits on), berthd can restart without
+//! touching a running container.
+//!
+//! The same binary has a second role, `berth-shim init`: the single-threaded
+//! first stage of every container (like `runc init`). It is exec'd inside the
+//! container's fresh PID namespace, joins the other namespaces, builds the
+//! root filesystem, parks until `Start`, then execs the user's process.
+
+mod init;
+mod logs;
+mod reaper;
+mod server;
+mod spawn;
+mod table;
+
+use std::path::PathBuf;
+
+/// Command line of `berth-shim serve`.
+#[derive(Debug)]
+struct ServeArgs {
+    sandbox_id: String,
+    socket: PathBuf,
+}
+
+fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
+    let mut sandbox_id = None;
+    let mut socket = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--id" => sandbox_id = it.next().cloned(),
+            "--socket" => socket = it.next().map(PathBuf::from),
+            other => anyhow::bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(ServeArgs {
+        sandbox_id: sandbox_id.ok_or_else(|| anyhow::anyhow!("--id is required"))?,
+        socket: socket.ok_or_else(|| anyhow::anyhow!("--socket is required"))?,
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        // Never returns: execs the container process or exits with an error.
+        Some("init") => init::main(),
+        Some("serve") => {
+            let serve = match parse_serve(&args[2..]) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("berth-shim: {e}");
+                    std::process::exit(2);
+                }
+            };
+            if let Err(e) = server::run(serve.sandbox_id, serve.socket) {
+                eprintln!("berth-shim: {e:#}");
+                std::process::exit(1);
+            }
+        }
+        Some("--version") => println!("berth-shim {}", env!("CARGO_PKG_VERSION")),
+        _ => {
+            eprintln!(
+                "usage: berth-shim serve --id SANDBOX_ID --socket PATH\n       \
+                 berth-shim init   (internal: container first stage)\n       \
+                 berth-shim --version"
+            );
+            std::process::exit(2);
+        }
+    }
+}

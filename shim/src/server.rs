@@ -1,0 +1,388 @@
+//! The shim's gRPC server (package `berth.shim.v1`) on a unix socket.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::shim::shim_server::{Shim, ShimServer};
+use berth_proto::shim::*;
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use tonic::{Request, Response, Status};
+
+use crate::init::{InitConfig, RootfsMount as InitRootfsMount};
+use crate::logs::{spawn_copier, LogFile, Stream};
+use crate::reaper::{now_ns, Reaper};
+use crate::spawn::{spawn_init, ChildFds};
+use crate::table::{Container, Phase, Table};
+
+/// How long Delete waits for a killed container to be reaped.
+const DELETE_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs the shim until Shutdown.
+pub fn run(sandbox_id: String, socket: PathBuf) -> anyhow::Result<()> {
+    // Orphans of container processes must be reaped by us, not by host init.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        anyhow::bail!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_SHIM_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(sandbox_id, socket))
+}
+
+async fn serve(sandbox_id: String, socket: PathBuf) -> anyhow::Result<()> {
+    let reaper = Reaper::start()?;
+    let _ = std::fs::remove_file(&socket);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let svc = ShimService {
+        sandbox_id: sandbox_id.clone(),
+        reaper,
+        table: Table::default(),
+        shutdown: shutdown_tx,
+    };
+    tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), "shim serving");
+    tonic::transport::Server::builder()
+        .add_service(ShimServer::new(svc))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async move {
+                let _ = shutdown_rx.recv().await;
+            },
+        )
+        .await?;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("shim stopped");
+    Ok(())
+}
+
+struct ShimService {
+    sandbox_id: String,
+    reaper: Reaper,
+    table: Table,
+    shutdown: tokio::sync::mpsc::Sender<()>,
+}
+
+impl ShimService {
+    fn container(&self, id: &str) -> Result<Arc<Container>, Status> {
+        self.table
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("container {id} not found in shim")))
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((r, w))
+}
+
+fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{ctx}: {e}"))
+}
+
+/// Reads what the init stage wrote on the sync pipe up to EOF or `stop_at_ready`.
+fn read_sync(f: &mut File, stop_at_ready: bool) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        if stop_at_ready && out == b"R" {
+            return Ok(out);
+        }
+    }
+}
+
+fn cgroup_dir(spec: &Spec) -> Option<PathBuf> {
+    let p = spec.linux().as_ref()?.cgroups_path().clone()?;
+    Some(Path::new("/sys/fs/cgroup").join(p.strip_prefix("/").unwrap_or(&p)))
+}
+
+fn signal_all(dir: &Path, sig: Signal) -> std::io::Result<()> {
+    if sig == Signal::SIGKILL && dir.join("cgroup.kill").exists() {
+        return std::fs::write(dir.join("cgroup.kill"), b"1");
+    }
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Shim for ShimService {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(InfoResponse {
+            shim_pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            sandbox_id: self.sandbox_id.clone(),
+        }))
+    }
+
+    async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+        let req = req.into_inner();
+        if self.table.get(&req.id).is_some() {
+            return Err(Status::already_exists(format!("container {} exists", req.id)));
+        }
+        let spec: Spec = serde_json::from_slice(&req.spec_json)
+            .map_err(|e| Status::invalid_argument(format!("bad OCI spec: {e}")))?;
+        let new_pid_ns = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .map(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+            })
+            .unwrap_or(false);
+        let cfg = InitConfig {
+            rootfs_dir: Path::new(&req.bundle).join("rootfs"),
+            rootfs_mounts: req
+                .rootfs
+                .iter()
+                .map(|m| InitRootfsMount {
+                    fstype: m.r#type.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                })
+                .collect(),
+            spec,
+        };
+        std::fs::create_dir_all(&cfg.rootfs_dir).map_err(|e| internal("create rootfs dir", e))?;
+        let log = LogFile::open(&req.log_path).map_err(|e| internal("open log file", e))?;
+        let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode init config", e))?;
+
+        let mk = |what: &str| pipe().map_err(|e| internal(what, e));
+        let (cfg_r, cfg_w) = mk("config pipe")?;
+        let (sync_r, sync_w) = mk("sync pipe")?;
+        let (start_r, start_w) = mk("start pipe")?;
+        let (out_r, out_w) = mk("stdout pipe")?;
+        let (err_r, err_w) = mk("stderr pipe")?;
+        let devnull: OwnedFd = File::open("/dev/null")
+            .map_err(|e| internal("open /dev/null", e))?
+            .into();
+
+        let pid = spawn_init(
+            new_pid_ns,
+            ChildFds {
+                stdin: devnull,
+                stdout: out_w,
+                stderr: err_w,
+                config: cfg_r,
+                sync: sync_w,
+                start: start_r,
+            },
+        )
+        .map_err(|e| internal("clone container init", e))?;
+        // Our copies of the child's ends are closed by now (ChildFds dropped),
+        // so EOF on sync/stdout/stderr means the child side is gone.
+
+        let cgroup_dir = cgroup_dir(&cfg.spec);
+        let setup = tokio::task::spawn_blocking(move || -> std::io::Result<(File, Vec<u8>)> {
+            let mut w = File::from(cfg_w);
+            w.write_all(&config_json)?;
+            drop(w);
+            let mut sync = File::from(sync_r);
+            let got = read_sync(&mut sync, true)?;
+            Ok((sync, got))
+        })
+        .await
+        .map_err(|e| internal("init setup task", e))?;
+
+        let fail = |msg: String| {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            let reaper = self.reaper.clone();
+            tokio::spawn(async move { reaper.wait(pid).await });
+            Status::failed_precondition(format!("create container {}: {msg}", req.id))
+        };
+        let (sync_file, got) = match setup {
+            Ok(v) => v,
+            Err(e) => return Err(fail(format!("talk to init: {e}"))),
+        };
+        if got != b"R" {
+            let msg = String::from_utf8_lossy(got.strip_prefix(b"E").unwrap_or(&got)).into_owned();
+            let msg = if msg.is_empty() {
+                "init exited during setup".to_string()
+            } else {
+                msg
+            };
+            return Err(fail(msg));
+        }
+
+        let c = Arc::new(Container::new(
+            req.id.clone(),
+            pid,
+            cgroup_dir,
+            File::from(start_w),
+            sync_file,
+        ));
+        if let Err(e) = self.table.insert(c.clone()) {
+            return Err(fail(e));
+        }
+        let out_done = spawn_copier(out_r, Stream::Stdout, log.clone());
+        let err_done = spawn_copier(err_r, Stream::Stderr, log);
+        let reaper = self.reaper.clone();
+        tokio::spawn(async move {
+            let exit = reaper.wait(pid).await;
+            // Report the exit only after every byte of output is in the log.
+            let _ = out_done.await;
+            let _ = err_done.await;
+            c.mark_exited(exit.code, exit.at_ns);
+            tracing::info!(container = %c.id, pid, code = exit.code, "container exited");
+        });
+        tracing::info!(container = %req.id, pid, "container created");
+        Ok(Response::new(CreateResponse { pid: pid as u32 }))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let id = req.into_inner().id;
+        let c = self.container(&id)?;
+        if c.state().phase != Phase::Created {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is not in created state"
+            )));
+        }
+        let start = c.start_pipe.lock().expect("lock").take();
+        let sync = c.sync_pipe.lock().expect("lock").take();
+        let (Some(mut start), Some(mut sync)) = (start, sync) else {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is already starting"
+            )));
+        };
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            start.write_all(b"S")?;
+            drop(start);
+            read_sync(&mut sync, false)
+        })
+        .await
+        .map_err(|e| internal("start task", e))?;
+        let started_at = now_ns();
+        match result {
+            Ok(msg) if msg.is_empty() => {}
+            Ok(msg) => {
+                let text = String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg)).into_owned();
+                return Err(Status::failed_precondition(format!(
+                    "start container {id}: {text}"
+                )));
+            }
+            Err(e) => return Err(internal("read start result", e)),
+        }
+        c.mark_running(started_at).map_err(Status::failed_precondition)?;
+        tracing::info!(container = %id, pid = c.pid, "container started");
+        Ok(Response::new(StartResponse {
+            pid: c.pid as u32,
+            started_at,
+        }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
+        let req = req.into_inner();
+        let c = self.container(&req.id)?;
+        let sig = Signal::try_from(req.signal as i32)
+            .map_err(|_| Status::invalid_argument(format!("bad signal {}", req.signal)))?;
+        if c.state().phase == Phase::Exited {
+            return Ok(Response::new(KillResponse {}));
+        }
+        match (&c.cgroup_dir, req.all) {
+            (Some(dir), true) => signal_all(dir, sig).map_err(|e| internal("signal cgroup", e))?,
+            _ => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), sig) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => return Err(internal("kill", e)),
+            },
+        }
+        Ok(Response::new(KillResponse {}))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let c = self.container(&req.into_inner().id)?;
+        let s = c.wait_exited().await;
+        Ok(Response::new(WaitResponse {
+            exit_code: s.exit_code,
+            exited_at: s.exited_at,
+        }))
+    }
+
+    async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
+        let c = self.container(&req.into_inner().id)?;
+        let s = c.state();
+        Ok(Response::new(StateResponse {
+            id: c.id.clone(),
+            status: match s.phase {
+                Phase::Created => berth_proto::shim::Status::Created,
+                Phase::Running => berth_proto::shim::Status::Running,
+                Phase::Exited => berth_proto::shim::Status::Exited,
+            } as i32,
+            pid: c.pid as u32,
+            exit_code: s.exit_code,
+            started_at: s.started_at,
+            exited_at: s.exited_at,
+        }))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let id = req.into_inner().id;
+        let c = self.container(&id)?;
+        if c.state().phase != Phase::Exited {
+            // A parked init gives up when its start pipe closes; a running one is killed.
+            drop(c.start_pipe.lock().expect("lock").take());
+            match &c.cgroup_dir {
+                Some(dir) => {
+                    let _ = signal_all(dir, Signal::SIGKILL);
+                }
+                None => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+                }
+            }
+            if tokio::time::timeout(DELETE_WAIT, c.wait_exited()).await.is_err() {
+                return Err(Status::deadline_exceeded(format!(
+                    "container {id} did not exit within {DELETE_WAIT:?} of SIGKILL"
+                )));
+            }
+        }
+        self.table.remove(&id);
+        let s = c.state();
+        tracing::info!(container = %id, "container deleted");
+        Ok(Response::new(DeleteResponse {
+            exit_code: s.exit_code,
+            exited_at: s.exited_at,
+        }))
+    }
+
+    async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
+        let force = req.into_inner().force;
+        let live: Vec<_> = self.table.all();
+        if !live.is_empty() && !force {
+            return Err(Status::failed_precondition(format!(
+                "shim still has {} container(s); delete them first",
+                live.len()
+            )));
+        }
+        for c in live {
+            if let Some(dir) = &c.cgroup_dir {
+                let _ = signal_all(dir, Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+        }
+        let _ = self.shutdown.try_send(());
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}

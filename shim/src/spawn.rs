@@ -1,0 +1,89 @@
+//! Starts a container's first stage: `clone(2)` into a new PID namespace and
+//! exec `/proc/self/exe init` there at once.
+//!
+//! The shim runs a multi-threaded tokio runtime, so between clone and exec the
+//! child may only make async-signal-safe calls (dup2, execve, _exit). All the
+//! real setup happens after the exec, in `berth-shim init`, which is a fresh
+//! single-threaded process and may unshare, setns and mount freely.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sched::CloneFlags;
+
+/// File descriptor numbers the init stage finds its channels on.
+pub mod fds {
+    /// JSON [`crate::init::InitConfig`], read to EOF.
+    pub const CONFIG: i32 = 3;
+    /// init -> shim: `R` when parked before exec, `E<message>` on failure; closed by a successful exec.
+    pub const SYNC: i32 = 4;
+    /// shim -> init: one byte means "exec now"; EOF means "give up".
+    pub const START: i32 = 5;
+}
+
+/// The descriptors the child gets, by their number inside the child.
+pub struct ChildFds {
+    /// fd 0.
+    pub stdin: OwnedFd,
+    /// fd 1.
+    pub stdout: OwnedFd,
+    /// fd 2.
+    pub stderr: OwnedFd,
+    /// fd 3.
+    pub config: OwnedFd,
+    /// fd 4.
+    pub sync: OwnedFd,
+    /// fd 5.
+    pub start: OwnedFd,
+}
+
+/// Clones the init stage. `new_pid_ns` gives the container its own PID
+/// namespace (init becomes its pid 1). Returns the child's pid in the shim's
+/// namespace.
+pub fn spawn_init(new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<i32> {
+    let exe = CString::new("/proc/self/exe").expect("static path");
+    let argv0 = CString::new("berth-shim").expect("static");
+    let arg1 = CString::new("init").expect("static");
+    let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+
+    // Move every source fd above the target range first, so that the dup2
+    // sequence in the child can never overwrite a source it still needs.
+    let sources = [
+        &child_fds.stdin,
+        &child_fds.stdout,
+        &child_fds.stderr,
+        &child_fds.config,
+        &child_fds.sync,
+        &child_fds.start,
+    ];
+    let mut high: Vec<OwnedFd> = Vec::with_capacity(sources.len());
+    for s in sources {
+        let fd = nix::fcntl::fcntl(s, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))?;
+        // SAFETY: fcntl just returned this new descriptor; we own it.
+        high.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+    let high_raw: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
+
+    let mut flags = CloneFlags::empty();
+    if new_pid_ns {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    let mut stack = vec![0u8; 64 * 1024];
+    let child = Box::new(|| -> isize {
+        // SAFETY: only async-signal-safe syscalls between clone and exec.
+        unsafe {
+            for (target, src) in high_raw.iter().enumerate() {
+                if libc::dup2(*src, target as i32) < 0 {
+                    libc::_exit(120);
+                }
+            }
+            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(121)
+        }
+    });
+    // SAFETY: the callback only uses memory prepared above and calls
+    // async-signal-safe functions; SIGCHLD makes it a normal reapable child.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD))? };
+    Ok(pid.as_raw())
+}

@@ -1,0 +1,194 @@
+//! The shim's containers and their state machine.
+//!
+//! Created -> Running -> Exited, or Created -> Exited when the init stage dies
+//! before exec. Transitions are methods that refuse illegal moves.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Parked in the init stage, before exec.
+    Created,
+    /// The user's process has been exec'd.
+    Running,
+    /// Reaped; output drained.
+    Exited,
+}
+
+/// Mutable part of a container record.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Current phase.
+    pub phase: Phase,
+    /// Exit code once exited.
+    pub exit_code: i32,
+    /// Unix ns of exec.
+    pub started_at: i64,
+    /// Unix ns of reaping.
+    pub exited_at: i64,
+}
+
+/// One container owned by this shim.
+pub struct Container {
+    /// Container id (berthd's).
+    pub id: String,
+    /// Pid of the container's init (then of its exec'd process: same pid).
+    pub pid: i32,
+    /// Cgroup directory, for signalling every process.
+    pub cgroup_dir: Option<std::path::PathBuf>,
+    /// Writer end of the start pipe; taken by Start.
+    pub start_pipe: Mutex<Option<File>>,
+    /// Reader end of the sync pipe; used by Start to learn whether exec worked.
+    pub sync_pipe: Mutex<Option<File>>,
+    state: Mutex<State>,
+    exited_tx: watch::Sender<bool>,
+}
+
+impl Container {
+    /// A container parked in the init stage.
+    pub fn new(
+        id: String,
+        pid: i32,
+        cgroup_dir: Option<std::path::PathBuf>,
+        start_pipe: File,
+        sync_pipe: File,
+    ) -> Self {
+        let (exited_tx, _) = watch::channel(false);
+        Container {
+            id,
+            pid,
+            cgroup_dir,
+            start_pipe: Mutex::new(Some(start_pipe)),
+            sync_pipe: Mutex::new(Some(sync_pipe)),
+            state: Mutex::new(State {
+                phase: Phase::Created,
+                exit_code: 0,
+                started_at: 0,
+                exited_at: 0,
+            }),
+            exited_tx,
+        }
+    }
+
+    /// A snapshot of the mutable state.
+    pub fn state(&self) -> State {
+        self.state.lock().expect("state lock").clone()
+    }
+
+    /// Created -> Running.
+    pub fn mark_running(&self, at_ns: i64) -> Result<(), String> {
+        let mut s = self.state.lock().expect("state lock");
+        match s.phase {
+            Phase::Created => {
+                s.phase = Phase::Running;
+                s.started_at = at_ns;
+                Ok(())
+            }
+            p => Err(format!("container {} is {p:?}, not Created", self.id)),
+        }
+    }
+
+    /// Any -> Exited (idempotent).
+    pub fn mark_exited(&self, code: i32, at_ns: i64) {
+        {
+            let mut s = self.state.lock().expect("state lock");
+            if s.phase == Phase::Exited {
+                return;
+            }
+            s.phase = Phase::Exited;
+            s.exit_code = code;
+            s.exited_at = at_ns;
+        }
+        self.exited_tx.send_replace(true);
+    }
+
+    /// Resolves once the container has exited and its output is drained.
+    pub async fn wait_exited(&self) -> State {
+        let mut rx = self.exited_tx.subscribe();
+        let _ = rx.wait_for(|e| *e).await;
+        self.state()
+    }
+}
+
+/// All containers of the pod, by id.
+#[derive(Default, Clone)]
+pub struct Table {
+    inner: Arc<Mutex<HashMap<String, Arc<Container>>>>,
+}
+
+impl Table {
+    /// Adds a container; refuses a duplicate id.
+    pub fn insert(&self, c: Arc<Container>) -> Result<(), String> {
+        let mut m = self.inner.lock().expect("table lock");
+        if m.contains_key(&c.id) {
+            return Err(format!("container {} already exists", c.id));
+        }
+        m.insert(c.id.clone(), c);
+        Ok(())
+    }
+
+    /// Looks a container up.
+    pub fn get(&self, id: &str) -> Option<Arc<Container>> {
+        self.inner.lock().expect("table lock").get(id).cloned()
+    }
+
+    /// Drops a container record.
+    pub fn remove(&self, id: &str) -> Option<Arc<Container>> {
+        self.inner.lock().expect("table lock").remove(id)
+    }
+
+    /// Every container.
+    pub fn all(&self) -> Vec<Arc<Container>> {
+        self.inner.lock().expect("table lock").values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container() -> Container {
+        let (r, w) = std::io::pipe().unwrap();
+        Container::new(
+            "c1".into(),
+            42,
+            None,
+            File::from(std::os::fd::OwnedFd::from(w)),
+            File::from(std::os::fd::OwnedFd::from(r)),
+        )
+    }
+
+    #[test]
+    fn lifecycle_transitions() {
+        let c = container();
+        assert_eq!(c.state().phase, Phase::Created);
+        c.mark_running(5).unwrap();
+        assert!(c.mark_running(6).is_err(), "cannot start twice");
+        c.mark_exited(3, 9);
+        c.mark_exited(4, 10);
+        let s = c.state();
+        assert_eq!(
+            (s.phase, s.exit_code, s.started_at, s.exited_at),
+            (Phase::Exited, 3, 5, 9)
+        );
+    }
+
+    #[test]
+    fn exited_before_start_cannot_start() {
+        let c = container();
+        c.mark_exited(1, 2);
+        assert!(c.mark_running(3).is_err());
+    }
+
+    #[test]
+    fn duplicate_ids_refused() {
+        let t = Table::default();
+        t.insert(Arc::new(container())).unwrap();
+        assert!(t.insert(Arc::new(container())).is_err());
+    }
+}
