@@ -1,0 +1,261 @@
+//! Host integration tests: berthd's start-up checks and the RPCs that need no
+//! kernel features, over the real CRI socket; and CRI wire-format checks.
+//! berthd is pointed at a fake cgroup tree (a temp dir), so these run on any
+//! Linux host; they need root only because berthd refuses to run without it.
+
+use std::process::Command;
+
+use berth_proto::cri;
+use berth_tests::{bin_dir, Berthd};
+use prost::Message;
+
+fn fake_cgroup_root(controllers: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("cgroup.controllers"), controllers).unwrap();
+    std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+    d
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn berthd_says_exactly_what_the_host_lacks() {
+    let cg = fake_cgroup_root("cpuset cpu io");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin_dir().join("berthd"))
+        .args(["--cgroup-root", cg.path().to_str().unwrap()])
+        .args(["--root", dir.path().join("root").to_str().unwrap()])
+        .args(["--state", dir.path().join("state").to_str().unwrap()])
+        .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if is_root() {
+        assert!(err.contains("lacks controller(s) memory, pids"), "{err}");
+    } else {
+        assert!(err.contains("must run as root"), "{err}");
+    }
+    assert!(!dir.path().join("s.sock").exists(), "no socket on a failed start");
+}
+
+#[test]
+fn berthd_rejects_bad_config_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "sokcet = \"/x\"\n").unwrap();
+    let out = Command::new(bin_dir().join("berthd"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sokcet"));
+    let out = Command::new(bin_dir().join("berthd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn cri_basics_over_the_socket() {
+    assert!(is_root(), "this test starts berthd, which needs root");
+    let cg = fake_cgroup_root("cpuset cpu io memory hugetlb pids");
+    let cni = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "cgroup_root = \"{}\"\ncni_conf_dir = \"{}\"\n",
+        cg.path().display(),
+        cni.path().display()
+    );
+    let (_b, mut c) = Berthd::start_with(&extra).await.expect("berthd");
+
+    let v = c
+        .runtime
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            v.version.as_str(),
+            v.runtime_name.as_str(),
+            v.runtime_api_version.as_str()
+        ),
+        ("0.1.0", "berth", "v1")
+    );
+    assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
+
+    let s = c
+        .runtime
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conds = s.status.unwrap().conditions;
+    let runtime = conds.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    assert!(runtime.status);
+    let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(!net.status);
+    assert_eq!(net.reason, "NetworkPluginNotReady");
+    assert!(
+        net.message.contains(cni.path().to_str().unwrap()),
+        "{}",
+        net.message
+    );
+    assert!(s.info.contains_key("config"));
+    // A config written later is picked up without a restart.
+    std::fs::write(cni.path().join("10-bridge.conflist"), "{}").unwrap();
+    let s = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.status.unwrap().conditions.iter().all(|c| c.status));
+
+    let rc = c
+        .runtime
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+
+    // Not implemented yet: UNIMPLEMENTED with the RPC's name, never a fake success.
+    let e = c.runtime.exec(cri::ExecRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("Exec"), "{}", e.message());
+    let e = c
+        .runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("UpdateContainerResources"));
+
+    // Unknown objects.
+    let e = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: "nope".into(),
+            config: Some(berth_tests::container_config("x", "busybox", &["true"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = c
+        .runtime
+        .create_container(cri::CreateContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    c.remove("nope")
+        .await
+        .expect("removing an unknown container is OK");
+    c.stop_and_remove_pod("nope")
+        .await
+        .expect("stop/remove unknown pod is OK");
+    let e = c.status("nope").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(berth_tests::pod_config("p", std::path::Path::new("/tmp"))),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("kata"));
+
+    let e = c
+        .images
+        .pull_image(cri::PullImageRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = c.pull("NotAValid//Reference").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let imgs = c
+        .images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(imgs.images.is_empty());
+    let st = c
+        .images
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.image.is_none(), "unknown image: empty status, not an error");
+    let fs = c
+        .images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fs.image_filesystems.len(), 1);
+    assert_eq!(fs.container_filesystems.len(), 1);
+}
+
+/// Field numbers that kubelet relies on, checked on encoded bytes.
+#[test]
+fn wire_format_matches_cri_api_v0_35() {
+    // ContainerStatus.user = 18 (length-delimited): tag bytes 0x92 0x01.
+    let st = cri::ContainerStatus {
+        user: Some(cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: 1000,
+                gid: 3000,
+                supplemental_groups: vec![3000, 4000],
+            }),
+        }),
+        ..Default::default()
+    };
+    let b = st.encode_to_vec();
+    assert_eq!(&b[..2], &[0x92, 0x01]);
+    // LinuxContainerSecurityContext.supplemental_groups_policy = 17 (varint): 0x88 0x01.
+    let sc = cri::LinuxContainerSecurityContext {
+        supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+        ..Default::default()
+    };
+    assert_eq!(sc.encode_to_vec(), vec![0x88, 0x01, 0x01]);
+    // StatusResponse.features = 4, RuntimeFeatures.supplemental_groups_policy = 1.
+    let sr = cri::StatusResponse {
+        features: Some(cri::RuntimeFeatures {
+            supplemental_groups_policy: true,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(sr.encode_to_vec(), vec![0x22, 0x02, 0x08, 0x01]);
+    // ContainerConfig.stop_signal = 18 (varint) with SIGTERM = 23.
+    let cc = cri::ContainerConfig {
+        stop_signal: cri::Signal::Sigterm as i32,
+        ..Default::default()
+    };
+    assert_eq!(cc.encode_to_vec(), vec![0x90, 0x01, 23]);
+    // KeyValue.value is bytes since v0.35.6 (non-UTF-8 must decode).
+    let kv = cri::KeyValue::decode(&[0x0a, 0x01, b'K', 0x12, 0x01, 0xff][..]).unwrap();
+    assert_eq!(kv.value, vec![0xff]);
+    // UpdatePodSandboxResourcesRequest: pod_sandbox_id = 1.
+    let u = cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: "a".into(),
+        ..Default::default()
+    };
+    assert_eq!(u.encode_to_vec(), vec![0x0a, 0x01, b'a']);
+}

@@ -1,0 +1,376 @@
+//! Test helpers for Berth: a small CRI client that talks to berthd over its
+//! unix socket exactly as kubelet and crictl do, a harness that starts berthd
+//! with private directories, and probes of the host (mounts, cgroups,
+//! processes) for asserting that nothing leaked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::cri;
+use berth_proto::cri::image_service_client::ImageServiceClient;
+use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Both CRI services on one connection.
+#[derive(Clone)]
+pub struct CriClient {
+    /// RuntimeService.
+    pub runtime: RuntimeServiceClient<Channel>,
+    /// ImageService.
+    pub images: ImageServiceClient<Channel>,
+}
+
+impl CriClient {
+    /// Connects to a CRI unix socket.
+    pub async fn connect(socket: &Path) -> anyhow::Result<Self> {
+        let path = socket.to_path_buf();
+        let channel =
+            Endpoint::try_from("http://berth.invalid")?
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                    }
+                }))
+                .await?;
+        Ok(CriClient {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        })
+    }
+
+    /// PullImage; returns the image ref.
+    pub async fn pull(&mut self, image: &str) -> Result<String, tonic::Status> {
+        Ok(self
+            .images
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .image_ref)
+    }
+
+    /// RunPodSandbox; returns the sandbox id.
+    pub async fn run_pod(&mut self, config: &cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+        Ok(self
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id)
+    }
+
+    /// CreateContainer; returns the container id.
+    pub async fn create(
+        &mut self,
+        sandbox_id: &str,
+        config: &cri::ContainerConfig,
+        sandbox_config: &cri::PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        Ok(self
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.into(),
+                config: Some(config.clone()),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id)
+    }
+
+    /// StartContainer.
+    pub async fn start(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// StopContainer.
+    pub async fn stop(&mut self, id: &str, timeout_s: i64) -> Result<(), tonic::Status> {
+        self.runtime
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout: timeout_s,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// RemoveContainer.
+    pub async fn remove(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// ContainerStatus (verbose).
+    pub async fn status(&mut self, id: &str) -> Result<cri::ContainerStatusResponse, tonic::Status> {
+        Ok(self
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// StopPodSandbox + RemovePodSandbox.
+    pub async fn stop_and_remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await?;
+        self.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Polls ContainerStatus until the container has exited (or times out).
+    pub async fn wait_exited(&mut self, id: &str, timeout: Duration) -> anyhow::Result<cri::ContainerStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status(id).await?.status.expect("status");
+            if s.state == cri::ContainerState::ContainerExited as i32 {
+                return Ok(s);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "container {id} still {:?} after {timeout:?}",
+                s.state
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A pod config like kubelet sends, with a log directory under `log_dir`.
+pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.to_string_lossy().into_owned(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// A container config running `argv` from `image`, logging to `<name>.log`.
+pub fn container_config(name: &str, image: &str, argv: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// A berthd process with private root, state and socket; killed on drop.
+pub struct Berthd {
+    child: Option<Child>,
+    /// Temp dir holding root/, state/, berth.sock, logs/.
+    pub dir: tempfile::TempDir,
+    /// The CRI socket.
+    pub socket: PathBuf,
+    /// Pod cgroup parent default for this instance (unique per test run).
+    pub cgroup_parent: String,
+}
+
+/// Where the test binaries find berthd and berth-shim.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("BERTH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+/// The loopback registry the VM serves test images from.
+pub fn registry() -> String {
+    std::env::var("BERTH_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}
+
+impl Berthd {
+    /// Starts berthd and waits until its socket answers Version.
+    pub async fn start() -> anyhow::Result<(Self, CriClient)> {
+        Self::start_with("").await
+    }
+
+    /// Like [`Berthd::start`], with extra config lines (TOML) appended.
+    pub async fn start_with(extra_config: &str) -> anyhow::Result<(Self, CriClient)> {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir_in("/tmp")?;
+        let socket = dir.path().join("berth.sock");
+        let unique = dir.path().file_name().unwrap().to_string_lossy().replace('.', "");
+        let cgroup_parent = format!("/{unique}");
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "root = \"{0}/root\"\nstate = \"{0}/state\"\nsocket = \"{1}\"\ndefault_cgroup_parent = \"{2}\"\nlog_level = \"debug\"\n",
+                dir.path().display(),
+                socket.display(),
+                cgroup_parent
+            ) + extra_config,
+        )?;
+        let log = std::fs::File::create(dir.path().join("berthd.log"))?;
+        let child = Command::new(bin_dir().join("berthd"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let mut me = Berthd {
+            child: Some(child),
+            dir,
+            socket,
+            cgroup_parent,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if me.socket.exists() {
+                if let Ok(mut c) = CriClient::connect(&me.socket).await {
+                    if c.runtime
+                        .version(cri::VersionRequest { version: "v1".into() })
+                        .await
+                        .is_ok()
+                    {
+                        return Ok((me, c));
+                    }
+                }
+            }
+            if let Some(status) = me.child.as_mut().unwrap().try_wait()? {
+                anyhow::bail!("berthd exited with {status}: {}", me.log());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "berthd did not come up: {}", me.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// berthd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    /// Directory for pod logs.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// berthd's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILLs berthd (simulates a crash) and reaps it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            // berthd exits within its 3 s shutdown grace; never hang a test run.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if matches!(c.try_wait(), Ok(None)) {
+                eprintln!("berthd did not exit 10 s after SIGTERM; killing it");
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- berthd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Lines of /proc/self/mountinfo mentioning `needle`.
+pub fn mounts_containing(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Pids whose command line contains `needle` (excluding this process).
+pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Parses one CRI log line into (timestamp, stream, tag, content).
+pub fn parse_cri_log_line(line: &str) -> Option<(String, String, String, String)> {
+    let mut it = line.splitn(4, ' ');
+    let ts = it.next()?.to_string();
+    let stream = it.next()?.to_string();
+    let tag = it.next()?.to_string();
+    let content = it.next().unwrap_or_default().to_string();
+    Some((ts, stream, tag, content))
+}
+
+/// The median of some durations.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}

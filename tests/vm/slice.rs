@@ -1,0 +1,382 @@
+//! The foundation's vertical slice, driven through the CRI socket like
+//! kubelet and crictl: pull -> run pod -> create -> start -> logs -> status ->
+//! stop -> remove -> stop pod -> remove pod, then proof that nothing is left.
+//!
+//! Needs root, cgroup v2 and the loopback registry: runs inside the VM
+//! (`hack/vm`). Run with `--test-threads=1`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_proto::cri;
+use berth_tests::*;
+
+fn busybox() -> String {
+    format!("{}/library/busybox:latest", registry())
+}
+
+fn status_info(resp: &cri::ContainerStatusResponse) -> serde_json::Value {
+    serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("json info")
+}
+
+/// Asserts no mount, cgroup, process or pin of this berthd instance remains.
+fn assert_nothing_left(b: &Berthd, sandbox_cgroup: &str) {
+    let base = b.dir.path().to_string_lossy().into_owned();
+    let mounts = mounts_containing(&base);
+    assert!(mounts.is_empty(), "leftover mounts: {mounts:#?}");
+    let cg = Path::new("/sys/fs/cgroup").join(sandbox_cgroup.trim_start_matches('/'));
+    assert!(!cg.exists(), "leftover pod cgroup {}", cg.display());
+    let shims = processes_matching(&format!("{base}/state/sandboxes"));
+    assert!(shims.is_empty(), "leftover shim processes: {shims:?}");
+    let ns_dir = b.dir.path().join("state/sandboxes");
+    let left: Vec<_> = std::fs::read_dir(&ns_dir)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "leftover sandbox state: {left:?}");
+    let containers = b.dir.path().join("root/containers");
+    let left: Vec<_> = std::fs::read_dir(&containers)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "leftover container dirs: {left:?}");
+}
+
+#[tokio::test]
+async fn pod_runs_end_to_end_and_leaves_nothing_behind() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let image_ref = c.pull(&busybox()).await.expect("pull");
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+
+    let pod = pod_config("slice", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let st = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("pod status")
+        .into_inner();
+    assert_eq!(
+        st.status.as_ref().unwrap().state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let pod_cgroup = info["cgroupPath"].as_str().unwrap().to_string();
+    assert_eq!(pod_cgroup, format!("{}/{sb}", b.cgroup_parent));
+    assert!(Path::new("/sys/fs/cgroup")
+        .join(pod_cgroup.trim_start_matches('/'))
+        .is_dir());
+    let net_pin = info["namespaces"]["net"].as_str().unwrap().to_string();
+    assert_eq!(
+        mounts_containing(&net_pin).len(),
+        1,
+        "netns pinned by a bind mount"
+    );
+
+    let mut cfg = container_config(
+        "hello",
+        &busybox(),
+        &["sh", "-c", "echo hello-from-berth; echo \"to stderr $(hostname)\" >&2; echo \"cwd=$(pwd) user=$(id -u) env=$GREETING\"; exit 3"],
+    );
+    cfg.envs = vec![cri::KeyValue {
+        key: "GREETING".into(),
+        value: "hi there".into(),
+    }];
+    cfg.working_dir = "/tmp".into();
+    let cid = c.create(&sb, &cfg, &pod).await.expect("create");
+    let s = c.status(&cid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert!(s.created_at > 0 && s.started_at == 0);
+    c.start(&cid).await.expect("start");
+    let s = c.wait_exited(&cid, Duration::from_secs(20)).await.expect("exit");
+    assert_eq!(s.exit_code, 3);
+    assert_eq!(s.reason, "Error");
+    assert!(
+        s.created_at <= s.started_at && s.started_at <= s.finished_at,
+        "{s:?}"
+    );
+    assert_eq!(s.image_ref, image_ref);
+
+    let log = std::fs::read_to_string(b.log_dir().join("hello.log")).expect("log file");
+    let lines: Vec<_> = log
+        .lines()
+        .map(|l| parse_cri_log_line(l).expect("log line"))
+        .collect();
+    for (ts, _, tag, _) in &lines {
+        assert!(
+            ts.ends_with('Z') && ts.len() == 30 && ts.as_bytes()[10] == b'T',
+            "timestamp {ts}"
+        );
+        assert_eq!(tag, "F");
+    }
+    let out: Vec<_> = lines
+        .iter()
+        .filter(|l| l.1 == "stdout")
+        .map(|l| l.3.as_str())
+        .collect();
+    let err: Vec<_> = lines
+        .iter()
+        .filter(|l| l.1 == "stderr")
+        .map(|l| l.3.as_str())
+        .collect();
+    assert_eq!(
+        out,
+        vec!["hello-from-berth", "cwd=/tmp user=0 env=hi there"],
+        "log: {log}"
+    );
+    assert_eq!(err, vec!["to stderr slice"], "log: {log}");
+
+    // Stop of an exited container is a no-op; remove frees it.
+    c.stop(&cid, 10).await.expect("stop exited");
+    c.remove(&cid).await.expect("remove");
+    c.remove(&cid).await.expect("remove twice is fine");
+    let e = c.status(&cid).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    c.stop_and_remove_pod(&sb).await.expect("stop+remove pod");
+    c.stop_and_remove_pod(&sb).await.expect("idempotent");
+    assert_nothing_left(&b, &pod_cgroup);
+}
+
+#[tokio::test]
+async fn stop_sends_sigterm_then_sigkill() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("stopper", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+
+    let polite = container_config(
+        "polite",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.05; done",
+        ],
+    );
+    let stubborn = container_config(
+        "stubborn",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+        ],
+    );
+    let p = c.create(&sb, &polite, &pod).await.unwrap();
+    let s = c.create(&sb, &stubborn, &pod).await.unwrap();
+    c.start(&p).await.unwrap();
+    c.start(&s).await.unwrap();
+    // Wait until both print "ready", so their traps are installed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for name in ["polite", "stubborn"] {
+        loop {
+            let log = std::fs::read_to_string(b.log_dir().join(format!("{name}.log"))).unwrap_or_default();
+            if log.contains("ready") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} never got ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let s_info = status_info(&c.status(&s).await.unwrap());
+    let s_pid = s_info["pid"].as_u64().unwrap();
+    assert!(Path::new(&format!("/proc/{s_pid}")).exists());
+
+    let t = Instant::now();
+    c.stop(&p, 30).await.expect("stop polite");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "SIGTERM should stop it at once: {:?}",
+        t.elapsed()
+    );
+    let ps = c.status(&p).await.unwrap().status.unwrap();
+    assert_eq!((ps.exit_code, ps.reason.as_str()), (0, "Completed"));
+    assert!(std::fs::read_to_string(b.log_dir().join("polite.log"))
+        .unwrap()
+        .contains("got-term"));
+
+    let t = Instant::now();
+    c.stop(&s, 1).await.expect("stop stubborn");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "grace then kill: {took:?}"
+    );
+    let ss = c.status(&s).await.unwrap().status.unwrap();
+    assert_eq!(ss.exit_code, 137, "killed by SIGKILL");
+    assert!(!Path::new(&format!("/proc/{s_pid}")).exists(), "process gone");
+
+    let st = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let pod_cgroup = info["cgroupPath"].as_str().unwrap().to_string();
+    // Removing the pod removes its containers too.
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    let left = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.containers.is_empty(), "{left:?}");
+    assert_nothing_left(&b, &pod_cgroup);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_leaks_nothing() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("bad", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let cg_root =
+        Path::new("/sys/fs/cgroup").join(format!("{}/{sb}", b.cgroup_parent).trim_start_matches('/'));
+
+    let ok = container_config("x", &busybox(), &["true"]);
+    let e = c.create(&"f".repeat(64), &ok, &pod).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("sandbox"), "{}", e.message());
+
+    let unknown = container_config("x", "127.0.0.1:5000/library/nope:missing", &["true"]);
+    let e = c.create(&sb, &unknown, &pod).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("image"), "{}", e.message());
+
+    let empty = container_config("x", &busybox(), &[""]);
+    let e = c.create(&sb, &empty, &pod).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    let mut no_meta = ok.clone();
+    no_meta.metadata = None;
+    let e = c.create(&sb, &no_meta, &pod).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // An exec failure surfaces at StartContainer, with the reason recorded.
+    let missing_bin = container_config("nobin", &busybox(), &["/no/such/binary"]);
+    let id = c.create(&sb, &missing_bin, &pod).await.expect("create is fine");
+    let e = c.start(&id).await.unwrap_err();
+    assert!(e.message().contains("/no/such/binary"), "{}", e.message());
+    let s = c.status(&id).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(s.reason, "StartError");
+    c.remove(&id).await.unwrap();
+
+    let e = c.pull("127.0.0.1:5000/library/nope:missing").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = c
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: "x".into(),
+            cmd: vec!["true".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("ExecSync"), "{}", e.message());
+
+    let children: Vec<_> = std::fs::read_dir(&cg_root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    assert!(children.is_empty(), "container cgroups leaked: {children:?}");
+    let left = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.containers.is_empty(), "{left:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert_nothing_left(&b, &format!("{}/{sb}", b.cgroup_parent));
+}
+
+#[tokio::test]
+async fn containers_survive_berthd_being_killed() {
+    let (mut b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("survivor", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let cfg = container_config(
+        "sleeper",
+        &busybox(),
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+    );
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    let info = status_info(&c.status(&id).await.unwrap());
+    let pid = info["pid"].as_u64().unwrap();
+    let log_path = b.log_dir().join("sleeper.log");
+
+    b.kill_hard();
+    let before = std::fs::read_to_string(&log_path).unwrap().lines().count();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = std::fs::read_to_string(&log_path).unwrap().lines().count();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "container died with berthd"
+    );
+    assert!(
+        after > before,
+        "container output keeps flowing without berthd ({before} -> {after})"
+    );
+
+    // Restart recovery is a later issue: clean up by hand so the VM stays tidy.
+    let base = b.dir.path().to_string_lossy().into_owned();
+    for (shim_pid, _) in processes_matching(&format!("{base}/state/sandboxes")) {
+        // SAFETY: kill(2).
+        unsafe { libc::kill(shim_pid as i32, libc::SIGKILL) };
+    }
+    // SAFETY: kill(2).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    for m in mounts_containing(&base) {
+        let target = m.split(' ').nth(4).unwrap().to_string();
+        let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cg = Path::new("/sys/fs/cgroup").join(format!("{}/{sb}", b.cgroup_parent).trim_start_matches('/'));
+    let _ = std::fs::remove_dir(cg.join(&id));
+    let _ = std::fs::remove_dir(&cg);
+}
+
+#[tokio::test]
+async fn measure_pod_and_container_latency() {
+    const RUNS: usize = 20;
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let mut runp = Vec::new();
+    let mut create_start = Vec::new();
+    let mut teardown = Vec::new();
+    for i in 0..RUNS {
+        let pod = pod_config(&format!("bench{i}"), &b.log_dir());
+        let t = Instant::now();
+        let sb = c.run_pod(&pod).await.expect("runp");
+        runp.push(t.elapsed());
+        let cfg = container_config("app", &busybox(), &["sleep", "3600"]);
+        let t = Instant::now();
+        let id = c.create(&sb, &cfg, &pod).await.expect("create");
+        c.start(&id).await.expect("start");
+        create_start.push(t.elapsed());
+        let t = Instant::now();
+        c.stop(&id, 0).await.unwrap();
+        c.remove(&id).await.unwrap();
+        c.stop_and_remove_pod(&sb).await.unwrap();
+        teardown.push(t.elapsed());
+    }
+    println!(
+        "BERTH-BENCH runs={RUNS} run_pod_sandbox_median_ms={:.2} create_start_median_ms={:.2} teardown_median_ms={:.2}",
+        median(runp).as_secs_f64() * 1e3,
+        median(create_start).as_secs_f64() * 1e3,
+        median(teardown).as_secs_f64() * 1e3,
+    );
+}
