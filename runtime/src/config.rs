@@ -92,6 +92,15 @@ impl Config {
                 )));
             }
         }
+        // sun_path holds 107 bytes plus NUL; shim sockets live under state.
+        let longest = self.shim_socket(&"f".repeat(64));
+        if longest.as_os_str().len() > 107 || self.socket.as_os_str().len() > 107 {
+            return Err(Error::InvalidArgument(format!(
+                "config state {} (or socket) is too long: unix socket paths such as {} must fit in 107 bytes",
+                self.state.display(),
+                longest.display()
+            )));
+        }
         if !self.default_cgroup_parent.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
                 "config default_cgroup_parent must start with '/', got {:?}",
@@ -105,6 +114,14 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The unix socket of a sandbox's shim: short (`<state>/s/<16 hex>.sock`)
+    /// because sun_path is 108 bytes and sandbox IDs alone are 64; 64 random
+    /// bits keep names unique among a node's pods.
+    pub fn shim_socket(&self, sandbox_id: &str) -> PathBuf {
+        let short = &sandbox_id[..sandbox_id.len().min(16)];
+        self.state.join("s").join(format!("{short}.sock"))
     }
 
     /// The shim binary to spawn.
@@ -125,6 +142,22 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shim_sockets_fit_in_sun_path() {
+        let d = Config::default();
+        assert_eq!(
+            d.shim_socket(&"ab".repeat(32)),
+            PathBuf::from("/run/berth/s/abababababababab.sock")
+        );
+        d.validate().unwrap();
+        let long = Config {
+            state: PathBuf::from(format!("/{}", "x".repeat(90))),
+            ..Config::default()
+        };
+        let e = long.validate().unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
+    }
 
     #[test]
     fn empty_file_is_all_defaults() {

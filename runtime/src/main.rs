@@ -98,7 +98,8 @@ async fn run(cfg: Config) -> error::Result<()> {
             "berthd must run as root (it creates namespaces, mounts and cgroups)".into(),
         ));
     }
-    let cgroups = cgroup::CgroupManager::new(&cfg.cgroup_root);
+    let cgroups =
+        cgroup::CgroupManager::new(&cfg.cgroup_root).with_registry(cfg.root.join("cgroup-parents.json"))?;
     cgroups.check_host()?;
     for d in [&cfg.root, &cfg.state] {
         std::fs::create_dir_all(d).map_err(|e| error::Error::io(format!("create {}", d.display()), e))?;

@@ -4,7 +4,9 @@
 //! temp dir laid out like a cgroup tree; in production the root is
 //! `/sys/fs/cgroup`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -17,12 +19,49 @@ pub const OPTIONAL_CONTROLLERS: &[&str] = &["cpuset", "io", "hugetlb"];
 #[derive(Debug, Clone)]
 pub struct CgroupManager {
     root: PathBuf,
+    /// Parent cgroups berthd created on the way to a pod's cgroup (e.g.
+    /// `/kubepods/besteffort`). Several pods may share them, so they are
+    /// removed when the last pod under them goes, whichever pod created them.
+    parents: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// Where `parents` is kept across berthd restarts (none in unit tests).
+    registry: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct ParentRegistry {
+    parents: BTreeSet<PathBuf>,
 }
 
 impl CgroupManager {
     /// A manager for the cgroup2 tree mounted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        CgroupManager { root: root.into() }
+        CgroupManager {
+            root: root.into(),
+            parents: Arc::default(),
+            registry: None,
+        }
+    }
+
+    /// Keeps the set of created parents in the record file `path`.
+    pub fn with_registry(mut self, path: PathBuf) -> Result<Self> {
+        if path.exists() {
+            let r: ParentRegistry = crate::store::read_record(&path)?;
+            *self.parents.lock().expect("cgroup parents lock") = r.parents;
+        }
+        self.registry = Some(path);
+        Ok(self)
+    }
+
+    fn save_parents(&self, parents: &BTreeSet<PathBuf>) -> Result<()> {
+        match &self.registry {
+            Some(p) => crate::store::write_record(
+                p,
+                &ParentRegistry {
+                    parents: parents.clone(),
+                },
+            ),
+            None => Ok(()),
+        }
     }
 
     /// The directory of cgroup `path` (`/kubepods/pod1` -> `<root>/kubepods/pod1`).
@@ -80,6 +119,11 @@ impl CgroupManager {
             }
             parent = child;
         }
+        if created.len() > 1 {
+            let mut parents = self.parents.lock().expect("cgroup parents lock");
+            parents.extend(created[..created.len() - 1].iter().cloned());
+            self.save_parents(&parents)?;
+        }
         Ok(created)
     }
 
@@ -132,6 +176,42 @@ impl CgroupManager {
     }
 }
 
+impl CgroupManager {
+    /// Undoes `ensure`: the leaf (the pod's own cgroup) is emptied and removed
+    /// if `ensure` created it; then parent cgroups berthd created (for this or
+    /// any other pod) are removed once nothing uses them. A parent still in
+    /// use is kept: other pods live under the same `/kubepods/...` and must
+    /// never be touched on this one's behalf.
+    pub fn remove_created(&self, created: &[PathBuf], leaf: &Path) -> Result<()> {
+        if created.iter().any(|d| d == leaf) {
+            self.remove(leaf)?;
+        }
+        let mut parents = self.parents.lock().expect("cgroup parents lock");
+        let before = parents.len();
+        let mut dir = leaf.parent();
+        while let Some(d) = dir {
+            if d == self.root || !d.starts_with(&self.root) || !parents.contains(d) {
+                break;
+            }
+            match std::fs::remove_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => {
+                    tracing::debug!(cgroup = %d.display(), "parent cgroup still in use; kept");
+                    break;
+                }
+                Err(e) => return Err(Error::io(format!("remove cgroup {}", d.display()), e)),
+            }
+            parents.remove(d);
+            dir = d.parent();
+        }
+        if parents.len() != before {
+            self.save_parents(&parents)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +221,42 @@ mod tests {
         std::fs::write(d.path().join("cgroup.controllers"), controllers).unwrap();
         std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
         d
+    }
+
+    #[test]
+    fn remove_created_keeps_parents_in_use() {
+        let d = tempfile::tempdir().unwrap();
+        let reg = d.path().join("registry.json");
+        let root = d.path().join("cg");
+        let m = CgroupManager::new(&root).with_registry(reg.clone()).unwrap();
+        let besteffort = root.join("kubepods/besteffort");
+        // Stand-ins for what ensure() does on cgroupfs (files appear by
+        // themselves there): pod A created both parents, pod B only its leaf.
+        for p in ["podA", "podB"] {
+            std::fs::create_dir_all(besteffort.join(p)).unwrap();
+        }
+        let a = vec![root.join("kubepods"), besteffort.clone(), besteffort.join("podA")];
+        {
+            let mut p = m.parents.lock().unwrap();
+            p.extend(a[..2].iter().cloned());
+            m.save_parents(&p).unwrap();
+        }
+        let b = vec![besteffort.join("podB")];
+
+        // rmdir of a parent with children fails (ENOTEMPTY here, EBUSY on cgroupfs).
+        m.remove_created(&a, &a[2]).unwrap();
+        assert!(!besteffort.join("podA").exists());
+        assert!(besteffort.join("podB").is_dir(), "podB untouched");
+        assert!(
+            !besteffort.join("cgroup.kill").exists(),
+            "a shared parent is never killed"
+        );
+        // The last pod out removes the parents, though another pod created them.
+        let again = CgroupManager::new(&root).with_registry(reg).unwrap();
+        again.remove_created(&b, &b[0]).unwrap();
+        assert!(!root.join("kubepods").exists());
+        assert!(root.is_dir(), "never above the parents berthd made");
+        assert!(again.parents.lock().unwrap().is_empty());
     }
 
     #[test]

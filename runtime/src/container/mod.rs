@@ -281,10 +281,9 @@ impl ContainerManager {
         let created = cgroups.ensure(&cgroup_path)?;
         {
             let cg = cgroups.clone();
+            let leaf = cgroups.dir(&cgroup_path);
             undo.push(move || {
-                for d in created.iter().rev() {
-                    let _ = cg.remove(d);
-                }
+                let _ = cg.remove_created(&created, &leaf);
             });
         }
         let lower: Vec<String> = self

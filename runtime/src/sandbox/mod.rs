@@ -252,14 +252,22 @@ impl SandboxManager {
         {
             let cg = self.cgroups.clone();
             let created = created.clone();
+            let leaf = self.cgroups.dir(&cgroup_path);
             undo.push(move || {
-                for d in created.iter().rev() {
-                    let _ = cg.remove(d);
-                }
+                let _ = cg.remove_created(&created, &leaf);
             });
         }
 
-        let socket = state_dir.join("shim.sock");
+        let socket = self.cfg.shim_socket(&id);
+        if let Some(dir) = socket.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        {
+            let s = socket.clone();
+            undo.push(move || {
+                let _ = std::fs::remove_file(s);
+            });
+        }
         let ns = NewNamespaces {
             net: !req.host_network,
             ipc: !req.host_ipc,
@@ -359,8 +367,12 @@ impl SandboxManager {
         for p in rec.ns_paths.values() {
             pin::unpin(p)?;
         }
-        for d in rec.cgroup_created.iter().rev() {
-            self.cgroups.remove(d)?;
+        self.cgroups
+            .remove_created(&rec.cgroup_created, &self.cgroups.dir(&rec.cgroup_path))?;
+        if let Err(e) = std::fs::remove_file(&rec.shim_socket) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::io(format!("remove {}", rec.shim_socket.display()), e));
+            }
         }
         let dir = self.state_dir(&rec.id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
