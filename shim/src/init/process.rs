@@ -79,9 +79,7 @@ pub fn exec(spec: &Spec, prepared: &Prepared) -> Result<Infallible> {
         let permitted = to_caps(c.permitted().as_ref())?;
         let effective = to_caps(c.effective().as_ref())?;
         let inheritable = to_caps(c.inheritable().as_ref())?;
-        caps::set(None, CapSet::Permitted, &permitted).context("set permitted capabilities")?;
-        caps::set(None, CapSet::Inheritable, &inheritable).context("set inheritable capabilities")?;
-        caps::set(None, CapSet::Effective, &effective).context("set effective capabilities")?;
+        set_capabilities(&effective, &permitted, &inheritable)?;
         for cap in to_caps(c.ambient().as_ref())? {
             caps::raise(None, CapSet::Ambient, cap).with_context(|| format!("raise ambient {cap}"))?;
         }
@@ -128,6 +126,56 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
         }
     }
     bail!("executable file {name:?} not found in $PATH ({path_var})")
+}
+
+/// Writes the effective, permitted and inheritable sets in one capset(2).
+/// Setting them one at a time (as the caps crate does) fails with EPERM
+/// whenever the still-full effective set is not a subset of a shrunk permitted
+/// set, so the three must change together.
+fn set_capabilities(
+    effective: &CapsHashSet,
+    permitted: &CapsHashSet,
+    inheritable: &CapsHashSet,
+) -> Result<()> {
+    let mask = |set: &CapsHashSet| set.iter().fold(0u64, |m, c| m | c.bitmask());
+    let (e, p, i) = (mask(effective), mask(permitted), mask(inheritable));
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [
+        Data {
+            effective: e as u32,
+            permitted: p as u32,
+            inheritable: i as u32,
+        },
+        Data {
+            effective: (e >> 32) as u32,
+            permitted: (p >> 32) as u32,
+            inheritable: (i >> 32) as u32,
+        },
+    ];
+    // SAFETY: capset(2) reads a v3 header and two data structs we own.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    if rc != 0 {
+        bail!(
+            "capset(effective={e:#x}, permitted={p:#x}, inheritable={i:#x}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 fn to_caps(list: Option<&HashSet<oci_spec::runtime::Capability>>) -> Result<CapsHashSet> {
