@@ -26,13 +26,15 @@ fn assert_nothing_left(b: &Berthd, sandbox_cgroup: &str) {
     assert!(mounts.is_empty(), "leftover mounts: {mounts:#?}");
     let cg = Path::new("/sys/fs/cgroup").join(sandbox_cgroup.trim_start_matches('/'));
     assert!(!cg.exists(), "leftover pod cgroup {}", cg.display());
-    let shims = processes_matching(&format!("{base}/state/sandboxes"));
+    // Shims are started as `berth-shim serve --id <id> --socket <state>/s/...`.
+    let shims = processes_matching(&format!("--socket {base}/state/"));
     assert!(shims.is_empty(), "leftover shim processes: {shims:?}");
-    let ns_dir = b.dir.path().join("state/sandboxes");
-    let left: Vec<_> = std::fs::read_dir(&ns_dir)
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "leftover sandbox state: {left:?}");
+    for dir in ["state/sandboxes", "state/s", "state/containers"] {
+        let left: Vec<_> = std::fs::read_dir(b.dir.path().join(dir))
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "leftover {dir}: {left:?}");
+    }
     let containers = b.dir.path().join("root/containers");
     let left: Vec<_> = std::fs::read_dir(&containers)
         .map(|r| r.flatten().map(|e| e.path()).collect())
@@ -318,6 +320,9 @@ async fn containers_survive_berthd_being_killed() {
     let pid = info["pid"].as_u64().unwrap();
     let log_path = b.log_dir().join("sleeper.log");
 
+    let base = b.dir.path().to_string_lossy().into_owned();
+    let shims = processes_matching(&format!("--socket {base}/state/"));
+    assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
     b.kill_hard();
     let before = std::fs::read_to_string(&log_path).unwrap().lines().count();
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -331,9 +336,13 @@ async fn containers_survive_berthd_being_killed() {
         "container output keeps flowing without berthd ({before} -> {after})"
     );
 
+    assert!(
+        Path::new(&format!("/proc/{}", shims[0].0)).exists(),
+        "the shim outlives berthd"
+    );
+
     // Restart recovery is a later issue: clean up by hand so the VM stays tidy.
-    let base = b.dir.path().to_string_lossy().into_owned();
-    for (shim_pid, _) in processes_matching(&format!("{base}/state/sandboxes")) {
+    for (shim_pid, _) in processes_matching(&format!("--socket {base}/state/")) {
         // SAFETY: kill(2).
         unsafe { libc::kill(shim_pid as i32, libc::SIGKILL) };
     }
@@ -379,4 +388,61 @@ async fn measure_pod_and_container_latency() {
         median(create_start).as_secs_f64() * 1e3,
         median(teardown).as_secs_f64() * 1e3,
     );
+}
+
+/// kubelet passes `cgroup_parent` like `/kubepods/besteffort/pod<uid>` whose
+/// parents may not exist yet: berthd creates the path with the controllers
+/// enabled at every level, and removing one pod never disturbs another pod
+/// under the same parent.
+#[tokio::test]
+async fn kubelet_style_cgroup_parent_is_created_and_shared_safely() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let top = format!("{}-kubepods", b.cgroup_parent);
+    let cgroot = Path::new("/sys/fs/cgroup");
+    let mut pods = Vec::new();
+    for name in ["qa", "qb"] {
+        let mut pod = pod_config(name, &b.log_dir());
+        let parent = format!("{top}/besteffort/pod-{name}");
+        pod.linux.as_mut().unwrap().cgroup_parent = parent.clone();
+        let sb = c.run_pod(&pod).await.expect("runp");
+        let cfg = container_config("app", &busybox(), &["sleep", "3600"]);
+        let id = c.create(&sb, &cfg, &pod).await.expect("create");
+        c.start(&id).await.expect("start");
+        let pid = status_info(&c.status(&id).await.unwrap())["pid"]
+            .as_u64()
+            .unwrap();
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert_eq!(cg.trim(), format!("0::{parent}/{id}"), "container cgroup");
+        pods.push((sb, pid, parent));
+    }
+    for level in [top.clone(), format!("{top}/besteffort")] {
+        let dir = cgroot.join(level.trim_start_matches('/'));
+        let ctl = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+        for want in ["cpu", "memory", "pids"] {
+            assert!(
+                ctl.split_whitespace().any(|c| c == want),
+                "{} lacks {want}: {ctl}",
+                dir.display()
+            );
+        }
+    }
+    let (sa, _, pa) = &pods[0];
+    let (sb_b, pid_b, pb) = &pods[1];
+    c.stop_and_remove_pod(sa).await.unwrap();
+    assert!(
+        !cgroot.join(pa.trim_start_matches('/')).exists(),
+        "pod qa's cgroup removed"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid_b}")).exists(),
+        "pod qb's container survives qa's removal"
+    );
+    assert!(cgroot.join(pb.trim_start_matches('/')).is_dir());
+    c.stop_and_remove_pod(sb_b).await.unwrap();
+    assert!(
+        !cgroot.join(top.trim_start_matches('/')).exists(),
+        "parents berthd created are gone with the last pod"
+    );
+    assert_nothing_left(&b, pb);
 }
