@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Builds Berth's test images as OCI image layouts, from Debian's busybox-static.
+
+Why our own builder: the VM has no internet, so every image the tests pull must
+be made here, and it must be byte-for-byte reproducible so that digests in test
+logs mean something across runs. Only the Python standard library is used.
+
+    mkimage.py OUTDIR          -> OUTDIR/<name>/ (one OCI layout per image)
+
+Images:
+  busybox       /bin/busybox + applet symlinks, /etc/passwd, /etc/group; Cmd ["sh"]
+  busybox-user  busybox plus a non-root image user (uid 1000) whose /etc/group
+                lists it in extra groups; used by the supplementalGroupsPolicy tests
+"""
+import gzip
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+
+BUSYBOX = os.environ.get("BERTH_BUSYBOX", "/bin/busybox")
+
+# Applets the tests and a shell user expect; all are symlinks to /bin/busybox.
+APPLETS = """sh ash cat echo env sleep ls id ps grep head tail wc true false test printf
+mkdir rm cp mv ln touch chmod chown stat kill hostname uname date seq yes sed awk
+mount umount ip ping wget nc vi find xargs sort uniq tr cut tee dd df du free top
+nproc whoami groups readlink realpath basename dirname timeout usleep mkfifo sync
+""".split()
+
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+PASSWD_USER = PASSWD + "app:x:1000:1000:app:/home/app:/bin/sh\n"
+GROUP_USER = GROUP + "app:x:1000:\nwheel:x:10:app\naudio:x:29:app\n"
+
+
+def tar_layer(entries):
+    """entries: list of (path, kind, data/target, mode, uid, gid). Deterministic."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for path, kind, payload, mode, uid, gid in sorted(entries, key=lambda e: e[0]):
+            ti = tarfile.TarInfo(path)
+            ti.mtime = 0
+            ti.mode = mode
+            ti.uid, ti.gid = uid, gid
+            ti.uname = ti.gname = ""
+            if kind == "dir":
+                ti.type = tarfile.DIRTYPE
+                tf.addfile(ti)
+            elif kind == "sym":
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = payload
+                tf.addfile(ti)
+            else:
+                ti.size = len(payload)
+                tf.addfile(ti, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+def gz(data):
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0, compresslevel=6) as g:
+        g.write(data)
+    return out.getvalue()
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Layout:
+    def __init__(self, root):
+        self.root = root
+        os.makedirs(os.path.join(root, "blobs", "sha256"), exist_ok=True)
+
+    def blob(self, data):
+        d = sha(data)
+        with open(os.path.join(self.root, "blobs", "sha256", d[7:]), "wb") as f:
+            f.write(data)
+        return d
+
+    def finish(self, manifest_digest, manifest_size, tag):
+        with open(os.path.join(self.root, "oci-layout"), "w") as f:
+            json.dump({"imageLayoutVersion": "1.0.0"}, f)
+        index = {
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }],
+        }
+        with open(os.path.join(self.root, "index.json"), "w") as f:
+            json.dump(index, f, indent=1)
+
+
+def base_entries(passwd, group, extra_dirs=()):
+    with open(BUSYBOX, "rb") as f:
+        bb = f.read()
+    e = [("bin", "dir", None, 0o755, 0, 0), ("bin/busybox", "file", bb, 0o755, 0, 0)]
+    for a in APPLETS:
+        e.append(("bin/" + a, "sym", "busybox", 0o777, 0, 0))
+    for d in ["etc", "root", "tmp", "home", "proc", "sys", "dev", "var", "usr"] + list(extra_dirs):
+        mode = 0o1777 if d == "tmp" else (0o700 if d == "root" else 0o755)
+        e.append((d, "dir", None, mode, 0, 0))
+    e.append(("etc/passwd", "file", passwd.encode(), 0o644, 0, 0))
+    e.append(("etc/group", "file", group.encode(), 0o644, 0, 0))
+    e.append(("etc/hostname", "file", b"busybox\n", 0o644, 0, 0))
+    return e
+
+
+def build(outdir, name, entries, config_extra):
+    layout = Layout(os.path.join(outdir, name))
+    raw = tar_layer(entries)
+    compressed = gz(raw)
+    layer_digest = layout.blob(compressed)
+    config = {
+        "created": "1970-01-01T00:00:00Z",
+        "architecture": "amd64",
+        "os": "linux",
+        "config": dict({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                        "Cmd": ["sh"]}, **config_extra),
+        "rootfs": {"type": "layers", "diff_ids": [sha(raw)]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "berth hack/images/mkimage.py"}],
+    }
+    cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    cfg_digest = layout.blob(cfg)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest,
+                   "size": len(cfg)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
+                    "size": len(compressed)}],
+    }
+    mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    mdigest = layout.blob(mbytes)
+    layout.finish(mdigest, len(mbytes), "latest")
+    print(f"mkimage: {name} manifest {mdigest} layer {len(compressed)} bytes")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    build(out, "busybox", base_entries(PASSWD, GROUP), {})
+    user = base_entries(PASSWD_USER, GROUP_USER)
+    user.append(("home/app", "dir", None, 0o755, 1000, 1000))
+    build(out, "busybox-user", user, {"User": "app", "WorkingDir": "/home/app"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Pushes the OCI layouts from OUTDIR/oci into a real registry's storage at
+# OUTDIR/registry: a Debian docker-registry is started on a free loopback port
+# over that directory, skopeo copies every image to <port>/library/<name>:latest,
+# and the registry is stopped. The VM serves the same directory on 127.0.0.1:5000.
+#   hack/images/registry-seed.sh OUTDIR
+set -euo pipefail
+OUT=$(realpath "${1:?usage: registry-seed.sh OUTDIR}")
+REG=$OUT/registry
+rm -rf "$REG"
+mkdir -p "$REG"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+CONF=$OUT/registry-seed.yml
+cat >"$CONF" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $REG
+http:
+  addr: 127.0.0.1:$PORT
+YML
+docker-registry serve "$CONF" >"$OUT/registry-seed.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/v2/')" 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+for dir in "$OUT"/oci/*/; do
+    name=$(basename "$dir")
+    skopeo --insecure-policy copy --quiet --dest-tls-verify=false \
+        "oci:$dir:latest" "docker://127.0.0.1:$PORT/library/$name:latest"
+    echo "registry-seed: library/$name:latest"
+done

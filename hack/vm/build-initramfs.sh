@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds the test VM's initramfs: busybox-static as the userland, the kernel
+# modules the tests need (with their dependencies, in load order), Berth's
+# binaries, the compiled integration-test executables, every shared library
+# they load, the CNI plugins, Debian's docker-registry with the seeded test
+# images, and the /init that runs everything (hack/vm/init.sh).
+#
+#   build-initramfs.sh --bin DIR --tests EXE... [--registry DIR] --out FILE
+#                      [--kernel-version VER]
+#
+# The archive is an uncompressed cpio: under TCG emulation the kernel unpacks
+# it faster than it could decompress gzip, and it is only read once.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+BIN="" OUT="" REGISTRY="" KVER="" TESTS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --registry) REGISTRY=$2; shift 2 ;;
+        --kernel-version) KVER=$2; shift 2 ;;
+        --tests) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do TESTS+=("$1"); shift; done ;;
+        *) echo "build-initramfs: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ -n "$BIN" ] && [ -n "$OUT" ] || { echo "usage: $0 --bin DIR --tests EXE... --out FILE" >&2; exit 2; }
+if [ -z "$KVER" ]; then
+    KVER=$(basename "$(ls -1 /boot/vmlinuz-* | sort -V | tail -1)")
+    KVER=${KVER#vmlinuz-}
+fi
+[ -d "/lib/modules/$KVER" ] || { echo "build-initramfs: no modules for kernel $KVER" >&2; exit 1; }
+
+# Modules: overlay for rootfs, bridge/veth/netfilter for CNI networking.
+MODULES=(overlay bridge veth br_netfilter nf_conntrack nf_nat iptable_nat iptable_filter
+         ip6table_nat ip6table_filter xt_MASQUERADE xt_comment xt_mark xt_multiport xt_addrtype
+         xt_conntrack xt_tcpudp nft_compat nft_chain_nat nf_tables sch_tbf sch_ingress cls_u32
+         act_mirred ifb)
+CNI_PLUGINS=(bridge host-local loopback portmap bandwidth firewall tuning)
+
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+R=$STAGE/root
+mkdir -p "$R"/{bin,sbin,etc,proc,sys,dev,run,tmp,var/lib,lib,lib64,usr/bin,usr/lib,berth/bin,berth/tests,opt/cni/bin,etc/cni/net.d,lib/modules}
+
+# busybox userland
+cp /bin/busybox "$R/bin/busybox"
+for a in $(/bin/busybox --list); do
+    [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"
+done
+
+# Shared libraries of a dynamically linked executable, at the same paths.
+copy_libs() {
+    ldd "$1" 2>/dev/null | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
+        [ -n "$lib" ] && [ -f "$lib" ] || continue
+        mkdir -p "$R$(dirname "$lib")"
+        [ -e "$R$lib" ] || cp -L "$lib" "$R$lib"
+    done
+}
+
+for f in "$BIN"/*; do
+    [ -f "$f" ] || continue
+    cp "$f" "$R/berth/bin/"
+    copy_libs "$f"
+done
+for t in "${TESTS[@]}"; do
+    name=$(basename "$t")
+    cp "$t" "$R/berth/tests/${name%-*}"
+    copy_libs "$t"
+done
+for p in "${CNI_PLUGINS[@]}"; do
+    src=""
+    for d in /opt/cni/bin /usr/lib/cni; do [ -x "$d/$p" ] && src=$d/$p && break; done
+    [ -n "$src" ] || { echo "build-initramfs: CNI plugin $p not found" >&2; exit 1; }
+    cp "$src" "$R/opt/cni/bin/"
+    copy_libs "$src"
+done
+cp /usr/bin/docker-registry "$R/usr/bin/"
+copy_libs /usr/bin/docker-registry
+if [ -n "$REGISTRY" ]; then
+    mkdir -p "$R/var/lib/registry"
+    cp -a "$REGISTRY/." "$R/var/lib/registry/"
+fi
+
+# Kernel modules, resolved on the host in load order.
+: >"$R/etc/modules.order"
+for m in "${MODULES[@]}"; do
+    if ! deps=$(modprobe -S "$KVER" --show-depends "$m" 2>/dev/null); then
+        echo "build-initramfs: warning: module $m not available for $KVER" >&2
+        continue
+    fi
+    echo "$deps" | awk '$1=="insmod" {print $2}' | while read -r ko; do
+        dst=$R/lib/modules/$(basename "$ko")
+        if [ ! -e "$dst" ]; then
+            cp "$ko" "$dst"
+            echo "$(basename "$ko")" >>"$R/etc/modules.order"
+        fi
+    done
+done
+
+cp "$HERE/init.sh" "$R/init"
+chmod 755 "$R/init"
+echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"
+echo "root:x:0:" >"$R/etc/group"
+printf '127.0.0.1 localhost\n::1 localhost\n' >"$R/etc/hosts"
+
+mkdir -p "$(dirname "$OUT")"
+(cd "$R" && find . -print0 | sort -z | cpio --null -o -H newc --quiet) >"$OUT"
+echo "build-initramfs: $OUT ($(du -h "$OUT" | cut -f1), kernel $KVER, $(wc -l <"$R/etc/modules.order") modules, ${#TESTS[@]} test executables)"
