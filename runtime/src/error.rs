@@ -41,6 +41,9 @@ pub enum Error {
     /// A registry or image problem.
     #[error("image: {0}")]
     Image(String),
+    /// Pod networking (CNI) failed.
+    #[error("network: {0}")]
+    Network(String),
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,7 +72,7 @@ impl Error {
             Error::Timeout(_) => Code::DeadlineExceeded,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
             Error::Io { .. } | Error::Shim(_) | Error::Internal(_) => Code::Internal,
-            Error::Image(_) => Code::Unknown,
+            Error::Image(_) | Error::Network(_) => Code::Unknown,
         }
     }
 }

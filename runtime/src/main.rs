@@ -16,6 +16,7 @@ mod container;
 mod cri;
 mod error;
 mod image;
+mod net;
 mod sandbox;
 mod shim_client;
 mod store;
@@ -105,7 +106,8 @@ async fn run(cfg: Config) -> error::Result<()> {
         std::fs::create_dir_all(d).map_err(|e| error::Error::io(format!("create {}", d.display()), e))?;
     }
     let images = Arc::new(image::ImageStore::open(&cfg.root)?);
-    let sandboxes = Arc::new(sandbox::SandboxManager::new(cfg.clone(), cgroups));
+    let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
+    let sandboxes = Arc::new(sandbox::SandboxManager::new(cfg.clone(), cgroups, cni));
     let containers = Arc::new(container::ContainerManager::new(
         cfg.clone(),
         images.clone(),
