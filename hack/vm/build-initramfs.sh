@@ -75,6 +75,12 @@ for p in "${CNI_PLUGINS[@]}"; do
     cp "$src" "$R/opt/cni/bin/"
     copy_libs "$src"
 done
+# iproute2's ip (tests list veths by type; busybox's ip cannot), replacing
+# busybox's applet.
+IP_BIN=$(command -v ip)
+rm -f "$R/bin/ip"
+cp "$(readlink -f "$IP_BIN")" "$R/bin/ip"
+copy_libs "$R/bin/ip"
 cp /usr/bin/docker-registry "$R/usr/bin/"
 copy_libs /usr/bin/docker-registry
 if [ -n "$REGISTRY" ]; then

@@ -54,6 +54,7 @@ CPU=max
 echo "run.sh: booting $(basename "$KERNEL") with $ACCEL, ${SMP} cpus, ${MEM} MiB, timeout ${TIMEOUT}s; console -> $LOG"
 
 start=$SECONDS
+: >"$LOG" # before tail starts, so a previous run's console is never shown
 set +e
 boot "$ACCEL" "$CPU" "$APPEND" "$TIMEOUT" "$LOG" &
 qpid=$!

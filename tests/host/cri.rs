@@ -106,8 +106,21 @@ async fn cri_basics_over_the_socket() {
         net.message
     );
     assert!(s.info.contains_key("config"));
-    // A config written later is picked up without a restart.
-    std::fs::write(cni.path().join("10-bridge.conflist"), "{}").unwrap();
+    // An invalid config does not make the network ready; a valid one
+    // written later is picked up without a restart.
+    std::fs::write(cni.path().join("05-broken.conflist"), "{").unwrap();
+    let s = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!s.status.unwrap().conditions.iter().all(|c| c.status));
+    std::fs::write(
+        cni.path().join("10-bridge.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"}]}"#,
+    )
+    .unwrap();
     let s = c
         .runtime
         .status(cri::StatusRequest::default())

@@ -210,6 +210,47 @@ pub struct Berthd {
     pub socket: PathBuf,
     /// Pod cgroup parent default for this instance (unique per test run).
     pub cgroup_parent: String,
+    /// The test CNI network: a bridge of its own and a /24 subnet, unless
+    /// the test brought its own `cni_conf_dir`.
+    pub net: Option<TestNet>,
+}
+
+/// The CNI network a test berthd uses (Debian's bridge + host-local plugins).
+#[derive(Debug, Clone)]
+pub struct TestNet {
+    /// Bridge device name.
+    pub bridge: String,
+    /// Pod subnet, e.g. `10.99.7.0/24`.
+    pub subnet: String,
+    /// The gateway (bridge) address.
+    pub gateway: String,
+    /// The CNI config dir.
+    pub conf_dir: PathBuf,
+}
+
+impl TestNet {
+    /// Writes a bridge network config into `dir/net.d`; `n` picks the subnet.
+    fn create(dir: &Path, n: u8, plugins_extra: &str) -> std::io::Result<Self> {
+        let conf_dir = dir.join("net.d");
+        std::fs::create_dir_all(&conf_dir)?;
+        let bridge = format!("bt{n}");
+        let subnet = format!("10.99.{n}.0/24");
+        let gateway = format!("10.99.{n}.1");
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"berth-test","plugins":[
+  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"hairpinMode":true,
+    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}","gateway":"{gateway}"}}]],
+             "routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}}{plugins_extra}]}}"#,
+            ipam = dir.join("ipam").display()
+        );
+        std::fs::write(conf_dir.join("10-berth-test.conflist"), conf)?;
+        Ok(TestNet {
+            bridge,
+            subnet,
+            gateway,
+            conf_dir,
+        })
+    }
 }
 
 /// Where the test binaries find berthd and berth-shim.
@@ -238,6 +279,23 @@ impl Berthd {
         let socket = dir.path().join("berth.sock");
         let unique = dir.path().file_name().unwrap().to_string_lossy().replace('.', "");
         let cgroup_parent = format!("/{unique}");
+        // A network of its own per berthd (bridge bt<n>, 10.99.<n>.0/24).
+        let net = if extra_config.contains("cni_conf_dir") {
+            None
+        } else {
+            let n = (std::process::id() as u64 + NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+                % 250
+                + 1;
+            Some(TestNet::create(
+                dir.path(),
+                n as u8,
+                &std::env::var("BERTH_TEST_CNI_EXTRA").unwrap_or_default(),
+            )?)
+        };
+        let net_toml = net
+            .as_ref()
+            .map(|n| format!("cni_conf_dir = \"{}\"\n", n.conf_dir.display()))
+            .unwrap_or_default();
         let cfg = dir.path().join("config.toml");
         std::fs::write(
             &cfg,
@@ -246,7 +304,8 @@ impl Berthd {
                 dir.path().display(),
                 socket.display(),
                 cgroup_parent
-            ) + extra_config,
+            ) + &net_toml
+                + extra_config,
         )?;
         let log = std::fs::File::create(dir.path().join("berthd.log"))?;
         let child = Command::new(bin_dir().join("berthd"))
@@ -261,6 +320,7 @@ impl Berthd {
             dir,
             socket,
             cgroup_parent,
+            net,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -307,8 +367,18 @@ impl Berthd {
     }
 }
 
+static NEXT_NET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Drop for Berthd {
     fn drop(&mut self) {
+        // The bridge is node infrastructure the plugin leaves on DEL; this
+        // berthd's network goes with it.
+        if let Some(n) = &self.net {
+            let _ = Command::new("ip")
+                .args(["link", "del", &n.bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };

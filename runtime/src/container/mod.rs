@@ -247,6 +247,7 @@ impl ContainerManager {
                 ns_paths: sbr.ns_paths.clone(),
                 cgroup_path: cgroup_path.clone(),
                 hostname: sbr.hostname.clone(),
+                pod_files: sbr.files.clone(),
             },
         )?;
         let stop_signal = match cri::Signal::try_from(cfg.stop_signal) {

@@ -114,6 +114,8 @@ pub struct SandboxContext {
     pub cgroup_path: String,
     /// Pod hostname (used when the container gets its own UTS namespace).
     pub hostname: String,
+    /// The pod's /etc/hosts, /etc/resolv.conf and /etc/hostname.
+    pub pod_files: Option<crate::net::files::PodFiles>,
 }
 
 /// The image's user database, if it has one.
@@ -308,6 +310,27 @@ pub fn build_spec(
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup2", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if privileged {"rw"} else {"ro"}]}),
     ];
+    // Every container of the pod sees the same name-service files; a CRI
+    // mount of the same path (kubelet's own /etc/hosts) replaces ours below.
+    if let Some(f) = &sandbox.pod_files {
+        let ro = if cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.readonly_rootfs)
+        {
+            "ro"
+        } else {
+            "rw"
+        };
+        for (dest, src) in [
+            ("/etc/hosts", &f.hosts),
+            ("/etc/resolv.conf", &f.resolv_conf),
+            ("/etc/hostname", &f.hostname),
+        ] {
+            mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", ro]}));
+        }
+    }
     for m in &cfg.mounts {
         if !m.container_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
@@ -494,8 +517,28 @@ mod tests {
             ns_paths: ns,
             cgroup_path: "/berth/x/c".into(),
             hostname: "pod".into(),
+            pod_files: Some(crate::net::files::PodFiles {
+                hosts: "/run/berth/sandboxes/x/hosts".into(),
+                resolv_conf: "/run/berth/sandboxes/x/resolv.conf".into(),
+                hostname: "/run/berth/sandboxes/x/hostname".into(),
+            }),
         };
         let (spec, id) = build_spec(&c, &image(), &ImageUsers::default(), &sb).unwrap();
+        let mounts = spec["mounts"].as_array().unwrap();
+        let src = |dest: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .map(|m| m["source"].clone())
+        };
+        assert_eq!(
+            src("/etc/resolv.conf"),
+            Some(json!("/run/berth/sandboxes/x/resolv.conf"))
+        );
+        assert_eq!(
+            src("/etc/hostname"),
+            Some(json!("/run/berth/sandboxes/x/hostname"))
+        );
         assert_eq!(id.uid, 0);
         assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
         assert_eq!(spec["linux"]["cgroupsPath"], "/berth/x/c");

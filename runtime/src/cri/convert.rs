@@ -65,8 +65,18 @@ pub fn pod_sandbox_status(sb: &Sandbox) -> cri::PodSandboxStatus {
         metadata: Some(sandbox_metadata(&r)),
         state: sandbox_state(sb) as i32,
         created_at: r.created_at,
-        // Pod IPs arrive with CNI networking; a loopback-only pod has none.
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        // Primary IP first (IPv4 when the pod has one); host-network pods have none.
+        network: Some({
+            let ips = r.network.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
+            cri::PodSandboxNetworkStatus {
+                ip: ips.first().cloned().unwrap_or_default(),
+                additional_ips: ips
+                    .iter()
+                    .skip(1)
+                    .map(|ip| cri::PodIp { ip: ip.clone() })
+                    .collect(),
+            }
+        }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {

@@ -17,6 +17,7 @@ mod image_service;
 mod image_status;
 mod log_layer;
 mod runtime_config;
+mod runtime_config_update;
 mod runtime_service;
 mod sandbox_list;
 mod sandbox_remove;

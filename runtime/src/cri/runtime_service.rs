@@ -200,9 +200,12 @@ impl RuntimeService for Cri {
 
     async fn update_runtime_config(
         &self,
-        _req: Request<UpdateRuntimeConfigRequest>,
+        req: Request<UpdateRuntimeConfigRequest>,
     ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
-        Err(Error::Unimplemented("UpdateRuntimeConfig").into())
+        super::runtime_config_update::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

@@ -1,10 +1,11 @@
 //! RunPodSandbox.
 
-use berth_proto::cri::{NamespaceMode, RunPodSandboxRequest, RunPodSandboxResponse};
+use berth_proto::cri::{NamespaceMode, Protocol, RunPodSandboxRequest, RunPodSandboxResponse};
 
 use super::Cri;
 use crate::error::{Error, Result};
-use crate::sandbox::SandboxRequest;
+use crate::net::files::Dns;
+use crate::sandbox::{PortMapping, SandboxRequest};
 
 /// Handles RunPodSandbox.
 pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandboxResponse> {
@@ -52,6 +53,29 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             runtime_handler: req.runtime_handler,
             host_network: ns.network == NamespaceMode::Node as i32,
             host_ipc: ns.ipc == NamespaceMode::Node as i32,
+            dns: cfg.dns_config.map(|d| Dns {
+                servers: d.servers,
+                searches: d.searches,
+                options: d.options,
+            }),
+            port_mappings: cfg
+                .port_mappings
+                .into_iter()
+                .map(|p| {
+                    let protocol = match Protocol::try_from(p.protocol) {
+                        Ok(Protocol::Udp) => "udp",
+                        Ok(Protocol::Sctp) => "sctp",
+                        _ => "tcp",
+                    };
+                    PortMapping {
+                        protocol: protocol.into(),
+                        container_port: p.container_port,
+                        host_port: p.host_port,
+                        host_ip: p.host_ip,
+                    }
+                })
+                .collect(),
+            sysctls: linux.sysctls.into_iter().collect(),
         })
         .await?;
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })

@@ -14,6 +14,12 @@ pub async fn handle(cri: &Cri, req: PodSandboxStatusRequest) -> Result<PodSandbo
     let mut info = HashMap::new();
     if req.verbose {
         let r = sb.record();
+        // CNI CHECK is a full plugin run, so only verbose (inspect) asks for it.
+        let check = match cri.sandboxes.check_network(&sb).await {
+            None => serde_json::Value::Null,
+            Some(Ok(())) => "ok".into(),
+            Some(Err(e)) => e.to_string().into(),
+        };
         info.insert(
             "info".to_string(),
             serde_json::json!({
@@ -21,6 +27,9 @@ pub async fn handle(cri: &Cri, req: PodSandboxStatusRequest) -> Result<PodSandbo
                 "cgroupPath": r.cgroup_path,
                 "namespaces": r.ns_paths,
                 "shimSocket": r.shim_socket,
+                "network": r.network,
+                "networkCheck": check,
+                "files": r.files,
             })
             .to_string(),
         );

@@ -10,18 +10,6 @@ use berth_proto::cri::{
 use super::Cri;
 use crate::error::Result;
 
-/// Whether a CNI network config exists (what kubelet's NetworkReady means).
-fn cni_config_present(dir: &std::path::Path) -> Option<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".conf") || n.ends_with(".conflist") || n.ends_with(".json"))
-        .collect();
-    names.sort();
-    names.into_iter().next()
-}
-
 /// Handles Status.
 pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
     let runtime_ready = RuntimeCondition {
@@ -30,19 +18,25 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
         reason: String::new(),
         message: String::new(),
     };
-    let network_ready = match cni_config_present(&cri.cfg.cni_conf_dir) {
-        Some(_) => RuntimeCondition {
+    // NetworkReady means what kubelet takes it to mean: a usable CNI config.
+    let not_ready = |message: String| RuntimeCondition {
+        r#type: "NetworkReady".into(),
+        status: false,
+        reason: "NetworkPluginNotReady".into(),
+        message,
+    };
+    let network_ready = match cri.sandboxes.network_config() {
+        Ok(Some(_)) => RuntimeCondition {
             r#type: "NetworkReady".into(),
             status: true,
             reason: String::new(),
             message: String::new(),
         },
-        None => RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: format!("no CNI network config in {}", cri.cfg.cni_conf_dir.display()),
-        },
+        Ok(None) => not_ready(format!(
+            "no valid CNI network config in {}",
+            cri.cfg.cni_conf_dir.display()
+        )),
+        Err(e) => not_ready(e.to_string()),
     };
     let mut info = HashMap::new();
     if req.verbose {

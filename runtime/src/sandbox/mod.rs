@@ -5,6 +5,7 @@
 //! every container (and the shim itself) until RemovePodSandbox.
 
 mod pin;
+pub mod sysctl;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::CgroupManager;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::net::cni::{self, Attachment, Cni};
+use crate::net::files::{self, Dns, PodFiles};
 use crate::shim_client::{self, NewNamespaces, Shim};
 use crate::store;
 
@@ -54,6 +57,41 @@ pub struct SandboxRequest {
     pub host_network: bool,
     /// Share the host's IPC namespace.
     pub host_ipc: bool,
+    /// kubelet's DNS config; None: the node's resolv.conf.
+    pub dns: Option<Dns>,
+    /// Port mappings for the CNI `portMappings` capability.
+    pub port_mappings: Vec<PortMapping>,
+    /// Pod sysctls (namespaced only).
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// One CRI port mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// Port in the pod.
+    pub container_port: i32,
+    /// Port on the node.
+    pub host_port: i32,
+    /// Node address to bind; empty: all.
+    pub host_ip: String,
+}
+
+/// The pod's CNI attachment, kept so DEL gets the same inputs as ADD (also
+/// after a berthd restart).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// The config file used.
+    pub conf_file: PathBuf,
+    /// The final ADD result (DEL's prevResult).
+    pub result: serde_json::Value,
+    /// Runtime config passed by capability.
+    pub capabilities: BTreeMap<String, serde_json::Value>,
+    /// Pod IPs, primary first.
+    pub ips: Vec<String>,
+    /// DEL has succeeded.
+    pub torn_down: bool,
 }
 
 /// The persisted description of a sandbox.
@@ -93,6 +131,27 @@ pub struct SandboxRecord {
     pub shim_socket: PathBuf,
     /// Pinned namespace files, by kind (`net`, `ipc`, `uts`); absent = host's.
     pub ns_paths: BTreeMap<String, PathBuf>,
+    /// The CNI attachment; None for host-network pods.
+    #[serde(default)]
+    pub network: Option<NetworkRecord>,
+    /// The pod's /etc/hosts, resolv.conf, hostname.
+    #[serde(default)]
+    pub files: Option<PodFiles>,
+}
+
+impl SandboxRecord {
+    /// The CNI attachment inputs of this pod.
+    fn attachment(&self, capabilities: BTreeMap<String, serde_json::Value>) -> Attachment {
+        Attachment {
+            container_id: self.id.clone(),
+            netns: self.ns_paths.get("net").cloned().unwrap_or_default(),
+            ifname: "eth0".into(),
+            pod_name: self.name.clone(),
+            pod_namespace: self.namespace.clone(),
+            pod_uid: self.uid.clone(),
+            capabilities,
+        }
+    }
 }
 
 /// A live sandbox.
@@ -156,17 +215,138 @@ impl Drop for Rollback {
 pub struct SandboxManager {
     cfg: Config,
     cgroups: CgroupManager,
+    cni: Arc<Cni>,
+    /// Pod CIDR from UpdateRuntimeConfig, for the CNI `ipRanges` capability.
+    pod_cidr: Mutex<String>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
 }
 
 impl SandboxManager {
-    /// A manager using `cfg`'s directories.
-    pub fn new(cfg: Config, cgroups: CgroupManager) -> Self {
+    /// A manager using `cfg`'s directories and `cni` for pod networks.
+    pub fn new(cfg: Config, cgroups: CgroupManager, cni: Cni) -> Self {
         SandboxManager {
             cfg,
             cgroups,
+            cni: Arc::new(cni),
+            pod_cidr: Mutex::new(String::new()),
             sandboxes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records kubelet's pod CIDR (UpdateRuntimeConfig) for later pods.
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
+        if !cidr.is_empty() {
+            let (ip, len) = cidr
+                .split_once('/')
+                .ok_or_else(|| Error::InvalidArgument(format!("pod CIDR {cidr:?} is not ip/prefix")))?;
+            let ok = ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128);
+            if !ok {
+                return Err(Error::InvalidArgument(format!(
+                    "pod CIDR {cidr:?} is not ip/prefix"
+                )));
+            }
+        }
+        *self.pod_cidr.lock().expect("pod cidr lock") = cidr.to_string();
+        Ok(())
+    }
+
+    /// Runtime config a pod's CNI plugins may ask for by capability.
+    fn capabilities(&self, req: &SandboxRequest) -> BTreeMap<String, serde_json::Value> {
+        let mut caps = BTreeMap::new();
+        if !req.port_mappings.is_empty() {
+            let pm: Vec<_> = req
+                .port_mappings
+                .iter()
+                .filter(|p| p.host_port > 0)
+                .map(|p| {
+                    let mut m = serde_json::json!({
+                        "hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol,
+                    });
+                    if !p.host_ip.is_empty() {
+                        m["hostIP"] = serde_json::json!(p.host_ip);
+                    }
+                    m
+                })
+                .collect();
+            if !pm.is_empty() {
+                caps.insert("portMappings".to_string(), serde_json::Value::Array(pm));
+            }
+        }
+        let bw = |key: &str| req.annotations.get(key).and_then(|v| parse_bandwidth(v));
+        let (ingress, egress) = (
+            bw("kubernetes.io/ingress-bandwidth"),
+            bw("kubernetes.io/egress-bandwidth"),
+        );
+        if ingress.is_some() || egress.is_some() {
+            let mut b = serde_json::Map::new();
+            if let Some(r) = ingress {
+                b.insert("ingressRate".into(), r.into());
+                b.insert("ingressBurst".into(), (i64::MAX / 8).into());
+            }
+            if let Some(r) = egress {
+                b.insert("egressRate".into(), r.into());
+                b.insert("egressBurst".into(), (i64::MAX / 8).into());
+            }
+            caps.insert("bandwidth".to_string(), serde_json::Value::Object(b));
+        }
+        let cidr = self.pod_cidr.lock().expect("pod cidr lock").clone();
+        if !cidr.is_empty() {
+            caps.insert("ipRanges".to_string(), serde_json::json!([[{"subnet": cidr}]]));
+        }
+        caps
+    }
+
+    /// Whether a CNI config is present (NetworkReady).
+    pub fn network_config(&self) -> Result<Option<cni::NetConfList>> {
+        cni::load_conf_dir(&self.cfg.cni_conf_dir)
+    }
+
+    /// CNI CHECK of a ready pod's attachment (plugins of CNI ≥ 0.4.0).
+    /// None when there is nothing to check (host network, torn down).
+    pub async fn check_network(&self, sb: &Sandbox) -> Option<Result<()>> {
+        let rec = sb.record();
+        let net = rec.network.clone().filter(|n| !n.torn_down)?;
+        let list = match cni::parse_conf_file(&net.conf_file) {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        let a = rec.attachment(net.capabilities.clone());
+        let cni = self.cni.clone();
+        Some(
+            tokio::task::spawn_blocking(move || cni.check(&list, &a, &net.result))
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("CNI CHECK task: {e}")))),
+        )
+    }
+
+    /// CNI DEL for a pod whose network is still attached; marks it torn down.
+    async fn teardown_network(&self, sb: &Sandbox) -> Result<()> {
+        let rec = sb.record();
+        let Some(net) = rec.network.clone().filter(|n| !n.torn_down) else {
+            return Ok(());
+        };
+        let list = cni::parse_conf_file(&net.conf_file).or_else(|e| {
+            // The file may have been replaced since ADD: DEL with the current config.
+            tracing::warn!(error = %e, "CNI config used at ADD is gone; using the current one");
+            self.network_config()?
+                .ok_or_else(|| Error::Network("no CNI config to tear the pod network down with".into()))
+        })?;
+        let a = rec.attachment(net.capabilities.clone());
+        let cni = self.cni.clone();
+        let result = net.result.clone();
+        tokio::task::spawn_blocking(move || cni.del(&list, &a, Some(&result)))
+            .await
+            .map_err(|e| Error::Internal(format!("CNI DEL task: {e}")))??;
+        let rec = {
+            let mut r = sb.record.lock().expect("sandbox lock");
+            if let Some(n) = r.network.as_mut() {
+                n.torn_down = true;
+            }
+            r.clone()
+        };
+        store::write_record(&self.record_path(&rec.id), &rec)?;
+        tracing::info!(sandbox = %rec.id, "pod network torn down");
+        Ok(())
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -231,6 +411,18 @@ impl SandboxManager {
                     other.record().id
                 )));
             }
+        }
+        {
+            let owned: BTreeMap<String, PathBuf> = [
+                ("net", !req.host_network),
+                ("ipc", !req.host_ipc),
+                ("uts", !req.host_network),
+            ]
+            .into_iter()
+            .filter(|(_, own)| *own)
+            .map(|(k, _)| (k.to_string(), PathBuf::new()))
+            .collect();
+            sysctl::validate(&req.sysctls, &owned)?;
         }
         let mut undo = Rollback::new();
         let state_dir = self.state_dir(&id);
@@ -305,6 +497,68 @@ impl SandboxManager {
             ns_paths.insert(kind.to_string(), pin_path);
         }
 
+        sysctl::apply(&req.sysctls, &ns_paths)?;
+
+        let network = if req.host_network {
+            None
+        } else {
+            let list = self.network_config()?.ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "no CNI network config in {} (NetworkReady is false)",
+                    self.cfg.cni_conf_dir.display()
+                ))
+            })?;
+            let capabilities = self.capabilities(&req);
+            let a = Attachment {
+                container_id: id.clone(),
+                netns: ns_paths.get("net").cloned().unwrap_or_default(),
+                ifname: "eth0".into(),
+                pod_name: req.name.clone(),
+                pod_namespace: req.namespace.clone(),
+                pod_uid: req.uid.clone(),
+                capabilities: capabilities.clone(),
+            };
+            let t = std::time::Instant::now();
+            let cni = self.cni.clone();
+            let (l, att) = (list.clone(), a.clone());
+            let result = tokio::task::spawn_blocking(move || cni.add(&l, &att))
+                .await
+                .map_err(|e| Error::Internal(format!("CNI ADD task: {e}")))??;
+            {
+                let (cni, l, res) = (self.cni.clone(), list.clone(), result.clone());
+                undo.push(move || {
+                    if let Err(e) = cni.del(&l, &a, Some(&res)) {
+                        tracing::warn!(error = %e, "CNI DEL during rollback failed");
+                    }
+                });
+            }
+            let ips = cni::result_ips(&result);
+            tracing::info!(sandbox = %id, network = %list.name, ips = ?ips, elapsed_ms = t.elapsed().as_millis() as u64, "pod network attached");
+            Some(NetworkRecord {
+                conf_file: list.source.clone(),
+                result,
+                capabilities,
+                ips,
+                torn_down: false,
+            })
+        };
+        let ips = network.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
+        let hostname = if req.hostname.is_empty() {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            req.hostname.clone()
+        };
+        let pod_files = files::write(
+            &state_dir.join("etc"),
+            &hostname,
+            &ips,
+            req.dns.as_ref(),
+            req.host_network,
+            Path::new("/etc"),
+        )?;
+
         let record = SandboxRecord {
             id: id.clone(),
             name: req.name,
@@ -323,6 +577,8 @@ impl SandboxManager {
             shim_pid: spawned.pid,
             shim_socket: socket,
             ns_paths,
+            network,
+            files: Some(pod_files),
         };
         store::write_record(&self.record_path(&id), &record)?;
         // Make sure the shim is still healthy after pinning.
@@ -357,7 +613,9 @@ impl SandboxManager {
         };
         wait_gone(rec.shim_pid).await;
         store::write_record(&self.record_path(&rec.id), &rec)?;
-        Ok(())
+        // After the containers are gone; a failure is returned so kubelet
+        // retries StopPodSandbox, and remove cannot skip it.
+        self.teardown_network(sb).await
     }
 
     /// Removes a stopped sandbox: namespace pins, cgroup, state. Idempotent.
@@ -430,5 +688,43 @@ mod tests {
         });
         r.disarm();
         assert_eq!(n.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// A Kubernetes bandwidth quantity (`10M`, `1Gi`, `500k`) in bits per second.
+fn parse_bandwidth(q: &str) -> Option<i64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v = n * mult;
+    (v >= 1.0 && v < i64::MAX as f64).then_some(v as i64)
+}
+
+#[cfg(test)]
+mod net_tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_quantities() {
+        assert_eq!(parse_bandwidth("10M"), Some(10_000_000));
+        assert_eq!(parse_bandwidth("1Mi"), Some(1_048_576));
+        assert_eq!(parse_bandwidth("1.5k"), Some(1500));
+        assert_eq!(parse_bandwidth("fast"), None);
+        assert_eq!(parse_bandwidth("10X"), None);
     }
 }

@@ -1,0 +1,317 @@
+//! Pod sandboxes with real CNI networking (Debian's bridge + host-local
+//! plugins), name-service files and sysctls, driven through the CRI socket.
+//!
+//! Needs root, cgroup v2, the bridge/veth modules and the loopback registry:
+//! runs inside the VM (`hack/vm`). Run with `--test-threads=1`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_proto::cri;
+use berth_tests::*;
+
+fn busybox() -> String {
+    format!("{}/library/busybox:latest", registry())
+}
+
+/// Runs `argv` in the pod to completion; returns (exit code, stdout lines).
+async fn run_in_pod(
+    c: &mut CriClient,
+    b: &Berthd,
+    sb: &str,
+    pod: &cri::PodSandboxConfig,
+    name: &str,
+    argv: &[&str],
+) -> (i32, Vec<String>) {
+    let cfg = container_config(name, &busybox(), argv);
+    let id = c.create(sb, &cfg, pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    let s = c.wait_exited(&id, Duration::from_secs(30)).await.expect("exit");
+    let log = std::fs::read_to_string(b.log_dir().join(format!("{name}.log"))).unwrap_or_default();
+    let out = log
+        .lines()
+        .filter_map(parse_cri_log_line)
+        .filter(|l| l.1 == "stdout")
+        .map(|l| l.3)
+        .collect();
+    c.remove(&id).await.expect("remove");
+    (s.exit_code, out)
+}
+
+async fn pod_info(c: &mut CriClient, sb: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
+    let st = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.into(),
+            verbose: true,
+        })
+        .await
+        .expect("pod status")
+        .into_inner();
+    let info = serde_json::from_str(&st.info["info"]).unwrap();
+    (st.status.unwrap(), info)
+}
+
+/// Host-side veth devices (one per attached pod on the bridge plugin).
+fn host_veths() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "type", "veth"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Addresses inside a pinned network namespace.
+fn addrs_in(netns: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["ip", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn two_pods_reach_each_other_and_keep_their_ip() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let net = b.net.clone().unwrap();
+    c.pull(&busybox()).await.expect("pull");
+    let veths_before = host_veths().len();
+
+    let pod_a = pod_config("net-a", &b.log_dir());
+    let a = c.run_pod(&pod_a).await.expect("runp a");
+    let pod_b = pod_config("net-b", &b.log_dir());
+    let bb = c.run_pod(&pod_b).await.expect("runp b");
+    let (st_a, info_a) = pod_info(&mut c, &a).await;
+    let (st_b, _) = pod_info(&mut c, &bb).await;
+    let ip_a = st_a.network.as_ref().unwrap().ip.clone();
+    let ip_b = st_b.network.as_ref().unwrap().ip.clone();
+    let prefix = net.subnet.trim_end_matches("0/24");
+    assert!(
+        ip_a.starts_with(prefix) && ip_b.starts_with(prefix),
+        "{ip_a} {ip_b} in {}",
+        net.subnet
+    );
+    assert_ne!(ip_a, ip_b);
+    assert_eq!(info_a["networkCheck"], "ok", "CNI CHECK passes: {info_a}");
+    assert_eq!(host_veths().len(), veths_before + 2, "one veth per pod");
+
+    // A server in pod A, a client in pod B.
+    let server = container_config(
+        "server",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "while true; do echo hello-from-a | nc -l -p 7000; done",
+        ],
+    );
+    let srv = c.create(&a, &server, &pod_a).await.unwrap();
+    c.start(&srv).await.unwrap();
+    let connect = format!("for i in $(seq 100); do nc -w 2 {ip_a} 7000 && exit 0; sleep 0.1; done; exit 1");
+    let (code, out) = run_in_pod(&mut c, &b, &bb, &pod_b, "client", &["sh", "-c", &connect]).await;
+    assert_eq!((code, out), (0, vec!["hello-from-a".to_string()]));
+
+    // Stopping and removing every container keeps the pod's IP and netns.
+    c.stop(&srv, 0).await.unwrap();
+    c.remove(&srv).await.unwrap();
+    let (st_a2, _) = pod_info(&mut c, &a).await;
+    assert_eq!(st_a2.network.unwrap().ip, ip_a);
+    let netns = info_a["namespaces"]["net"].as_str().unwrap().to_string();
+    assert!(
+        addrs_in(&netns).contains(&format!("{ip_a}/24")),
+        "{}",
+        addrs_in(&netns)
+    );
+    let (code, out) = run_in_pod(
+        &mut c,
+        &b,
+        &a,
+        &pod_a,
+        "again",
+        &["sh", "-c", "ip addr show eth0"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.join("\n").contains(&format!("inet {ip_a}/24")), "{out:?}");
+
+    for sb in [&a, &bb] {
+        c.stop_and_remove_pod(sb).await.expect("stop+remove");
+    }
+    assert_eq!(
+        host_veths().len(),
+        veths_before,
+        "veths removed: {:?}",
+        host_veths()
+    );
+    assert!(mounts_containing(&netns).is_empty(), "netns pin unmounted");
+    let ipam = b.dir.path().join("ipam/berth-test");
+    let leases: Vec<_> = std::fs::read_dir(&ipam)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leases
+            .iter()
+            .all(|l| l.starts_with("last_reserved_ip") || l == "lock"),
+        "IPAM leases released: {leases:?}"
+    );
+    assert!(processes_matching(&format!("--socket {}/state/", b.dir.path().display())).is_empty());
+}
+
+#[tokio::test]
+async fn pod_files_and_sysctls_are_what_kubelet_asked_for() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let mut pod = pod_config("files", &b.log_dir());
+    pod.hostname = "files-0".into();
+    pod.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    pod.linux.as_mut().unwrap().sysctls = [
+        ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+        (
+            "net.ipv4.ip_local_port_range".to_string(),
+            "20000 30000".to_string(),
+        ),
+    ]
+    .into();
+    let host_range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let (st, _) = pod_info(&mut c, &sb).await;
+    let ip = st.network.unwrap().ip;
+    let (code, out) = run_in_pod(
+        &mut c,
+        &b,
+        &sb,
+        &pod,
+        "show",
+        &[
+            "sh",
+            "-c",
+            "cat /etc/resolv.conf; echo ---; tail -n1 /etc/hosts; echo ---; cat /etc/hostname; hostname; \
+             echo ---; cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ip_local_port_range",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let expected: Vec<String> = [
+        "search default.svc.cluster.local svc.cluster.local",
+        "nameserver 10.96.0.10",
+        "options ndots:5",
+        "---",
+        &format!("{ip}\tfiles-0"),
+        "---",
+        "files-0",
+        "files-0",
+        "---",
+        "1",
+        "20000\t30000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(out, expected);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap(),
+        host_range,
+        "the node's value is untouched"
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+
+    // A node-wide sysctl is refused up front, and nothing is left.
+    let veths = host_veths().len();
+    let mut bad = pod_config("badsysctl", &b.log_dir());
+    bad.linux.as_mut().unwrap().sysctls = [("vm.swappiness".to_string(), "10".to_string())].into();
+    let e = c.run_pod(&bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("not namespaced"), "{}", e.message());
+    let mut unknown = pod_config("unknownsysctl", &b.log_dir());
+    unknown.linux.as_mut().unwrap().sysctls = [("net.ipv4.no_such_knob".to_string(), "1".to_string())].into();
+    let e = c.run_pod(&unknown).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("does not exist"), "{}", e.message());
+    assert_eq!(
+        host_veths().len(),
+        veths,
+        "the failed pod's network was rolled back"
+    );
+    let left = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.items.is_empty(), "{left:?}");
+    assert!(mounts_containing(&b.dir.path().to_string_lossy()).is_empty());
+}
+
+#[tokio::test]
+async fn host_network_pods_skip_cni_and_see_the_node() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let net = b.net.clone().unwrap();
+    c.pull(&busybox()).await.expect("pull");
+    // Make sure the test bridge exists on the node, via a normal pod.
+    let pod = pod_config("normal", &b.log_dir());
+    let normal = c.run_pod(&pod).await.unwrap();
+    let veths = host_veths().len();
+
+    let mut hp = pod_config("hostnet", &b.log_dir());
+    hp.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let sb = c.run_pod(&hp).await.expect("runp hostnet");
+    assert_eq!(
+        host_veths().len(),
+        veths,
+        "no CNI attachment for a host-network pod"
+    );
+    let (st, info) = pod_info(&mut c, &sb).await;
+    assert_eq!(st.network.unwrap().ip, "");
+    assert!(info["network"].is_null());
+    let (code, out) = run_in_pod(&mut c, &b, &sb, &hp, "links", &["sh", "-c", "cat /proc/net/dev"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.iter()
+            .any(|l| l.trim_start().starts_with(&format!("{}:", net.bridge))),
+        "host interfaces visible: {out:?}"
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    c.stop_and_remove_pod(&normal).await.unwrap();
+}
+
+#[tokio::test]
+async fn measure_pod_lifecycle_with_cni() {
+    const RUNS: usize = 20;
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let mut run = Vec::new();
+    let mut teardown = Vec::new();
+    for i in 0..RUNS {
+        let pod = pod_config(&format!("bench{i}"), &b.log_dir());
+        let t = Instant::now();
+        let sb = c.run_pod(&pod).await.expect("runp");
+        run.push(t.elapsed());
+        let t = Instant::now();
+        c.stop_and_remove_pod(&sb).await.unwrap();
+        teardown.push(t.elapsed());
+    }
+    println!(
+        "BERTH-BENCH runs={RUNS} cni_run_pod_sandbox_median_ms={:.2} cni_stop_remove_pod_median_ms={:.2}",
+        median(run).as_secs_f64() * 1e3,
+        median(teardown).as_secs_f64() * 1e3,
+    );
+    assert!(Path::new(&b.dir.path().join("ipam")).exists());
+}
