@@ -104,6 +104,14 @@ for m in "${MODULES[@]}"; do
     done
 done
 
+# The node's default pod network, as on a real node (demo mode uses it; tests
+# give each berthd a network of its own).
+cat >"$R/etc/cni/net.d/10-bridge.conflist" <<'JSON'
+{"cniVersion": "1.0.0", "name": "berth-bridge", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}
+JSON
+
 cp "$HERE/init.sh" "$R/init"
 chmod 755 "$R/init"
 echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"

@@ -39,14 +39,27 @@ async fn main() -> anyhow::Result<()> {
     let logs = std::env::temp_dir().join("berth-demo-logs");
     let pod = pod_config("demo", &logs);
     let sb = c.run_pod(&pod).await?;
-    step(&format!("pod sandbox ready: {sb}"));
+    let st = c
+        .runtime
+        .pod_sandbox_status(berth_proto::cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await?
+        .into_inner();
+    let ip = st
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    step(&format!("pod sandbox ready: {sb} (pod IP {ip})"));
     let cfg = container_config(
         "hello",
         &image,
         &[
             "sh",
             "-c",
-            "echo 'Hello from a Berth pod!'; echo \"hostname=$(hostname) uid=$(id -u) pid=$$\"; ls /",
+            "echo 'Hello from a Berth pod!'; echo \"hostname=$(hostname) uid=$(id -u) pid=$$\"; ip -4 addr show eth0 | grep inet; ls /",
         ],
     );
     let id = c.create(&sb, &cfg, &pod).await?;
