@@ -113,6 +113,16 @@ async fn run(cfg: Config) -> error::Result<()> {
         images.clone(),
         sandboxes.clone(),
     ));
+    // Recover before serving, so kubelet never sees a half-known node.
+    let t = std::time::Instant::now();
+    let pods = sandboxes.recover().await?;
+    let ctrs = containers.recover().await?;
+    tracing::info!(
+        sandboxes = pods,
+        containers = ctrs,
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "state recovered"
+    );
     let socket = cfg.socket.clone();
     let cri = cri::Cri {
         cfg: Arc::new(cfg),

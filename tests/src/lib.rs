@@ -307,38 +307,54 @@ impl Berthd {
             ) + &net_toml
                 + extra_config,
         )?;
-        let log = std::fs::File::create(dir.path().join("berthd.log"))?;
-        let child = Command::new(bin_dir().join("berthd"))
-            .arg("--config")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
         let mut me = Berthd {
-            child: Some(child),
+            child: None,
             dir,
             socket,
             cgroup_parent,
             net,
         };
+        let c = me.spawn().await?;
+        Ok((me, c))
+    }
+
+    /// Starts (or restarts, after [`Berthd::kill_hard`]) the berthd process
+    /// on this instance's config and state, and waits for it to answer.
+    pub async fn spawn(&mut self) -> anyhow::Result<CriClient> {
+        anyhow::ensure!(self.child.is_none(), "berthd is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berthd.log"))?;
+        let child = Command::new(bin_dir().join("berthd"))
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if me.socket.exists() {
-                if let Ok(mut c) = CriClient::connect(&me.socket).await {
+            if self.socket.exists() {
+                if let Ok(mut c) = CriClient::connect(&self.socket).await {
                     if c.runtime
                         .version(cri::VersionRequest { version: "v1".into() })
                         .await
                         .is_ok()
                     {
-                        return Ok((me, c));
+                        return Ok(c);
                     }
                 }
             }
-            if let Some(status) = me.child.as_mut().unwrap().try_wait()? {
-                anyhow::bail!("berthd exited with {status}: {}", me.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                anyhow::bail!("berthd exited with {status}: {}", self.log());
             }
-            anyhow::ensure!(Instant::now() < deadline, "berthd did not come up: {}", me.log());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "berthd did not come up: {}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

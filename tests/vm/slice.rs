@@ -303,59 +303,156 @@ async fn bad_input_gets_clear_errors_and_leaks_nothing() {
     assert_nothing_left(&b, &format!("{}/{sb}", b.cgroup_parent));
 }
 
+/// kill -9 of berthd with 5 containers running: they keep running and
+/// logging; a restarted berthd lists all of them as running, reports the real
+/// exit code of one that exited while it was down, and can stop and remove
+/// everything (CNI DEL included) as if it had never gone.
 #[tokio::test]
-async fn containers_survive_berthd_being_killed() {
+async fn containers_survive_a_berthd_restart() {
     let (mut b, mut c) = Berthd::start().await.expect("berthd");
     c.pull(&busybox()).await.expect("pull");
     let pod = pod_config("survivor", &b.log_dir());
     let sb = c.run_pod(&pod).await.expect("runp");
-    let cfg = container_config(
-        "sleeper",
-        &busybox(),
-        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
-    );
-    let id = c.create(&sb, &cfg, &pod).await.unwrap();
-    c.start(&id).await.unwrap();
-    let info = status_info(&c.status(&id).await.unwrap());
-    let pid = info["pid"].as_u64().unwrap();
-    let log_path = b.log_dir().join("sleeper.log");
+    let pod_ip = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    let mut running = Vec::new();
+    for i in 0..5 {
+        let cfg = container_config(
+            &format!("sleeper{i}"),
+            &busybox(),
+            &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        );
+        let id = c.create(&sb, &cfg, &pod).await.unwrap();
+        c.start(&id).await.unwrap();
+        let pid = status_info(&c.status(&id).await.unwrap())["pid"]
+            .as_u64()
+            .unwrap();
+        running.push((id, pid));
+    }
+    // Exits with 7 once berthd is gone.
+    let flag = b.dir.path().join("berthd-is-down");
+    let quitter_cfg = {
+        let mut cfg = container_config(
+            "quitter",
+            &busybox(),
+            &[
+                "sh",
+                "-c",
+                "while [ ! -e /flag/berthd-is-down ]; do sleep 0.05; done; exit 7",
+            ],
+        );
+        cfg.mounts.push(cri::Mount {
+            container_path: "/flag".into(),
+            host_path: b.dir.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+        cfg
+    };
+    let quitter = c.create(&sb, &quitter_cfg, &pod).await.unwrap();
+    c.start(&quitter).await.unwrap();
+    let created_only = c
+        .create(
+            &sb,
+            &container_config("later", &busybox(), &["echo", "started-after-restart"]),
+            &pod,
+        )
+        .await
+        .unwrap();
 
     let base = b.dir.path().to_string_lossy().into_owned();
     let shims = processes_matching(&format!("--socket {base}/state/"));
     assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
     b.kill_hard();
+    drop(c);
+    std::fs::write(&flag, "").unwrap();
+    let log_path = b.log_dir().join("sleeper0.log");
     let before = std::fs::read_to_string(&log_path).unwrap().lines().count();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let after = std::fs::read_to_string(&log_path).unwrap().lines().count();
     assert!(
-        Path::new(&format!("/proc/{pid}")).exists(),
-        "container died with berthd"
-    );
-    assert!(
         after > before,
-        "container output keeps flowing without berthd ({before} -> {after})"
+        "output keeps flowing without berthd ({before} -> {after})"
     );
-
+    for (_, pid) in &running {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "container died with berthd"
+        );
+    }
     assert!(
         Path::new(&format!("/proc/{}", shims[0].0)).exists(),
         "the shim outlives berthd"
     );
 
-    // Restart recovery is a later issue: clean up by hand so the VM stays tidy.
-    for (shim_pid, _) in processes_matching(&format!("--socket {base}/state/")) {
-        // SAFETY: kill(2).
-        unsafe { libc::kill(shim_pid as i32, libc::SIGKILL) };
+    let mut c = b.spawn().await.expect("berthd restarts");
+    let list = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(list.len(), 7, "{list:?}");
+    for (id, pid) in &running {
+        let s = c.status(id).await.unwrap();
+        assert_eq!(
+            s.status.as_ref().unwrap().state,
+            cri::ContainerState::ContainerRunning as i32
+        );
+        assert_eq!(status_info(&s)["pid"].as_u64(), Some(*pid));
     }
-    // SAFETY: kill(2).
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    for m in mounts_containing(&base) {
-        let target = m.split(' ').nth(4).unwrap().to_string();
-        let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let cg = Path::new("/sys/fs/cgroup").join(format!("{}/{sb}", b.cgroup_parent).trim_start_matches('/'));
-    let _ = std::fs::remove_dir(cg.join(&id));
-    let _ = std::fs::remove_dir(&cg);
+    let q = c.wait_exited(&quitter, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (q.exit_code, q.reason.as_str()),
+        (7, "Error"),
+        "real exit status kept by the shim"
+    );
+    let pst = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(pst.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(pst.network.unwrap().ip, pod_ip);
+    // A container created before the restart still starts.
+    c.start(&created_only).await.expect("start after restart");
+    let s = c
+        .wait_exited(&created_only, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(s.exit_code, 0);
+    assert!(std::fs::read_to_string(b.log_dir().join("later.log"))
+        .unwrap()
+        .contains("started-after-restart"));
+    // Stopping works through the reconnected shim.
+    c.stop(&running[0].0, 1).await.unwrap();
+    assert_eq!(
+        c.status(&running[0].0).await.unwrap().status.unwrap().exit_code,
+        137
+    );
+
+    c.stop_and_remove_pod(&sb)
+        .await
+        .expect("stop+remove after restart");
+    assert_nothing_left(&b, &format!("{}/{sb}", b.cgroup_parent));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Containers: create (spec, writable layer, cgroup, shim), start, stop,
 //! remove, and the state machine Created -> Running -> Exited.
 
+mod recover;
 pub mod spec;
 pub mod user;
 

@@ -5,6 +5,7 @@
 //! every container (and the shim itself) until RemovePodSandbox.
 
 mod pin;
+mod recover;
 pub mod sysctl;
 
 use std::collections::{BTreeMap, HashMap};
@@ -174,7 +175,7 @@ impl Sandbox {
     /// Ready, and the shim process still exists.
     pub fn is_ready(&self) -> bool {
         let r = self.record.lock().expect("sandbox lock");
-        r.state == SandboxState::Ready && Path::new(&format!("/proc/{}", r.shim_pid)).exists()
+        r.state == SandboxState::Ready && recover::shim_alive(r.shim_pid, &r.shim_socket)
     }
 }
 

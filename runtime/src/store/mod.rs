@@ -75,6 +75,29 @@ pub fn remove_record(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The record files (`*.json`) in `dir`, sorted; a missing dir has none.
+/// Leftover `*.json.tmp` files are writes a crash interrupted before their
+/// rename: the record they would have replaced is still whole, so they go.
+pub fn list_records(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json.tmp") {
+            let _ = std::fs::remove_file(&p);
+        } else if name.ends_with(".json") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
@@ -104,6 +127,23 @@ pub fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn list_records_skips_and_cleans_interrupted_writes() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(list_records(&d.path().join("none")).unwrap().is_empty());
+        write_record(&d.path().join("b.json"), &serde_json::json!({"x": 1})).unwrap();
+        write_record(&d.path().join("a.json"), &serde_json::json!({"x": 2})).unwrap();
+        std::fs::write(d.path().join("c.json.tmp"), "{\"vers").unwrap();
+        let l = list_records(d.path()).unwrap();
+        assert_eq!(l, vec![d.path().join("a.json"), d.path().join("b.json")]);
+        assert!(!d.path().join("c.json.tmp").exists());
+    }
 }
 
 #[cfg(test)]
