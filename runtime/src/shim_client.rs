@@ -29,6 +29,10 @@ pub struct NewNamespaces {
     pub ipc: bool,
     /// Own UTS namespace.
     pub uts: bool,
+    /// A PID namespace shared by the pod's containers (the shim creates it
+    /// with its PID 1; a multi-threaded process cannot unshare one for its
+    /// children, so it is not done here).
+    pub pid: bool,
 }
 
 /// A freshly started shim.
@@ -112,6 +116,7 @@ pub async fn spawn(
         .arg(sandbox_id)
         .arg("--socket")
         .arg(socket)
+        .args(ns.pid.then_some("--pod-pid-ns"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log_file)

@@ -13,6 +13,7 @@
 
 mod init;
 mod logs;
+mod pod_init;
 mod reaper;
 mod server;
 mod spawn;
@@ -25,22 +26,27 @@ use std::path::PathBuf;
 struct ServeArgs {
     sandbox_id: String,
     socket: PathBuf,
+    /// berthd unshared a PID namespace for our children: start its PID 1.
+    pod_pid_ns: bool,
 }
 
 fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
     let mut sandbox_id = None;
     let mut socket = None;
+    let mut pod_pid_ns = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--id" => sandbox_id = it.next().cloned(),
             "--socket" => socket = it.next().map(PathBuf::from),
+            "--pod-pid-ns" => pod_pid_ns = true,
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
     Ok(ServeArgs {
         sandbox_id: sandbox_id.ok_or_else(|| anyhow::anyhow!("--id is required"))?,
         socket: socket.ok_or_else(|| anyhow::anyhow!("--socket is required"))?,
+        pod_pid_ns,
     })
 }
 
@@ -49,6 +55,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         // Never returns: execs the container process or exits with an error.
         Some("init") => init::main(),
+        Some("pod-init") => pod_init::main(),
         Some("serve") => {
             let serve = match parse_serve(&args[2..]) {
                 Ok(s) => s,
@@ -57,7 +64,7 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = server::run(serve.sandbox_id, serve.socket) {
+            if let Err(e) = server::run(serve.sandbox_id, serve.socket, serve.pod_pid_ns) {
                 eprintln!("berth-shim: {e:#}");
                 std::process::exit(1);
             }
@@ -65,7 +72,7 @@ fn main() {
         Some("--version") => println!("berth-shim {}", env!("CARGO_PKG_VERSION")),
         _ => {
             eprintln!(
-                "usage: berth-shim serve --id SANDBOX_ID --socket PATH\n       \
+                "usage: berth-shim serve --id SANDBOX_ID --socket PATH [--pod-pid-ns]\n       \
                  berth-shim init   (internal: container first stage)\n       \
                  berth-shim --version"
             );

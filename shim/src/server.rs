@@ -23,12 +23,25 @@ use crate::table::{Container, Phase, Table};
 const DELETE_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the shim until Shutdown.
-pub fn run(sandbox_id: String, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(sandbox_id: String, socket: PathBuf, pod_pid_ns: bool) -> anyhow::Result<()> {
     // Orphans of container processes must be reaped by us, not by host init.
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         anyhow::bail!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
     }
+    // The pod's shared PID namespace: its PID 1 must exist before any
+    // container and live exactly as long as we do (it exits on EOF of a pipe
+    // only we hold, close-on-exec so no container inherits it).
+    let pod_pid_ns = if pod_pid_ns {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let pid =
+            crate::spawn::spawn_pod_init(&read).map_err(|e| anyhow::anyhow!("start the pod's PID 1: {e}"))?;
+        drop(read);
+        std::mem::forget(write);
+        Some(File::open(format!("/proc/{pid}/ns/pid"))?)
+    } else {
+        None
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -40,10 +53,10 @@ pub fn run(sandbox_id: String, socket: PathBuf) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(sandbox_id, socket))
+    rt.block_on(serve(sandbox_id, socket, pod_pid_ns))
 }
 
-async fn serve(sandbox_id: String, socket: PathBuf) -> anyhow::Result<()> {
+async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) -> anyhow::Result<()> {
     let reaper = Reaper::start()?;
     let _ = std::fs::remove_file(&socket);
     if let Some(dir) = socket.parent() {
@@ -52,6 +65,7 @@ async fn serve(sandbox_id: String, socket: PathBuf) -> anyhow::Result<()> {
     let listener = tokio::net::UnixListener::bind(&socket)?;
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<()>(1);
     let svc = ShimService {
+        pod_pid_ns: pod_pid_ns.map(Arc::new),
         sandbox_id: sandbox_id.clone(),
         reaper,
         table: Table::default(),
@@ -73,6 +87,8 @@ async fn serve(sandbox_id: String, socket: PathBuf) -> anyhow::Result<()> {
 }
 
 struct ShimService {
+    /// The pod's shared PID namespace (`shareProcessNamespace`), if any.
+    pod_pid_ns: Option<Arc<File>>,
     sandbox_id: String,
     reaper: Reaper,
     table: Table,
@@ -181,8 +197,14 @@ impl Shim for ShimService {
             .map_err(|e| internal("open /dev/null", e))?
             .into();
 
+        let join = if new_pid_ns {
+            None
+        } else {
+            self.pod_pid_ns.as_deref()
+        };
         let pid = spawn_init(
             new_pid_ns,
+            join,
             ChildFds {
                 stdin: devnull,
                 stdout: out_w,

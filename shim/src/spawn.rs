@@ -7,6 +7,7 @@
 //! single-threaded process and may unshare, setns and mount freely.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sched::CloneFlags;
@@ -38,9 +39,57 @@ pub struct ChildFds {
 }
 
 /// Clones the init stage. `new_pid_ns` gives the container its own PID
-/// namespace (init becomes its pid 1). Returns the child's pid in the shim's
-/// namespace.
-pub fn spawn_init(new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<i32> {
+/// namespace (init becomes its pid 1); `join_pid_ns` puts it in the pod's
+/// shared one instead. Returns the child's pid in the shim's namespace.
+pub fn spawn_init(new_pid_ns: bool, join_pid_ns: Option<&File>, child_fds: ChildFds) -> nix::Result<i32> {
+    match join_pid_ns {
+        None => clone_init(new_pid_ns, child_fds),
+        // setns(CLONE_NEWPID) changes where the calling *thread's* children
+        // go, and a thread whose children go elsewhere can no longer create
+        // threads; so a short-lived thread joins and clones, and ends.
+        Some(ns) => std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)?;
+                clone_init(false, child_fds)
+            })
+            .join()
+            .unwrap_or(Err(nix::errno::Errno::ECHILD))
+        }),
+    }
+}
+
+/// Starts PID 1 of a pod's shared PID namespace (`berth-shim pod-init`),
+/// with `lifeline` (the read end of a pipe the shim holds) as its fd 3.
+pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
+    let exe = CString::new("/proc/self/exe").expect("static path");
+    let argv0 = CString::new("berth-shim").expect("static");
+    let arg1 = CString::new("pod-init").expect("static");
+    let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let fd = lifeline.as_raw_fd();
+    let mut stack = vec![0u8; 64 * 1024];
+    let child = Box::new(|| -> isize {
+        // SAFETY: only async-signal-safe syscalls between clone and exec.
+        unsafe {
+            // dup2 onto itself would keep close-on-exec, so clear it then.
+            let ok = if fd == crate::pod_init::LIFELINE_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, crate::pod_init::LIFELINE_FD) >= 0
+            };
+            if !ok {
+                libc::_exit(120);
+            }
+            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(121)
+        }
+    });
+    // SAFETY: as in clone_init.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, CloneFlags::CLONE_NEWPID, Some(libc::SIGCHLD))? };
+    Ok(pid.as_raw())
+}
+
+fn clone_init(new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<i32> {
     let exe = CString::new("/proc/self/exe").expect("static path");
     let argv0 = CString::new("berth-shim").expect("static");
     let arg1 = CString::new("init").expect("static");

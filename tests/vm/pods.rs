@@ -315,3 +315,76 @@ async fn measure_pod_lifecycle_with_cni() {
     );
     assert!(Path::new(&b.dir.path().join("ipam")).exists());
 }
+
+fn with_pid_mode(mut cfg: cri::ContainerConfig, mode: cri::NamespaceMode) -> cri::ContainerConfig {
+    cfg.linux.get_or_insert_with(Default::default).security_context =
+        Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: mode as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    cfg
+}
+
+/// With `shareProcessNamespace` (POD mode) a container sees its sibling's
+/// processes and PID 1 is the pod's reaper; in CONTAINER mode it sees only
+/// its own. The reaper goes with the pod.
+#[tokio::test]
+async fn pid_namespace_is_shared_only_in_pod_mode() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    for (mode, sees_sibling) in [
+        (cri::NamespaceMode::Pod, true),
+        (cri::NamespaceMode::Container, false),
+    ] {
+        let mut pod = pod_config(
+            &format!("pid-{}", mode.as_str_name().to_lowercase()),
+            &b.log_dir(),
+        );
+        pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: mode as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let sb = c.run_pod(&pod).await.expect("runp");
+        let sleeper = with_pid_mode(container_config("sleeper", &busybox(), &["sleep", "4242"]), mode);
+        let s = c.create(&sb, &sleeper, &pod).await.unwrap();
+        c.start(&s).await.unwrap();
+        let name = format!("looker-{}", mode.as_str_name().to_lowercase());
+        let looker = with_pid_mode(
+            container_config(
+                &name,
+                &busybox(),
+                &["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o args"],
+            ),
+            mode,
+        );
+        let id = c.create(&sb, &looker, &pod).await.unwrap();
+        c.start(&id).await.unwrap();
+        let st = c.wait_exited(&id, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(st.exit_code, 0);
+        let log = std::fs::read_to_string(b.log_dir().join(format!("{name}.log"))).unwrap();
+        let out: Vec<String> = log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect();
+        let saw_sleep = out.iter().any(|l| l.contains("sleep 4242"));
+        assert_eq!(saw_sleep, sees_sibling, "{mode:?}: {out:?}");
+        if sees_sibling {
+            assert!(out[0].contains("pod-init"), "PID 1 is the pod's reaper: {out:?}");
+            assert_eq!(processes_matching("pod-init").len(), 1);
+        } else {
+            assert!(
+                out[0].starts_with("sh -c"),
+                "PID 1 is the container's own process: {out:?}"
+            );
+        }
+        c.stop_and_remove_pod(&sb).await.unwrap();
+        assert!(
+            processes_matching("pod-init").is_empty(),
+            "the reaper goes with the pod"
+        );
+        assert!(processes_matching("sleep 4242").is_empty());
+    }
+}

@@ -249,6 +249,7 @@ impl ContainerManager {
                 cgroup_path: cgroup_path.clone(),
                 hostname: sbr.hostname.clone(),
                 pod_files: sbr.files.clone(),
+                pid_mode: sbr.pid_mode,
             },
         )?;
         let stop_signal = match cri::Signal::try_from(cfg.stop_signal) {

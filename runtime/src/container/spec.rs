@@ -116,6 +116,34 @@ pub struct SandboxContext {
     pub hostname: String,
     /// The pod's /etc/hosts, /etc/resolv.conf and /etc/hostname.
     pub pod_files: Option<crate::net::files::PodFiles>,
+    /// The pod's PID namespace mode.
+    pub pid_mode: crate::sandbox::PidMode,
+}
+
+/// Whether the container gets a PID namespace of its own, checking that its
+/// mode fits the pod's (kubelet sends matching ones).
+fn new_pid_namespace(cfg: &cri::ContainerConfig, pod: crate::sandbox::PidMode) -> Result<bool> {
+    use crate::sandbox::PidMode;
+    let mode = cfg
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .map(|n| n.pid)
+        .unwrap_or(cri::NamespaceMode::Container as i32);
+    match (cri::NamespaceMode::try_from(mode), pod) {
+        (Ok(cri::NamespaceMode::Container), _) => Ok(true),
+        (Ok(cri::NamespaceMode::Pod), PidMode::Pod) | (Ok(cri::NamespaceMode::Node), PidMode::Node) => {
+            Ok(false)
+        }
+        (Ok(cri::NamespaceMode::Node), PidMode::Container) => Ok(false),
+        (Ok(cri::NamespaceMode::Target), _) => Err(Error::InvalidArgument(
+            "PID namespace mode TARGET (ephemeral containers) is not supported yet".into(),
+        )),
+        (m, pod) => Err(Error::InvalidArgument(format!(
+            "container PID namespace mode {m:?} does not fit the pod's {pod:?} mode"
+        ))),
+    }
 }
 
 /// The image's user database, if it has one.
@@ -358,11 +386,12 @@ pub fn build_spec(
         );
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
+    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    // No "pid" entry: the container is cloned into the shim's children's PID
+    // namespace, which is the pod's (POD) or the node's (NODE).
+    if new_pid_namespace(cfg, sandbox.pid_mode)? {
+        namespaces.insert(0, json!({"type": "pid"}));
+    }
     for (kind, oci) in [("net", "network"), ("ipc", "ipc"), ("uts", "uts")] {
         if let Some(p) = sandbox.ns_paths.get(kind) {
             namespaces.push(json!({"type": oci, "path": p}));
@@ -449,6 +478,32 @@ mod tests {
     }
 
     #[test]
+    fn pid_namespace_modes_fit_the_pod() {
+        use crate::sandbox::PidMode;
+        let with = |mode: cri::NamespaceMode| {
+            let mut c = cfg();
+            c.linux = Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        pid: mode as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            c
+        };
+        assert!(new_pid_namespace(&cfg(), PidMode::Container).unwrap());
+        assert!(!new_pid_namespace(&with(cri::NamespaceMode::Pod), PidMode::Pod).unwrap());
+        assert!(!new_pid_namespace(&with(cri::NamespaceMode::Node), PidMode::Node).unwrap());
+        let e = new_pid_namespace(&with(cri::NamespaceMode::Pod), PidMode::Container).unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        assert!(new_pid_namespace(&with(cri::NamespaceMode::Node), PidMode::Pod).is_err());
+        assert!(new_pid_namespace(&with(cri::NamespaceMode::Target), PidMode::Container).is_err());
+    }
+
+    #[test]
     fn command_and_args_follow_kubernetes_rules() {
         let img = image();
         assert_eq!(process_args(&cfg(), &img).unwrap(), vec!["/entry", "a", "b"]);
@@ -517,6 +572,7 @@ mod tests {
             ns_paths: ns,
             cgroup_path: "/berth/x/c".into(),
             hostname: "pod".into(),
+            pid_mode: crate::sandbox::PidMode::Container,
             pod_files: Some(crate::net::files::PodFiles {
                 hosts: "/run/berth/sandboxes/x/hosts".into(),
                 resolv_conf: "/run/berth/sandboxes/x/resolv.conf".into(),

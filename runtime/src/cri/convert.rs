@@ -81,7 +81,11 @@ pub fn pod_sandbox_status(sb: &Sandbox) -> cri::PodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {
                     network: mode("net"),
-                    pid: cri::NamespaceMode::Container as i32,
+                    pid: match r.pid_mode {
+                        crate::sandbox::PidMode::Container => cri::NamespaceMode::Container,
+                        crate::sandbox::PidMode::Pod => cri::NamespaceMode::Pod,
+                        crate::sandbox::PidMode::Node => cri::NamespaceMode::Node,
+                    } as i32,
                     ipc: mode("ipc"),
                     ..Default::default()
                 }),

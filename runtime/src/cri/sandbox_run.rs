@@ -5,7 +5,7 @@ use berth_proto::cri::{NamespaceMode, Protocol, RunPodSandboxRequest, RunPodSand
 use super::Cri;
 use crate::error::{Error, Result};
 use crate::net::files::Dns;
-use crate::sandbox::{PortMapping, SandboxRequest};
+use crate::sandbox::{PidMode, PortMapping, SandboxRequest};
 
 /// Handles RunPodSandbox.
 pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandboxResponse> {
@@ -38,6 +38,17 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             linux.cgroup_parent
         )));
     }
+    let pid_mode = match NamespaceMode::try_from(ns.pid) {
+        Ok(NamespaceMode::Pod) => PidMode::Pod,
+        Ok(NamespaceMode::Node) => PidMode::Node,
+        Ok(NamespaceMode::Container) => PidMode::Container,
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "pod PID namespace mode {} is not valid for a pod (TARGET is for containers)",
+                ns.pid
+            )))
+        }
+    };
     let id = cri
         .sandboxes
         .run(SandboxRequest {
@@ -53,6 +64,7 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             runtime_handler: req.runtime_handler,
             host_network: ns.network == NamespaceMode::Node as i32,
             host_ipc: ns.ipc == NamespaceMode::Node as i32,
+            pid_mode,
             dns: cfg.dns_config.map(|d| Dns {
                 servers: d.servers,
                 searches: d.searches,

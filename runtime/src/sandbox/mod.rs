@@ -31,6 +31,18 @@ pub enum SandboxState {
     NotReady,
 }
 
+/// Whose PID namespace a pod's containers use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidMode {
+    /// Each container its own (kubelet's default).
+    #[default]
+    Container,
+    /// One per pod, shared by its containers, with a reaper as PID 1.
+    Pod,
+    /// The node's.
+    Node,
+}
+
 /// What RunPodSandbox asks for, already validated by the handler.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxRequest {
@@ -58,6 +70,8 @@ pub struct SandboxRequest {
     pub host_network: bool,
     /// Share the host's IPC namespace.
     pub host_ipc: bool,
+    /// PID namespace mode.
+    pub pid_mode: PidMode,
     /// kubelet's DNS config; None: the node's resolv.conf.
     pub dns: Option<Dns>,
     /// Port mappings for the CNI `portMappings` capability.
@@ -132,6 +146,9 @@ pub struct SandboxRecord {
     pub shim_socket: PathBuf,
     /// Pinned namespace files, by kind (`net`, `ipc`, `uts`); absent = host's.
     pub ns_paths: BTreeMap<String, PathBuf>,
+    /// PID namespace mode.
+    #[serde(default)]
+    pub pid_mode: PidMode,
     /// The CNI attachment; None for host-network pods.
     #[serde(default)]
     pub network: Option<NetworkRecord>,
@@ -465,6 +482,7 @@ impl SandboxManager {
             net: !req.host_network,
             ipc: !req.host_ipc,
             uts: !req.host_network,
+            pid: req.pid_mode == PidMode::Pod,
         };
         let hostname = (!req.hostname.is_empty()).then_some(req.hostname.as_str());
         let (spawned, mut shim) = shim_client::spawn(
@@ -578,6 +596,7 @@ impl SandboxManager {
             shim_pid: spawned.pid,
             shim_socket: socket,
             ns_paths,
+            pid_mode: req.pid_mode,
             network,
             files: Some(pod_files),
         };
