@@ -34,7 +34,7 @@ fi
 # Modules: overlay for rootfs, bridge/veth/netfilter for CNI networking.
 MODULES=(overlay bridge veth br_netfilter nf_conntrack nf_nat iptable_nat iptable_filter
          ip6table_nat ip6table_filter xt_MASQUERADE xt_comment xt_mark xt_multiport xt_addrtype
-         xt_conntrack xt_tcpudp nft_compat nft_chain_nat nf_tables sch_tbf sch_ingress cls_u32
+         xt_conntrack xt_tcpudp xt_nat nft_compat nft_chain_nat nf_tables sch_tbf sch_ingress cls_u32
          act_mirred ifb)
 CNI_PLUGINS=(bridge host-local loopback portmap bandwidth firewall tuning)
 
@@ -81,6 +81,16 @@ IP_BIN=$(command -v ip)
 rm -f "$R/bin/ip"
 cp "$(readlink -f "$IP_BIN")" "$R/bin/ip"
 copy_libs "$R/bin/ip"
+# iptables (nft backend) for the portmap plugin, with its extension modules,
+# which it dlopens (ldd cannot see them).
+mkdir -p "$R/usr/sbin" "$R/usr/lib/x86_64-linux-gnu"
+cp /usr/sbin/xtables-nft-multi "$R/usr/sbin/"
+copy_libs /usr/sbin/xtables-nft-multi
+for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+    ln -sf xtables-nft-multi "$R/usr/sbin/$t"
+done
+cp -a /usr/lib/x86_64-linux-gnu/xtables "$R/usr/lib/x86_64-linux-gnu/"
+for so in "$R"/usr/lib/x86_64-linux-gnu/xtables/*.so; do copy_libs "$so"; done
 cp /usr/bin/docker-registry "$R/usr/bin/"
 copy_libs /usr/bin/docker-registry
 if [ -n "$REGISTRY" ]; then
@@ -109,7 +119,8 @@ done
 cat >"$R/etc/cni/net.d/10-bridge.conflist" <<'JSON'
 {"cniVersion": "1.0.0", "name": "berth-bridge", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
 
 cp "$HERE/init.sh" "$R/init"

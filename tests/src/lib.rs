@@ -229,8 +229,9 @@ pub struct TestNet {
 }
 
 impl TestNet {
-    /// Writes a bridge network config into `dir/net.d`; `n` picks the subnet.
-    fn create(dir: &Path, n: u8, plugins_extra: &str) -> std::io::Result<Self> {
+    /// Writes a bridge + portmap network config (what most nodes run) into
+    /// `dir/net.d`; `n` picks the bridge and subnet.
+    fn create(dir: &Path, n: u8) -> std::io::Result<Self> {
         let conf_dir = dir.join("net.d");
         std::fs::create_dir_all(&conf_dir)?;
         let bridge = format!("bt{n}");
@@ -240,7 +241,8 @@ impl TestNet {
             r#"{{"cniVersion":"1.0.0","name":"berth-test","plugins":[
   {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"hairpinMode":true,
     "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}","gateway":"{gateway}"}}]],
-             "routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}}{plugins_extra}]}}"#,
+             "routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}},
+  {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
             ipam = dir.join("ipam").display()
         );
         std::fs::write(conf_dir.join("10-berth-test.conflist"), conf)?;
@@ -286,11 +288,7 @@ impl Berthd {
             let n = (std::process::id() as u64 + NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
                 % 250
                 + 1;
-            Some(TestNet::create(
-                dir.path(),
-                n as u8,
-                &std::env::var("BERTH_TEST_CNI_EXTRA").unwrap_or_default(),
-            )?)
+            Some(TestNet::create(dir.path(), n as u8)?)
         };
         let net_toml = net
             .as_ref()

@@ -388,3 +388,68 @@ async fn pid_namespace_is_shared_only_in_pod_mode() {
         assert!(processes_matching("sleep 4242").is_empty());
     }
 }
+
+/// A CRI port mapping through the portmap plugin: the pod's port answers on
+/// the node's address from the node's own network namespace, and the NAT
+/// rules go with the pod.
+#[tokio::test]
+async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
+    use std::io::Read;
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let net = b.net.clone().unwrap();
+    c.pull(&busybox()).await.expect("pull");
+    let mut pod = pod_config("ported", &b.log_dir());
+    pod.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: 18080,
+        host_ip: String::new(),
+    }];
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let server = container_config(
+        "web",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "while true; do echo served-from-the-pod | nc -l -p 8080; done",
+        ],
+    );
+    let id = c.create(&sb, &server, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    let rules = || {
+        let out = Command::new("iptables-save").output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&sb[..]))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        rules().iter().any(|r| r.contains("18080")),
+        "DNAT rule for the pod: {:?}",
+        rules()
+    );
+    // The bridge address is one of the node's own.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let attempt = std::net::TcpStream::connect_timeout(
+            &format!("{}:18080", net.gateway).parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            Ok(buf)
+        });
+        match attempt {
+            Ok(text) if !text.is_empty() => break text,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("no answer on the host port: {other:?}"),
+        }
+    };
+    assert_eq!(got.trim(), "served-from-the-pod");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert!(rules().is_empty(), "NAT rules left: {:?}", rules());
+}
