@@ -453,3 +453,157 @@ async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
     c.stop_and_remove_pod(&sb).await.unwrap();
     assert!(rules().is_empty(), "NAT rules left: {:?}", rules());
 }
+
+/// A failing CNI DEL fails StopPodSandbox (so kubelet retries it) and leaves
+/// the pod's network in place; once DEL can succeed, a retry cleans up. DEL
+/// also runs for a pod whose berthd was restarted in between.
+#[tokio::test]
+async fn cni_del_is_retried_and_survives_a_berthd_restart() {
+    let (mut b, mut c) = Berthd::start().await.expect("berthd");
+    let net = b.net.clone().unwrap();
+    let veths = host_veths().len();
+    let pod = pod_config("retry", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    assert_eq!(host_veths().len(), veths + 1);
+
+    let conf = net.conf_dir.join("10-berth-test.conflist");
+    let good = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        good.replace("\"type\":\"portmap\"", "\"type\":\"portmap-gone\""),
+    )
+    .unwrap();
+    let e = c
+        .runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("portmap-gone"), "{}", e.message());
+    assert_eq!(host_veths().len(), veths, "the bridge step of DEL still ran");
+    let e = c
+        .runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("portmap-gone"),
+        "remove does not skip the DEL: {}",
+        e.message()
+    );
+
+    // berthd restarts with the DEL still owed.
+    b.kill_hard();
+    drop(c);
+    std::fs::write(&conf, &good).unwrap();
+    let mut c = b.spawn().await.expect("restart");
+    let (st, _) = pod_info(&mut c, &sb).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
+    c.stop_and_remove_pod(&sb)
+        .await
+        .expect("retry succeeds after the restart");
+    let left = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.items.is_empty());
+    assert!(mounts_containing(&b.dir.path().to_string_lossy()).is_empty());
+}
+
+/// A pod whose shim dies is NotReady, so kubelet recreates it.
+#[tokio::test]
+async fn a_dead_shim_makes_the_pod_not_ready() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let pod = pod_config("fragile", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let (st, info) = pod_info(&mut c, &sb).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    let shim = info["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill(2) of the pod's shim.
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _) = pod_info(&mut c, &sb).await;
+        if st.state == cri::PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still Ready after its shim died");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop_and_remove_pod(&sb)
+        .await
+        .expect("stop+remove a pod with a dead shim");
+    assert!(mounts_containing(&b.dir.path().to_string_lossy()).is_empty());
+}
+
+/// ListPodSandbox filters by id prefix, state and labels.
+#[tokio::test]
+async fn list_pod_sandbox_filters() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let mut ids = Vec::new();
+    for (name, tier) in [("f1", "web"), ("f2", "web"), ("f3", "db")] {
+        let mut pod = pod_config(name, &b.log_dir());
+        pod.labels.insert("tier".into(), tier.into());
+        ids.push(c.run_pod(&pod).await.unwrap());
+    }
+    c.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: ids[1].clone(),
+        })
+        .await
+        .unwrap();
+    let list = |f: cri::PodSandboxFilter| {
+        let mut c = c.runtime.clone();
+        async move {
+            let mut v: Vec<String> = c
+                .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            id: ids[2][..12].to_string(),
+            ..Default::default()
+        })
+        .await,
+        vec![ids[2].clone()]
+    );
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxReady as i32
+            }),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![ids[0].clone(), ids[2].clone()])
+    );
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            label_selector: [("tier".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![ids[0].clone(), ids[1].clone()])
+    );
+    for id in &ids {
+        c.stop_and_remove_pod(id).await.unwrap();
+    }
+}
