@@ -32,6 +32,8 @@ pub struct Config {
     pub cgroup_root: PathBuf,
     /// Pod cgroup parent used when a sandbox request leaves it empty.
     pub default_cgroup_parent: String,
+    /// How kubelet names pod cgroups: `cgroupfs` (paths) or `systemd` (slices).
+    pub cgroup_driver: crate::cgroup::driver::CgroupDriver,
     /// CNI network configuration directory.
     pub cni_conf_dir: PathBuf,
     /// CNI plugin directories, searched in order.
@@ -49,6 +51,7 @@ impl Default for Config {
             shim_path: PathBuf::new(),
             cgroup_root: "/sys/fs/cgroup".into(),
             default_cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
+            cgroup_driver: Default::default(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
         }

@@ -4,6 +4,9 @@
 //! temp dir laid out like a cgroup tree; in production the root is
 //! `/sys/fs/cgroup`.
 
+pub mod driver;
+pub mod resources;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

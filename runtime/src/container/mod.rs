@@ -235,7 +235,8 @@ impl ContainerManager {
         }
 
         let id = store::new_id();
-        let cgroup_path = format!("{}/{id}", sbr.cgroup_path.trim_end_matches('/'));
+        let cgroup_path =
+            crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &sbr.cgroup_path, &id);
         let users = spec::ImageUsers {
             passwd: self.image_text(&image, "etc/passwd"),
             group: self.image_text(&image, "etc/group"),

@@ -1,4 +1,4 @@
-//! RuntimeConfig: tells kubelet which cgroup driver Berth uses.
+//! RuntimeConfig: tells kubelet which cgroup driver Berth is configured with.
 
 use berth_proto::cri::{
     CgroupDriver, LinuxRuntimeConfiguration, RuntimeConfigRequest, RuntimeConfigResponse,
@@ -8,10 +8,14 @@ use super::Cri;
 use crate::error::Result;
 
 /// Handles RuntimeConfig.
-pub async fn handle(_cri: &Cri, _req: RuntimeConfigRequest) -> Result<RuntimeConfigResponse> {
+pub async fn handle(cri: &Cri, _req: RuntimeConfigRequest) -> Result<RuntimeConfigResponse> {
+    let driver = match cri.cfg.cgroup_driver {
+        crate::cgroup::driver::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+        crate::cgroup::driver::CgroupDriver::Systemd => CgroupDriver::Systemd,
+    };
     Ok(RuntimeConfigResponse {
         linux: Some(LinuxRuntimeConfiguration {
-            cgroup_driver: CgroupDriver::Cgroupfs as i32,
+            cgroup_driver: driver as i32,
         }),
     })
 }

@@ -32,12 +32,6 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
         .as_ref()
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
-    if !linux.cgroup_parent.is_empty() && !linux.cgroup_parent.starts_with('/') {
-        return Err(Error::InvalidArgument(format!(
-            "cgroup_parent {:?}: berth uses the cgroupfs driver, which takes an absolute path",
-            linux.cgroup_parent
-        )));
-    }
     let pid_mode = match NamespaceMode::try_from(ns.pid) {
         Ok(NamespaceMode::Pod) => PidMode::Pod,
         Ok(NamespaceMode::Node) => PidMode::Node,
@@ -65,6 +59,10 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             host_network: ns.network == NamespaceMode::Node as i32,
             host_ipc: ns.ipc == NamespaceMode::Node as i32,
             pid_mode,
+            pod_limits: crate::cgroup::resources::Limits::pod(
+                linux.resources.as_ref(),
+                linux.overhead.as_ref(),
+            ),
             dns: cfg.dns_config.map(|d| Dns {
                 servers: d.servers,
                 searches: d.searches,

@@ -72,6 +72,8 @@ pub struct SandboxRequest {
     pub host_ipc: bool,
     /// PID namespace mode.
     pub pid_mode: PidMode,
+    /// Pod resources + overhead for the pod cgroup (empty: leave as is).
+    pub pod_limits: crate::cgroup::resources::Limits,
     /// kubelet's DNS config; None: the node's resolv.conf.
     pub dns: Option<Dns>,
     /// Port mappings for the CNI `portMappings` capability.
@@ -453,11 +455,12 @@ impl SandboxManager {
             });
         }
 
-        let cgroup_path = if req.cgroup_parent.is_empty() {
-            format!("{}/{id}", self.cfg.default_cgroup_parent.trim_end_matches('/'))
-        } else {
-            req.cgroup_parent.clone()
-        };
+        let cgroup_path = crate::cgroup::driver::pod_path(
+            self.cfg.cgroup_driver,
+            &req.cgroup_parent,
+            &id,
+            &self.cfg.default_cgroup_parent,
+        )?;
         let created = self.cgroups.ensure(&cgroup_path)?;
         {
             let cg = self.cgroups.clone();
@@ -466,6 +469,9 @@ impl SandboxManager {
             undo.push(move || {
                 let _ = cg.remove_created(&created, &leaf);
             });
+        }
+        if !req.pod_limits.is_empty() {
+            req.pod_limits.apply(&self.cgroups.dir(&cgroup_path))?;
         }
 
         let socket = self.cfg.shim_socket(&id);
