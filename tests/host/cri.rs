@@ -140,6 +140,26 @@ async fn cri_basics_over_the_socket() {
         cri::CgroupDriver::Cgroupfs as i32
     );
 
+    // kubelet's pod CIDR: accepted when valid, refused clearly otherwise.
+    let update = |cidr: &str| cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: cidr.into(),
+            }),
+        }),
+    };
+    c.runtime
+        .update_runtime_config(update("10.244.1.0/24"))
+        .await
+        .unwrap();
+    let e = c
+        .runtime
+        .update_runtime_config(update("10.244.1.0"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("10.244.1.0"), "{}", e.message());
+
     // Not implemented yet: UNIMPLEMENTED with the RPC's name, never a fake success.
     let e = c.runtime.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
