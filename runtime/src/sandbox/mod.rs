@@ -746,6 +746,49 @@ mod net_tests {
     use super::*;
 
     #[test]
+    fn runtime_config_for_cni_capabilities() {
+        let m = SandboxManager::new(
+            Config::default(),
+            CgroupManager::new("/nonexistent"),
+            Cni::new(vec![], Box::new(crate::net::cni::RealExec)),
+        );
+        let mut req = SandboxRequest {
+            port_mappings: vec![
+                PortMapping {
+                    protocol: "udp".into(),
+                    container_port: 53,
+                    host_port: 5353,
+                    host_ip: "127.0.0.1".into(),
+                },
+                // No host port: nothing to map.
+                PortMapping {
+                    protocol: "tcp".into(),
+                    container_port: 80,
+                    host_port: 0,
+                    host_ip: String::new(),
+                },
+            ],
+            ..Default::default()
+        };
+        req.annotations
+            .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+        let caps = m.capabilities(&req);
+        assert_eq!(
+            caps["portMappings"],
+            serde_json::json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}])
+        );
+        assert_eq!(caps["bandwidth"]["ingressRate"], 10_000_000);
+        assert!(caps["bandwidth"].get("egressRate").is_none());
+        assert!(!caps.contains_key("ipRanges"));
+        m.set_pod_cidr("10.244.0.0/24").unwrap();
+        assert_eq!(
+            m.capabilities(&SandboxRequest::default())["ipRanges"],
+            serde_json::json!([[{"subnet": "10.244.0.0/24"}]])
+        );
+        assert!(m.set_pod_cidr("10.244.0.0/999").is_err());
+    }
+
+    #[test]
     fn bandwidth_quantities() {
         assert_eq!(parse_bandwidth("10M"), Some(10_000_000));
         assert_eq!(parse_bandwidth("1Mi"), Some(1_048_576));
