@@ -1,5 +1,10 @@
-//! CRI resources as cgroup v2 files. The conversions follow Kubernetes
-//! (shares -> weight) so a value reads the same through any runtime.
+//! CRI resources as cgroup v2 files.
+//!
+//! cpu shares -> cpu.weight uses the quadratic-in-log mapping of runc >= 1.3.2,
+//! crun and youki, not the old linear one (which maps the default 1024 shares
+//! to weight 39 instead of cgroup v2's default 100): with l = log2(shares),
+//! weight = ceil(10^((l² + 125·l)/612 − 7/34)), clamped to 1..=10000, so
+//! 2 -> 1, 1024 -> 100, 262144 -> 10000.
 
 use std::path::Path;
 
@@ -18,14 +23,22 @@ pub struct Limits {
     pub memory_max: Option<i64>,
 }
 
-/// cgroup v1 shares (2..=262144) to cgroup v2 weight (1..=10000), as
-/// Kubernetes and runc convert them.
+/// cgroup v1 shares (2..=262144) to cgroup v2 weight (1..=10000); 0 = unset.
 pub fn shares_to_weight(shares: i64) -> u64 {
     if shares <= 0 {
         return 0;
     }
-    let s = shares.clamp(2, 262_144) as u64;
-    1 + ((s - 2) * 9999) / 262_142
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    // The tiny epsilon keeps exact powers (1024 -> 10^2) from rounding up.
+    let w = (10f64.powf(exponent) - 1e-9).ceil();
+    w.clamp(1.0, 10_000.0) as u64
 }
 
 impl Limits {
@@ -90,11 +103,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_convert_like_kubernetes() {
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(262_144), 10_000);
+    fn shares_convert_like_runc_crun_and_youki() {
         assert_eq!(shares_to_weight(0), 0);
+        assert_eq!(shares_to_weight(1), 1);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(512), 59);
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(2048), 174);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1_000_000), 10_000);
+        // Monotonic in between.
+        let mut last = 0;
+        for s in [3, 10, 100, 512, 1023, 1025, 2048, 100_000, 262_143] {
+            let w = shares_to_weight(s);
+            assert!(w >= last && (1..=10_000).contains(&w), "{s} -> {w}");
+            last = w;
+        }
     }
 
     #[test]
@@ -126,7 +150,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(d.path().join("cpu.weight")).unwrap(),
-            "20"
+            "59"
         );
         assert!(
             Limits::pod(None, Some(&o)).is_empty(),
