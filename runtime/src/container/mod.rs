@@ -1,6 +1,7 @@
 //! Containers: create (spec, writable layer, cgroup, shim), start, stop,
 //! remove, and the state machine Created -> Running -> Exited.
 
+mod image_files;
 mod recover;
 pub mod spec;
 pub mod user;
@@ -238,8 +239,8 @@ impl ContainerManager {
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &sbr.cgroup_path, &id);
         let users = spec::ImageUsers {
-            passwd: self.image_text(&image, "etc/passwd"),
-            group: self.image_text(&image, "etc/group"),
+            passwd: self.image_text(&image, "/etc/passwd"),
+            group: self.image_text(&image, "/etc/group"),
         };
         let (oci, identity) = spec::build_spec(
             cfg,
@@ -389,9 +390,10 @@ impl ContainerManager {
         Ok(id)
     }
 
-    fn image_text(&self, image: &ImageRecord, rel: &str) -> String {
-        self.images
-            .read_image_file(image, rel)
+    /// A text file of the image as the container will see it, resolved
+    /// inside the image (never following links out of it).
+    fn image_text(&self, image: &ImageRecord, path: &str) -> String {
+        image_files::read(&self.images.lower_dirs(image), path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     }

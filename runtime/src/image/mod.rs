@@ -343,21 +343,6 @@ impl ImageStore {
         rec.chain_ids.iter().rev().map(|c| self.snapshot_dir(c)).collect()
     }
 
-    /// Reads a file from the image's merged layers, e.g. `etc/passwd`.
-    /// Returns None when the topmost layer that mentions it deletes it or
-    /// none has it.
-    pub fn read_image_file(&self, rec: &ImageRecord, rel: &str) -> Option<Vec<u8>> {
-        for dir in self.lower_dirs(rec) {
-            let p = dir.join(rel);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_file() => return std::fs::read(&p).ok(),
-                Ok(_) => return None, // whiteout, dir or symlink: not a plain file here
-                Err(_) => continue,
-            }
-        }
-        None
-    }
-
     /// Bytes used by snapshots (for ImageFsInfo).
     pub fn root(&self) -> &Path {
         &self.root
