@@ -56,6 +56,7 @@ fn main() {
         // Never returns: execs the container process or exits with an error.
         Some("init") => init::main(),
         Some("pod-init") => pod_init::main(),
+        Some("exec") => init::exec::main(),
         Some("serve") => {
             let serve = match parse_serve(&args[2..]) {
                 Ok(s) => s,

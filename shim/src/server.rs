@@ -66,6 +66,7 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<()>(1);
     let svc = ShimService {
         pod_pid_ns: pod_pid_ns.map(Arc::new),
+        specs: Default::default(),
         sandbox_id: sandbox_id.clone(),
         reaper,
         table: Table::default(),
@@ -89,6 +90,8 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
 struct ShimService {
     /// The pod's shared PID namespace (`shareProcessNamespace`), if any.
     pod_pid_ns: Option<Arc<File>>,
+    /// Each container's spec: exec'd processes run with its identity.
+    specs: std::sync::Mutex<std::collections::HashMap<String, Spec>>,
     sandbox_id: String,
     reaper: Reaper,
     table: Table,
@@ -113,6 +116,29 @@ fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
 }
 
 /// Reads what the init stage wrote on the sync pipe up to EOF or `stop_at_ready`.
+/// Splits the identity line a stage reports before exec from what follows.
+fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
+    let Some(rest) = msg.strip_prefix(b"I") else {
+        return (None, msg);
+    };
+    let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+    let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+    let after = rest.get(end + 1..).unwrap_or(&[]);
+    let mut f = line.split(' ');
+    let uid = f.next().and_then(|v| v.parse().ok());
+    let gid = f.next().and_then(|v| v.parse().ok());
+    let groups = f
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    match (uid, gid) {
+        (Some(uid), Some(gid)) => (Some(ProcessIdentity { uid, gid, groups }), after),
+        _ => (None, after),
+    }
+}
+
 fn read_sync(f: &mut File, stop_at_ready: bool) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -260,6 +286,10 @@ impl Shim for ShimService {
         if let Err(e) = self.table.insert(c.clone()) {
             return Err(fail(e));
         }
+        self.specs
+            .lock()
+            .expect("specs lock")
+            .insert(req.id.clone(), cfg.spec.clone());
         let out_done = spawn_copier(out_r, Stream::Stdout, log.clone());
         let err_done = spawn_copier(err_r, Stream::Stderr, log);
         let reaper = self.reaper.clone();
@@ -298,6 +328,14 @@ impl Shim for ShimService {
         .await
         .map_err(|e| internal("start task", e))?;
         let started_at = now_ns();
+        // "I<uid> <gid> <groups>\n" right before exec; anything after it is an error.
+        let (identity, result) = match result {
+            Ok(msg) => {
+                let (id, rest) = split_identity(&msg);
+                (id, Ok(rest.to_vec()))
+            }
+            Err(e) => (None, Err(e)),
+        };
         match result {
             Ok(msg) if msg.is_empty() => {}
             Ok(msg) => {
@@ -313,6 +351,7 @@ impl Shim for ShimService {
         Ok(Response::new(StartResponse {
             pid: c.pid as u32,
             started_at,
+            identity,
         }))
     }
 
@@ -381,11 +420,129 @@ impl Shim for ShimService {
             }
         }
         self.table.remove(&id);
+        self.specs.lock().expect("specs lock").remove(&id);
         let s = c.state();
         tracing::info!(container = %id, "container deleted");
         Ok(Response::new(DeleteResponse {
             exit_code: s.exit_code,
             exited_at: s.exited_at,
+        }))
+    }
+
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let req = req.into_inner();
+        let c = self.container(&req.id)?;
+        if c.state().phase != Phase::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                req.id
+            )));
+        }
+        if req.args.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        let mut spec = self
+            .specs
+            .lock()
+            .expect("specs lock")
+            .get(&req.id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no spec for container {}", req.id)))?;
+        // Same process as the container's (user, groups, caps, env, cwd,
+        // no_new_privs, rlimits); only the command differs.
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_args(Some(req.args.clone()));
+        process.set_terminal(Some(false));
+        spec.set_process(Some(process));
+        let cfg = crate::init::exec::ExecConfig {
+            target_pid: c.pid,
+            spec,
+        };
+        let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode exec config", e))?;
+        let pid_ns = File::open(format!("/proc/{}/ns/pid", c.pid))
+            .map_err(|e| internal("open container pid namespace", e))?;
+
+        let mk = |what: &str| pipe().map_err(|e| internal(what, e));
+        let (cfg_r, cfg_w) = mk("config pipe")?;
+        let (sync_r, sync_w) = mk("sync pipe")?;
+        let (out_r, out_w) = mk("stdout pipe")?;
+        let (err_r, err_w) = mk("stderr pipe")?;
+        let devnull = |what: &str| -> Result<OwnedFd, Status> {
+            Ok(File::open("/dev/null").map_err(|e| internal(what, e))?.into())
+        };
+        let pid = crate::spawn::spawn_stage(
+            crate::spawn::Stage::Exec,
+            false,
+            Some(&pid_ns),
+            ChildFds {
+                stdin: devnull("open /dev/null")?,
+                stdout: out_w,
+                stderr: err_w,
+                config: cfg_r,
+                sync: sync_w,
+                start: devnull("open /dev/null")?,
+            },
+        )
+        .map_err(|e| internal("clone exec stage", e))?;
+        let started = std::time::Instant::now();
+        let read_all = |fd: OwnedFd| {
+            tokio::task::spawn_blocking(move || {
+                let mut b = Vec::new();
+                let _ = File::from(fd).read_to_end(&mut b);
+                b
+            })
+        };
+        let (out_t, err_t) = (read_all(out_r), read_all(err_r));
+        let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut w = File::from(cfg_w);
+            w.write_all(&config_json)?;
+            drop(w);
+            read_sync(&mut File::from(sync_r), false)
+        });
+        let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
+        let reaper = self.reaper.clone();
+        let wait = reaper.wait(pid);
+        let (exit, timed_out) = match limit {
+            Some(l) => match tokio::time::timeout(l, wait).await {
+                Ok(e) => (e, false),
+                Err(_) => {
+                    // Kill it and whatever it started in the container since.
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                    (self.reaper.wait(pid).await, true)
+                }
+            },
+            None => (wait.await, false),
+        };
+        let sync = setup
+            .await
+            .map_err(|e| internal("exec setup task", e))?
+            .unwrap_or_default();
+        let (_, rest) = split_identity(&sync);
+        if let Some(msg) = rest.strip_prefix(b"E") {
+            return Err(Status::failed_precondition(format!(
+                "exec in container {}: {}",
+                req.id,
+                String::from_utf8_lossy(msg)
+            )));
+        }
+        // Children it left behind may hold the pipes open: don't wait for them.
+        let grace = Duration::from_millis(500);
+        let stdout = tokio::time::timeout(grace, out_t)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        let stderr = tokio::time::timeout(grace, err_t)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        tracing::info!(container = %req.id, pid, code = exit.code, timed_out, elapsed_ms = started.elapsed().as_millis() as u64, "exec finished");
+        Ok(Response::new(ExecResponse {
+            exit_code: exit.code,
+            stdout,
+            stderr,
+            timed_out,
         }))
     }
 

@@ -42,15 +42,34 @@ pub struct ChildFds {
 /// namespace (init becomes its pid 1); `join_pid_ns` puts it in the pod's
 /// shared one instead. Returns the child's pid in the shim's namespace.
 pub fn spawn_init(new_pid_ns: bool, join_pid_ns: Option<&File>, child_fds: ChildFds) -> nix::Result<i32> {
+    spawn_stage(Stage::Init, new_pid_ns, join_pid_ns, child_fds)
+}
+
+/// Which first stage the clone execs.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    /// `berth-shim init`: a new container.
+    Init,
+    /// `berth-shim exec`: a process joining a running container.
+    Exec,
+}
+
+/// Like [`spawn_init`], for either stage.
+pub fn spawn_stage(
+    stage: Stage,
+    new_pid_ns: bool,
+    join_pid_ns: Option<&File>,
+    child_fds: ChildFds,
+) -> nix::Result<i32> {
     match join_pid_ns {
-        None => clone_init(new_pid_ns, child_fds),
+        None => clone_init(stage, new_pid_ns, child_fds),
         // setns(CLONE_NEWPID) changes where the calling *thread's* children
         // go, and a thread whose children go elsewhere can no longer create
         // threads; so a short-lived thread joins and clones, and ends.
         Some(ns) => std::thread::scope(|s| {
             s.spawn(|| {
                 nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)?;
-                clone_init(false, child_fds)
+                clone_init(stage, false, child_fds)
             })
             .join()
             .unwrap_or(Err(nix::errno::Errno::ECHILD))
@@ -89,10 +108,14 @@ pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
     Ok(pid.as_raw())
 }
 
-fn clone_init(new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<i32> {
+fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<i32> {
     let exe = CString::new("/proc/self/exe").expect("static path");
     let argv0 = CString::new("berth-shim").expect("static");
-    let arg1 = CString::new("init").expect("static");
+    let arg1 = CString::new(match stage {
+        Stage::Init => "init",
+        Stage::Exec => "exec",
+    })
+    .expect("static");
     let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
 

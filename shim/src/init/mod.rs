@@ -12,6 +12,7 @@
 //! Any failure is written to the sync pipe as `E<message>` so the shim can
 //! return it to berthd verbatim.
 
+pub mod exec;
 mod mounts;
 mod process;
 mod rootfs;
@@ -97,7 +98,10 @@ pub fn main() -> ! {
     }
     drop(start);
 
-    match process::exec(&cfg.spec, &prepared) {
+    let mut report = |line: &str| {
+        let _ = sync.write_all(line.as_bytes());
+    };
+    match process::exec(&cfg.spec, &prepared, &mut report) {
         Ok(never) => match never {},
         Err(e) => {
             let _ = sync.write_all(format!("E{e:#}").as_bytes());

@@ -21,8 +21,27 @@ use super::rootfs::Prepared;
 /// Default PATH when the spec's environment has none (Docker's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Applies identity and privileges and execs the process. Returns only on error.
-pub fn exec(spec: &Spec, prepared: &Prepared) -> Result<Infallible> {
+/// The kernel's view of our identity: `I<uid> <gid> <g1,g2,...>` from
+/// /proc/self/status (real uid/gid; all supplementary groups).
+pub fn identity_line() -> Result<String> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let field = |name: &str| -> Result<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .with_context(|| format!("/proc/self/status has no {name}"))
+    };
+    let first = |v: String| v.split_whitespace().next().unwrap_or("").to_string();
+    let uid = first(field("Uid:")?);
+    let gid = first(field("Gid:")?);
+    let groups = field("Groups:")?.split_whitespace().collect::<Vec<_>>().join(",");
+    Ok(format!("I{uid} {gid} {groups}\n"))
+}
+
+/// Applies identity and privileges and execs the process. Returns only on
+/// error. `report` receives [`identity_line`] right before the exec.
+pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> Result<Infallible> {
     let process = spec.process().clone().context("spec has no process")?;
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
@@ -109,6 +128,7 @@ pub fn exec(spec: &Spec, prepared: &Prepared) -> Result<Infallible> {
         .iter()
         .map(|a| CString::new(a.as_str()))
         .collect::<Result<_, _>>()?;
+    report(&identity_line()?);
     let err = nix::unistd::execve(&c_prog, &c_args, &c_env).unwrap_err();
     bail!("exec {:?}: {err}", args[0])
 }
