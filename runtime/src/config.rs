@@ -32,6 +32,9 @@ pub struct Config {
     pub cgroup_root: PathBuf,
     /// Pod cgroup parent used when a sandbox request leaves it empty.
     pub default_cgroup_parent: String,
+    /// Node-wide supplementalGroupsPolicy: `off` (honour each container's
+    /// request), `upgrade` (run Merge as Strict) or `reject` (refuse Merge).
+    pub supplemental_groups_enforcement: crate::container::groups_policy::Enforcement,
     /// How kubelet names pod cgroups: `cgroupfs` (paths) or `systemd` (slices).
     pub cgroup_driver: crate::cgroup::driver::CgroupDriver,
     /// CNI network configuration directory.
@@ -52,6 +55,7 @@ impl Default for Config {
             cgroup_root: "/sys/fs/cgroup".into(),
             default_cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
             cgroup_driver: Default::default(),
+            supplemental_groups_enforcement: Default::default(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
         }

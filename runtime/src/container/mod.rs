@@ -1,6 +1,7 @@
 //! Containers: create (spec, writable layer, cgroup, shim), start, stop,
 //! remove, and the state machine Created -> Running -> Exited.
 
+pub mod groups_policy;
 mod image_files;
 mod recover;
 pub mod spec;
@@ -81,12 +82,27 @@ pub struct ContainerRecord {
     pub mounts: Vec<MountRecord>,
     /// Signal StopContainer sends first.
     pub stop_signal: i32,
+    /// uid/gid/groups the kernel held for the first process right before
+    /// its exec (ContainerStatus.user); None until started.
+    #[serde(default)]
+    pub process_user: Option<ProcessUser>,
     /// uid/gid/groups the spec asked for.
     pub uid: u32,
     /// Primary gid.
     pub gid: u32,
     /// Supplementary groups.
     pub additional_gids: Vec<u32>,
+}
+
+/// An identity read from the kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// A CRI mount, as ContainerStatus reports it.
@@ -202,6 +218,8 @@ impl ContainerManager {
 
     /// CreateContainer.
     pub async fn create(&self, sandbox_id: &str, cfg: &cri::ContainerConfig) -> Result<String> {
+        let upgraded = groups_policy::enforce(cfg, self.cfg.supplemental_groups_enforcement)?;
+        let cfg = upgraded.as_ref().unwrap_or(cfg);
         let sb = self.sandboxes.get(sandbox_id)?;
         let sbr = sb.record();
         if !sb.is_ready() {
@@ -254,6 +272,7 @@ impl ContainerManager {
                 pid_mode: sbr.pid_mode,
             },
         )?;
+        groups_policy::note_implicit_groups(&meta.name, &image.id, &identity.implicit_gids);
         let stop_signal = match cri::Signal::try_from(cfg.stop_signal) {
             Ok(s) if s != cri::Signal::RuntimeDefault => {
                 signal_number(s.as_str_name().trim_start_matches("SIGNAL_")).unwrap_or(libc::SIGTERM)
@@ -372,6 +391,7 @@ impl ContainerManager {
                 })
                 .collect(),
             stop_signal,
+            process_user: None,
             uid: identity.uid,
             gid: identity.gid,
             additional_gids: identity.additional_gids,
@@ -433,6 +453,11 @@ impl ContainerManager {
             r.state = ContainerState::Running;
             r.started_at = started.started_at;
             r.pid = started.pid;
+            r.process_user = started.identity.map(|i| ProcessUser {
+                uid: i.uid,
+                gid: i.gid,
+                groups: i.groups,
+            });
         }
         c.changed.send_replace(ContainerState::Running);
         self.persist(&c)?;
@@ -475,6 +500,45 @@ impl ContainerManager {
             }
             tracing::info!(container = %id, code, "container exited");
         });
+    }
+
+    /// ExecSync: runs `cmd` in the running container through its shim. A
+    /// timeout kills the command and is reported as DeadlineExceeded.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<shimpb::ExecResponse> {
+        let c = self.get(id)?;
+        let rec = c.record();
+        if rec.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}; ExecSync needs a running container",
+                rec.id, rec.state
+            )));
+        }
+        let sb = self.sandboxes.get(&rec.sandbox_id)?;
+        let mut shim = Self::shim_of(&sb)?;
+        let t = std::time::Instant::now();
+        let out = shim
+            .exec(shimpb::ExecRequest {
+                id: rec.id.clone(),
+                args: cmd,
+                timeout_ms: timeout.map_or(0, |d| d.as_millis() as i64),
+            })
+            .await
+            .map_err(shim_error)?
+            .into_inner();
+        tracing::debug!(container = %rec.id, code = out.exit_code, elapsed_ms = t.elapsed().as_millis() as u64, "exec done");
+        if out.timed_out {
+            return Err(Error::Timeout(format!(
+                "command in container {} timed out after {:?} and was killed",
+                rec.id,
+                timeout.unwrap_or_default()
+            )));
+        }
+        Ok(out)
     }
 
     /// StopContainer: stop signal, up to `timeout`, then SIGKILL. Idempotent.

@@ -78,6 +78,9 @@ pub struct Identity {
     pub gid: u32,
     /// Supplementary groups, primary gid first, no duplicates.
     pub additional_gids: Vec<u32>,
+    /// Groups that only the image's /etc/group added (Merge policy): what
+    /// Strict would take away.
+    pub implicit_gids: Vec<u32>,
 }
 
 /// Inputs to [`resolve`].
@@ -158,25 +161,28 @@ pub fn resolve(req: &UserRequest, passwd: &[PasswdEntry], group: &[GroupEntry]) 
         passwd_gid.unwrap_or(0)
     };
     let mut gids = vec![gid];
-    let mut add = |g: u32| {
+    for g in req.supplemental_groups {
+        let g = id_u32(*g, "supplemental group")?;
         if !gids.contains(&g) {
             gids.push(g);
         }
-    };
-    for g in req.supplemental_groups {
-        add(id_u32(*g, "supplemental group")?);
     }
+    let explicit = gids.len();
     if !req.strict_groups {
         if let Some(n) = &name {
             for e in group.iter().filter(|e| e.members.iter().any(|m| m == n)) {
-                add(e.gid);
+                if !gids.contains(&e.gid) {
+                    gids.push(e.gid);
+                }
             }
         }
     }
+    let implicit_gids = gids[explicit..].to_vec();
     Ok(Identity {
         uid,
         gid,
         additional_gids: gids,
+        implicit_gids,
     })
 }
 
@@ -202,12 +208,21 @@ mod tests {
         let merged = run(base()).unwrap();
         assert_eq!((merged.uid, merged.gid), (1000, 3000));
         assert_eq!(merged.additional_gids, vec![3000, 4000, 50000]);
+        assert_eq!(merged.implicit_gids, vec![50000], "what Strict would drop");
         let strict = run(UserRequest {
             strict_groups: true,
             ..base()
         })
         .unwrap();
         assert_eq!(strict.additional_gids, vec![3000, 4000]);
+        assert!(strict.implicit_gids.is_empty());
+        // An image group the request names anyway is not implicit.
+        let named = run(UserRequest {
+            supplemental_groups: &[4000, 50000],
+            ..base()
+        })
+        .unwrap();
+        assert!(named.implicit_gids.is_empty());
     }
 
     #[test]

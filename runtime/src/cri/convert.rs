@@ -164,11 +164,12 @@ pub fn container_status(r: &ContainerRecord) -> cri::ContainerStatus {
         log_path: r.log_path.clone(),
         resources: None,
         image_id: r.image_ref.clone(),
-        user: Some(cri::ContainerUser {
+        // What the kernel attached to the first process, once it ran.
+        user: r.process_user.as_ref().map(|u| cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {
-                uid: r.uid as i64,
-                gid: r.gid as i64,
-                supplemental_groups: r.additional_gids.iter().map(|g| *g as i64).collect(),
+                uid: u.uid as i64,
+                gid: u.gid as i64,
+                supplemental_groups: u.groups.iter().map(|g| *g as i64).collect(),
             }),
         }),
         stop_signal: 0,

@@ -3,6 +3,7 @@
 //! traits in `runtime_service.rs` / `image_service.rs` only dispatch.
 
 mod container_create;
+mod container_exec_sync;
 mod container_list;
 mod container_remove;
 mod container_start;

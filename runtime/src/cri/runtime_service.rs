@@ -151,8 +151,11 @@ impl RuntimeService for Cri {
         Err(Error::Unimplemented("ReopenContainerLog").into())
     }
 
-    async fn exec_sync(&self, _req: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(Error::Unimplemented("ExecSync").into())
+    async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        super::container_exec_sync::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {

@@ -44,6 +44,17 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             "config".to_string(),
             serde_json::to_string(&*cri.cfg).unwrap_or_default(),
         );
+        // Containers whose groups Merge extended from their image: the pods
+        // that enforcing Strict would change.
+        info.insert(
+            "supplementalGroups".to_string(),
+            serde_json::json!({
+                "enforcement": cri.cfg.supplemental_groups_enforcement,
+                "mergedImageGroupsContainers": crate::container::groups_policy::MERGED_IMAGE_GROUPS
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .to_string(),
+        );
     }
     Ok(StatusResponse {
         status: Some(RuntimeStatus {
@@ -59,7 +70,7 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
         }],
         // supplementalGroupsPolicy is advertised once Strict is verified end to end.
         features: Some(RuntimeFeatures {
-            supplemental_groups_policy: false,
+            supplemental_groups_policy: true,
         }),
     })
 }
