@@ -10,7 +10,11 @@ logs mean something across runs. Only the Python standard library is used.
 Images:
   busybox       /bin/busybox + applet symlinks, /etc/passwd, /etc/group; Cmd ["sh"]
   busybox-user  busybox plus a non-root image user (uid 1000) whose /etc/group
-                lists it in extra groups; used by the supplementalGroupsPolicy tests
+                lists it in extra groups (wheel, audio); USER app
+  busybox-groups  Kubernetes' supplementalGroupsPolicy conformance layout:
+                user-defined-in-image (uid 1000) listed in
+                group-defined-in-image (gid 50000); USER user-defined-in-image
+  busybox-nogroup the same passwd, no /etc/group at all
 """
 import gzip
 import hashlib
@@ -34,6 +38,10 @@ GROUP = "root:x:0:\nnogroup:x:65534:\n"
 
 PASSWD_USER = PASSWD + "app:x:1000:1000:app:/home/app:/bin/sh\n"
 GROUP_USER = GROUP + "app:x:1000:\nwheel:x:10:app\naudio:x:29:app\n"
+
+
+CONFORMANCE_PASSWD = "user-defined-in-image:x:1000:1000:user-defined-in-image:/nonexistent:/bin/sh\n"
+CONFORMANCE_GROUP = "group-defined-in-image:x:50000:user-defined-in-image\n"
 
 
 def tar_layer(entries):
@@ -151,6 +159,13 @@ def main():
     user = base_entries(PASSWD_USER, GROUP_USER)
     user.append(("home/app", "dir", None, 0o755, 1000, 1000))
     build(out, "busybox-user", user, {"User": "app", "WorkingDir": "/home/app"})
+    # Like Kubernetes' supplementalGroupsPolicy conformance image: the image's
+    # /etc/group puts its user in group 50000.
+    groups = base_entries(PASSWD + CONFORMANCE_PASSWD, GROUP + CONFORMANCE_GROUP)
+    build(out, "busybox-groups", groups, {"User": "user-defined-in-image"})
+    # The same user, and no /etc/group at all.
+    nogroup = [e for e in base_entries(PASSWD + CONFORMANCE_PASSWD, GROUP) if e[0] != "etc/group"]
+    build(out, "busybox-nogroup", nogroup, {})
 
 
 if __name__ == "__main__":

@@ -282,8 +282,21 @@ async fn bad_input_gets_clear_errors_and_leaks_nothing() {
         })
         .await
         .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::NotFound,
+        "ExecSync in an unknown container: {e:?}"
+    );
+    let e = c
+        .runtime
+        .attach(cri::AttachRequest {
+            container_id: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("ExecSync"), "{}", e.message());
+    assert!(e.message().contains("Attach"), "{}", e.message());
 
     let children: Vec<_> = std::fs::read_dir(&cg_root)
         .unwrap()
