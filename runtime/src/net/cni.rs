@@ -109,21 +109,42 @@ pub struct RealExec;
 
 impl PluginExec for RealExec {
     fn exec(&self, plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<Vec<u8>> {
-        let mut child = Command::new(plugin)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(format!("run CNI plugin {}", plugin.display()), e))?;
+        let spawn = || {
+            Command::new(plugin)
+                .env_clear()
+                .env(
+                    "PATH",
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                )
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        };
+        // ETXTBSY: a plugin binary just installed may still be open for
+        // writing in a process that forked meanwhile; it clears in moments.
+        let mut attempt = 0;
+        let mut child = loop {
+            match spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 50 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => break r.map_err(|e| Error::io(format!("run CNI plugin {}", plugin.display()), e))?,
+            }
+        };
         if let Some(mut w) = child.stdin.take() {
-            w.write_all(stdin)
-                .map_err(|e| Error::io(format!("write to CNI plugin {}", plugin.display()), e))?;
+            // A plugin that exits without reading its config (EPIPE) is
+            // judged by its exit status and output, not by our write.
+            match w.write_all(stdin) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::io(format!("write to CNI plugin {}", plugin.display()), e));
+                }
+                _ => {}
+            }
         }
         // Read stdout/stderr on threads so a chatty plugin cannot block on a full pipe.
         let mut out = child.stdout.take().expect("piped stdout");
