@@ -425,6 +425,18 @@ async fn containers_survive_a_berthd_restart() {
             cri::ContainerState::ContainerRunning as i32
         );
         assert_eq!(status_info(&s)["pid"].as_u64(), Some(*pid));
+        // The identity read from the kernel at start survives the restart.
+        let user = s
+            .status
+            .as_ref()
+            .unwrap()
+            .user
+            .as_ref()
+            .and_then(|u| u.linux.clone());
+        assert_eq!(
+            user.map(|u| (u.uid, u.gid, u.supplemental_groups)),
+            Some((0, 0, vec![0]))
+        );
     }
     let q = c.wait_exited(&quitter, Duration::from_secs(10)).await.unwrap();
     assert_eq!(
