@@ -35,6 +35,9 @@ pub struct Config {
     /// Node-wide supplementalGroupsPolicy: `off` (honour each container's
     /// request), `upgrade` (run Merge as Strict) or `reject` (refuse Merge).
     pub supplemental_groups_enforcement: crate::container::groups_policy::Enforcement,
+    /// How long a memory-limit decrease may wait for the kernel to reclaim
+    /// before it is refused (milliseconds).
+    pub memory_decrease_wait_ms: u64,
     /// How kubelet names pod cgroups: `cgroupfs` (paths) or `systemd` (slices).
     pub cgroup_driver: crate::cgroup::driver::CgroupDriver,
     /// CNI network configuration directory.
@@ -55,6 +58,7 @@ impl Default for Config {
             cgroup_root: "/sys/fs/cgroup".into(),
             default_cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
             cgroup_driver: Default::default(),
+            memory_decrease_wait_ms: crate::cgroup::resize::DEFAULT_RECLAIM_WAIT.as_millis() as u64,
             supplemental_groups_enforcement: Default::default(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
@@ -129,6 +133,11 @@ impl Config {
     pub fn shim_socket(&self, sandbox_id: &str) -> PathBuf {
         let short = &sandbox_id[..sandbox_id.len().min(16)];
         self.state.join("s").join(format!("{short}.sock"))
+    }
+
+    /// [`Config::memory_decrease_wait_ms`] as a duration.
+    pub fn memory_decrease_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.memory_decrease_wait_ms)
     }
 
     /// The shim binary to spawn.

@@ -166,11 +166,28 @@ async fn cri_basics_over_the_socket() {
     assert!(e.message().contains("Exec"), "{}", e.message());
     let e = c
         .runtime
-        .update_container_resources(cri::UpdateContainerResourcesRequest::default())
+        .port_forward(cri::PortForwardRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("UpdateContainerResources"));
+    assert!(e.message().contains("PortForward"));
+    // Resizing needs resources and a known container.
+    let e = c
+        .runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = c
+        .runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: "nope".into(),
+            linux: Some(cri::LinuxContainerResources::default()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 
     // Unknown objects.
     let e = c

@@ -5,6 +5,7 @@
 //! `/sys/fs/cgroup`.
 
 pub mod driver;
+pub mod resize;
 pub mod resources;
 
 use std::collections::BTreeSet;

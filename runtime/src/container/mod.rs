@@ -4,6 +4,7 @@
 pub mod groups_policy;
 mod image_files;
 mod recover;
+pub mod resize;
 pub mod spec;
 pub mod user;
 
@@ -82,6 +83,9 @@ pub struct ContainerRecord {
     pub mounts: Vec<MountRecord>,
     /// Signal StopContainer sends first.
     pub stop_signal: i32,
+    /// CRI resources last applied (create or UpdateContainerResources).
+    #[serde(default)]
+    pub resources: Option<resize::Asked>,
     /// uid/gid/groups the kernel held for the first process right before
     /// its exec (ContainerStatus.user); None until started.
     #[serde(default)]
@@ -122,6 +126,8 @@ pub struct MountRecord {
 pub struct Container {
     record: Mutex<ContainerRecord>,
     changed: watch::Sender<ContainerState>,
+    /// Serialises resizes of this container (never held by status calls).
+    resize: tokio::sync::Mutex<()>,
 }
 
 impl Container {
@@ -310,6 +316,16 @@ impl ContainerManager {
                 let _ = cg.remove_created(&created, &leaf);
             });
         }
+        // Resources apply from the start (the init stage joins this cgroup
+        // before anything runs in it).
+        if let Some(r) = cfg.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+            let desired = crate::cgroup::resize::desired(r)?;
+            crate::cgroup::resize::apply(
+                &crate::cgroup::resize::Dir(cgroups.dir(&cgroup_path)),
+                &desired,
+                self.cfg.memory_decrease_wait(),
+            )?;
+        }
         let lower: Vec<String> = self
             .images
             .lower_dirs(&image)
@@ -391,6 +407,11 @@ impl ContainerManager {
                 })
                 .collect(),
             stop_signal,
+            resources: cfg
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.as_ref())
+                .map(resize::Asked::from),
             process_user: None,
             uid: identity.uid,
             gid: identity.gid,
@@ -403,6 +424,7 @@ impl ContainerManager {
             Arc::new(Container {
                 record: Mutex::new(record),
                 changed,
+                resize: Default::default(),
             }),
         );
         undo.disarm();

@@ -30,6 +30,7 @@ impl ContainerManager {
             let c = Arc::new(Container {
                 record: Mutex::new(rec.clone()),
                 changed,
+                resize: Default::default(),
             });
             self.containers
                 .lock()

@@ -24,8 +24,17 @@ pub async fn handle(cri: &Cri, req: ContainerStatusRequest) -> Result<ContainerS
             .to_string(),
         );
     }
+    let mut status = convert::container_status(&rec);
+    // What the cgroup holds now, read back from its files.
+    status.resources =
+        cri.containers
+            .current_resources(&rec)
+            .map(|linux| berth_proto::cri::ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            });
     Ok(ContainerStatusResponse {
-        status: Some(convert::container_status(&rec)),
+        status: Some(status),
         info,
     })
 }

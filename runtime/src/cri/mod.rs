@@ -9,6 +9,7 @@ mod container_remove;
 mod container_start;
 mod container_status;
 mod container_stop;
+mod container_update_resources;
 mod convert;
 mod image_fs_info;
 mod image_list;
@@ -25,6 +26,7 @@ mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_status;
 mod sandbox_stop;
+mod sandbox_update_resources;
 mod status;
 mod version;
 

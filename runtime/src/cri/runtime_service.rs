@@ -139,9 +139,12 @@ impl RuntimeService for Cri {
 
     async fn update_container_resources(
         &self,
-        _req: Request<UpdateContainerResourcesRequest>,
+        req: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        Err(Error::Unimplemented("UpdateContainerResources").into())
+        super::container_update_resources::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn reopen_container_log(
@@ -251,8 +254,11 @@ impl RuntimeService for Cri {
 
     async fn update_pod_sandbox_resources(
         &self,
-        _req: Request<UpdatePodSandboxResourcesRequest>,
+        req: Request<UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
-        Err(Error::Unimplemented("UpdatePodSandboxResources").into())
+        super::sandbox_update_resources::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 }

@@ -30,6 +30,8 @@ pub async fn handle(cri: &Cri, req: PodSandboxStatusRequest) -> Result<PodSandbo
                 "network": r.network,
                 "networkCheck": check,
                 "files": r.files,
+                "resources": r.resources,
+                "overhead": r.overhead,
             })
             .to_string(),
         );

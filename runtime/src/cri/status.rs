@@ -44,6 +44,15 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             "config".to_string(),
             serde_json::to_string(&*cri.cfg).unwrap_or_default(),
         );
+        info.insert(
+            "resize".to_string(),
+            serde_json::json!({
+                "applied": crate::container::resize::RESIZES_APPLIED.load(std::sync::atomic::Ordering::Relaxed),
+                "refused": crate::container::resize::RESIZES_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+                "memoryDecreaseWaitMs": cri.cfg.memory_decrease_wait_ms,
+            })
+            .to_string(),
+        );
         // Containers whose groups Merge extended from their image: the pods
         // that enforcing Strict would change.
         info.insert(

@@ -151,6 +151,12 @@ pub struct SandboxRecord {
     /// PID namespace mode.
     #[serde(default)]
     pub pid_mode: PidMode,
+    /// Pod resources from the last UpdatePodSandboxResources.
+    #[serde(default)]
+    pub resources: Option<crate::container::resize::Asked>,
+    /// Pod overhead from the last UpdatePodSandboxResources.
+    #[serde(default)]
+    pub overhead: Option<crate::container::resize::Asked>,
     /// The CNI attachment; None for host-network pods.
     #[serde(default)]
     pub network: Option<NetworkRecord>,
@@ -251,6 +257,47 @@ impl SandboxManager {
             pod_cidr: Mutex::new(String::new()),
             sandboxes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// UpdatePodSandboxResources: kubelet has resized the pod cgroup itself
+    /// (growing it before its containers, shrinking it after); Berth records
+    /// the values, and applies them — with the OOM-safe decrease — only to a
+    /// pod cgroup it created itself (no kubelet, e.g. crictl).
+    pub async fn update_resources(
+        &self,
+        sb: &Sandbox,
+        overhead: Option<&berth_proto::cri::LinuxContainerResources>,
+        resources: Option<&berth_proto::cri::LinuxContainerResources>,
+    ) -> Result<()> {
+        use crate::cgroup::resize;
+        let rec = sb.record();
+        let dir = self.cgroups.dir(&rec.cgroup_path);
+        if rec.cgroup_created.contains(&dir) {
+            let zero = berth_proto::cri::LinuxContainerResources::default();
+            let (r, o) = (resources.unwrap_or(&zero), overhead.unwrap_or(&zero));
+            let sum = |a: i64, b: i64| if a > 0 { a + b.max(0) } else { 0 };
+            let total = berth_proto::cri::LinuxContainerResources {
+                cpu_shares: sum(r.cpu_shares, o.cpu_shares),
+                cpu_quota: sum(r.cpu_quota, o.cpu_quota),
+                cpu_period: r.cpu_period,
+                memory_limit_in_bytes: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
+                ..Default::default()
+            };
+            let desired = resize::desired(&total)?;
+            let wait = self.cfg.memory_decrease_wait();
+            tokio::task::spawn_blocking(move || resize::apply(&resize::Dir(dir), &desired, wait))
+                .await
+                .map_err(|e| Error::Internal(format!("pod resize task: {e}")))??;
+        }
+        let rec = {
+            let mut r = sb.record.lock().expect("sandbox lock");
+            r.resources = resources.map(Into::into);
+            r.overhead = overhead.map(Into::into);
+            r.clone()
+        };
+        store::write_record(&self.record_path(&rec.id), &rec)?;
+        tracing::info!(sandbox = %rec.id, applied = rec.cgroup_created.contains(&self.cgroups.dir(&rec.cgroup_path)), "pod resources updated");
+        Ok(())
     }
 
     /// Records kubelet's pod CIDR (UpdateRuntimeConfig) for later pods.
@@ -603,6 +650,8 @@ impl SandboxManager {
             shim_socket: socket,
             ns_paths,
             pid_mode: req.pid_mode,
+            resources: None,
+            overhead: None,
             network,
             files: Some(pod_files),
         };

@@ -1,0 +1,557 @@
+//! Applying CRI resources to a live cgroup v2, with a memory-limit decrease
+//! that can never OOM-kill (in-place pod resize, Kubernetes v1.35).
+//!
+//! Lowering `memory.max` below what a cgroup uses makes the kernel reclaim,
+//! and when it cannot reclaim enough it OOM-kills. kubelet's check before a
+//! decrease is best effort, so Berth does the check itself:
+//!
+//! 1. read `memory.current`;
+//! 2. hold `memory.high` at the new limit, so usage cannot grow past it
+//!    while we switch (allocations over `high` are throttled, never killed),
+//!    and ask the kernel to reclaim the excess with `memory.reclaim`;
+//! 3. wait, bounded, until usage fits under the new limit with
+//!    [`HEADROOM`] to spare (covering charges already in flight);
+//! 4. if it fits, write `memory.max` and restore `memory.high`; if not,
+//!    restore every file we changed and refuse with FailedPrecondition,
+//!    stating usage, limit and time waited. The container keeps running.
+//!
+//! All file access goes through [`Files`], so the procedure is unit-tested
+//! against a scripted fake; the VM tests run it on real cgroups.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use berth_proto::cri::LinuxContainerResources;
+
+use super::resources::shares_to_weight;
+use crate::error::{Error, Result};
+
+/// Usage must be this far below a new, lower memory limit before it is set.
+pub const HEADROOM: u64 = 2 << 20;
+
+/// Default time a memory decrease may wait for reclaim.
+pub const DEFAULT_RECLAIM_WAIT: Duration = Duration::from_secs(5);
+
+/// The files of one cgroup.
+pub trait Files: Send + Sync {
+    /// Reads a control file (trimmed).
+    fn read(&self, name: &str) -> std::io::Result<String>;
+    /// Writes a control file.
+    fn write(&self, name: &str, value: &str) -> std::io::Result<()>;
+    /// Whether the file exists (the controller is enabled).
+    fn exists(&self, name: &str) -> bool;
+}
+
+/// A real cgroup directory.
+pub struct Dir(pub PathBuf);
+
+impl Files for Dir {
+    fn read(&self, name: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(self.0.join(name)).map(|s| s.trim().to_string())
+    }
+    fn write(&self, name: &str, value: &str) -> std::io::Result<()> {
+        std::fs::write(self.0.join(name), value)
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.0.join(name).exists()
+    }
+}
+
+/// Files a CRI `unified` map may set: these controllers' files only, never
+/// `cgroup.*` (which would move processes or kill them).
+const UNIFIED_PREFIXES: &[&str] = &[
+    "cpu.", "memory.", "pids.", "io.", "hugetlb.", "cpuset.", "rdma.", "misc.",
+];
+
+/// The cgroup v2 values a CRI `LinuxContainerResources` asks for, as file
+/// name -> content, in the order they are written. Memory is handled apart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    /// `memory.max` in bytes; None = "max".
+    pub memory_max: Option<u64>,
+    /// Every other file.
+    pub files: Vec<(String, String)>,
+}
+
+/// Validates and converts CRI resources for an update (every field is the
+/// full new state: an unset limit means "no limit").
+pub fn desired(r: &LinuxContainerResources) -> Result<Desired> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    if r.cpu_shares < 0
+        || r.cpu_period < 0
+        || r.memory_limit_in_bytes < 0
+        || r.memory_swap_limit_in_bytes < -1
+    {
+        return bad(format!(
+            "negative resource value (cpu_shares {}, cpu_period {}, memory_limit {}, memory_swap_limit {})",
+            r.cpu_shares, r.cpu_period, r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes
+        ));
+    }
+    if !(-1000..=1000).contains(&r.oom_score_adj) {
+        return bad(format!(
+            "oom_score_adj {} is outside -1000..=1000",
+            r.oom_score_adj
+        ));
+    }
+    let mut files = Vec::new();
+    if r.cpu_shares > 0 {
+        files.push(("cpu.weight".into(), shares_to_weight(r.cpu_shares).to_string()));
+    }
+    let period = if r.cpu_period > 0 { r.cpu_period } else { 100_000 };
+    if !(1000..=1_000_000).contains(&period) {
+        return bad(format!("cpu_period {period} is outside 1000..=1000000 µs"));
+    }
+    let quota = if r.cpu_quota > 0 {
+        if r.cpu_quota < 1000 {
+            return bad(format!(
+                "cpu_quota {} is below the kernel's 1000 µs minimum",
+                r.cpu_quota
+            ));
+        }
+        r.cpu_quota.to_string()
+    } else {
+        "max".into()
+    };
+    files.push(("cpu.max".into(), format!("{quota} {period}")));
+    let memory_max = (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes as u64);
+    // CRI's swap limit is memory + swap (cgroup v1 semantics); v2 wants swap alone.
+    match r.memory_swap_limit_in_bytes {
+        -1 => files.push(("memory.swap.max".into(), "max".into())),
+        0 => {}
+        s if memory_max.is_some_and(|m| (s as u64) < m) => {
+            return bad(format!(
+                "memory_swap_limit {s} is below memory_limit {}",
+                r.memory_limit_in_bytes
+            ))
+        }
+        s => files.push((
+            "memory.swap.max".into(),
+            (s as u64 - memory_max.unwrap_or(0)).to_string(),
+        )),
+    }
+    if !r.cpuset_cpus.is_empty() {
+        files.push(("cpuset.cpus".into(), r.cpuset_cpus.clone()));
+    }
+    if !r.cpuset_mems.is_empty() {
+        files.push(("cpuset.mems".into(), r.cpuset_mems.clone()));
+    }
+    for h in &r.hugepage_limits {
+        if h.page_size.is_empty() || !h.page_size.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return bad(format!("hugepage page_size {:?} is not valid", h.page_size));
+        }
+        files.push((format!("hugetlb.{}.max", h.page_size), h.limit.to_string()));
+    }
+    let unified: BTreeMap<_, _> = r.unified.iter().collect();
+    for (k, v) in unified {
+        let safe = UNIFIED_PREFIXES.iter().any(|p| k.starts_with(p))
+            && !k.contains('/')
+            && !k.contains("..")
+            && !["memory.max", "memory.high"].contains(&k.as_str());
+        if !safe {
+            return bad(format!(
+                "unified key {k:?} is not allowed (controller files only; memory.max goes through memory_limit_in_bytes)"
+            ));
+        }
+        files.push((k.clone(), v.clone()));
+    }
+    Ok(Desired { memory_max, files })
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Bytes the kernel was asked to reclaim for a memory decrease.
+    pub reclaimed_request: u64,
+    /// How long the memory step waited.
+    pub waited: Duration,
+}
+
+fn parse_max(s: &str) -> Option<u64> {
+    if s == "max" {
+        None
+    } else {
+        s.parse().ok()
+    }
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(what, e)
+}
+
+/// Applies `d`; on any error every file changed so far is restored.
+pub fn apply(files: &dyn Files, d: &Desired, wait: Duration) -> Result<Outcome> {
+    // Unknown files (a controller not enabled, a typo in `unified`) are
+    // caught before anything changes.
+    for (name, _) in &d.files {
+        if !files.exists(name) {
+            if name == "memory.swap.max" && d.files.iter().any(|(n, v)| n == name && v == "max") {
+                continue;
+            }
+            return Err(Error::InvalidArgument(format!(
+                "cgroup file {name} does not exist (controller not enabled?)"
+            )));
+        }
+    }
+    let mut undo: Vec<(String, String)> = Vec::new();
+    let result = (|| -> Result<Outcome> {
+        let old_max = files
+            .read("memory.max")
+            .map_err(io_err("read memory.max".into()))?;
+        let lower = match (d.memory_max, parse_max(&old_max)) {
+            (Some(new), Some(old)) => new < old,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let mut outcome = Outcome::default();
+        // Growing: memory first, so the other limits never see a smaller one.
+        if !lower {
+            let v = d.memory_max.map_or("max".into(), |m| m.to_string());
+            if v != old_max {
+                files
+                    .write("memory.max", &v)
+                    .map_err(io_err(format!("write {v} to memory.max")))?;
+                undo.push(("memory.max".into(), old_max.clone()));
+            }
+        }
+        for (name, value) in &d.files {
+            let old = files.read(name).unwrap_or_default();
+            if old == *value {
+                continue;
+            }
+            match files.write(name, value) {
+                Ok(()) => undo.push((name.clone(), old)),
+                Err(e) if name == "memory.swap.max" && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::InvalidArgument(format!("write {value:?} to {name}: {e}"))),
+            }
+        }
+        if lower {
+            let new = d.memory_max.expect("lower implies a limit");
+            outcome = decrease_memory(files, new, wait)?;
+            undo.push(("memory.max".into(), old_max));
+        }
+        Ok(outcome)
+    })();
+    if result.is_err() {
+        for (name, old) in undo.iter().rev() {
+            if let Err(e) = files.write(name, old) {
+                tracing::error!(file = %name, value = %old, error = %e, "could not restore a cgroup value");
+            }
+        }
+    }
+    result
+}
+
+/// Steps 1–4 of the module docs.
+fn decrease_memory(files: &dyn Files, new: u64, wait: Duration) -> Result<Outcome> {
+    let usage = |f: &dyn Files| -> Result<u64> {
+        f.read("memory.current")
+            .map_err(io_err("read memory.current".into()))?
+            .parse()
+            .map_err(|e| Error::Internal(format!("memory.current: {e}")))
+    };
+    let start = Instant::now();
+    let old_high = files
+        .read("memory.high")
+        .map_err(io_err("read memory.high".into()))?;
+    files
+        .write("memory.high", &new.to_string())
+        .map_err(io_err(format!("write {new} to memory.high")))?;
+    let mut outcome = Outcome::default();
+    let fits = loop {
+        let used = usage(files)?;
+        if used + HEADROOM <= new {
+            break Ok(used);
+        }
+        if start.elapsed() >= wait {
+            break Err(used);
+        }
+        let excess = used + HEADROOM - new;
+        outcome.reclaimed_request += excess;
+        // EAGAIN: the kernel could not reclaim it all this round; try again.
+        let _ = files.write("memory.reclaim", &excess.to_string());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    outcome.waited = start.elapsed();
+    match fits {
+        Ok(_) => {
+            let r = files.write("memory.max", &new.to_string());
+            let restore = files.write("memory.high", &old_high);
+            r.map_err(io_err(format!("write {new} to memory.max")))?;
+            restore.map_err(io_err("restore memory.high".into()))?;
+            Ok(outcome)
+        }
+        Err(used) => {
+            let _ = files.write("memory.high", &old_high);
+            Err(Error::FailedPrecondition(format!(
+                "memory limit decrease to {new} bytes refused: the container uses {used} bytes and the kernel \
+                 could not reclaim enough in {:?} (needs {} bytes of headroom); nothing was changed",
+                outcome.waited, HEADROOM
+            )))
+        }
+    }
+}
+
+/// What the cgroup holds now, as CRI resources (ContainerStatus.resources).
+/// `asked_shares` resolves the weight -> shares mapping, which is not
+/// one-to-one: the requested shares are reported when they produce the
+/// weight the file holds, otherwise the smallest shares that do.
+pub fn read_back(files: &dyn Files, asked_shares: i64) -> LinuxContainerResources {
+    let mut r = LinuxContainerResources::default();
+    if let Ok(w) = files.read("cpu.weight").map(|w| w.parse::<u64>().unwrap_or(0)) {
+        r.cpu_shares = if asked_shares > 0 && shares_to_weight(asked_shares) == w {
+            asked_shares
+        } else {
+            // Smallest shares with this weight (the mapping is monotonic).
+            let (mut lo, mut hi) = (2i64, 262_144i64);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if shares_to_weight(mid) >= w {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            lo
+        };
+    }
+    if let Ok(m) = files.read("cpu.max") {
+        let mut it = m.split_whitespace();
+        r.cpu_quota = it.next().and_then(parse_max).map_or(0, |q| q as i64);
+        r.cpu_period = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    }
+    if let Ok(m) = files.read("memory.max") {
+        r.memory_limit_in_bytes = parse_max(&m).map_or(0, |m| m as i64);
+    }
+    if let Ok(s) = files.read("memory.swap.max") {
+        r.memory_swap_limit_in_bytes = match parse_max(&s) {
+            None => -1,
+            Some(s) => s as i64 + r.memory_limit_in_bytes,
+        };
+    }
+    r.cpuset_cpus = files.read("cpuset.cpus").unwrap_or_default();
+    r.cpuset_mems = files.read("cpuset.mems").unwrap_or_default();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// A cgroup whose `memory.current` follows a script: each write to
+    /// memory.reclaim frees `reclaimable` bytes (down to a floor).
+    struct Fake {
+        files: Mutex<HashMap<String, String>>,
+        floor: u64,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn new(current: u64, floor: u64) -> Self {
+            let files = [
+                ("memory.max", "max".to_string()),
+                ("memory.high", "max".to_string()),
+                ("memory.current", current.to_string()),
+                ("cpu.max", "max 100000".to_string()),
+                ("cpu.weight", "100".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            Fake {
+                files: Mutex::new(files),
+                floor,
+                log: Mutex::new(vec![]),
+            }
+        }
+        fn get(&self, n: &str) -> String {
+            self.files.lock().unwrap()[n].clone()
+        }
+    }
+
+    impl Files for Fake {
+        fn read(&self, name: &str) -> std::io::Result<String> {
+            self.files
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+        fn write(&self, name: &str, value: &str) -> std::io::Result<()> {
+            self.log.lock().unwrap().push(format!("{name}={value}"));
+            let mut f = self.files.lock().unwrap();
+            if name == "memory.reclaim" {
+                let cur: u64 = f["memory.current"].parse().unwrap();
+                let want: u64 = value.parse().unwrap();
+                f.insert(
+                    "memory.current".into(),
+                    cur.saturating_sub(want).max(self.floor).to_string(),
+                );
+                return Ok(());
+            }
+            if name == "memory.max" {
+                let cur: u64 = f["memory.current"].parse().unwrap();
+                assert!(
+                    value == "max" || value.parse::<u64>().unwrap() >= cur,
+                    "would OOM: max {value} < usage {cur}"
+                );
+            }
+            f.insert(name.into(), value.into());
+            Ok(())
+        }
+        fn exists(&self, name: &str) -> bool {
+            self.files.lock().unwrap().contains_key(name)
+        }
+    }
+
+    fn mem(limit: i64) -> Desired {
+        desired(&LinuxContainerResources {
+            memory_limit_in_bytes: limit,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn decrease_reclaims_then_sets_the_limit() {
+        let f = Fake::new(100 << 20, 20 << 20); // 100 MiB used, 20 MiB of it anonymous
+        apply(&f, &mem(256 << 20), DEFAULT_RECLAIM_WAIT).unwrap();
+        assert_eq!(f.get("memory.max"), (256u64 << 20).to_string());
+        let out = apply(&f, &mem(64 << 20), DEFAULT_RECLAIM_WAIT).unwrap();
+        assert!(out.reclaimed_request > 0);
+        assert_eq!(f.get("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(f.get("memory.high"), "max", "memory.high restored");
+        let log = f.log.lock().unwrap().join(" ");
+        let high = log.find(&format!("memory.high={}", 64u64 << 20)).unwrap();
+        let reclaim = log.find("memory.reclaim=").unwrap();
+        let max = log.rfind(&format!("memory.max={}", 64u64 << 20)).unwrap();
+        assert!(
+            high < reclaim && reclaim < max,
+            "high held before reclaim, max last: {log}"
+        );
+    }
+
+    #[test]
+    fn a_decrease_that_cannot_fit_is_refused_and_restored() {
+        let f = Fake::new(100 << 20, 90 << 20);
+        apply(&f, &mem(256 << 20), DEFAULT_RECLAIM_WAIT).unwrap();
+        let before: HashMap<_, _> = f.files.lock().unwrap().clone();
+        let e = apply(
+            &f,
+            &desired(&LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                cpu_quota: 50_000,
+                ..Default::default()
+            })
+            .unwrap(),
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&(32u64 << 20).to_string()) && msg.contains("uses"),
+            "{msg}"
+        );
+        let mut after = f.files.lock().unwrap().clone();
+        after.insert("memory.current".into(), before["memory.current"].clone());
+        assert_eq!(after, before, "every value restored (cpu.max too)");
+    }
+
+    #[test]
+    fn validation_and_conversions() {
+        let d = desired(&LinuxContainerResources {
+            cpu_shares: 1024,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 1 << 30,
+            memory_swap_limit_in_bytes: (1 << 30) + (1 << 20),
+            unified: [("pids.max".to_string(), "100".to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(d.memory_max, Some(1 << 30));
+        assert!(d.files.contains(&("cpu.weight".into(), "100".into())));
+        assert!(d.files.contains(&("cpu.max".into(), "50000 100000".into())));
+        assert!(d
+            .files
+            .contains(&("memory.swap.max".into(), (1u64 << 20).to_string())));
+        assert!(d.files.contains(&("pids.max".into(), "100".into())));
+        let unlimited = desired(&LinuxContainerResources::default()).unwrap();
+        assert!(unlimited.files.contains(&("cpu.max".into(), "max 100000".into())));
+        assert_eq!(unlimited.memory_max, None);
+        for bad in [
+            LinuxContainerResources {
+                cpu_shares: -1,
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                memory_limit_in_bytes: -5,
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                cpu_quota: 10,
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                oom_score_adj: 5000,
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                unified: [("cgroup.procs".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                unified: [("memory.max".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                unified: [("cpu.max/../x".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(desired(&bad), Err(Error::InvalidArgument(_))), "{bad:?}");
+        }
+        // An unknown file is refused before anything changes.
+        let f = Fake::new(0, 0);
+        let d = desired(&LinuxContainerResources {
+            memory_limit_in_bytes: 1 << 30,
+            unified: [("pids.max".to_string(), "5".to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            apply(&f, &d, DEFAULT_RECLAIM_WAIT),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(f.get("memory.max"), "max");
+    }
+
+    #[test]
+    fn read_back_reports_the_files() {
+        let f = Fake::new(0, 0);
+        apply(
+            &f,
+            &desired(&LinuxContainerResources {
+                cpu_shares: 512,
+                cpu_quota: 20_000,
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            })
+            .unwrap(),
+            DEFAULT_RECLAIM_WAIT,
+        )
+        .unwrap();
+        let r = read_back(&f, 512);
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes),
+            (512, 20_000, 100_000, 64 << 20)
+        );
+        // Someone else changed the weight: the shares reported follow the file.
+        f.write("cpu.weight", "100").unwrap();
+        assert_eq!(shares_to_weight(read_back(&f, 512).cpu_shares), 100);
+    }
+}

@@ -1,0 +1,18 @@
+//! UpdatePodSandboxResources: kubelet reports a pod-level resize.
+
+use berth_proto::cri::{UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse};
+
+use super::Cri;
+use crate::error::Result;
+
+/// Handles UpdatePodSandboxResources.
+pub async fn handle(
+    cri: &Cri,
+    req: UpdatePodSandboxResourcesRequest,
+) -> Result<UpdatePodSandboxResourcesResponse> {
+    let sb = cri.sandboxes.get(&req.pod_sandbox_id)?;
+    cri.sandboxes
+        .update_resources(&sb, req.overhead.as_ref(), req.resources.as_ref())
+        .await?;
+    Ok(UpdatePodSandboxResourcesResponse {})
+}
