@@ -35,7 +35,7 @@ fi
 MODULES=(overlay bridge veth br_netfilter nf_conntrack nf_nat iptable_nat iptable_filter
          ip6table_nat ip6table_filter xt_MASQUERADE xt_comment xt_mark xt_multiport xt_addrtype
          xt_conntrack xt_tcpudp xt_nat nft_compat nft_chain_nat nf_tables sch_tbf sch_ingress cls_u32
-         act_mirred ifb)
+         act_mirred ifb loop ext4 brd)
 CNI_PLUGINS=(bridge host-local loopback portmap bandwidth firewall tuning)
 
 STAGE=$(mktemp -d)

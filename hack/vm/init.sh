@@ -66,7 +66,12 @@ echo "$ctrls" >/sys/fs/cgroup/cgroup.subtree_control
 echo "BERTH-VM: kernel $(uname -r), cgroup2 controllers:$(cat /sys/fs/cgroup/cgroup.subtree_control | sed 's/^/ /'), cpus $(nproc), mem $(free -m | awk '/Mem:/ {print $2}')M"
 
 while read -r ko; do
-    insmod "/lib/modules/$ko" 2>/dev/null || echo "BERTH-VM: warning: insmod $ko failed"
+    args=""
+    # One 256 MiB RAM disk: a real block device whose page cache is
+    # reclaimable (tmpfs and loop-on-tmpfs are not), for the resize tests.
+    [ "$ko" = brd.ko ] && args="rd_nr=1 rd_size=262144"
+    # shellcheck disable=SC2086
+    insmod "/lib/modules/$ko" $args 2>/dev/null || echo "BERTH-VM: warning: insmod $ko failed"
 done </etc/modules.order
 ip link set lo up
 hostname berth-vm
