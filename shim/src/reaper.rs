@@ -77,7 +77,14 @@ impl Reaper {
             code,
             at_ns: now_ns(),
         };
-        self.exits.lock().expect("reaper lock").insert(pid, exit);
+        let mut exits = self.exits.lock().expect("reaper lock");
+        exits.insert(pid, exit);
+        // Orphans re-parented to us (a container's grandchildren) exit too,
+        // and nobody waits for them; an exit someone cares about is collected
+        // within moments, so anything this old is dropped rather than kept
+        // for the shim's whole life.
+        let cutoff = now_ns() - UNCLAIMED_EXIT_TTL_NS;
+        exits.retain(|_, e| e.at_ns >= cutoff);
     }
 
     /// Waits until `pid` has exited and takes its status out of the table.
@@ -94,6 +101,9 @@ impl Reaper {
         }
     }
 }
+
+/// How long an exit nobody has waited for is kept.
+const UNCLAIMED_EXIT_TTL_NS: i64 = 120 * 1_000_000_000;
 
 /// Current unix time in nanoseconds.
 pub fn now_ns() -> i64 {

@@ -143,6 +143,9 @@ pub struct ContainerManager {
     images: Arc<ImageStore>,
     sandboxes: Arc<SandboxManager>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Each image's user database (read once: images are immutable), so
+    /// re-creating a pod's containers (in-place restart) reads no image files.
+    users_cache: Mutex<HashMap<String, Arc<spec::ImageUsers>>>,
 }
 
 fn signal_number(name: &str) -> Option<i32> {
@@ -164,6 +167,7 @@ impl ContainerManager {
             images,
             sandboxes,
             containers: Mutex::new(HashMap::new()),
+            users_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -262,10 +266,7 @@ impl ContainerManager {
         let id = store::new_id();
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &sbr.cgroup_path, &id);
-        let users = spec::ImageUsers {
-            passwd: self.image_text(&image, "/etc/passwd"),
-            group: self.image_text(&image, "/etc/group"),
-        };
+        let users = self.image_users(&image);
         let (oci, identity) = spec::build_spec(
             cfg,
             &image.config,
@@ -430,6 +431,22 @@ impl ContainerManager {
         undo.disarm();
         tracing::info!(container = %id, sandbox = %sbr.id, name = %meta.name, "container created");
         Ok(id)
+    }
+
+    /// The image's /etc/passwd and /etc/group, cached by image id.
+    fn image_users(&self, image: &ImageRecord) -> Arc<spec::ImageUsers> {
+        if let Some(u) = self.users_cache.lock().expect("users cache lock").get(&image.id) {
+            return u.clone();
+        }
+        let u = Arc::new(spec::ImageUsers {
+            passwd: self.image_text(image, "/etc/passwd"),
+            group: self.image_text(image, "/etc/group"),
+        });
+        self.users_cache
+            .lock()
+            .expect("users cache lock")
+            .insert(image.id.clone(), u.clone());
+        u
     }
 
     /// A text file of the image as the container will see it, resolved
