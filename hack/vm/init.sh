@@ -10,6 +10,7 @@
 # Kernel command line:
 #   berth.mode=tests      run every /berth/tests/* executable (default)
 #   berth.mode=demo       start berthd and run berth-demo (a busybox pod)
+#   berth.mode=bench      start berthd and run berth-bench with berth.benchargs=a,b,c
 #   berth.mode=probe      boot and power off at once (KVM probe)
 #   berth.testargs=NAME   passed to each test executable (a name filter)
 #
@@ -51,11 +52,12 @@ mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || finish 98
 mount --make-rshared /
 
-MODE=tests TESTARGS=""
+MODE=tests TESTARGS="" BENCHARGS=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         berth.mode=*) MODE=${arg#berth.mode=} ;;
         berth.testargs=*) TESTARGS=${arg#berth.testargs=} ;;
+        berth.benchargs=*) BENCHARGS=$(echo "${arg#berth.benchargs=}" | tr ',' ' ') ;;
     esac
 done
 [ "$MODE" = probe ] && finish 0
@@ -99,14 +101,19 @@ fi
 export BERTH_BIN_DIR=/berth/bin BERTH_REGISTRY=127.0.0.1:5000 RUST_BACKTRACE=1 HOME=/root
 mkdir -p /root
 
-if [ "$MODE" = demo ]; then
+if [ "$MODE" = demo ] || [ "$MODE" = bench ]; then
     /berth/bin/berthd --log-level info &
     i=0
     until [ -S /run/berth/berth.sock ]; do
         i=$((i + 1)); [ $i -gt 300 ] && { echo "BERTH-VM: berthd did not start"; finish 96; }
         usleep 100000
     done
-    /berth/bin/berth-demo --socket /run/berth/berth.sock --image 127.0.0.1:5000/library/busybox:latest
+    if [ "$MODE" = bench ]; then
+        # shellcheck disable=SC2086
+        /berth/bin/berth-bench $BENCHARGS --socket /run/berth/berth.sock
+    else
+        /berth/bin/berth-demo --socket /run/berth/berth.sock --image 127.0.0.1:5000/library/busybox:latest
+    fi
     finish $?
 fi
 

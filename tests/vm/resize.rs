@@ -235,6 +235,37 @@ async fn memory_decrease_never_oom_kills() {
         assert_eq!(read(&dir, "memory.max"), limit.to_string());
         assert_eq!(status_resources(&mut c, &id).await.memory_limit_in_bytes, limit);
     }
+    // A decrease that waits for reclaim never blocks status calls
+    // (containerd#9770 made nodes NotReady that way).
+    {
+        let mut rt = c.runtime.clone();
+        let id2 = id.clone();
+        let slow = tokio::spawn(async move {
+            rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: id2,
+                linux: Some(mem(32 * MIB)),
+                ..Default::default()
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        c.status(&id).await.unwrap();
+        c.runtime
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        assert!(!slow.is_finished(), "the decrease is still waiting for reclaim");
+        assert!(
+            took < Duration::from_millis(300),
+            "status calls blocked for {took:?} during a resize"
+        );
+        assert_eq!(
+            slow.await.unwrap().unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
+    }
     let mut refused = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
