@@ -133,6 +133,28 @@ impl CriClient {
             .into_inner())
     }
 
+    /// PodSandboxStatus (verbose): the status and berthd's parsed `info`
+    /// (pid, cgroupPath, namespaces, network, files, resources).
+    pub async fn pod_status(
+        &mut self,
+        id: &str,
+    ) -> Result<(cri::PodSandboxStatus, serde_json::Value), tonic::Status> {
+        let r = self
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        let info = r
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str(i).ok())
+            .unwrap_or_default();
+        Ok((r.status.unwrap_or_default(), info))
+    }
+
     /// StopPodSandbox + RemovePodSandbox.
     pub async fn stop_and_remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
         self.runtime

@@ -40,17 +40,7 @@ async fn run_in_pod(
 }
 
 async fn pod_info(c: &mut CriClient, sb: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
-    let st = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.into(),
-            verbose: true,
-        })
-        .await
-        .expect("pod status")
-        .into_inner();
-    let info = serde_json::from_str(&st.info["info"]).unwrap();
-    (st.status.unwrap(), info)
+    c.pod_status(sb).await.expect("pod status")
 }
 
 /// Host-side veth devices (one per attached pod on the bridge plugin).

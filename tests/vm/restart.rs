@@ -107,18 +107,8 @@ async fn stop_all(c: &CriClient, sb: &str, ids: &[String]) {
 }
 
 async fn pod_state(c: &mut CriClient, sb: &str) -> (i32, String, u64) {
-    let st = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let (status, info) = c.pod_status(sb).await.unwrap();
     let netns = info["namespaces"]["net"].as_str().unwrap().to_string();
-    let status = st.status.unwrap();
     (
         status.state,
         status.network.unwrap().ip,
@@ -173,20 +163,7 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
     let pod = pod_config("restartable", &b.log_dir());
     let sb = c.run_pod(&pod).await.unwrap();
     let (_, ip, netns_ino) = pod_state(&mut c, &sb).await;
-    let shim_pid = {
-        let st = c
-            .runtime
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: sb.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        serde_json::from_str::<serde_json::Value>(&st.info["info"]).unwrap()["pid"]
-            .as_u64()
-            .unwrap()
-    };
+    let shim_pid = c.pod_status(&sb).await.unwrap().1["pid"].as_u64().unwrap();
     let pod_cg =
         Path::new("/sys/fs/cgroup").join(format!("{}/{sb}", b.cgroup_parent).trim_start_matches('/'));
 

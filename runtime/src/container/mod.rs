@@ -177,25 +177,7 @@ impl ContainerManager {
 
     /// Looks a container up by id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Container>> {
-        let m = self.containers.lock().expect("containers lock");
-        if let Some(c) = m.get(id) {
-            return Ok(c.clone());
-        }
-        let matches: Vec<_> = if id.is_empty() {
-            vec![]
-        } else {
-            m.iter()
-                .filter(|(k, _)| k.starts_with(id))
-                .map(|(_, v)| v.clone())
-                .collect()
-        };
-        match matches.len() {
-            1 => Ok(matches[0].clone()),
-            0 => Err(Error::NotFound(format!("container {id:?}"))),
-            _ => Err(Error::InvalidArgument(format!(
-                "container id prefix {id:?} is ambiguous"
-            ))),
-        }
+        store::lookup(&self.containers.lock().expect("containers lock"), id, "container")
     }
 
     /// Every container.

@@ -426,25 +426,7 @@ impl SandboxManager {
 
     /// Looks a sandbox up by full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
-        let m = self.sandboxes.lock().expect("sandboxes lock");
-        if let Some(s) = m.get(id) {
-            return Ok(s.clone());
-        }
-        let matches: Vec<_> = if id.is_empty() {
-            vec![]
-        } else {
-            m.iter()
-                .filter(|(k, _)| k.starts_with(id))
-                .map(|(_, v)| v.clone())
-                .collect()
-        };
-        match matches.len() {
-            1 => Ok(matches[0].clone()),
-            0 => Err(Error::NotFound(format!("pod sandbox {id:?}"))),
-            _ => Err(Error::InvalidArgument(format!(
-                "pod sandbox id prefix {id:?} is ambiguous"
-            ))),
-        }
+        store::lookup(&self.sandboxes.lock().expect("sandboxes lock"), id, "pod sandbox")
     }
 
     /// Every sandbox.

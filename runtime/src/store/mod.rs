@@ -75,6 +75,22 @@ pub fn remove_record(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Finds `id` in `map` by full id or, like crictl, by a unique prefix.
+/// `kind` names the object in errors ("container", "pod sandbox").
+pub fn lookup<T: Clone>(map: &std::collections::HashMap<String, T>, id: &str, kind: &str) -> Result<T> {
+    if let Some(v) = map.get(id) {
+        return Ok(v.clone());
+    }
+    let mut matches = map.iter().filter(|(k, _)| !id.is_empty() && k.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some((_, v)), None) => Ok(v.clone()),
+        (None, _) => Err(Error::NotFound(format!("{kind} {id:?}"))),
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+            "{kind} id prefix {id:?} is ambiguous"
+        ))),
+    }
+}
+
 /// The record files (`*.json`) in `dir`, sorted; a missing dir has none.
 /// Leftover `*.json.tmp` files are writes a crash interrupted before their
 /// rename: the record they would have replaced is still whole, so they go.
@@ -132,6 +148,17 @@ pub fn now_ns() -> i64 {
 #[cfg(test)]
 mod list_tests {
     use super::*;
+
+    #[test]
+    fn lookup_by_id_or_unique_prefix() {
+        let m: std::collections::HashMap<String, u32> =
+            [("abc1".to_string(), 1), ("abd2".to_string(), 2)].into();
+        assert_eq!(lookup(&m, "abd2", "x").unwrap(), 2);
+        assert_eq!(lookup(&m, "abc", "x").unwrap(), 1);
+        assert!(matches!(lookup(&m, "ab", "x"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(lookup(&m, "zz", "x"), Err(Error::NotFound(_))));
+        assert!(matches!(lookup(&m, "", "x"), Err(Error::NotFound(_))));
+    }
 
     #[test]
     fn list_records_skips_and_cleans_interrupted_writes() {
