@@ -630,3 +630,104 @@ async fn systemd_slices_and_pod_resources() {
     assert!(!Path::new("/sys/fs/cgroup").join(format!("{top}.slice")).exists());
     assert_nothing_left(&b, &path);
 }
+
+/// A container the kernel OOM-kills reports exit 137 and reason OOMKilled
+/// (from its cgroup's memory.events), unlike one killed by StopContainer.
+#[tokio::test]
+async fn oom_killed_containers_say_so() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("oom", &b.log_dir());
+    let sb = c.run_pod(&pod).await.unwrap();
+    let mut cfg = container_config(
+        "hog",
+        &busybox(),
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+    );
+    cfg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    let s = c.wait_exited(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"), "{s:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// ListContainers filters by id prefix, pod, state and labels.
+#[tokio::test]
+async fn list_containers_filters() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod_a = pod_config("lca", &b.log_dir());
+    let a = c.run_pod(&pod_a).await.unwrap();
+    let pod_b = pod_config("lcb", &b.log_dir());
+    let bb = c.run_pod(&pod_b).await.unwrap();
+    let mut mk = |name: &str, tier: &str| {
+        let mut cfg = container_config(name, &busybox(), &["sleep", "300"]);
+        cfg.labels.insert("tier".into(), tier.into());
+        cfg
+    };
+    let running = c.create(&a, &mk("r", "web"), &pod_a).await.unwrap();
+    c.start(&running).await.unwrap();
+    let created = c.create(&a, &mk("c", "db"), &pod_a).await.unwrap();
+    let other = c.create(&bb, &mk("o", "web"), &pod_b).await.unwrap();
+    let list = |f: cri::ContainerFilter| {
+        let mut rt = c.runtime.clone();
+        async move {
+            let mut v: Vec<String> = rt
+                .list_containers(cri::ListContainersRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list(cri::ContainerFilter {
+            id: running[..10].into(),
+            ..Default::default()
+        })
+        .await,
+        vec![running.clone()]
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            pod_sandbox_id: a.clone(),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![running.clone(), created.clone()])
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerCreated as i32
+            }),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![created.clone(), other.clone()])
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            label_selector: [("tier".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![running.clone(), other.clone()])
+    );
+    for sb in [&a, &bb] {
+        c.stop_and_remove_pod(sb).await.unwrap();
+    }
+}

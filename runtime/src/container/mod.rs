@@ -503,15 +503,19 @@ impl ContainerManager {
                     format!("lost contact with the shim: {}", e.message()),
                 ),
             };
+            // The kernel's count, not a guess from exit code 137: a SIGKILL
+            // from StopContainer is not an OOM kill.
+            let cgroup = mgr.sandboxes.cgroups().dir(&c.record().cgroup_path);
+            let oom_killed = code != 0 && oom_kills(&cgroup) > 0;
             {
                 let mut r = c.record.lock().expect("container lock");
                 r.state = ContainerState::Exited;
                 r.exit_code = code;
                 r.finished_at = at;
-                r.reason = if code == 0 {
-                    "Completed".into()
-                } else {
-                    "Error".into()
+                r.reason = match (code, oom_killed) {
+                    (0, _) => "Completed".into(),
+                    (_, true) => "OOMKilled".into(),
+                    _ => "Error".into(),
                 };
                 r.message = msg;
             }
@@ -658,6 +662,17 @@ impl ContainerManager {
         tracing::info!(container = %rec.id, "container removed");
         Ok(())
     }
+}
+
+/// `oom_kill` from a cgroup's memory.events (0 when unreadable).
+fn oom_kills(cgroup: &Path) -> u64 {
+    std::fs::read_to_string(cgroup.join("memory.events"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("oom_kill ").map(|v| v.trim().parse().unwrap_or(0)))
+        })
+        .unwrap_or(0)
 }
 
 /// Maps a shim status to our error, keeping client-facing codes meaningful.
