@@ -36,6 +36,7 @@ impl Stream {
 /// A CRI log file shared by a container's streams.
 #[derive(Clone)]
 pub struct LogFile {
+    path: Arc<String>,
     file: Arc<Mutex<Option<File>>>,
 }
 
@@ -51,8 +52,21 @@ impl LogFile {
             Some(OpenOptions::new().create(true).append(true).open(path)?)
         };
         Ok(LogFile {
+            path: Arc::new(path.to_string()),
             file: Arc::new(Mutex::new(file)),
         })
+    }
+
+    /// Opens the path again (kubelet renamed the old file away) and switches
+    /// to it between two records, so no line is lost or split.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        if self.path.is_empty() {
+            return Ok(());
+        }
+        let fresh = Self::open(&self.path)?;
+        let new = fresh.file.lock().expect("log lock").take();
+        *self.file.lock().expect("log lock") = new;
+        Ok(())
     }
 
     fn write_record(&self, stream: Stream, tag: char, content: &[u8]) {

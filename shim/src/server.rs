@@ -67,6 +67,7 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
     let svc = ShimService {
         pod_pid_ns: pod_pid_ns.map(Arc::new),
         specs: Default::default(),
+        logs: Default::default(),
         sandbox_id: sandbox_id.clone(),
         reaper,
         table: Table::default(),
@@ -90,6 +91,8 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
 struct ShimService {
     /// The pod's shared PID namespace (`shareProcessNamespace`), if any.
     pod_pid_ns: Option<Arc<File>>,
+    /// Each container's log, for ReopenLog.
+    logs: std::sync::Mutex<std::collections::HashMap<String, LogFile>>,
     /// Each container's spec: exec'd processes run with its identity.
     specs: std::sync::Mutex<std::collections::HashMap<String, Spec>>,
     sandbox_id: String,
@@ -290,6 +293,10 @@ impl Shim for ShimService {
             .lock()
             .expect("specs lock")
             .insert(req.id.clone(), cfg.spec.clone());
+        self.logs
+            .lock()
+            .expect("logs lock")
+            .insert(req.id.clone(), log.clone());
         let out_done = spawn_copier(out_r, Stream::Stdout, log.clone());
         let err_done = spawn_copier(err_r, Stream::Stderr, log);
         let reaper = self.reaper.clone();
@@ -421,6 +428,7 @@ impl Shim for ShimService {
         }
         self.table.remove(&id);
         self.specs.lock().expect("specs lock").remove(&id);
+        self.logs.lock().expect("logs lock").remove(&id);
         let s = c.state();
         tracing::info!(container = %id, "container deleted");
         Ok(Response::new(DeleteResponse {
@@ -544,6 +552,23 @@ impl Shim for ShimService {
             stderr,
             timed_out,
         }))
+    }
+
+    async fn reopen_log(
+        &self,
+        req: Request<ReopenLogRequest>,
+    ) -> Result<Response<ReopenLogResponse>, Status> {
+        let id = req.into_inner().id;
+        let log = self
+            .logs
+            .lock()
+            .expect("logs lock")
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("container {id} not found in shim")))?;
+        log.reopen().map_err(|e| internal("reopen log file", e))?;
+        tracing::info!(container = %id, "log file reopened");
+        Ok(Response::new(ReopenLogResponse {}))
     }
 
     async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {

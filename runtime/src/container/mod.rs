@@ -527,6 +527,25 @@ impl ContainerManager {
         });
     }
 
+    /// ReopenContainerLog: after kubelet renamed the log file away, output
+    /// continues in a new file at the same path, without losing a line.
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let c = self.get(id)?;
+        let rec = c.record();
+        if rec.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}; only a running container's log can be reopened",
+                rec.id, rec.state
+            )));
+        }
+        let sb = self.sandboxes.get(&rec.sandbox_id)?;
+        let mut shim = Self::shim_of(&sb)?;
+        shim.reopen_log(shimpb::ReopenLogRequest { id: rec.id.clone() })
+            .await
+            .map_err(shim_error)?;
+        Ok(())
+    }
+
     /// ExecSync: runs `cmd` in the running container through its shim. A
     /// timeout kills the command and is reported as DeadlineExceeded.
     pub async fn exec_sync(

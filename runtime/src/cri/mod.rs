@@ -6,6 +6,7 @@ mod container_create;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
+mod container_reopen_log;
 mod container_start;
 mod container_status;
 mod container_stop;
