@@ -487,6 +487,7 @@ async fn measure_pod_and_container_latency() {
     c.pull(&busybox()).await.expect("pull");
     let mut runp = Vec::new();
     let mut create_start = Vec::new();
+    let mut stop_remove = Vec::new();
     let mut teardown = Vec::new();
     for i in 0..RUNS {
         let pod = pod_config(&format!("bench{i}"), &b.log_dir());
@@ -501,15 +502,53 @@ async fn measure_pod_and_container_latency() {
         let t = Instant::now();
         c.stop(&id, 0).await.unwrap();
         c.remove(&id).await.unwrap();
+        stop_remove.push(t.elapsed());
+        let t = Instant::now();
         c.stop_and_remove_pod(&sb).await.unwrap();
         teardown.push(t.elapsed());
     }
     println!(
-        "BERTH-BENCH runs={RUNS} run_pod_sandbox_median_ms={:.2} create_start_median_ms={:.2} teardown_median_ms={:.2}",
+        "BERTH-BENCH runs={RUNS} run_pod_sandbox_median_ms={:.2} create_start_median_ms={:.2} \
+         stop_remove_container_median_ms={:.2} stop_remove_pod_median_ms={:.2}",
         median(runp).as_secs_f64() * 1e3,
         median(create_start).as_secs_f64() * 1e3,
+        median(stop_remove).as_secs_f64() * 1e3,
         median(teardown).as_secs_f64() * 1e3,
     );
+
+    // Memory: berthd and one shim with 10 pods running (a container each).
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let mut pods = Vec::new();
+    for i in 0..10 {
+        let pod = pod_config(&format!("rss{i}"), &b.log_dir());
+        let sb = c.run_pod(&pod).await.unwrap();
+        let id = c
+            .create(
+                &sb,
+                &container_config("app", &busybox(), &["sleep", "3600"]),
+                &pod,
+            )
+            .await
+            .unwrap();
+        c.start(&id).await.unwrap();
+        pods.push(sb);
+    }
+    let shim = c.pod_status(&pods[0]).await.unwrap().1["pid"].as_u64().unwrap() as u32;
+    println!(
+        "BERTH-BENCH pods=10 berthd_rss_kib={} one_shim_rss_kib={}",
+        rss(b.pid()),
+        rss(shim)
+    );
+    for sb in &pods {
+        c.stop_and_remove_pod(sb).await.unwrap();
+    }
 }
 
 /// kubelet passes `cgroup_parent` like `/kubepods/besteffort/pod<uid>` whose
