@@ -468,16 +468,7 @@ async fn pod_level_resize_and_containers_within_it() {
         .unwrap();
     assert_eq!(read(&pod_dir, "memory.max"), (272 * MIB).to_string());
     assert_eq!(read(&pod_dir, "cpu.max"), "50000 100000");
-    let st = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let info = c.pod_status(&sb).await.unwrap().1;
     assert_eq!(info["resources"]["memory_limit_in_bytes"], 256 * MIB);
     let id = start_and_wait(&mut c, &b, &sb, &pod, "inpod", "echo ready; sleep 3600").await;
     // A container limit above the pod's is refused up front, nothing changed.

@@ -50,20 +50,8 @@ async fn pod_runs_end_to_end_and_leaves_nothing_behind() {
 
     let pod = pod_config("slice", &b.log_dir());
     let sb = c.run_pod(&pod).await.expect("runp");
-    let st = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("pod status")
-        .into_inner();
-    assert_eq!(
-        st.status.as_ref().unwrap().state,
-        cri::PodSandboxState::SandboxReady as i32
-    );
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let (st, info) = c.pod_status(&sb).await.expect("pod status");
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
     let pod_cgroup = info["cgroupPath"].as_str().unwrap().to_string();
     assert_eq!(pod_cgroup, format!("{}/{sb}", b.cgroup_parent));
     assert!(Path::new("/sys/fs/cgroup")
@@ -210,16 +198,7 @@ async fn stop_sends_sigterm_then_sigkill() {
     assert_eq!(ss.exit_code, 137, "killed by SIGKILL");
     assert!(!Path::new(&format!("/proc/{s_pid}")).exists(), "process gone");
 
-    let st = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let info = c.pod_status(&sb).await.unwrap().1;
     let pod_cgroup = info["cgroupPath"].as_str().unwrap().to_string();
     // Removing the pod removes its containers too.
     c.stop_and_remove_pod(&sb).await.unwrap();
@@ -326,20 +305,7 @@ async fn containers_survive_a_berthd_restart() {
     c.pull(&busybox()).await.expect("pull");
     let pod = pod_config("survivor", &b.log_dir());
     let sb = c.run_pod(&pod).await.expect("runp");
-    let pod_ip = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .network
-        .unwrap()
-        .ip;
+    let pod_ip = c.pod_status(&sb).await.unwrap().0.network.unwrap().ip;
     let mut running = Vec::new();
     for i in 0..5 {
         let cfg = container_config(
@@ -444,17 +410,7 @@ async fn containers_survive_a_berthd_restart() {
         (7, "Error"),
         "real exit status kept by the shim"
     );
-    let pst = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let pst = c.pod_status(&sb).await.unwrap().0;
     assert_eq!(pst.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(pst.network.unwrap().ip, pod_ip);
     // A container created before the restart still starts.
