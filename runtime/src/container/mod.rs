@@ -5,6 +5,7 @@ pub mod groups_policy;
 mod image_files;
 mod recover;
 pub mod resize;
+mod seccomp;
 pub mod spec;
 pub mod user;
 

@@ -448,6 +448,9 @@ pub fn build_spec(
     if !sandbox.ns_paths.contains_key("uts") && !sandbox.hostname.is_empty() {
         spec["hostname"] = json!(sandbox.hostname);
     }
+    if let Some(profile) = super::seccomp::profile(sc, &caps)? {
+        spec["linux"]["seccomp"] = profile;
+    }
     // Type-check against the runtime-spec model before anyone relies on it.
     serde_json::from_value::<oci_spec::runtime::Spec>(spec.clone())
         .map_err(|e| Error::Internal(format!("generated OCI spec does not parse: {e}")))?;

@@ -16,6 +16,7 @@ pub mod exec;
 mod mounts;
 mod process;
 mod rootfs;
+mod seccomp;
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -64,6 +64,14 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).context("write oom_score_adj")?;
     }
 
+    // Seccomp while still privileged (installing a filter needs
+    // CAP_SYS_ADMIN or no_new_privs, and no_new_privs is the spec's choice):
+    // nothing below uses a syscall a profile may reasonably deny.
+    if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        let filters = super::seccomp::compile(profile)?;
+        super::seccomp::apply(&filters)?;
+    }
+
     let caps_spec = process.capabilities().clone();
     if let Some(c) = &caps_spec {
         let keep = to_caps(c.bounding().as_ref())?;

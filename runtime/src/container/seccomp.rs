@@ -1,0 +1,222 @@
+//! Which seccomp profile a container gets, as the OCI `linux.seccomp` that
+//! berth-shim compiles and installs.
+//!
+//! * `RuntimeDefault` (or the old `runtime/default`, `docker/default`): the
+//!   syscalls Docker's default profile keeps from a container — module and
+//!   kexec loading, keyrings, mounts and namespaces, clock setting, reboot,
+//!   bpf/perf, userfaultfd, obsolete ones — fail with EPERM. As in Docker,
+//!   the ones a capability stands for are allowed when the container has it
+//!   (e.g. mount with CAP_SYS_ADMIN). Written as a deny list: everything else
+//!   behaves as Docker's allow list allows it.
+//! * `Unconfined`, or nothing asked: no filter. Privileged containers are
+//!   never filtered (CRI says so).
+//! * `Localhost`: an OCI/Docker-format JSON profile at an absolute path on
+//!   the node, read at CreateContainer; a missing or invalid file is an
+//!   InvalidArgument naming it.
+
+use berth_proto::cri;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+/// Denied syscalls and the capability that lifts the denial (None: always).
+const DENIED: &[(&str, Option<&str>)] = &[
+    ("acct", Some("CAP_SYS_PACCT")),
+    ("add_key", None),
+    ("bpf", Some("CAP_SYS_ADMIN")),
+    ("clock_adjtime", Some("CAP_SYS_TIME")),
+    ("clock_settime", Some("CAP_SYS_TIME")),
+    ("create_module", None),
+    ("delete_module", Some("CAP_SYS_MODULE")),
+    ("fanotify_init", Some("CAP_SYS_ADMIN")),
+    ("finit_module", Some("CAP_SYS_MODULE")),
+    ("fsconfig", Some("CAP_SYS_ADMIN")),
+    ("fsmount", Some("CAP_SYS_ADMIN")),
+    ("fsopen", Some("CAP_SYS_ADMIN")),
+    ("fspick", Some("CAP_SYS_ADMIN")),
+    ("get_kernel_syms", None),
+    ("init_module", Some("CAP_SYS_MODULE")),
+    ("ioperm", Some("CAP_SYS_RAWIO")),
+    ("iopl", Some("CAP_SYS_RAWIO")),
+    ("kcmp", Some("CAP_SYS_PTRACE")),
+    ("kexec_file_load", None),
+    ("kexec_load", None),
+    ("keyctl", None),
+    ("lookup_dcookie", Some("CAP_SYS_ADMIN")),
+    ("mount", Some("CAP_SYS_ADMIN")),
+    ("mount_setattr", Some("CAP_SYS_ADMIN")),
+    ("move_mount", Some("CAP_SYS_ADMIN")),
+    ("name_to_handle_at", Some("CAP_SYS_ADMIN")),
+    ("nfsservctl", None),
+    ("open_by_handle_at", Some("CAP_DAC_READ_SEARCH")),
+    ("open_tree", Some("CAP_SYS_ADMIN")),
+    ("perf_event_open", Some("CAP_SYS_ADMIN")),
+    ("pivot_root", Some("CAP_SYS_ADMIN")),
+    ("process_vm_readv", Some("CAP_SYS_PTRACE")),
+    ("process_vm_writev", Some("CAP_SYS_PTRACE")),
+    ("query_module", None),
+    ("quotactl", Some("CAP_SYS_ADMIN")),
+    ("reboot", Some("CAP_SYS_BOOT")),
+    ("request_key", None),
+    ("setns", Some("CAP_SYS_ADMIN")),
+    ("settimeofday", Some("CAP_SYS_TIME")),
+    ("swapoff", Some("CAP_SYS_ADMIN")),
+    ("swapon", Some("CAP_SYS_ADMIN")),
+    ("syslog", Some("CAP_SYSLOG")),
+    ("umount2", Some("CAP_SYS_ADMIN")),
+    ("unshare", Some("CAP_SYS_ADMIN")),
+    ("uselib", None),
+    ("userfaultfd", None),
+    ("ustat", None),
+    ("vm86", None),
+    ("vm86old", None),
+    ("_sysctl", None),
+    ("sysfs", None),
+];
+
+/// The runtime default profile for a container with capabilities `caps`.
+pub fn runtime_default(caps: &[String]) -> Value {
+    let names: Vec<&str> = DENIED
+        .iter()
+        .filter(|(_, cap)| cap.is_none_or(|c| !caps.iter().any(|have| have == c)))
+        .map(|(n, _)| *n)
+        .collect();
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}],
+    })
+}
+
+/// The `linux.seccomp` for a container, or None for no filter. Reads the
+/// deprecated `seccomp_profile_path` too: older kubelets still send only it.
+#[allow(deprecated)]
+pub fn profile(sc: Option<&cri::LinuxContainerSecurityContext>, caps: &[String]) -> Result<Option<Value>> {
+    let Some(sc) = sc else { return Ok(None) };
+    if sc.privileged {
+        return Ok(None);
+    }
+    let (kind, path) = match (&sc.seccomp, sc.seccomp_profile_path.as_str()) {
+        (Some(p), _) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(cri::security_profile::ProfileType::RuntimeDefault) => ("default", String::new()),
+            Ok(cri::security_profile::ProfileType::Unconfined) => ("unconfined", String::new()),
+            Ok(cri::security_profile::ProfileType::Localhost) => ("localhost", p.localhost_ref.clone()),
+            Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown seccomp profile type {}",
+                    p.profile_type
+                )))
+            }
+        },
+        (None, "" | "unconfined") => ("unconfined", String::new()),
+        (None, "runtime/default" | "docker/default") => ("default", String::new()),
+        (None, other) => match other.strip_prefix("localhost/") {
+            Some(p) => ("localhost", p.to_string()),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "seccomp profile {other:?} is not understood"
+                )))
+            }
+        },
+    };
+    match kind {
+        "unconfined" => Ok(None),
+        "default" => Ok(Some(runtime_default(caps))),
+        _ => {
+            if !path.starts_with('/') {
+                return Err(Error::InvalidArgument(format!(
+                    "seccomp localhost profile {path:?} must be an absolute path on the node"
+                )));
+            }
+            let text = std::fs::read(&path)
+                .map_err(|e| Error::InvalidArgument(format!("seccomp localhost profile {path}: {e}")))?;
+            let v: Value = serde_json::from_slice(&text)
+                .map_err(|e| Error::InvalidArgument(format!("seccomp localhost profile {path}: {e}")))?;
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone()).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "seccomp localhost profile {path} is not an OCI/Docker profile: {e}"
+                ))
+            })?;
+            Ok(Some(v))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(deprecated)]
+    fn sc(
+        p: Option<cri::SecurityProfile>,
+        path: &str,
+        privileged: bool,
+    ) -> cri::LinuxContainerSecurityContext {
+        cri::LinuxContainerSecurityContext {
+            seccomp: p,
+            seccomp_profile_path: path.into(),
+            privileged,
+            ..Default::default()
+        }
+    }
+
+    fn names(v: &Value) -> Vec<String> {
+        serde_json::from_value(v["syscalls"][0]["names"].clone()).unwrap()
+    }
+
+    #[test]
+    fn profiles_by_kind() {
+        let rd = Some(cri::SecurityProfile::default());
+        let p = profile(Some(&sc(rd.clone(), "", false)), &[]).unwrap().unwrap();
+        assert!(names(&p).contains(&"mount".to_string()) && names(&p).contains(&"keyctl".to_string()));
+        // CAP_SYS_ADMIN lifts the mount family, not keyctl.
+        let p = profile(Some(&sc(rd.clone(), "", false)), &["CAP_SYS_ADMIN".into()])
+            .unwrap()
+            .unwrap();
+        assert!(!names(&p).contains(&"mount".to_string()) && names(&p).contains(&"keyctl".to_string()));
+        assert!(
+            profile(Some(&sc(rd, "", true)), &[]).unwrap().is_none(),
+            "privileged: none"
+        );
+        assert!(profile(None, &[]).unwrap().is_none());
+        assert!(profile(Some(&sc(None, "", false)), &[]).unwrap().is_none());
+        assert!(profile(Some(&sc(None, "runtime/default", false)), &[])
+            .unwrap()
+            .is_some());
+        let unconfined = cri::SecurityProfile {
+            profile_type: 1,
+            ..Default::default()
+        };
+        assert!(profile(Some(&sc(Some(unconfined), "", false)), &[])
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn localhost_profiles_are_read_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("p.json");
+        std::fs::write(
+            &f,
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        )
+        .unwrap();
+        let lh = |r: &str| {
+            Some(cri::SecurityProfile {
+                profile_type: 2,
+                localhost_ref: r.into(),
+            })
+        };
+        let p = profile(Some(&sc(lh(f.to_str().unwrap()), "", false)), &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        let e = profile(Some(&sc(lh("/nonexistent.json"), "", false)), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent.json"), "{e}");
+        std::fs::write(&f, r#"{"syscalls": 5}"#).unwrap();
+        assert!(profile(Some(&sc(lh(f.to_str().unwrap()), "", false)), &[]).is_err());
+        assert!(profile(Some(&sc(lh("relative.json"), "", false)), &[]).is_err());
+    }
+}
