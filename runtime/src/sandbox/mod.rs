@@ -250,11 +250,12 @@ pub struct SandboxManager {
 impl SandboxManager {
     /// A manager using `cfg`'s directories and `cni` for pod networks.
     pub fn new(cfg: Config, cgroups: CgroupManager, cni: Cni) -> Self {
+        let pod_cidr = load_pod_cidr(&pod_cidr_path(&cfg));
         SandboxManager {
             cfg,
             cgroups,
             cni: Arc::new(cni),
-            pod_cidr: Mutex::new(String::new()),
+            pod_cidr: Mutex::new(pod_cidr),
             sandboxes: Mutex::new(HashMap::new()),
         }
     }
@@ -313,7 +314,16 @@ impl SandboxManager {
                 )));
             }
         }
-        *self.pod_cidr.lock().expect("pod cidr lock") = cidr.to_string();
+        let mut current = self.pod_cidr.lock().expect("pod cidr lock");
+        if *current != cidr {
+            // Kept on disk: kubelet sends it once, and pods created after a
+            // berthd restart must still get their `ipRanges`.
+            let rec = PodCidrRecord {
+                cidr: cidr.to_string(),
+            };
+            store::write_record(&pod_cidr_path(&self.cfg), &rec)?;
+            *current = rec.cidr;
+        }
         Ok(())
     }
 
@@ -668,7 +678,10 @@ impl SandboxManager {
             r.state = SandboxState::NotReady;
             r.clone()
         };
-        wait_gone(rec.shim_pid).await;
+        // Also when no client was held (a shim berthd could not reconnect to
+        // after a restart): the wait checks the shim's identity, never a
+        // bare pid that may since belong to another process.
+        wait_gone(rec.shim_pid, &rec.shim_socket).await;
         store::write_record(&self.record_path(&rec.id), &rec)?;
         // After the containers are gone; a failure is returned so kubelet
         // retries StopPodSandbox, and remove cannot skip it.
@@ -707,18 +720,46 @@ impl SandboxManager {
     }
 }
 
-/// Waits (bounded) until a process has disappeared.
-async fn wait_gone(pid: u32) {
-    let proc_dir = format!("/proc/{pid}");
+/// kubelet's pod CIDR as kept on disk.
+#[derive(Debug, Serialize, Deserialize)]
+struct PodCidrRecord {
+    cidr: String,
+}
+
+fn pod_cidr_path(cfg: &Config) -> PathBuf {
+    cfg.root.join("pod-cidr.json")
+}
+
+/// The pod CIDR a previous berthd recorded; empty when none (or unreadable,
+/// which is logged: kubelet sends it again on its next sync).
+fn load_pod_cidr(path: &Path) -> String {
+    match store::read_record::<PodCidrRecord>(path) {
+        Ok(r) => r.cidr,
+        Err(_) if !path.exists() => String::new(),
+        Err(e) => {
+            tracing::error!(record = %path.display(), error = %e, "pod CIDR record unreadable; ignored");
+            String::new()
+        }
+    }
+}
+
+/// Waits (bounded) until the pod's shim has gone, then kills it if it has
+/// not. The shim is recognised by its socket path on its command line
+/// ([`recover::shim_alive`]): a pid reused by another process since (a second
+/// StopPodSandbox, kubelet retrying a NotReady pod) is never waited for or
+/// killed.
+async fn wait_gone(pid: u32, socket: &Path) {
     for _ in 0..500 {
-        if !Path::new(&proc_dir).exists() {
+        if !recover::shim_alive(pid, socket) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    tracing::warn!(pid, "shim still present 1s after shutdown; killing it");
-    // SAFETY: kill(2).
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    if recover::shim_alive(pid, socket) {
+        tracing::warn!(pid, "shim still present 1s after shutdown; killing it");
+        // SAFETY: kill(2); the pid was just seen to be this pod's shim.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
 }
 
 #[cfg(test)]
@@ -778,11 +819,19 @@ mod net_tests {
 
     #[test]
     fn runtime_config_for_cni_capabilities() {
-        let m = SandboxManager::new(
-            Config::default(),
-            CgroupManager::new("/nonexistent"),
-            Cni::new(vec![], Box::new(crate::net::cni::RealExec)),
-        );
+        let root = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            root: root.path().to_path_buf(),
+            ..Config::default()
+        };
+        let new_manager = || {
+            SandboxManager::new(
+                cfg.clone(),
+                CgroupManager::new("/nonexistent"),
+                Cni::new(vec![], Box::new(crate::net::cni::RealExec)),
+            )
+        };
+        let m = new_manager();
         let mut req = SandboxRequest {
             port_mappings: vec![
                 PortMapping {
@@ -817,6 +866,11 @@ mod net_tests {
             serde_json::json!([[{"subnet": "10.244.0.0/24"}]])
         );
         assert!(m.set_pod_cidr("10.244.0.0/999").is_err());
+        // A berthd started later still knows it.
+        assert_eq!(
+            new_manager().capabilities(&SandboxRequest::default())["ipRanges"],
+            serde_json::json!([[{"subnet": "10.244.0.0/24"}]])
+        );
     }
 
     #[test]
