@@ -251,6 +251,42 @@ async fn merge_and_strict_like_the_conformance_tests() {
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
+/// ContainerStatus.user is what the kernel attached at start, kept in the
+/// container record: it outlives the process and a berthd crash. A non-root
+/// Strict identity makes sure it is not a default or a recomputation that
+/// merges the image's groups back in.
+#[tokio::test]
+async fn strict_identity_survives_exit_and_a_berthd_crash() {
+    let (mut b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&image("busybox-groups")).await.expect("pull");
+    let pod = pod_config("groups-persist", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let mut cfg = container_config("persist", &image("busybox-groups"), &["id"]);
+    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        run_as_user: Some(cri::Int64Value { value: 1000 }),
+        run_as_group: Some(cri::Int64Value { value: 3000 }),
+        supplemental_groups: vec![4000],
+        supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+        ..Default::default()
+    });
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    let exited = c.wait_exited(&id, Duration::from_secs(20)).await.expect("exit");
+    assert_eq!(exited.exit_code, 0);
+    let want = (1000, 3000, vec![3000, 4000]);
+    assert_eq!(user_of(&exited), want, "after the process exited");
+    b.kill_hard();
+    let mut c = b.spawn().await.expect("berthd again");
+    let after = c.status(&id).await.expect("status").status.unwrap();
+    println!(
+        "BERTH-ID persisted after exit + berthd crash: {:?}",
+        user_of(&after)
+    );
+    assert_eq!(user_of(&after), want, "after a berthd crash");
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
 #[tokio::test]
 async fn node_enforcement_upgrades_or_rejects_merge() {
     let merge = Case {

@@ -597,3 +597,202 @@ async fn list_pod_sandbox_filters() {
         c.stop_and_remove_pod(id).await.unwrap();
     }
 }
+
+/// What kubelet reads back about a sandbox, and the lifecycle rules it
+/// relies on: StopPodSandbox stops every container, RemovePodSandbox of a
+/// Ready pod with running containers stops and removes them first; the
+/// socket is 0660 and the pod's loopback is up.
+#[tokio::test]
+async fn sandbox_status_fields_and_stop_remove_semantics() {
+    use std::os::unix::fs::PermissionsExt;
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let mode = std::fs::metadata(&b.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "CRI socket mode");
+    c.pull(&busybox()).await.expect("pull");
+
+    let mut pod = pod_config("fields", &b.log_dir());
+    pod.metadata.as_mut().unwrap().attempt = 2;
+    pod.annotations.insert("berth.test/note".into(), "kept".into());
+    let before = now_ns();
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let after = now_ns();
+    let (st, _) = pod_info(&mut c, &sb).await;
+    let md = st.metadata.clone().unwrap();
+    assert_eq!(
+        (
+            md.name.as_str(),
+            md.uid.as_str(),
+            md.namespace.as_str(),
+            md.attempt
+        ),
+        ("fields", "uid-fields", "default", 2)
+    );
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    assert!(
+        (before..=after).contains(&st.created_at),
+        "created_at {} not in [{before}, {after}]",
+        st.created_at
+    );
+    assert_eq!(st.labels.get("app").map(String::as_str), Some("fields"));
+    assert_eq!(
+        st.annotations.get("berth.test/note").map(String::as_str),
+        Some("kept")
+    );
+    assert_eq!(st.runtime_handler, "");
+    assert!(!st.network.unwrap().ip.is_empty(), "pod IP");
+    // Loopback is up in the pod's netns (IFF_UP is bit 0 of the flags).
+    let (code, out) = run_in_pod(&mut c, &b, &sb, &pod, "lo", &["cat", "/sys/class/net/lo/flags"]).await;
+    assert_eq!(code, 0);
+    let flags = u32::from_str_radix(out[0].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo flags {}", out[0]);
+
+    // StopPodSandbox alone: both running containers end up Exited.
+    let mut ids = vec![];
+    for name in ["stop-a", "stop-b"] {
+        let id = c
+            .create(&sb, &container_config(name, &busybox(), &["sleep", "4343"]), &pod)
+            .await
+            .unwrap();
+        c.start(&id).await.unwrap();
+        ids.push(id);
+    }
+    c.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await
+        .expect("stop pod");
+    for id in &ids {
+        let s = c.status(id).await.unwrap().status.unwrap();
+        assert_eq!(s.state, cri::ContainerState::ContainerExited as i32, "{id}");
+    }
+    assert!(processes_matching("sleep 4343").is_empty());
+    let (st, _) = pod_info(&mut c, &sb).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    for id in &ids {
+        assert_eq!(c.status(id).await.unwrap_err().code(), tonic::Code::NotFound);
+    }
+
+    // RemovePodSandbox straight on a Ready pod with a running container.
+    let pod = pod_config("remove-ready", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let id = c
+        .create(
+            &sb,
+            &container_config("running", &busybox(), &["sleep", "4444"]),
+            &pod,
+        )
+        .await
+        .unwrap();
+    c.start(&id).await.unwrap();
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await
+        .expect("remove a ready pod");
+    assert!(processes_matching("sleep 4444").is_empty());
+    assert_eq!(c.status(&id).await.unwrap_err().code(), tonic::Code::NotFound);
+    let left = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "{left:?}");
+    assert!(mounts_containing(&sb).is_empty(), "{:?}", mounts_containing(&sb));
+}
+
+/// Host IPC and host PID pods share the node's namespaces: the container's
+/// /proc/self/ns links are the node's, and it sees berthd's process.
+#[tokio::test]
+async fn host_ipc_and_host_pid_pods_share_the_nodes_namespaces() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let mut pod = pod_config("host-ipc-pid", &b.log_dir());
+    let node = cri::NamespaceOption {
+        ipc: cri::NamespaceMode::Node as i32,
+        pid: cri::NamespaceMode::Node as i32,
+        ..Default::default()
+    };
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(node),
+        ..Default::default()
+    });
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let mut cfg = container_config(
+        "ns",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            &format!("readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; test -d /proc/{} && echo sees-berthd", b.pid()),
+        ],
+    );
+    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        namespace_options: Some(node),
+        ..Default::default()
+    });
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    assert_eq!(
+        c.wait_exited(&id, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let log = std::fs::read_to_string(b.log_dir().join("ns.log")).unwrap();
+    let out: Vec<String> = log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect();
+    let host = |ns: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{ns}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(out[0], host("ipc"), "{out:?}");
+    assert_eq!(out[1], host("pid"), "{out:?}");
+    assert_eq!(out.get(2).map(String::as_str), Some("sees-berthd"), "{out:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// A dual-stack network (host-local with an IPv4 and an IPv6 range): the
+/// IPv4 address is `ip`, the IPv6 one is in `additional_ips`, and both are
+/// on the pod's eth0.
+#[tokio::test]
+async fn dual_stack_pods_report_both_addresses() {
+    let conf = tempfile::tempdir().unwrap();
+    let bridge = "bds0";
+    std::fs::write(
+        conf.path().join("10-dual.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"berth-dual","plugins":[
+  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.98.0.0/24"}}],[{{"subnet":"fd00:98::/64"}}]],
+             "dataDir":"{ipam}"}}}}]}}"#,
+            ipam = conf.path().join("ipam").display()
+        ),
+    )
+    .unwrap();
+    let (b, mut c) = Berthd::start_with(&format!("cni_conf_dir = \"{}\"\n", conf.path().display()))
+        .await
+        .expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("dual", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let (st, _) = pod_info(&mut c, &sb).await;
+    let net = st.network.unwrap();
+    assert!(net.ip.starts_with("10.98.0."), "{net:?}");
+    let v6: Vec<_> = net.additional_ips.iter().map(|a| a.ip.clone()).collect();
+    assert_eq!(v6.len(), 1, "{net:?}");
+    assert!(v6[0].starts_with("fd00:98::"), "{net:?}");
+    let (code, out) = run_in_pod(&mut c, &b, &sb, &pod, "addrs", &["ip", "addr", "show", "eth0"]).await;
+    assert_eq!(code, 0);
+    let text = out.join("\n");
+    assert!(text.contains(&format!("inet {}/24", net.ip)), "{text}");
+    assert!(text.contains(&format!("inet6 {}/64", v6[0])), "{text}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    let _ = Command::new("ip").args(["link", "del", bridge]).status();
+}
