@@ -44,7 +44,43 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// CNI plugin directories, searched in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Resource limits every container process starts with (CRI carries
+    /// none); empty means the limits berthd itself runs with.
+    pub container_rlimits: Vec<Rlimit>,
 }
+
+/// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    /// `RLIMIT_NOFILE`, `RLIMIT_NPROC`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit (>= soft).
+    pub hard: u64,
+}
+
+/// The limits setrlimit(2) knows on Linux.
+const RLIMIT_NAMES: &[&str] = &[
+    "RLIMIT_AS",
+    "RLIMIT_CORE",
+    "RLIMIT_CPU",
+    "RLIMIT_DATA",
+    "RLIMIT_FSIZE",
+    "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_NOFILE",
+    "RLIMIT_NPROC",
+    "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_STACK",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -62,6 +98,7 @@ impl Default for Config {
             supplemental_groups_enforcement: Default::default(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            container_rlimits: Vec::new(),
         }
     }
 }
@@ -117,6 +154,22 @@ impl Config {
                 "config default_cgroup_parent must start with '/', got {:?}",
                 self.default_cgroup_parent
             )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.container_rlimits {
+            if !RLIMIT_NAMES.contains(&r.kind.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "config container_rlimits: unknown type {:?} (one of {})",
+                    r.kind,
+                    RLIMIT_NAMES.join(", ")
+                )));
+            }
+            if r.soft > r.hard || !seen.insert(r.kind.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "config container_rlimits: {} needs soft <= hard and may appear once",
+                    r.kind
+                )));
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument(format!(
@@ -198,6 +251,22 @@ mod tests {
         assert!(Config::from_toml("root = \"relative\"").is_err());
         assert!(Config::from_toml("default_cgroup_parent = \"kubepods\"").is_err());
         assert!(Config::from_toml("log_format = \"xml\"").is_err());
+        let rl = |t: &str, soft: u64, hard: u64| {
+            format!("[[container_rlimits]]\ntype = \"{t}\"\nsoft = {soft}\nhard = {hard}\n")
+        };
+        let ok = Config::from_toml(&rl("RLIMIT_NOFILE", 4096, 8192)).unwrap();
+        assert_eq!(
+            ok.container_rlimits,
+            vec![Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 4096,
+                hard: 8192
+            }]
+        );
+        assert!(Config::from_toml(&rl("RLIMIT_FILES", 1, 1)).is_err());
+        assert!(Config::from_toml(&rl("RLIMIT_NOFILE", 9, 1)).is_err());
+        let twice = rl("RLIMIT_NOFILE", 1, 1) + &rl("RLIMIT_NOFILE", 2, 2);
+        assert!(Config::from_toml(&twice).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Lines longer than this are split into `P` records (kubelet's default is 16 KiB).
@@ -38,6 +39,9 @@ impl Stream {
 pub struct LogFile {
     path: Arc<String>,
     file: Arc<Mutex<Option<File>>>,
+    /// Records that could not be written (disk full, I/O error) and were
+    /// dropped so the container never blocks on its stdout.
+    dropped: Arc<AtomicU64>,
 }
 
 impl LogFile {
@@ -54,7 +58,13 @@ impl LogFile {
         Ok(LogFile {
             path: Arc::new(path.to_string()),
             file: Arc::new(Mutex::new(file)),
+            dropped: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// How many records were dropped because they could not be written.
+    pub fn dropped_records(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Opens the path again (kubelet renamed the old file away) and switches
@@ -80,10 +90,38 @@ impl LogFile {
         rec.extend_from_slice(content);
         rec.push(b'\n');
         if let Some(f) = self.file.lock().expect("log lock").as_mut() {
-            // A full disk must not stall the container: drop the record.
-            let _ = f.write_all(&rec);
+            // A full disk must not stall the container: the record is dropped
+            // and counted, and a piece of it that did get written is cut off
+            // again, so readers only ever see whole records.
+            if let Err((written, e)) = write_whole(f, &rec) {
+                if written > 0 {
+                    let _ = f
+                        .metadata()
+                        .and_then(|m| f.set_len(m.len().saturating_sub(written as u64)));
+                }
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(log = %self.path, error = %e, "log record dropped; later drops are only counted");
+                }
+            }
         }
     }
+}
+
+/// `write_all` that says how much got written before an error.
+fn write_whole(f: &mut impl Write, mut buf: &[u8]) -> Result<(), (usize, std::io::Error)> {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match f.write(buf) {
+            Ok(0) => return Err((written, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                written += n;
+                buf = &buf[n..];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Splits a byte stream into CRI records; keeps the unfinished tail.
@@ -184,6 +222,43 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_drops_and_counts_records() {
+        // /dev/full answers every write with ENOSPC.
+        let log = LogFile::open("/dev/full").unwrap();
+        log.write_record(Stream::Stdout, 'F', b"lost");
+        log.write_record(Stream::Stderr, 'F', b"lost too");
+        assert_eq!(log.dropped_records(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let ok = LogFile::open(dir.path().join("c.log").to_str().unwrap()).unwrap();
+        ok.write_record(Stream::Stdout, 'F', b"kept");
+        assert_eq!(ok.dropped_records(), 0);
+    }
+
+    #[test]
+    fn partial_writes_report_what_got_written() {
+        /// Takes 5 bytes, then fails as a full disk does.
+        struct FillsUp(usize);
+        impl Write for FillsUp {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let room = 5usize.saturating_sub(self.0);
+                if room == 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                let n = room.min(buf.len()).min(3);
+                self.0 += n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (written, e) = write_whole(&mut FillsUp(0), b"0123456789").unwrap_err();
+        assert_eq!(written, 5);
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert!(write_whole(&mut Vec::new(), b"all of it").is_ok());
+    }
 
     #[test]
     fn formats_known_instants() {

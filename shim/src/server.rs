@@ -392,6 +392,12 @@ impl Shim for ShimService {
     async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
         let c = self.container(&req.into_inner().id)?;
         let s = c.state();
+        let log_dropped_records = self
+            .logs
+            .lock()
+            .expect("logs lock")
+            .get(&c.id)
+            .map_or(0, LogFile::dropped_records);
         Ok(Response::new(StateResponse {
             id: c.id.clone(),
             status: match s.phase {
@@ -403,6 +409,7 @@ impl Shim for ShimService {
             exit_code: s.exit_code,
             started_at: s.started_at,
             exited_at: s.exited_at,
+            log_dropped_records,
         }))
     }
 

@@ -6,6 +6,7 @@ mod image_files;
 mod recover;
 pub mod resize;
 mod seccomp;
+pub mod signal;
 pub mod spec;
 pub mod user;
 
@@ -149,17 +150,6 @@ pub struct ContainerManager {
     users_cache: Mutex<HashMap<String, Arc<spec::ImageUsers>>>,
 }
 
-fn signal_number(name: &str) -> Option<i32> {
-    let n = name.trim().to_ascii_uppercase();
-    if let Ok(v) = n.parse::<i32>() {
-        return Some(v);
-    }
-    let n = n.strip_prefix("SIG").unwrap_or(&n);
-    nix::sys::signal::Signal::iterator()
-        .find(|s| s.as_str().trim_start_matches("SIG") == n)
-        .map(|s| s as i32)
-}
-
 impl ContainerManager {
     /// A manager over the given stores.
     pub fn new(cfg: Config, images: Arc<ImageStore>, sandboxes: Arc<SandboxManager>) -> Self {
@@ -250,7 +240,7 @@ impl ContainerManager {
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &sbr.cgroup_path, &id);
         let users = self.image_users(&image);
-        let (oci, identity) = spec::build_spec(
+        let (mut oci, identity) = spec::build_spec(
             cfg,
             &image.config,
             &users,
@@ -262,13 +252,16 @@ impl ContainerManager {
                 pid_mode: sbr.pid_mode,
             },
         )?;
+        if !self.cfg.container_rlimits.is_empty() {
+            // Node policy (config), the same for every container.
+            oci["process"]["rlimits"] = serde_json::to_value(&self.cfg.container_rlimits)
+                .map_err(|e| Error::Internal(format!("encode rlimits: {e}")))?;
+        }
         groups_policy::note_implicit_groups(&meta.name, &image.id, &identity.implicit_gids);
-        let stop_signal = match cri::Signal::try_from(cfg.stop_signal) {
-            Ok(s) if s != cri::Signal::RuntimeDefault => {
-                signal_number(s.as_str_name().trim_start_matches("SIGNAL_")).unwrap_or(libc::SIGTERM)
-            }
-            _ => signal_number(&image.config.stop_signal).unwrap_or(libc::SIGTERM),
-        };
+        // CRI's stop_signal wins, then the image's STOPSIGNAL, then SIGTERM.
+        let stop_signal = signal::from_cri(cfg.stop_signal)
+            .or_else(|| signal::parse(&image.config.stop_signal))
+            .unwrap_or(libc::SIGTERM);
         let log_path = if cfg.log_path.is_empty() || sbr.log_directory.is_empty() {
             String::new()
         } else {
@@ -332,12 +325,18 @@ impl ContainerManager {
                 dir.join("work").display()
             )],
         };
+        // The bundle holds the spec as an OCI bundle would: verbose
+        // ContainerStatus shows exactly what the container was created with.
+        let spec_json = serde_json::to_vec(&oci).map_err(|e| Error::Internal(e.to_string()))?;
+        let spec_file = bundle.join("config.json");
+        std::fs::write(&spec_file, &spec_json)
+            .map_err(|e| Error::io(format!("write {}", spec_file.display()), e))?;
         let mut shim = Self::shim_of(&sb)?;
         let resp = shim
             .create(shimpb::CreateRequest {
                 id: id.clone(),
                 bundle: bundle.to_string_lossy().into_owned(),
-                spec_json: serde_json::to_vec(&oci).map_err(|e| Error::Internal(e.to_string()))?,
+                spec_json,
                 rootfs: vec![overlay],
                 log_path: log_path.clone(),
                 stdin: cfg.stdin,
@@ -547,6 +546,17 @@ impl ContainerManager {
         Ok(())
     }
 
+    /// Log records the shim dropped for this container because they could
+    /// not be written (disk full); None when its shim cannot be asked.
+    pub async fn log_dropped_records(&self, rec: &ContainerRecord) -> Option<u64> {
+        let mut shim = self.sandboxes.get(&rec.sandbox_id).ok()?.shim()?;
+        let st = shim
+            .state(shimpb::StateRequest { id: rec.id.clone() })
+            .await
+            .ok()?;
+        Some(st.into_inner().log_dropped_records)
+    }
+
     /// ExecSync: runs `cmd` in the running container through its shim. A
     /// timeout kills the command and is reported as DeadlineExceeded.
     pub async fn exec_sync(
@@ -702,18 +712,5 @@ fn shim_error(s: tonic::Status) -> Error {
         tonic::Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
         tonic::Code::FailedPrecondition => Error::FailedPrecondition(s.message().to_string()),
         _ => Error::Shim(s.message().to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signal_names() {
-        assert_eq!(signal_number("SIGTERM"), Some(libc::SIGTERM));
-        assert_eq!(signal_number("quit"), Some(libc::SIGQUIT));
-        assert_eq!(signal_number("9"), Some(9));
-        assert_eq!(signal_number("SIGNOPE"), None);
     }
 }

@@ -311,6 +311,13 @@ pub fn build_spec(
                 .collect()
         })
         .unwrap_or_default();
+    // The kernel raises an ambient capability only if it is permitted and
+    // inheritable: say so here rather than fail at StartContainer.
+    if let Some(missing) = ambient.iter().find(|a| !caps.contains(a)) {
+        return Err(Error::InvalidArgument(format!(
+            "ambient capability {missing} is not in the container's capability set"
+        )));
+    }
     let cwd = if !cfg.working_dir.is_empty() {
         cfg.working_dir.clone()
     } else if !image.working_dir.is_empty() {
@@ -426,7 +433,7 @@ pub fn build_spec(
         "cwd": cwd,
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
-            "inheritable": Vec::<String>::new(), "ambient": ambient,
+            "inheritable": ambient, "ambient": ambient,
         },
         "noNewPrivileges": sc.is_some_and(|s| s.no_new_privs),
     });
@@ -556,6 +563,32 @@ mod tests {
         assert_eq!(c.len(), ALL_CAPS.len() - 1);
         assert!(capabilities(Some(&sc(&["BOGUS"], &[]))).is_err());
         assert_eq!(capabilities(None).unwrap().len(), DEFAULT_CAPS.len());
+    }
+
+    #[test]
+    fn ambient_capabilities_are_inheritable_and_must_be_held() {
+        let with_ambient = |add: &[&str], ambient: &[&str]| {
+            let mut c = cfg();
+            c.command = vec!["true".into()];
+            c.linux = Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    capabilities: Some(cri::Capability {
+                        add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+                        add_ambient_capabilities: ambient.iter().map(|s| s.to_string()).collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            build_spec(&c, &image(), &ImageUsers::default(), &SandboxContext::default())
+        };
+        let (spec, _) = with_ambient(&["NET_ADMIN"], &["net_admin"]).unwrap();
+        let caps = &spec["process"]["capabilities"];
+        assert_eq!(caps["ambient"], json!(["CAP_NET_ADMIN"]));
+        assert_eq!(caps["inheritable"], json!(["CAP_NET_ADMIN"]));
+        let err = with_ambient(&[], &["SYS_ADMIN"]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 
     #[test]

@@ -12,6 +12,12 @@ pub async fn handle(cri: &Cri, req: ContainerStatusRequest) -> Result<ContainerS
     let rec = cri.containers.get(&req.container_id)?.record();
     let mut info = HashMap::new();
     if req.verbose {
+        // A container created by an older berthd has no config.json: null.
+        let spec: serde_json::Value = std::fs::read(rec.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let log_dropped = cri.containers.log_dropped_records(&rec).await;
         info.insert(
             "info".to_string(),
             serde_json::json!({
@@ -20,6 +26,8 @@ pub async fn handle(cri: &Cri, req: ContainerStatusRequest) -> Result<ContainerS
                 "cgroupPath": rec.cgroup_path,
                 "bundle": rec.bundle,
                 "writableLayer": rec.dir.join("upper"),
+                "runtimeSpec": spec,
+                "logDroppedRecords": log_dropped,
             })
             .to_string(),
         );

@@ -172,7 +172,8 @@ pub fn container_status(r: &ContainerRecord) -> cri::ContainerStatus {
                 supplemental_groups: u.groups.iter().map(|g| *g as i64).collect(),
             }),
         }),
-        stop_signal: 0,
+        // The signal StopContainer will send (CRI, else image, else SIGTERM).
+        stop_signal: crate::container::signal::to_cri(r.stop_signal) as i32,
     }
 }
 
