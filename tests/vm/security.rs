@@ -1,0 +1,357 @@
+//! Security context and process settings, each seen from inside the
+//! container: capability sets, no_new_privs, read-only root, masked and
+//! read-only kernel paths, oom_score_adj, privileged mode, stop signals,
+//! rlimits, the verbose status spec, and logs on a full disk.
+//!
+//! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
+
+use std::time::Duration;
+
+use berth_proto::cri;
+use berth_tests::*;
+
+fn busybox() -> String {
+    format!("{}/library/busybox:latest", registry())
+}
+
+/// Docker's default set: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW
+/// SETGID SETUID SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
+const DEFAULT_CAP_MASK: u64 = 0xa80425fb;
+
+/// Runs `cfg` to completion in the pod; returns (exit code, every log line).
+async fn run(
+    c: &mut CriClient,
+    b: &Berthd,
+    sb: &str,
+    pod: &cri::PodSandboxConfig,
+    cfg: &cri::ContainerConfig,
+) -> (i32, Vec<String>) {
+    let id = c.create(sb, cfg, pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    let st = c.wait_exited(&id, Duration::from_secs(30)).await.expect("exit");
+    let name = &cfg.metadata.as_ref().unwrap().name;
+    let log = std::fs::read_to_string(b.log_dir().join(format!("{name}.log"))).unwrap_or_default();
+    c.remove(&id).await.expect("remove");
+    (
+        st.exit_code,
+        log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect(),
+    )
+}
+
+/// A `/proc/self/status` field (e.g. `CapEff`) from a container's output.
+fn field<'a>(out: &'a [String], name: &str) -> &'a str {
+    out.iter()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+}
+
+fn hex(v: &str) -> u64 {
+    u64::from_str_radix(v, 16).unwrap()
+}
+
+fn with_sc(mut cfg: cri::ContainerConfig, sc: cri::LinuxContainerSecurityContext) -> cri::ContainerConfig {
+    cfg.linux.as_mut().unwrap().security_context = Some(sc);
+    cfg
+}
+
+fn caps(add: &[&str], drop: &[&str], ambient: &[&str]) -> Option<cri::Capability> {
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+    Some(cri::Capability {
+        add_capabilities: v(add),
+        drop_capabilities: v(drop),
+        add_ambient_capabilities: v(ambient),
+    })
+}
+
+#[tokio::test]
+async fn capabilities_no_new_privs_and_oom_score_adj_from_inside() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("caps", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let status = ["cat", "/proc/self/status"];
+
+    let (code, out) = run(
+        &mut c,
+        &b,
+        &sb,
+        &pod,
+        &container_config("default", &busybox(), &status),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(hex(field(&out, "CapEff")), DEFAULT_CAP_MASK, "default caps");
+    assert_eq!(
+        hex(field(&out, "CapBnd")),
+        DEFAULT_CAP_MASK,
+        "default bounding set"
+    );
+    assert_eq!(field(&out, "NoNewPrivs"), "0");
+
+    let cfg = with_sc(
+        container_config("drop-all", &busybox(), &status),
+        cri::LinuxContainerSecurityContext {
+            capabilities: caps(&["NET_ADMIN"], &["ALL"], &[]),
+            no_new_privs: true,
+            ..Default::default()
+        },
+    );
+    let (code, out) = run(&mut c, &b, &sb, &pod, &cfg).await;
+    assert_eq!(code, 0);
+    assert_eq!(hex(field(&out, "CapEff")), 1 << 12, "only CAP_NET_ADMIN");
+    assert_eq!(hex(field(&out, "CapBnd")), 1 << 12);
+    assert_eq!(field(&out, "NoNewPrivs"), "1");
+
+    // A non-root process keeps an ambient capability across execve.
+    let cfg = with_sc(
+        container_config("ambient", &busybox(), &status),
+        cri::LinuxContainerSecurityContext {
+            capabilities: caps(&[], &[], &["NET_BIND_SERVICE"]),
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            ..Default::default()
+        },
+    );
+    let (code, out) = run(&mut c, &b, &sb, &pod, &cfg).await;
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(hex(field(&out, "CapAmb")), 1 << 10, "{out:?}");
+    assert_eq!(hex(field(&out, "CapEff")), 1 << 10, "{out:?}");
+
+    let mut cfg = container_config("oom-adj", &busybox(), &["cat", "/proc/self/oom_score_adj"]);
+    cfg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        oom_score_adj: 500,
+        ..Default::default()
+    });
+    let (code, out) = run(&mut c, &b, &sb, &pod, &cfg).await;
+    assert_eq!((code, out), (0, vec!["500".to_string()]));
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn read_only_root_masked_paths_and_privileged_mode() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("paths", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    // Each probe prints one word, so the outputs compare as lists.
+    let probe = "touch /rootfs-write 2>/dev/null && echo root-rw || echo root-ro; \
+                 [ -c /proc/kcore ] && echo kcore-masked || echo kcore-open; \
+                 (echo h > /proc/sysrq-trigger) 2>/dev/null && echo sysrq-rw || echo sysrq-ro; \
+                 grep -q ' /sys sysfs rw' /proc/mounts && echo sys-rw || echo sys-ro; \
+                 grep Seccomp: /proc/self/status | tr -d '\\t '";
+
+    let cfg = with_sc(
+        container_config("readonly", &busybox(), &["sh", "-c", probe]),
+        cri::LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            ..Default::default()
+        },
+    );
+    let (_, out) = run(&mut c, &b, &sb, &pod, &cfg).await;
+    assert_eq!(
+        out,
+        ["root-ro", "kcore-masked", "sysrq-ro", "sys-ro", "Seccomp:0"],
+        "read-only root, /proc/kcore masked, /proc/sysrq-trigger read-only"
+    );
+
+    let cfg = with_sc(
+        container_config(
+            "privileged",
+            &busybox(),
+            &["sh", "-c", &format!("{probe}; grep CapEff /proc/self/status")],
+        ),
+        cri::LinuxContainerSecurityContext {
+            privileged: true,
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let (_, out) = run(&mut c, &b, &sb, &pod, &cfg).await;
+    assert_eq!(out[0], "root-rw");
+    assert_eq!(
+        out[1], "kcore-open",
+        "privileged: /proc/kcore is not masked: {out:?}"
+    );
+    assert_eq!(
+        out[2..5],
+        ["sysrq-rw", "sys-rw", "Seccomp:0"],
+        "privileged ignores seccomp: {out:?}"
+    );
+    // Every capability the kernel knows.
+    let last_cap: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let eff = hex(out[5].trim_start_matches("CapEff:").trim());
+    assert_eq!(eff, (1u64 << (last_cap + 1)) - 1, "{out:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// CRI's stop_signal reaches the process (it traps it and exits 0) and is
+/// what ContainerStatus reports; without one, SIGTERM is reported.
+#[tokio::test]
+async fn stop_signal_from_cri_is_sent_and_reported() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("stopsig", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let mut cfg = container_config(
+        "usr1",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-usr1; exit 0' USR1; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    cfg.stop_signal = cri::Signal::Sigusr1 as i32;
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    let st = c.status(&id).await.unwrap().status.unwrap();
+    assert_eq!(st.stop_signal, cri::Signal::Sigusr1 as i32);
+    c.start(&id).await.unwrap();
+    let log = b.log_dir().join("usr1.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.stop(&id, 10).await.unwrap();
+    let st = c.status(&id).await.unwrap().status.unwrap();
+    assert_eq!(st.exit_code, 0, "the trap ran: {st:?}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("got-usr1"));
+    c.remove(&id).await.unwrap();
+
+    let plain = c
+        .create(&sb, &container_config("plain", &busybox(), &["true"]), &pod)
+        .await
+        .unwrap();
+    let st = c.status(&plain).await.unwrap().status.unwrap();
+    assert_eq!(st.stop_signal, cri::Signal::Sigterm as i32);
+    c.remove(&plain).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// Node-wide rlimits from the config, and the exact spec in verbose status.
+#[tokio::test]
+async fn configured_rlimits_and_the_spec_in_verbose_status() {
+    let (b, mut c) =
+        Berthd::start_with("[[container_rlimits]]\ntype = \"RLIMIT_NOFILE\"\nsoft = 4096\nhard = 8192\n")
+            .await
+            .expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("rlimits", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let cfg = container_config(
+        "limits",
+        &busybox(),
+        &["sh", "-c", "grep 'Max open files' /proc/self/limits"],
+    );
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    let verbose = c
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let spec = &info["runtimeSpec"];
+    assert_eq!(
+        spec["process"]["args"][2], "grep 'Max open files' /proc/self/limits",
+        "{spec}"
+    );
+    assert_eq!(spec["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE", "{spec}");
+    c.start(&id).await.unwrap();
+    c.wait_exited(&id, Duration::from_secs(20)).await.unwrap();
+    let log = std::fs::read_to_string(b.log_dir().join("limits.log")).unwrap();
+    let line = log.lines().filter_map(parse_cri_log_line).next().unwrap().3;
+    let nums: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(nums, ["4096", "8192"], "{line}");
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// A log directory on a nearly full filesystem: the container is never
+/// blocked (it runs to completion), dropped records are counted in verbose
+/// status, and the file holds only whole records.
+#[tokio::test]
+async fn a_full_log_disk_drops_records_but_never_blocks() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let small = b.dir.path().join("small-logs");
+    std::fs::create_dir_all(&small).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &small,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .expect("mount a 64 KiB tmpfs");
+    let pod = pod_config("fulldisk", &small);
+    let sb = c.run_pod(&pod).await.expect("runp");
+    // ~1.3 MiB of numbered lines into a 64 KiB filesystem.
+    let cfg = container_config(
+        "chatty",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "seq 1 100000 | sed 's/$/ some padding to make lines longer/'; sleep 30",
+        ],
+    );
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    // The writer finishes (it is not blocked on a full pipe): the shim
+    // keeps reading and drops what it cannot write.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let dropped = loop {
+        let v = c
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&v.info["info"]).unwrap();
+        let n = info["logDroppedRecords"].as_u64().unwrap();
+        let procs = processes_matching("seq 1 100000");
+        if n > 90_000 && procs.is_empty() {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dropped {n}, writer still there: {procs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = std::fs::read_to_string(small.join("chatty.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let rec = parse_cri_log_line(l).unwrap_or_else(|| panic!("not a whole record: {l:?}"));
+        assert!(rec.3.ends_with("lines longer"), "cut record: {l:?}");
+    }
+    println!(
+        "BERTH-BENCH log_full_disk kept_records={} dropped_records={dropped}",
+        lines.len()
+    );
+    c.stop(&id, 0).await.unwrap();
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    let _ = nix::mount::umount2(&small, nix::mount::MntFlags::MNT_DETACH);
+}
