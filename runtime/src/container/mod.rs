@@ -1,6 +1,7 @@
 //! Containers: create (spec, writable layer, cgroup, shim), start, stop,
 //! remove, and the state machine Created -> Running -> Exited.
 
+pub mod apparmor;
 pub mod groups_policy;
 mod image_files;
 mod recover;
@@ -148,6 +149,8 @@ pub struct ContainerManager {
     /// Each image's user database (read once: images are immutable), so
     /// re-creating a pod's containers (in-place restart) reads no image files.
     users_cache: Mutex<HashMap<String, Arc<spec::ImageUsers>>>,
+    /// The node's AppArmor (profile checks, the default profile).
+    apparmor: apparmor::AppArmor,
 }
 
 impl ContainerManager {
@@ -159,6 +162,7 @@ impl ContainerManager {
             sandboxes,
             containers: Mutex::new(HashMap::new()),
             users_cache: Mutex::new(HashMap::new()),
+            apparmor: apparmor::AppArmor::default(),
         }
     }
 
@@ -252,6 +256,10 @@ impl ContainerManager {
                 pid_mode: sbr.pid_mode,
             },
         )?;
+        let sc = cfg.linux.as_ref().and_then(|l| l.security_context.as_ref());
+        if let Some(profile) = self.apparmor.profile_for(sc)? {
+            oci["process"]["apparmorProfile"] = serde_json::json!(profile);
+        }
         if !self.cfg.container_rlimits.is_empty() {
             // Node policy (config), the same for every container.
             oci["process"]["rlimits"] = serde_json::to_value(&self.cfg.container_rlimits)

@@ -63,6 +63,9 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).context("write oom_score_adj")?;
     }
+    if let Some(profile) = process.apparmor_profile() {
+        set_apparmor_exec_profile(profile)?;
+    }
 
     // Seccomp while still privileged (installing a filter needs
     // CAP_SYS_ADMIN or no_new_privs, and no_new_privs is the spec's choice):
@@ -139,6 +142,24 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
     report(&identity_line()?);
     let err = nix::unistd::execve(&c_prog, &c_args, &c_env).unwrap_err();
     bail!("exec {:?}: {err}", args[0])
+}
+
+/// Asks AppArmor to confine the process in `profile` from its next execve
+/// (berthd checked that the profile is loaded). The per-LSM file exists
+/// since Linux 5.8; older kernels only have the shared one.
+fn set_apparmor_exec_profile(profile: &str) -> Result<()> {
+    let cmd = format!("exec {profile}");
+    let mut last = None;
+    for attr in ["/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"] {
+        match std::fs::write(attr, &cmd) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    bail!(
+        "set AppArmor profile {profile:?}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
 }
 
 /// Finds `name` like execvp does: a name with a slash is used as is,
