@@ -92,6 +92,8 @@ done
 cp -a /usr/lib/x86_64-linux-gnu/xtables "$R/usr/lib/x86_64-linux-gnu/"
 for so in "$R"/usr/lib/x86_64-linux-gnu/xtables/*.so; do copy_libs "$so"; done
 cp /usr/bin/docker-registry "$R/usr/bin/"
+cp /usr/sbin/apparmor_parser "$R/usr/sbin/"
+copy_libs /usr/sbin/apparmor_parser
 copy_libs /usr/bin/docker-registry
 if [ -n "$REGISTRY" ]; then
     mkdir -p "$R/var/lib/registry"

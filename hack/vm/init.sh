@@ -50,6 +50,8 @@ mount -t tmpfs -o mode=1777 shm /dev/shm
 mount -t tmpfs -o mode=755 run /run
 mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || finish 98
+# AppArmor's interface (profiles list, loading), as on a node.
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
 mount --make-rshared /
 
 MODE=tests TESTARGS="" BENCHARGS=""

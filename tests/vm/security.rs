@@ -355,3 +355,118 @@ async fn a_full_log_disk_drops_records_but_never_blocks() {
     c.stop_and_remove_pod(&sb).await.unwrap();
     let _ = nix::mount::umount2(&small, nix::mount::MntFlags::MNT_DETACH);
 }
+
+/// AppArmor (on in Debian's kernel): a Localhost profile the node loaded
+/// confines the process and every exec, no profile means Berth's default,
+/// Unconfined means none, and a profile that is not loaded is refused at
+/// CreateContainer with nothing created.
+#[tokio::test]
+async fn apparmor_profiles_confine_or_are_refused() {
+    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").unwrap_or_default();
+    assert_eq!(enabled.trim(), "Y", "the VM kernel has AppArmor on");
+    let profile = "profile berth-test-deny-tmp flags=(attach_disconnected,mediate_deleted) {\n  file,\n  network,\n  capability,\n  signal,\n  ptrace,\n  umount,\n  deny /tmp/** w,\n}\n";
+    let mut parser = std::process::Command::new("apparmor_parser")
+        .args(["-K", "-r"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("apparmor_parser");
+    use std::io::Write;
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(profile.as_bytes())
+        .unwrap();
+    assert!(parser.wait().unwrap().success(), "load the test profile");
+
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("apparmor", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let probe = "cat /proc/self/attr/current; echo; touch /tmp/x 2>/dev/null && echo wrote || echo denied";
+    let aa = |kind: cri::security_profile::ProfileType, name: &str| cri::LinuxContainerSecurityContext {
+        apparmor: Some(cri::SecurityProfile {
+            profile_type: kind as i32,
+            localhost_ref: name.into(),
+        }),
+        ..Default::default()
+    };
+    use cri::security_profile::ProfileType;
+
+    // Localhost: confined, for the process and for ExecSync.
+    let cfg = with_sc(
+        container_config(
+            "aa-local",
+            &busybox(),
+            &["sh", "-c", &format!("{probe}; sleep 30")],
+        ),
+        aa(ProfileType::Localhost, "berth-test-deny-tmp"),
+    );
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&id).await.unwrap();
+    let exec = c
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), probe.into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let exec_out: Vec<String> = String::from_utf8_lossy(&exec.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(exec_out, ["berth-test-deny-tmp (enforce)", "denied"], "ExecSync");
+    c.stop(&id, 0).await.unwrap();
+    let log = std::fs::read_to_string(b.log_dir().join("aa-local.log")).unwrap();
+    let out: Vec<String> = log
+        .lines()
+        .filter_map(parse_cri_log_line)
+        .map(|l| l.3)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(out, ["berth-test-deny-tmp (enforce)", "denied"]);
+    c.remove(&id).await.unwrap();
+
+    // No profile: Berth's default. Unconfined: none.
+    let (_, out) = run(
+        &mut c,
+        &b,
+        &sb,
+        &pod,
+        &container_config("aa-default", &busybox(), &["sh", "-c", probe]),
+    )
+    .await;
+    assert_eq!(
+        out.first().map(String::as_str),
+        Some("berth-default (enforce)"),
+        "{out:?}"
+    );
+    let cfg = with_sc(
+        container_config("aa-unconfined", &busybox(), &["sh", "-c", probe]),
+        aa(ProfileType::Unconfined, ""),
+    );
+    let (_, out) = run(&mut c, &b, &sb, &pod, &cfg).await;
+    assert_eq!(out, ["unconfined", "wrote"]);
+
+    // Not loaded: refused, nothing created.
+    let cfg = with_sc(
+        container_config("aa-missing", &busybox(), &["true"]),
+        aa(ProfileType::Localhost, "berth-not-loaded"),
+    );
+    let err = c.create(&sb, &cfg, &pod).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("berth-not-loaded"), "{err:?}");
+    let left = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "{left:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
