@@ -4,7 +4,9 @@
 //! * `RuntimeDefault` (or the old `runtime/default`, `docker/default`): the
 //!   syscalls Docker's default profile keeps from a container — module and
 //!   kexec loading, keyrings, mounts and namespaces, clock setting, reboot,
-//!   bpf/perf, userfaultfd, obsolete ones — fail with EPERM. As in Docker,
+//!   bpf/perf, userfaultfd, io_uring, obsolete ones, and clone(2) with
+//!   namespace flags — fail with EPERM (clone3 with ENOSYS, so the C library
+//!   falls back to the filterable clone). As in Docker,
 //!   the ones a capability stands for are allowed when the container has it
 //!   (e.g. mount with CAP_SYS_ADMIN). Written as a deny list: everything else
 //!   behaves as Docker's allow list allows it.
@@ -72,6 +74,29 @@ const DENIED: &[(&str, Option<&str>)] = &[
     ("vm86old", None),
     ("_sysctl", None),
     ("sysfs", None),
+    // io_uring bypasses seccomp for the operations it performs (Docker
+    // blocks it since 25.0).
+    ("io_uring_setup", None),
+    ("io_uring_enter", None),
+    ("io_uring_register", None),
+    ("mbind", Some("CAP_SYS_NICE")),
+    ("migrate_pages", Some("CAP_SYS_NICE")),
+    ("move_pages", Some("CAP_SYS_NICE")),
+    ("set_mempolicy", Some("CAP_SYS_NICE")),
+    ("quotactl_fd", Some("CAP_SYS_ADMIN")),
+    ("vhangup", Some("CAP_SYS_TTY_CONFIG")),
+];
+
+/// clone(2) flags that create namespaces: refused without CAP_SYS_ADMIN, as
+/// unshare(2) is (otherwise `clone(CLONE_NEWUSER)` would get round it).
+const CLONE_NAMESPACE_FLAGS: &[u64] = &[
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    libc::CLONE_NEWCGROUP as u64,
 ];
 
 /// The runtime default profile for a container with capabilities `caps`.
@@ -81,10 +106,23 @@ pub fn runtime_default(caps: &[String]) -> Value {
         .filter(|(_, cap)| cap.is_none_or(|c| !caps.iter().any(|have| have == c)))
         .map(|(n, _)| *n)
         .collect();
+    let mut syscalls = vec![json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM})];
+    if !caps.iter().any(|c| c == "CAP_SYS_ADMIN") {
+        // One rule a flag: a rule's conditions are ANDed, rules are ORed.
+        for flag in CLONE_NAMESPACE_FLAGS {
+            syscalls.push(json!({
+                "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
+                "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+            }));
+        }
+        // clone3 passes its flags in memory, which seccomp cannot read:
+        // ENOSYS makes the C library fall back to clone, filtered above.
+        syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    }
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [{"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}],
+        "syscalls": syscalls,
     })
 }
 
@@ -174,6 +212,26 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!names(&p).contains(&"mount".to_string()) && names(&p).contains(&"keyctl".to_string()));
+        let clone_rules = |p: &Value| {
+            p["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["names"][0] == "clone" || s["names"][0] == "clone3")
+                .count()
+        };
+        assert_eq!(clone_rules(&p), 0, "CAP_SYS_ADMIN may create namespaces");
+        let plain = runtime_default(&[]);
+        assert_eq!(clone_rules(&plain), CLONE_NAMESPACE_FLAGS.len() + 1);
+        let user_ns = plain["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["args"][0]["value"] == libc::CLONE_NEWUSER as u64)
+            .expect("a CLONE_NEWUSER rule");
+        assert_eq!(user_ns["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        // The whole profile is valid OCI.
+        serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(plain).unwrap();
         assert!(
             profile(Some(&sc(rd, "", true)), &[]).unwrap().is_none(),
             "privileged: none"

@@ -144,6 +144,19 @@ mod tests {
             ]
         }));
         assert_eq!(compile(&allow).unwrap().len(), 2, "kill group + default filter");
+        // One syscall in several argument rules (ORed), as the runtime
+        // default refuses each namespace flag of clone(2).
+        let flags = profile(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                 "args": [{"index": 0, "value": 0x10000000, "valueTwo": 0x10000000, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                 "args": [{"index": 0, "value": 0x40000000, "valueTwo": 0x40000000, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+            ]
+        }));
+        assert_eq!(compile(&flags).unwrap().len(), 2, "EPERM group + ENOSYS group");
         assert!(known("openat") && !known("no_such_syscall_on_x86"));
         let bad = profile(json!({"defaultAction": "SCMP_ACT_NOTIFY"}));
         assert!(compile(&bad).is_err());
