@@ -68,6 +68,7 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
         pod_pid_ns: pod_pid_ns.map(Arc::new),
         specs: Default::default(),
         logs: Default::default(),
+        stdins: Default::default(),
         sandbox_id: sandbox_id.clone(),
         reaper,
         table: Table::default(),
@@ -93,6 +94,8 @@ struct ShimService {
     pod_pid_ns: Option<Arc<File>>,
     /// Each container's log, for ReopenLog.
     logs: std::sync::Mutex<std::collections::HashMap<String, LogFile>>,
+    /// The write end of each `stdin: true` container's stdin pipe.
+    stdins: std::sync::Mutex<std::collections::HashMap<String, OwnedFd>>,
     /// Each container's spec: exec'd processes run with its identity.
     specs: std::sync::Mutex<std::collections::HashMap<String, Spec>>,
     sandbox_id: String,
@@ -225,6 +228,29 @@ impl Shim for ShimService {
         let devnull: OwnedFd = File::open("/dev/null")
             .map_err(|e| internal("open /dev/null", e))?
             .into();
+        // A tty container gets, as its stdin, a socket on which its init
+        // sends back the terminal it opens inside (init::console).
+        let terminal = cfg
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        // `stdin: true` without a terminal: a pipe whose write end the shim
+        // keeps, so the process's stdin stays open (reads block, as with no
+        // attacher on the other runtimes) instead of reading EOF.
+        let mut stdin_writer = None;
+        let (console, stdin) = if terminal {
+            let (ours, theirs) =
+                std::os::unix::net::UnixStream::pair().map_err(|e| internal("console socket", e))?;
+            (Some(ours), OwnedFd::from(theirs))
+        } else if req.stdin {
+            let (r, w) = mk("stdin pipe")?;
+            stdin_writer = Some(w);
+            (None, r)
+        } else {
+            (None, devnull)
+        };
 
         let join = if new_pid_ns {
             None
@@ -235,7 +261,7 @@ impl Shim for ShimService {
             new_pid_ns,
             join,
             ChildFds {
-                stdin: devnull,
+                stdin,
                 stdout: out_w,
                 stderr: err_w,
                 config: cfg_r,
@@ -248,13 +274,21 @@ impl Shim for ShimService {
         // so EOF on sync/stdout/stderr means the child side is gone.
 
         let cgroup_dir = cgroup_dir(&cfg.spec);
-        let setup = tokio::task::spawn_blocking(move || -> std::io::Result<(File, Vec<u8>)> {
+        type Setup = (File, Vec<u8>, Option<OwnedFd>);
+        let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Setup> {
             let mut w = File::from(cfg_w);
             w.write_all(&config_json)?;
             drop(w);
             let mut sync = File::from(sync_r);
             let got = read_sync(&mut sync, true)?;
-            Ok((sync, got))
+            // Init sent the terminal before it said "R".
+            let master = match (&console, got.as_slice()) {
+                (Some(sock), b"R") => {
+                    Some(crate::init::console::receive(sock).map_err(std::io::Error::other)?)
+                }
+                _ => None,
+            };
+            Ok((sync, got, master))
         })
         .await
         .map_err(|e| internal("init setup task", e))?;
@@ -265,7 +299,7 @@ impl Shim for ShimService {
             tokio::spawn(async move { reaper.wait(pid).await });
             Status::failed_precondition(format!("create container {}: {msg}", req.id))
         };
-        let (sync_file, got) = match setup {
+        let (sync_file, got, master) = match setup {
             Ok(v) => v,
             Err(e) => return Err(fail(format!("talk to init: {e}"))),
         };
@@ -297,7 +331,12 @@ impl Shim for ShimService {
             .lock()
             .expect("logs lock")
             .insert(req.id.clone(), log.clone());
+        if let Some(w) = stdin_writer {
+            self.stdins.lock().expect("stdins lock").insert(req.id.clone(), w);
+        }
         let out_done = spawn_copier(out_r, Stream::Stdout, log.clone());
+        // A terminal merges both streams: its output is logged as stdout.
+        let tty_done = master.map(|m| spawn_copier(m, Stream::Stdout, log.clone()));
         let err_done = spawn_copier(err_r, Stream::Stderr, log);
         let reaper = self.reaper.clone();
         tokio::spawn(async move {
@@ -305,6 +344,9 @@ impl Shim for ShimService {
             // Report the exit only after every byte of output is in the log.
             let _ = out_done.await;
             let _ = err_done.await;
+            if let Some(t) = tty_done {
+                let _ = t.await;
+            }
             c.mark_exited(exit.code, exit.at_ns);
             tracing::info!(container = %c.id, pid, code = exit.code, "container exited");
         });
@@ -436,6 +478,7 @@ impl Shim for ShimService {
         self.table.remove(&id);
         self.specs.lock().expect("specs lock").remove(&id);
         self.logs.lock().expect("logs lock").remove(&id);
+        self.stdins.lock().expect("stdins lock").remove(&id);
         let s = c.state();
         tracing::info!(container = %id, "container deleted");
         Ok(Response::new(DeleteResponse {

@@ -12,6 +12,7 @@
 //! Any failure is written to the sync pipe as `E<message>` so the shim can
 //! return it to berthd verbatim.
 
+pub mod console;
 pub mod exec;
 mod mounts;
 mod process;
@@ -87,6 +88,17 @@ pub fn main() -> ! {
         Ok(p) => p,
         Err(e) => fail(&mut sync, format!("{e:#}")),
     };
+    let terminal = cfg
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    if terminal {
+        if let Err(e) = console::setup() {
+            fail(&mut sync, format!("terminal: {e:#}"));
+        }
+    }
     if sync.write_all(b"R").is_err() {
         std::process::exit(1);
     }
