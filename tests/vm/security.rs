@@ -470,3 +470,71 @@ async fn apparmor_profiles_confine_or_are_refused() {
     assert!(left.is_empty(), "{left:?}");
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+/// `tty: true`: the process has a terminal from the container's own devpts
+/// as stdin/stdout/stderr and controlling terminal, and what it prints
+/// reaches the CRI log as stdout. `stdin: true` keeps stdin open (a read
+/// blocks) instead of reading EOF at once.
+#[tokio::test]
+async fn tty_and_open_stdin() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("tty", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let mut cfg = container_config(
+        "tty",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "tty; [ -t 0 ] && echo stdin-tty; [ -t 1 ] && echo stdout-tty; echo err-line >&2; \
+             ls -l /proc/self/fd/0 | sed 's/.*-> //'",
+        ],
+    );
+    cfg.tty = true;
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&id).await.unwrap();
+    assert_eq!(
+        c.wait_exited(&id, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let log = std::fs::read_to_string(b.log_dir().join("tty.log")).unwrap();
+    let recs: Vec<(String, String)> = log
+        .lines()
+        .filter_map(parse_cri_log_line)
+        .map(|l| (l.1, l.3.trim_end_matches('\r').to_string()))
+        .collect();
+    let lines: Vec<&str> = recs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        lines,
+        ["/dev/pts/0", "stdin-tty", "stdout-tty", "err-line", "/dev/pts/0"],
+        "{log}"
+    );
+    assert!(
+        recs.iter().all(|r| r.0 == "stdout"),
+        "a terminal is one stream: {log}"
+    );
+    c.remove(&id).await.unwrap();
+
+    // stdin: true, no tty: `read` waits (still running after a while),
+    // where stdin: false reads EOF and exits at once.
+    let mut open = container_config("stdin-open", &busybox(), &["sh", "-c", "read x; echo got-eof"]);
+    open.stdin = true;
+    let id = c.create(&sb, &open, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    let closed = container_config("stdin-closed", &busybox(), &["sh", "-c", "read x; echo got-eof"]);
+    let (code, out) = run(&mut c, &b, &sb, &pod, &closed).await;
+    assert_eq!((code, out), (0, vec!["got-eof".to_string()]));
+    let st = c.status(&id).await.unwrap().status.unwrap();
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "read blocks on an open stdin"
+    );
+    c.stop(&id, 0).await.unwrap();
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
