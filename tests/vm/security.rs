@@ -538,3 +538,54 @@ async fn tty_and_open_stdin() {
     c.remove(&id).await.unwrap();
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+/// CRI log records from a real container: a 40 KiB line becomes `P`
+/// records and a final `F`, and stdout and stderr lines keep the order the
+/// process wrote them in.
+#[tokio::test]
+async fn long_lines_are_split_and_streams_keep_their_order() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("logs", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let cfg = container_config(
+        "long",
+        &busybox(),
+        &[
+            "sh",
+            "-c",
+            "head -c 40960 /dev/zero | tr '\\0' x; echo; \
+             for i in 1 2 3; do echo out-$i; sleep 0.05; echo err-$i >&2; sleep 0.05; done",
+        ],
+    );
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    assert_eq!(
+        c.wait_exited(&id, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let log = std::fs::read_to_string(b.log_dir().join("long.log")).unwrap();
+    let recs: Vec<_> = log.lines().filter_map(parse_cri_log_line).collect();
+    let tags: Vec<&str> = recs.iter().take(3).map(|r| r.2.as_str()).collect();
+    assert_eq!(tags, ["P", "P", "F"], "40 KiB = 16 + 16 + 8 KiB");
+    let joined: String = recs.iter().take(3).map(|r| r.3.as_str()).collect();
+    assert_eq!(joined.len(), 40960);
+    assert!(joined.bytes().all(|b| b == b'x'));
+    let rest: Vec<String> = recs[3..].iter().map(|r| format!("{} {}", r.1, r.3)).collect();
+    assert_eq!(
+        rest,
+        [
+            "stdout out-1",
+            "stderr err-1",
+            "stdout out-2",
+            "stderr err-2",
+            "stdout out-3",
+            "stderr err-3"
+        ]
+    );
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
