@@ -41,6 +41,9 @@ pub enum Error {
     /// A registry or image problem.
     #[error("image: {0}")]
     Image(String),
+    /// A registry refused the credentials (or needs some).
+    #[error("registry authentication: {0}")]
+    Unauthenticated(String),
     /// Pod networking (CNI) failed.
     #[error("network: {0}")]
     Network(String),
@@ -73,6 +76,7 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
             Error::Io { .. } | Error::Shim(_) | Error::Internal(_) => Code::Internal,
             Error::Image(_) | Error::Network(_) => Code::Unknown,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
         }
     }
 }
@@ -122,5 +126,9 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         );
         assert_eq!(io.code(), Code::Internal);
+        assert_eq!(
+            Status::from(Error::Unauthenticated("bad password".into())).code(),
+            Code::Unauthenticated
+        );
     }
 }

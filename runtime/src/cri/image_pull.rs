@@ -4,6 +4,7 @@ use berth_proto::cri::{PullImageRequest, PullImageResponse};
 
 use super::Cri;
 use crate::error::{Error, Result};
+use crate::image::registry::Credentials;
 
 /// Handles PullImage. The pull runs on the blocking pool; the record's id
 /// (the config digest) is the image_ref kubelet stores.
@@ -13,16 +14,9 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
         .map(|i| i.image)
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Error::InvalidArgument("PullImage without image".into()))?;
-    if req.auth.as_ref().is_some_and(|a| {
-        !a.username.is_empty()
-            || !a.auth.is_empty()
-            || !a.registry_token.is_empty()
-            || !a.identity_token.is_empty()
-    }) {
-        return Err(Error::Unimplemented("PullImage with credentials"));
-    }
+    let creds = Credentials::from_cri(req.auth.as_ref())?;
     let images = cri.images.clone();
-    let rec = tokio::task::spawn_blocking(move || images.pull(&image))
+    let rec = tokio::task::spawn_blocking(move || images.pull(&image, creds))
         .await
         .map_err(|e| Error::Internal(format!("pull task: {e}")))??;
     Ok(PullImageResponse { image_ref: rec.id })

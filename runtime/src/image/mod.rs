@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, IoContext, Result};
 use crate::store;
 use reference::Reference;
-use registry::Registry;
+use registry::{Credentials, Registry};
 
 /// The parts of an image config a container needs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -182,7 +182,7 @@ impl ImageStore {
     }
 
     /// Pulls `image` (blocking; run on the blocking pool). Returns the record.
-    pub fn pull(&self, image: &str) -> Result<ImageRecord> {
+    pub fn pull(&self, image: &str, creds: Credentials) -> Result<ImageRecord> {
         let r = Reference::parse(image)?;
         let key = r.tagged().unwrap_or_else(|| r.name());
         let gate = self
@@ -196,7 +196,7 @@ impl ImageStore {
         // finds every blob and snapshot in place and finishes at once.
         let _guard = gate.blocking_lock();
         let started = std::time::Instant::now();
-        let mut reg = Registry::new(&r);
+        let mut reg = Registry::new(&r, creds);
         let mut m = reg.manifest(r.manifest_ref())?;
         let mut doc: serde_json::Value =
             serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;

@@ -1,5 +1,7 @@
 //! A small OCI distribution client: manifests and blobs over HTTP(S), with
-//! the anonymous bearer-token flow registries use for public images.
+//! the registry auth flows: anonymous and credentialed bearer tokens (basic
+//! auth or an OAuth2 refresh token at the token endpoint), a bearer token
+//! given by the client, and HTTP basic auth.
 //!
 //! Blocking (ureq) on purpose: pulls run on tokio's blocking pool, and a
 //! blocking client keeps the streaming-hash-to-disk code straightforward.
@@ -22,12 +24,92 @@ application/vnd.docker.distribution.manifest.v2+json";
 /// Largest manifest or config we read into memory.
 const MAX_DOC_BYTES: u64 = 8 * 1024 * 1024;
 
+/// What the client (kubelet's image pull secret) gave to log in with.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// Anonymous.
+    #[default]
+    None,
+    /// A username and password (or the `auth` base64 `user:pass` form).
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// An OAuth2 refresh token for the registry's token endpoint.
+    IdentityToken(String),
+    /// A bearer token for the registry itself.
+    RegistryToken(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never prints a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::None => "None",
+            Credentials::Basic { .. } => "Basic(..)",
+            Credentials::IdentityToken(_) => "IdentityToken(..)",
+            Credentials::RegistryToken(_) => "RegistryToken(..)",
+        })
+    }
+}
+
+impl Credentials {
+    /// From CRI's AuthConfig: a registry token wins, then an identity
+    /// token, then username/password, then the `auth` field.
+    pub fn from_cri(a: Option<&berth_proto::cri::AuthConfig>) -> Result<Self> {
+        use base64::Engine;
+        let Some(a) = a else { return Ok(Credentials::None) };
+        if !a.registry_token.is_empty() {
+            return Ok(Credentials::RegistryToken(a.registry_token.clone()));
+        }
+        if !a.identity_token.is_empty() {
+            return Ok(Credentials::IdentityToken(a.identity_token.clone()));
+        }
+        if !a.username.is_empty() {
+            return Ok(Credentials::Basic {
+                username: a.username.clone(),
+                password: a.password.clone(),
+            });
+        }
+        if !a.auth.is_empty() {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(a.auth.trim())
+                .map_err(|e| Error::InvalidArgument(format!("auth is not base64: {e}")))?;
+            let text = String::from_utf8(raw)
+                .map_err(|_| Error::InvalidArgument("auth is not UTF-8 user:password".into()))?;
+            let (u, p) = text
+                .split_once(':')
+                .ok_or_else(|| Error::InvalidArgument("auth is not user:password".into()))?;
+            return Ok(Credentials::Basic {
+                username: u.to_string(),
+                password: p.to_string(),
+            });
+        }
+        Ok(Credentials::None)
+    }
+
+    fn basic_header(&self) -> Option<String> {
+        use base64::Engine;
+        match self {
+            Credentials::Basic { username, password } => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// A registry session for one repository.
 pub struct Registry {
     agent: ureq::Agent,
     base: String,
     repository: String,
-    token: Option<String>,
+    creds: Credentials,
+    /// The `Authorization` header value in use (after a challenge).
+    auth: Option<String>,
 }
 
 /// A manifest as fetched.
@@ -101,7 +183,7 @@ fn roots_from(path: &Path) -> std::io::Result<Vec<ureq::tls::Certificate<'static
 
 impl Registry {
     /// Connects lazily to the registry of `r` (plain HTTP only for loopback).
-    pub fn new(r: &Reference) -> Self {
+    pub fn new(r: &Reference, creds: Credentials) -> Self {
         let scheme = if r.is_loopback() { "http" } else { "https" };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(
@@ -118,7 +200,11 @@ impl Registry {
             agent,
             base: format!("{scheme}://{}", r.registry_host()),
             repository: r.repository.clone(),
-            token: None,
+            auth: match &creds {
+                Credentials::RegistryToken(t) => Some(format!("Bearer {t}")),
+                _ => None,
+            },
+            creds,
         }
     }
 
@@ -128,55 +214,98 @@ impl Registry {
             if let Some(a) = accept {
                 req = req.header("Accept", a);
             }
-            if let Some(t) = &self.token {
-                req = req.header("Authorization", &format!("Bearer {t}"));
+            if let Some(h) = &self.auth {
+                req = req.header("Authorization", h);
             }
             let resp = req.call().map_err(|e| Error::Image(format!("GET {url}: {e}")))?;
-            if resp.status() == 401 && attempt == 0 {
-                let challenge = resp
-                    .headers()
-                    .get("www-authenticate")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                self.token = Some(self.fetch_token(&challenge)?);
-                continue;
+            if resp.status() != 401 {
+                return Ok(resp);
             }
-            return Ok(resp);
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            if attempt > 0 || matches!(self.creds, Credentials::RegistryToken(_)) {
+                return Err(Error::Unauthenticated(format!(
+                    "{url}: the registry refused {} (challenge {challenge:?})",
+                    match self.creds {
+                        Credentials::None => "anonymous access",
+                        _ => "the credentials",
+                    }
+                )));
+            }
+            self.auth = Some(self.answer(&challenge)?);
         }
-        Err(Error::Image(format!(
-            "GET {url}: still unauthorized after token exchange"
+        Err(Error::Unauthenticated(format!("GET {url}: unauthorized")))
+    }
+
+    /// The `Authorization` header that answers a `WWW-Authenticate` challenge.
+    fn answer(&self, challenge: &str) -> Result<String> {
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return self.creds.basic_header().ok_or_else(|| {
+                Error::Unauthenticated(format!(
+                    "{} needs a username and password (challenge {challenge:?})",
+                    self.base
+                ))
+            });
+        }
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(format!("Bearer {}", self.fetch_token(params)?));
+        }
+        Err(Error::Unauthenticated(format!(
+            "registry asks for unsupported auth: {challenge:?}"
         )))
     }
 
-    /// Anonymous bearer-token flow (`WWW-Authenticate: Bearer realm=..,service=..,scope=..`).
-    fn fetch_token(&self, challenge: &str) -> Result<String> {
-        let params = challenge
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| Error::Image(format!("registry asks for unsupported auth: {challenge:?}")))?;
+    /// Bearer-token flow (`Bearer realm=..,service=..,scope=..`): GET with
+    /// basic credentials (or none), or the OAuth2 POST with a refresh token.
+    fn fetch_token(&self, params: &str) -> Result<String> {
         let mut realm = None;
-        let mut query = Vec::new();
+        let mut fields: Vec<(String, String)> = Vec::new();
         for part in split_challenge(params) {
             if let Some((k, v)) = part.split_once('=') {
                 let v = v.trim_matches('"');
                 match k.trim() {
                     "realm" => realm = Some(v.to_string()),
-                    k => query.push(format!("{k}={v}")),
+                    k => fields.push((k.to_string(), v.to_string())),
                 }
             }
         }
-        if !query.iter().any(|q| q.starts_with("scope=")) {
-            query.push(format!("scope=repository:{}:pull", self.repository));
+        if !fields.iter().any(|(k, _)| k == "scope") {
+            fields.push(("scope".into(), format!("repository:{}:pull", self.repository)));
         }
         let realm = realm.ok_or_else(|| Error::Image("token challenge without realm".into()))?;
-        let url = format!("{realm}?{}", query.join("&"));
-        let mut resp = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| Error::Image(format!("token {url}: {e}")))?;
-        if resp.status() != 200 {
-            return Err(Error::Image(format!("token {url}: HTTP {}", resp.status())));
+        let mut resp = if let Credentials::IdentityToken(refresh) = &self.creds {
+            let mut form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            form.extend([
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("client_id", "berth"),
+            ]);
+            self.agent.post(&realm).send_form(form)
+        } else {
+            let query: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let url = format!("{realm}?{}", query.join("&"));
+            let mut req = self.agent.get(&url);
+            if let Some(h) = self.creds.basic_header() {
+                req = req.header("Authorization", &h);
+            }
+            req.call()
+        }
+        .map_err(|e| Error::Image(format!("token {realm}: {e}")))?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 | 403 => {
+                return Err(Error::Unauthenticated(format!(
+                    "token {realm}: HTTP {} for {:?}",
+                    resp.status(),
+                    self.creds
+                )))
+            }
+            s => return Err(Error::Image(format!("token {realm}: HTTP {s}"))),
         }
         let body: serde_json::Value = serde_json::from_slice(
             &resp
@@ -339,6 +468,49 @@ mod tests {
         assert!(roots_from(&bundle).unwrap().is_empty());
         let missing = roots_from(&dir.path().join("none.pem")).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn credentials_from_cri_auth() {
+        use berth_proto::cri::AuthConfig;
+        let c = |a: AuthConfig| Credentials::from_cri(Some(&a));
+        assert_eq!(Credentials::from_cri(None).unwrap(), Credentials::None);
+        assert_eq!(c(AuthConfig::default()).unwrap(), Credentials::None);
+        let basic = Credentials::Basic {
+            username: "u".into(),
+            password: "p:w".into(),
+        };
+        let up = AuthConfig {
+            username: "u".into(),
+            password: "p:w".into(),
+            ..Default::default()
+        };
+        assert_eq!(c(up).unwrap(), basic);
+        // `auth` is base64("u:p:w"): the first colon splits.
+        let b64 = AuthConfig {
+            auth: "dTpwOnc=".into(),
+            ..Default::default()
+        };
+        assert_eq!(c(b64).unwrap(), basic);
+        assert_eq!(basic.basic_header().unwrap(), "Basic dTpwOnc=");
+        let bad = AuthConfig {
+            auth: "not base64!".into(),
+            ..Default::default()
+        };
+        assert!(matches!(c(bad), Err(Error::InvalidArgument(_))));
+        let tokens = AuthConfig {
+            username: "u".into(),
+            identity_token: "refresh".into(),
+            ..Default::default()
+        };
+        assert_eq!(c(tokens).unwrap(), Credentials::IdentityToken("refresh".into()));
+        let bearer = AuthConfig {
+            registry_token: "tok".into(),
+            identity_token: "refresh".into(),
+            ..Default::default()
+        };
+        assert_eq!(c(bearer).unwrap(), Credentials::RegistryToken("tok".into()));
+        assert_eq!(format!("{basic:?}"), "Basic(..)", "no secret in logs");
     }
 
     #[test]
