@@ -129,7 +129,9 @@ impl Reference {
             .rsplit_once(':')
             .map(|(h, _)| h)
             .unwrap_or(&self.domain);
-        host == "localhost" || host.starts_with("127.") || host == "[::1]"
+        // An address, not a prefix: `127.evil.example` is a public name.
+        let ip = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
     }
 }
 
@@ -160,6 +162,9 @@ mod tests {
         assert_eq!(r.tag, None);
         assert!(r.is_loopback());
         assert!(!Reference::parse("quay.io/a/b").unwrap().is_loopback());
+        assert!(!Reference::parse("127.evil.example/a/b").unwrap().is_loopback());
+        assert!(Reference::parse("127.0.0.2:5000/a/b").unwrap().is_loopback());
+        assert!(Reference::parse("[::1]:5000/a/b").unwrap().is_loopback());
     }
 
     #[test]
