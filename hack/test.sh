@@ -36,7 +36,7 @@ fi
 
 step "build: release binaries and VM test executables"
 cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
-TEST_BINS=$(cargo test --release -p berth-tests --test vm_slice --test vm_pods --test vm_groups --test vm_resize --test vm_restart --test vm_security --no-run --message-format=json 2>/dev/null |
+TEST_BINS=$(cargo test --release -p berth-tests --test vm_slice --test vm_pods --test vm_groups --test vm_resize --test vm_restart --test vm_security --test vm_images --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     try: m=json.loads(l)

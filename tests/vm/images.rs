@@ -1,0 +1,248 @@
+//! ImageService against real registries: credentials (an htpasswd-protected
+//! docker-registry), and ListImages / ImageStatus / RemoveImage /
+//! ImageFsInfo after a real pull.
+//!
+//! Runs inside the VM (`hack/vm`), with `--test-threads=1`: the VM serves
+//! the test images on 127.0.0.1:5000 from /var/lib/registry.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::cri;
+use berth_tests::*;
+
+/// `berth` / `berth-pass`, bcrypt (cost 5) as docker-registry's htpasswd
+/// auth reads it.
+const HTPASSWD: &str = "berth:$2b$05$AUzg/UMsNVnn1.8Mk8tyf.zWLaX0UJtqZ35QzqSAJg.h6cD08Rsma\n";
+
+/// A second registry over the same storage, with basic auth; killed on drop.
+struct AuthRegistry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl AuthRegistry {
+    fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, HTPASSWD).unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let conf = dir.path().join("registry.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "auth registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        AuthRegistry {
+            child,
+            _dir: dir,
+            addr,
+        }
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn pull_with(
+    c: &mut CriClient,
+    image: &str,
+    auth: Option<cri::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    c.images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            auth,
+            sandbox_config: None,
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+#[tokio::test]
+async fn pulls_with_basic_auth_credentials() {
+    let reg = AuthRegistry::start(5001);
+    let (_b, mut c) = Berthd::start().await.expect("berthd");
+    let image = format!("{}/library/busybox:latest", reg.addr);
+
+    let err = pull_with(&mut c, &image, None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "anonymous: {err:?}");
+    let wrong = cri::AuthConfig {
+        username: "berth".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    let err = pull_with(&mut c, &image, Some(wrong)).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unauthenticated,
+        "wrong password: {err:?}"
+    );
+    assert!(
+        !err.message().contains("wrong"),
+        "no secret in the error: {err:?}"
+    );
+    let listed = c
+        .images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(listed.is_empty(), "nothing stored by refused pulls: {listed:?}");
+
+    let good = cri::AuthConfig {
+        username: "berth".into(),
+        password: "berth-pass".into(),
+        ..Default::default()
+    };
+    let id = pull_with(&mut c, &image, Some(good))
+        .await
+        .expect("pull with username/password");
+    assert!(id.starts_with("sha256:"), "{id}");
+    // kubelet's docker-config form: auth = base64("user:password").
+    let b64 = cri::AuthConfig {
+        auth: "YmVydGg6YmVydGgtcGFzcw==".into(),
+        ..Default::default()
+    };
+    let other = format!("{}/library/busybox-groups:latest", reg.addr);
+    pull_with(&mut c, &other, Some(b64))
+        .await
+        .expect("pull with auth");
+}
+
+/// What kubelet's image manager reads after a pull, and removal by tag,
+/// by digest reference and by id; unknown images remove fine.
+#[tokio::test]
+async fn image_status_list_remove_and_fs_info_after_a_pull() {
+    let (_b, mut c) = Berthd::start().await.expect("berthd");
+    let busybox = format!("{}/library/busybox:latest", registry());
+    let groups = format!("{}/library/busybox-groups:latest", registry());
+    let id = c.pull(&busybox).await.expect("pull");
+    c.pull(&groups).await.expect("pull");
+    let status = |image: &str| cri::ImageStatusRequest {
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        verbose: true,
+    };
+    let st = c
+        .images
+        .image_status(status(&busybox))
+        .await
+        .unwrap()
+        .into_inner();
+    let img = st.image.expect("image status");
+    assert_eq!(img.id, id);
+    assert_eq!(img.repo_tags, [busybox.clone()]);
+    assert_eq!(img.repo_digests.len(), 1, "{img:?}");
+    assert!(img.size > 0);
+    let by_digest = img.repo_digests[0].clone();
+    let g = c
+        .images
+        .image_status(status(&groups))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    assert_eq!(g.username, "user-defined-in-image", "image USER by name: {g:?}");
+
+    let all = c
+        .images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(all.len(), 2);
+    let filtered = c
+        .images
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter {
+                image: Some(cri::ImageSpec {
+                    image: groups.clone(),
+                    ..Default::default()
+                }),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0].id, g.id);
+
+    let fs = c
+        .images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let used = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
+    assert!(used > 0, "{fs:?}");
+
+    let remove = |image: &str| cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+    };
+    // By digest reference, then the tag is gone too (same image).
+    c.images
+        .remove_image(remove(&by_digest))
+        .await
+        .expect("remove by digest");
+    let gone = c
+        .images
+        .image_status(status(&busybox))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gone.image.is_none(), "{gone:?}");
+    c.images.remove_image(remove(&g.id)).await.expect("remove by id");
+    c.images
+        .remove_image(remove(&busybox))
+        .await
+        .expect("unknown image: OK");
+    let all = c
+        .images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(all.is_empty(), "{all:?}");
+    let fs = c
+        .images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let after = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
+    assert!(after < used, "layers freed: {used} -> {after}");
+}
