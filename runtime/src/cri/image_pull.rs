@@ -16,8 +16,23 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
         .ok_or_else(|| Error::InvalidArgument("PullImage without image".into()))?;
     let creds = Credentials::from_cri(req.auth.as_ref())?;
     let images = cri.images.clone();
-    let rec = tokio::task::spawn_blocking(move || images.pull(&image, creds))
+    // Set when this future is dropped (kubelet's deadline, a cancelled
+    // crictl): the blocking pull sees it between reads and stops.
+    let cancel = CancelOnDrop::default();
+    let flag = cancel.0.clone();
+    let rec = tokio::task::spawn_blocking(move || images.pull(&image, creds, &flag))
         .await
         .map_err(|e| Error::Internal(format!("pull task: {e}")))??;
+    drop(cancel);
     Ok(PullImageResponse { image_ref: rec.id })
+}
+
+/// Raises its flag when dropped.
+#[derive(Default)]
+struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

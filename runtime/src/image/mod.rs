@@ -9,12 +9,14 @@
 //! Snapshots are unpacked into a temp dir and renamed into place, so a
 //! half-unpacked layer is never visible under its final name.
 
+mod layers;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +66,8 @@ pub struct ImageStore {
     root: PathBuf,
     images: Mutex<HashMap<String, ImageRecord>>,
     pulls_in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Snapshots being made, shared by every pull (images share layers).
+    layer_gates: layers::LayerGates,
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -130,6 +134,7 @@ impl ImageStore {
             root,
             images: Mutex::new(images),
             pulls_in_flight: Mutex::new(HashMap::new()),
+            layer_gates: Default::default(),
         })
     }
 
@@ -182,7 +187,8 @@ impl ImageStore {
     }
 
     /// Pulls `image` (blocking; run on the blocking pool). Returns the record.
-    pub fn pull(&self, image: &str, creds: Credentials) -> Result<ImageRecord> {
+    /// `cancel` (the client went away) stops it, leaving nothing half-made.
+    pub fn pull(&self, image: &str, creds: Credentials, cancel: &AtomicBool) -> Result<ImageRecord> {
         let r = Reference::parse(image)?;
         let key = r.tagged().unwrap_or_else(|| r.name());
         let gate = self
@@ -198,6 +204,9 @@ impl ImageStore {
         let started = std::time::Instant::now();
         let mut reg = Registry::new(&r, creds);
         let mut m = reg.manifest(r.manifest_ref())?;
+        // The digest the reference names (an index's, for a multi-arch image):
+        // `name@<it>` is what kubelet asks ImageStatus about.
+        let top_digest = m.digest.clone();
         let mut doc: serde_json::Value =
             serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;
         if m.media_type.contains("index") || m.media_type.contains("manifest.list") {
@@ -231,46 +240,22 @@ impl ImageStore {
             )));
         }
         let chains = chain_ids(&diff_ids);
-        let mut size = config_bytes.len() as u64;
-        for (i, (digest, layer_size)) in layers.iter().enumerate() {
-            size += layer_size;
-            let snap = self.snapshot_dir(&chains[i]);
-            if snap.exists() {
-                continue;
-            }
-            let blob = self.blob_path(digest);
-            if !blob.exists() {
-                reg.blob_to_file(digest, *layer_size, &blob)?;
-            }
-            let tmp = self
-                .root
-                .join("snapshots")
-                .join(format!(".tmp-{}", store::new_id()));
-            std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-            let unpacked = unpack::unpack_layer(&blob, &tmp);
-            let unpacked = match unpacked {
-                Ok(u) => u,
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    return Err(e);
-                }
-            };
-            if unpacked.diff_id != diff_ids[i] {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(Error::Image(format!(
-                    "layer {digest} unpacks to {}, but the config says {}",
-                    unpacked.diff_id, diff_ids[i]
-                )));
-            }
-            std::fs::rename(&tmp, &snap).ctx(|| format!("commit snapshot {}", snap.display()))?;
-            // The unpacked snapshot is the copy we use; the compressed blob is
-            // only needed again for a re-unpack, so keep disk use down.
-            let _ = std::fs::remove_file(&blob);
-        }
+        let size = config_bytes.len() as u64 + layers.iter().map(|l| l.1).sum::<u64>();
+        let layers: Vec<layers::Layer> = layers
+            .into_iter()
+            .zip(diff_ids.iter().zip(&chains))
+            .map(|((digest, size), (diff_id, chain_id))| layers::Layer {
+                digest,
+                size,
+                diff_id: diff_id.clone(),
+                chain_id: chain_id.clone(),
+            })
+            .collect();
+        self.fetch_layers(&reg, &layers, cancel)?;
         let mut rec = ImageRecord {
             id: config_digest.clone(),
             repo_tags: r.tagged().into_iter().collect(),
-            repo_digests: vec![format!("{}@{}", r.name(), m.digest)],
+            repo_digests: vec![format!("{}@{top_digest}", r.name())],
             size_bytes: size,
             config,
             chain_ids: chains,

@@ -7,8 +7,8 @@
 //! blocking client keeps the streaming-hash-to-disk code straightforward.
 
 use std::io::{Read, Write};
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -20,6 +20,9 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
+
+/// How often a long download logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Largest manifest or config we read into memory.
 const MAX_DOC_BYTES: u64 = 8 * 1024 * 1024;
@@ -102,7 +105,9 @@ impl Credentials {
     }
 }
 
-/// A registry session for one repository.
+/// A registry session for one repository. Cloned for parallel layer
+/// downloads: the clones share the connection pool and the token.
+#[derive(Clone)]
 pub struct Registry {
     agent: ureq::Agent,
     base: String,
@@ -387,46 +392,75 @@ impl Registry {
         Ok(bytes)
     }
 
-    /// Streams a blob to `dest` (via a temp file), verifying size and digest
-    /// before the final rename, so a bad or partial blob is never in use.
-    pub fn blob_to_file(&mut self, digest: &str, size: u64, dest: &Path) -> Result<()> {
+    /// Streams a blob to `dest` (via a temp file of its own, so concurrent
+    /// pulls never share one), verifying size and digest before the final
+    /// rename, so a bad or partial blob is never in use. Logs progress on
+    /// long downloads; stops (leaving nothing) once `stop` says so.
+    pub fn blob_to_file(
+        &mut self,
+        digest: &str,
+        size: u64,
+        dest: &Path,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
         let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
         let mut resp = self.get(&url, None)?;
         if resp.status() != 200 {
             return Err(Error::Image(format!("GET {url}: HTTP {}", resp.status())));
         }
-        let tmp = dest.with_extension("partial");
-        let mut out =
-            std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        let mut hasher = Sha256::new();
-        let mut reader = resp
-            .body_mut()
-            .with_config()
-            .limit(size.saturating_add(1))
-            .reader();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| Error::Image(format!("download {digest}: {e}")))?;
-            if n == 0 {
-                break;
+        let tmp = PathBuf::from(format!("{}.{}.partial", dest.display(), crate::store::new_id()));
+        let result = (|| {
+            let mut out =
+                std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+            let mut hasher = Sha256::new();
+            let mut reader = resp
+                .body_mut()
+                .with_config()
+                .limit(size.saturating_add(1))
+                .reader();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            let started = Instant::now();
+            let mut last_report = started;
+            loop {
+                if stop() {
+                    return Err(Error::Image(format!("pull cancelled while downloading {digest}")));
+                }
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| Error::Image(format!("download {digest}: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])
+                    .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+                if last_report.elapsed() >= PROGRESS_EVERY {
+                    last_report = Instant::now();
+                    let secs = started.elapsed().as_secs_f64();
+                    tracing::info!(
+                        layer = %digest,
+                        bytes = total,
+                        of = size,
+                        mib_per_s = format!("{:.1}", total as f64 / secs / 1048576.0),
+                        "downloading"
+                    );
+                }
             }
-            total += n as u64;
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-        }
-        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if total != size || got != digest {
+            let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if total != size || got != digest {
+                return Err(Error::Image(format!(
+                    "blob {digest}: expected {size} bytes with that digest, got {total} bytes with {got}"
+                )));
+            }
+            out.sync_all().map_err(|e| Error::io("fsync blob", e))?;
+            std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+        })();
+        if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Image(format!(
-                "blob {digest}: expected {size} bytes with that digest, got {total} bytes with {got}"
-            )));
         }
-        out.sync_all().map_err(|e| Error::io("fsync blob", e))?;
-        std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+        result
     }
 }
 

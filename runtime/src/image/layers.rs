@@ -1,0 +1,160 @@
+//! An image's layers: downloaded and unpacked a few at a time, each snapshot
+//! (keyed by chain ID) made at most once however many pulls want it, and
+//! committed by a rename so a half-made snapshot is never used.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::registry::Registry;
+use super::{unpack, ImageStore};
+use crate::error::{Error, IoContext, Result};
+use crate::store;
+
+/// Layers fetched at once: enough to hide registry latency, few enough not
+/// to starve a small node's disk and CPU (gunzip) while pods start.
+pub const PARALLEL_LAYERS: usize = 3;
+
+/// One layer of a manifest.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Blob digest (compressed).
+    pub digest: String,
+    /// Blob size from the manifest.
+    pub size: u64,
+    /// Uncompressed digest from the image config.
+    pub diff_id: String,
+    /// Chain ID: the snapshot's key.
+    pub chain_id: String,
+}
+
+/// Per-snapshot gates shared by every pull of this store.
+#[derive(Default)]
+pub struct LayerGates(Mutex<HashMap<String, Arc<Mutex<()>>>>);
+
+impl LayerGates {
+    fn get(&self, chain_id: &str) -> Arc<Mutex<()>> {
+        self.0
+            .lock()
+            .expect("layer gates")
+            .entry(chain_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets a gate nobody else holds (the map stays small).
+    fn release(&self, chain_id: &str, gate: Arc<Mutex<()>>) {
+        let mut map = self.0.lock().expect("layer gates");
+        // Ours and the map's: no other pull waits on it.
+        if Arc::strong_count(&gate) <= 2 {
+            map.remove(chain_id);
+        }
+    }
+}
+
+impl ImageStore {
+    /// Makes every missing snapshot of `layers`, PARALLEL_LAYERS at a time.
+    /// The first error stops the others (as does `cancel`) and is returned.
+    pub(super) fn fetch_layers(&self, reg: &Registry, layers: &[Layer], cancel: &AtomicBool) -> Result<()> {
+        let missing: Vec<&Layer> = layers
+            .iter()
+            .filter(|l| !self.snapshot_dir(&l.chain_id).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let next = AtomicUsize::new(0);
+        let abort = AtomicBool::new(false);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let workers = PARALLEL_LAYERS.min(missing.len());
+        let (next, abort, first_error, missing) = (&next, &abort, &first_error, &missing);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                let mut reg = reg.clone();
+                s.spawn(move || loop {
+                    if abort.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(layer) = missing.get(i) else { return };
+                    let stop = StopFlags(cancel, abort);
+                    if let Err(e) = self.fetch_layer(&mut reg, layer, &stop) {
+                        abort.store(true, Ordering::Relaxed);
+                        first_error.lock().expect("error slot").get_or_insert(e);
+                        return;
+                    }
+                });
+            }
+        });
+        let err = first_error.lock().expect("error slot").take();
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn fetch_layer(&self, reg: &mut Registry, layer: &Layer, stop: &StopFlags<'_>) -> Result<()> {
+        let gate = self.layer_gates.get(&layer.chain_id);
+        let result = {
+            // Another pull making the same snapshot finishes first; then it is
+            // there and this one has nothing to do.
+            let _held = gate.lock().expect("layer gate");
+            if self.snapshot_dir(&layer.chain_id).exists() {
+                Ok(())
+            } else {
+                self.make_snapshot(reg, layer, stop)
+            }
+        };
+        self.layer_gates.release(&layer.chain_id, gate);
+        result
+    }
+
+    fn make_snapshot(&self, reg: &mut Registry, layer: &Layer, stop: &StopFlags<'_>) -> Result<()> {
+        let blob = self.blob_path(&layer.digest);
+        if !blob.exists() {
+            reg.blob_to_file(&layer.digest, layer.size, &blob, &|| stop.any())?;
+        }
+        if stop.any() {
+            return Err(Error::Image("pull cancelled".into()));
+        }
+        let snap = self.snapshot_dir(&layer.chain_id);
+        let tmp = self
+            .root
+            .join("snapshots")
+            .join(format!(".tmp-{}", store::new_id()));
+        std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let committed = unpack_and_check(&blob, &tmp, layer).and_then(|()| {
+            std::fs::rename(&tmp, &snap).ctx(|| format!("commit snapshot {}", snap.display()))
+        });
+        if let Err(e) = committed {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        // The unpacked snapshot is the copy we use; the compressed blob is
+        // only needed again for a re-unpack, so keep disk use down.
+        let _ = std::fs::remove_file(&blob);
+        Ok(())
+    }
+}
+
+fn unpack_and_check(blob: &Path, dir: &Path, layer: &Layer) -> Result<()> {
+    let unpacked = unpack::unpack_layer(blob, dir)?;
+    if unpacked.diff_id != layer.diff_id {
+        return Err(Error::Image(format!(
+            "layer {} unpacks to {}, but the config says {}",
+            layer.digest, unpacked.diff_id, layer.diff_id
+        )));
+    }
+    Ok(())
+}
+
+/// The client's cancel flag and the pull's own abort flag (another layer
+/// failed).
+struct StopFlags<'a>(&'a AtomicBool, &'a AtomicBool);
+
+impl StopFlags<'_> {
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) || self.1.load(Ordering::Relaxed)
+    }
+}
