@@ -61,6 +61,10 @@ def tar_layer(entries):
                 ti.type = tarfile.SYMTYPE
                 ti.linkname = payload
                 tf.addfile(ti)
+            elif kind == "hard":
+                ti.type = tarfile.LNKTYPE
+                ti.linkname = payload
+                tf.addfile(ti)
             else:
                 ti.size = len(payload)
                 tf.addfile(ti, io.BytesIO(payload))
@@ -121,17 +125,20 @@ def base_entries(passwd, group, extra_dirs=()):
 
 
 def build(outdir, name, entries, config_extra):
+    """entries: one layer's entries, or a list of layers (lists of entries), bottom first."""
     layout = Layout(os.path.join(outdir, name))
-    raw = tar_layer(entries)
-    compressed = gz(raw)
-    layer_digest = layout.blob(compressed)
+    layers = entries if entries and isinstance(entries[0], list) else [entries]
+    raws = [tar_layer(e) for e in layers]
+    blobs = [gz(r) for r in raws]
+    layer_descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layout.blob(b),
+                    "size": len(b)} for b in blobs]
     config = {
         "created": "1970-01-01T00:00:00Z",
         "architecture": "amd64",
         "os": "linux",
         "config": dict({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                         "Cmd": ["sh"]}, **config_extra),
-        "rootfs": {"type": "layers", "diff_ids": [sha(raw)]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(r) for r in raws]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "berth hack/images/mkimage.py"}],
     }
     cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
@@ -141,13 +148,12 @@ def build(outdir, name, entries, config_extra):
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest,
                    "size": len(cfg)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
-                    "size": len(compressed)}],
+        "layers": layer_descs,
     }
     mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     mdigest = layout.blob(mbytes)
     layout.finish(mdigest, len(mbytes), "latest")
-    print(f"mkimage: {name} manifest {mdigest} layer {len(compressed)} bytes")
+    print(f"mkimage: {name} manifest {mdigest} {len(blobs)} layer(s) {sum(map(len, blobs))} bytes")
 
 
 def main():
@@ -166,6 +172,18 @@ def main():
     # The same user, and no /etc/group at all.
     nogroup = [e for e in base_entries(PASSWD + CONFORMANCE_PASSWD, GROUP) if e[0] != "etc/group"]
     build(out, "busybox-nogroup", nogroup, {})
+    # Five layers over busybox's very layer (shared with it): files, then a
+    # whiteout and an opaque directory, a hard link, and a bigger file.
+    data = [("data", "dir", None, 0o755, 0, 0), ("data/a", "file", b"a\n", 0o644, 0, 0),
+            ("data/b", "file", b"b\n", 0o644, 0, 0), ("data/dir", "dir", None, 0o755, 0, 0),
+            ("data/dir/x", "file", b"x\n", 0o644, 0, 0)]
+    hide = [("data", "dir", None, 0o755, 0, 0), ("data/.wh.a", "file", b"", 0o644, 0, 0),
+            ("data/dir", "dir", None, 0o755, 0, 0), ("data/dir/.wh..wh..opq", "file", b"", 0o644, 0, 0),
+            ("data/dir/y", "file", b"y\n", 0o644, 0, 0)]
+    link = [("data", "dir", None, 0o755, 0, 0), ("data/b-link", "hard", "data/b", 0o644, 0, 0)]
+    big = [("data", "dir", None, 0o755, 0, 0),
+           ("data/big", "file", hashlib.sha256(b"berth").digest() * (4 * 1024 * 1024 // 32), 0o644, 0, 0)]
+    build(out, "busybox-layers", [base_entries(PASSWD, GROUP), data, hide, link, big], {})
 
 
 if __name__ == "__main__":

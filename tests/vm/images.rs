@@ -246,3 +246,75 @@ async fn image_status_list_remove_and_fs_info_after_a_pull() {
     let after = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
     assert!(after < used, "layers freed: {used} -> {after}");
 }
+
+/// A five-layer image unpacks with its whiteout, opaque directory and hard
+/// link applied; concurrent pulls of it, and of busybox (which shares its
+/// bottom layer), all succeed with one snapshot per layer.
+#[tokio::test]
+async fn layered_images_and_concurrent_pulls() {
+    let (b, c) = Berthd::start().await.expect("berthd");
+    let layered = format!("{}/library/busybox-layers:latest", registry());
+    let busybox = format!("{}/library/busybox:latest", registry());
+    let mut pulls = Vec::new();
+    for i in 0..6 {
+        let mut c = c.clone();
+        let image = if i % 2 == 0 {
+            layered.clone()
+        } else {
+            busybox.clone()
+        };
+        pulls.push(tokio::spawn(
+            async move { c.pull(&image).await.map(|id| (image, id)) },
+        ));
+    }
+    let mut ids = std::collections::HashMap::new();
+    for p in pulls {
+        let (image, id) = p.await.unwrap().expect("concurrent pull");
+        assert_eq!(ids.entry(image).or_insert_with(|| id.clone()), &id);
+    }
+    let snapshots = std::fs::read_dir(b.dir.path().join("root/images/snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(snapshots.len(), 5, "5 layers, the first shared: {snapshots:?}");
+    let partials: Vec<_> = std::fs::read_dir(b.dir.path().join("root/images/blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}");
+
+    let mut c = c.clone();
+    let pod = pod_config("layers", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let cfg = container_config(
+        "layers",
+        &layered,
+        &[
+            "sh",
+            "-c",
+            "ls /data | tr '\\n' ' '; echo; ls /data/dir; \
+             [ $(stat -c %i /data/b) = $(stat -c %i /data/b-link) ] && echo hardlinked; \
+             wc -c < /data/big",
+        ],
+    );
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    assert_eq!(
+        c.wait_exited(&id, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let log = std::fs::read_to_string(b.log_dir().join("layers.log")).unwrap();
+    let out: Vec<String> = log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect();
+    assert_eq!(
+        out,
+        ["b b-link big dir ", "y", "hardlinked", "4194304"],
+        "a whited out, dir opaque (x hidden), b-link a hard link"
+    );
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
