@@ -129,7 +129,9 @@ async fn merge_and_strict_like_the_conformance_tests() {
     let pod = pod_config("groups", &b.log_dir());
     let sb = c.run_pod(&pod).await.expect("runp");
 
-    let cases: Vec<(&str, Case, (i64, i64, Vec<i64>))> = vec![
+    // (uid, gid, groups) expected.
+    type Want = (i64, i64, Vec<i64>);
+    let cases: Vec<(&str, Case, Want)> = vec![
         (
             "merge",
             Case {

@@ -158,7 +158,7 @@ async fn image_status_list_remove_and_fs_info_after_a_pull() {
         .into_inner();
     let img = st.image.expect("image status");
     assert_eq!(img.id, id);
-    assert_eq!(img.repo_tags, [busybox.clone()]);
+    assert_eq!(img.repo_tags, std::slice::from_ref(&busybox));
     assert_eq!(img.repo_digests.len(), 1, "{img:?}");
     assert!(img.size > 0);
     let by_digest = img.repo_digests[0].clone();

@@ -659,7 +659,7 @@ async fn list_containers_filters() {
     let a = c.run_pod(&pod_a).await.unwrap();
     let pod_b = pod_config("lcb", &b.log_dir());
     let bb = c.run_pod(&pod_b).await.unwrap();
-    let mut mk = |name: &str, tier: &str| {
+    let mk = |name: &str, tier: &str| {
         let mut cfg = container_config(name, &busybox(), &["sleep", "300"]);
         cfg.labels.insert("tier".into(), tier.into());
         cfg
