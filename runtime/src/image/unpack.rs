@@ -46,14 +46,21 @@ impl<R: Read> Read for HashingReader<R> {
 /// Opens a layer blob, transparently gunzipping it.
 fn open_layer(blob: &Path) -> Result<Box<dyn Read>> {
     let mut f = File::open(blob).map_err(|e| Error::io(format!("open layer {}", blob.display()), e))?;
-    let mut magic = [0u8; 2];
+    let mut magic = [0u8; 4];
     let n = f.read(&mut magic).map_err(|e| Error::io("read layer", e))?;
     drop(f);
     let f = BufReader::new(File::open(blob).map_err(|e| Error::io("open layer", e))?);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::GzDecoder::new(f)))
-    } else {
-        Ok(Box::new(f))
+    // By content, not by the manifest's media type: registries and tools
+    // disagree on the names (`tar+gzip`, docker's `tar.gzip`, `tar+zstd`),
+    // never on the magic numbers.
+    match &magic[..n] {
+        [0x1f, 0x8b, ..] => Ok(Box::new(flate2::read::GzDecoder::new(f))),
+        [0x28, 0xb5, 0x2f, 0xfd] => {
+            Ok(Box::new(ruzstd::StreamingDecoder::new(f).map_err(|e| {
+                Error::Image(format!("zstd layer {}: {e}", blob.display()))
+            })?))
+        }
+        _ => Ok(Box::new(f)),
     }
 }
 
@@ -276,6 +283,24 @@ mod tests {
         std::io::Write::write_all(&mut gz, &t).unwrap();
         let (_d, r) = unpack(&gz.finish().unwrap());
         assert_eq!(r.unwrap().diff_id, want);
+    }
+
+    #[test]
+    fn zstd_layers_unpack_and_hash_the_uncompressed_stream() {
+        // `zstd -19` of a one-file tar; the diff_id is sha256 of that tar.
+        let (d, r) = unpack(include_bytes!("testdata/layer.tar.zst"));
+        assert_eq!(
+            r.unwrap().diff_id,
+            "sha256:2f25eb7c5954ebea1c66542cb2e4e3064cc005d06ab729a8866c7cfa40ab7321"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("fs/etc/zstd-layer")).unwrap(),
+            "from a zstd layer\n"
+        );
+        // A truncated frame is an error, not a short layer.
+        let whole = include_bytes!("testdata/layer.tar.zst");
+        let (_d, r) = unpack(&whole[..whole.len() - 8]);
+        assert!(r.is_err());
     }
 
     #[test]
