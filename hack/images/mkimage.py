@@ -180,7 +180,10 @@ def main():
     hide = [("data", "dir", None, 0o755, 0, 0), ("data/.wh.a", "file", b"", 0o644, 0, 0),
             ("data/dir", "dir", None, 0o755, 0, 0), ("data/dir/.wh..wh..opq", "file", b"", 0o644, 0, 0),
             ("data/dir/y", "file", b"y\n", 0o644, 0, 0)]
-    link = [("data", "dir", None, 0o755, 0, 0), ("data/b-link", "hard", "data/b", 0o644, 0, 0)]
+    # Both names in one layer, as image builders write them (a link to a
+    # lower layer's file is copied up first, so its target is in the diff).
+    link = [("data", "dir", None, 0o755, 0, 0), ("data/c", "file", b"c\n", 0o644, 0, 0),
+            ("data/c-link", "hard", "data/c", 0o644, 0, 0)]
     big = [("data", "dir", None, 0o755, 0, 0),
            ("data/big", "file", hashlib.sha256(b"berth").digest() * (4 * 1024 * 1024 // 32), 0o644, 0, 0)]
     build(out, "busybox-layers", [base_entries(PASSWD, GROUP), data, hide, link, big], {})

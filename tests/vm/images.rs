@@ -295,7 +295,7 @@ async fn layered_images_and_concurrent_pulls() {
             "sh",
             "-c",
             "ls /data | tr '\\n' ' '; echo; ls /data/dir; \
-             [ $(stat -c %i /data/b) = $(stat -c %i /data/b-link) ] && echo hardlinked; \
+             [ $(stat -c %i /data/c) = $(stat -c %i /data/c-link) ] && echo hardlinked; \
              wc -c < /data/big",
         ],
     );
@@ -312,8 +312,8 @@ async fn layered_images_and_concurrent_pulls() {
     let out: Vec<String> = log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect();
     assert_eq!(
         out,
-        ["b b-link big dir ", "y", "hardlinked", "4194304"],
-        "a whited out, dir opaque (x hidden), b-link a hard link"
+        ["b big c c-link dir ", "y", "hardlinked", "4194304"],
+        "a whited out, dir opaque (x hidden), c-link a hard link"
     );
     c.remove(&id).await.unwrap();
     c.stop_and_remove_pod(&sb).await.unwrap();

@@ -164,8 +164,15 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
             let target = dest.join(&rel);
             let _ = std::fs::remove_file(&target);
             std::fs::hard_link(dest.join(&link_rel), &target).map_err(|e| {
+                // Each layer is its own snapshot: a link can only name a file
+                // of the same layer (builders copy a lower file up first).
+                let why = if e.kind() == std::io::ErrorKind::NotFound {
+                    "its target is not in this layer".to_string()
+                } else {
+                    e.to_string()
+                };
                 Error::Image(format!(
-                    "hard link {} -> {}: {e}",
+                    "hard link {} -> {}: {why}",
                     rel.display(),
                     link_rel.display()
                 ))
