@@ -68,6 +68,9 @@ pub struct ImageStore {
     pulls_in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Snapshots being made, shared by every pull (images share layers).
     layer_gates: layers::LayerGates,
+    /// Pulls hold it shared, RemoveImage exclusively while it deletes: a
+    /// pull that found a snapshot in place can rely on it staying there.
+    gc_lock: std::sync::RwLock<()>,
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -130,12 +133,63 @@ impl ImageStore {
                 Err(e) => tracing::warn!(path = %p.display(), error = %e, "skipping unreadable image record"),
             }
         }
-        Ok(ImageStore {
+        let store = ImageStore {
             root,
             images: Mutex::new(images),
             pulls_in_flight: Mutex::new(HashMap::new()),
             layer_gates: Default::default(),
-        })
+            gc_lock: Default::default(),
+        };
+        store.collect_garbage();
+        Ok(store)
+    }
+
+    /// Removes what no image record references: snapshots and blobs left by
+    /// a crash mid-pull (`.tmp-*` dirs, `*.partial` files, snapshots whose
+    /// image record was never written) or mid-remove (record gone,
+    /// snapshots not yet). Runs at start, before any pull can be under way.
+    fn collect_garbage(&self) {
+        let (chains, configs): (
+            std::collections::HashSet<String>,
+            std::collections::HashSet<String>,
+        ) = {
+            let images = self.images.lock().expect("images lock");
+            (
+                images
+                    .values()
+                    .flat_map(|r| r.chain_ids.iter().map(|c| hex_of(c).to_string()))
+                    .collect(),
+                images.keys().map(|id| hex_of(id).to_string()).collect(),
+            )
+        };
+        let sweep = |dir: PathBuf, keep: &std::collections::HashSet<String>| -> usize {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return 0;
+            };
+            let mut removed = 0;
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if keep.contains(&name) {
+                    continue;
+                }
+                let p = e.path();
+                let gone = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                match gone {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(path = %p.display(), error = %e, "image GC could not remove"),
+                }
+            }
+            removed
+        };
+        let snapshots = sweep(self.root.join("snapshots"), &chains);
+        let blobs = sweep(self.root.join("blobs/sha256"), &configs);
+        if snapshots + blobs > 0 {
+            tracing::info!(snapshots, blobs, "image store: removed what no image references");
+        }
     }
 
     /// Directory of a snapshot (an overlay lowerdir).
@@ -201,6 +255,7 @@ impl ImageStore {
         // Two pulls of the same reference run one after the other; the second
         // finds every blob and snapshot in place and finishes at once.
         let _guard = gate.blocking_lock();
+        let _no_remove = self.gc_lock.read().expect("gc lock");
         let started = std::time::Instant::now();
         let mut reg = Registry::new(&r, creds);
         let mut m = reg.manifest(r.manifest_ref())?;
@@ -305,6 +360,7 @@ impl ImageStore {
     /// Removes an image by id, tag or digest. Unknown images are fine (CRI).
     /// Snapshots still used by another image stay.
     pub fn remove(&self, name: &str) -> Result<()> {
+        let _exclusive = self.gc_lock.write().expect("gc lock");
         let Some(rec) = self.resolve(name) else {
             return Ok(());
         };
@@ -388,6 +444,38 @@ mod tests {
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(got, "sha256:amd");
         }
+    }
+
+    #[test]
+    fn start_up_removes_what_no_image_references() {
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let chain = format!("sha256:{}", "e".repeat(64));
+        let id = format!("sha256:{}", "f".repeat(64));
+        let rec = ImageRecord {
+            id: id.clone(),
+            repo_tags: vec!["docker.io/library/x:latest".into()],
+            repo_digests: vec![],
+            size_bytes: 1,
+            config: ImageConfig::default(),
+            chain_ids: vec![chain.clone()],
+        };
+        store::write_record(&s.meta_path(&id), &rec).unwrap();
+        std::fs::create_dir_all(s.snapshot_dir(&chain).join("etc")).unwrap();
+        std::fs::write(s.blob_path(&id), b"{}").unwrap();
+        // What a crash mid-pull or mid-remove leaves behind.
+        let orphan = s.snapshot_dir(&format!("sha256:{}", "0".repeat(64)));
+        std::fs::create_dir_all(orphan.join("usr")).unwrap();
+        let tmp = s.root.join("snapshots/.tmp-123");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let partial = s.root.join("blobs/sha256/abc.1.partial");
+        std::fs::write(&partial, b"half").unwrap();
+        drop(s);
+        let s = ImageStore::open(d.path()).unwrap();
+        assert!(s.resolve("x:latest").is_some());
+        assert!(s.snapshot_dir(&chain).join("etc").exists(), "in use: kept");
+        assert!(s.blob_path(&id).exists(), "config blob kept");
+        assert!(!orphan.exists() && !tmp.exists() && !partial.exists());
     }
 
     #[test]
