@@ -47,6 +47,9 @@ pub struct Config {
     /// Resource limits every container process starts with (CRI carries
     /// none); empty means the limits berthd itself runs with.
     pub container_rlimits: Vec<Rlimit>,
+    /// Per-registry settings: `[registry."<host>"]` with `mirrors`,
+    /// `plain_http`, `ca_file`, `skip_verify`.
+    pub registry: crate::image::hosts::Hosts,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -99,6 +102,7 @@ impl Default for Config {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             container_rlimits: Vec::new(),
+            registry: Default::default(),
         }
     }
 }
@@ -155,6 +159,7 @@ impl Config {
                 self.default_cgroup_parent
             )));
         }
+        crate::image::hosts::validate(&self.registry)?;
         let mut seen = std::collections::HashSet::new();
         for r in &self.container_rlimits {
             if !RLIMIT_NAMES.contains(&r.kind.as_str()) {

@@ -105,7 +105,7 @@ async fn run(cfg: Config) -> error::Result<()> {
     for d in [&cfg.root, &cfg.state] {
         std::fs::create_dir_all(d).map_err(|e| error::Error::io(format!("create {}", d.display()), e))?;
     }
-    let images = Arc::new(image::ImageStore::open(&cfg.root)?);
+    let images = Arc::new(image::ImageStore::open(&cfg.root)?.with_hosts(cfg.registry.clone()));
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
     let sandboxes = Arc::new(sandbox::SandboxManager::new(cfg.clone(), cgroups, cni));
     let containers = Arc::new(container::ContainerManager::new(

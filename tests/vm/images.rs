@@ -15,25 +15,51 @@ use berth_tests::*;
 /// auth reads it.
 const HTPASSWD: &str = "berth:$2b$05$AUzg/UMsNVnn1.8Mk8tyf.zWLaX0UJtqZ35QzqSAJg.h6cD08Rsma\n";
 
-/// A second registry over the same storage, with basic auth; killed on drop.
+/// Test CA and a server certificate for localhost / 127.0.0.1 signed by it.
+const TEST_CA: &str = include_str!("testdata/ca.crt");
+const TEST_CERT: &str = include_str!("testdata/srv.crt");
+const TEST_KEY: &str = include_str!("testdata/srv.key");
+
+/// A second registry over the same storage (read-only), with basic auth or
+/// TLS; killed on drop.
 struct AuthRegistry {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     addr: String,
 }
 
 impl AuthRegistry {
+    /// With htpasswd basic auth, plain HTTP.
     fn start(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let htpasswd = dir.path().join("htpasswd");
         std::fs::write(&htpasswd, HTPASSWD).unwrap();
+        let extra = format!(
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            htpasswd.display()
+        );
+        Self::serve(dir, port, "", &extra)
+    }
+
+    /// Over TLS with the test CA's certificate, no auth.
+    fn start_tls(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("srv.crt"), TEST_CERT).unwrap();
+        std::fs::write(dir.path().join("srv.key"), TEST_KEY).unwrap();
+        let tls = format!(
+            "  tls:\n    certificate: {0}/srv.crt\n    key: {0}/srv.key\n",
+            dir.path().display()
+        );
+        Self::serve(dir, port, &tls, "")
+    }
+
+    fn serve(dir: tempfile::TempDir, port: u16, http_extra: &str, extra: &str) -> Self {
         let addr = format!("127.0.0.1:{port}");
         let conf = dir.path().join("registry.yml");
         std::fs::write(
             &conf,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                htpasswd.display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {addr}\n{http_extra}{extra}"
             ),
         )
         .unwrap();
@@ -49,11 +75,7 @@ impl AuthRegistry {
             assert!(Instant::now() < deadline, "auth registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        AuthRegistry {
-            child,
-            _dir: dir,
-            addr,
-        }
+        AuthRegistry { child, dir, addr }
     }
 }
 
@@ -317,4 +339,69 @@ async fn layered_images_and_concurrent_pulls() {
     );
     c.remove(&id).await.unwrap();
     c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// Mirrors are tried in order before the registry: a dead one is skipped,
+/// the next serves (the registry itself here does not exist at all).
+#[tokio::test]
+async fn mirrors_are_tried_in_order() {
+    let cfg = format!(
+        "[registry.\"127.0.0.1:5999\"]\nmirrors = [\"127.0.0.1:5998\", \"{}\"]\n",
+        registry()
+    );
+    let (b, mut c) = Berthd::start_with(&cfg).await.expect("berthd");
+    let id = c
+        .pull("127.0.0.1:5999/library/busybox:latest")
+        .await
+        .expect("pull through the mirror");
+    assert!(id.starts_with("sha256:"));
+    let log = b.log();
+    assert!(log.contains("mirror failed; trying the next"), "{log}");
+    assert!(log.contains("pulling from a mirror"), "{log}");
+    let st = c
+        .images
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: "127.0.0.1:5999/library/busybox:latest".into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.image.unwrap().id, id, "recorded under the name asked for");
+}
+
+/// A TLS registry with its own CA: trusted through `ca_file`, or with
+/// `skip_verify`; refused when the CA given is not the one that signed it.
+#[tokio::test]
+async fn tls_registries_with_a_private_ca() {
+    let reg = AuthRegistry::start_tls(5443);
+    let ca = reg.dir.path().join("ca.crt");
+    std::fs::write(&ca, TEST_CA).unwrap();
+    // The server's own (leaf) certificate is no CA for it.
+    let wrong = reg.dir.path().join("srv.crt");
+    let image = "localhost:5443/library/busybox:latest";
+    let host = |line: String| format!("[registry.\"localhost:5443\"]\n{line}\n");
+    for (name, cfg, ok) in [
+        ("ca_file", host(format!("ca_file = \"{}\"", ca.display())), true),
+        ("skip_verify", host("skip_verify = true".into()), true),
+        (
+            "wrong ca_file",
+            host(format!("ca_file = \"{}\"", wrong.display())),
+            false,
+        ),
+    ] {
+        let (_b, mut c) = Berthd::start_with(&cfg).await.expect("berthd");
+        let got = c.pull(image).await;
+        assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
+        if let Err(e) = got {
+            let msg = e.message().to_lowercase();
+            assert!(
+                msg.contains("certificate") || msg.contains("issuer"),
+                "{name}: {msg}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@
 //! Snapshots are unpacked into a temp dir and renamed into place, so a
 //! half-unpacked layer is never visible under its final name.
 
+pub mod hosts;
 mod layers;
 pub mod reference;
 pub mod registry;
@@ -71,6 +72,8 @@ pub struct ImageStore {
     /// Pulls hold it shared, RemoveImage exclusively while it deletes: a
     /// pull that found a snapshot in place can rely on it staying there.
     gc_lock: std::sync::RwLock<()>,
+    /// Per-registry mirrors and TLS settings from the config.
+    hosts: hosts::Hosts,
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -139,9 +142,41 @@ impl ImageStore {
             pulls_in_flight: Mutex::new(HashMap::new()),
             layer_gates: Default::default(),
             gc_lock: Default::default(),
+            hosts: Default::default(),
         };
         store.collect_garbage();
         Ok(store)
+    }
+
+    /// Uses these per-registry settings (mirrors, TLS) for pulls.
+    pub fn with_hosts(mut self, hosts: hosts::Hosts) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// Opens a session with the first endpoint (mirrors in order, then the
+    /// registry) that serves the reference's manifest.
+    fn connect(&self, r: &Reference, creds: Credentials) -> Result<(Registry, registry::FetchedManifest)> {
+        let endpoints = hosts::endpoints(&self.hosts, &r.domain, r.registry_host(), r.is_loopback());
+        let mut last = None;
+        for e in &endpoints {
+            let agent = hosts::agent(&self.hosts, &e.host)?;
+            let mut reg = Registry::new(r, e, agent, creds.clone());
+            match reg.manifest(r.manifest_ref()) {
+                Ok(m) => {
+                    if e.mirror {
+                        tracing::info!(mirror = %e.base, image = %r.name(), "pulling from a mirror");
+                    }
+                    return Ok((reg, m));
+                }
+                Err(err) if e.mirror => {
+                    tracing::warn!(mirror = %e.base, image = %r.name(), error = %err, "mirror failed; trying the next");
+                    last = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Internal("no registry endpoint".into())))
     }
 
     /// Removes what no image record references: snapshots and blobs left by
@@ -257,8 +292,7 @@ impl ImageStore {
         let _guard = gate.blocking_lock();
         let _no_remove = self.gc_lock.read().expect("gc lock");
         let started = std::time::Instant::now();
-        let mut reg = Registry::new(&r, creds);
-        let mut m = reg.manifest(r.manifest_ref())?;
+        let (mut reg, mut m) = self.connect(&r, creds)?;
         // The digest the reference names (an index's, for a multi-arch image):
         // `name@<it>` is what kubelet asks ImageStatus about.
         let top_digest = m.digest.clone();

@@ -124,14 +124,8 @@ impl Reference {
 
     /// Loopback registries are reachable over plain HTTP, as Docker allows.
     pub fn is_loopback(&self) -> bool {
-        let host = self
-            .domain
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&self.domain);
         // An address, not a prefix: `127.evil.example` is a public name.
-        let ip = host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        super::hosts::is_loopback(&self.domain)
     }
 }
 

@@ -135,7 +135,7 @@ fn sha256_hex(data: &[u8]) -> String {
 /// The node's CA bundles, first found wins (Debian/Ubuntu, Fedora/RHEL,
 /// Alpine/Arch): the trust an operator configures with
 /// `update-ca-certificates`, which a private registry's CA is added to.
-const SYSTEM_CA_BUNDLES: &[&str] = &[
+pub(super) const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/cert.pem",
@@ -144,7 +144,7 @@ const SYSTEM_CA_BUNDLES: &[&str] = &[
 /// Trust anchors for registry TLS: the system bundle, read once. Only a node
 /// with no bundle at all falls back to the Mozilla roots built into the
 /// binary (logged), so a pull never silently trusts less than the node does.
-fn system_roots() -> &'static ureq::tls::RootCerts {
+pub(super) fn system_roots() -> &'static ureq::tls::RootCerts {
     static ROOTS: std::sync::OnceLock<ureq::tls::RootCerts> = std::sync::OnceLock::new();
     ROOTS.get_or_init(|| {
         for path in SYSTEM_CA_BUNDLES {
@@ -168,7 +168,7 @@ fn system_roots() -> &'static ureq::tls::RootCerts {
 }
 
 /// Every certificate in a PEM bundle (keys and other items are skipped).
-fn roots_from(path: &Path) -> std::io::Result<Vec<ureq::tls::Certificate<'static>>> {
+pub(super) fn roots_from(path: &Path) -> std::io::Result<Vec<ureq::tls::Certificate<'static>>> {
     let pem = std::fs::read(path)?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
@@ -187,23 +187,17 @@ fn roots_from(path: &Path) -> std::io::Result<Vec<ureq::tls::Certificate<'static
 }
 
 impl Registry {
-    /// Connects lazily to the registry of `r` (plain HTTP only for loopback).
-    pub fn new(r: &Reference, creds: Credentials) -> Self {
-        let scheme = if r.is_loopback() { "http" } else { "https" };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(system_roots().clone())
-                    .build(),
-            )
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_body(Some(Duration::from_secs(300)))
-            .build()
-            .into();
+    /// A session with one endpoint (a mirror or the registry) for `r`'s
+    /// repository; connects lazily.
+    pub fn new(
+        r: &Reference,
+        endpoint: &super::hosts::Endpoint,
+        agent: ureq::Agent,
+        creds: Credentials,
+    ) -> Self {
         Registry {
             agent,
-            base: format!("{scheme}://{}", r.registry_host()),
+            base: endpoint.base.clone(),
             repository: r.repository.clone(),
             auth: match &creds {
                 Credentials::RegistryToken(t) => Some(format!("Bearer {t}")),

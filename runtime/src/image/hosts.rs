@@ -1,0 +1,236 @@
+//! Per-registry settings from the config file (`[registry."<host>"]`):
+//! mirrors tried in order before the registry itself, plain HTTP, an extra
+//! CA file, or (for a lab) no certificate verification at all.
+//!
+//! Loopback registries are plain HTTP without any setting, as Docker allows
+//! (unless their entry gives a `ca_file` or `skip_verify`); every other host
+//! speaks TLS verified against the node's CA bundle unless its entry says
+//! otherwise.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One `[registry."<host>"]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// Mirrors (`host[:port]`, or a URL with `http://`/`https://`) tried in
+    /// order; the registry itself comes last.
+    pub mirrors: Vec<String>,
+    /// Speak plain HTTP to this host.
+    pub plain_http: bool,
+    /// A PEM file of CAs trusted for this host, besides the node's bundle.
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify this host's certificate (self-signed lab registries).
+    pub skip_verify: bool,
+}
+
+/// Every host's settings, keyed by `host[:port]` (`docker.io` for Docker Hub).
+pub type Hosts = BTreeMap<String, HostConfig>;
+
+/// Checks the settings at start-up: CA files must hold certificates,
+/// mirrors must be host names or http(s) URLs.
+pub fn validate(hosts: &Hosts) -> Result<()> {
+    for (host, h) in hosts {
+        if host.is_empty() || host.contains('/') {
+            return Err(Error::InvalidArgument(format!(
+                "config registry {host:?}: the key is a host[:port], e.g. \"docker.io\" or \"reg.local:5000\""
+            )));
+        }
+        if let Some(ca) = &h.ca_file {
+            let certs = super::registry::roots_from(ca).map_err(|e| {
+                Error::InvalidArgument(format!("config registry {host:?}: ca_file {}: {e}", ca.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "config registry {host:?}: ca_file {} holds no certificate",
+                    ca.display()
+                )));
+            }
+        }
+        for m in &h.mirrors {
+            let rest = m
+                .strip_prefix("https://")
+                .or_else(|| m.strip_prefix("http://"))
+                .unwrap_or(m);
+            if rest.is_empty() || rest.contains('/') || rest.contains(' ') {
+                return Err(Error::InvalidArgument(format!(
+                    "config registry {host:?}: mirror {m:?} is not host[:port] or http(s)://host[:port]"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where to fetch from, in order, for one registry host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `http(s)://host[:port]`.
+    pub base: String,
+    /// The host[:port] part (for its own settings and logs).
+    pub host: String,
+    /// A mirror, not the registry itself.
+    pub mirror: bool,
+}
+
+/// The endpoints for `registry_host` (`registry-1.docker.io` style names
+/// are keyed by the reference's domain, `docker.io` for Docker Hub):
+/// its mirrors in order, then itself.
+pub fn endpoints(hosts: &Hosts, domain: &str, registry_host: &str, loopback: bool) -> Vec<Endpoint> {
+    let own = hosts.get(domain).cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for m in &own.mirrors {
+        let (scheme, host) = match (m.strip_prefix("https://"), m.strip_prefix("http://")) {
+            (Some(h), _) => ("https", h.to_string()),
+            (_, Some(h)) => ("http", h.to_string()),
+            _ => {
+                let plain = hosts.get(m.as_str()).is_some_and(|h| h.plain_http) || is_loopback(m);
+                (if plain { "http" } else { "https" }, m.clone())
+            }
+        };
+        out.push(Endpoint {
+            base: format!("{scheme}://{host}"),
+            host,
+            mirror: true,
+        });
+    }
+    // A loopback registry is plain HTTP unless its entry sets up TLS.
+    let tls_configured = own.ca_file.is_some() || own.skip_verify;
+    let scheme = if own.plain_http || (loopback && !tls_configured) {
+        "http"
+    } else {
+        "https"
+    };
+    out.push(Endpoint {
+        base: format!("{scheme}://{registry_host}"),
+        host: registry_host.to_string(),
+        mirror: false,
+    });
+    out
+}
+
+/// A loopback host[:port] (`localhost`, 127.0.0.0/8, ::1).
+pub fn is_loopback(host_port: &str) -> bool {
+    let host = match host_port.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host_port,
+    };
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// An HTTP agent for `host` with its TLS settings.
+pub fn agent(hosts: &Hosts, host: &str) -> Result<ureq::Agent> {
+    let h = hosts.get(host).cloned().unwrap_or_default();
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if h.skip_verify {
+        tls = tls.disable_verification(true);
+    } else if let Some(ca) = &h.ca_file {
+        tls = tls.root_certs(with_ca_file(ca)?);
+    } else {
+        tls = tls.root_certs(super::registry::system_roots().clone());
+    }
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_body(Some(Duration::from_secs(300)))
+        .build()
+        .into())
+}
+
+/// The node's bundle plus the certificates of `ca`.
+fn with_ca_file(ca: &Path) -> Result<ureq::tls::RootCerts> {
+    let mut certs = super::registry::roots_from(ca)
+        .map_err(|e| Error::Image(format!("ca_file {}: {e}", ca.display())))?;
+    for path in super::registry::SYSTEM_CA_BUNDLES {
+        if let Ok(system) = super::registry::roots_from(Path::new(path)) {
+            if !system.is_empty() {
+                certs.extend(system);
+                break;
+            }
+        }
+    }
+    Ok(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(toml_text: &str) -> Hosts {
+        #[derive(Deserialize)]
+        struct W {
+            registry: Hosts,
+        }
+        toml::from_str::<W>(toml_text).unwrap().registry
+    }
+
+    #[test]
+    fn mirrors_come_first_then_the_registry() {
+        let h = hosts(
+            r#"
+            [registry."docker.io"]
+            mirrors = ["mirror.local:5000", "http://10.0.0.1:5000", "127.0.0.1:5001"]
+            [registry."mirror.local:5000"]
+            plain_http = true
+            [registry."reg.lab"]
+            plain_http = true
+            "#,
+        );
+        let e = endpoints(&h, "docker.io", "registry-1.docker.io", false);
+        let bases: Vec<_> = e.iter().map(|e| e.base.as_str()).collect();
+        assert_eq!(
+            bases,
+            [
+                "http://mirror.local:5000",
+                "http://10.0.0.1:5000",
+                "http://127.0.0.1:5001",
+                "https://registry-1.docker.io"
+            ]
+        );
+        assert!(e[0].mirror && !e[3].mirror);
+        assert_eq!(
+            endpoints(&h, "reg.lab", "reg.lab", false)[0].base,
+            "http://reg.lab"
+        );
+        assert_eq!(
+            endpoints(&h, "quay.io", "quay.io", false)[0].base,
+            "https://quay.io"
+        );
+        assert_eq!(
+            endpoints(&h, "localhost:5000", "localhost:5000", true)[0].base,
+            "http://localhost:5000"
+        );
+        let tls = hosts("[registry.\"localhost:5443\"]\nskip_verify = true\n");
+        assert_eq!(
+            endpoints(&tls, "localhost:5443", "localhost:5443", true)[0].base,
+            "https://localhost:5443",
+            "TLS settings for a loopback host mean TLS"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_at_start() {
+        assert!(validate(&hosts("[registry.\"a/b\"]\n")).is_err());
+        assert!(validate(&hosts("[registry.\"x\"]\nmirrors = [\"http://m/path\"]\n")).is_err());
+        let d = tempfile::tempdir().unwrap();
+        let empty = d.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let with = |p: &Path| format!("[registry.\"x\"]\nca_file = \"{}\"\n", p.display());
+        assert!(validate(&hosts(&with(&empty))).is_err(), "no certificate");
+        assert!(validate(&hosts(&with(&d.path().join("missing.pem")))).is_err());
+        let ca = d.path().join("ca.pem");
+        std::fs::write(&ca, include_bytes!("testdata/ca-and-key.pem")).unwrap();
+        validate(&hosts(&with(&ca))).unwrap();
+        agent(&hosts(&with(&ca)), "x").unwrap();
+        assert!(is_loopback("127.0.0.1:5000") && is_loopback("[::1]:5000") && !is_loopback("127.evil"));
+    }
+}
