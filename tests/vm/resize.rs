@@ -1,7 +1,8 @@
 //! In-place resize (Kubernetes v1.35): UpdateContainerResources applied live
 //! to cgroup v2 and read back, and memory-limit decreases that never OOM-kill.
 //!
-//! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
+//! Runs inside the VM (`hack/vm`), with `--test-threads=1`. Every test name
+//! contains `resize`, so `BERTH_VM_FILTER=resize` runs them all.
 
 #[path = "resize/limits.rs"]
 mod limits;
@@ -251,7 +252,7 @@ async fn cpu_resize_is_live_and_read_back() {
 }
 
 #[tokio::test]
-async fn memory_decrease_never_oom_kills() {
+async fn resize_memory_decrease_never_oom_kills() {
     let (b, mut c) = Berthd::start_with("memory_decrease_wait_ms = 1000\n")
         .await
         .expect("berthd");
@@ -406,7 +407,7 @@ async fn memory_decrease_never_oom_kills() {
 }
 
 #[tokio::test]
-async fn page_cache_is_reclaimed_to_fit_a_decrease() {
+async fn resize_page_cache_is_reclaimed_to_fit_a_decrease() {
     // A real block filesystem (ext2 on the VM's RAM disk, which is not
     // charged to any cgroup), so the container's file reads leave
     // reclaimable page cache in its cgroup.
