@@ -1,7 +1,13 @@
 //! In-place resize (Kubernetes v1.35): UpdateContainerResources applied live
 //! to cgroup v2 and read back, and memory-limit decreases that never OOM-kill.
 //!
-//! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
+//! Runs inside the VM (`hack/vm`), with `--test-threads=1`. Every test name
+//! contains `resize`, so `BERTH_VM_FILTER=resize` runs them all.
+
+#[path = "resize/limits.rs"]
+mod limits;
+#[path = "resize/race.rs"]
+mod race;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +35,39 @@ fn events(dir: &Path, key: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key} ")))
         .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Every `memory.events` counter, as `low=.. high=.. max=.. oom=.. oom_kill=..`.
+fn memory_events(dir: &Path) -> String {
+    ["low", "high", "max", "oom", "oom_kill"]
+        .map(|k| format!("{k}={}", events(dir, k)))
+        .join(" ")
+}
+
+/// berthd's resize counters (Status verbose, `resize` key).
+async fn resize_counters(c: &mut CriClient) -> serde_json::Value {
+    let info = c
+        .runtime
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    serde_json::from_str(&info["resize"]).unwrap()
+}
+
+/// The container's pid, from verbose ContainerStatus.
+async fn pid_of(c: &mut CriClient, id: &str) -> u32 {
+    let s = c.status(id).await.unwrap();
+    serde_json::from_str::<serde_json::Value>(&s.info["info"]).unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32
+}
+
+fn oom_score_adj(pid: u32) -> i64 {
+    read(Path::new(&format!("/proc/{pid}")), "oom_score_adj")
         .parse()
         .unwrap()
 }
@@ -161,6 +200,7 @@ async fn cpu_resize_is_live_and_read_back() {
     .await
     .unwrap();
     assert_eq!(read(&dir, "cpu.max"), "max 100000");
+    limits::oom_score_cpuset_and_swap(&mut c, &dir, &id).await;
     // A created, not yet started container takes the new values and keeps them at start.
     let waiting = c
         .create(
@@ -176,6 +216,7 @@ async fn cpu_resize_is_live_and_read_back() {
         cri::LinuxContainerResources {
             cpu_quota: 30_000,
             cpu_shares: 512,
+            oom_score_adj: 300,
             ..mem(200 * MIB)
         },
     )
@@ -185,6 +226,13 @@ async fn cpu_resize_is_live_and_read_back() {
     let wdir = cg_dir(&b, &sb, &waiting);
     assert_eq!(read(&wdir, "cpu.max"), "30000 100000");
     assert_eq!(read(&wdir, "memory.max"), (200 * MIB).to_string());
+    let wpid = pid_of(&mut c, &waiting).await;
+    assert_eq!(
+        oom_score_adj(wpid),
+        300,
+        "the update made while created holds at start"
+    );
+    assert_eq!(status_resources(&mut c, &waiting).await.oom_score_adj, 300);
     // berthd restarts: the values are still reported.
     let mut b = b;
     b.kill_hard();
@@ -192,14 +240,19 @@ async fn cpu_resize_is_live_and_read_back() {
     let mut c = b.spawn().await.unwrap();
     let r = status_resources(&mut c, &waiting).await;
     assert_eq!(
-        (r.cpu_quota, r.cpu_shares, r.memory_limit_in_bytes),
-        (30_000, 512, 200 * MIB)
+        (
+            r.cpu_quota,
+            r.cpu_shares,
+            r.memory_limit_in_bytes,
+            r.oom_score_adj
+        ),
+        (30_000, 512, 200 * MIB, 300)
     );
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
 #[tokio::test]
-async fn memory_decrease_never_oom_kills() {
+async fn resize_memory_decrease_never_oom_kills() {
     let (b, mut c) = Berthd::start_with("memory_decrease_wait_ms = 1000\n")
         .await
         .expect("berthd");
@@ -217,15 +270,22 @@ async fn memory_decrease_never_oom_kills() {
     )
     .await;
     let dir = cg_dir(&b, &sb, &id);
-    let pid = {
-        let s = c.status(&id).await.unwrap();
-        serde_json::from_str::<serde_json::Value>(&s.info["info"]).unwrap()["pid"]
-            .as_u64()
-            .unwrap()
-    };
+    let pid = pid_of(&mut c, &id).await;
     let ooms = events(&dir, "oom_kill");
+    let events_before = memory_events(&dir);
     update(&mut c, &id, mem(768 * MIB)).await.expect("raise");
     assert_eq!(read(&dir, "memory.max"), (768 * MIB).to_string());
+    // kubelet may resend the same values: OK again, same state.
+    let before = status_resources(&mut c, &id).await;
+    update(&mut c, &id, mem(768 * MIB))
+        .await
+        .expect("idempotent resend");
+    assert_eq!(read(&dir, "memory.max"), (768 * MIB).to_string());
+    assert_eq!(
+        status_resources(&mut c, &id).await,
+        before,
+        "a resend changes nothing"
+    );
     let mut accepted = Vec::new();
     for i in 0..10 {
         let limit = if i % 2 == 0 { 256 * MIB } else { 300 * MIB };
@@ -284,6 +344,7 @@ async fn memory_decrease_never_oom_kills() {
         );
         assert_eq!(read(&dir, "memory.high"), "max", "memory.high restored");
     }
+    let events_after = memory_events(&dir);
     assert_eq!(events(&dir, "oom_kill"), ooms, "no OOM kill");
     assert!(Path::new(&format!("/proc/{pid}")).exists(), "still running");
     let s = c.status(&id).await.unwrap().status.unwrap();
@@ -294,9 +355,26 @@ async fn memory_decrease_never_oom_kills() {
         median(refused).as_secs_f64() * 1e3,
         events(&dir, "oom_kill"),
     );
+    println!("BERTH-BENCH memory_events_before_decreases {events_before}");
+    println!("BERTH-BENCH memory_events_after_decreases {events_after}");
+    // The metric and the log line: 12 applied (raise, resend, 10 decreases),
+    // 6 refused (the slow one and 5 more).
+    let n = resize_counters(&mut c).await;
+    assert_eq!(
+        (n["applied"].as_u64(), n["refused"].as_u64()),
+        (Some(12), Some(6)),
+        "{n}"
+    );
+    let log = b.log();
+    assert_eq!(log.matches("container resources updated").count(), 12, "{log}");
+    assert_eq!(log.matches("container resize refused").count(), 6, "{log}");
+    assert!(log.contains(&format!("memory limit decrease to {} bytes refused", 32 * MIB)));
+
+    race::concurrent_resizes_are_serialised(&mut c, &dir, &id).await;
 
     // Invalid input changes nothing.
     let cpu_before = read(&dir, "cpu.max");
+    let mem_before = read(&dir, "memory.max");
     for bad in [
         cri::LinuxContainerResources {
             memory_limit_in_bytes: -1,
@@ -310,11 +388,16 @@ async fn memory_decrease_never_oom_kills() {
             unified: [("memory.nonexistent".to_string(), "1".to_string())].into(),
             ..Default::default()
         },
+        // Write-only: there would be nothing to restore on failure.
+        cri::LinuxContainerResources {
+            unified: [("memory.reclaim".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        },
     ] {
         let e = update(&mut c, &id, bad.clone()).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}: {e:?}");
     }
-    assert_eq!(read(&dir, "memory.max"), (300 * MIB).to_string());
+    assert_eq!(read(&dir, "memory.max"), mem_before);
     assert_eq!(read(&dir, "cpu.max"), cpu_before);
     let e = update(&mut c, "no-such-container", mem(64 * MIB))
         .await
@@ -324,7 +407,7 @@ async fn memory_decrease_never_oom_kills() {
 }
 
 #[tokio::test]
-async fn page_cache_is_reclaimed_to_fit_a_decrease() {
+async fn resize_page_cache_is_reclaimed_to_fit_a_decrease() {
     // A real block filesystem (ext2 on the VM's RAM disk, which is not
     // charged to any cgroup), so the container's file reads leave
     // reclaimable page cache in its cgroup.
@@ -386,63 +469,10 @@ async fn page_cache_is_reclaimed_to_fit_a_decrease() {
 }
 
 #[tokio::test]
-async fn resizing_while_allocating_never_oom_kills() {
-    let (b, mut c) = Berthd::start_with("memory_decrease_wait_ms = 300\n")
+async fn pod_level_resize_and_containers_within_it() {
+    let (b, mut c) = Berthd::start_with("memory_decrease_wait_ms = 500\n")
         .await
         .expect("berthd");
-    c.pull(&busybox()).await.unwrap();
-    let pod = pod_config("race", &b.log_dir());
-    let sb = c.run_pod(&pod).await.unwrap();
-    // dd allocates and fills a 48 MiB anonymous buffer (page faults: the
-    // kind of charge that OOM-kills), exits, and again.
-    let id = start_and_wait(
-        &mut c,
-        &b,
-        &sb,
-        &pod,
-        "grower",
-        "echo ready; while :; do dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null; done",
-    )
-    .await;
-    let dir = cg_dir(&b, &sb, &id);
-    let ooms = events(&dir, "oom_kill");
-    let (mut ok, mut no) = (0, 0);
-    for i in 0..50 {
-        let limit = if i % 2 == 0 { 96 * MIB } else { 256 * MIB };
-        match update(&mut c, &id, mem(limit)).await {
-            Ok(()) => ok += 1,
-            Err(e) => {
-                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-                no += 1;
-            }
-        }
-    }
-    println!(
-        "BERTH-BENCH resize_race applied={ok} refused={no} oom_kill_delta={}",
-        events(&dir, "oom_kill") - ooms
-    );
-    assert_eq!(events(&dir, "oom_kill"), ooms, "no OOM kill in 50 racing resizes");
-    assert_eq!(
-        c.status(&id).await.unwrap().status.unwrap().state,
-        cri::ContainerState::ContainerRunning as i32
-    );
-    // Control: the same workload under a naive write of memory.max below
-    // what it allocates is OOM-killed, so the check above can fail.
-    std::fs::write(dir.join("memory.max"), (24 * MIB).to_string()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while events(&dir, "oom_kill") == ooms {
-        assert!(
-            Instant::now() < deadline,
-            "control: the naive limit never OOM-killed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    c.stop_and_remove_pod(&sb).await.unwrap();
-}
-
-#[tokio::test]
-async fn pod_level_resize_and_containers_within_it() {
-    let (b, mut c) = Berthd::start().await.expect("berthd");
     c.pull(&busybox()).await.unwrap();
     let pod = pod_config("podres", &b.log_dir());
     let sb = c.run_pod(&pod).await.unwrap();
@@ -495,5 +525,55 @@ async fn pod_level_resize_and_containers_within_it() {
         .unwrap();
     assert_eq!(read(&pod_dir, "memory.max"), (208 * MIB).to_string());
     assert_eq!(read(&pod_dir, "cpu.max"), "30000 100000");
+    // A pod decrease below what its containers hold (48 MiB of shmem) is
+    // refused with the same rule, and every pod value is restored.
+    let holder = start_and_wait(
+        &mut c,
+        &b,
+        &sb,
+        &pod,
+        "podholder",
+        "head -c 50331648 /dev/zero > /dev/shm/podhold; echo ready; sleep 3600",
+    )
+    .await;
+    let e = c
+        .runtime
+        .update_pod_sandbox_resources(upd(16 * MIB, 20_000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert_eq!(read(&pod_dir, "memory.max"), (208 * MIB).to_string());
+    assert_eq!(read(&pod_dir, "memory.high"), "max");
+    assert_eq!(read(&pod_dir, "cpu.max"), "30000 100000");
+    let info = c.pod_status(&sb).await.unwrap().1;
+    assert_eq!(
+        info["resources"]["memory_limit_in_bytes"],
+        192 * MIB,
+        "a refused pod resize is not recorded"
+    );
+    assert_eq!(events(&pod_dir, "oom_kill"), 0);
+    assert_eq!(
+        c.status(&holder).await.unwrap().status.unwrap().state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    // Counted and logged: 1 container resize applied, 2 refused as not
+    // fitting the pod; 2 pod resizes applied, 1 refused.
+    let n = resize_counters(&mut c).await;
+    assert_eq!(
+        (
+            n["applied"].as_u64(),
+            n["refused"].as_u64(),
+            n["podApplied"].as_u64(),
+            n["podRefused"].as_u64()
+        ),
+        (Some(1), Some(2), Some(2), Some(1)),
+        "{n}"
+    );
+    let log = b.log();
+    assert_eq!(log.matches("container resize refused").count(), 2, "{log}");
+    assert!(log.contains("exceeds the pod's current memory limit"), "{log}");
+    assert!(log.contains("exceeds the pod's current cpu.max"), "{log}");
+    assert_eq!(log.matches("pod resources updated").count(), 2, "{log}");
+    assert_eq!(log.matches("pod resize refused").count(), 1, "{log}");
     c.stop_and_remove_pod(&sb).await.unwrap();
 }

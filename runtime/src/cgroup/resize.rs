@@ -18,12 +18,12 @@
 //! All file access goes through [`Files`], so the procedure is unit-tested
 //! against a scripted fake; the VM tests run it on real cgroups.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri::LinuxContainerResources;
 
+pub use super::desired::{desired, Desired};
 use super::resources::shares_to_weight;
 use crate::error::{Error, Result};
 
@@ -58,106 +58,6 @@ impl Files for Dir {
     }
 }
 
-/// Files a CRI `unified` map may set: these controllers' files only, never
-/// `cgroup.*` (which would move processes or kill them).
-const UNIFIED_PREFIXES: &[&str] = &[
-    "cpu.", "memory.", "pids.", "io.", "hugetlb.", "cpuset.", "rdma.", "misc.",
-];
-
-/// The cgroup v2 values a CRI `LinuxContainerResources` asks for, as file
-/// name -> content, in the order they are written. Memory is handled apart.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Desired {
-    /// `memory.max` in bytes; None = "max".
-    pub memory_max: Option<u64>,
-    /// Every other file.
-    pub files: Vec<(String, String)>,
-}
-
-/// Validates and converts CRI resources for an update (every field is the
-/// full new state: an unset limit means "no limit").
-pub fn desired(r: &LinuxContainerResources) -> Result<Desired> {
-    let bad = |m: String| Err(Error::InvalidArgument(m));
-    if r.cpu_shares < 0
-        || r.cpu_period < 0
-        || r.memory_limit_in_bytes < 0
-        || r.memory_swap_limit_in_bytes < -1
-    {
-        return bad(format!(
-            "negative resource value (cpu_shares {}, cpu_period {}, memory_limit {}, memory_swap_limit {})",
-            r.cpu_shares, r.cpu_period, r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes
-        ));
-    }
-    if !(-1000..=1000).contains(&r.oom_score_adj) {
-        return bad(format!(
-            "oom_score_adj {} is outside -1000..=1000",
-            r.oom_score_adj
-        ));
-    }
-    let mut files = Vec::new();
-    if r.cpu_shares > 0 {
-        files.push(("cpu.weight".into(), shares_to_weight(r.cpu_shares).to_string()));
-    }
-    let period = if r.cpu_period > 0 { r.cpu_period } else { 100_000 };
-    if !(1000..=1_000_000).contains(&period) {
-        return bad(format!("cpu_period {period} is outside 1000..=1000000 µs"));
-    }
-    let quota = if r.cpu_quota > 0 {
-        if r.cpu_quota < 1000 {
-            return bad(format!(
-                "cpu_quota {} is below the kernel's 1000 µs minimum",
-                r.cpu_quota
-            ));
-        }
-        r.cpu_quota.to_string()
-    } else {
-        "max".into()
-    };
-    files.push(("cpu.max".into(), format!("{quota} {period}")));
-    let memory_max = (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes as u64);
-    // CRI's swap limit is memory + swap (cgroup v1 semantics); v2 wants swap alone.
-    match r.memory_swap_limit_in_bytes {
-        -1 => files.push(("memory.swap.max".into(), "max".into())),
-        0 => {}
-        s if memory_max.is_some_and(|m| (s as u64) < m) => {
-            return bad(format!(
-                "memory_swap_limit {s} is below memory_limit {}",
-                r.memory_limit_in_bytes
-            ))
-        }
-        s => files.push((
-            "memory.swap.max".into(),
-            (s as u64 - memory_max.unwrap_or(0)).to_string(),
-        )),
-    }
-    if !r.cpuset_cpus.is_empty() {
-        files.push(("cpuset.cpus".into(), r.cpuset_cpus.clone()));
-    }
-    if !r.cpuset_mems.is_empty() {
-        files.push(("cpuset.mems".into(), r.cpuset_mems.clone()));
-    }
-    for h in &r.hugepage_limits {
-        if h.page_size.is_empty() || !h.page_size.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return bad(format!("hugepage page_size {:?} is not valid", h.page_size));
-        }
-        files.push((format!("hugetlb.{}.max", h.page_size), h.limit.to_string()));
-    }
-    let unified: BTreeMap<_, _> = r.unified.iter().collect();
-    for (k, v) in unified {
-        let safe = UNIFIED_PREFIXES.iter().any(|p| k.starts_with(p))
-            && !k.contains('/')
-            && !k.contains("..")
-            && !["memory.max", "memory.high"].contains(&k.as_str());
-        if !safe {
-            return bad(format!(
-                "unified key {k:?} is not allowed (controller files only; memory.max goes through memory_limit_in_bytes)"
-            ));
-        }
-        files.push((k.clone(), v.clone()));
-    }
-    Ok(Desired { memory_max, files })
-}
-
 /// What an update did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
@@ -181,17 +81,26 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Applies `d`; on any error every file changed so far is restored.
 pub fn apply(files: &dyn Files, d: &Desired, wait: Duration) -> Result<Outcome> {
-    // Unknown files (a controller not enabled, a typo in `unified`) are
-    // caught before anything changes.
-    for (name, _) in &d.files {
+    // Unknown files (a controller not enabled, a typo in `unified`) and
+    // files whose value cannot be read back, so a failure could not restore
+    // it (write-only files), are caught before anything changes.
+    let mut old_values = Vec::with_capacity(d.files.len());
+    for (name, value) in &d.files {
         if !files.exists(name) {
-            if name == "memory.swap.max" && d.files.iter().any(|(n, v)| n == name && v == "max") {
+            // No swap accounting in this kernel: "no swap limit" holds already.
+            if name == "memory.swap.max" && value == "max" {
                 continue;
             }
             return Err(Error::InvalidArgument(format!(
                 "cgroup file {name} does not exist (controller not enabled?)"
             )));
         }
+        let old = files.read(name).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cgroup file {name} cannot be read back ({e}), so a failed update could not restore it"
+            ))
+        })?;
+        old_values.push((name, value, old));
     }
     let mut undo: Vec<(String, String)> = Vec::new();
     let result = (|| -> Result<Outcome> {
@@ -214,14 +123,12 @@ pub fn apply(files: &dyn Files, d: &Desired, wait: Duration) -> Result<Outcome> 
                 undo.push(("memory.max".into(), old_max.clone()));
             }
         }
-        for (name, value) in &d.files {
-            let old = files.read(name).unwrap_or_default();
+        for (name, value, old) in old_values {
             if old == *value {
                 continue;
             }
             match files.write(name, value) {
                 Ok(()) => undo.push((name.clone(), old)),
-                Err(e) if name == "memory.swap.max" && e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::InvalidArgument(format!("write {value:?} to {name}: {e}"))),
             }
         }
@@ -346,6 +253,8 @@ mod tests {
         files: Mutex<HashMap<String, String>>,
         floor: u64,
         log: Mutex<Vec<String>>,
+        /// Files that exist but fail to read, like write-only ones.
+        unreadable: Mutex<Vec<String>>,
     }
 
     impl Fake {
@@ -364,6 +273,7 @@ mod tests {
                 files: Mutex::new(files),
                 floor,
                 log: Mutex::new(vec![]),
+                unreadable: Mutex::new(vec![]),
             }
         }
         fn get(&self, n: &str) -> String {
@@ -373,6 +283,9 @@ mod tests {
 
     impl Files for Fake {
         fn read(&self, name: &str) -> std::io::Result<String> {
+            if self.unreadable.lock().unwrap().iter().any(|n| n == name) {
+                return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+            }
             self.files
                 .lock()
                 .unwrap()
@@ -462,60 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn validation_and_conversions() {
-        let d = desired(&LinuxContainerResources {
-            cpu_shares: 1024,
-            cpu_quota: 50_000,
-            cpu_period: 100_000,
-            memory_limit_in_bytes: 1 << 30,
-            memory_swap_limit_in_bytes: (1 << 30) + (1 << 20),
-            unified: [("pids.max".to_string(), "100".to_string())].into(),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(d.memory_max, Some(1 << 30));
-        assert!(d.files.contains(&("cpu.weight".into(), "100".into())));
-        assert!(d.files.contains(&("cpu.max".into(), "50000 100000".into())));
-        assert!(d
-            .files
-            .contains(&("memory.swap.max".into(), (1u64 << 20).to_string())));
-        assert!(d.files.contains(&("pids.max".into(), "100".into())));
-        let unlimited = desired(&LinuxContainerResources::default()).unwrap();
-        assert!(unlimited.files.contains(&("cpu.max".into(), "max 100000".into())));
-        assert_eq!(unlimited.memory_max, None);
-        for bad in [
-            LinuxContainerResources {
-                cpu_shares: -1,
-                ..Default::default()
-            },
-            LinuxContainerResources {
-                memory_limit_in_bytes: -5,
-                ..Default::default()
-            },
-            LinuxContainerResources {
-                cpu_quota: 10,
-                ..Default::default()
-            },
-            LinuxContainerResources {
-                oom_score_adj: 5000,
-                ..Default::default()
-            },
-            LinuxContainerResources {
-                unified: [("cgroup.procs".to_string(), "1".to_string())].into(),
-                ..Default::default()
-            },
-            LinuxContainerResources {
-                unified: [("memory.max".to_string(), "1".to_string())].into(),
-                ..Default::default()
-            },
-            LinuxContainerResources {
-                unified: [("cpu.max/../x".to_string(), "1".to_string())].into(),
-                ..Default::default()
-            },
-        ] {
-            assert!(matches!(desired(&bad), Err(Error::InvalidArgument(_))), "{bad:?}");
-        }
-        // An unknown file is refused before anything changes.
+    fn unknown_or_unreadable_files_are_refused_before_any_write() {
         let f = Fake::new(0, 0);
         let d = desired(&LinuxContainerResources {
             memory_limit_in_bytes: 1 << 30,
@@ -528,6 +388,23 @@ mod tests {
             Err(Error::InvalidArgument(_))
         ));
         assert_eq!(f.get("memory.max"), "max");
+        // A file that exists but cannot be read (write-only on cgroupfs):
+        // its old value could not be restored, so nothing is written.
+        f.write("io.weight", "default 100").unwrap();
+        f.unreadable.lock().unwrap().push("io.weight".into());
+        let d = desired(&LinuxContainerResources {
+            memory_limit_in_bytes: 1 << 30,
+            cpu_quota: 50_000,
+            unified: [("io.weight".to_string(), "200".to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = apply(&f, &d, DEFAULT_RECLAIM_WAIT).unwrap_err();
+        assert!(e.to_string().contains("read back"), "{e}");
+        assert_eq!(
+            (f.get("memory.max"), f.get("cpu.max")),
+            ("max".into(), "max 100000".into())
+        );
     }
 
     #[test]

@@ -489,6 +489,12 @@ impl ContainerManager {
             });
         }
         c.changed.send_replace(ContainerState::Running);
+        {
+            // Under the resize lock: an update that saw Created has
+            // recorded its values by now, a later one sees Running.
+            let _serial = c.resize.lock().await;
+            self.apply_pending_oom_score_adj(&c.record());
+        }
         self.persist(&c)?;
         self.watch_exit(c, shim);
         tracing::info!(container = %rec.id, "container started");

@@ -49,6 +49,8 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             serde_json::json!({
                 "applied": crate::container::resize::RESIZES_APPLIED.load(std::sync::atomic::Ordering::Relaxed),
                 "refused": crate::container::resize::RESIZES_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+                "podApplied": crate::sandbox::resize::POD_RESIZES_APPLIED.load(std::sync::atomic::Ordering::Relaxed),
+                "podRefused": crate::sandbox::resize::POD_RESIZES_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
                 "memoryDecreaseWaitMs": cri.cfg.memory_decrease_wait_ms,
             })
             .to_string(),

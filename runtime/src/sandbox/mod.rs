@@ -6,6 +6,7 @@
 
 mod pin;
 mod recover;
+pub mod resize;
 pub mod sysctl;
 
 use std::collections::{BTreeMap, HashMap};
@@ -184,9 +185,19 @@ impl SandboxRecord {
 pub struct Sandbox {
     record: Mutex<SandboxRecord>,
     shim: Mutex<Option<Shim>>,
+    /// Serialises pod-level resizes (never held by status calls).
+    resize: tokio::sync::Mutex<()>,
 }
 
 impl Sandbox {
+    fn new(record: SandboxRecord, shim: Option<Shim>) -> Self {
+        Sandbox {
+            record: Mutex::new(record),
+            shim: Mutex::new(shim),
+            resize: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// A copy of the record.
     pub fn record(&self) -> SandboxRecord {
         self.record.lock().expect("sandbox lock").clone()
@@ -258,47 +269,6 @@ impl SandboxManager {
             pod_cidr: Mutex::new(pod_cidr),
             sandboxes: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// UpdatePodSandboxResources: kubelet has resized the pod cgroup itself
-    /// (growing it before its containers, shrinking it after); Berth records
-    /// the values, and applies them — with the OOM-safe decrease — only to a
-    /// pod cgroup it created itself (no kubelet, e.g. crictl).
-    pub async fn update_resources(
-        &self,
-        sb: &Sandbox,
-        overhead: Option<&berth_proto::cri::LinuxContainerResources>,
-        resources: Option<&berth_proto::cri::LinuxContainerResources>,
-    ) -> Result<()> {
-        use crate::cgroup::resize;
-        let rec = sb.record();
-        let dir = self.cgroups.dir(&rec.cgroup_path);
-        if rec.cgroup_created.contains(&dir) {
-            let zero = berth_proto::cri::LinuxContainerResources::default();
-            let (r, o) = (resources.unwrap_or(&zero), overhead.unwrap_or(&zero));
-            let sum = |a: i64, b: i64| if a > 0 { a + b.max(0) } else { 0 };
-            let total = berth_proto::cri::LinuxContainerResources {
-                cpu_shares: sum(r.cpu_shares, o.cpu_shares),
-                cpu_quota: sum(r.cpu_quota, o.cpu_quota),
-                cpu_period: r.cpu_period,
-                memory_limit_in_bytes: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
-                ..Default::default()
-            };
-            let desired = resize::desired(&total)?;
-            let wait = self.cfg.memory_decrease_wait();
-            tokio::task::spawn_blocking(move || resize::apply(&resize::Dir(dir), &desired, wait))
-                .await
-                .map_err(|e| Error::Internal(format!("pod resize task: {e}")))??;
-        }
-        let rec = {
-            let mut r = sb.record.lock().expect("sandbox lock");
-            r.resources = resources.map(Into::into);
-            r.overhead = overhead.map(Into::into);
-            r.clone()
-        };
-        store::write_record(&self.record_path(&rec.id), &rec)?;
-        tracing::info!(sandbox = %rec.id, applied = rec.cgroup_created.contains(&self.cgroups.dir(&rec.cgroup_path)), "pod resources updated");
-        Ok(())
     }
 
     /// Records kubelet's pod CIDR (UpdateRuntimeConfig) for later pods.
@@ -652,13 +622,10 @@ impl SandboxManager {
         shim.info(berth_proto::shim::InfoRequest {})
             .await
             .map_err(|e| Error::Shim(e.message().to_string()))?;
-        self.sandboxes.lock().expect("sandboxes lock").insert(
-            id.clone(),
-            Arc::new(Sandbox {
-                record: Mutex::new(record),
-                shim: Mutex::new(Some(shim)),
-            }),
-        );
+        self.sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .insert(id.clone(), Arc::new(Sandbox::new(record, Some(shim))));
         undo.disarm();
         tracing::info!(sandbox = %id, "pod sandbox ready");
         Ok(id)

@@ -4,7 +4,7 @@
 //! so kubelet stops, removes and recreates it, and DEL still runs then.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::{Sandbox, SandboxManager, SandboxRecord, SandboxState};
 use crate::error::Result;
@@ -47,13 +47,10 @@ impl SandboxManager {
                 }
             }
             tracing::info!(sandbox = %rec.id, state = ?rec.state, "sandbox recovered");
-            self.sandboxes.lock().expect("sandboxes lock").insert(
-                rec.id.clone(),
-                Arc::new(Sandbox {
-                    record: Mutex::new(rec),
-                    shim: Mutex::new(shim),
-                }),
-            );
+            self.sandboxes
+                .lock()
+                .expect("sandboxes lock")
+                .insert(rec.id.clone(), Arc::new(Sandbox::new(rec, shim)));
             n += 1;
         }
         Ok(n)
