@@ -6,14 +6,14 @@
 # images, and the /init that runs everything (hack/vm/init.sh).
 #
 #   build-initramfs.sh --bin DIR --tests EXE... [--registry DIR] --out FILE
-#                      [--kernel-version VER]
+#                      [--kernel-version VER] [--extra-bin PATH]...   (more programs, with their libraries)
 #
 # The archive is an uncompressed cpio: under TCG emulation the kernel unpacks
 # it faster than it could decompress gzip, and it is only read once.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-BIN="" OUT="" REGISTRY="" KVER="" TESTS=()
+BIN="" OUT="" REGISTRY="" KVER="" TESTS=() EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;
@@ -21,6 +21,7 @@ while [ $# -gt 0 ]; do
         --registry) REGISTRY=$2; shift 2 ;;
         --kernel-version) KVER=$2; shift 2 ;;
         --tests) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do TESTS+=("$1"); shift; done ;;
+        --extra-bin) EXTRA+=("$2"); shift 2 ;;
         *) echo "build-initramfs: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -92,6 +93,11 @@ done
 cp -a /usr/lib/x86_64-linux-gnu/xtables "$R/usr/lib/x86_64-linux-gnu/"
 for so in "$R"/usr/lib/x86_64-linux-gnu/xtables/*.so; do copy_libs "$so"; done
 cp /usr/bin/docker-registry "$R/usr/bin/"
+for x in "${EXTRA[@]}"; do
+    cp "$(readlink -f "$x")" "$R/usr/bin/$(basename "$x")"
+    copy_libs "$x"
+done
+mkdir -p "$R/var/tmp"
 cp /usr/sbin/apparmor_parser "$R/usr/sbin/"
 copy_libs /usr/sbin/apparmor_parser
 copy_libs /usr/bin/docker-registry

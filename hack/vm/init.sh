@@ -111,8 +111,15 @@ if [ "$MODE" = demo ] || [ "$MODE" = bench ]; then
         usleep 100000
     done
     if [ "$MODE" = bench ]; then
+        # `pull,...` runs berth-pull-bench, anything else berth-bench.
+        bench=/berth/bin/berth-bench
+        first=${BENCHARGS%% *}
+        if [ -x "/berth/bin/berth-$first-bench" ]; then
+            bench=/berth/bin/berth-$first-bench
+            BENCHARGS=${BENCHARGS#"$first"}
+        fi
         # shellcheck disable=SC2086
-        /berth/bin/berth-bench $BENCHARGS --socket /run/berth/berth.sock
+        $bench $BENCHARGS --socket /run/berth/berth.sock
     else
         /berth/bin/berth-demo --socket /run/berth/berth.sock --image 127.0.0.1:5000/library/busybox:latest
     fi
