@@ -44,6 +44,8 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// CNI plugin directories, searched in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Size of each pod's /dev/shm tmpfs (bytes).
+    pub pod_shm_size_bytes: u64,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             supplemental_groups_enforcement: Default::default(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
         }
     }
 }
@@ -117,6 +120,12 @@ impl Config {
                 "config default_cgroup_parent must start with '/', got {:?}",
                 self.default_cgroup_parent
             )));
+        }
+        // tmpfs reads size=0 as "no limit": a pod could fill the node's RAM.
+        if self.pod_shm_size_bytes == 0 {
+            return Err(Error::InvalidArgument(
+                "config pod_shm_size_bytes must be greater than 0".into(),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument(format!(
@@ -198,6 +207,13 @@ mod tests {
         assert!(Config::from_toml("root = \"relative\"").is_err());
         assert!(Config::from_toml("default_cgroup_parent = \"kubepods\"").is_err());
         assert!(Config::from_toml("log_format = \"xml\"").is_err());
+        assert!(Config::from_toml("pod_shm_size_bytes = 0").is_err());
+        assert_eq!(
+            Config::from_toml("pod_shm_size_bytes = 134217728")
+                .unwrap()
+                .pod_shm_size_bytes,
+            128 << 20
+        );
     }
 
     #[test]

@@ -260,6 +260,7 @@ impl ContainerManager {
                 hostname: sbr.hostname.clone(),
                 pod_files: sbr.files.clone(),
                 pid_mode: sbr.pid_mode,
+                shm: sbr.shm.clone(),
             },
         )?;
         groups_policy::note_implicit_groups(&meta.name, &image.id, &identity.implicit_gids);
