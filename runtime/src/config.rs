@@ -50,6 +50,8 @@ pub struct Config {
     /// Per-registry settings: `[registry."<host>"]` with `mirrors`,
     /// `plain_http`, `ca_file`, `skip_verify`.
     pub registry: crate::image::hosts::Hosts,
+    /// Size of each pod's /dev/shm tmpfs (bytes).
+    pub pod_shm_size_bytes: u64,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -103,6 +105,7 @@ impl Default for Config {
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             container_rlimits: Vec::new(),
             registry: Default::default(),
+            pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
         }
     }
 }
@@ -158,6 +161,12 @@ impl Config {
                 "config default_cgroup_parent must start with '/', got {:?}",
                 self.default_cgroup_parent
             )));
+        }
+        // tmpfs reads size=0 as "no limit": a pod could fill the node's RAM.
+        if self.pod_shm_size_bytes == 0 {
+            return Err(Error::InvalidArgument(
+                "config pod_shm_size_bytes must be greater than 0".into(),
+            ));
         }
         crate::image::hosts::validate(&self.registry)?;
         let mut seen = std::collections::HashSet::new();
@@ -272,6 +281,13 @@ mod tests {
         assert!(Config::from_toml(&rl("RLIMIT_NOFILE", 9, 1)).is_err());
         let twice = rl("RLIMIT_NOFILE", 1, 1) + &rl("RLIMIT_NOFILE", 2, 2);
         assert!(Config::from_toml(&twice).is_err());
+        assert!(Config::from_toml("pod_shm_size_bytes = 0").is_err());
+        assert_eq!(
+            Config::from_toml("pod_shm_size_bytes = 134217728")
+                .unwrap()
+                .pod_shm_size_bytes,
+            128 << 20
+        );
     }
 
     #[test]

@@ -107,7 +107,12 @@ async fn run(cfg: Config) -> error::Result<()> {
     }
     let images = Arc::new(image::ImageStore::open(&cfg.root)?.with_hosts(cfg.registry.clone()));
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
-    let sandboxes = Arc::new(sandbox::SandboxManager::new(cfg.clone(), cgroups, cni));
+    let sandboxes = Arc::new(sandbox::SandboxManager::new(
+        cfg.clone(),
+        cgroups,
+        cni,
+        Arc::new(sandbox::shm::RealShmHost),
+    ));
     let containers = Arc::new(container::ContainerManager::new(
         cfg.clone(),
         images.clone(),

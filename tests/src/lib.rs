@@ -133,6 +133,20 @@ impl CriClient {
             .into_inner())
     }
 
+    /// ExecSync of `argv` (10 s timeout): exit code and stdout.
+    pub async fn exec(&mut self, id: &str, argv: &[&str]) -> Result<(i32, String), tonic::Status> {
+        let r = self
+            .runtime
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: argv.iter().map(|s| s.to_string()).collect(),
+                timeout: 10,
+            })
+            .await?
+            .into_inner();
+        Ok((r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned()))
+    }
+
     /// PodSandboxStatus (verbose): the status and berthd's parsed `info`
     /// (pid, cgroupPath, namespaces, network, files, resources).
     pub async fn pod_status(
@@ -443,6 +457,23 @@ pub fn mounts_containing(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(str::to_string)
         .collect()
+}
+
+/// Resident memory of a process (KiB), from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Pids whose command line contains `needle` (excluding this process).

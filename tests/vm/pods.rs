@@ -796,3 +796,136 @@ async fn dual_stack_pods_report_both_addresses() {
     c.stop_and_remove_pod(&sb).await.unwrap();
     let _ = Command::new("ip").args(["link", "del", bridge]).status();
 }
+
+/// Starts a long-running container in the pod.
+async fn sleeper(c: &mut CriClient, sb: &str, pod: &cri::PodSandboxConfig, name: &str) -> String {
+    let cfg = container_config(name, &busybox(), &["sleep", "3600"]);
+    let id = c.create(sb, &cfg, pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    id
+}
+
+/// An IPC namespace file (a pin or `/proc/<pid>/ns/ipc`) named as
+/// `readlink /proc/self/ns/ipc` names it.
+fn ipc_ns_name(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("ipc:[{}]", std::fs::metadata(path).unwrap().ino())
+}
+
+#[tokio::test]
+async fn pods_share_dev_shm_and_ipc_and_host_ipc_pods_see_the_nodes() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("shm", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let (_, info) = pod_info(&mut c, &sb).await;
+    assert_eq!(info["shm"]["owned"], true, "{info}");
+    let shm_dir = info["shm"]["source"].as_str().unwrap().to_string();
+    assert_eq!(
+        shm_dir,
+        format!("{}/state/sandboxes/{sb}/shm", b.dir.path().display())
+    );
+    let host_mount = mounts_containing(&format!(" {shm_dir} "));
+    assert_eq!(host_mount.len(), 1, "one tmpfs per pod: {host_mount:?}");
+    // tmpfs lists mode= only when it is not 1777, its default.
+    for want in ["nosuid", "nodev", "noexec", "tmpfs", "size=65536k"] {
+        assert!(host_mount[0].contains(want), "{want} in {}", host_mount[0]);
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&shm_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777);
+    }
+    let ipc_ns = ipc_ns_name(info["namespaces"]["ipc"].as_str().unwrap());
+
+    let writer = sleeper(&mut c, &sb, &pod, "writer").await;
+    let reader = sleeper(&mut c, &sb, &pod, "reader").await;
+    let (code, out) = c
+        .exec(
+            &writer,
+            &[
+                "sh",
+                "-c",
+                "echo from-writer > /dev/shm/note && stat -c %a /dev/shm && readlink /proc/self/ns/ipc \
+                 && grep ' /dev/shm ' /proc/self/mountinfo",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1777", "{out}");
+    assert_eq!(lines[1], ipc_ns, "the container is in the pod's IPC namespace");
+    for want in ["nosuid", "nodev", "noexec", "size=65536k"] {
+        assert!(
+            lines[2].contains(want),
+            "{want} in the container's /dev/shm: {}",
+            lines[2]
+        );
+    }
+    let (code, out) = c
+        .exec(
+            &reader,
+            &["sh", "-c", "cat /dev/shm/note; readlink /proc/self/ns/ipc"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        format!("from-writer\n{ipc_ns}\n"),
+        "the sibling shares /dev/shm and IPC"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{shm_dir}/note")).unwrap(),
+        "from-writer\n",
+        "the pod's tmpfs holds it"
+    );
+    // A container that comes later (a restart) finds it too.
+    c.stop(&writer, 0).await.unwrap();
+    c.remove(&writer).await.unwrap();
+    let (code, out) = run_in_pod(&mut c, &b, &sb, &pod, "later", &["cat", "/dev/shm/note"]).await;
+    assert_eq!((code, out), (0, vec!["from-writer".to_string()]));
+
+    // A host-IPC pod: the node's /dev/shm and IPC namespace.
+    let mut hp = pod_config("hostipc", &b.log_dir());
+    hp.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            ipc: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let node_file = format!("/dev/shm/berth-test-{}", std::process::id());
+    std::fs::write(&node_file, "from-node\n").unwrap();
+    let hsb = c.run_pod(&hp).await.expect("runp hostipc");
+    let (_, hinfo) = pod_info(&mut c, &hsb).await;
+    assert_eq!(
+        hinfo["shm"],
+        serde_json::json!({"source": "/dev/shm", "owned": false})
+    );
+    assert!(hinfo["namespaces"]["ipc"].is_null(), "{hinfo}");
+    let h = sleeper(&mut c, &hsb, &hp, "hostipc").await;
+    let script = format!("cat {node_file}; echo from-pod > {node_file}.pod; readlink /proc/self/ns/ipc");
+    let (code, out) = c.exec(&h, &["sh", "-c", &script]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, format!("from-node\n{}\n", ipc_ns_name("/proc/self/ns/ipc")));
+    assert_eq!(
+        std::fs::read_to_string(format!("{node_file}.pod")).unwrap(),
+        "from-pod\n"
+    );
+    c.stop_and_remove_pod(&hsb).await.unwrap();
+    assert!(
+        Path::new(&node_file).exists(),
+        "removing a host-IPC pod leaves the node's /dev/shm alone"
+    );
+    let _ = std::fs::remove_file(&node_file);
+    let _ = std::fs::remove_file(format!("{node_file}.pod"));
+
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert!(
+        mounts_containing(&shm_dir).is_empty(),
+        "the pod's /dev/shm is unmounted with the pod"
+    );
+    assert!(mounts_containing(&b.dir.path().to_string_lossy()).is_empty());
+}

@@ -16,28 +16,34 @@ fn busybox() -> String {
 }
 
 /// The pod's three containers at `attempt`, with the emptyDir at /data.
+/// The init container fails if its root fs is not fresh or if the previous
+/// attempt's /dev/shm file is gone; the app fails on a stale root fs.
 fn containers(attempt: u32, empty_dir: &Path) -> Vec<cri::ContainerConfig> {
     let vol = cri::Mount {
         container_path: "/data".into(),
         host_path: empty_dir.to_string_lossy().into_owned(),
         ..Default::default()
     };
+    let shm_check = match attempt.checked_sub(1) {
+        Some(prev) => {
+            format!("[ \"$(cat /dev/shm/init-{prev})\" = init-{prev} ] || {{ echo lost-shm; exit 1; }}; ")
+        }
+        None => String::new(),
+    };
     let init_script = format!(
         "if [ -e /rootfs-marker ]; then echo stale-rootfs; exit 1; fi; \
-         echo attempt-{attempt} > /rootfs-marker; touch /data/init-{attempt}; echo fresh"
+         echo attempt-{attempt} > /rootfs-marker; touch /data/init-{attempt}; \
+         {shm_check}echo init-{attempt} > /dev/shm/init-{attempt}; echo fresh"
+    );
+    let app_script = format!(
+        "if [ -e /rootfs-app ]; then echo stale-rootfs; exit 1; fi; \
+         echo app-{attempt} > /rootfs-app; exec sleep 3600"
     );
     let mut out = Vec::new();
     for (name, argv) in [
         ("init", vec!["sh".to_string(), "-c".to_string(), init_script]),
         ("sidecar", vec!["sleep".to_string(), "3600".to_string()]),
-        (
-            "app",
-            vec![
-                "sh".to_string(),
-                "-c".to_string(),
-                "echo app > /rootfs-app; sleep 3600".to_string(),
-            ],
-        ),
+        ("app", vec!["sh".to_string(), "-c".to_string(), app_script]),
     ] {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut c = container_config(name, &busybox(), &argv);
@@ -116,17 +122,54 @@ async fn pod_state(c: &mut CriClient, sb: &str) -> (i32, String, u64) {
     )
 }
 
-fn shim_rss_kib(shim_pid: u64) -> u64 {
-    std::fs::read_to_string(format!("/proc/{shim_pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
+/// Entries of a state directory (records, writable layers, bundles).
+fn count_entries(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// What must not grow over 100 cycles.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    mounts: usize,
+    processes: usize,
+    pod_cgroups: usize,
+    shim_rss_kib: u64,
+    shim_fds: usize,
+    berthd_rss_kib: u64,
+    berthd_fds: usize,
+    /// `<root>/containers/*.json`.
+    container_records: usize,
+    /// `<root>/containers/<id>/` (writable layers) + `<state>/containers/<id>/` (bundles).
+    container_dirs: usize,
+}
+
+fn usage(b: &Berthd, shim_pid: u32, pod_cg: &Path) -> Usage {
+    let (root, state) = (
+        b.dir.path().join("root/containers"),
+        b.dir.path().join("state/containers"),
+    );
+    let dirs = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|r| r.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0)
+    };
+    Usage {
+        mounts: count_mounts(),
+        processes: count_processes(),
+        pod_cgroups: count_cgroups(pod_cg),
+        shim_rss_kib: rss_kib(shim_pid),
+        shim_fds: fd_count(shim_pid),
+        berthd_rss_kib: rss_kib(b.pid()),
+        berthd_fds: fd_count(b.pid()),
+        container_records: count_entries(&root, ".json"),
+        container_dirs: dirs(&root) + dirs(&state),
+    }
 }
 
 fn count_mounts() -> usize {
@@ -154,6 +197,132 @@ fn count_cgroups(dir: &Path) -> usize {
         .count()
 }
 
+/// The pod as its containers see it: hostname, /etc/hosts, /etc/resolv.conf.
+async fn identity(c: &mut CriClient, id: &str) -> String {
+    let (code, out) = c
+        .exec(id, &["sh", "-c", "hostname; cat /etc/hosts /etc/resolv.conf"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    out
+}
+
+/// A file the container's main process writes right after it starts.
+async fn read_when_written(c: &mut CriClient, id: &str, path: &str) -> String {
+    let script =
+        format!("i=0; while [ ! -e {path} ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; cat {path}");
+    let (code, out) = c.exec(id, &["sh", "-c", &script]).await.unwrap();
+    assert_eq!(code, 0, "{path}: {out}");
+    out.trim().to_string()
+}
+
+/// Exactly one sandbox, ours, Ready, with an IP.
+async fn assert_one_ready_sandbox(c: &mut CriClient, sb: &str, ip: &str) {
+    let list = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (list[0].id.as_str(), list[0].state),
+        (sb, cri::PodSandboxState::SandboxReady as i32)
+    );
+    let (_, ip_now, _) = pod_state(c, sb).await;
+    assert!(!ip_now.is_empty());
+    assert_eq!(ip_now, ip);
+}
+
+/// StopContainer(timeout 0) of one container, then of three at once, in
+/// `rounds` rounds: medians of (one, three in parallel).
+async fn stop_timings(
+    c: &mut CriClient,
+    sb: &str,
+    pod: &cri::PodSandboxConfig,
+    rounds: usize,
+) -> (Duration, Duration) {
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            let cfg = container_config(&format!("stopper-{round}-{i}"), &busybox(), &["sleep", "3600"]);
+            let id = c.create(sb, &cfg, pod).await.unwrap();
+            c.start(&id).await.unwrap();
+            ids.push(id);
+        }
+        let t = Instant::now();
+        c.stop(&ids[0], 0).await.unwrap();
+        one.push(t.elapsed());
+        let t = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in &ids[1..] {
+            let (mut c2, id) = (c.clone(), id.clone());
+            tasks.spawn(async move { c2.stop(&id, 0).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+        three.push(t.elapsed());
+        for id in &ids {
+            c.remove(id).await.unwrap();
+        }
+    }
+    (median(one), median(three))
+}
+
+/// Three containers that ignore SIGTERM, stopped at once with a 1 s grace
+/// period: concurrent stops take about 1 s, serialised ones 3 s or more.
+async fn parallel_grace_stops(
+    c: &mut CriClient,
+    b: &Berthd,
+    sb: &str,
+    pod: &cri::PodSandboxConfig,
+) -> Duration {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let name = format!("stubborn-{i}");
+        let cfg = container_config(
+            &name,
+            &busybox(),
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+            ],
+        );
+        let id = c.create(sb, &cfg, pod).await.unwrap();
+        c.start(&id).await.unwrap();
+        let log = b.log_dir().join(format!("{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready")
+        {
+            assert!(Instant::now() < deadline, "{name} never got ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ids.push(id);
+    }
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in &ids {
+        let (mut c2, id) = (c.clone(), id.clone());
+        tasks.spawn(async move { c2.stop(&id, 1).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let took = t.elapsed();
+    for id in &ids {
+        let s = c.status(id).await.unwrap().status.unwrap();
+        assert_eq!(s.exit_code, 137, "SIGTERM was ignored, SIGKILL ended it: {s:?}");
+        c.remove(id).await.unwrap();
+    }
+    took
+}
+
 #[tokio::test]
 async fn in_place_restart_keeps_the_pod_and_renews_containers() {
     let (b, mut c) = Berthd::start().await.expect("berthd");
@@ -163,29 +332,32 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
     let pod = pod_config("restartable", &b.log_dir());
     let sb = c.run_pod(&pod).await.unwrap();
     let (_, ip, netns_ino) = pod_state(&mut c, &sb).await;
-    let shim_pid = c.pod_status(&sb).await.unwrap().1["pid"].as_u64().unwrap();
+    assert!(!ip.is_empty());
+    let shim_pid = c.pod_status(&sb).await.unwrap().1["pid"].as_u64().unwrap() as u32;
     let pod_cg =
         Path::new("/sys/fs/cgroup").join(format!("{}/{sb}", b.cgroup_parent).trim_start_matches('/'));
+    let pod_cg_ino = std::fs::metadata(&pod_cg).unwrap().ino();
 
-    let mut ids = start_pod(&mut c, &sb, &pod, 0, &empty_dir).await;
-    for attempt in 1..=3u32 {
-        stop_all(&c, &sb, &ids).await;
-        // Zero containers is a normal state: Ready, same IP.
-        let (state, ip_now, ino_now) = pod_state(&mut c, &sb).await;
-        assert_eq!(
-            (state, ip_now.as_str(), ino_now),
-            (cri::PodSandboxState::SandboxReady as i32, ip.as_str(), netns_ino)
-        );
+    let mut ids = Vec::new();
+    let mut pod_identity = String::new();
+    for attempt in 0..=3u32 {
+        if attempt > 0 {
+            stop_all(&c, &sb, &ids).await;
+            // Zero containers is a normal state: Ready, same IP.
+            let (state, ip_now, ino_now) = pod_state(&mut c, &sb).await;
+            assert_eq!(
+                (state, ip_now.as_str(), ino_now),
+                (cri::PodSandboxState::SandboxReady as i32, ip.as_str(), netns_ino)
+            );
+            assert_one_ready_sandbox(&mut c, &sb, &ip).await;
+        }
         ids = start_pod(&mut c, &sb, &pod, attempt, &empty_dir).await;
-        let statuses: Vec<cri::ContainerStatus> = {
-            let mut v = Vec::new();
-            for id in &ids {
-                v.push(c.status(id).await.unwrap().status.unwrap());
-            }
-            v
-        };
+        let mut statuses = Vec::new();
+        for id in &ids {
+            statuses.push(c.status(id).await.unwrap().status.unwrap());
+        }
         for s in &statuses {
-            assert_eq!(s.metadata.as_ref().unwrap().attempt, attempt);
+            assert_eq!(s.metadata.as_ref().unwrap().attempt, attempt, "{s:?}");
         }
         assert!(
             statuses[0].finished_at <= statuses[1].started_at,
@@ -198,7 +370,41 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
         let init_log = std::fs::read_to_string(b.log_dir().join(format!("init-{attempt}.log"))).unwrap();
         assert!(
             init_log.contains("fresh"),
-            "no root-fs file survives an attempt: {init_log}"
+            "no root-fs file survives an attempt, /dev/shm does: {init_log}"
+        );
+        let (sidecar, app) = (ids[1].clone(), ids[2].clone());
+        // The app's own root-fs file is this attempt's (it exits 1 on a stale one).
+        assert_eq!(
+            read_when_written(&mut c, &app, "/rootfs-app").await,
+            format!("app-{attempt}")
+        );
+        let app_status = c.status(&app).await.unwrap().status.unwrap();
+        assert_eq!(
+            app_status.state,
+            cri::ContainerState::ContainerRunning as i32,
+            "{app_status:?}"
+        );
+        // The init's /dev/shm file reaches its siblings, and the files of all
+        // earlier attempts are still there.
+        for id in [&sidecar, &app] {
+            let (code, out) = c.exec(id, &["sh", "-c", "ls /dev/shm"]).await.unwrap();
+            assert_eq!(code, 0);
+            let want: Vec<String> = (0..=attempt).map(|a| format!("init-{a}")).collect();
+            let mut got: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+            got.sort();
+            assert_eq!(got, want, "/dev/shm of container {id}");
+        }
+        let now = identity(&mut c, &app).await;
+        if attempt == 0 {
+            assert!(now.starts_with("restartable\n"), "{now}");
+            pod_identity = now;
+        } else {
+            assert_eq!(now, pod_identity, "hostname, hosts and resolv.conf unchanged");
+        }
+        assert_eq!(
+            std::fs::metadata(&pod_cg).unwrap().ino(),
+            pod_cg_ino,
+            "same pod cgroup"
         );
     }
     let mut files: Vec<String> = std::fs::read_dir(&empty_dir)
@@ -218,18 +424,38 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
         (cri::PodSandboxState::SandboxReady as i32, ip.clone(), netns_ino)
     );
 
+    // kubelet sends the stops of all containers at once: they must overlap.
+    let (one, three) = stop_timings(&mut c, &sb, &pod, 5).await;
+    let grace3 = parallel_grace_stops(&mut c, &b, &sb, &pod).await;
+    println!(
+        "BERTH-BENCH stop_concurrency rounds=5 one_stop_median_ms={:.1} three_parallel_stops_median_ms={:.1} \
+         three_parallel_1s_grace_stops_ms={:.1}",
+        one.as_secs_f64() * 1e3,
+        three.as_secs_f64() * 1e3,
+        grace3.as_secs_f64() * 1e3
+    );
+    // A SIGKILL stop is mostly the kernel tearing the container's PID and
+    // mount namespaces down, which it partly serialises itself (one
+    // namespace_sem, RCU grace periods; plainly visible under TCG), so three
+    // at once cost more than one even though berthd and the shim overlap
+    // them; serialised stops would cost 3x. The grace-period stops are the
+    // sharp proof: their time is waiting, which only a lock could add up.
+    assert!(
+        three < one * 3,
+        "3 parallel StopContainer(0) took {three:?}, one takes {one:?}: stops are serialised"
+    );
+    assert!(
+        grace3 < Duration::from_millis(2000),
+        "3 parallel StopContainer(1 s) on TERM-ignoring containers took {grace3:?}: stops are serialised"
+    );
+
     // 100 more cycles: timings, and nothing may grow.
     // Warm-up (allocator and runtime buffers settle), then measure.
     for attempt in 4..24u32 {
         stop_all(&c, &sb, &ids).await;
         ids = start_pod(&mut c, &sb, &pod, attempt, &empty_dir).await;
     }
-    let before = (
-        count_mounts(),
-        count_processes(),
-        count_cgroups(&pod_cg),
-        shim_rss_kib(shim_pid),
-    );
+    let before = usage(&b, shim_pid, &pod_cg);
     let mut cycle = Vec::new();
     for attempt in 24..124u32 {
         let t = Instant::now();
@@ -237,34 +463,63 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
         ids = start_pod(&mut c, &sb, &pod, attempt, &empty_dir).await;
         cycle.push(t.elapsed());
     }
-    let after = (
-        count_mounts(),
-        count_processes(),
-        count_cgroups(&pod_cg),
-        shim_rss_kib(shim_pid),
-    );
+    let after = usage(&b, shim_pid, &pod_cg);
     let mut sorted = cycle.clone();
     sorted.sort();
     let p99 = sorted[(sorted.len() * 99).div_ceil(100) - 1];
     println!(
-        "BERTH-BENCH in_place_restart cycles=100 median_ms={:.1} p99_ms={:.1} mounts={}->{} processes={}->{} pod_cgroups={}->{} shim_rss_kib={}->{}",
+        "BERTH-BENCH in_place_restart cycles=100 median_ms={:.1} p99_ms={:.1} mounts={}->{} processes={}->{} pod_cgroups={}->{} \
+         shim_rss_kib={}->{} shim_fds={}->{} berthd_rss_kib={}->{} berthd_fds={}->{} container_records={}->{} container_dirs={}->{}",
         median(cycle).as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
-        before.0, after.0, before.1, after.1, before.2, after.2, before.3, after.3
+        before.mounts, after.mounts, before.processes, after.processes, before.pod_cgroups, after.pod_cgroups,
+        before.shim_rss_kib, after.shim_rss_kib, before.shim_fds, after.shim_fds,
+        before.berthd_rss_kib, after.berthd_rss_kib, before.berthd_fds, after.berthd_fds,
+        before.container_records, after.container_records, before.container_dirs, after.container_dirs,
     );
     assert_eq!(
-        (after.0, after.1, after.2),
-        (before.0, before.1, before.2),
-        "mounts, processes, cgroups"
+        (after.mounts, after.processes, after.pod_cgroups, after.shim_fds),
+        (
+            before.mounts,
+            before.processes,
+            before.pod_cgroups,
+            before.shim_fds
+        ),
+        "mounts, processes, cgroups, shim fds"
+    );
+    assert_eq!(
+        (after.container_records, after.container_dirs),
+        (before.container_records, before.container_dirs),
+        "container records and directories in the state dirs"
+    );
+    // berthd's fds include connections that come and go with the tokio/h2
+    // pools; a per-cycle leak would show as +100, so a few are not a leak.
+    assert!(
+        after.berthd_fds <= before.berthd_fds + 4,
+        "berthd fds grew {} -> {}",
+        before.berthd_fds,
+        after.berthd_fds
     );
     assert!(
-        after.3 < before.3 + 2048,
+        after.shim_rss_kib < before.shim_rss_kib + 2048,
         "shim RSS grew {} -> {} KiB",
-        before.3,
-        after.3
+        before.shim_rss_kib,
+        after.shim_rss_kib
+    );
+    assert!(
+        after.berthd_rss_kib < before.berthd_rss_kib + 4096,
+        "berthd RSS grew {} -> {} KiB",
+        before.berthd_rss_kib,
+        after.berthd_rss_kib
     );
     let (_, ip_now, ino_now) = pod_state(&mut c, &sb).await;
-    assert_eq!((ip_now, ino_now), (ip, netns_ino));
+    assert_eq!((ip_now, ino_now), (ip.clone(), netns_ino));
+    assert_one_ready_sandbox(&mut c, &sb, &ip).await;
+    assert_eq!(
+        std::fs::metadata(&pod_cg).unwrap().ino(),
+        pod_cg_ino,
+        "same pod cgroup"
+    );
     // Log files of old attempts are kubelet's to delete; ours are separate per attempt.
     let logs: HashMap<String, u64> = std::fs::read_dir(b.log_dir())
         .unwrap()
@@ -277,7 +532,13 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
         })
         .collect();
     assert!(logs.contains_key("init-123.log"));
+    let shm_dir = b.dir.path().join(format!("state/sandboxes/{sb}/shm"));
+    assert!(shm_dir.join("init-123").exists());
     c.stop_and_remove_pod(&sb).await.unwrap();
+    assert!(
+        mounts_containing(&shm_dir.to_string_lossy()).is_empty(),
+        "the pod's /dev/shm is unmounted with the pod"
+    );
 }
 
 /// A berthd restart in the middle of the cycle (no containers) leaves the

@@ -254,6 +254,7 @@ impl ContainerManager {
                 hostname: sbr.hostname.clone(),
                 pod_files: sbr.files.clone(),
                 pid_mode: sbr.pid_mode,
+                shm: sbr.shm.clone(),
             },
         )?;
         let sc = cfg.linux.as_ref().and_then(|l| l.security_context.as_ref());

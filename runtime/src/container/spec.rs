@@ -118,6 +118,8 @@ pub struct SandboxContext {
     pub pod_files: Option<crate::net::files::PodFiles>,
     /// The pod's PID namespace mode.
     pub pid_mode: crate::sandbox::PidMode,
+    /// The pod's /dev/shm; None: a tmpfs of the container's own.
+    pub shm: Option<crate::sandbox::shm::PodShm>,
 }
 
 /// Whether the container gets a PID namespace of its own, checking that its
@@ -269,6 +271,18 @@ fn propagation_option(p: i32) -> &'static str {
     }
 }
 
+/// The container's `/dev/shm`: the pod's, bound in (so the pod's containers
+/// share it and it survives each of them), with the same nosuid, nodev and
+/// noexec as the tmpfs; a tmpfs of its own only for a sandbox that has none.
+fn dev_shm(pod: Option<&crate::sandbox::shm::PodShm>) -> Value {
+    match pod {
+        Some(s) => json!({"destination": "/dev/shm", "type": "bind", "source": s.source,
+            "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev", "rw"]}),
+        None => json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    }
+}
+
 /// Builds the spec (as JSON, checked against the oci-spec types).
 pub fn build_spec(
     cfg: &cri::ContainerConfig,
@@ -341,7 +355,7 @@ pub fn build_spec(
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        dev_shm(sandbox.shm.as_ref()),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup2", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if privileged {"rw"} else {"ro"}]}),
     ];
@@ -614,6 +628,10 @@ mod tests {
                 resolv_conf: "/run/berth/sandboxes/x/resolv.conf".into(),
                 hostname: "/run/berth/sandboxes/x/hostname".into(),
             }),
+            shm: Some(crate::sandbox::shm::PodShm {
+                source: "/run/berth/sandboxes/x/shm".into(),
+                owned: true,
+            }),
         };
         let (spec, id) = build_spec(&c, &image(), &ImageUsers::default(), &sb).unwrap();
         let mounts = spec["mounts"].as_array().unwrap();
@@ -630,6 +648,16 @@ mod tests {
         assert_eq!(
             src("/etc/hostname"),
             Some(json!("/run/berth/sandboxes/x/hostname"))
+        );
+        let shm = mounts.iter().find(|m| m["destination"] == "/dev/shm").unwrap();
+        assert_eq!(
+            (&shm["type"], &shm["source"]),
+            (&json!("bind"), &json!("/run/berth/sandboxes/x/shm")),
+            "the pod's /dev/shm, not a tmpfs per container"
+        );
+        assert_eq!(
+            mounts.iter().filter(|m| m["destination"] == "/dev/shm").count(),
+            1
         );
         assert_eq!(id.uid, 0);
         assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));

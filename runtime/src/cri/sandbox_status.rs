@@ -30,6 +30,7 @@ pub async fn handle(cri: &Cri, req: PodSandboxStatusRequest) -> Result<PodSandbo
                 "network": r.network,
                 "networkCheck": check,
                 "files": r.files,
+                "shm": r.shm,
                 "resources": r.resources,
                 "overhead": r.overhead,
             })

@@ -7,6 +7,7 @@
 mod pin;
 mod recover;
 pub mod resize;
+pub mod shm;
 pub mod sysctl;
 
 use std::collections::{BTreeMap, HashMap};
@@ -164,6 +165,10 @@ pub struct SandboxRecord {
     /// The pod's /etc/hosts, resolv.conf, hostname.
     #[serde(default)]
     pub files: Option<PodFiles>,
+    /// The pod's /dev/shm; None for sandboxes of a berthd that had none
+    /// (their containers keep a tmpfs each).
+    #[serde(default)]
+    pub shm: Option<shm::PodShm>,
 }
 
 impl SandboxRecord {
@@ -253,19 +258,22 @@ pub struct SandboxManager {
     cfg: Config,
     cgroups: CgroupManager,
     cni: Arc<Cni>,
+    shm_host: Arc<dyn shm::ShmHost>,
     /// Pod CIDR from UpdateRuntimeConfig, for the CNI `ipRanges` capability.
     pod_cidr: Mutex<String>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
 }
 
 impl SandboxManager {
-    /// A manager using `cfg`'s directories and `cni` for pod networks.
-    pub fn new(cfg: Config, cgroups: CgroupManager, cni: Cni) -> Self {
+    /// A manager using `cfg`'s directories, `cni` for pod networks and
+    /// `shm_host` to mount each pod's /dev/shm.
+    pub fn new(cfg: Config, cgroups: CgroupManager, cni: Cni, shm_host: Arc<dyn shm::ShmHost>) -> Self {
         let pod_cidr = load_pod_cidr(&pod_cidr_path(&cfg));
         SandboxManager {
             cfg,
             cgroups,
             cni: Arc::new(cni),
+            shm_host,
             pod_cidr: Mutex::new(pod_cidr),
             sandboxes: Mutex::new(HashMap::new()),
         }
@@ -463,6 +471,20 @@ impl SandboxManager {
                 let _ = std::fs::remove_dir_all(d);
             });
         }
+        let pod_shm = shm::setup(
+            &*self.shm_host,
+            &state_dir,
+            req.host_ipc,
+            self.cfg.pod_shm_size_bytes,
+        )?;
+        {
+            let (host, s) = (self.shm_host.clone(), pod_shm.clone());
+            undo.push(move || {
+                if let Err(e) = shm::teardown(&*host, &s) {
+                    tracing::warn!(error = %e, "unmounting the pod's /dev/shm during rollback failed");
+                }
+            });
+        }
 
         let cgroup_path = crate::cgroup::driver::pod_path(
             self.cfg.cgroup_driver,
@@ -616,6 +638,7 @@ impl SandboxManager {
             overhead: None,
             network,
             files: Some(pod_files),
+            shm: Some(pod_shm),
         };
         store::write_record(&self.record_path(&id), &record)?;
         // Make sure the shim is still healthy after pinning.
@@ -661,6 +684,11 @@ impl SandboxManager {
         let rec = sb.record();
         for p in rec.ns_paths.values() {
             pin::unpin(p)?;
+        }
+        // Before the state dir goes: removing files under a live mount point
+        // would empty the tmpfs and then fail with EBUSY.
+        if let Some(s) = &rec.shm {
+            shm::teardown(&*self.shm_host, s)?;
         }
         self.cgroups
             .remove_created(&rec.cgroup_created, &self.cgroups.dir(&rec.cgroup_path))?;
@@ -796,6 +824,7 @@ mod net_tests {
                 cfg.clone(),
                 CgroupManager::new("/nonexistent"),
                 Cni::new(vec![], Box::new(crate::net::cni::RealExec)),
+                Arc::new(shm::fake::FakeShmHost::default()),
             )
         };
         let m = new_manager();

@@ -2,12 +2,20 @@
 //! still running (its pid's command line names its socket, so a recycled pid
 //! is not mistaken for it) is reconnected; otherwise the sandbox is NotReady,
 //! so kubelet stops, removes and recreates it, and DEL still runs then.
+//!
+//! A pod's mounts (namespace pins, its /dev/shm tmpfs) live under
+//! `<state>/sandboxes/<id>/`: after a berthd restart they are still mounted
+//! and used as they are; after a reboot `<state>` is empty and RemovePodSandbox
+//! finds nothing to unmount. A state dir without a record is what a berthd
+//! killed inside RunPodSandbox leaves (the record is written last): its
+//! mounts are undone here, since no RemovePodSandbox will ever name it.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Sandbox, SandboxManager, SandboxRecord, SandboxState};
-use crate::error::Result;
+use super::{pin, shm, Sandbox, SandboxManager, SandboxRecord, SandboxState};
+use crate::error::{Error, Result};
 use crate::{shim_client, store};
 
 /// Whether `pid` is the shim serving `socket`.
@@ -24,7 +32,15 @@ impl SandboxManager {
     pub async fn recover(&self) -> Result<usize> {
         let dir = self.cfg.root.join("sandboxes");
         let mut n = 0;
-        for path in store::list_records(&dir)? {
+        let records = store::list_records(&dir)?;
+        // Every record file counts, readable or not: an unreadable one is
+        // left in place, and so are its mounts.
+        let known: HashSet<String> = records
+            .iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        self.sweep_orphans(&known)?;
+        for path in records {
             let mut rec: SandboxRecord = match store::read_record(&path) {
                 Ok(r) => r,
                 Err(e) => {
@@ -54,5 +70,76 @@ impl SandboxManager {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+impl SandboxManager {
+    /// Undoes the state dirs of sandboxes that have no record: unpins their
+    /// namespaces, unmounts their /dev/shm, removes the directory.
+    fn sweep_orphans(&self, known: &HashSet<String>) -> Result<()> {
+        let dir = self.cfg.state.join("sandboxes");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if known.contains(&id) || !e.path().is_dir() {
+                continue;
+            }
+            let d = e.path();
+            for kind in ["net", "ipc", "uts"] {
+                pin::unpin(&d.join("ns").join(kind))?;
+            }
+            shm::teardown(
+                &*self.shm_host,
+                &shm::PodShm {
+                    source: d.join("shm"),
+                    owned: true,
+                },
+            )?;
+            std::fs::remove_dir_all(&d).map_err(|e| Error::io(format!("remove {}", d.display()), e))?;
+            tracing::warn!(sandbox = %id, "removed the state of a sandbox that has no record (berthd stopped inside RunPodSandbox)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::CgroupManager;
+    use crate::config::Config;
+    use crate::net::cni::{Cni, RealExec};
+
+    #[tokio::test]
+    async fn orphaned_state_dirs_are_unmounted_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            root: d.path().join("root"),
+            state: d.path().join("state"),
+            ..Config::default()
+        };
+        let host = Arc::new(shm::fake::FakeShmHost::default());
+        let m = SandboxManager::new(
+            cfg.clone(),
+            CgroupManager::new(d.path().join("cg")),
+            Cni::new(vec![], Box::new(RealExec)),
+            host.clone(),
+        );
+        let orphan = cfg.state.join("sandboxes/orphan");
+        std::fs::create_dir_all(orphan.join("shm")).unwrap();
+        // A record that cannot be read keeps its state dir.
+        std::fs::create_dir_all(cfg.state.join("sandboxes/broken/shm")).unwrap();
+        std::fs::create_dir_all(cfg.root.join("sandboxes")).unwrap();
+        std::fs::write(cfg.root.join("sandboxes/broken.json"), "{").unwrap();
+        assert_eq!(m.recover().await.unwrap(), 0);
+        assert!(!orphan.exists());
+        assert!(cfg.state.join("sandboxes/broken/shm").exists());
+        assert_eq!(
+            *host.calls.lock().unwrap(),
+            [format!("umount {}", orphan.join("shm").display())]
+        );
     }
 }

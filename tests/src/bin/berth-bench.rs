@@ -4,8 +4,9 @@
 //! `berth-bench restart [--socket PATH] [--image REF] [--cycles N] [--pods N]`
 //!
 //! (a) in place: kubelet's RestartAllContainers sequence on one sandbox
-//!     (concurrent StopContainer timeout 0 + RemoveContainer, then the init,
-//!     sidecar and app containers again with attempt + 1);
+//!     (concurrent StopContainer timeout 0 + RemoveContainer, ListContainers
+//!     polled until none is left for the pod, then the init, sidecar and app
+//!     containers again with attempt + 1);
 //! (b) re-creation: StopPodSandbox + RemovePodSandbox + RunPodSandbox (with
 //!     CNI) and all containers again;
 //! then `--pods` pods restarted in place at the same time.
@@ -57,7 +58,9 @@ async fn start_all(
     Ok(ids)
 }
 
-async fn stop_all(c: &CriClient, ids: &[String]) -> anyhow::Result<()> {
+/// kubelet's teardown: every StopContainer(timeout 0) + RemoveContainer at
+/// once, then ListContainers for the pod until it is empty.
+async fn stop_all(c: &CriClient, sb: &str, ids: &[String]) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
         let (mut rt, id) = (c.runtime.clone(), id.clone());
@@ -75,7 +78,36 @@ async fn stop_all(c: &CriClient, ids: &[String]) -> anyhow::Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    Ok(())
+    wait_no_containers(c, sb).await
+}
+
+/// Polls ListContainers (filtered by pod) until the pod has no container,
+/// as kubelet does before it starts the pod again.
+async fn wait_no_containers(c: &CriClient, sb: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = c
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    pod_sandbox_id: sb.into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        if left.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pod {sb} still lists {} containers",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
     let mut inplace = Vec::new();
     for attempt in 1..=cycles as u32 {
         let t = Instant::now();
-        stop_all(&c, &ids).await?;
+        stop_all(&c, &sb, &ids).await?;
         ids = start_all(&mut c, &sb, &pod, &image, attempt).await?;
         inplace.push(t.elapsed());
     }
@@ -151,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
         let (mut c2, image) = (CriClient::connect(&socket).await?, image.clone());
         tasks.spawn(async move {
             let t = Instant::now();
-            stop_all(&c2, &ids).await?;
+            stop_all(&c2, &sb, &ids).await?;
             start_all(&mut c2, &sb, &pod, &image, 1).await?;
             Ok::<_, anyhow::Error>(t.elapsed())
         });
