@@ -19,11 +19,16 @@ step "dependencies"
 hack/install-deps.sh
 
 MODE=${1:-all}
+# Every VM suite (tests/Cargo.toml `[[test]]` entries named vm_*).
+VM_SUITES=$(sed -n 's/^name = "\(vm_[a-z_]*\)"$/\1/p' tests/Cargo.toml)
 if [ "$MODE" != --vm ]; then
     step "lint: cargo fmt"
     cargo fmt --all -- --check
     step "lint: cargo clippy"
     cargo clippy --workspace --all-targets -- -D warnings
+    # The VM suites are `test = false`, which --all-targets passes over.
+    # shellcheck disable=SC2046
+    cargo clippy -p berth-tests $(printf -- '--test %s ' $VM_SUITES) -- -D warnings
 
     step "host tests: cargo test"
     # The host integration tests run target/debug/berthd, which `cargo test` does not build.
@@ -36,7 +41,8 @@ fi
 
 step "build: release binaries and VM test executables"
 cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
-TEST_BINS=$(cargo test --release -p berth-tests --test vm_slice --test vm_pods --test vm_groups --test vm_resize --test vm_restart --test vm_security --test vm_images --no-run --message-format=json 2>/dev/null |
+# shellcheck disable=SC2046
+TEST_BINS=$(cargo test --release -p berth-tests $(printf -- '--test %s ' $VM_SUITES) --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     try: m=json.loads(l)
