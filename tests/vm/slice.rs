@@ -900,3 +900,113 @@ async fn seccomp_profiles_apply() {
     );
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+/// berthd with no config file and no flags on a node laid out as usual
+/// (the VM has /etc/cni/net.d, /opt/cni/bin): the documented defaults
+/// (socket /run/berth/berth.sock, root /var/lib/berth, pods under /berth)
+/// run a pod end to end and leave nothing behind.
+#[tokio::test]
+async fn berthd_runs_with_no_config_and_no_flags() {
+    use std::process::{Command, Stdio};
+    let socket = std::path::Path::new("/run/berth/berth.sock");
+    assert!(!socket.exists(), "nothing else uses the defaults");
+    let mut child = Command::new(bin_dir().join("berthd"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berthd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c = loop {
+        if let Ok(mut c) = CriClient::connect(socket).await {
+            if c.runtime.version(cri::VersionRequest::default()).await.is_ok() {
+                break c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berthd did not come up on its default socket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let st = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ready: Vec<_> = st
+        .status
+        .unwrap()
+        .conditions
+        .iter()
+        .map(|c| (c.r#type.clone(), c.status))
+        .collect();
+    assert!(ready.contains(&("NetworkReady".to_string(), true)), "{ready:?}");
+    assert!(ready.contains(&("RuntimeReady".to_string(), true)), "{ready:?}");
+    c.pull(&format!("{}/library/busybox:latest", registry()))
+        .await
+        .expect("pull");
+    let logs = tempfile::tempdir().unwrap();
+    let pod = pod_config("defaults", logs.path());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    assert!(
+        std::path::Path::new(&format!("/sys/fs/cgroup/berth/{sb}")).exists(),
+        "default parent /berth"
+    );
+    let cfg = container_config(
+        "hello",
+        &format!("{}/library/busybox:latest", registry()),
+        &["echo", "hi"],
+    );
+    let id = c.create(&sb, &cfg, &pod).await.unwrap();
+    c.start(&id).await.unwrap();
+    assert_eq!(
+        c.wait_exited(&id, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let log = std::fs::read_to_string(logs.path().join("hello.log")).unwrap();
+    assert!(log.ends_with(" stdout F hi\n"), "{log}");
+    assert!(std::path::Path::new("/var/lib/berth/images").exists());
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/berth/{sb}")).exists());
+    assert!(mounts_containing(&sb).is_empty());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "berthd exits cleanly on SIGTERM");
+    assert!(!socket.exists(), "and removes its socket");
+    let _ = std::fs::remove_dir_all("/var/lib/berth");
+}
+
+/// Every CRI call is logged at debug with its duration (the test berthd
+/// runs at log_level debug).
+#[tokio::test]
+async fn every_cri_call_is_logged_with_its_duration() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.runtime.version(cri::VersionRequest::default()).await.unwrap();
+    let _ = c
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
+        .await;
+    let log = b.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("/runtime.v1.RuntimeService/Version") && l.contains("CRI call"))
+        .unwrap_or_else(|| panic!("no Version call line in {log}"));
+    assert!(line.contains("elapsed_us="), "{line}");
+    let failed = log
+        .lines()
+        .find(|l| l.contains("/runtime.v1.RuntimeService/ContainerStatus"))
+        .unwrap_or_else(|| panic!("no ContainerStatus line in {log}"));
+    assert!(
+        failed.contains("NotFound") || failed.contains("not found"),
+        "{failed}"
+    );
+}
