@@ -15,6 +15,8 @@ Images:
                 user-defined-in-image (uid 1000) listed in
                 group-defined-in-image (gid 50000); USER user-defined-in-image
   busybox-nogroup the same passwd, no /etc/group at all
+  busybox-volumes busybox declaring VOLUME /data and /var/cache/app (neither
+                exists in the layer)
 """
 import gzip
 import hashlib
@@ -166,6 +168,8 @@ def main():
     # The same user, and no /etc/group at all.
     nogroup = [e for e in base_entries(PASSWD + CONFORMANCE_PASSWD, GROUP) if e[0] != "etc/group"]
     build(out, "busybox-nogroup", nogroup, {})
+    # Image VOLUMEs: the runtime must give each an empty directory.
+    build(out, "busybox-volumes", base_entries(PASSWD, GROUP), {"Volumes": {"/data": {}, "/var/cache/app": {}}})
 
 
 if __name__ == "__main__":
