@@ -328,11 +328,16 @@ fn setup_dev(root: &Path) -> Result<()> {
 /// pivot_root(".", ".") then detach the old root: the old root is stacked
 /// under the new one and unmounted lazily, so no put_old directory is needed.
 fn pivot_into(root: &Path) -> Result<()> {
+    let old_root = File::open("/").context("open old root")?;
     nix::unistd::chdir(root).context("chdir rootfs")?;
     nix::unistd::pivot_root(".", ".").context("pivot_root")?;
-    // The old root is stacked on "." now. Under an rshared root its mounts
-    // are peers of the host's: make them slaves first so detaching them here
-    // cannot unmount anything on the host (runc does the same).
+    // The old root is stacked on the new one now. Under an rshared root its
+    // mounts are peers of the host's: make them slaves first so detaching
+    // them cannot unmount anything on the host (runc does the same). mount(2)
+    // resolves "." to the cwd's own mount, not the one stacked on it, so
+    // step into the old root first, or the rslave would hit the new root
+    // and every Bidirectional bind under it.
+    nix::unistd::fchdir(&old_root).context("fchdir old root")?;
     mount(
         None::<&str>,
         ".",
