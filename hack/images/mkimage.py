@@ -15,6 +15,8 @@ Images:
                 user-defined-in-image (uid 1000) listed in
                 group-defined-in-image (gid 50000); USER user-defined-in-image
   busybox-nogroup the same passwd, no /etc/group at all
+  busybox-volumes busybox declaring VOLUME /data and /var/cache/app (neither
+                exists in the layer)
 """
 import gzip
 import hashlib
@@ -187,6 +189,8 @@ def main():
     big = [("data", "dir", None, 0o755, 0, 0),
            ("data/big", "file", hashlib.sha256(b"berth").digest() * (4 * 1024 * 1024 // 32), 0o644, 0, 0)]
     build(out, "busybox-layers", [base_entries(PASSWD, GROUP), data, hide, link, big], {})
+    # Image VOLUMEs: the runtime must give each an empty directory.
+    build(out, "busybox-volumes", base_entries(PASSWD, GROUP), {"Volumes": {"/data": {}, "/var/cache/app": {}}})
 
 
 if __name__ == "__main__":

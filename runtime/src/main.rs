@@ -105,6 +105,10 @@ async fn run(cfg: Config) -> error::Result<()> {
     for d in [&cfg.root, &cfg.state] {
         std::fs::create_dir_all(d).map_err(|e| error::Error::io(format!("create {}", d.display()), e))?;
     }
+    tracing::info!(
+        supported = *container::mounts::RECURSIVE_READ_ONLY_SUPPORTED,
+        "recursive read-only mounts (mount_setattr)"
+    );
     let images = Arc::new(image::ImageStore::open(&cfg.root)?.with_hosts(cfg.registry.clone()));
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
     let sandboxes = Arc::new(sandbox::SandboxManager::new(

@@ -4,6 +4,7 @@
 pub mod apparmor;
 pub mod groups_policy;
 mod image_files;
+pub mod mounts;
 mod recover;
 pub mod resize;
 mod seccomp;
@@ -244,8 +245,20 @@ impl ContainerManager {
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &sbr.cgroup_path, &id);
         let users = self.image_users(&image);
+        // The spec sees host paths resolved and the image's VOLUMEs added;
+        // the record (ContainerStatus) keeps the mounts as kubelet asked.
+        let cri_mounts = mounts::resolve(&cfg.mounts, &mounts::RealHost)?;
+        let volumes = mounts::image_volumes(
+            &image.config.volumes,
+            &cfg.mounts,
+            &self.cfg.root.join("containers").join(&id).join("volumes"),
+        );
+        let spec_cfg = cri::ContainerConfig {
+            mounts: volumes.iter().cloned().chain(cri_mounts).collect(),
+            ..cfg.clone()
+        };
         let (mut oci, identity) = spec::build_spec(
-            cfg,
+            &spec_cfg,
             &image.config,
             &users,
             &spec::SandboxContext {
@@ -283,7 +296,11 @@ impl ContainerManager {
         let mut undo = Rollback::new();
         let dir = self.cfg.root.join("containers").join(&id);
         let bundle = self.cfg.state.join("containers").join(&id);
-        for d in [dir.join("upper"), dir.join("work"), bundle.clone()] {
+        let volume_dirs = volumes.iter().map(|v| PathBuf::from(&v.host_path));
+        for d in [dir.join("upper"), dir.join("work"), bundle.clone()]
+            .into_iter()
+            .chain(volume_dirs)
+        {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
         {

@@ -381,26 +381,13 @@ pub fn build_spec(
         }
     }
     for m in &cfg.mounts {
-        if !m.container_path.starts_with('/') {
-            return Err(Error::InvalidArgument(format!(
-                "mount container_path {:?} must be absolute",
-                m.container_path
-            )));
-        }
-        if m.host_path.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "mount {:?} has no host_path",
-                m.container_path
-            )));
-        }
-        if m.recursive_read_only && !m.readonly {
-            return Err(Error::InvalidArgument(format!(
-                "mount {:?}: recursive_read_only requires readonly",
-                m.container_path
-            )));
-        }
+        super::mounts::validate(m)?;
         let mut opts = vec!["rbind", propagation_option(m.propagation)];
         opts.push(if m.readonly { "ro" } else { "rw" });
+        // OCI runtime-spec 1.1 "rro": read-only all the way down (mount_setattr).
+        if m.recursive_read_only {
+            opts.push("rro");
+        }
         mounts.retain(|x| x["destination"] != m.container_path.as_str());
         mounts.push(
             json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": opts}),
@@ -468,6 +455,15 @@ pub fn build_spec(
     });
     if !sandbox.ns_paths.contains_key("uts") && !sandbox.hostname.is_empty() {
         spec["hostname"] = json!(sandbox.hostname);
+    }
+    // A Bidirectional mount must stay in its host peer group, so the
+    // container's root may not be made rslave (containerd sets the same).
+    if cfg
+        .mounts
+        .iter()
+        .any(|m| m.propagation == cri::MountPropagation::PropagationBidirectional as i32)
+    {
+        spec["linux"]["rootfsPropagation"] = json!("rshared");
     }
     if let Some(profile) = super::seccomp::profile(sc, &caps)? {
         spec["linux"]["seccomp"] = profile;
@@ -696,5 +692,47 @@ mod tests {
             ..Default::default()
         }];
         assert!(build_spec(&c, &image(), &ImageUsers::default(), &SandboxContext::default()).is_err());
+    }
+
+    #[test]
+    fn bidirectional_makes_root_rshared_and_rro_is_an_option() {
+        let mut c = cfg();
+        c.command = vec!["sh".into()];
+        let bind = |path: &str, p: cri::MountPropagation, rro: bool| cri::Mount {
+            container_path: path.into(),
+            host_path: "/h".into(),
+            readonly: rro,
+            recursive_read_only: rro,
+            propagation: p as i32,
+            ..Default::default()
+        };
+        c.mounts = vec![bind("/ro", cri::MountPropagation::PropagationPrivate, true)];
+        let (spec, _) = build_spec(&c, &image(), &ImageUsers::default(), &SandboxContext::default()).unwrap();
+        assert!(spec["linux"].get("rootfsPropagation").is_none());
+        let opts = |spec: &Value, dest: &str| {
+            spec["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .unwrap()["options"]
+                .clone()
+        };
+        assert_eq!(opts(&spec, "/ro"), json!(["rbind", "rprivate", "ro", "rro"]));
+        c.mounts.push(bind(
+            "/both",
+            cri::MountPropagation::PropagationBidirectional,
+            false,
+        ));
+        let (spec, _) = build_spec(&c, &image(), &ImageUsers::default(), &SandboxContext::default()).unwrap();
+        assert_eq!(spec["linux"]["rootfsPropagation"], "rshared");
+        assert_eq!(opts(&spec, "/both"), json!(["rbind", "rshared", "rw"]));
+        c.mounts = vec![bind(
+            "/x",
+            cri::MountPropagation::PropagationHostToContainer,
+            true,
+        )];
+        let e = build_spec(&c, &image(), &ImageUsers::default(), &SandboxContext::default()).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     }
 }

@@ -75,7 +75,7 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
+                recursive_read_only_mounts: *crate::container::mounts::RECURSIVE_READ_ONLY_SUPPORTED,
                 user_namespaces: false,
             }),
         }],

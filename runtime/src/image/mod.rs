@@ -43,6 +43,10 @@ pub struct ImageConfig {
     pub user: String,
     /// STOPSIGNAL.
     pub stop_signal: String,
+    /// VOLUME paths, sorted (each gets an empty dir unless a CRI mount covers it).
+    /// Absent in records written before volumes were parsed.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// A pulled image.
@@ -110,6 +114,11 @@ fn parse_config(bytes: &[u8]) -> Result<(ImageConfig, Vec<String>)> {
         working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
         user: c["User"].as_str().unwrap_or_default().to_string(),
         stop_signal: c["StopSignal"].as_str().unwrap_or_default().to_string(),
+        // `Volumes` is a set encoded as an object: {"/data": {}}.
+        volumes: c["Volumes"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default(),
     };
     let diff_ids = strings(&v["rootfs"]["diff_ids"]);
     Ok((cfg, diff_ids))
@@ -460,12 +469,13 @@ mod tests {
     fn parses_image_config() {
         let (c, diffs) = parse_config(
             br#"{"config":{"Entrypoint":["/bin/sh","-c"],"Cmd":["echo hi"],"Env":["PATH=/bin"],
-                "WorkingDir":"/w","User":"1000:50"},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#,
+                "WorkingDir":"/w","User":"1000:50","Volumes":{"/var/cache":{},"/data":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#,
         )
         .unwrap();
         assert_eq!(c.entrypoint, vec!["/bin/sh", "-c"]);
         assert_eq!(c.cmd, vec!["echo hi"]);
         assert_eq!(c.user, "1000:50");
+        assert_eq!(c.volumes, vec!["/data", "/var/cache"]);
         assert_eq!(diffs, vec!["sha256:aa"]);
     }
 

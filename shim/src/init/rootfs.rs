@@ -9,7 +9,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::LinuxNamespaceType;
 
-use super::mounts::{parse_options, secure_join};
+use super::mounts::{mount_holding, parse_options, secure_join};
 use super::InitConfig;
 
 /// Where cgroup v2 is mounted on the host.
@@ -71,16 +71,26 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
     }
 
-    // 2. New namespaces. Mount events stay inside; host events still reach us.
+    // 2. New namespaces. Mount events stay inside; host events still reach
+    // us. With a Bidirectional mount berthd asks for an rshared root instead:
+    // a bind of a shared source joins the source's peer group only if the
+    // source's copy here is still shared (rslave would leave it slave+shared
+    // and nothing would reach the host).
     unshare(unshare_flags).context("unshare namespaces")?;
+    let root_propagation = match linux.rootfs_propagation().as_deref() {
+        Some("shared" | "rshared") => MsFlags::MS_SHARED,
+        Some("private" | "rprivate") => MsFlags::MS_PRIVATE,
+        _ => MsFlags::MS_SLAVE,
+    };
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        MsFlags::MS_REC | root_propagation,
         None::<&str>,
     )
-    .context("make / rslave")?;
+    .with_context(|| format!("set propagation of / to {root_propagation:?}"))?;
+    make_rootfs_parent_private(&cfg.rootfs_dir)?;
     if own_uts {
         if let Some(h) = spec.hostname() {
             nix::unistd::sethostname(h).context("sethostname")?;
@@ -204,6 +214,81 @@ fn mount_one(root: &Path, m: &oci_spec::runtime::Mount) -> Result<()> {
         mount(None::<&str>, &dest, None::<&str>, opts.propagation, None::<&str>)
             .with_context(|| format!("set propagation of {}", m.destination().display()))?;
     }
+    if opts.recursive_readonly {
+        // MS_RDONLY on a bind remount covers only the top mount; the
+        // submounts an rbind brought along stay writable without this.
+        set_readonly_recursive(&dest)
+            .with_context(|| format!("make {} read-only recursively", m.destination().display()))?;
+    }
+    Ok(())
+}
+
+/// Like runc's rootfsParentMountPrivate: when the mount holding the rootfs
+/// dir is shared (always so under an rshared root), the rootfs, /proc, /dev
+/// and every bind below would propagate to the host's copy of it. Making just
+/// that one mount private here stops it; the binds' sources keep their own
+/// peer groups.
+fn make_rootfs_parent_private(rootfs_dir: &Path) -> Result<()> {
+    let dir = std::fs::canonicalize(rootfs_dir)
+        .with_context(|| format!("resolve rootfs dir {}", rootfs_dir.display()))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    if let Some((mount_point, true)) = mount_holding(&info, &dir) {
+        mount(
+            None::<&str>,
+            &mount_point,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .with_context(|| format!("make {} private", mount_point.display()))?;
+    }
+    Ok(())
+}
+
+/// `struct mount_attr` of <linux/mount.h> (MOUNT_ATTR_SIZE_VER0, 32 bytes).
+#[repr(C)]
+#[allow(dead_code)] // read by the kernel, never by us
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// MOUNT_ATTR_RDONLY of <linux/mount.h>.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// mount_setattr(2) with AT_RECURSIVE and MOUNT_ATTR_RDONLY: the mount at
+/// `path` and every mount below it become read-only (Linux >= 5.12).
+fn set_readonly_recursive(path: &Path) -> Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .context("mount path contains a NUL byte")?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: c_path is a valid NUL-terminated string and attr a live,
+    // correctly laid out mount_attr whose size is passed; the kernel only
+    // reads both during the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            (libc::AT_RECURSIVE | libc::AT_NO_AUTOMOUNT) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == -1 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            bail!("recursive read-only mounts need mount_setattr(2), Linux >= 5.12: {e}");
+        }
+        return Err(e).context("mount_setattr");
+    }
     Ok(())
 }
 
@@ -243,8 +328,24 @@ fn setup_dev(root: &Path) -> Result<()> {
 /// pivot_root(".", ".") then detach the old root: the old root is stacked
 /// under the new one and unmounted lazily, so no put_old directory is needed.
 fn pivot_into(root: &Path) -> Result<()> {
+    let old_root = File::open("/").context("open old root")?;
     nix::unistd::chdir(root).context("chdir rootfs")?;
     nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    // The old root is stacked on the new one now. Under an rshared root its
+    // mounts are peers of the host's: make them slaves first so detaching
+    // them cannot unmount anything on the host (runc does the same). mount(2)
+    // resolves "." to the cwd's own mount, not the one stacked on it, so
+    // step into the old root first, or the rslave would hit the new root
+    // and every Bidirectional bind under it.
+    nix::unistd::fchdir(&old_root).context("fchdir old root")?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("make old root rslave")?;
     umount2(".", MntFlags::MNT_DETACH).context("detach old root")?;
     nix::unistd::chdir("/").context("chdir /")?;
     Ok(())

@@ -1,0 +1,433 @@
+//! CRI mounts before they become OCI mounts: the rules CRI sets on
+//! propagation and recursive read-only, host paths resolved the way
+//! containerd resolves them, and the empty dirs behind image VOLUMEs.
+//!
+//! The checks are pure functions over a [`HostPaths`] seam (the node's
+//! mountinfo and path resolution), so they are unit-tested without root.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::LazyLock;
+
+use berth_proto::cri;
+
+use crate::error::{Error, Result};
+
+/// What the mount checks need from the node.
+pub trait HostPaths {
+    /// The text of berthd's `/proc/self/mountinfo` (berthd runs in the
+    /// node's mount namespace, which is where kubelet made the volume).
+    fn mountinfo(&self) -> io::Result<String>;
+    /// The path with every symlink resolved; it must exist.
+    fn canonicalize(&self, p: &Path) -> io::Result<PathBuf>;
+    /// Whether anything exists at `p` (symlinks followed).
+    fn exists(&self, p: &Path) -> bool;
+    /// Creates a missing host directory (containerd does this for volumes
+    /// kubelet did not create).
+    fn create_dir_all(&self, p: &Path) -> io::Result<()>;
+}
+
+/// The real node.
+#[derive(Debug, Clone, Copy)]
+pub struct RealHost;
+
+impl HostPaths for RealHost {
+    fn mountinfo(&self) -> io::Result<String> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+    }
+    fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+        std::fs::canonicalize(p)
+    }
+    fn exists(&self, p: &Path) -> bool {
+        p.exists()
+    }
+    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(p)
+    }
+}
+
+/// Whether the kernel has mount_setattr(2) (Linux >= 5.12), which recursive
+/// read-only mounts need. Probed once; `Status` advertises it.
+pub static RECURSIVE_READ_ONLY_SUPPORTED: LazyLock<bool> = LazyLock::new(probe_mount_setattr);
+
+fn probe_mount_setattr() -> bool {
+    // An invalid call: a kernel with the syscall says EBADF/EINVAL, one
+    // without says ENOSYS. Nothing is changed either way.
+    // SAFETY: the path is a valid NUL-terminated string, the attr pointer is
+    // null with size 0, and fd -1 refers to nothing; the kernel only reads.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1 as libc::c_int,
+            c"".as_ptr(),
+            0 as libc::c_uint,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+        )
+    };
+    !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+}
+
+/// Checks one CRI mount against the rules CRI states for its fields.
+pub fn validate(m: &cri::Mount) -> Result<()> {
+    if !m.container_path.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "mount container_path {:?} must be absolute",
+            m.container_path
+        )));
+    }
+    if m.host_path.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?} has no host_path",
+            m.container_path
+        )));
+    }
+    if m.recursive_read_only {
+        // CRI: "If recursive_read_only is set to true, readonly must be true
+        // and propagation must be PROPAGATION_PRIVATE."
+        if !m.readonly {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?}: recursive_read_only requires readonly",
+                m.container_path
+            )));
+        }
+        if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?}: recursive_read_only requires private propagation, not {}",
+                m.container_path,
+                propagation_name(m.propagation)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn propagation_name(p: i32) -> &'static str {
+    cri::MountPropagation::try_from(p)
+        .map(|p| p.as_str_name())
+        .unwrap_or("an unknown propagation")
+}
+
+/// One line of mountinfo, the parts the checks need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfoEntry {
+    /// Where it is mounted (octal escapes decoded).
+    pub mount_point: PathBuf,
+    /// Has a `shared:N` optional field: events propagate to and from peers.
+    pub shared: bool,
+    /// Has a `master:N` optional field: events arrive from the master.
+    pub slave: bool,
+}
+
+/// Parses `/proc/self/mountinfo` (proc(5): field 5 is the mount point, then
+/// options, then optional fields up to a lone `-`).
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfoEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = fields.get(4)?;
+            let optional = fields.get(6..)?.iter().take_while(|f| **f != "-");
+            let (mut shared, mut slave) = (false, false);
+            for f in optional {
+                shared |= f.starts_with("shared:");
+                slave |= f.starts_with("master:");
+            }
+            Some(MountInfoEntry {
+                mount_point: PathBuf::from(unescape_octal(mount_point)),
+                shared,
+                slave,
+            })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount holding `path` (a resolved absolute path): the last-listed
+/// entry with the longest mount point that is a prefix of it, which is the
+/// topmost one when mounts are stacked.
+pub fn mount_containing<'a>(entries: &'a [MountInfoEntry], path: &Path) -> Option<&'a MountInfoEntry> {
+    let mut best: Option<&MountInfoEntry> = None;
+    for e in entries {
+        if path.starts_with(&e.mount_point)
+            && best.is_none_or(|b| e.mount_point.components().count() >= b.mount_point.components().count())
+        {
+            best = Some(e);
+        }
+    }
+    best
+}
+
+/// CRI/containerd: Bidirectional needs the host source on a shared mount
+/// (else container mounts could never reach the host); HostToContainer needs
+/// shared or slave (else host mounts could never reach the container).
+pub fn check_propagation(entries: &[MountInfoEntry], m: &cri::Mount, host_path: &Path) -> Result<()> {
+    let want =
+        cri::MountPropagation::try_from(m.propagation).unwrap_or(cri::MountPropagation::PropagationPrivate);
+    if want == cri::MountPropagation::PropagationPrivate {
+        return Ok(());
+    }
+    let Some(e) = mount_containing(entries, host_path) else {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?}: no mount on the node holds host path {}",
+            m.container_path,
+            host_path.display()
+        )));
+    };
+    let ok = match want {
+        cri::MountPropagation::PropagationBidirectional => e.shared,
+        _ => e.shared || e.slave,
+    };
+    if ok {
+        return Ok(());
+    }
+    let needs = if want == cri::MountPropagation::PropagationBidirectional {
+        "a shared mount"
+    } else {
+        "a shared or slave mount"
+    };
+    Err(Error::InvalidArgument(format!(
+        "mount {:?}: {} needs host path {} on {needs}, but {} is private \
+         (make it shared, e.g. `mount --make-rshared {}`)",
+        m.container_path,
+        propagation_name(m.propagation),
+        host_path.display(),
+        e.mount_point.display(),
+        e.mount_point.display()
+    )))
+}
+
+/// Validates the CRI mounts and returns them with host paths resolved:
+/// missing host dirs are created and symlinks followed (containerd does
+/// both), so the shim binds the link's target and the propagation check
+/// looks at the mount that really holds it.
+pub fn resolve(mounts: &[cri::Mount], host: &dyn HostPaths) -> Result<Vec<cri::Mount>> {
+    for m in mounts {
+        validate(m)?;
+    }
+    let needs_mountinfo = mounts
+        .iter()
+        .any(|m| m.propagation != cri::MountPropagation::PropagationPrivate as i32);
+    let entries = if needs_mountinfo {
+        parse_mountinfo(
+            &host
+                .mountinfo()
+                .map_err(|e| Error::io("read /proc/self/mountinfo", e))?,
+        )
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let raw = Path::new(&m.host_path);
+        if !host.exists(raw) {
+            host.create_dir_all(raw)
+                .map_err(|e| Error::io(format!("create host path {}", raw.display()), e))?;
+        }
+        let resolved = host
+            .canonicalize(raw)
+            .map_err(|e| Error::io(format!("resolve host path {}", raw.display()), e))?;
+        check_propagation(&entries, m, &resolved)?;
+        out.push(cri::Mount {
+            host_path: resolved.to_string_lossy().into_owned(),
+            ..m.clone()
+        });
+    }
+    Ok(out)
+}
+
+/// `/a//b/./c/` -> `/a/b/c`, for comparing container paths.
+fn clean(p: &str) -> PathBuf {
+    Path::new(p)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+/// The image's VOLUMEs that no CRI mount covers, each as a read-write
+/// private bind of an empty per-container dir `<volumes_dir>/<n>`
+/// (containerd's default `mkdir` behaviour, without copy-up: the volume
+/// starts empty, and stays writable even with a read-only rootfs). The
+/// dirs live in the container's dir and go with it.
+pub fn image_volumes(volumes: &[String], cri_mounts: &[cri::Mount], volumes_dir: &Path) -> Vec<cri::Mount> {
+    volumes
+        .iter()
+        .filter(|v| v.starts_with('/'))
+        .filter(|v| !cri_mounts.iter().any(|m| clean(&m.container_path) == clean(v)))
+        .enumerate()
+        .map(|(i, v)| cri::Mount {
+            container_path: clean(v).to_string_lossy().into_owned(),
+            host_path: volumes_dir.join(i.to_string()).to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 0:20 / / rw,relatime shared:1 - tmpfs newroot rw,mode=755
+23 22 0:21 / /proc rw,relatime shared:2 - proc proc rw
+30 22 0:25 / /tmp rw,relatime shared:9 - tmpfs tmp rw
+40 30 0:30 / /tmp/priv rw,relatime - tmpfs tmpfs rw
+41 30 0:31 / /tmp/slave rw,relatime master:12 - tmpfs tmpfs rw
+42 30 0:32 / /tmp/with\\040space rw,relatime shared:13 master:12 - tmpfs tmpfs rw
+";
+
+    fn mount(path: &str, p: cri::MountPropagation) -> cri::Mount {
+        cri::Mount {
+            container_path: "/v".into(),
+            host_path: path.into(),
+            propagation: p as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_optional_fields_and_escapes() {
+        let e = parse_mountinfo(MOUNTINFO);
+        assert_eq!(e.len(), 6);
+        assert!(e[0].shared && !e[0].slave);
+        assert!(!e[3].shared && !e[3].slave);
+        assert!(!e[4].shared && e[4].slave);
+        assert_eq!(e[5].mount_point, PathBuf::from("/tmp/with space"));
+        assert!(e[5].shared && e[5].slave);
+        let m = mount_containing(&e, Path::new("/tmp/priv/a/b")).unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/tmp/priv"));
+        // A path prefix is not a component prefix.
+        let m = mount_containing(&e, Path::new("/tmp/private")).unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/tmp"));
+    }
+
+    #[test]
+    fn propagation_needs_a_matching_host_mount() {
+        use cri::MountPropagation::*;
+        let e = parse_mountinfo(MOUNTINFO);
+        let ok = |p: &str, prop| check_propagation(&e, &mount(p, prop), Path::new(p));
+        assert!(ok("/tmp/priv/x", PropagationPrivate).is_ok());
+        assert!(matches!(
+            ok("/tmp/priv/x", PropagationHostToContainer),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            ok("/tmp/priv", PropagationBidirectional),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(ok("/tmp/slave/x", PropagationHostToContainer).is_ok());
+        assert!(matches!(
+            ok("/tmp/slave/x", PropagationBidirectional),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(ok("/tmp/x", PropagationBidirectional).is_ok());
+        assert!(ok("/tmp/with space", PropagationBidirectional).is_ok());
+    }
+
+    #[test]
+    fn recursive_read_only_rules() {
+        use cri::MountPropagation::*;
+        let mut m = mount("/h", PropagationPrivate);
+        m.recursive_read_only = true;
+        assert!(
+            matches!(validate(&m), Err(Error::InvalidArgument(_))),
+            "needs readonly"
+        );
+        m.readonly = true;
+        assert!(validate(&m).is_ok());
+        for p in [PropagationHostToContainer, PropagationBidirectional] {
+            m.propagation = p as i32;
+            assert!(matches!(validate(&m), Err(Error::InvalidArgument(_))), "{p:?}");
+        }
+    }
+
+    struct FakeHost {
+        links: Vec<(PathBuf, PathBuf)>,
+        existing: Vec<PathBuf>,
+        created: RefCell<Vec<PathBuf>>,
+    }
+
+    impl HostPaths for FakeHost {
+        fn mountinfo(&self) -> io::Result<String> {
+            Ok(MOUNTINFO.into())
+        }
+        fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+            Ok(self
+                .links
+                .iter()
+                .find(|(l, _)| l == p)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_else(|| p.to_path_buf()))
+        }
+        fn exists(&self, p: &Path) -> bool {
+            self.existing.iter().any(|e| e == p) || self.links.iter().any(|(l, _)| l == p)
+        }
+        fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+            self.created.borrow_mut().push(p.to_path_buf());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn resolves_symlinks_before_checking_propagation() {
+        use cri::MountPropagation::*;
+        let host = FakeHost {
+            links: vec![("/tmp/link".into(), "/tmp/priv/target".into())],
+            existing: vec!["/tmp/x".into()],
+            created: RefCell::default(),
+        };
+        let got = resolve(&[mount("/tmp/link", PropagationPrivate)], &host).unwrap();
+        assert_eq!(got[0].host_path, "/tmp/priv/target");
+        // The link sits on a shared mount, its target does not.
+        let e = resolve(&[mount("/tmp/link", PropagationHostToContainer)], &host).unwrap_err();
+        assert!(e.to_string().contains("/tmp/priv"), "{e}");
+        resolve(&[mount("/tmp/new", PropagationPrivate)], &host).unwrap();
+        assert_eq!(*host.created.borrow(), vec![PathBuf::from("/tmp/new")]);
+        assert!(host.created.borrow().len() == 1, "existing paths are not created");
+    }
+
+    #[test]
+    fn image_volumes_skip_paths_cri_mounts_cover() {
+        let cri_mounts = vec![cri::Mount {
+            container_path: "/cache/".into(),
+            host_path: "/h".into(),
+            ..Default::default()
+        }];
+        let v = image_volumes(
+            &["/cache".into(), "/data//x".into(), "relative".into()],
+            &cri_mounts,
+            Path::new("/c/volumes"),
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].container_path, "/data/x");
+        assert_eq!(v[0].host_path, "/c/volumes/0");
+        assert!(!v[0].readonly);
+        assert_eq!(v[0].propagation, cri::MountPropagation::PropagationPrivate as i32);
+    }
+
+    #[test]
+    fn probe_answers() {
+        // Whatever the kernel, the probe must not panic or change anything.
+        let _ = *RECURSIVE_READ_ONLY_SUPPORTED;
+    }
+}
