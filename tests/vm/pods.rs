@@ -718,7 +718,7 @@ async fn host_ipc_and_host_pid_pods_share_the_nodes_namespaces() {
         ..Default::default()
     };
     pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(node),
+        namespace_options: Some(node.clone()),
         ..Default::default()
     });
     let sb = c.run_pod(&pod).await.expect("runp");
