@@ -1,6 +1,7 @@
 //! Containers: create (spec, writable layer, cgroup, shim), start, stop,
 //! remove, and the state machine Created -> Running -> Exited.
 
+pub mod devices;
 pub mod groups_policy;
 mod image_files;
 mod recover;
@@ -147,6 +148,8 @@ pub struct ContainerManager {
     /// Each image's user database (read once: images are immutable), so
     /// re-creating a pod's containers (in-place restart) reads no image files.
     users_cache: Mutex<HashMap<String, Arc<spec::ImageUsers>>>,
+    /// The node's device nodes (CRI devices, privileged containers).
+    host_devices: Arc<dyn devices::HostDevices>,
 }
 
 fn signal_number(name: &str) -> Option<i32> {
@@ -169,6 +172,7 @@ impl ContainerManager {
             sandboxes,
             containers: Mutex::new(HashMap::new()),
             users_cache: Mutex::new(HashMap::new()),
+            host_devices: Arc::new(devices::RealHostDevices),
         }
     }
 
@@ -250,7 +254,7 @@ impl ContainerManager {
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &sbr.cgroup_path, &id);
         let users = self.image_users(&image);
-        let (oci, identity) = spec::build_spec(
+        let (mut oci, identity) = spec::build_spec(
             cfg,
             &image.config,
             &users,
@@ -263,6 +267,14 @@ impl ContainerManager {
             },
         )?;
         groups_policy::note_implicit_groups(&meta.name, &image.id, &identity.implicit_gids);
+        let privileged = cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged);
+        // Checked before any step, so a missing or bad device leaves nothing.
+        let devices = devices::resolve(&cfg.devices, privileged, self.host_devices.as_ref())?;
+        devices::add_to_spec(&mut oci, &devices);
         let stop_signal = match cri::Signal::try_from(cfg.stop_signal) {
             Ok(s) if s != cri::Signal::RuntimeDefault => {
                 signal_number(s.as_str_name().trim_start_matches("SIGNAL_")).unwrap_or(libc::SIGTERM)
@@ -299,6 +311,12 @@ impl ContainerManager {
             undo.push(move || {
                 let _ = cg.remove_created(&created, &leaf);
             });
+        }
+        // Before the init stage joins the cgroup, so no process of the
+        // container ever runs unfiltered. Removing the cgroup (the undo
+        // above) detaches the filter. Privileged containers get none.
+        if let Some(rules) = &devices.rules {
+            cgroups.install_device_filter(&cgroup_path, rules)?;
         }
         // Resources apply from the start (the init stage joins this cgroup
         // before anything runs in it).
