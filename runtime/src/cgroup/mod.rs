@@ -4,7 +4,9 @@
 //! temp dir laid out like a cgroup tree; in production the root is
 //! `/sys/fs/cgroup`.
 
+pub mod bpf;
 pub mod desired;
+pub mod device_filter;
 pub mod driver;
 pub mod resize;
 pub mod resources;
@@ -13,6 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use self::device_filter::{DeviceFilterHost, DeviceRule, KernelBpf};
 use crate::error::{Error, IoContext, Result};
 
 /// Controllers a node must have for Berth to run pods.
@@ -30,6 +33,8 @@ pub struct CgroupManager {
     parents: Arc<Mutex<BTreeSet<PathBuf>>>,
     /// Where `parents` is kept across berthd restarts (none in unit tests).
     registry: Option<PathBuf>,
+    /// Loads and attaches device filters (the kernel's bpf(2) in production).
+    device_filter: Arc<dyn DeviceFilterHost>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -44,7 +49,23 @@ impl CgroupManager {
             root: root.into(),
             parents: Arc::default(),
             registry: None,
+            device_filter: Arc::new(KernelBpf),
         }
+    }
+
+    /// Uses `host` instead of the kernel to attach device filters (tests
+    /// record the programs instead of needing root).
+    #[cfg(test)]
+    pub fn with_device_filter_host(mut self, host: Arc<dyn DeviceFilterHost>) -> Self {
+        self.device_filter = host;
+        self
+    }
+
+    /// Restricts the devices processes in cgroup `path` may create and open
+    /// to `rules` (default deny). The filter goes when the cgroup goes.
+    pub fn install_device_filter(&self, path: &str, rules: &[DeviceRule]) -> Result<()> {
+        let program = device_filter::program(rules)?;
+        self.device_filter.attach(&self.dir(path), &program)
     }
 
     /// Keeps the set of created parents in the record file `path`.
@@ -306,6 +327,33 @@ mod tests {
         let err = m.ensure("/berth/x").unwrap_err().to_string();
         assert!(err.contains("memory"), "{err}");
         assert!(!d.path().join("berth").exists(), "nothing created on failure");
+    }
+
+    #[derive(Debug, Default)]
+    struct RecordingFilter(Mutex<Vec<(PathBuf, usize)>>);
+
+    impl DeviceFilterHost for RecordingFilter {
+        fn attach(&self, cgroup: &Path, program: &[bpf::Insn]) -> Result<()> {
+            self.0.lock().unwrap().push((cgroup.to_path_buf(), program.len()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn device_filter_goes_to_the_container_cgroup() {
+        let d = fake_root("cpu memory pids");
+        let rec = Arc::new(RecordingFilter::default());
+        let m = CgroupManager::new(d.path()).with_device_filter_host(rec.clone());
+        let rules = device_filter::default_rules();
+        m.install_device_filter("/berth/pod/c1", &rules).unwrap();
+        let calls = rec.0.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![(
+                d.path().join("berth/pod/c1"),
+                device_filter::program(&rules).unwrap().len()
+            )]
+        );
     }
 
     #[test]

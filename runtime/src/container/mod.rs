@@ -2,6 +2,7 @@
 //! remove, and the state machine Created -> Running -> Exited.
 
 pub mod apparmor;
+pub mod devices;
 pub mod groups_policy;
 mod image_files;
 pub mod mounts;
@@ -152,6 +153,8 @@ pub struct ContainerManager {
     users_cache: Mutex<HashMap<String, Arc<spec::ImageUsers>>>,
     /// The node's AppArmor (profile checks, the default profile).
     apparmor: apparmor::AppArmor,
+    /// The node's device nodes (CRI devices, privileged containers).
+    host_devices: Arc<dyn devices::HostDevices>,
 }
 
 impl ContainerManager {
@@ -164,6 +167,7 @@ impl ContainerManager {
             containers: Mutex::new(HashMap::new()),
             users_cache: Mutex::new(HashMap::new()),
             apparmor: apparmor::AppArmor::default(),
+            host_devices: Arc::new(devices::RealHostDevices),
         }
     }
 
@@ -280,6 +284,14 @@ impl ContainerManager {
                 .map_err(|e| Error::Internal(format!("encode rlimits: {e}")))?;
         }
         groups_policy::note_implicit_groups(&meta.name, &image.id, &identity.implicit_gids);
+        let privileged = cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged);
+        // Checked before any step, so a missing or bad device leaves nothing.
+        let devices = devices::resolve(&cfg.devices, privileged, self.host_devices.as_ref())?;
+        devices::add_to_spec(&mut oci, &devices);
         // CRI's stop_signal wins, then the image's STOPSIGNAL, then SIGTERM.
         let stop_signal = signal::from_cri(cfg.stop_signal)
             .or_else(|| signal::parse(&image.config.stop_signal))
@@ -318,6 +330,12 @@ impl ContainerManager {
             undo.push(move || {
                 let _ = cg.remove_created(&created, &leaf);
             });
+        }
+        // Before the init stage joins the cgroup, so no process of the
+        // container ever runs unfiltered. Removing the cgroup (the undo
+        // above) detaches the filter. Privileged containers get none.
+        if let Some(rules) = &devices.rules {
+            cgroups.install_device_filter(&cgroup_path, rules)?;
         }
         // Resources apply from the start (the init stage joins this cgroup
         // before anything runs in it).

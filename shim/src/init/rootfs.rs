@@ -1,13 +1,14 @@
 //! Namespaces, cgroup, root filesystem and mounts for the init stage.
 
 use std::fs::File;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
-use oci_spec::runtime::LinuxNamespaceType;
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
 
 use super::mounts::{mount_holding, parse_options, secure_join};
 use super::InitConfig;
@@ -126,6 +127,7 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         mount_one(root, &m)?;
     }
     setup_dev(root)?;
+    create_devices(root, linux.devices().as_deref().unwrap_or_default())?;
 
     let cwd = spec
         .process()
@@ -321,6 +323,50 @@ fn setup_dev(root: &Path) -> Result<()> {
         if std::fs::symlink_metadata(&p).is_err() {
             symlink(target, &p).with_context(|| format!("symlink /dev/{link}"))?;
         }
+    }
+    Ok(())
+}
+
+/// The spec's extra device nodes (CRI devices; the host's when
+/// privileged), made with mknod so type, numbers, mode and owner are exactly
+/// the spec's. Whether the container may open them is the cgroup device
+/// filter's business (berthd attached it before we joined the cgroup); it
+/// allows mknod of any node.
+fn create_devices(root: &Path, devices: &[LinuxDevice]) -> Result<()> {
+    for d in devices {
+        let path = d.path();
+        let (kind, is_kind): (SFlag, fn(&std::fs::FileType) -> bool) = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => (SFlag::S_IFCHR, |t| t.is_char_device()),
+            LinuxDeviceType::B => (SFlag::S_IFBLK, |t| t.is_block_device()),
+            LinuxDeviceType::P => (SFlag::S_IFIFO, |t| t.is_fifo()),
+            LinuxDeviceType::A => bail!("device {}: type \"a\" is not a node", path.display()),
+        };
+        let rdev = makedev(d.major() as u64, d.minor() as u64);
+        let dest = secure_join(root, path)?;
+        if let Ok(m) = std::fs::symlink_metadata(&dest) {
+            // The standard nodes are bound in already; the same node stays.
+            if is_kind(&m.file_type()) && m.rdev() == rdev {
+                continue;
+            }
+            std::fs::remove_file(&dest)
+                .with_context(|| format!("replace {} with the device node", path.display()))?;
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create the directory of device {}", path.display()))?;
+        }
+        let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
+        mknod(&dest, kind, Mode::from_bits_truncate(mode), rdev)
+            .with_context(|| format!("mknod {} {}:{}", path.display(), d.major(), d.minor()))?;
+        // mknod applies the umask; the spec's bits are the truth.
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        nix::unistd::chown(
+            &dest,
+            Some(d.uid().unwrap_or(0).into()),
+            Some(d.gid().unwrap_or(0).into()),
+        )
+        .with_context(|| format!("chown {}", path.display()))?;
     }
     Ok(())
 }
