@@ -341,6 +341,11 @@ impl ImageStore {
             })
             .collect();
         self.fetch_layers(&reg, &layers, cancel)?;
+        // Every layer may have been in place already: a pull cancelled by now
+        // still records nothing (kubelet gave up on it and will retry).
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Image("pull cancelled".into()));
+        }
         let mut rec = ImageRecord {
             id: config_digest.clone(),
             repo_tags: r.tagged().into_iter().collect(),
