@@ -601,8 +601,12 @@ async fn image_pull_cancelled_leaves_nothing() {
         matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
         "{err:?}"
     );
-    // The blocking pull notices the cancel flag between reads.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The blocking pull notices the cancel flag between reads, and says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log().contains("pull stopped: the caller went away") {
+        assert!(Instant::now() < deadline, "pull not stopped: {}", b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let left = store_leftovers(&b);
     assert!(left.is_empty(), "{left:?}");
     assert!(list_images(&mut c).await.is_empty());
