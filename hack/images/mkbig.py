@@ -6,22 +6,11 @@ checking, decompression and unpacking rather than a gzip of zeroes.
 
   hack/images/mkbig.py OUTDIR [LAYERS] [MIB_EACH]     (defaults 5 and 20)
 """
-import hashlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mkimage  # noqa: E402
-
-
-def noise(seed, size):
-    """Deterministic pseudo-random bytes: SHA-256 in counter mode."""
-    out = bytearray()
-    i = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}:{i}".encode()).digest()
-        i += 1
-    return bytes(out[:size])
 
 
 def main():
@@ -34,7 +23,7 @@ def main():
     stack = [mkimage.base_entries(mkimage.PASSWD, mkimage.GROUP)]
     for n in range(layers):
         stack.append([("data", "dir", None, 0o755, 0, 0),
-                      (f"data/blob{n}", "file", noise(n, mib * 1024 * 1024), 0o644, 0, 0)])
+                      (f"data/blob{n}", "file", mkimage.noise(n, mib * 1024 * 1024), 0o644, 0, 0)])
     mkimage.build(out, "bench-big", stack, {})
 
 

@@ -17,6 +17,19 @@ Images:
   busybox-nogroup the same passwd, no /etc/group at all
   busybox-volumes busybox declaring VOLUME /data and /var/cache/app (neither
                 exists in the layer)
+  busybox-layers  five layers: whiteouts, an opaque dir, a hard link, 4 MiB file
+  busybox-uid   busybox with a numeric USER 1234:5678
+  busybox-multi an OCI image index: linux/amd64 is busybox's very manifest,
+                linux/arm64/v8 and linux/arm/v7 small images of their own
+  noise         one layer of 3 MiB incompressible bytes (a pull to cancel)
+  corrupt       one layer whose blob registry-seed.sh garbles in the registry
+                (same size, wrong digest): listed in the layout's berth-corrupt
+  evil-dotdot, evil-symlink, evil-hardlink
+                malicious layers: a ../ path to /tmp, a write through a
+                symlink to /tmp, a hard link to ../../etc/shadow
+
+A layout may carry berth-tags (tags to push besides latest) and
+berth-corrupt (layer digests to garble), read by registry-seed.sh.
 """
 import gzip
 import hashlib
@@ -95,13 +108,14 @@ class Layout:
             f.write(data)
         return d
 
-    def finish(self, manifest_digest, manifest_size, tag):
+    def finish(self, manifest_digest, manifest_size, tag,
+               media_type="application/vnd.oci.image.manifest.v1+json"):
         with open(os.path.join(self.root, "oci-layout"), "w") as f:
             json.dump({"imageLayoutVersion": "1.0.0"}, f)
         index = {
             "schemaVersion": 2,
             "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": media_type,
                 "digest": manifest_digest,
                 "size": manifest_size,
                 "annotations": {"org.opencontainers.image.ref.name": tag},
@@ -126,9 +140,18 @@ def base_entries(passwd, group, extra_dirs=()):
     return e
 
 
-def build(outdir, name, entries, config_extra):
-    """entries: one layer's entries, or a list of layers (lists of entries), bottom first."""
-    layout = Layout(os.path.join(outdir, name))
+def noise(seed, size):
+    """Deterministic pseudo-random bytes: SHA-256 in counter mode."""
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{i}".encode()).digest()
+        i += 1
+    return bytes(out[:size])
+
+
+def add_image(layout, entries, config_extra, arch="amd64", variant=None):
+    """Writes one image's blobs into layout; returns (manifest digest, size, layer digests)."""
     layers = entries if entries and isinstance(entries[0], list) else [entries]
     raws = [tar_layer(e) for e in layers]
     blobs = [gz(r) for r in raws]
@@ -136,13 +159,15 @@ def build(outdir, name, entries, config_extra):
                     "size": len(b)} for b in blobs]
     config = {
         "created": "1970-01-01T00:00:00Z",
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": dict({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                         "Cmd": ["sh"]}, **config_extra),
         "rootfs": {"type": "layers", "diff_ids": [sha(r) for r in raws]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "berth hack/images/mkimage.py"}],
     }
+    if variant:
+        config["variant"] = variant
     cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     cfg_digest = layout.blob(cfg)
     manifest = {
@@ -153,9 +178,43 @@ def build(outdir, name, entries, config_extra):
         "layers": layer_descs,
     }
     mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    mdigest = layout.blob(mbytes)
-    layout.finish(mdigest, len(mbytes), "latest")
-    print(f"mkimage: {name} manifest {mdigest} {len(blobs)} layer(s) {sum(map(len, blobs))} bytes")
+    return layout.blob(mbytes), len(mbytes), [d["digest"] for d in layer_descs]
+
+
+def write_list(outdir, name, file, items):
+    with open(os.path.join(outdir, name, file), "w") as f:
+        f.write("".join(i + "\n" for i in items))
+
+
+def build(outdir, name, entries, config_extra, tags=(), corrupt=False):
+    """entries: one layer's entries, or a list of layers (lists of entries), bottom first.
+    tags: pushed besides latest; corrupt: registry-seed.sh garbles the top layer."""
+    layout = Layout(os.path.join(outdir, name))
+    mdigest, msize, layers = add_image(layout, entries, config_extra)
+    layout.finish(mdigest, msize, "latest")
+    if tags:
+        write_list(outdir, name, "berth-tags", tags)
+    if corrupt:
+        write_list(outdir, name, "berth-corrupt", layers[-1:])
+    print(f"mkimage: {name} manifest {mdigest} {len(layers)} layer(s)")
+
+
+def build_index(outdir, name, images):
+    """images: (entries, config_extra, arch, variant) each; one OCI index over them."""
+    layout = Layout(os.path.join(outdir, name))
+    descs = []
+    for entries, config_extra, arch, variant in images:
+        mdigest, msize, _ = add_image(layout, entries, config_extra, arch, variant)
+        platform = {"architecture": arch, "os": "linux"}
+        if variant:
+            platform["variant"] = variant
+        descs.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest,
+                      "size": msize, "platform": platform})
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs}
+    ibytes = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+    idigest = layout.blob(ibytes)
+    layout.finish(idigest, len(ibytes), "latest", "application/vnd.oci.image.index.v1+json")
+    print(f"mkimage: {name} index {idigest} {len(descs)} platform(s)")
 
 
 def main():
@@ -163,7 +222,7 @@ def main():
         sys.exit(__doc__)
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    build(out, "busybox", base_entries(PASSWD, GROUP), {})
+    build(out, "busybox", base_entries(PASSWD, GROUP), {}, tags=["1.0", "stable"])
     user = base_entries(PASSWD_USER, GROUP_USER)
     user.append(("home/app", "dir", None, 0o755, 1000, 1000))
     build(out, "busybox-user", user, {"User": "app", "WorkingDir": "/home/app"})
@@ -191,6 +250,27 @@ def main():
     build(out, "busybox-layers", [base_entries(PASSWD, GROUP), data, hide, link, big], {})
     # Image VOLUMEs: the runtime must give each an empty directory.
     build(out, "busybox-volumes", base_entries(PASSWD, GROUP), {"Volumes": {"/data": {}, "/var/cache/app": {}}})
+    build(out, "busybox-uid", base_entries(PASSWD, GROUP), {"User": "1234:5678"})
+    # linux/amd64 is busybox's own manifest (same digest); the others are
+    # one-file images that are never run here, only chosen or not.
+    build_index(out, "busybox-multi", [
+        (base_entries(PASSWD, GROUP), {}, "amd64", None),
+        ([("arch", "file", b"arm64\n", 0o644, 0, 0)], {}, "arm64", "v8"),
+        ([("arch", "file", b"arm/v7\n", 0o644, 0, 0)], {}, "arm", "v7"),
+    ])
+    build(out, "noise", [("data", "dir", None, 0o755, 0, 0),
+                         ("data/noise", "file", noise("cancel", 3 * 1024 * 1024), 0o644, 0, 0)], {})
+    build(out, "corrupt", [("data", "dir", None, 0o755, 0, 0),
+                           ("data/c", "file", noise("corrupt", 64 * 1024), 0o644, 0, 0)], {}, corrupt=True)
+    # Each layer is its image's only one, so a rejected pull has no other
+    # layer whose snapshot could stay behind.
+    up = "../" * 12
+    build(out, "evil-dotdot", [("data", "dir", None, 0o755, 0, 0),
+                               (up + "tmp/berth-dotdot", "file", b"escaped\n", 0o644, 0, 0)], {})
+    build(out, "evil-symlink", [("evil", "sym", "/tmp", 0o777, 0, 0),
+                                ("evil/berth-pwned", "file", b"pwned\n", 0o644, 0, 0)], {})
+    build(out, "evil-hardlink", [("data", "dir", None, 0o755, 0, 0),
+                                 ("data/shadow", "hard", up + "etc/shadow", 0o644, 0, 0)], {})
 
 
 if __name__ == "__main__":

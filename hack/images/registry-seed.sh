@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Pushes the OCI layouts from OUTDIR/oci into a real registry's storage at
 # OUTDIR/registry: a Debian docker-registry is started on a free loopback port
-# over that directory, skopeo copies every image to <port>/library/<name>:latest,
-# and the registry is stopped. The VM serves the same directory on 127.0.0.1:5000.
+# over that directory, skopeo copies every image to <port>/library/<name>:latest
+# (and the tags in its layout's berth-tags), garbles the blobs listed in
+# berth-corrupt, and the registry is stopped. The VM serves the same directory on 127.0.0.1:5000.
 #   hack/images/registry-seed.sh OUTDIR
 set -euo pipefail
 OUT=$(realpath "${1:?usage: registry-seed.sh OUTDIR}")
@@ -32,7 +33,22 @@ for _ in $(seq 100); do
 done
 for dir in "$OUT"/oci/*/; do
     name=$(basename "$dir")
-    skopeo --insecure-policy copy --quiet --dest-tls-verify=false \
-        "oci:$dir:latest" "docker://127.0.0.1:$PORT/library/$name:latest"
-    echo "registry-seed: library/$name:latest"
+    # --all: an image index is pushed with every platform's manifest.
+    for tag in latest $(cat "$dir/berth-tags" 2>/dev/null || true); do
+        skopeo --insecure-policy copy --all --quiet --dest-tls-verify=false \
+            "oci:$dir:latest" "docker://127.0.0.1:$PORT/library/$name:$tag"
+        echo "registry-seed: library/$name:$tag"
+    done
+done
+# Garble the layers a layout lists in berth-corrupt, in place: the registry
+# serves the same number of bytes under the old digest, which no longer
+# matches (what a pull must catch).
+for list in "$OUT"/oci/*/berth-corrupt; do
+    [ -e "$list" ] || continue
+    while read -r digest; do
+        hex=${digest#sha256:}
+        python3 -c 'import sys; p = sys.argv[1]; b = open(p, "rb").read(); open(p, "wb").write(bytes(x ^ 0xFF for x in b))' \
+            "$REG/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data"
+        echo "registry-seed: garbled blob $digest ($(basename "$(dirname "$list")"))"
+    done <"$list"
 done

@@ -5,6 +5,7 @@
 //! Runs inside the VM (`hack/vm`), with `--test-threads=1`: the VM serves
 //! the test images on 127.0.0.1:5000 from /var/lib/registry.
 
+use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -404,4 +405,215 @@ async fn tls_registries_with_a_private_ca() {
             );
         }
     }
+}
+
+/// The digest a tag points at in the VM's registry storage (what the
+/// registry serves for it: a manifest's, or an index's).
+fn registry_digest(repo: &str, tag: &str) -> String {
+    let link = format!(
+        "/var/lib/registry/docker/registry/v2/repositories/library/{repo}/_manifests/tags/{tag}/current/link"
+    );
+    std::fs::read_to_string(&link)
+        .unwrap_or_else(|e| panic!("{link}: {e}"))
+        .trim()
+        .to_string()
+}
+
+async fn image_status(c: &mut CriClient, image: &str) -> Option<cri::Image> {
+    c.images
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+}
+
+async fn list_images(c: &mut CriClient) -> Vec<cri::Image> {
+    c.images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images
+}
+
+/// What a failed or cancelled pull must not leave in the store: snapshots
+/// (committed or `.tmp-*`), `.partial` blobs, image records.
+fn store_leftovers(b: &Berthd) -> Vec<String> {
+    let root = b.dir.path().join("root/images");
+    let names = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(root.join(dir))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| format!("{dir}/{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut left = names("snapshots");
+    left.extend(names("meta"));
+    left.extend(
+        names("blobs/sha256")
+            .into_iter()
+            .filter(|n| n.ends_with(".partial")),
+    );
+    left
+}
+
+/// Three tags of one image and its digest all pull to the same image id;
+/// the tags accumulate on the one record, the digest stays one.
+#[tokio::test]
+async fn image_pull_tags_and_digest_are_one_image() {
+    let (_b, mut c) = Berthd::start().await.expect("berthd");
+    let repo = format!("{}/library/busybox", registry());
+    let digest = registry_digest("busybox", "latest");
+    assert_eq!(registry_digest("busybox", "stable"), digest);
+    let id = c.pull(&format!("{repo}:latest")).await.expect("pull :latest");
+    for tag in ["1.0", "stable"] {
+        let got = c.pull(&format!("{repo}:{tag}")).await.expect("pull by tag");
+        assert_eq!(got, id, ":{tag}");
+    }
+    let by_digest = format!("{repo}@{digest}");
+    assert_eq!(c.pull(&by_digest).await.expect("pull by digest"), id);
+    let img = image_status(&mut c, &by_digest).await.expect("status by digest");
+    assert_eq!(img.id, id);
+    let mut tags = img.repo_tags.clone();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            format!("{repo}:1.0"),
+            format!("{repo}:latest"),
+            format!("{repo}:stable")
+        ],
+        "{img:?}"
+    );
+    assert_eq!(img.repo_digests, [by_digest], "{img:?}");
+    assert_eq!(list_images(&mut c).await.len(), 1);
+}
+
+/// A multi-arch index: linux/amd64 is picked (busybox's own manifest, so
+/// busybox's image id), and `name@<index digest>` finds it, as kubelet asks.
+#[tokio::test]
+async fn image_pull_multi_arch_index_picks_linux_amd64() {
+    assert_eq!(std::env::consts::ARCH, "x86_64", "the VM is amd64");
+    let (_b, mut c) = Berthd::start().await.expect("berthd");
+    let multi = format!("{}/library/busybox-multi", registry());
+    let busybox_id = c
+        .pull(&format!("{}/library/busybox:latest", registry()))
+        .await
+        .expect("pull busybox");
+    let id = c.pull(&format!("{multi}:latest")).await.expect("pull index");
+    assert_eq!(id, busybox_id, "linux/amd64 is busybox's manifest");
+    let index_digest = registry_digest("busybox-multi", "latest");
+    let by_index = format!("{multi}@{index_digest}");
+    let img = image_status(&mut c, &by_index)
+        .await
+        .expect("status by index digest");
+    assert_eq!(img.id, id);
+    assert!(img.repo_digests.contains(&by_index), "{img:?}");
+    assert!(img.repo_tags.contains(&format!("{multi}:latest")), "{img:?}");
+}
+
+/// USER 1234:5678 is reported as uid 1234 and no username.
+#[tokio::test]
+async fn image_pull_numeric_user_is_a_uid() {
+    let (_b, mut c) = Berthd::start().await.expect("berthd");
+    let image = format!("{}/library/busybox-uid:latest", registry());
+    c.pull(&image).await.expect("pull");
+    let img = image_status(&mut c, &image).await.expect("status");
+    assert_eq!(img.uid.map(|u| u.value), Some(1234), "{img:?}");
+    assert_eq!(img.username, "", "{img:?}");
+}
+
+/// A layer blob whose bytes do not match its digest (garbled in the
+/// registry's storage by registry-seed.sh) fails the pull; nothing stays.
+#[tokio::test]
+async fn image_pull_wrong_layer_digest_stores_nothing() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let image = format!("{}/library/corrupt:latest", registry());
+    let err = c.pull(&image).await.expect_err("corrupt layer");
+    assert!(err.message().contains("digest"), "{err:?}");
+    assert!(list_images(&mut c).await.is_empty());
+    assert!(image_status(&mut c, &image).await.is_none());
+    let left = store_leftovers(&b);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Layers that try to write outside their snapshot through the registry:
+/// each pull is refused with a clear error, nothing is written outside
+/// and no image is recorded.
+#[tokio::test]
+async fn image_pull_malicious_layers_are_rejected() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let shadow_links = std::fs::metadata("/etc/shadow").map(|m| m.nlink()).ok();
+    for (name, why, outside) in [
+        ("evil-dotdot", "escapes the snapshot", "/tmp/berth-dotdot"),
+        ("evil-symlink", "through a symlink", "/tmp/berth-pwned"),
+        ("evil-hardlink", "escapes the snapshot", "/tmp/berth-shadow"),
+    ] {
+        let image = format!("{}/library/{name}:latest", registry());
+        let err = c.pull(&image).await.expect_err(name);
+        assert!(err.message().contains(why), "{name}: {err:?}");
+        assert!(
+            !std::path::Path::new(outside).exists(),
+            "{name}: {outside} written"
+        );
+        assert!(list_images(&mut c).await.is_empty(), "{name}");
+        let left = store_leftovers(&b);
+        assert!(left.is_empty(), "{name}: {left:?}");
+    }
+    assert_eq!(
+        std::fs::metadata("/etc/shadow").map(|m| m.nlink()).ok(),
+        shadow_links,
+        "no new hard link to /etc/shadow"
+    );
+    let root = b.dir.path().join("root");
+    for stray in ["images/berth-dotdot", "images/snapshots/evil", "shadow"] {
+        assert!(!root.join(stray).exists(), "{stray}");
+    }
+}
+
+/// A pull whose caller gives up (a 1 ms deadline) stops and leaves no
+/// `.partial` blob, no `.tmp-*` snapshot and no image; a pull after it
+/// works.
+#[tokio::test]
+async fn image_pull_cancelled_leaves_nothing() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let image = format!("{}/library/noise:latest", registry());
+    let mut req = tonic::Request::new(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: None,
+    });
+    req.set_timeout(Duration::from_millis(1));
+    let err = c.images.pull_image(req).await.expect_err("1 ms deadline");
+    assert!(
+        matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "{err:?}"
+    );
+    // The blocking pull notices the cancel flag between reads, and says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log().contains("pull stopped: the caller went away") {
+        assert!(Instant::now() < deadline, "pull not stopped: {}", b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = store_leftovers(&b);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(list_images(&mut c).await.is_empty());
+    let log = b.log();
+    assert!(!log.contains("image pulled"), "{log}");
+
+    c.pull(&image).await.expect("pull after the cancelled one");
+    let left = store_leftovers(&b);
+    assert_eq!(left.len(), 2, "one snapshot, one record: {left:?}");
 }

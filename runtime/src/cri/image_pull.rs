@@ -20,9 +20,18 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
     // crictl): the blocking pull sees it between reads and stops.
     let cancel = CancelOnDrop::default();
     let flag = cancel.0.clone();
-    let rec = tokio::task::spawn_blocking(move || images.pull(&image, creds, &flag))
-        .await
-        .map_err(|e| Error::Internal(format!("pull task: {e}")))??;
+    let rec = tokio::task::spawn_blocking(move || {
+        let pulled = images.pull(&image, creds, &flag);
+        if let Err(e) = &pulled {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // Nobody reads this result any more: say how the pull ended.
+                tracing::info!(image = %image, error = %e, "pull stopped: the caller went away");
+            }
+        }
+        pulled
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("pull task: {e}")))??;
     drop(cancel);
     Ok(PullImageResponse { image_ref: rec.id })
 }

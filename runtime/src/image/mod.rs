@@ -350,6 +350,11 @@ impl ImageStore {
             })
             .collect();
         self.fetch_layers(&reg, &layers, cancel)?;
+        // Every layer may have been in place already: a pull cancelled by now
+        // still records nothing (kubelet gave up on it and will retry).
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Image("pull cancelled".into()));
+        }
         let mut rec = ImageRecord {
             id: config_digest.clone(),
             repo_tags: r.tagged().into_iter().collect(),
@@ -433,27 +438,95 @@ impl ImageStore {
     }
 }
 
-/// Picks linux/<host arch> from an image index.
+/// Picks linux/<host arch>[/<variant>] from an image index.
 fn pick_platform(index: &serde_json::Value) -> Result<String> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
+    let (arch, variant) = match std::env::consts::ARCH {
+        "x86_64" => ("amd64", None),
+        "aarch64" => ("arm64", Some("v8")),
+        // Rust's "arm" targets are ARMv6/v7; v7 is what distributions ship.
+        "arm" => ("arm", Some("v7")),
+        other => (other, None),
     };
+    pick_platform_for(index, arch, variant)
+}
+
+/// Picks the linux/`arch` manifest of an index: one whose variant equals
+/// `variant` first, else one that states no variant (as containerd's
+/// matcher does; an index for arm64 often omits `v8`). A manifest for
+/// another variant (arm/v6 on an arm/v7 host, or the reverse) is not taken.
+fn pick_platform_for(index: &serde_json::Value, arch: &str, variant: Option<&str>) -> Result<String> {
     let manifests = index["manifests"]
         .as_array()
         .ok_or_else(|| Error::Image("image index without manifests".into()))?;
-    manifests
-        .iter()
-        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+    let for_arch = || {
+        manifests
+            .iter()
+            .filter(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+    };
+    let exact = for_arch().find(|m| m["platform"]["variant"].as_str() == variant);
+    let unstated = || for_arch().find(|m| m["platform"]["variant"].as_str().is_none_or(str::is_empty));
+    exact
+        .or_else(unstated)
         .and_then(|m| m["digest"].as_str())
         .map(str::to_string)
-        .ok_or_else(|| Error::NotFound(format!("image for platform linux/{arch}")))
+        .ok_or_else(|| {
+            let wanted = match variant {
+                Some(v) => format!("linux/{arch}/{v}"),
+                None => format!("linux/{arch}"),
+            };
+            Error::NotFound(format!("image for platform {wanted}"))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn index(platforms: &[(&str, &str, Option<&str>)]) -> serde_json::Value {
+        let manifests: Vec<_> = platforms
+            .iter()
+            .enumerate()
+            .map(|(i, (os, arch, variant))| {
+                let mut p = serde_json::json!({"os": os, "architecture": arch});
+                if let Some(v) = variant {
+                    p["variant"] = (*v).into();
+                }
+                serde_json::json!({"digest": format!("sha256:{i}"), "platform": p})
+            })
+            .collect();
+        serde_json::json!({ "manifests": manifests })
+    }
+
+    #[test]
+    fn platform_prefers_the_exact_variant_then_an_unstated_one() {
+        let idx = index(&[
+            ("linux", "amd64", None),
+            ("linux", "arm", Some("v6")),
+            ("linux", "arm", Some("v7")),
+            ("linux", "arm64", None),
+            ("linux", "arm64", Some("v8")),
+            ("windows", "amd64", None),
+        ]);
+        assert_eq!(pick_platform_for(&idx, "amd64", None).unwrap(), "sha256:0");
+        assert_eq!(pick_platform_for(&idx, "arm", Some("v7")).unwrap(), "sha256:2");
+        assert_eq!(pick_platform_for(&idx, "arm", Some("v6")).unwrap(), "sha256:1");
+        // Exact v8 wins over the entry without a variant listed before it.
+        assert_eq!(pick_platform_for(&idx, "arm64", Some("v8")).unwrap(), "sha256:4");
+    }
+
+    #[test]
+    fn platform_accepts_a_missing_variant_but_not_another_one() {
+        let idx = index(&[("linux", "arm64", None), ("linux", "arm", Some("v6"))]);
+        assert_eq!(pick_platform_for(&idx, "arm64", Some("v8")).unwrap(), "sha256:0");
+        let err = pick_platform_for(&idx, "arm", Some("v7")).unwrap_err();
+        assert!(err.to_string().contains("linux/arm/v7"), "{err}");
+        // An amd64 entry that names a variant is still no match for "none".
+        let idx = index(&[("linux", "amd64", Some("v3")), ("linux", "amd64", None)]);
+        assert_eq!(pick_platform_for(&idx, "amd64", None).unwrap(), "sha256:1");
+        let idx = index(&[("windows", "amd64", None)]);
+        assert!(pick_platform_for(&idx, "amd64", None).is_err());
+        assert!(pick_platform_for(&serde_json::json!({}), "amd64", None).is_err());
+    }
 
     #[test]
     fn chain_ids_follow_the_spec() {
