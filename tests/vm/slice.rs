@@ -998,16 +998,20 @@ async fn every_cri_call_is_logged_with_its_duration() {
     let log = b.log();
     let line = log
         .lines()
-        .find(|l| l.contains("/runtime.v1.RuntimeService/Version") && l.contains("CRI call"))
+        .find(|l| l.contains("rpc=Version") && l.contains("CRI call"))
         .unwrap_or_else(|| panic!("no Version call line in {log}"));
     assert!(line.contains("elapsed_us="), "{line}");
     let failed = log
         .lines()
-        .find(|l| l.contains("/runtime.v1.RuntimeService/ContainerStatus"))
+        .find(|l| l.contains("rpc=ContainerStatus") && l.contains("CRI call failed"))
         .unwrap_or_else(|| panic!("no ContainerStatus line in {log}"));
     assert!(
-        failed.contains("NotFound") || failed.contains("not found"),
+        failed.contains("elapsed_us=") && failed.contains("grpc_code=5"),
         "{failed}"
+    );
+    assert!(
+        failed.contains(r#"container "nope" not found"#),
+        "readable message: {failed}"
     );
 }
 

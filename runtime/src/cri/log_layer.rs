@@ -67,14 +67,52 @@ where
                             .headers()
                             .get("grpc-message")
                             .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string();
-                        tracing::info!(rpc = %method, elapsed_us, grpc_code = %code, message = %msg, "CRI call failed");
+                            .map(percent_decode)
+                            .unwrap_or_default();
+                        tracing::info!(rpc = %method, elapsed_us, grpc_code = %code, error = %msg, "CRI call failed");
                     }
                 }
                 Err(_) => tracing::info!(rpc = %method, elapsed_us, "CRI call transport error"),
             }
             resp
         })
+    }
+}
+
+/// gRPC percent-encodes `grpc-message` on the wire; logs show it as text.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_messages_are_logged_as_text() {
+        assert_eq!(
+            super::percent_decode("container%20%22nope%22%20not%20found"),
+            r#"container "nope" not found"#
+        );
+        assert_eq!(super::percent_decode("100%"), "100%");
+        assert_eq!(super::percent_decode("%zz ok"), "%zz ok");
     }
 }
