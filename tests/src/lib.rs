@@ -200,6 +200,31 @@ impl CriClient {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    /// Creates and starts `cfg` in the pod and waits (30 s) until it has
+    /// exited; returns its id and the status it ended with.
+    pub async fn run_to_exit(
+        &mut self,
+        sb: &str,
+        cfg: &cri::ContainerConfig,
+        pod: &cri::PodSandboxConfig,
+    ) -> anyhow::Result<(String, cri::ContainerStatus)> {
+        let id = self.create(sb, cfg, pod).await?;
+        self.start(&id).await?;
+        let st = self.wait_exited(&id, Duration::from_secs(30)).await?;
+        Ok((id, st))
+    }
+}
+
+/// The content of every record of a CRI log file, in order (none if the
+/// file does not exist).
+pub fn log_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(parse_cri_log_line)
+        .map(|l| l.3)
+        .collect()
 }
 
 /// A pod config like kubelet sends, with a log directory under `log_dir`.

@@ -322,17 +322,9 @@ async fn layered_images_and_concurrent_pulls() {
              wc -c < /data/big",
         ],
     );
-    let id = c.create(&sb, &cfg, &pod).await.unwrap();
-    c.start(&id).await.unwrap();
-    assert_eq!(
-        c.wait_exited(&id, Duration::from_secs(20))
-            .await
-            .unwrap()
-            .exit_code,
-        0
-    );
-    let log = std::fs::read_to_string(b.log_dir().join("layers.log")).unwrap();
-    let out: Vec<String> = log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect();
+    let (id, st) = c.run_to_exit(&sb, &cfg, &pod).await.expect("run");
+    assert_eq!(st.exit_code, 0);
+    let out = log_lines(&b.log_dir().join("layers.log"));
     assert_eq!(
         out,
         ["b big c c-link dir ", "y", "hardlinked", "4194304"],

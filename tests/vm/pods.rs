@@ -735,17 +735,9 @@ async fn host_ipc_and_host_pid_pods_share_the_nodes_namespaces() {
         namespace_options: Some(node),
         ..Default::default()
     });
-    let id = c.create(&sb, &cfg, &pod).await.unwrap();
-    c.start(&id).await.unwrap();
-    assert_eq!(
-        c.wait_exited(&id, Duration::from_secs(20))
-            .await
-            .unwrap()
-            .exit_code,
-        0
-    );
-    let log = std::fs::read_to_string(b.log_dir().join("ns.log")).unwrap();
-    let out: Vec<String> = log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect();
+    let (id, st) = c.run_to_exit(&sb, &cfg, &pod).await.expect("run");
+    assert_eq!(st.exit_code, 0);
+    let out = log_lines(&b.log_dir().join("ns.log"));
     let host = |ns: &str| {
         std::fs::read_link(format!("/proc/self/ns/{ns}"))
             .unwrap()

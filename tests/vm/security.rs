@@ -26,16 +26,11 @@ async fn run(
     pod: &cri::PodSandboxConfig,
     cfg: &cri::ContainerConfig,
 ) -> (i32, Vec<String>) {
-    let id = c.create(sb, cfg, pod).await.expect("create");
-    c.start(&id).await.expect("start");
-    let st = c.wait_exited(&id, Duration::from_secs(30)).await.expect("exit");
+    let (id, st) = c.run_to_exit(sb, cfg, pod).await.expect("run");
     let name = &cfg.metadata.as_ref().unwrap().name;
-    let log = std::fs::read_to_string(b.log_dir().join(format!("{name}.log"))).unwrap_or_default();
+    let out = log_lines(&b.log_dir().join(format!("{name}.log")));
     c.remove(&id).await.expect("remove");
-    (
-        st.exit_code,
-        log.lines().filter_map(parse_cri_log_line).map(|l| l.3).collect(),
-    )
+    (st.exit_code, out)
 }
 
 /// A `/proc/self/status` field (e.g. `CapEff`) from a container's output.
@@ -493,15 +488,8 @@ async fn tty_and_open_stdin() {
         ],
     );
     cfg.tty = true;
-    let id = c.create(&sb, &cfg, &pod).await.expect("create");
-    c.start(&id).await.unwrap();
-    assert_eq!(
-        c.wait_exited(&id, Duration::from_secs(20))
-            .await
-            .unwrap()
-            .exit_code,
-        0
-    );
+    let (id, st) = c.run_to_exit(&sb, &cfg, &pod).await.expect("run");
+    assert_eq!(st.exit_code, 0);
     let log = std::fs::read_to_string(b.log_dir().join("tty.log")).unwrap();
     let recs: Vec<(String, String)> = log
         .lines()
@@ -559,15 +547,8 @@ async fn long_lines_are_split_and_streams_keep_their_order() {
              for i in 1 2 3; do echo out-$i; sleep 0.05; echo err-$i >&2; sleep 0.05; done",
         ],
     );
-    let id = c.create(&sb, &cfg, &pod).await.unwrap();
-    c.start(&id).await.unwrap();
-    assert_eq!(
-        c.wait_exited(&id, Duration::from_secs(20))
-            .await
-            .unwrap()
-            .exit_code,
-        0
-    );
+    let (id, st) = c.run_to_exit(&sb, &cfg, &pod).await.expect("run");
+    assert_eq!(st.exit_code, 0);
     let log = std::fs::read_to_string(b.log_dir().join("long.log")).unwrap();
     let recs: Vec<_> = log.lines().filter_map(parse_cri_log_line).collect();
     let tags: Vec<&str> = recs.iter().take(3).map(|r| r.2.as_str()).collect();
