@@ -201,6 +201,16 @@ impl CriClient {
         }
     }
 
+    /// Every image ListImages reports.
+    pub async fn list_images(&mut self) -> Result<Vec<cri::Image>, tonic::Status> {
+        Ok(self
+            .images
+            .list_images(cri::ListImagesRequest::default())
+            .await?
+            .into_inner()
+            .images)
+    }
+
     /// Creates and starts `cfg` in the pod and waits (30 s) until it has
     /// exited; returns its id and the status it ended with.
     pub async fn run_to_exit(

@@ -128,13 +128,7 @@ async fn pulls_with_basic_auth_credentials() {
         !err.message().contains("wrong"),
         "no secret in the error: {err:?}"
     );
-    let listed = c
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed = c.list_images().await.unwrap();
     assert!(listed.is_empty(), "nothing stored by refused pulls: {listed:?}");
 
     let good = cri::AuthConfig {
@@ -195,13 +189,7 @@ async fn image_status_list_remove_and_fs_info_after_a_pull() {
         .unwrap();
     assert_eq!(g.username, "user-defined-in-image", "image USER by name: {g:?}");
 
-    let all = c
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let all = c.list_images().await.unwrap();
     assert_eq!(all.len(), 2);
     let filtered = c
         .images
@@ -252,13 +240,7 @@ async fn image_status_list_remove_and_fs_info_after_a_pull() {
         .remove_image(remove(&busybox))
         .await
         .expect("unknown image: OK");
-    let all = c
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let all = c.list_images().await.unwrap();
     assert!(all.is_empty(), "{all:?}");
     let fs = c
         .images
