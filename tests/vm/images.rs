@@ -408,15 +408,6 @@ async fn image_status(c: &mut CriClient, image: &str) -> Option<cri::Image> {
         .image
 }
 
-async fn list_images(c: &mut CriClient) -> Vec<cri::Image> {
-    c.images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .expect("ListImages")
-        .into_inner()
-        .images
-}
-
 /// What a failed or cancelled pull must not leave in the store: snapshots
 /// (committed or `.tmp-*`), `.partial` blobs, image records.
 fn store_leftovers(b: &Berthd) -> Vec<String> {
@@ -469,7 +460,7 @@ async fn image_pull_tags_and_digest_are_one_image() {
         "{img:?}"
     );
     assert_eq!(img.repo_digests, [by_digest], "{img:?}");
-    assert_eq!(list_images(&mut c).await.len(), 1);
+    assert_eq!(c.list_images().await.expect("ListImages").len(), 1);
 }
 
 /// A multi-arch index: linux/amd64 is picked (busybox's own manifest, so
@@ -514,7 +505,7 @@ async fn image_pull_wrong_layer_digest_stores_nothing() {
     let image = format!("{}/library/corrupt:latest", registry());
     let err = c.pull(&image).await.expect_err("corrupt layer");
     assert!(err.message().contains("digest"), "{err:?}");
-    assert!(list_images(&mut c).await.is_empty());
+    assert!(c.list_images().await.expect("ListImages").is_empty());
     assert!(image_status(&mut c, &image).await.is_none());
     let left = store_leftovers(&b);
     assert!(left.is_empty(), "{left:?}");
@@ -539,7 +530,7 @@ async fn image_pull_malicious_layers_are_rejected() {
             !std::path::Path::new(outside).exists(),
             "{name}: {outside} written"
         );
-        assert!(list_images(&mut c).await.is_empty(), "{name}");
+        assert!(c.list_images().await.expect("ListImages").is_empty(), "{name}");
         let left = store_leftovers(&b);
         assert!(left.is_empty(), "{name}: {left:?}");
     }
@@ -583,7 +574,7 @@ async fn image_pull_cancelled_leaves_nothing() {
     }
     let left = store_leftovers(&b);
     assert!(left.is_empty(), "{left:?}");
-    assert!(list_images(&mut c).await.is_empty());
+    assert!(c.list_images().await.expect("ListImages").is_empty());
     let log = b.log();
     assert!(!log.contains("image pulled"), "{log}");
 
