@@ -735,7 +735,7 @@ async fn host_ipc_and_host_pid_pods_share_the_nodes_namespaces() {
         namespace_options: Some(node),
         ..Default::default()
     });
-    let (id, st) = c.run_to_exit(&sb, &cfg, &pod).await.expect("run");
+    let (_, st) = c.run_to_exit(&sb, &cfg, &pod).await.expect("run");
     assert_eq!(st.exit_code, 0);
     let out = log_lines(&b.log_dir().join("ns.log"));
     let host = |ns: &str| {
