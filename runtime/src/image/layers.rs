@@ -132,8 +132,12 @@ impl ImageStore {
             return Err(e);
         }
         // The unpacked snapshot is the copy we use; the compressed blob is
-        // only needed again for a re-unpack, so keep disk use down.
-        let _ = std::fs::remove_file(&blob);
+        // only needed again for a re-unpack, so keep disk use down — unless
+        // another layer (this manifest's or another pull's) is about to
+        // unpack the same blob: then the last claim's release removes it.
+        if !self.claimed_by_others(&super::claims::Item::Blob(layer.digest.clone())) {
+            let _ = std::fs::remove_file(&blob);
+        }
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! Snapshots are unpacked into a temp dir and renamed into place, so a
 //! half-unpacked layer is never visible under its final name.
 
+mod claims;
 pub mod hosts;
 mod layers;
 pub mod reference;
@@ -76,6 +77,9 @@ pub struct ImageStore {
     /// Pulls hold it shared, RemoveImage exclusively while it deletes: a
     /// pull that found a snapshot in place can rely on it staying there.
     gc_lock: std::sync::RwLock<()>,
+    /// Snapshots and blobs in-flight pulls use; what a failed pull leaves
+    /// unclaimed and unrecorded is removed as it ends.
+    claims: claims::Claims,
     /// Per-registry mirrors and TLS settings from the config.
     hosts: hosts::Hosts,
 }
@@ -151,6 +155,7 @@ impl ImageStore {
             pulls_in_flight: Mutex::new(HashMap::new()),
             layer_gates: Default::default(),
             gc_lock: Default::default(),
+            claims: Default::default(),
             hosts: Default::default(),
         };
         store.collect_garbage();
@@ -316,8 +321,12 @@ impl ImageStore {
             .as_str()
             .ok_or_else(|| Error::Image("manifest has no config digest".into()))?
             .to_string();
+        // Declared after `_no_remove`, so released (and what this pull
+        // alone made removed, should it fail) while RemoveImage still waits.
+        let mut claim = self.claim();
+        claim.add(claims::Item::Blob(config_digest.clone()));
         let config_bytes = reg.blob_bytes(&config_digest)?;
-        std::fs::write(self.blob_path(&config_digest), &config_bytes).ctx(|| "store config blob".into())?;
+        self.store_blob(&config_digest, &config_bytes)?;
         let (config, diff_ids) = parse_config(&config_bytes)?;
         let layers: Vec<(String, u64)> = doc["layers"]
             .as_array()
@@ -349,6 +358,10 @@ impl ImageStore {
                 chain_id: chain_id.clone(),
             })
             .collect();
+        for l in &layers {
+            claim.add(claims::Item::Snapshot(l.chain_id.clone()));
+            claim.add(claims::Item::Blob(l.digest.clone()));
+        }
         self.fetch_layers(&reg, &layers, cancel)?;
         // Every layer may have been in place already: a pull cancelled by now
         // still records nothing (kubelet gave up on it and will retry).
@@ -399,6 +412,19 @@ impl ImageStore {
             "image pulled"
         );
         Ok(rec)
+    }
+
+    /// Writes a verified blob (a config) by temp file and rename: a
+    /// concurrent pull of the same image never reads it half-written.
+    fn store_blob(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.blob_path(digest);
+        let tmp = PathBuf::from(format!("{}.{}.partial", path.display(), store::new_id()));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(format!("store blob {}", path.display()), e)
+            })
     }
 
     fn meta_path(&self, id: &str) -> PathBuf {
