@@ -24,6 +24,8 @@ Images:
   noise         one layer of 3 MiB incompressible bytes (a pull to cancel)
   corrupt       one layer whose blob registry-seed.sh garbles in the registry
                 (same size, wrong digest): listed in the layout's berth-corrupt
+  corrupt-late  busybox's layer, a small layer, and a garbled 3 MiB top layer
+                (a pull that fails after finishing snapshots of its own)
   evil-dotdot, evil-symlink, evil-hardlink
                 malicious layers: a ../ path to /tmp, a write through a
                 symlink to /tmp, a hard link to ../../etc/shadow
@@ -262,6 +264,15 @@ def main():
                          ("data/noise", "file", noise("cancel", 3 * 1024 * 1024), 0o644, 0, 0)], {})
     build(out, "corrupt", [("data", "dir", None, 0o755, 0, 0),
                            ("data/c", "file", noise("corrupt", 64 * 1024), 0o644, 0, 0)], {}, corrupt=True)
+    # busybox's layer, a small one, then a garbled 3 MiB one: the first two
+    # are unpacked by the time the last fails its digest check, so the
+    # failed pull has finished snapshots of its own to clean up (the first
+    # shared with busybox, which a concurrent busybox pull must keep).
+    build(out, "corrupt-late", [base_entries(PASSWD, GROUP),
+                                [("data", "dir", None, 0o755, 0, 0), ("data/ok", "file", b"ok\n", 0o644, 0, 0)],
+                                [("data", "dir", None, 0o755, 0, 0),
+                                 ("data/late", "file", noise("late", 3 * 1024 * 1024), 0o644, 0, 0)]],
+          {}, corrupt=True)
     # Each layer is its image's only one, so a rejected pull has no other
     # layer whose snapshot could stay behind.
     up = "../" * 12
