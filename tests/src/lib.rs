@@ -3,6 +3,9 @@
 //! with private directories, and probes of the host (mounts, cgroups,
 //! processes) for asserting that nothing leaked.
 
+pub mod registry;
+pub mod token_server;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -482,6 +485,29 @@ impl Drop for Berthd {
             eprintln!("---- berthd log ----\n{}", self.log());
         }
     }
+}
+
+/// berthd on the host for image tests: a fake cgroup tree and an empty CNI
+/// dir (pulling needs neither), plus `extra_config`. The returned dir
+/// holds both and must outlive berthd.
+pub async fn berthd_on_host(extra_config: &str) -> anyhow::Result<(Berthd, CriClient, tempfile::TempDir)> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "berthd refuses to start without root; run the host tests as root (CI does)"
+    );
+    let dirs = tempfile::tempdir()?;
+    let (cg, cni) = (dirs.path().join("cgroup"), dirs.path().join("cni"));
+    std::fs::create_dir_all(&cg)?;
+    std::fs::create_dir_all(&cni)?;
+    std::fs::write(cg.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids")?;
+    std::fs::write(cg.join("cgroup.subtree_control"), "")?;
+    let cfg = format!(
+        "cgroup_root = \"{}\"\ncni_conf_dir = \"{}\"\n{extra_config}",
+        cg.display(),
+        cni.display()
+    );
+    let (b, c) = Berthd::start_with(&cfg).await?;
+    Ok((b, c, dirs))
 }
 
 /// Lines of /proc/self/mountinfo mentioning `needle`.

@@ -1,0 +1,139 @@
+//! A real registry for host tests: Debian's `docker-registry` serving the
+//! test images that `hack/images` builds, on a free loopback port.
+//!
+//! The images are built and pushed once per test process (about 3 s) into
+//! `target/tmp/`, by the very scripts the VM run uses (`hack/images/build.sh`,
+//! `registry-seed.sh`), so host and VM tests pull the same bytes. Each
+//! registry serves that storage read-only, so tests can share it and start
+//! registries with different auth settings side by side.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root (the workspace).
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The seeded registry storage (`.../registry`, docker-registry's
+/// filesystem root), built on first use in this process.
+pub fn seeded_storage() -> &'static Path {
+    static STORAGE: OnceLock<PathBuf> = OnceLock::new();
+    STORAGE.get_or_init(|| {
+        let base = std::env::var_os("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            // One copy per test binary, rebuilt by each run of it.
+            .join(format!(
+                "berth-images-{}",
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| std::process::id().to_string())
+            ));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("create image dir");
+        for script in ["build.sh", "registry-seed.sh"] {
+            let out = Command::new(repo_root().join("hack/images").join(script))
+                .arg(&base)
+                .output()
+                .unwrap_or_else(|e| panic!("hack/images/{script}: {e}"));
+            assert!(
+                out.status.success(),
+                "hack/images/{script} failed (docker-registry, skopeo and python3 come from hack/install-deps.sh): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        base.join("registry")
+    })
+}
+
+/// The digest a tag of `library/<repo>` points at in the seeded storage
+/// (a manifest's, or an index's).
+pub fn tag_digest(repo: &str, tag: &str) -> String {
+    let link = seeded_storage().join(format!(
+        "docker/registry/v2/repositories/library/{repo}/_manifests/tags/{tag}/current/link"
+    ));
+    std::fs::read_to_string(&link)
+        .unwrap_or_else(|e| panic!("{}: {e}", link.display()))
+        .trim()
+        .to_string()
+}
+
+/// A free loopback port (bound and released: another process could take
+/// it in between, which a test then reports as a failed start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `docker-registry serve` over the seeded storage; killed on drop.
+pub struct RegistryProcess {
+    child: Child,
+    /// Holds its config (and whatever files the caller put there).
+    pub dir: tempfile::TempDir,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+}
+
+impl RegistryProcess {
+    /// Plain HTTP, anonymous.
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With extra top-level config YAML (e.g. an `auth:` section).
+    pub fn start_with(extra_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let conf = dir.path().join("registry.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {addr}\n{extra_yaml}",
+                seeded_storage().display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (hack/install-deps.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "docker-registry exited with {st}: {}",
+                    std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RegistryProcess { child, dir, addr }
+    }
+
+    /// The registry's own log so far (token verification failures say why).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
