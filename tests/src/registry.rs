@@ -1,11 +1,11 @@
 //! A real registry for host tests: Debian's `docker-registry` serving the
 //! test images that `hack/images` builds, on a free loopback port.
 //!
-//! The images are built and pushed once per test process (about 3 s) into
-//! `target/tmp/`, by the very scripts the VM run uses (`hack/images/build.sh`,
-//! `registry-seed.sh`), so host and VM tests pull the same bytes. Each
-//! registry serves that storage read-only, so tests can share it and start
-//! registries with different auth settings side by side.
+//! The images are built and pushed into `target/tmp/` by the very scripts
+//! the VM run uses (`hack/images/build.sh`, `registry-seed.sh`), so host and
+//! VM tests pull the same bytes. Each registry serves that storage
+//! read-only, so tests can share it and start registries with different
+//! auth settings side by side.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,26 +18,28 @@ fn repo_root() -> PathBuf {
 }
 
 /// The seeded registry storage (`.../registry`, docker-registry's
-/// filesystem root), built on first use in this process.
+/// filesystem root). Built on first use, into `target/tmp/berth-images-<key>`
+/// where the key hashes the `hack/images` scripts and the busybox they copy:
+/// later runs and the other host test binaries reuse it (seeding is ~3 s on
+/// an idle machine, far more on a busy one); a changed script rebuilds it.
 pub fn seeded_storage() -> &'static Path {
     static STORAGE: OnceLock<PathBuf> = OnceLock::new();
     STORAGE.get_or_init(|| {
-        let base = std::env::var_os("CARGO_TARGET_TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            // One copy per test binary, rebuilt by each run of it.
-            .join(format!(
-                "berth-images-{}",
-                std::env::current_exe()
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| std::process::id().to_string())
-            ));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).expect("create image dir");
+        let tmp = repo_root().join("target/tmp");
+        let base = tmp.join(format!("berth-images-{:016x}", images_key()));
+        if base.join("registry/docker").is_dir() {
+            return base.join("registry");
+        }
+        std::fs::create_dir_all(&tmp).expect("create target/tmp");
+        // Built aside and renamed into place, so a half-built copy (a run
+        // killed mid-way, or another test binary building at the same
+        // time) is never used.
+        let building = tmp.join(format!("berth-images-building-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&building);
+        std::fs::create_dir_all(&building).expect("create image dir");
         for script in ["build.sh", "registry-seed.sh"] {
             let out = Command::new(repo_root().join("hack/images").join(script))
-                .arg(&base)
+                .arg(&building)
                 .output()
                 .unwrap_or_else(|e| panic!("hack/images/{script}: {e}"));
             assert!(
@@ -47,8 +49,37 @@ pub fn seeded_storage() -> &'static Path {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        if std::fs::rename(&building, &base).is_err() {
+            // Another process got there first: use its copy.
+            let _ = std::fs::remove_dir_all(&building);
+        }
+        // Copies for older scripts are of no further use.
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("berth-images-") && !name.contains("building") && e.path() != base {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        assert!(base.join("registry/docker").is_dir(), "{} not seeded", base.display());
         base.join("registry")
     })
+}
+
+/// What the seeded images depend on: the `hack/images` scripts and the
+/// busybox binary they package (by size and mtime).
+fn images_key() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in ["mkimage.py", "build.sh", "registry-seed.sh"] {
+        std::fs::read(repo_root().join("hack/images").join(f))
+            .unwrap_or_else(|e| panic!("hack/images/{f}: {e}"))
+            .hash(&mut h);
+    }
+    let busybox = std::env::var("BERTH_BUSYBOX").unwrap_or_else(|_| "/bin/busybox".into());
+    if let Ok(m) = std::fs::metadata(&busybox) {
+        (m.len(), m.modified().ok()).hash(&mut h);
+    }
+    h.finish()
 }
 
 /// The digest a tag of `library/<repo>` points at in the seeded storage
