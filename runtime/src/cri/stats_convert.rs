@@ -191,14 +191,18 @@ pub async fn read_pods(cri: &Cri, pods: Vec<std::sync::Arc<Sandbox>>) -> Result<
         .collect();
     let stats = cri.stats.clone();
     stats::blocking(move || {
+        let usages = stats::read_all(&work, |(_, target, _, ctr_targets)| {
+            (
+                stats.pod(target),
+                ctr_targets.iter().map(|t| stats.container(t)).collect::<Vec<_>>(),
+            )
+        });
         work.into_iter()
-            .map(|(record, target, ctrs, ctr_targets)| PodReading {
-                usage: stats.pod(&target),
-                containers: ctrs
-                    .into_iter()
-                    .zip(ctr_targets.iter().map(|t| stats.container(t)))
-                    .collect(),
+            .zip(usages)
+            .map(|((record, _, ctrs, _), (usage, ctr_usages))| PodReading {
                 record,
+                usage,
+                containers: ctrs.into_iter().zip(ctr_usages).collect(),
             })
             .collect()
     })

@@ -227,6 +227,37 @@ fn pod_key(id: &str) -> String {
     format!("p/{id}")
 }
 
+/// Least targets a reader thread of [`read_all`] takes.
+const PER_THREAD: usize = 8;
+
+/// Most reader threads [`read_all`] uses for one call.
+const MAX_THREADS: usize = 4;
+
+/// `f` of every item, in order, spread over up to [`MAX_THREADS`] threads
+/// (no more than the node's CPUs, at least [`PER_THREAD`] items each): the
+/// list calls read ~11 files per cgroup, and the kernel renders them on
+/// whichever CPU asks, so a big node answers kubelet in a fraction of the
+/// time one thread takes.
+pub fn read_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus.min(MAX_THREADS).min(items.len().div_ceil(PER_THREAD));
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let readers: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().expect("stats reader thread panicked"))
+            .collect()
+    })
+}
+
 /// Runs `f` (file reads that may stall under memory pressure) on the
 /// blocking pool, so no async worker waits on the kernel.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
@@ -310,6 +341,17 @@ mod tests {
         m.sample_all(&[], &[]);
         assert_eq!(m.rates.len(), 0);
         assert!(m.layers.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn read_all_keeps_the_order() {
+        let items: Vec<u32> = (0..100).collect();
+        assert_eq!(
+            read_all(&items, |i| i * 2),
+            items.iter().map(|i| i * 2).collect::<Vec<_>>()
+        );
+        assert_eq!(read_all(&items[..3], |i| *i), vec![0, 1, 2]);
+        assert!(read_all(&[] as &[u32], |i| *i).is_empty());
     }
 
     #[test]
