@@ -19,6 +19,7 @@ mod image;
 mod net;
 mod sandbox;
 mod shim_client;
+mod stats;
 mod store;
 
 use config::Config;
@@ -132,12 +133,15 @@ async fn run(cfg: Config) -> error::Result<()> {
         elapsed_ms = t.elapsed().as_millis() as u64,
         "state recovered"
     );
+    let stats = Arc::new(stats::StatsManager::new("/proc"));
+    stats::sampler::spawn(stats.clone(), containers.clone(), sandboxes.clone());
     let socket = cfg.socket.clone();
     let cri = cri::Cri {
         cfg: Arc::new(cfg),
         images,
         sandboxes,
         containers,
+        stats,
     };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -8,6 +8,8 @@ mod container_list;
 mod container_remove;
 mod container_reopen_log;
 mod container_start;
+mod container_stats;
+mod container_stats_list;
 mod container_status;
 mod container_stop;
 mod container_update_resources;
@@ -19,15 +21,20 @@ mod image_remove;
 mod image_service;
 mod image_status;
 mod log_layer;
+mod metric_descriptors_list;
 mod runtime_config;
 mod runtime_config_update;
 mod runtime_service;
 mod sandbox_list;
+mod sandbox_metrics_list;
 mod sandbox_remove;
 mod sandbox_run;
+mod sandbox_stats;
+mod sandbox_stats_list;
 mod sandbox_status;
 mod sandbox_stop;
 mod sandbox_update_resources;
+mod stats_convert;
 mod status;
 mod version;
 
@@ -42,6 +49,7 @@ use crate::container::ContainerManager;
 use crate::error::{Error, Result};
 use crate::image::ImageStore;
 use crate::sandbox::SandboxManager;
+use crate::stats::StatsManager;
 
 /// Everything the handlers reach.
 #[derive(Clone)]
@@ -54,6 +62,8 @@ pub struct Cri {
     pub sandboxes: Arc<SandboxManager>,
     /// Containers.
     pub containers: Arc<ContainerManager>,
+    /// Resource usage readings (stats and metrics RPCs).
+    pub stats: Arc<StatsManager>,
 }
 
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).

@@ -181,30 +181,42 @@ impl RuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _req: Request<ContainerStatsRequest>,
+        req: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(Error::Unimplemented("ContainerStats").into())
+        super::container_stats::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(Error::Unimplemented("ListContainerStats").into())
+        super::container_stats_list::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<PodSandboxStatsRequest>,
+        req: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(Error::Unimplemented("PodSandboxStats").into())
+        super::sandbox_stats::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(Error::Unimplemented("ListPodSandboxStats").into())
+        super::sandbox_stats_list::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn update_runtime_config(
@@ -233,16 +245,22 @@ impl RuntimeService for Cri {
 
     async fn list_metric_descriptors(
         &self,
-        _req: Request<ListMetricDescriptorsRequest>,
+        req: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        Err(Error::Unimplemented("ListMetricDescriptors").into())
+        super::metric_descriptors_list::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
-        _req: Request<ListPodSandboxMetricsRequest>,
+        req: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        Err(Error::Unimplemented("ListPodSandboxMetrics").into())
+        super::sandbox_metrics_list::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn runtime_config(
