@@ -12,6 +12,7 @@
 mod claims;
 pub mod hosts;
 mod layers;
+pub use layers::LAYER_BYTES_DOWNLOADED;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
