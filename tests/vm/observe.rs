@@ -146,8 +146,8 @@ async fn observe_events_follow_a_container_lifecycle_in_order() {
     }
 }
 
-/// Containers that end on their own produce STOPPED with their exit
-/// status, promptly: the median delay from the process's exit (the shim's
+/// Containers that end on their own (exit, OOM kill) produce STOPPED with
+/// their exit status, promptly: the median delay from the process's exit (the shim's
 /// exit time) to the event's arrival is measured and printed.
 #[tokio::test]
 async fn observe_a_container_exiting_by_itself_produces_stopped() {
@@ -187,6 +187,33 @@ async fn observe_a_container_exiting_by_itself_produces_stopped() {
     let m = median(delays.clone());
     println!("BERTH-MEASURE: container exit -> STOPPED event: median {m:?} over 10 (all: {delays:?})");
     assert!(m < Duration::from_secs(1), "STOPPED took {m:?} after the exit");
+
+    // An OOM kill is an exit too: STOPPED, saying OOMKilled.
+    let mut cfg = container_config(
+        "hog",
+        &busybox(),
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+    );
+    cfg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    let id = c.create(&sb, &cfg, &pod).await.expect("create hog");
+    c.start(&id).await.expect("start hog");
+    let got = collect_until(&mut rx, |s| {
+        s.ev.container_id == id && s.kind() == T::ContainerStoppedEvent
+    })
+    .await;
+    let me = got
+        .last()
+        .unwrap()
+        .ev
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == id)
+        .cloned()
+        .expect("hog in its event");
+    assert_eq!((me.exit_code, me.reason.as_str()), (137, "OOMKilled"), "{me:?}");
     c.stop_and_remove_pod(&sb).await.expect("stop+remove pod");
 }
 

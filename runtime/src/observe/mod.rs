@@ -112,9 +112,13 @@ async fn healthz() -> &'static str {
 /// Readiness in the style of Kubernetes `/readyz`: `ok`, or 503 with each
 /// check's result.
 async fn readyz(State(s): State<Observe>) -> Response {
-    let checks = s.health.checks();
+    readiness(&s.health).into_response()
+}
+
+fn readiness(h: &Health) -> (StatusCode, String) {
+    let checks = h.checks();
     if checks.iter().all(|(_, ok)| *ok) {
-        return (StatusCode::OK, "ok").into_response();
+        return (StatusCode::OK, "ok".into());
     }
     let mut body = String::new();
     for (name, ok) in checks {
@@ -125,7 +129,7 @@ async fn readyz(State(s): State<Observe>) -> Response {
         });
     }
     body.push_str("readyz check failed\n");
-    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 fn page(p: zpages::Page, status: StatusCode) -> Response {
@@ -147,5 +151,36 @@ async fn flagz(State(s): State<Observe>, headers: HeaderMap) -> Response {
     match negotiate::negotiate(accept(&headers), "Flagz") {
         Ok(f) => page(s.zpages.flagz(f), StatusCode::OK),
         Err(e) => page(zpages::not_acceptable(&e), StatusCode::NOT_ACCEPTABLE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_once_recovered_and_serving() {
+        let h = Health::default();
+        let (code, body) = readiness(&h);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "[-]state-recovered failed\n[-]cri-socket failed\nreadyz check failed\n"
+        );
+        h.set_recovered();
+        let (code, body) = readiness(&h);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("[+]state-recovered ok\n[-]cri-socket failed\n"),
+            "{body}"
+        );
+        h.set_serving(true);
+        assert_eq!(readiness(&h), (StatusCode::OK, "ok".to_string()));
+        h.set_serving(false);
+        assert_eq!(
+            readiness(&h).0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready while shutting down"
+        );
     }
 }

@@ -77,3 +77,45 @@ pub fn watch(sb: Arc<Sandbox>, events: Arc<Events>) {
         events.sandbox(Kind::Stopped, &rec.id);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A process whose command line names `socket`, as a shim's does
+    /// (returned once it has exec'd, as berthd watches only a serving shim).
+    fn fake_shim(socket: &str, secs: &str) -> std::process::Child {
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("sleep {secs}"), socket])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !recover::shim_alive(child.id(), Path::new(socket)) {
+            assert!(Instant::now() < deadline, "fake shim did not start");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_when_the_shim_exits_not_before() {
+        let t = Instant::now();
+        let mut child = fake_shim("/run/test/s/aaaa.sock", "0.3");
+        exited(child.id(), Path::new("/run/test/s/aaaa.sock")).await;
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(250), "returned early: {waited:?}");
+        assert!(waited < Duration::from_secs(3), "returned late: {waited:?}");
+        child.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_process_at_the_pid_is_not_waited_for() {
+        let mut child = fake_shim("/run/test/s/bbbb.sock", "5");
+        let t = Instant::now();
+        exited(child.id(), Path::new("/run/test/s/other.sock")).await;
+        assert!(t.elapsed() < Duration::from_secs(1));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
