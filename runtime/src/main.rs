@@ -177,6 +177,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
         "state recovered"
     );
     let socket = cfg.socket.clone();
+    let streams = events.clone();
     let cri = cri::Cri {
         cfg: Arc::new(cfg),
         images,
@@ -193,6 +194,9 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
             _ = term.recv() => {},
         }
         tracing::info!("shutting down (containers keep running in their shims)");
+        // Event streams never end on their own; kubelet resubscribes to the
+        // next berthd.
+        streams.close_all();
         let _ = stop_tx.send(true);
     };
     let serving = health.clone();

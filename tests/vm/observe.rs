@@ -144,6 +144,22 @@ async fn observe_events_follow_a_container_lifecycle_in_order() {
         assert_ne!(got[6].ev.pod_sandbox_status.as_ref().unwrap().state, ready);
         assert!(got.windows(2).all(|w| w[0].ev.created_at < w[1].ev.created_at));
     }
+    // SIGTERM ends the open streams at once (not after the 3 s grace an
+    // open call gets), so kubelet resubscribes to the next berthd.
+    let t = Instant::now();
+    // SAFETY: kill(2) of our berthd.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGTERM) };
+    for rx in &mut subs {
+        let end = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert!(
+            matches!(end, Ok(None)),
+            "stream still open after SIGTERM: {end:?}"
+        );
+    }
+    println!(
+        "BERTH-MEASURE: SIGTERM -> event streams closed in {:?}",
+        t.elapsed()
+    );
 }
 
 /// Containers that end on their own (exit, OOM kill) produce STOPPED with

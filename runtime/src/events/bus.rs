@@ -75,6 +75,12 @@ impl<T: Clone> EventBus<T> {
         }
     }
 
+    /// Ends every subscription (after what is buffered): berthd is shutting
+    /// down, and an open stream would hold the gRPC server's graceful stop.
+    pub fn close_all(&self) {
+        self.subscribers.lock().expect("subscribers lock").clear();
+    }
+
     /// How many subscribers are attached.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.lock().expect("subscribers lock").len()
@@ -253,6 +259,20 @@ mod tests {
         drop(a);
         assert_eq!(bus.subscriber_count(), 1);
         assert_eq!(publish(&bus, 7).delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn close_all_ends_every_stream_after_its_buffer() {
+        let bus = EventBus::<u32>::new(4);
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        let _ = publish(&bus, 1);
+        bus.close_all();
+        assert_eq!(bus.subscriber_count(), 0);
+        for s in [&mut a, &mut b] {
+            assert_eq!(s.recv().await, Some(Ok(1)));
+            assert_eq!(s.recv().await, None, "ends without an overflow error");
+        }
     }
 
     #[tokio::test]

@@ -132,6 +132,11 @@ impl Events {
         self.bus.subscribe()
     }
 
+    /// Ends every GetContainerEvents stream (shutdown).
+    pub fn close_all(&self) {
+        self.bus.close_all();
+    }
+
     /// Attached subscribers.
     pub fn subscriber_count(&self) -> usize {
         self.bus.subscriber_count()
