@@ -52,6 +52,10 @@ pub struct Config {
     pub registry: crate::image::hosts::Hosts,
     /// Size of each pod's /dev/shm tmpfs (bytes).
     pub pod_shm_size_bytes: u64,
+    /// `ip:port` of the observability listener (`/metrics`, `/healthz`,
+    /// `/readyz`, `/statusz`, `/flagz`); empty: off. Plain HTTP, so keep it
+    /// on loopback (e.g. `127.0.0.1:9349`) unless the network is trusted.
+    pub http_address: String,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -106,6 +110,7 @@ impl Default for Config {
             container_rlimits: Vec::new(),
             registry: Default::default(),
             pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
+            http_address: String::new(),
         }
     }
 }
@@ -184,6 +189,12 @@ impl Config {
                     r.kind
                 )));
             }
+        }
+        if !self.http_address.is_empty() && self.http_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "config http_address must be ip:port (e.g. 127.0.0.1:9349) or empty, got {:?}",
+                self.http_address
+            )));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument(format!(
@@ -282,6 +293,14 @@ mod tests {
         let twice = rl("RLIMIT_NOFILE", 1, 1) + &rl("RLIMIT_NOFILE", 2, 2);
         assert!(Config::from_toml(&twice).is_err());
         assert!(Config::from_toml("pod_shm_size_bytes = 0").is_err());
+        assert!(Config::from_toml("http_address = \"localhost\"").is_err());
+        assert_eq!(
+            Config::from_toml("http_address = \"127.0.0.1:9349\"")
+                .unwrap()
+                .http_address,
+            "127.0.0.1:9349"
+        );
+        assert_eq!(Config::default().http_address, "", "off unless configured");
         assert_eq!(
             Config::from_toml("pod_shm_size_bytes = 134217728")
                 .unwrap()

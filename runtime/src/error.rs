@@ -47,6 +47,9 @@ pub enum Error {
     /// Pod networking (CNI) failed.
     #[error("network: {0}")]
     Network(String),
+    /// A bounded resource ran out (an event subscriber fell behind).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,6 +80,7 @@ impl Error {
             Error::Io { .. } | Error::Shim(_) | Error::Internal(_) => Code::Internal,
             Error::Image(_) | Error::Network(_) => Code::Unknown,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
         }
     }
 }

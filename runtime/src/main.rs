@@ -15,8 +15,11 @@ mod config;
 mod container;
 mod cri;
 mod error;
+mod events;
 mod image;
+mod metrics;
 mod net;
+mod observe;
 mod sandbox;
 mod shim_client;
 mod stats;
@@ -52,6 +55,10 @@ struct Flags {
     /// Mount point of cgroup v2.
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
+    /// ip:port of the /metrics, /healthz, /readyz, /statusz, /flagz
+    /// listener ("" turns it off).
+    #[arg(long)]
+    http_address: Option<String>,
 }
 
 fn effective_config(flags: &Flags) -> error::Result<Config> {
@@ -77,6 +84,9 @@ fn effective_config(flags: &Flags) -> error::Result<Config> {
     if let Some(v) = &flags.cgroup_root {
         cfg.cgroup_root = v.clone();
     }
+    if let Some(v) = &flags.http_address {
+        cfg.http_address = v.clone();
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -94,7 +104,7 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn run(cfg: Config) -> error::Result<()> {
+async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(error::Error::FailedPrecondition(
             "berthd must run as root (it creates namespaces, mounts and cgroups)".into(),
@@ -110,23 +120,57 @@ async fn run(cfg: Config) -> error::Result<()> {
         supported = *container::mounts::RECURSIVE_READ_ONLY_SUPPORTED,
         "recursive read-only mounts (mount_setattr)"
     );
+    // Bound before anything else happens: a taken address stops berthd here.
+    let http = match cfg.http_address.as_str() {
+        "" => None,
+        addr => Some(observe::bind(addr).await?),
+    };
+    let events = Arc::new(events::Events::default());
     let images = Arc::new(image::ImageStore::open(&cfg.root)?.with_hosts(cfg.registry.clone()));
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
-    let sandboxes = Arc::new(sandbox::SandboxManager::new(
-        cfg.clone(),
-        cgroups,
-        cni,
-        Arc::new(sandbox::shm::RealShmHost),
-    ));
-    let containers = Arc::new(container::ContainerManager::new(
-        cfg.clone(),
-        images.clone(),
-        sandboxes.clone(),
-    ));
+    let sandboxes = Arc::new(
+        sandbox::SandboxManager::new(cfg.clone(), cgroups, cni, Arc::new(sandbox::shm::RealShmHost))
+            .with_events(events.clone()),
+    );
+    let containers = Arc::new(
+        container::ContainerManager::new(cfg.clone(), images.clone(), sandboxes.clone())
+            .with_events(events.clone()),
+    );
+    events.set_view(Arc::new(cri::ManagerPodView::new(&sandboxes, &containers)));
+    let metrics = Arc::new(metrics::Metrics::new(metrics::NodeView::live(
+        &sandboxes,
+        &containers,
+        events.clone(),
+    )));
+    let health = Arc::new(observe::Health::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listener) = http {
+        let state = observe::Observe {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            zpages: Arc::new(observe::ZPages {
+                started: *metrics::STARTED_AT,
+                version: env!("CARGO_PKG_VERSION"),
+                paths: observe::PATHS.to_vec(),
+                flags: observe::zpages::effective_flags(config_file.as_deref(), &cfg),
+            }),
+        };
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = observe::serve(listener, state, stopped).await {
+                tracing::error!(error = %e, "observability listener failed");
+            }
+        });
+    }
     // Recover before serving, so kubelet never sees a half-known node.
     let t = std::time::Instant::now();
     let pods = sandboxes.recover().await?;
     let ctrs = containers.recover().await?;
+    metrics.set_recovered(pods, ctrs, t.elapsed());
+    health.set_recovered();
     tracing::info!(
         sandboxes = pods,
         containers = ctrs,
@@ -136,14 +180,17 @@ async fn run(cfg: Config) -> error::Result<()> {
     let stats = Arc::new(stats::StatsManager::new("/proc"));
     stats::sampler::spawn(stats.clone(), containers.clone(), sandboxes.clone());
     let socket = cfg.socket.clone();
+    let streams = events.clone();
     let cri = cri::Cri {
         cfg: Arc::new(cfg),
         images,
         sandboxes,
         containers,
         stats,
+        events,
+        metrics,
     };
-    let shutdown = async {
+    let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("install SIGTERM handler");
         tokio::select! {
@@ -151,11 +198,20 @@ async fn run(cfg: Config) -> error::Result<()> {
             _ = term.recv() => {},
         }
         tracing::info!("shutting down (containers keep running in their shims)");
+        // Event streams never end on their own; kubelet resubscribes to the
+        // next berthd.
+        streams.close_all();
+        let _ = stop_tx.send(true);
     };
-    cri::serve(cri, &socket, shutdown).await
+    let serving = health.clone();
+    let result = cri::serve(cri, &socket, shutdown, move || serving.set_serving(true)).await;
+    health.set_serving(false);
+    result
 }
 
 fn main() {
+    // Fixes the start time (statusz, berth_start_time_seconds) first thing.
+    let _ = *metrics::STARTED_AT;
     let flags = Flags::parse();
     let cfg = match effective_config(&flags) {
         Ok(c) => c,
@@ -173,7 +229,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(cfg)) {
+    let config_file = flags
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from(config::DEFAULT_CONFIG_PATH)).filter(|p| p.exists()));
+    if let Err(e) = rt.block_on(run(cfg, config_file)) {
         tracing::error!(error = %e, "berthd failed");
         eprintln!("berthd: {e}");
         std::process::exit(1);

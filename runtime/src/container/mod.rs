@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::{Events, Kind};
 use crate::image::{ImageRecord, ImageStore};
 use crate::sandbox::{Rollback, Sandbox, SandboxManager};
 use crate::shim_client::Shim;
@@ -155,6 +156,8 @@ pub struct ContainerManager {
     apparmor: apparmor::AppArmor,
     /// The node's device nodes (CRI devices, privileged containers).
     host_devices: Arc<dyn devices::HostDevices>,
+    /// Where lifecycle events go (GetContainerEvents).
+    events: Arc<Events>,
 }
 
 impl ContainerManager {
@@ -168,7 +171,14 @@ impl ContainerManager {
             users_cache: Mutex::new(HashMap::new()),
             apparmor: apparmor::AppArmor::default(),
             host_devices: Arc::new(devices::RealHostDevices),
+            events: Arc::new(Events::default()),
         }
+    }
+
+    /// Reports lifecycle changes to `events` (the node's one events manager).
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -455,6 +465,7 @@ impl ContainerManager {
             }),
         );
         undo.disarm();
+        self.events.container(Kind::Created, &id, &sbr.id);
         tracing::info!(container = %id, sandbox = %sbr.id, name = %meta.name, "container created");
         Ok(id)
     }
@@ -508,6 +519,7 @@ impl ContainerManager {
                     r.reason = "StartError".into();
                     r.message = e.message().to_string();
                 }
+                self.events.container(Kind::Stopped, &rec.id, &rec.sandbox_id);
                 c.changed.send_replace(ContainerState::Exited);
                 self.persist(&c)?;
                 return Err(shim_error(e));
@@ -525,6 +537,8 @@ impl ContainerManager {
             });
         }
         c.changed.send_replace(ContainerState::Running);
+        // Before the exit watch exists, so STOPPED can never precede STARTED.
+        self.events.container(Kind::Started, &rec.id, &rec.sandbox_id);
         {
             // Under the resize lock: an update that saw Created has
             // recorded its values by now, a later one sees Running.
@@ -569,6 +583,9 @@ impl ContainerManager {
                 };
                 r.message = msg;
             }
+            // Before StopContainer is woken: its caller's RemoveContainer
+            // (DELETED) must come after this STOPPED.
+            mgr.events.container(Kind::Stopped, &id, &c.record().sandbox_id);
             c.changed.send_replace(ContainerState::Exited);
             if let Err(e) = mgr.persist(&c) {
                 tracing::warn!(container = %id, error = %e, "persist exit");
@@ -668,6 +685,7 @@ impl ContainerManager {
                         r.reason = "Completed".into();
                     }
                 }
+                self.events.container(Kind::Stopped, &rec.id, &rec.sandbox_id);
                 c.changed.send_replace(ContainerState::Exited);
                 return self.persist(&c);
             }
@@ -739,6 +757,7 @@ impl ContainerManager {
         }
         store::remove_record(&self.record_path(&rec.id))?;
         self.containers.lock().expect("containers lock").remove(&rec.id);
+        self.events.container(Kind::Deleted, &rec.id, &rec.sandbox_id);
         tracing::info!(container = %rec.id, "container removed");
         Ok(())
     }

@@ -20,7 +20,8 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
     // crictl): the blocking pull sees it between reads and stops.
     let cancel = CancelOnDrop::default();
     let flag = cancel.0.clone();
-    let rec = tokio::task::spawn_blocking(move || {
+    let started = std::time::Instant::now();
+    let pulled = tokio::task::spawn_blocking(move || {
         let pulled = images.pull(&image, creds, &flag);
         if let Err(e) = &pulled {
             if flag.load(std::sync::atomic::Ordering::Relaxed) {
@@ -31,7 +32,11 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
         pulled
     })
     .await
-    .map_err(|e| Error::Internal(format!("pull task: {e}")))??;
+    .map_err(|e| Error::Internal(format!("pull task: {e}")))
+    .and_then(|r| r);
+    cri.metrics
+        .observe_pull(pulled.is_ok(), started.elapsed().as_secs_f64());
+    let rec = pulled?;
     drop(cancel);
     Ok(PullImageResponse { image_ref: rec.id })
 }

@@ -1,28 +1,45 @@
-//! One tower layer logs every CRI call with its duration and gRPC status, so
-//! no handler repeats that code.
+//! One tower layer logs every CRI call with its duration and gRPC status,
+//! and records both in the metrics (count by gRPC code, latency histogram),
+//! so no handler repeats that code.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tonic::codegen::http;
 
 /// Adds [`RequestLog`] around a service.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestLogLayer;
+#[derive(Clone)]
+pub struct RequestLogLayer {
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl RequestLogLayer {
+    /// Logs and records into `metrics`.
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        RequestLogLayer { metrics }
+    }
+}
 
 impl<S> tower::Layer<S> for RequestLogLayer {
     type Service = RequestLog<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestLog { inner }
+        RequestLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
-/// Logs method, duration and status of each request at debug (errors at info).
-#[derive(Debug, Clone)]
+/// Logs method, duration and status of each request at debug (errors at
+/// info) and counts it. A streaming call (GetContainerEvents) is measured to
+/// its response headers: the stream's own life is not a latency.
+#[derive(Clone)]
 pub struct RequestLog<S> {
     inner: S,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for RequestLog<S>
@@ -48,9 +65,11 @@ where
             .to_string();
         let started = Instant::now();
         let fut = self.inner.call(req);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let resp = fut.await;
-            let elapsed_us = started.elapsed().as_micros() as u64;
+            let elapsed = started.elapsed();
+            let elapsed_us = elapsed.as_micros() as u64;
             match &resp {
                 Ok(r) => {
                     // Unary errors travel as trailers-only responses with grpc-status in headers.
@@ -60,6 +79,11 @@ where
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("0")
                         .to_string();
+                    let grpc = code
+                        .parse::<i32>()
+                        .map(tonic::Code::from)
+                        .unwrap_or(tonic::Code::Unknown);
+                    metrics.observe_rpc(&method, grpc, elapsed.as_secs_f64());
                     if code == "0" {
                         tracing::debug!(rpc = %method, elapsed_us, "CRI call");
                     } else {
@@ -72,7 +96,10 @@ where
                         tracing::info!(rpc = %method, elapsed_us, grpc_code = %code, error = %msg, "CRI call failed");
                     }
                 }
-                Err(_) => tracing::info!(rpc = %method, elapsed_us, "CRI call transport error"),
+                Err(_) => {
+                    metrics.observe_rpc(&method, tonic::Code::Unavailable, elapsed.as_secs_f64());
+                    tracing::info!(rpc = %method, elapsed_us, "CRI call transport error")
+                }
             }
             resp
         })

@@ -3,6 +3,7 @@
 //! traits in `runtime_service.rs` / `image_service.rs` only dispatch.
 
 mod container_create;
+mod container_events;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -47,9 +48,13 @@ use berth_proto::cri::runtime_service_server::RuntimeServiceServer;
 use crate::config::Config;
 use crate::container::ContainerManager;
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::image::ImageStore;
+use crate::metrics::Metrics;
 use crate::sandbox::SandboxManager;
 use crate::stats::StatsManager;
+
+pub use container_events::ManagerPodView;
 
 /// Everything the handlers reach.
 #[derive(Clone)]
@@ -64,6 +69,10 @@ pub struct Cri {
     pub containers: Arc<ContainerManager>,
     /// Resource usage readings (stats and metrics RPCs).
     pub stats: Arc<StatsManager>,
+    /// Lifecycle events (GetContainerEvents).
+    pub events: Arc<Events>,
+    /// Metrics (the request layer and PullImage record into them).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).
@@ -72,11 +81,13 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// How long in-flight calls may run after SIGTERM before berthd exits anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Serves RuntimeService and ImageService on the unix socket until `shutdown`.
+/// Serves RuntimeService and ImageService on the unix socket until
+/// `shutdown`; `listening` runs once the socket accepts connections.
 pub async fn serve(
     cri: Cri,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    listening: impl FnOnce(),
 ) -> Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
@@ -92,6 +103,7 @@ pub async fn serve(
     std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
         .map_err(|e| Error::io("chmod socket", e))?;
     tracing::info!(socket = %socket.display(), "CRI server listening");
+    let metrics = cri.metrics.clone();
     let runtime = RuntimeServiceServer::new(cri.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -107,7 +119,7 @@ pub async fn serve(
     });
     let mut server_rx = rx.clone();
     let server = tonic::transport::Server::builder()
-        .layer(log_layer::RequestLogLayer)
+        .layer(log_layer::RequestLogLayer::new(metrics))
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(
@@ -116,6 +128,8 @@ pub async fn serve(
                 let _ = server_rx.wait_for(|stop| *stop).await;
             },
         );
+    // Connections queue on the bound socket from here on.
+    listening();
     let mut grace_rx = rx;
     let result = tokio::select! {
         r = server => r.map_err(|e| Error::Internal(format!("CRI server: {e}"))),

@@ -10,14 +10,16 @@ use crate::error::Error;
 
 #[tonic::async_trait]
 impl RuntimeService for Cri {
-    type GetContainerEventsStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+    type GetContainerEventsStream = super::container_events::EventStream;
 
     async fn get_container_events(
         &self,
-        _req: Request<GetEventsRequest>,
+        req: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Error::Unimplemented("GetContainerEvents").into())
+        super::container_events::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn version(&self, req: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {

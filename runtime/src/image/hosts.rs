@@ -29,6 +29,65 @@ pub struct HostConfig {
     pub ca_file: Option<PathBuf>,
     /// Do not verify this host's certificate (self-signed lab registries).
     pub skip_verify: bool,
+    /// User for basic credentials, used only when a pull brings none of its
+    /// own (kubelet sends a pod's image pull secrets with the pull).
+    pub username: String,
+    /// Password for `username`.
+    pub password: Secret,
+    /// `base64(user:password)`, as in a Docker config's `auth`.
+    pub auth: Secret,
+    /// An OAuth2 refresh token for the registry's token endpoint.
+    pub identity_token: Secret,
+}
+
+/// A secret from the config: shown as `[redacted]` when serialized (verbose
+/// Status, /flagz) or debug-printed, so it never leaves berthd.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+/// What a set secret looks like wherever config is shown.
+pub const REDACTED: &str = "[redacted]";
+
+impl Secret {
+    /// The secret itself (for the registry client only).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    fn shown(&self) -> &'static str {
+        if self.0.is_empty() {
+            ""
+        } else {
+            REDACTED
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.shown())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+/// The configured credentials for `key` (a registry's domain, or a mirror's
+/// host[:port]); anonymous when none are set.
+pub fn credentials(hosts: &Hosts, key: &str) -> Result<super::registry::Credentials> {
+    let Some(h) = hosts.get(key) else {
+        return Ok(super::registry::Credentials::None);
+    };
+    super::registry::Credentials::from_cri(Some(&berth_proto::cri::AuthConfig {
+        username: h.username.clone(),
+        password: h.password.expose().to_string(),
+        auth: h.auth.expose().to_string(),
+        identity_token: h.identity_token.expose().to_string(),
+        ..Default::default()
+    }))
 }
 
 /// Every host's settings, keyed by `host[:port]` (`docker.io` for Docker Hub).
@@ -54,6 +113,13 @@ pub fn validate(hosts: &Hosts) -> Result<()> {
                 )));
             }
         }
+        if h.username.is_empty() && !h.password.expose().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "config registry {host:?}: password without username"
+            )));
+        }
+        credentials(hosts, host)
+            .map_err(|e| Error::InvalidArgument(format!("config registry {host:?}: {e}")))?;
         for m in &h.mirrors {
             let rest = m
                 .strip_prefix("https://")
@@ -232,5 +298,36 @@ mod tests {
         validate(&hosts(&with(&ca))).unwrap();
         agent(&hosts(&with(&ca)), "x").unwrap();
         assert!(is_loopback("127.0.0.1:5000") && is_loopback("[::1]:5000") && !is_loopback("127.evil"));
+        assert!(validate(&hosts("[registry.\"x\"]\npassword = \"p\"\n")).is_err());
+        assert!(validate(&hosts("[registry.\"x\"]\nauth = \"not base64!\"\n")).is_err());
+    }
+
+    #[test]
+    fn configured_credentials_are_used_and_never_shown() {
+        let h = hosts(
+            "[registry.\"reg.lab\"]\nusername = \"u\"\npassword = \"hunter2\"\n\
+             [registry.\"tok.lab\"]\nidentity_token = \"refresh-me\"\n",
+        );
+        validate(&h).unwrap();
+        match credentials(&h, "reg.lab").unwrap() {
+            super::super::registry::Credentials::Basic { username, password } => {
+                assert_eq!((username.as_str(), password.as_str()), ("u", "hunter2"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            credentials(&h, "tok.lab").unwrap(),
+            super::super::registry::Credentials::IdentityToken(_)
+        ));
+        assert!(matches!(
+            credentials(&h, "other").unwrap(),
+            super::super::registry::Credentials::None
+        ));
+        let shown = serde_json::to_string(&h).unwrap() + &format!("{h:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("refresh-me"),
+            "{shown}"
+        );
+        assert!(shown.contains(REDACTED), "{shown}");
     }
 }

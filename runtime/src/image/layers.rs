@@ -16,6 +16,9 @@ use crate::store;
 /// to starve a small node's disk and CPU (gunzip) while pods start.
 pub const PARALLEL_LAYERS: usize = 3;
 
+/// Layer blob bytes downloaded (size-checked) since berthd started.
+pub static LAYER_BYTES_DOWNLOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One layer of a manifest.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -114,6 +117,7 @@ impl ImageStore {
         let blob = self.blob_path(&layer.digest);
         if !blob.exists() {
             reg.blob_to_file(&layer.digest, layer.size, &blob, &|| stop.any())?;
+            LAYER_BYTES_DOWNLOADED.fetch_add(layer.size, Ordering::Relaxed);
         }
         if stop.any() {
             return Err(Error::Image("pull cancelled".into()));

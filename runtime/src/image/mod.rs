@@ -12,6 +12,7 @@
 mod claims;
 pub mod hosts;
 mod layers;
+pub use layers::LAYER_BYTES_DOWNLOADED;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
@@ -175,7 +176,15 @@ impl ImageStore {
         let mut last = None;
         for e in &endpoints {
             let agent = hosts::agent(&self.hosts, &e.host)?;
-            let mut reg = Registry::new(r, e, agent, creds.clone());
+            // The pull's own credentials win; else the config's for this
+            // endpoint (a mirror by its host, the registry by its domain).
+            let creds = match creds {
+                Credentials::None => {
+                    hosts::credentials(&self.hosts, if e.mirror { &e.host } else { &r.domain })?
+                }
+                _ => creds.clone(),
+            };
+            let mut reg = Registry::new(r, e, agent, creds);
             match reg.manifest(r.manifest_ref()) {
                 Ok(m) => {
                     if e.mirror {

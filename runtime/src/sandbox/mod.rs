@@ -7,6 +7,7 @@
 mod pin;
 mod recover;
 pub mod resize;
+pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::CgroupManager;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::{Events, Kind};
 use crate::net::cni::{self, Attachment, Cni};
 use crate::net::files::{self, Dns, PodFiles};
 use crate::shim_client::{self, NewNamespaces, Shim};
@@ -262,6 +264,8 @@ pub struct SandboxManager {
     /// Pod CIDR from UpdateRuntimeConfig, for the CNI `ipRanges` capability.
     pod_cidr: Mutex<String>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// Where lifecycle events go (GetContainerEvents).
+    events: Arc<Events>,
 }
 
 impl SandboxManager {
@@ -276,7 +280,14 @@ impl SandboxManager {
             shm_host,
             pod_cidr: Mutex::new(pod_cidr),
             sandboxes: Mutex::new(HashMap::new()),
+            events: Arc::new(Events::default()),
         }
+    }
+
+    /// Reports lifecycle changes to `events` (the node's one events manager).
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Records kubelet's pod CIDR (UpdateRuntimeConfig) for later pods.
@@ -531,6 +542,7 @@ impl SandboxManager {
             hostname,
         )
         .await?;
+        shim_watch::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let pid = spawned.pid;
             undo.push(move || {
@@ -645,11 +657,17 @@ impl SandboxManager {
         shim.info(berth_proto::shim::InfoRequest {})
             .await
             .map_err(|e| Error::Shim(e.message().to_string()))?;
+        let sb = Arc::new(Sandbox::new(record, Some(shim)));
         self.sandboxes
             .lock()
             .expect("sandboxes lock")
-            .insert(id.clone(), Arc::new(Sandbox::new(record, Some(shim))));
+            .insert(id.clone(), sb.clone());
         undo.disarm();
+        shim_watch::watch(sb, self.events.clone());
+        // The CRI reports a sandbox's birth as a container's: created, then
+        // started (ready).
+        self.events.sandbox(Kind::Created, &id);
+        self.events.sandbox(Kind::Started, &id);
         tracing::info!(sandbox = %id, "pod sandbox ready");
         Ok(id)
     }
@@ -663,16 +681,20 @@ impl SandboxManager {
                 .shutdown(berth_proto::shim::ShutdownRequest { force: true })
                 .await;
         }
-        let rec = {
+        let (rec, was_ready) = {
             let mut r = sb.record.lock().expect("sandbox lock");
+            let was_ready = r.state == SandboxState::Ready;
             r.state = SandboxState::NotReady;
-            r.clone()
+            (r.clone(), was_ready)
         };
         // Also when no client was held (a shim berthd could not reconnect to
         // after a restart): the wait checks the shim's identity, never a
         // bare pid that may since belong to another process.
         wait_gone(rec.shim_pid, &rec.shim_socket).await;
         store::write_record(&self.record_path(&rec.id), &rec)?;
+        if was_ready {
+            self.events.sandbox(Kind::Stopped, &rec.id);
+        }
         // After the containers are gone; a failure is returned so kubelet
         // retries StopPodSandbox, and remove cannot skip it.
         self.teardown_network(sb).await
@@ -704,7 +726,11 @@ impl SandboxManager {
             }
         }
         store::remove_record(&self.record_path(&rec.id))?;
+        // Read while the sandbox is still known: kubelet drops a DELETED
+        // event that has no sandbox status.
+        let last = self.events.snapshot(&rec.id);
         self.sandboxes.lock().expect("sandboxes lock").remove(&rec.id);
+        self.events.sandbox_with(Kind::Deleted, &rec.id, last);
         tracing::info!(sandbox = %rec.id, "pod sandbox removed");
         Ok(())
     }

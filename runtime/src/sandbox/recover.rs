@@ -52,7 +52,11 @@ impl SandboxManager {
             if rec.state == SandboxState::Ready {
                 if shim_alive(rec.shim_pid, &rec.shim_socket) {
                     match shim_client::connect(&rec.shim_socket).await {
-                        Ok(s) => shim = Some(s),
+                        Ok(s) => {
+                            shim = Some(s);
+                            super::shim_watch::SHIMS_RECONNECTED
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         Err(e) => tracing::warn!(sandbox = %rec.id, error = %e, "shim alive but unreachable"),
                     }
                 }
@@ -63,10 +67,15 @@ impl SandboxManager {
                 }
             }
             tracing::info!(sandbox = %rec.id, state = ?rec.state, "sandbox recovered");
+            let watched = shim.is_some();
+            let sb = Arc::new(Sandbox::new(rec.clone(), shim));
             self.sandboxes
                 .lock()
                 .expect("sandboxes lock")
-                .insert(rec.id.clone(), Arc::new(Sandbox::new(rec, shim)));
+                .insert(rec.id.clone(), sb.clone());
+            if watched {
+                super::shim_watch::watch(sb, self.events.clone());
+            }
             n += 1;
         }
         Ok(n)

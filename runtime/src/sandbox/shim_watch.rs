@@ -1,0 +1,121 @@
+//! Notices at once when a pod's shim dies on its own (killed, crashed, OOM).
+//!
+//! berthd is the shim's parent only until berthd restarts, so the wait is a
+//! pidfd (pidfd_open(2), Linux >= 5.3): it becomes readable when the process
+//! exits, whoever its parent is, and unlike a bare pid it can never come to
+//! name another process. A shim that berthd stopped itself (StopPodSandbox
+//! takes the shim client first) is not reported.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{recover, Sandbox, SandboxState};
+use crate::events::{Events, Kind};
+
+/// Shims berthd started (one per RunPodSandbox) since it started.
+pub static SHIMS_STARTED: AtomicU64 = AtomicU64::new(0);
+/// Shims that exited without StopPodSandbox asking them to.
+pub static SHIMS_LOST: AtomicU64 = AtomicU64::new(0);
+/// Shims found running and reconnected at start-up.
+pub static SHIMS_RECONNECTED: AtomicU64 = AtomicU64::new(0);
+
+/// A pidfd for `pid`.
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until the shim `pid` serving `socket` has exited (at once if it is
+/// not that shim any more).
+async fn exited(pid: u32, socket: &Path) {
+    let fd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(_) => return,
+    };
+    // Checked after the pidfd pins the process: if it is the shim now, the
+    // pidfd is the shim's.
+    if !recover::shim_alive(pid, socket) {
+        return;
+    }
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and names
+    // the same pidfd until the AsyncFd is dropped.
+    let registered =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    match registered {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            // No epoll for this fd: fall back to looking now and then.
+            tracing::debug!(error = %e, "pidfd not pollable; polling the shim");
+            while recover::shim_alive(pid, socket) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Follows `sb`'s shim; if it dies while the sandbox is meant to be ready,
+/// logs it, counts it and reports the sandbox STOPPED.
+pub fn watch(sb: Arc<Sandbox>, events: Arc<Events>) {
+    let rec = sb.record();
+    tokio::spawn(async move {
+        exited(rec.shim_pid, &rec.shim_socket).await;
+        let deliberate = sb.shim().is_none() || sb.record().state != SandboxState::Ready;
+        if deliberate {
+            return;
+        }
+        SHIMS_LOST.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(sandbox = %rec.id, pid = rec.shim_pid, "pod shim exited unexpectedly; the sandbox is NotReady");
+        events.sandbox(Kind::Stopped, &rec.id);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A process whose command line names `socket`, as a shim's does
+    /// (returned once it has exec'd, as berthd watches only a serving shim).
+    fn fake_shim(socket: &str, secs: &str) -> std::process::Child {
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("sleep {secs}"), socket])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !recover::shim_alive(child.id(), Path::new(socket)) {
+            assert!(Instant::now() < deadline, "fake shim did not start");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_when_the_shim_exits_not_before() {
+        let t = Instant::now();
+        let mut child = fake_shim("/run/test/s/aaaa.sock", "0.3");
+        exited(child.id(), Path::new("/run/test/s/aaaa.sock")).await;
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(250), "returned early: {waited:?}");
+        assert!(waited < Duration::from_secs(3), "returned late: {waited:?}");
+        child.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_process_at_the_pid_is_not_waited_for() {
+        let mut child = fake_shim("/run/test/s/bbbb.sock", "5");
+        let t = Instant::now();
+        exited(child.id(), Path::new("/run/test/s/other.sock")).await;
+        assert!(t.elapsed() < Duration::from_secs(1));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
