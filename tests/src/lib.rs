@@ -3,6 +3,8 @@
 //! with private directories, and probes of the host (mounts, cgroups,
 //! processes) for asserting that nothing leaked.
 
+pub mod stream;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
