@@ -52,6 +52,11 @@ pub struct Config {
     pub registry: crate::image::hosts::Hosts,
     /// Size of each pod's /dev/shm tmpfs (bytes).
     pub pod_shm_size_bytes: u64,
+    /// Where the streaming server (exec, attach, port-forward URLs)
+    /// listens; port 0 lets the kernel pick one.
+    pub stream_address: std::net::SocketAddr,
+    /// How long a streaming URL's token stays valid (milliseconds).
+    pub stream_token_ttl_ms: u64,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -106,6 +111,8 @@ impl Default for Config {
             container_rlimits: Vec::new(),
             registry: Default::default(),
             pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
+            stream_address: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            stream_token_ttl_ms: crate::stream::tokens::DEFAULT_TTL.as_millis() as u64,
         }
     }
 }
@@ -184,6 +191,19 @@ impl Config {
                     r.kind
                 )));
             }
+        }
+        // The URLs handed to clients name this address, so it must be one
+        // they can dial.
+        if self.stream_address.ip().is_unspecified() {
+            return Err(Error::InvalidArgument(format!(
+                "config stream_address {} is unspecified: give the address clients reach (e.g. the node's IP)",
+                self.stream_address
+            )));
+        }
+        if self.stream_token_ttl_ms == 0 {
+            return Err(Error::InvalidArgument(
+                "config stream_token_ttl_ms must be greater than 0".into(),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument(format!(
@@ -282,6 +302,15 @@ mod tests {
         let twice = rl("RLIMIT_NOFILE", 1, 1) + &rl("RLIMIT_NOFILE", 2, 2);
         assert!(Config::from_toml(&twice).is_err());
         assert!(Config::from_toml("pod_shm_size_bytes = 0").is_err());
+        assert!(Config::from_toml("stream_address = \"0.0.0.0:10010\"").is_err());
+        assert!(Config::from_toml("stream_address = \"localhost\"").is_err());
+        assert_eq!(
+            Config::from_toml("stream_address = \"10.0.0.5:10010\"")
+                .unwrap()
+                .stream_address,
+            "10.0.0.5:10010".parse().unwrap()
+        );
+        assert_eq!(Config::default().stream_address.to_string(), "127.0.0.1:0");
         assert_eq!(
             Config::from_toml("pod_shm_size_bytes = 134217728")
                 .unwrap()

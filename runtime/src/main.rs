@@ -20,6 +20,7 @@ mod net;
 mod sandbox;
 mod shim_client;
 mod store;
+mod stream;
 
 use config::Config;
 
@@ -51,6 +52,10 @@ struct Flags {
     /// Mount point of cgroup v2.
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
+    /// Address of the streaming server (exec/attach/port-forward), e.g.
+    /// 127.0.0.1:10010; port 0 picks a free port.
+    #[arg(long)]
+    stream_address: Option<std::net::SocketAddr>,
 }
 
 fn effective_config(flags: &Flags) -> error::Result<Config> {
@@ -75,6 +80,9 @@ fn effective_config(flags: &Flags) -> error::Result<Config> {
     }
     if let Some(v) = &flags.cgroup_root {
         cfg.cgroup_root = v.clone();
+    }
+    if let Some(v) = flags.stream_address {
+        cfg.stream_address = v;
     }
     cfg.validate()?;
     Ok(cfg)
@@ -132,12 +140,22 @@ async fn run(cfg: Config) -> error::Result<()> {
         elapsed_ms = t.elapsed().as_millis() as u64,
         "state recovered"
     );
+    let streams = stream::StreamServer::start(
+        cfg.stream_address,
+        std::time::Duration::from_millis(cfg.stream_token_ttl_ms),
+        stream::StreamContext {
+            containers: containers.clone(),
+            sandboxes: sandboxes.clone(),
+        },
+    )
+    .await?;
     let socket = cfg.socket.clone();
     let cri = cri::Cri {
         cfg: Arc::new(cfg),
         images,
         sandboxes,
         containers,
+        streams,
     };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

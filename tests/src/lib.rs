@@ -4,6 +4,7 @@
 //! processes) for asserting that nothing leaked.
 
 pub mod spdy;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,9 @@
 //! thin handler that validates, calls a manager and converts. The service
 //! traits in `runtime_service.rs` / `image_service.rs` only dispatch.
 
+mod container_attach;
 mod container_create;
+mod container_exec;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -23,6 +25,7 @@ mod runtime_config;
 mod runtime_config_update;
 mod runtime_service;
 mod sandbox_list;
+mod sandbox_port_forward;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_status;
@@ -54,6 +57,8 @@ pub struct Cri {
     pub sandboxes: Arc<SandboxManager>,
     /// Containers.
     pub containers: Arc<ContainerManager>,
+    /// The streaming server (Exec, Attach, PortForward URLs).
+    pub streams: Arc<crate::stream::StreamServer>,
 }
 
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).
