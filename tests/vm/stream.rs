@@ -437,11 +437,14 @@ async fn streaming_requests_are_validated() {
         .await;
     assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
 
-    // SPDY is answered with a clear refusal until it is implemented.
+    // The same URL also upgrades to SPDY/3.1 (vm_spdy exercises it).
     let url = exec_url(&mut c, exec_req(&id, &["true"], false, false)).await;
-    let resp = spdy_upgrade_status(&url).await;
-    assert!(resp.starts_with("HTTP/1.1 501"), "{resp}");
-    assert!(resp.contains("SPDY"), "{resp}");
+    let resp = spdy_upgrade_status(&url).await.to_ascii_lowercase();
+    assert!(resp.starts_with("http/1.1 101"), "{resp}");
+    assert!(
+        resp.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{resp}"
+    );
 
     c.stop(&id, 0).await.unwrap();
     assert_eq!(
