@@ -307,9 +307,7 @@ impl Codec {
                 }
             }
             TYPE_SYN_REPLY => {
-                need("SYN_REPLY", p, 4, false)?;
-                let stream_id = stream(p, 0, "SYN_REPLY")?;
-                let headers = self.decompress_headers(&p[4..])?;
+                let (stream_id, headers) = self.stream_and_headers("SYN_REPLY", p)?;
                 Frame::SynReply {
                     stream_id,
                     flags,
@@ -317,9 +315,7 @@ impl Codec {
                 }
             }
             TYPE_HEADERS => {
-                need("HEADERS", p, 4, false)?;
-                let stream_id = stream(p, 0, "HEADERS")?;
-                let headers = self.decompress_headers(&p[4..])?;
+                let (stream_id, headers) = self.stream_and_headers("HEADERS", p)?;
                 Frame::Headers {
                     stream_id,
                     flags,
@@ -371,6 +367,13 @@ impl Codec {
             other => Frame::Unknown { frame_type: other },
         };
         Ok(Some((frame, used)))
+    }
+
+    /// The payload of SYN_REPLY and HEADERS: a stream id, then a header block.
+    fn stream_and_headers(&mut self, kind: &'static str, p: &[u8]) -> Result<(u32, Headers), FrameError> {
+        need(kind, p, 4, false)?;
+        let stream_id = stream(p, 0, kind)?;
+        Ok((stream_id, self.decompress_headers(&p[4..])?))
     }
 
     fn compress_headers(&mut self, headers: &Headers, out: &mut Vec<u8>) -> Result<(), FrameError> {
