@@ -317,6 +317,7 @@ pub struct WsTunnel<S> {
     ws: WebSocketStream<S>,
     unread: Bytes,
     eof: bool,
+    close_sent: bool,
 }
 
 impl<S> WsTunnel<S> {
@@ -325,6 +326,7 @@ impl<S> WsTunnel<S> {
             ws,
             unread: Bytes::new(),
             eof: false,
+            close_sent: false,
         }
     }
 }
@@ -376,7 +378,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsTunnel<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // A normal-closure Close frame, which client-go reads as EOF.
+        // A normal-closure (1000) Close frame, which client-go reads as EOF.
+        if !self.close_sent {
+            ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io::Error::other)?;
+            Pin::new(&mut self.ws)
+                .start_send(super::websocket::normal_close())
+                .map_err(io::Error::other)?;
+            self.close_sent = true;
+        }
         Pin::new(&mut self.ws).poll_close(cx).map_err(io::Error::other)
     }
 }

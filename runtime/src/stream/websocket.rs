@@ -24,6 +24,8 @@ use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::PollSender;
@@ -237,6 +239,14 @@ struct Conn<S> {
     base64: bool,
 }
 
+/// The close frame Berth ends every WebSocket session with.
+pub fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -250,7 +260,9 @@ where
                     return;
                 }
             }
-            let _ = sink.send(Message::Close(None)).await;
+            // 1000 (normal closure): client-go reads anything else, even a
+            // close frame without a code (1005), as a failed stream.
+            let _ = sink.send(normal_close()).await;
             let _ = sink.close().await;
         });
         Conn {
