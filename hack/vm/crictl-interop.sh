@@ -34,7 +34,7 @@ cat >/tmp/web.json <<JSON
 JSON
 cat >/tmp/count.json <<JSON
 {"metadata": {"name": "count"}, "image": {"image": "$IMG"},
- "command": ["sh", "-c", "i=0; while [ \$i -lt 600 ]; do echo tick-\$i; i=\$((i+1)); sleep 0.2; done"],
+ "command": ["sh", "-c", "i=0; while [ \$i -lt 6000 ]; do echo tick-\$i; i=\$((i+1)); sleep 0.2; done"],
  "log_path": "count.log"}
 JSON
 POD=$($CRICTL runp /tmp/pod.json) || fail runp
