@@ -52,7 +52,7 @@ done
 
 # Shared libraries of a dynamically linked executable, at the same paths.
 copy_libs() {
-    ldd "$1" 2>/dev/null | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
+    { ldd "$1" 2>/dev/null || true; } | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
         [ -n "$lib" ] && [ -f "$lib" ] || continue
         mkdir -p "$R$(dirname "$lib")"
         [ -e "$R$lib" ] || cp -L "$lib" "$R$lib"

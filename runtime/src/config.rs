@@ -56,6 +56,11 @@ pub struct Config {
     /// `/readyz`, `/statusz`, `/flagz`); empty: off. Plain HTTP, so keep it
     /// on loopback (e.g. `127.0.0.1:9349`) unless the network is trusted.
     pub http_address: String,
+    /// Where the streaming server (exec, attach, port-forward URLs)
+    /// listens; port 0 lets the kernel pick one.
+    pub stream_address: std::net::SocketAddr,
+    /// How long a streaming URL's token stays valid (milliseconds).
+    pub stream_token_ttl_ms: u64,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -111,6 +116,8 @@ impl Default for Config {
             registry: Default::default(),
             pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
             http_address: String::new(),
+            stream_address: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            stream_token_ttl_ms: crate::stream::tokens::DEFAULT_TTL.as_millis() as u64,
         }
     }
 }
@@ -195,6 +202,19 @@ impl Config {
                 "config http_address must be ip:port (e.g. 127.0.0.1:9349) or empty, got {:?}",
                 self.http_address
             )));
+        }
+        // The URLs handed to clients name this address, so it must be one
+        // they can dial.
+        if self.stream_address.ip().is_unspecified() {
+            return Err(Error::InvalidArgument(format!(
+                "config stream_address {} is unspecified: give the address clients reach (e.g. the node's IP)",
+                self.stream_address
+            )));
+        }
+        if self.stream_token_ttl_ms == 0 {
+            return Err(Error::InvalidArgument(
+                "config stream_token_ttl_ms must be greater than 0".into(),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument(format!(
@@ -301,6 +321,15 @@ mod tests {
             "127.0.0.1:9349"
         );
         assert_eq!(Config::default().http_address, "", "off unless configured");
+        assert!(Config::from_toml("stream_address = \"0.0.0.0:10010\"").is_err());
+        assert!(Config::from_toml("stream_address = \"localhost\"").is_err());
+        assert_eq!(
+            Config::from_toml("stream_address = \"10.0.0.5:10010\"")
+                .unwrap()
+                .stream_address,
+            "10.0.0.5:10010".parse().unwrap()
+        );
+        assert_eq!(Config::default().stream_address.to_string(), "127.0.0.1:0");
         assert_eq!(
             Config::from_toml("pod_shm_size_bytes = 134217728")
                 .unwrap()

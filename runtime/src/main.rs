@@ -24,6 +24,7 @@ mod sandbox;
 mod shim_client;
 mod stats;
 mod store;
+mod stream;
 
 use config::Config;
 
@@ -59,6 +60,10 @@ struct Flags {
     /// listener ("" turns it off).
     #[arg(long)]
     http_address: Option<String>,
+    /// Address of the streaming server (exec/attach/port-forward), e.g.
+    /// 127.0.0.1:10010; port 0 picks a free port.
+    #[arg(long)]
+    stream_address: Option<std::net::SocketAddr>,
 }
 
 fn effective_config(flags: &Flags) -> error::Result<Config> {
@@ -86,6 +91,9 @@ fn effective_config(flags: &Flags) -> error::Result<Config> {
     }
     if let Some(v) = &flags.http_address {
         cfg.http_address = v.clone();
+    }
+    if let Some(v) = flags.stream_address {
+        cfg.stream_address = v;
     }
     cfg.validate()?;
     Ok(cfg)
@@ -179,8 +187,17 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
     );
     let stats = Arc::new(stats::StatsManager::new("/proc"));
     stats::sampler::spawn(stats.clone(), containers.clone(), sandboxes.clone());
+    let streams = stream::StreamServer::start(
+        cfg.stream_address,
+        std::time::Duration::from_millis(cfg.stream_token_ttl_ms),
+        stream::StreamContext {
+            containers: containers.clone(),
+            sandboxes: sandboxes.clone(),
+        },
+    )
+    .await?;
     let socket = cfg.socket.clone();
-    let streams = events.clone();
+    let event_streams = events.clone();
     let cri = cri::Cri {
         cfg: Arc::new(cfg),
         images,
@@ -189,6 +206,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
         stats,
         events,
         metrics,
+        streams,
     };
     let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -200,7 +218,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
         tracing::info!("shutting down (containers keep running in their shims)");
         // Event streams never end on their own; kubelet resubscribes to the
         // next berthd.
-        streams.close_all();
+        event_streams.close_all();
         let _ = stop_tx.send(true);
     };
     let serving = health.clone();

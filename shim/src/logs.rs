@@ -166,8 +166,14 @@ impl LineSplitter {
 }
 
 /// Copies `pipe` into `log` until EOF on a dedicated thread; the returned
-/// receiver resolves when the stream is fully drained.
-pub fn spawn_copier(pipe: OwnedFd, stream: Stream, log: LogFile) -> tokio::sync::oneshot::Receiver<()> {
+/// receiver resolves when the stream is fully drained. Every chunk also goes
+/// to the container's attachers, if any (never waiting for them).
+pub fn spawn_copier(
+    pipe: OwnedFd,
+    stream: Stream,
+    log: LogFile,
+    attachers: crate::attach::Fanout,
+) -> tokio::sync::oneshot::Receiver<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut reader = File::from(pipe);
@@ -177,7 +183,10 @@ pub fn spawn_copier(pipe: OwnedFd, stream: Stream, log: LogFile) -> tokio::sync:
         loop {
             match reader.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => splitter.feed(&buf[..n], &mut emit),
+                Ok(n) => {
+                    attachers.send(stream, &buf[..n]);
+                    splitter.feed(&buf[..n], &mut emit)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }

@@ -11,6 +11,9 @@
 //! container's fresh PID namespace, joins the other namespaces, builds the
 //! root filesystem, parks until `Start`, then execs the user's process.
 
+mod attach;
+mod exec;
+mod fdio;
 mod init;
 mod logs;
 mod pod_init;

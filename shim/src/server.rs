@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use tonic::{Request, Response, Status};
 
+use crate::attach::{AttachPoint, Fanout};
 use crate::init::{InitConfig, RootfsMount as InitRootfsMount};
 use crate::logs::{spawn_copier, LogFile, Stream};
 use crate::reaper::{now_ns, Reaper};
@@ -68,7 +69,7 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
         pod_pid_ns: pod_pid_ns.map(Arc::new),
         specs: Default::default(),
         logs: Default::default(),
-        stdins: Default::default(),
+        attach: Default::default(),
         sandbox_id: sandbox_id.clone(),
         reaper,
         table: Table::default(),
@@ -94,8 +95,8 @@ struct ShimService {
     pod_pid_ns: Option<Arc<File>>,
     /// Each container's log, for ReopenLog.
     logs: std::sync::Mutex<std::collections::HashMap<String, LogFile>>,
-    /// The write end of each `stdin: true` container's stdin pipe.
-    stdins: std::sync::Mutex<std::collections::HashMap<String, OwnedFd>>,
+    /// Each container's output fan-out and stdin, for Attach.
+    attach: std::sync::Mutex<std::collections::HashMap<String, Arc<AttachPoint>>>,
     /// Each container's spec: exec'd processes run with its identity.
     specs: std::sync::Mutex<std::collections::HashMap<String, Spec>>,
     sandbox_id: String,
@@ -104,11 +105,32 @@ struct ShimService {
     shutdown: tokio::sync::mpsc::Sender<()>,
 }
 
+/// The output of ExecStream and Attach.
+type OutputStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamOutput, Status>> + Send>>;
+
 impl ShimService {
     fn container(&self, id: &str) -> Result<Arc<Container>, Status> {
         self.table
             .get(id)
             .ok_or_else(|| Status::not_found(format!("container {id} not found in shim")))
+    }
+
+    /// A running container and its spec (exec'd processes take its identity).
+    fn running(&self, id: &str) -> Result<(Arc<Container>, Spec), Status> {
+        let c = self.container(id)?;
+        if c.state().phase != Phase::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let spec = self
+            .specs
+            .lock()
+            .expect("specs lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no spec for container {id}")))?;
+        Ok((c, spec))
     }
 }
 
@@ -123,7 +145,7 @@ fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
 
 /// Reads what the init stage wrote on the sync pipe up to EOF or `stop_at_ready`.
 /// Splits the identity line a stage reports before exec from what follows.
-fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
+pub(crate) fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
     let Some(rest) = msg.strip_prefix(b"I") else {
         return (None, msg);
     };
@@ -145,7 +167,7 @@ fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
     }
 }
 
-fn read_sync(f: &mut File, stop_at_ready: bool) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_sync(f: &mut File, stop_at_ready: bool) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -313,6 +335,13 @@ impl Shim for ShimService {
             return Err(fail(msg));
         }
 
+        // Attachers write keystrokes and resizes to a duplicate of the
+        // terminal master; the copier keeps reading the original.
+        let terminal = match master.as_ref().map(|m| m.try_clone()) {
+            Some(Ok(dup)) => Some(Arc::new(File::from(dup))),
+            Some(Err(e)) => return Err(fail(format!("duplicate the terminal: {e}"))),
+            None => None,
+        };
         let c = Arc::new(Container::new(
             req.id.clone(),
             pid,
@@ -331,13 +360,21 @@ impl Shim for ShimService {
             .lock()
             .expect("logs lock")
             .insert(req.id.clone(), log.clone());
-        if let Some(w) = stdin_writer {
-            self.stdins.lock().expect("stdins lock").insert(req.id.clone(), w);
-        }
-        let out_done = spawn_copier(out_r, Stream::Stdout, log.clone());
+        let fanout = Fanout::default();
+        self.attach.lock().expect("attach lock").insert(
+            req.id.clone(),
+            Arc::new(AttachPoint {
+                fanout: fanout.clone(),
+                terminal,
+                stdin_pipe: std::sync::Mutex::new(stdin_writer.map(|w| Arc::new(File::from(w)))),
+                stdin: req.stdin,
+                stdin_once: req.stdin_once,
+            }),
+        );
+        let out_done = spawn_copier(out_r, Stream::Stdout, log.clone(), fanout.clone());
         // A terminal merges both streams: its output is logged as stdout.
-        let tty_done = master.map(|m| spawn_copier(m, Stream::Stdout, log.clone()));
-        let err_done = spawn_copier(err_r, Stream::Stderr, log);
+        let tty_done = master.map(|m| spawn_copier(m, Stream::Stdout, log.clone(), fanout.clone()));
+        let err_done = spawn_copier(err_r, Stream::Stderr, log, fanout);
         let reaper = self.reaper.clone();
         tokio::spawn(async move {
             let exit = reaper.wait(pid).await;
@@ -478,7 +515,7 @@ impl Shim for ShimService {
         self.table.remove(&id);
         self.specs.lock().expect("specs lock").remove(&id);
         self.logs.lock().expect("logs lock").remove(&id);
-        self.stdins.lock().expect("stdins lock").remove(&id);
+        self.attach.lock().expect("attach lock").remove(&id);
         let s = c.state();
         tracing::info!(container = %id, "container deleted");
         Ok(Response::new(DeleteResponse {
@@ -489,59 +526,19 @@ impl Shim for ShimService {
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let req = req.into_inner();
-        let c = self.container(&req.id)?;
-        if c.state().phase != Phase::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {} is not running",
-                req.id
-            )));
-        }
+        let (c, spec) = self.running(&req.id)?;
         if req.args.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
         }
-        let mut spec = self
-            .specs
-            .lock()
-            .expect("specs lock")
-            .get(&req.id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("no spec for container {}", req.id)))?;
-        // Same process as the container's (user, groups, caps, env, cwd,
-        // no_new_privs, rlimits); only the command differs.
-        let mut process = spec.process().clone().unwrap_or_default();
-        process.set_args(Some(req.args.clone()));
-        process.set_terminal(Some(false));
-        spec.set_process(Some(process));
-        let cfg = crate::init::exec::ExecConfig {
-            target_pid: c.pid,
-            spec,
+        let (out_r, out_w) = crate::exec::pipe()?;
+        let (err_r, err_w) = crate::exec::pipe()?;
+        let stdio = crate::exec::ExecStdio {
+            stdin: crate::exec::devnull()?,
+            stdout: out_w,
+            stderr: err_w,
         };
-        let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode exec config", e))?;
-        let pid_ns = File::open(format!("/proc/{}/ns/pid", c.pid))
-            .map_err(|e| internal("open container pid namespace", e))?;
-
-        let mk = |what: &str| pipe().map_err(|e| internal(what, e));
-        let (cfg_r, cfg_w) = mk("config pipe")?;
-        let (sync_r, sync_w) = mk("sync pipe")?;
-        let (out_r, out_w) = mk("stdout pipe")?;
-        let (err_r, err_w) = mk("stderr pipe")?;
-        let devnull = |what: &str| -> Result<OwnedFd, Status> {
-            Ok(File::open("/dev/null").map_err(|e| internal(what, e))?.into())
-        };
-        let pid = crate::spawn::spawn_stage(
-            crate::spawn::Stage::Exec,
-            false,
-            Some(&pid_ns),
-            ChildFds {
-                stdin: devnull("open /dev/null")?,
-                stdout: out_w,
-                stderr: err_w,
-                config: cfg_r,
-                sync: sync_w,
-                start: devnull("open /dev/null")?,
-            },
-        )
-        .map_err(|e| internal("clone exec stage", e))?;
+        let spawned = crate::exec::spawn(&c, &spec, req.args.clone(), false, stdio)?;
+        let pid = spawned.pid;
         let started = std::time::Instant::now();
         let read_all = |fd: OwnedFd| {
             tokio::task::spawn_blocking(move || {
@@ -551,12 +548,6 @@ impl Shim for ShimService {
             })
         };
         let (out_t, err_t) = (read_all(out_r), read_all(err_r));
-        let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut w = File::from(cfg_w);
-            w.write_all(&config_json)?;
-            drop(w);
-            read_sync(&mut File::from(sync_r), false)
-        });
         let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
         let reaper = self.reaper.clone();
         let wait = reaper.wait(pid);
@@ -571,20 +562,19 @@ impl Shim for ShimService {
             },
             None => (wait.await, false),
         };
-        let sync = setup
+        let sync = spawned
+            .setup
             .await
             .map_err(|e| internal("exec setup task", e))?
             .unwrap_or_default();
-        let (_, rest) = split_identity(&sync);
-        if let Some(msg) = rest.strip_prefix(b"E") {
+        if let Some(msg) = crate::exec::failure(&sync) {
             return Err(Status::failed_precondition(format!(
-                "exec in container {}: {}",
-                req.id,
-                String::from_utf8_lossy(msg)
+                "exec in container {}: {msg}",
+                req.id
             )));
         }
         // Children it left behind may hold the pipes open: don't wait for them.
-        let grace = Duration::from_millis(500);
+        let grace = crate::exec::OUTPUT_GRACE;
         let stdout = tokio::time::timeout(grace, out_t)
             .await
             .ok()
@@ -602,6 +592,61 @@ impl Shim for ShimService {
             stderr,
             timed_out,
         }))
+    }
+
+    type ExecStreamStream = OutputStream;
+
+    async fn exec_stream(
+        &self,
+        req: Request<tonic::Streaming<StreamInput>>,
+    ) -> Result<Response<OutputStream>, Status> {
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(StreamInput {
+                input: Some(stream_input::Input::Exec(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "ExecStream must begin with an exec message",
+                ))
+            }
+        };
+        let (c, spec) = self.running(&start.id)?;
+        let rx = crate::exec::stream(c, &spec, self.reaper.clone(), start, input).await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type AttachStream = OutputStream;
+
+    async fn attach(
+        &self,
+        req: Request<tonic::Streaming<StreamInput>>,
+    ) -> Result<Response<OutputStream>, Status> {
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(StreamInput {
+                input: Some(stream_input::Input::Attach(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "Attach must begin with an attach message",
+                ))
+            }
+        };
+        let (c, _) = self.running(&start.id)?;
+        let point = self
+            .attach
+            .lock()
+            .expect("attach lock")
+            .get(&start.id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("container {} not found in shim", start.id)))?;
+        let rx = crate::attach::session(c, point, start, input);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn reopen_log(

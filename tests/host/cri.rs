@@ -161,16 +161,36 @@ async fn cri_basics_over_the_socket() {
     assert!(e.message().contains("10.244.1.0"), "{}", e.message());
 
     // Not implemented yet: UNIMPLEMENTED with the RPC's name, never a fake success.
-    let e = c.runtime.exec(cri::ExecRequest::default()).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("Exec"), "{}", e.message());
     let e = c
         .runtime
-        .port_forward(cri::PortForwardRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("PortForward"));
+    assert!(e.message().contains("CheckpointContainer"), "{}", e.message());
+    // Streaming requests are validated before any URL is handed out.
+    let e = c.runtime.exec(cri::ExecRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = c
+        .runtime
+        .exec(cri::ExecRequest {
+            container_id: "nope".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "nope".into(),
+            port: vec![80],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     // Resizing needs resources and a known container.
     let e = c
         .runtime

@@ -5,6 +5,8 @@
 
 pub mod prom;
 pub mod registry;
+pub mod spdy;
+pub mod stream;
 pub mod token_server;
 
 use std::collections::HashMap;
@@ -256,6 +258,27 @@ pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
         linux: Some(cri::LinuxPodSandboxConfig::default()),
         ..Default::default()
     }
+}
+
+/// A berthd (with `extra_config` appended to its config) running one pod
+/// named `name` with one started busybox container running `argv`, after
+/// `edit` adjusted its config. Returns (berthd, client, sandbox id, container id).
+pub async fn start_pod_with_container(
+    name: &str,
+    extra_config: &str,
+    argv: &[&str],
+    edit: impl FnOnce(&mut cri::ContainerConfig),
+) -> (Berthd, CriClient, String, String) {
+    let image = format!("{}/library/busybox:latest", registry());
+    let (b, mut c) = Berthd::start_with(extra_config).await.expect("berthd");
+    c.pull(&image).await.expect("pull");
+    let pod = pod_config(name, &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let mut cfg = container_config(name, &image, argv);
+    edit(&mut cfg);
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    (b, c, sb, id)
 }
 
 /// A container config running `argv` from `image`, logging to `<name>.log`.

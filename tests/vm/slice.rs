@@ -270,12 +270,38 @@ async fn bad_input_gets_clear_errors_and_leaks_nothing() {
         .runtime
         .attach(cri::AttachRequest {
             container_id: "x".into(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::NotFound,
+        "Attach to an unknown container: {e:?}"
+    );
+    let e = c
+        .runtime
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::NotFound,
+        "stats of an unknown container: {e:?}"
+    );
+    let e = c
+        .runtime
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: "x".into(),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("Attach"), "{}", e.message());
+    assert!(e.message().contains("CheckpointContainer"), "{}", e.message());
 
     let children: Vec<_> = std::fs::read_dir(&cg_root)
         .unwrap()

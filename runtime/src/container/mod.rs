@@ -11,6 +11,7 @@ pub mod resize;
 mod seccomp;
 pub mod signal;
 pub mod spec;
+mod streaming;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};

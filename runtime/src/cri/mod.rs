@@ -2,8 +2,10 @@
 //! thin handler that validates, calls a manager and converts. The service
 //! traits in `runtime_service.rs` / `image_service.rs` only dispatch.
 
+mod container_attach;
 mod container_create;
 mod container_events;
+mod container_exec;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -28,6 +30,7 @@ mod runtime_config_update;
 mod runtime_service;
 mod sandbox_list;
 mod sandbox_metrics_list;
+mod sandbox_port_forward;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stats;
@@ -73,6 +76,8 @@ pub struct Cri {
     pub events: Arc<Events>,
     /// Metrics (the request layer and PullImage record into them).
     pub metrics: Arc<Metrics>,
+    /// The streaming server (Exec, Attach, PortForward URLs).
+    pub streams: Arc<crate::stream::StreamServer>,
 }
 
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).

@@ -166,19 +166,28 @@ impl RuntimeService for Cri {
             .map_err(Status::from)
     }
 
-    async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(Error::Unimplemented("Exec").into())
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        super::container_exec::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
-    async fn attach(&self, _req: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        Err(Error::Unimplemented("Attach").into())
+    async fn attach(&self, req: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        super::container_attach::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn port_forward(
         &self,
-        _req: Request<PortForwardRequest>,
+        req: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        Err(Error::Unimplemented("PortForward").into())
+        super::sandbox_port_forward::handle(self, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn container_stats(

@@ -1,4 +1,5 @@
-//! `berth-shim exec`: a process joining a running container (ExecSync).
+//! `berth-shim exec`: a process joining a running container (ExecSync,
+//! ExecStream).
 //!
 //! The shim clones it straight into the container's PID namespace; as a
 //! fresh single-threaded process it then joins the container's cgroup and
@@ -79,6 +80,17 @@ pub fn main() -> ! {
         .and_then(|_| serde_json::from_slice::<ExecConfig>(&raw).context("parse exec config"))
         .and_then(|cfg| {
             join(cfg.target_pid)?;
+            // A terminal from the container's own devpts (now in sight),
+            // sent to the shim on fd 0, as the container's init does.
+            let terminal = cfg
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.terminal())
+                .unwrap_or(false);
+            if terminal {
+                super::console::setup().context("terminal")?;
+            }
             let cwd = cfg
                 .spec
                 .process()

@@ -1,0 +1,301 @@
+//! Processes exec'd into a running container: the spawn both Exec
+//! (ExecSync) and ExecStream use, and the streamed session.
+//!
+//! The exec stage (`init::exec`) joins the container's namespaces and
+//! cgroup and takes the container's identity (user, groups, capabilities,
+//! seccomp, AppArmor, env, cwd); only the command, and the terminal when
+//! asked, differ from the container's own process.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::shim::stream_input::Input;
+use berth_proto::shim::stream_output::Output;
+use berth_proto::shim::{ExecStart, StreamInput, StreamOutput};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::Spec;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::{Status, Streaming};
+
+use crate::fdio::FdStream;
+use crate::reaper::Reaper;
+use crate::spawn::ChildFds;
+use crate::table::Container;
+
+/// How long output may still arrive after the exec'd process exited:
+/// children it left behind may hold its stdio open, and nobody waits for them.
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+/// The exec'd process's fds 0-2.
+pub struct ExecStdio {
+    /// fd 0 (for a terminal: the console socket, see `init::console`).
+    pub stdin: OwnedFd,
+    /// fd 1.
+    pub stdout: OwnedFd,
+    /// fd 2.
+    pub stderr: OwnedFd,
+}
+
+/// A started exec stage.
+pub struct Spawned {
+    /// Its pid in the shim's PID namespace.
+    pub pid: i32,
+    /// Resolves with what the stage wrote on its sync pipe up to EOF (the
+    /// exec, or its death): an identity line, then `E<message>` on failure.
+    pub setup: JoinHandle<std::io::Result<Vec<u8>>>,
+}
+
+fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{ctx}: {e}"))
+}
+
+/// A pipe pair, close-on-exec.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e))
+}
+
+/// /dev/null, for a stream nobody wants.
+pub fn devnull() -> Result<OwnedFd, Status> {
+    Ok(File::open("/dev/null")
+        .map_err(|e| internal("open /dev/null", e))?
+        .into())
+}
+
+/// Clones `berth-shim exec` into the running container `c` (whose spec is
+/// `container_spec`) to run `args`.
+pub fn spawn(
+    c: &Container,
+    container_spec: &Spec,
+    args: Vec<String>,
+    tty: bool,
+    stdio: ExecStdio,
+) -> Result<Spawned, Status> {
+    let mut spec = container_spec.clone();
+    // Same process as the container's (user, groups, caps, env, cwd,
+    // no_new_privs, rlimits); only the command and the terminal differ.
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(args));
+    process.set_terminal(Some(tty));
+    spec.set_process(Some(process));
+    let cfg = crate::init::exec::ExecConfig {
+        target_pid: c.pid,
+        spec,
+    };
+    let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode exec config", e))?;
+    let pid_ns = File::open(format!("/proc/{}/ns/pid", c.pid))
+        .map_err(|e| internal("open container pid namespace", e))?;
+    let (cfg_r, cfg_w) = pipe()?;
+    let (sync_r, sync_w) = pipe()?;
+    let pid = crate::spawn::spawn_stage(
+        crate::spawn::Stage::Exec,
+        false,
+        Some(&pid_ns),
+        ChildFds {
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
+            config: cfg_r,
+            sync: sync_w,
+            start: devnull()?,
+        },
+    )
+    .map_err(|e| internal("clone exec stage", e))?;
+    let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut w = File::from(cfg_w);
+        w.write_all(&config_json)?;
+        drop(w);
+        crate::server::read_sync(&mut File::from(sync_r), false)
+    });
+    Ok(Spawned { pid, setup })
+}
+
+/// The stage's failure message, if its sync report carries one.
+pub fn failure(sync: &[u8]) -> Option<String> {
+    let (_, rest) = crate::server::split_identity(sync);
+    rest.strip_prefix(b"E")
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+}
+
+/// Starts a streamed exec; the returned receiver is the RPC's output.
+/// Fails (FailedPrecondition) when the command cannot be exec'd.
+pub async fn stream(
+    c: Arc<Container>,
+    spec: &Spec,
+    reaper: Reaper,
+    start: ExecStart,
+    mut input: Streaming<StreamInput>,
+) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>, Status> {
+    if start.args.is_empty() {
+        return Err(Status::invalid_argument("exec needs a command"));
+    }
+    let mut console = None;
+    let mut stdin_w = None;
+    let mut outputs = Vec::new();
+    let stdio = if start.tty {
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| internal("console socket", e))?;
+        console = Some(ours);
+        ExecStdio {
+            stdin: theirs.into(),
+            stdout: devnull()?,
+            stderr: devnull()?,
+        }
+    } else {
+        let mut wanted = |want: bool, kind: fn(Vec<u8>) -> Output| -> Result<OwnedFd, Status> {
+            if !want {
+                return devnull();
+            }
+            let (r, w) = pipe()?;
+            outputs.push((r, kind));
+            Ok(w)
+        };
+        let stdout = wanted(start.stdout, Output::Stdout)?;
+        let stderr = wanted(start.stderr, Output::Stderr)?;
+        let stdin = if start.stdin {
+            let (r, w) = pipe()?;
+            stdin_w = Some(w);
+            r
+        } else {
+            devnull()?
+        };
+        ExecStdio {
+            stdin,
+            stdout,
+            stderr,
+        }
+    };
+    let spawned = spawn(&c, spec, start.args.clone(), start.tty, stdio)?;
+    let pid = spawned.pid;
+    // The stage sends the terminal before it execs; receive it meanwhile.
+    let master =
+        console.map(|sock| tokio::task::spawn_blocking(move || crate::init::console::receive(&sock)));
+    let sync = spawned
+        .setup
+        .await
+        .map_err(|e| internal("exec setup task", e))?
+        .unwrap_or_default();
+    if let Some(msg) = failure(&sync) {
+        tokio::spawn(async move { reaper.wait(pid).await });
+        return Err(Status::failed_precondition(format!(
+            "exec in container {}: {msg}",
+            c.id
+        )));
+    }
+    let master = match master {
+        Some(t) => {
+            let fd = t
+                .await
+                .map_err(|e| internal("terminal task", e))?
+                .map_err(|e| internal("terminal", e))?;
+            let m = Arc::new(FdStream::new(fd).map_err(|e| internal("terminal", e))?);
+            if let Some(size) = start.size.filter(|s| s.width > 0 && s.height > 0) {
+                let _ = crate::fdio::set_window_size(&*m, size.width as u16, size.height as u16);
+            }
+            Some(m)
+        }
+        None => None,
+    };
+
+    let (tx, rx) = mpsc::channel(64);
+    let mut pumps = Vec::new();
+    if let Some(m) = &master {
+        if start.stdout {
+            pumps.push(tokio::spawn(pump(m.clone(), Output::Stdout, tx.clone())));
+        }
+    }
+    for (fd, kind) in outputs {
+        let f = Arc::new(FdStream::new(fd).map_err(|e| internal("output pipe", e))?);
+        pumps.push(tokio::spawn(pump(f, kind, tx.clone())));
+    }
+    let mut stdin: Option<Arc<FdStream>> = match (&master, stdin_w) {
+        (Some(m), _) if start.stdin => Some(m.clone()),
+        (None, Some(w)) => Some(Arc::new(FdStream::new(w).map_err(|e| internal("stdin pipe", e))?)),
+        _ => None,
+    };
+    let exited = Arc::new(AtomicBool::new(false));
+    let feed_exited = exited.clone();
+    let tty = start.tty;
+    let feed = tokio::spawn(async move {
+        loop {
+            match input.message().await {
+                Ok(Some(StreamInput {
+                    input: Some(Input::Stdin(data)),
+                })) => {
+                    if let Some(w) = &stdin {
+                        if w.write_all(&data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Ok(Some(StreamInput {
+                    input: Some(Input::Resize(size)),
+                })) => {
+                    if let Some(m) = &master {
+                        let _ = crate::fdio::set_window_size(&**m, size.width as u16, size.height as u16);
+                    }
+                }
+                // A terminal has no end of input short of a hangup.
+                Ok(Some(StreamInput {
+                    input: Some(Input::StdinClose(_)),
+                })) if !tty => stdin = None,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    // The caller is gone: close stdin; hang a terminal up,
+                    // as a closed terminal window does.
+                    drop(stdin.take());
+                    if tty && !feed_exited.load(Ordering::SeqCst) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP);
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    let id = c.id.clone();
+    tokio::spawn(async move {
+        let exit = reaper.wait(pid).await;
+        exited.store(true, Ordering::SeqCst);
+        for mut p in pumps {
+            if tokio::time::timeout(OUTPUT_GRACE, &mut p).await.is_err() {
+                p.abort();
+            }
+        }
+        tracing::info!(container = %id, pid, code = exit.code, "streamed exec finished");
+        let _ = tx
+            .send(Ok(StreamOutput {
+                output: Some(Output::ExitCode(exit.code)),
+            }))
+            .await;
+        feed.abort();
+    });
+    Ok(rx)
+}
+
+/// Copies one output stream into the RPC until EOF or until nobody listens
+/// (then the descriptor closes and the writer gets SIGPIPE, as on a pipe
+/// whose reader went away).
+async fn pump(
+    from: Arc<FdStream>,
+    kind: fn(Vec<u8>) -> Output,
+    tx: mpsc::Sender<Result<StreamOutput, Status>>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let msg = StreamOutput {
+                    output: Some(kind(buf[..n].to_vec())),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

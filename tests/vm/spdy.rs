@@ -1,0 +1,307 @@
+//! Streaming exec, attach and port-forward over SPDY/3.1, the transport
+//! kubelet and crictl use by default: the client (`berth_tests::spdy`)
+//! upgrades like client-go and opens one SPDY stream per channel.
+//! Output, stdin, exit codes, TTY with resize, 3 MB through the flow-control
+//! windows, attach, port-forward with concurrent connections and errors,
+//! protocol negotiation, and the streamed-exec latency over SPDY.
+//!
+//! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
+
+use std::time::{Duration, Instant};
+
+use berth_proto::cri;
+use berth_tests::spdy::*;
+use berth_tests::*;
+use tokio::io::AsyncWriteExt;
+
+const T: Duration = Duration::from_secs(30);
+
+fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+async fn exec_url(c: &mut CriClient, req: cri::ExecRequest) -> String {
+    c.runtime.exec(req).await.expect("Exec").into_inner().url
+}
+
+/// Runs `cmd` over SPDY with stdout and stderr (no tty, no stdin).
+async fn spdy_exec(c: &mut CriClient, id: &str, cmd: &[&str]) -> StreamResult {
+    let url = exec_url(c, exec_req(id, cmd, false, false)).await;
+    let opts = StreamOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    tokio::time::timeout(T, run(&url, &opts))
+        .await
+        .expect("exec finished")
+        .expect("exec")
+}
+
+#[tokio::test]
+async fn spdy_exec_output_exit_codes_and_stdin() {
+    let (_b, mut c, sb, id) = start_pod_with_container("spdy-exec", "", &["sleep", "3600"], |_| {}).await;
+    let out = spdy_exec(&mut c, &id, &["sh", "-c", "echo hello; echo oops >&2"]).await;
+    assert_eq!(out.protocol, "v4.channel.k8s.io");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n", "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n", "{out:?}");
+    assert_eq!(out.error, r#"{"metadata":{},"status":"Success"}"#);
+    assert_eq!(out.exit_code().unwrap(), 0);
+
+    let out = spdy_exec(&mut c, &id, &["sh", "-c", "echo partial; exit 3"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "partial\n");
+    assert_eq!(out.exit_code().unwrap(), 3, "{out:?}");
+    assert!(out.error.contains("NonZeroExitCode"), "{}", out.error);
+
+    // stdin reaches the process and its end closes the process's stdin.
+    let url = exec_url(
+        &mut c,
+        exec_req(&id, &["sh", "-c", "cat; echo done"], false, true),
+    )
+    .await;
+    let opts = StreamOptions {
+        stdin: Some(b"line one\nline two\n".to_vec()),
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let out = tokio::time::timeout(T, run(&url, &opts)).await.unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line one\nline two\ndone\n",
+        "{out:?}"
+    );
+    assert_eq!(out.exit_code().unwrap(), 0);
+
+    // 3 MB of output: several times the 64 KiB SPDY windows, which the
+    // client reopens with WINDOW_UPDATE as it reads.
+    let out = spdy_exec(
+        &mut c,
+        &id,
+        &["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"],
+    )
+    .await;
+    assert_eq!(out.stdout.len(), 3_000_000);
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+    assert_eq!(out.exit_code().unwrap(), 0);
+
+    // A protocol older than v4: no Status on success, text on failure.
+    let url = exec_url(&mut c, exec_req(&id, &["sh", "-c", "exit 2"], false, false)).await;
+    let up = upgrade(&url, &["v2.channel.k8s.io"]).await.unwrap();
+    assert_eq!(up.protocol, "v2.channel.k8s.io");
+    drop(up);
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn spdy_exec_with_tty_stdin_and_resize() {
+    let (_b, mut c, sb, id) = start_pod_with_container("spdy-tty", "", &["sleep", "3600"], |_| {}).await;
+    let url = exec_url(
+        &mut c,
+        exec_req(
+            &id,
+            &["sh", "-c", "read x; sleep 0.5; echo got-$x; stty size"],
+            true,
+            true,
+        ),
+    )
+    .await;
+    let opts = StreamOptions {
+        stdin: Some(b"go\n".to_vec()),
+        stdout: true,
+        tty: true,
+        resizes: vec![(91, 37)],
+        stdin_delay: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let out = tokio::time::timeout(T, run(&url, &opts)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The terminal echoes the input and ends lines with \r\n.
+    assert!(text.contains("got-go\r\n"), "{text:?}");
+    assert!(
+        text.contains("37 91"),
+        "the resize reached the terminal: {text:?}"
+    );
+    assert!(out.stderr.is_empty());
+    assert_eq!(out.exit_code().unwrap(), 0, "{out:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn spdy_attach_to_a_counter() {
+    let counter = "i=0; while [ $i -lt 15 ]; do echo tick-$i; i=$((i+1)); sleep 0.2; done";
+    let (_b, mut c, sb, id) =
+        start_pod_with_container("spdy-attach", "", &["sh", "-c", counter], |_| {}).await;
+    let attach = |c: &mut CriClient| {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            let url = c
+                .runtime
+                .attach(cri::AttachRequest {
+                    container_id: id,
+                    stdin: false,
+                    tty: false,
+                    stdout: true,
+                    stderr: true,
+                })
+                .await
+                .expect("Attach")
+                .into_inner()
+                .url;
+            let opts = StreamOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            };
+            tokio::time::timeout(T, run(&url, &opts)).await.unwrap().unwrap()
+        }
+    };
+    // Two attachers at once both see the counter until the container exits.
+    let (a, b) = tokio::join!(attach(&mut c), attach(&mut c));
+    for out in [&a, &b] {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ticks: Vec<&str> = text.lines().filter(|l| l.starts_with("tick-")).collect();
+        assert!(ticks.len() >= 3, "{text:?}");
+        assert!(
+            text.contains("tick-14"),
+            "the attach lasts until the end: {text:?}"
+        );
+        assert_eq!(out.exit_code().unwrap(), 0, "{out:?}");
+    }
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn spdy_port_forward_to_httpd_in_the_pod() {
+    let httpd = "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec httpd -f -p 8080 -h /www";
+    let (_b, mut c, sb, id) = start_pod_with_container("spdy-pf", "", &["sh", "-c", httpd], |_| {}).await;
+    let deadline = Instant::now() + T;
+    while !matches!(
+        c.exec(&id, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
+            .await,
+        Ok((0, _))
+    ) {
+        assert!(Instant::now() < deadline, "httpd did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pf_url = |c: &mut CriClient| {
+        let mut c = c.clone();
+        let sb = sb.clone();
+        async move {
+            c.runtime
+                .port_forward(cri::PortForwardRequest {
+                    pod_sandbox_id: sb,
+                    port: vec![8080],
+                })
+                .await
+                .expect("PortForward")
+                .into_inner()
+                .url
+        }
+    };
+    let mut pf = PortForward::start(&pf_url(&mut c).await).await.expect("upgrade");
+    // Two connections open at once, then used.
+    let mut one = pf.connect(8080).await.unwrap();
+    let mut two = pf.connect(8080).await.unwrap();
+    let (r1, r2) = tokio::join!(
+        http_get(&mut one.data, "/index.html"),
+        http_get(&mut two.data, "/")
+    );
+    for r in [r1.unwrap(), r2.unwrap()] {
+        assert!(r.starts_with("HTTP/1."), "{r:?}");
+        assert!(r.contains("hello-from-httpd"), "{r:?}");
+    }
+    assert_eq!(one.error_text().await, "");
+    // A third, later connection on the same session.
+    let mut three = pf.connect(8080).await.unwrap();
+    assert!(http_get(&mut three.data, "/")
+        .await
+        .unwrap()
+        .contains("hello-from-httpd"));
+
+    // Nothing listens on port 9: the pair's error stream says so.
+    let mut refused = pf.connect(9).await.unwrap();
+    let _ = refused.data.shutdown().await;
+    let err = refused.error_text().await;
+    assert!(err.contains("error forwarding port 9"), "{err:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn spdy_protocol_negotiation() {
+    let (_b, mut c, sb, id) = start_pod_with_container("spdy-nego", "", &["sleep", "3600"], |_| {}).await;
+    let url = exec_url(&mut c, exec_req(&id, &["echo", "hi"], false, false)).await;
+    let err = upgrade(&url, &["v9.channel.k8s.io"])
+        .await
+        .err()
+        .expect("refused");
+    let refused = err.downcast_ref::<Refused>().expect("an HTTP refusal");
+    assert_eq!(refused.status, 403, "{refused}");
+    assert!(refused.body.contains("v4.channel.k8s.io"), "{refused}");
+    let err = upgrade(&url, &[]).await.err().expect("refused");
+    assert_eq!(err.downcast_ref::<Refused>().unwrap().status, 400);
+    // Negotiation failed before the token was spent: it still works.
+    let opts = StreamOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let out = run(&url, &opts).await.expect("token still valid");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    // ...once.
+    let err = run(&url, &opts).await.expect_err("reuse refused");
+    assert_eq!(err.downcast_ref::<Refused>().unwrap().status, 410, "{err}");
+    // A port-forward URL speaks only portforward.k8s.io.
+    let url = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: sb.clone(),
+            port: vec![80],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let err = upgrade(&url, REMOTECOMMAND_PROTOCOLS)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.downcast_ref::<Refused>().unwrap().status, 403);
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn spdy_latency_exec_sync_vs_streamed_exec() {
+    let (_b, mut c, sb, id) = start_pod_with_container("spdy-latency", "", &["sleep", "3600"], |_| {}).await;
+    const RUNS: usize = 20;
+    let (mut sync, mut streamed) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let (code, out) = c.exec(&id, &["echo", "hello"]).await.unwrap();
+        sync.push(t.elapsed());
+        assert_eq!((code, out.as_str()), (0, "hello\n"));
+
+        let t = Instant::now();
+        let out = spdy_exec(&mut c, &id, &["echo", "hello"]).await;
+        streamed.push(t.elapsed());
+        assert_eq!(
+            (out.stdout.as_slice(), out.exit_code().unwrap()),
+            (&b"hello\n"[..], 0)
+        );
+    }
+    let (ms, mst) = (median(sync), median(streamed));
+    println!(
+        "LATENCY echo hello over {RUNS} runs: ExecSync median {:.1} ms, streamed exec (Exec RPC + SPDY/3.1 v4) median {:.1} ms",
+        ms.as_secs_f64() * 1e3,
+        mst.as_secs_f64() * 1e3
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}

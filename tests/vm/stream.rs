@@ -1,0 +1,497 @@
+//! Streaming exec, attach and port-forward through the URLs of the CRI
+//! Exec/Attach/PortForward RPCs, spoken over WebSocket like client-go's
+//! WebSocket executor (crictl `--transport websocket`): output and exit
+//! codes, TTY with stdin and resize, two attachers, port-forward to a
+//! busybox httpd, token refusals, and the ExecSync vs streamed exec latency.
+//!
+//! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
+
+use std::time::{Duration, Instant};
+
+use berth_proto::cri;
+use berth_tests::stream::*;
+use berth_tests::*;
+
+fn busybox() -> String {
+    format!("{}/library/busybox:latest", registry())
+}
+
+const T: Duration = Duration::from_secs(20);
+
+/// A berthd with a pod and one running container running `argv`.
+async fn pod_with(
+    name: &str,
+    argv: &[&str],
+    edit: impl FnOnce(&mut cri::ContainerConfig),
+) -> (Berthd, CriClient, String, String) {
+    pod_with_config(name, "", argv, edit).await
+}
+
+async fn pod_with_config(
+    name: &str,
+    config: &str,
+    argv: &[&str],
+    edit: impl FnOnce(&mut cri::ContainerConfig),
+) -> (Berthd, CriClient, String, String) {
+    let (b, mut c) = Berthd::start_with(config).await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config(name, &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let mut cfg = container_config(name, &busybox(), argv);
+    edit(&mut cfg);
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    (b, c, sb, id)
+}
+
+fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+async fn exec_url(c: &mut CriClient, req: cri::ExecRequest) -> String {
+    let url = c.runtime.exec(req).await.expect("Exec").into_inner().url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    url
+}
+
+/// Runs a non-interactive exec to the end over `protocols`.
+async fn run_exec(c: &mut CriClient, id: &str, cmd: &[&str], protocols: &[&str]) -> ExecOutput {
+    let url = exec_url(c, exec_req(id, cmd, false, false)).await;
+    let mut ws = WsClient::connect(&url, protocols).await.expect("connect");
+    ExecOutput::from_channels(ws.collect(T).await)
+}
+
+#[tokio::test]
+async fn streaming_exec_echo_hello_without_tty() {
+    let (_b, mut c, sb, id) = pod_with("exec-echo", &["sleep", "3600"], |_| {}).await;
+    let out = run_exec(
+        &mut c,
+        &id,
+        &["sh", "-c", "echo hello; echo oops >&2"],
+        REMOTE_PROTOCOLS,
+    )
+    .await;
+    assert_eq!(out.stdout, "hello\n", "{out:?}");
+    assert_eq!(out.stderr, "oops\n", "{out:?}");
+    assert_eq!(out.error_text, r#"{"metadata":{},"status":"Success"}"#);
+    assert_eq!(out.exit_code(), Some(0));
+
+    // The base64 variant carries the same bytes in text messages.
+    let out = run_exec(&mut c, &id, &["echo", "hello"], &["v4.base64.channel.k8s.io"]).await;
+    assert_eq!(
+        (out.stdout.as_str(), out.exit_code()),
+        ("hello\n", Some(0)),
+        "{out:?}"
+    );
+
+    // Pre-v4 clients get no Status on success.
+    let out = run_exec(&mut c, &id, &["echo", "hello"], &["channel.k8s.io"]).await;
+    assert_eq!(
+        (out.stdout.as_str(), out.error_text.as_str()),
+        ("hello\n", ""),
+        "{out:?}"
+    );
+
+    // The exec'd process is the container's: same cgroup and namespaces.
+    let out = run_exec(
+        &mut c,
+        &id,
+        &["sh", "-c", "cat /proc/self/cgroup; readlink /proc/self/ns/net"],
+        REMOTE_PROTOCOLS,
+    )
+    .await;
+    let (_, sync) = c
+        .exec(
+            &id,
+            &["sh", "-c", "cat /proc/self/cgroup; readlink /proc/self/ns/net"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout, sync,
+        "streamed exec and ExecSync run in the same place"
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_exec_failing_command_reports_its_exit_code() {
+    let (_b, mut c, sb, id) = pod_with("exec-fail", &["sleep", "3600"], |_| {}).await;
+    let out = run_exec(
+        &mut c,
+        &id,
+        &["sh", "-c", "echo partial; exit 3"],
+        REMOTE_PROTOCOLS,
+    )
+    .await;
+    assert_eq!(out.stdout, "partial\n");
+    let s = out.status.clone().expect("status JSON");
+    assert_eq!(s["status"], "Failure", "{s}");
+    assert_eq!(s["reason"], "NonZeroExitCode", "{s}");
+    assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode", "{s}");
+    assert_eq!(s["details"]["causes"][0]["message"], "3", "{s}");
+    assert_eq!(out.exit_code(), Some(3));
+
+    // A command that cannot be exec'd is an internal error naming it.
+    let out = run_exec(&mut c, &id, &["/no/such/binary"], REMOTE_PROTOCOLS).await;
+    let s = out.status.clone().expect("status JSON");
+    assert_eq!(
+        (s["status"].as_str(), s["reason"].as_str()),
+        (Some("Failure"), Some("InternalError")),
+        "{s}"
+    );
+    assert!(out.error_text.contains("/no/such/binary"), "{s}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_exec_with_tty_stdin_and_resize() {
+    let (_b, mut c, sb, id) = pod_with("exec-tty", &["sleep", "3600"], |_| {}).await;
+    let url = exec_url(&mut c, exec_req(&id, &["sh"], true, true)).await;
+    let mut ws = WsClient::connect(&url, REMOTE_PROTOCOLS).await.expect("connect");
+    assert_eq!(ws.protocol.as_deref(), Some("v5.channel.k8s.io"));
+    ws.send(4, &resize_message(100, 30)).await.unwrap();
+    ws.send(0, b"tty; stty size; echo sum-$((40+2))\n").await.unwrap();
+    let seen = ws.read_until(1, "sum-42", T).await;
+    assert!(seen.contains("30 100"), "stty size after the resize: {seen:?}");
+    assert!(
+        seen.contains("/dev/pts/"),
+        "a terminal from the container's devpts: {seen:?}"
+    );
+    // A later resize reaches the same terminal.
+    ws.send(4, &resize_message(132, 43)).await.unwrap();
+    ws.send(0, b"stty size; echo mark-$((1+1))\n").await.unwrap();
+    let seen = ws.read_until(1, "mark-2", T).await;
+    assert!(seen.contains("43 132"), "{seen:?}");
+    ws.send(0, b"exit 7\n").await.unwrap();
+    let out = ExecOutput::from_channels(ws.collect(T).await);
+    assert_eq!(out.exit_code(), Some(7), "{out:?}");
+
+    // Without a terminal, stdin is a pipe; the v5 close signal is its EOF.
+    let url = exec_url(
+        &mut c,
+        exec_req(&id, &["sh", "-c", "read line; echo got-$line; cat"], false, true),
+    )
+    .await;
+    let mut ws = WsClient::connect(&url, REMOTE_PROTOCOLS).await.expect("connect");
+    ws.send(0, b"first\nrest of it").await.unwrap();
+    ws.close_channel(0).await.unwrap();
+    let out = ExecOutput::from_channels(ws.collect(T).await);
+    assert_eq!(out.stdout, "got-first\nrest of it", "{out:?}");
+    assert_eq!(out.exit_code(), Some(0), "{out:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// Numbers a counter container printed, from one attacher's stdout.
+fn numbers(out: &str) -> Vec<u64> {
+    out.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn streaming_attach_two_attachers_to_a_counter() {
+    let counter = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
+    let (b, mut c, sb, id) = pod_with("attach", &["sh", "-c", counter], |_| {}).await;
+    let attach = cri::AttachRequest {
+        container_id: id.clone(),
+        stdin: false,
+        tty: false,
+        stdout: true,
+        stderr: true,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let url = c
+            .runtime
+            .attach(attach.clone())
+            .await
+            .expect("Attach")
+            .into_inner()
+            .url;
+        assert!(url.contains("/attach/"), "{url}");
+        clients.push(WsClient::connect(&url, REMOTE_PROTOCOLS).await.expect("connect"));
+    }
+    let mut seen = Vec::new();
+    for ws in &mut clients {
+        // ~2 s of output each, read one after the other: the second
+        // attacher's output waited for it meanwhile.
+        let start = Instant::now();
+        let mut out = String::new();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some((1, data))) = tokio::time::timeout(Duration::from_millis(500), ws.recv()).await {
+                out.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+        let n = numbers(&out);
+        assert!(n.len() >= 5, "{out:?}");
+        assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "consecutive: {n:?}");
+        seen.push(n);
+    }
+    // Both saw the same moments of the same container.
+    assert!(seen[1].contains(&seen[0][seen[0].len() - 1]), "{seen:?}");
+    // The log still got everything.
+    let log = log_lines(&b.log_dir().join("attach.log"));
+    assert!(numbers(&log.join("\n")).contains(&seen[1][0]), "{log:?}");
+    c.stop(&id, 0).await.unwrap();
+    // Stopping the container ends both attach sessions with Success.
+    for ws in &mut clients {
+        let out = ExecOutput::from_channels(ws.collect(T).await);
+        assert_eq!(out.exit_code(), Some(0), "{out:?}");
+    }
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_attach_stdin_reaches_the_container() {
+    let (_b, mut c, sb, id) = pod_with(
+        "attach-in",
+        &["sh", "-c", "read l; echo got-$l; sleep 1"],
+        |cfg| {
+            cfg.stdin = true;
+            cfg.stdin_once = true;
+        },
+    )
+    .await;
+    let url = c
+        .runtime
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let mut ws = WsClient::connect(&url, REMOTE_PROTOCOLS).await.expect("connect");
+    ws.send(0, b"hello\n").await.unwrap();
+    let seen = ws.read_until(1, "got-hello", T).await;
+    assert!(seen.contains("got-hello"), "{seen:?}");
+    let out = ExecOutput::from_channels(ws.collect(T).await);
+    assert_eq!(
+        out.exit_code(),
+        Some(0),
+        "attach ends when the container exits: {out:?}"
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_port_forward_to_httpd_in_the_pod() {
+    let httpd = "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec httpd -f -p 8080 -h /www";
+    let (_b, mut c, sb, id) = pod_with("pf", &["sh", "-c", httpd], |_| {}).await;
+    // httpd listens on the pod's loopback only from inside the pod.
+    let deadline = Instant::now() + T;
+    while !matches!(
+        c.exec(&id, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
+            .await,
+        Ok((0, _))
+    ) {
+        assert!(Instant::now() < deadline, "httpd did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: sb.clone(),
+            port: vec![8080],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    // Two connections to the same port at once: channel pairs (0,1), (2,3).
+    let mut ws = WsClient::connect(&format!("{url}?port=8080&port=8080"), &["v4.channel.k8s.io"])
+        .await
+        .expect("connect");
+    let mut firsts = Vec::new();
+    for _ in 0..4 {
+        firsts.push(ws.recv().await.expect("port announcement"));
+    }
+    let port = 8080u16.to_le_bytes().to_vec();
+    assert_eq!(
+        firsts,
+        vec![(0, port.clone()), (1, port.clone()), (2, port.clone()), (3, port)]
+    );
+    ws.send(0, b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+    ws.send(2, b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let got = ws.collect(T).await;
+    for ch in [0u8, 2] {
+        let body = String::from_utf8_lossy(got.get(&ch).map(Vec::as_slice).unwrap_or_default()).into_owned();
+        assert!(body.starts_with("HTTP/1."), "channel {ch}: {body:?}");
+        assert!(body.contains("hello-from-httpd"), "channel {ch}: {body:?}");
+    }
+    assert!(
+        got.get(&1).is_none_or(|e| e.is_empty()) && got.get(&3).is_none_or(|e| e.is_empty()),
+        "{got:?}"
+    );
+
+    // Nothing listens on port 9: the error channel says so.
+    let url = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: sb.clone(),
+            port: vec![9],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut ws = WsClient::connect(&url, &["v4.channel.k8s.io"])
+        .await
+        .expect("connect");
+    let got = ws.collect(T).await;
+    let err = String::from_utf8_lossy(&got[&1][2..]).into_owned();
+    assert!(err.contains("error forwarding port 9"), "{err:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_tokens_are_refused_after_use_or_expiry() {
+    let (_b, mut c, sb, id) = pod_with_config(
+        "tokens",
+        "stream_token_ttl_ms = 1000\n",
+        &["sleep", "3600"],
+        |_| {},
+    )
+    .await;
+    let url = exec_url(&mut c, exec_req(&id, &["true"], false, false)).await;
+    let mut ws = WsClient::connect(&url, REMOTE_PROTOCOLS)
+        .await
+        .expect("first use");
+    assert_eq!(
+        ExecOutput::from_channels(ws.collect(T).await).exit_code(),
+        Some(0)
+    );
+    let reused = WsClient::connect(&url, REMOTE_PROTOCOLS)
+        .await
+        .err()
+        .expect("reuse refused");
+    assert_eq!(reused.status, 410, "{reused:?}");
+    assert!(reused.body.contains("already used"), "{reused:?}");
+
+    let url = exec_url(&mut c, exec_req(&id, &["true"], false, false)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expired = WsClient::connect(&url, REMOTE_PROTOCOLS)
+        .await
+        .err()
+        .expect("expired refused");
+    assert_eq!(expired.status, 410, "{expired:?}");
+    assert!(expired.body.contains("expired"), "{expired:?}");
+
+    let bogus = url.rsplit_once('/').unwrap().0.to_string() + "/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let unknown = WsClient::connect(&bogus, REMOTE_PROTOCOLS)
+        .await
+        .err()
+        .expect("unknown refused");
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_requests_are_validated() {
+    let (_b, mut c, sb, id) = pod_with("validate", &["sleep", "3600"], |_| {}).await;
+    let code =
+        |r: Result<tonic::Response<cri::ExecResponse>, tonic::Status>| r.map(|_| ()).unwrap_err().code();
+    let mut bad = exec_req(&id, &["true"], true, false);
+    bad.stderr = true;
+    assert_eq!(
+        code(c.runtime.exec(bad).await),
+        tonic::Code::InvalidArgument,
+        "tty with stderr"
+    );
+    let mut none = exec_req(&id, &["true"], false, false);
+    none.stdout = false;
+    none.stderr = false;
+    assert_eq!(
+        code(c.runtime.exec(none).await),
+        tonic::Code::InvalidArgument,
+        "no stream"
+    );
+    assert_eq!(
+        code(c.runtime.exec(exec_req(&id, &[], false, false)).await),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            c.runtime
+                .exec(exec_req("no-such-container", &["true"], false, false))
+                .await
+        ),
+        tonic::Code::NotFound
+    );
+    let r = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "no-such-pod".into(),
+            port: vec![80],
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
+
+    // The same URL also upgrades to SPDY/3.1 (vm_spdy exercises it).
+    let url = exec_url(&mut c, exec_req(&id, &["true"], false, false)).await;
+    let resp = spdy_upgrade_status(&url).await.to_ascii_lowercase();
+    assert!(resp.starts_with("http/1.1 101"), "{resp}");
+    assert!(
+        resp.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{resp}"
+    );
+
+    c.stop(&id, 0).await.unwrap();
+    assert_eq!(
+        code(c.runtime.exec(exec_req(&id, &["true"], false, false)).await),
+        tonic::Code::FailedPrecondition,
+        "not running"
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// The raw answer to an `Upgrade: SPDY/3.1` POST on `url`.
+async fn spdy_upgrade_status(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(T, s.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn streaming_latency_exec_sync_vs_streamed_exec() {
+    let (_b, mut c, sb, id) = pod_with("latency", &["sleep", "3600"], |_| {}).await;
+    const RUNS: usize = 20;
+    let mut sync = Vec::new();
+    let mut streamed = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let (code, out) = c.exec(&id, &["echo", "hello"]).await.unwrap();
+        sync.push(t.elapsed());
+        assert_eq!((code, out.as_str()), (0, "hello\n"));
+
+        let t = Instant::now();
+        let out = run_exec(&mut c, &id, &["echo", "hello"], REMOTE_PROTOCOLS).await;
+        streamed.push(t.elapsed());
+        assert_eq!((out.stdout.as_str(), out.exit_code()), ("hello\n", Some(0)));
+    }
+    let (ms, mst) = (median(sync), median(streamed));
+    println!(
+        "LATENCY echo hello over {RUNS} runs: ExecSync median {:.1} ms, streamed exec (Exec RPC + WebSocket v5) median {:.1} ms",
+        ms.as_secs_f64() * 1e3,
+        mst.as_secs_f64() * 1e3
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
