@@ -30,6 +30,14 @@ pub struct CriClient {
 }
 
 impl CriClient {
+    /// The streaming URL of an Exec request (berthd's default loopback
+    /// streaming server).
+    pub async fn exec_url(&mut self, req: cri::ExecRequest) -> String {
+        let url = self.runtime.exec(req).await.expect("Exec").into_inner().url;
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        url
+    }
+
     /// Connects to a CRI unix socket.
     pub async fn connect(socket: &Path) -> anyhow::Result<Self> {
         let path = socket.to_path_buf();
@@ -257,6 +265,18 @@ pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
         labels: HashMap::from([("app".to_string(), name.to_string())]),
         linux: Some(cri::LinuxPodSandboxConfig::default()),
         ..Default::default()
+    }
+}
+
+/// A CRI Exec request running `cmd` with stdout, and stderr unless `tty`.
+pub fn exec_request(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
     }
 }
 

@@ -16,24 +16,9 @@ use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(30);
 
-fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest {
-    cri::ExecRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    }
-}
-
-async fn exec_url(c: &mut CriClient, req: cri::ExecRequest) -> String {
-    c.runtime.exec(req).await.expect("Exec").into_inner().url
-}
-
 /// Runs `cmd` over SPDY with stdout and stderr (no tty, no stdin).
 async fn spdy_exec(c: &mut CriClient, id: &str, cmd: &[&str]) -> StreamResult {
-    let url = exec_url(c, exec_req(id, cmd, false, false)).await;
+    let url = c.exec_url(exec_request(id, cmd, false, false)).await;
     let opts = StreamOptions {
         stdout: true,
         stderr: true,
@@ -61,11 +46,9 @@ async fn spdy_exec_output_exit_codes_and_stdin() {
     assert!(out.error.contains("NonZeroExitCode"), "{}", out.error);
 
     // stdin reaches the process and its end closes the process's stdin.
-    let url = exec_url(
-        &mut c,
-        exec_req(&id, &["sh", "-c", "cat; echo done"], false, true),
-    )
-    .await;
+    let url = c
+        .exec_url(exec_request(&id, &["sh", "-c", "cat; echo done"], false, true))
+        .await;
     let opts = StreamOptions {
         stdin: Some(b"line one\nline two\n".to_vec()),
         stdout: true,
@@ -93,7 +76,9 @@ async fn spdy_exec_output_exit_codes_and_stdin() {
     assert_eq!(out.exit_code().unwrap(), 0);
 
     // A protocol older than v4: no Status on success, text on failure.
-    let url = exec_url(&mut c, exec_req(&id, &["sh", "-c", "exit 2"], false, false)).await;
+    let url = c
+        .exec_url(exec_request(&id, &["sh", "-c", "exit 2"], false, false))
+        .await;
     let up = upgrade(&url, &["v2.channel.k8s.io"]).await.unwrap();
     assert_eq!(up.protocol, "v2.channel.k8s.io");
     drop(up);
@@ -103,16 +88,14 @@ async fn spdy_exec_output_exit_codes_and_stdin() {
 #[tokio::test]
 async fn spdy_exec_with_tty_stdin_and_resize() {
     let (_b, mut c, sb, id) = start_pod_with_container("spdy-tty", "", &["sleep", "3600"], |_| {}).await;
-    let url = exec_url(
-        &mut c,
-        exec_req(
+    let url = c
+        .exec_url(exec_request(
             &id,
             &["sh", "-c", "read x; sleep 0.5; echo got-$x; stty size"],
             true,
             true,
-        ),
-    )
-    .await;
+        ))
+        .await;
     let opts = StreamOptions {
         stdin: Some(b"go\n".to_vec()),
         stdout: true,
@@ -238,7 +221,7 @@ async fn spdy_port_forward_to_httpd_in_the_pod() {
 #[tokio::test]
 async fn spdy_protocol_negotiation() {
     let (_b, mut c, sb, id) = start_pod_with_container("spdy-nego", "", &["sleep", "3600"], |_| {}).await;
-    let url = exec_url(&mut c, exec_req(&id, &["echo", "hi"], false, false)).await;
+    let url = c.exec_url(exec_request(&id, &["echo", "hi"], false, false)).await;
     let err = upgrade(&url, &["v9.channel.k8s.io"])
         .await
         .err()

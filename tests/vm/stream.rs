@@ -12,65 +12,18 @@ use berth_proto::cri;
 use berth_tests::stream::*;
 use berth_tests::*;
 
-fn busybox() -> String {
-    format!("{}/library/busybox:latest", registry())
-}
-
 const T: Duration = Duration::from_secs(20);
-
-/// A berthd with a pod and one running container running `argv`.
-async fn pod_with(
-    name: &str,
-    argv: &[&str],
-    edit: impl FnOnce(&mut cri::ContainerConfig),
-) -> (Berthd, CriClient, String, String) {
-    pod_with_config(name, "", argv, edit).await
-}
-
-async fn pod_with_config(
-    name: &str,
-    config: &str,
-    argv: &[&str],
-    edit: impl FnOnce(&mut cri::ContainerConfig),
-) -> (Berthd, CriClient, String, String) {
-    let (b, mut c) = Berthd::start_with(config).await.expect("berthd");
-    c.pull(&busybox()).await.expect("pull");
-    let pod = pod_config(name, &b.log_dir());
-    let sb = c.run_pod(&pod).await.expect("runp");
-    let mut cfg = container_config(name, &busybox(), argv);
-    edit(&mut cfg);
-    let id = c.create(&sb, &cfg, &pod).await.expect("create");
-    c.start(&id).await.expect("start");
-    (b, c, sb, id)
-}
-
-fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest {
-    cri::ExecRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    }
-}
-
-async fn exec_url(c: &mut CriClient, req: cri::ExecRequest) -> String {
-    let url = c.runtime.exec(req).await.expect("Exec").into_inner().url;
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    url
-}
 
 /// Runs a non-interactive exec to the end over `protocols`.
 async fn run_exec(c: &mut CriClient, id: &str, cmd: &[&str], protocols: &[&str]) -> ExecOutput {
-    let url = exec_url(c, exec_req(id, cmd, false, false)).await;
+    let url = c.exec_url(exec_request(id, cmd, false, false)).await;
     let mut ws = WsClient::connect(&url, protocols).await.expect("connect");
     ExecOutput::from_channels(ws.collect(T).await)
 }
 
 #[tokio::test]
 async fn streaming_exec_echo_hello_without_tty() {
-    let (_b, mut c, sb, id) = pod_with("exec-echo", &["sleep", "3600"], |_| {}).await;
+    let (_b, mut c, sb, id) = start_pod_with_container("exec-echo", "", &["sleep", "3600"], |_| {}).await;
     let out = run_exec(
         &mut c,
         &id,
@@ -123,7 +76,7 @@ async fn streaming_exec_echo_hello_without_tty() {
 
 #[tokio::test]
 async fn streaming_exec_failing_command_reports_its_exit_code() {
-    let (_b, mut c, sb, id) = pod_with("exec-fail", &["sleep", "3600"], |_| {}).await;
+    let (_b, mut c, sb, id) = start_pod_with_container("exec-fail", "", &["sleep", "3600"], |_| {}).await;
     let out = run_exec(
         &mut c,
         &id,
@@ -153,8 +106,8 @@ async fn streaming_exec_failing_command_reports_its_exit_code() {
 
 #[tokio::test]
 async fn streaming_exec_with_tty_stdin_and_resize() {
-    let (_b, mut c, sb, id) = pod_with("exec-tty", &["sleep", "3600"], |_| {}).await;
-    let url = exec_url(&mut c, exec_req(&id, &["sh"], true, true)).await;
+    let (_b, mut c, sb, id) = start_pod_with_container("exec-tty", "", &["sleep", "3600"], |_| {}).await;
+    let url = c.exec_url(exec_request(&id, &["sh"], true, true)).await;
     let mut ws = WsClient::connect(&url, REMOTE_PROTOCOLS).await.expect("connect");
     assert_eq!(ws.protocol.as_deref(), Some("v5.channel.k8s.io"));
     ws.send(4, &resize_message(100, 30)).await.unwrap();
@@ -175,11 +128,14 @@ async fn streaming_exec_with_tty_stdin_and_resize() {
     assert_eq!(out.exit_code(), Some(7), "{out:?}");
 
     // Without a terminal, stdin is a pipe; the v5 close signal is its EOF.
-    let url = exec_url(
-        &mut c,
-        exec_req(&id, &["sh", "-c", "read line; echo got-$line; cat"], false, true),
-    )
-    .await;
+    let url = c
+        .exec_url(exec_request(
+            &id,
+            &["sh", "-c", "read line; echo got-$line; cat"],
+            false,
+            true,
+        ))
+        .await;
     let mut ws = WsClient::connect(&url, REMOTE_PROTOCOLS).await.expect("connect");
     ws.send(0, b"first\nrest of it").await.unwrap();
     ws.close_channel(0).await.unwrap();
@@ -197,7 +153,7 @@ fn numbers(out: &str) -> Vec<u64> {
 #[tokio::test]
 async fn streaming_attach_two_attachers_to_a_counter() {
     let counter = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
-    let (b, mut c, sb, id) = pod_with("attach", &["sh", "-c", counter], |_| {}).await;
+    let (b, mut c, sb, id) = start_pod_with_container("attach", "", &["sh", "-c", counter], |_| {}).await;
     let attach = cri::AttachRequest {
         container_id: id.clone(),
         stdin: false,
@@ -249,8 +205,9 @@ async fn streaming_attach_two_attachers_to_a_counter() {
 
 #[tokio::test]
 async fn streaming_attach_stdin_reaches_the_container() {
-    let (_b, mut c, sb, id) = pod_with(
+    let (_b, mut c, sb, id) = start_pod_with_container(
         "attach-in",
+        "",
         &["sh", "-c", "read l; echo got-$l; sleep 1"],
         |cfg| {
             cfg.stdin = true;
@@ -287,7 +244,7 @@ async fn streaming_attach_stdin_reaches_the_container() {
 #[tokio::test]
 async fn streaming_port_forward_to_httpd_in_the_pod() {
     let httpd = "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec httpd -f -p 8080 -h /www";
-    let (_b, mut c, sb, id) = pod_with("pf", &["sh", "-c", httpd], |_| {}).await;
+    let (_b, mut c, sb, id) = start_pod_with_container("pf", "", &["sh", "-c", httpd], |_| {}).await;
     // httpd listens on the pod's loopback only from inside the pod.
     let deadline = Instant::now() + T;
     while !matches!(
@@ -356,14 +313,14 @@ async fn streaming_port_forward_to_httpd_in_the_pod() {
 
 #[tokio::test]
 async fn streaming_tokens_are_refused_after_use_or_expiry() {
-    let (_b, mut c, sb, id) = pod_with_config(
+    let (_b, mut c, sb, id) = start_pod_with_container(
         "tokens",
         "stream_token_ttl_ms = 1000\n",
         &["sleep", "3600"],
         |_| {},
     )
     .await;
-    let url = exec_url(&mut c, exec_req(&id, &["true"], false, false)).await;
+    let url = c.exec_url(exec_request(&id, &["true"], false, false)).await;
     let mut ws = WsClient::connect(&url, REMOTE_PROTOCOLS)
         .await
         .expect("first use");
@@ -378,7 +335,7 @@ async fn streaming_tokens_are_refused_after_use_or_expiry() {
     assert_eq!(reused.status, 410, "{reused:?}");
     assert!(reused.body.contains("already used"), "{reused:?}");
 
-    let url = exec_url(&mut c, exec_req(&id, &["true"], false, false)).await;
+    let url = c.exec_url(exec_request(&id, &["true"], false, false)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let expired = WsClient::connect(&url, REMOTE_PROTOCOLS)
         .await
@@ -398,17 +355,17 @@ async fn streaming_tokens_are_refused_after_use_or_expiry() {
 
 #[tokio::test]
 async fn streaming_requests_are_validated() {
-    let (_b, mut c, sb, id) = pod_with("validate", &["sleep", "3600"], |_| {}).await;
+    let (_b, mut c, sb, id) = start_pod_with_container("validate", "", &["sleep", "3600"], |_| {}).await;
     let code =
         |r: Result<tonic::Response<cri::ExecResponse>, tonic::Status>| r.map(|_| ()).unwrap_err().code();
-    let mut bad = exec_req(&id, &["true"], true, false);
+    let mut bad = exec_request(&id, &["true"], true, false);
     bad.stderr = true;
     assert_eq!(
         code(c.runtime.exec(bad).await),
         tonic::Code::InvalidArgument,
         "tty with stderr"
     );
-    let mut none = exec_req(&id, &["true"], false, false);
+    let mut none = exec_request(&id, &["true"], false, false);
     none.stdout = false;
     none.stderr = false;
     assert_eq!(
@@ -417,13 +374,13 @@ async fn streaming_requests_are_validated() {
         "no stream"
     );
     assert_eq!(
-        code(c.runtime.exec(exec_req(&id, &[], false, false)).await),
+        code(c.runtime.exec(exec_request(&id, &[], false, false)).await),
         tonic::Code::InvalidArgument
     );
     assert_eq!(
         code(
             c.runtime
-                .exec(exec_req("no-such-container", &["true"], false, false))
+                .exec(exec_request("no-such-container", &["true"], false, false))
                 .await
         ),
         tonic::Code::NotFound
@@ -438,7 +395,7 @@ async fn streaming_requests_are_validated() {
     assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
 
     // The same URL also upgrades to SPDY/3.1 (vm_spdy exercises it).
-    let url = exec_url(&mut c, exec_req(&id, &["true"], false, false)).await;
+    let url = c.exec_url(exec_request(&id, &["true"], false, false)).await;
     let resp = spdy_upgrade_status(&url).await.to_ascii_lowercase();
     assert!(resp.starts_with("http/1.1 101"), "{resp}");
     assert!(
@@ -448,7 +405,7 @@ async fn streaming_requests_are_validated() {
 
     c.stop(&id, 0).await.unwrap();
     assert_eq!(
-        code(c.runtime.exec(exec_req(&id, &["true"], false, false)).await),
+        code(c.runtime.exec(exec_request(&id, &["true"], false, false)).await),
         tonic::Code::FailedPrecondition,
         "not running"
     );
@@ -472,7 +429,7 @@ async fn spdy_upgrade_status(url: &str) -> String {
 
 #[tokio::test]
 async fn streaming_latency_exec_sync_vs_streamed_exec() {
-    let (_b, mut c, sb, id) = pod_with("latency", &["sleep", "3600"], |_| {}).await;
+    let (_b, mut c, sb, id) = start_pod_with_container("latency", "", &["sleep", "3600"], |_| {}).await;
     const RUNS: usize = 20;
     let mut sync = Vec::new();
     let mut streamed = Vec::new();
