@@ -69,7 +69,8 @@ for transport in spdy websocket; do
     [ "$big" -eq 3000000 ] || fail "$transport exec 3 MB output gave $big bytes"
     ok "$transport exec 3 MB of output"
 
-    timeout 3 $CRICTL attach --transport $transport "$CNT" >/tmp/attach.out 2>&1
+    # crictl ignores SIGTERM while attached: SIGKILL ends the client side.
+    timeout -s KILL 5 $CRICTL attach --transport $transport "$CNT" >/tmp/attach.out 2>&1
     grep -q '^tick-' /tmp/attach.out || fail "$transport attach saw: $(head -3 /tmp/attach.out)"
     ok "$transport attach ($(grep -c '^tick-' /tmp/attach.out) lines)"
 
