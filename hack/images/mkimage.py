@@ -29,6 +29,9 @@ Images:
   evil-dotdot, evil-symlink, evil-hardlink
                 malicious layers: a ../ path to /tmp, a write through a
                 symlink to /tmp, a hard link to ../../etc/shadow
+  evil-diffid-abs, evil-diffid-dotdot
+                a config whose rootfs.diff_ids holds a path (/tmp/berth-evil-diffid-abs,
+                sha256:../../(..)/tmp/berth-evil-diffid-dotdot) instead of a digest
 
 A layout may carry berth-tags (tags to push besides latest) and
 berth-corrupt (layer digests to garble), read by registry-seed.sh.
@@ -282,6 +285,38 @@ def main():
                                 ("evil/berth-pwned", "file", b"pwned\n", 0o644, 0, 0)], {})
     build(out, "evil-hardlink", [("data", "dir", None, 0o755, 0, 0),
                                  ("data/shadow", "hard", up + "etc/shadow", 0o644, 0, 0)], {})
+    build_hostile(out)
+
+
+# --- Hostile image-store inputs (image hardening, issue 17) ---------------
+# Kept in one block apart from the other images so branches merge cleanly.
+
+def build_hostile_config(outdir, name, entries, diff_ids):
+    """One gzip layer whose config lists `diff_ids` (any strings) instead of
+    the layer's real diff_id: what a hostile image author can publish, as a
+    registry never parses a config."""
+    layout = Layout(os.path.join(outdir, name))
+    blob = gz(tar_layer(entries))
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layout.blob(blob),
+             "size": len(blob)}
+    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+              "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": layout.blob(cfg),
+                           "size": len(cfg)},
+                "layers": [layer]}
+    mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    layout.finish(layout.blob(mbytes), len(mbytes), "latest")
+    print(f"mkimage: {name} hostile config")
+
+
+def build_hostile(out):
+    """Images that must be refused without touching anything outside the store."""
+    one = [("data", "dir", None, 0o755, 0, 0), ("data/x", "file", b"x\n", 0o644, 0, 0)]
+    build_hostile_config(out, "evil-diffid-abs", one, ["/tmp/berth-evil-diffid-abs"])
+    build_hostile_config(out, "evil-diffid-dotdot", one,
+                         ["sha256:" + "../" * 12 + "tmp/berth-evil-diffid-dotdot"])
 
 
 if __name__ == "__main__":

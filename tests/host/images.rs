@@ -388,3 +388,33 @@ async fn a_failed_pull_keeps_layers_a_concurrent_pull_uses() {
         assert!(left.is_empty(), "round {round}: {left:?}");
     }
 }
+
+/// An image config whose `rootfs.diff_ids` holds a path instead of a digest
+/// (absolute, or `sha256:` + `../`s) is refused with an error naming the
+/// digest; the node directory it names is neither used as a layer nor
+/// deleted by RemoveImage, and the store keeps nothing of the pull.
+#[tokio::test]
+async fn config_diff_ids_that_are_paths_are_refused() {
+    let reg = RegistryProcess::start();
+    let (b, mut c, _d) = berthd_on_host("").await.expect("berthd");
+    for name in ["evil-diffid-abs", "evil-diffid-dotdot"] {
+        // The directory the hostile diff_id names: made to exist, as a node
+        // directory would (today's store then takes it as the layer).
+        let marker = Path::new("/tmp").join(format!("berth-{name}"));
+        let _ = std::fs::remove_dir_all(&marker);
+        std::fs::create_dir_all(marker.join("keep")).unwrap();
+        let image = format!("{}/library/{name}:latest", reg.addr);
+        let e = c.pull(&image).await.expect_err(name);
+        assert!(e.message().contains("digest"), "{name}: {e:?}");
+        assert!(
+            e.message().contains(&format!("berth-{name}")),
+            "names the bad digest: {e:?}"
+        );
+        assert!(status(&mut c, &image).await.is_none(), "{name}");
+        remove(&mut c, &image).await.expect("unknown image: OK");
+        assert!(marker.join("keep").is_dir(), "{name}: node dir untouched");
+        let left = store_entries(&b);
+        assert!(left.is_empty(), "{name}: {left:?}");
+        std::fs::remove_dir_all(&marker).unwrap();
+    }
+}

@@ -16,17 +16,17 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::{hex_of, ImageStore};
+use super::{Digest, ImageStore};
 use crate::store;
 
 /// One thing a pull uses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Item {
     /// `snapshots/<chain id hex>`.
-    Snapshot(String),
+    Snapshot(Digest),
     /// `blobs/sha256/<digest hex>`: a config (kept while an image record has
     /// that id) or a compressed layer (never kept once unpacked).
-    Blob(String),
+    Blob(Digest),
 }
 
 /// How many claims each item has (an item appears once per claimant use:
@@ -101,7 +101,7 @@ impl Drop for Claim<'_> {
             let images = s.images.lock().expect("images lock");
             let referenced = |item: &Item| match item {
                 Item::Snapshot(chain) => images.values().any(|r| r.chain_ids.contains(chain)),
-                Item::Blob(digest) => images.contains_key(&format!("sha256:{}", hex_of(digest))),
+                Item::Blob(digest) => images.contains_key(digest.as_str()),
             };
             for item in self.items.drain(..) {
                 let Some(n) = claims.get_mut(&item) else {
@@ -157,11 +157,11 @@ mod tests {
     use super::*;
     use crate::image::{ImageConfig, ImageRecord};
 
-    fn chain(c: char) -> String {
-        format!("sha256:{}", c.to_string().repeat(64))
+    fn chain(c: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
     }
 
-    fn make_snapshot(s: &ImageStore, chain: &str) {
+    fn make_snapshot(s: &ImageStore, chain: &Digest) {
         std::fs::create_dir_all(s.snapshot_dir(chain).join("etc")).unwrap();
     }
 
@@ -188,9 +188,9 @@ mod tests {
         assert!(!s.blob_path(&cfg).exists(), "config of no recorded image");
         // The other pull succeeds: its record names the layer, so it stays.
         s.images.lock().unwrap().insert(
-            chain('d'),
+            chain('d').to_string(),
             ImageRecord {
-                id: chain('d'),
+                id: chain('d').to_string(),
                 repo_tags: vec![],
                 repo_digests: vec![],
                 size_bytes: 1,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::registry::Registry;
-use super::{unpack, ImageStore};
+use super::{unpack, Digest, ImageStore};
 use crate::error::{Error, IoContext, Result};
 use crate::store;
 
@@ -23,31 +23,31 @@ pub static LAYER_BYTES_DOWNLOADED: std::sync::atomic::AtomicU64 = std::sync::ato
 #[derive(Debug, Clone)]
 pub struct Layer {
     /// Blob digest (compressed).
-    pub digest: String,
+    pub digest: Digest,
     /// Blob size from the manifest.
     pub size: u64,
     /// Uncompressed digest from the image config.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Chain ID: the snapshot's key.
-    pub chain_id: String,
+    pub chain_id: Digest,
 }
 
 /// Per-snapshot gates shared by every pull of this store.
 #[derive(Default)]
-pub struct LayerGates(Mutex<HashMap<String, Arc<Mutex<()>>>>);
+pub struct LayerGates(Mutex<HashMap<Digest, Arc<Mutex<()>>>>);
 
 impl LayerGates {
-    fn get(&self, chain_id: &str) -> Arc<Mutex<()>> {
+    fn get(&self, chain_id: &Digest) -> Arc<Mutex<()>> {
         self.0
             .lock()
             .expect("layer gates")
-            .entry(chain_id.to_string())
+            .entry(chain_id.clone())
             .or_default()
             .clone()
     }
 
     /// Forgets a gate nobody else holds (the map stays small).
-    fn release(&self, chain_id: &str, gate: Arc<Mutex<()>>) {
+    fn release(&self, chain_id: &Digest, gate: Arc<Mutex<()>>) {
         let mut map = self.0.lock().expect("layer gates");
         // Ours and the map's: no other pull waits on it.
         if Arc::strong_count(&gate) <= 2 {

@@ -10,6 +10,7 @@
 //! half-unpacked layer is never visible under its final name.
 
 mod claims;
+pub mod digest;
 pub mod hosts;
 mod layers;
 pub use layers::LAYER_BYTES_DOWNLOADED;
@@ -23,10 +24,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::store;
+pub use digest::Digest;
 use reference::Reference;
 use registry::{Credentials, Registry};
 
@@ -54,7 +55,8 @@ pub struct ImageConfig {
 /// A pulled image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImageRecord {
-    /// `sha256:<config digest>`.
+    /// `sha256:<config digest>` (a [`Digest`], checked when a record is
+    /// loaded; a string because the container side keys by it).
     pub id: String,
     /// Normalised `domain/repo:tag` names pointing at this image.
     pub repo_tags: Vec<String>,
@@ -64,8 +66,8 @@ pub struct ImageRecord {
     pub size_bytes: u64,
     /// Runtime-relevant config.
     pub config: ImageConfig,
-    /// Layer chain IDs, lowest layer first.
-    pub chain_ids: Vec<String>,
+    /// Layer chain IDs, lowest layer first (validated when read back).
+    pub chain_ids: Vec<Digest>,
 }
 
 /// Pulls, finds and lists images.
@@ -85,17 +87,13 @@ pub struct ImageStore {
     hosts: hosts::Hosts,
 }
 
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
 /// `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])` (OCI image spec).
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for d in diff_ids {
         let next = match out.last() {
             None => d.clone(),
-            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {d}")))),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
         };
         out.push(next);
     }
@@ -108,7 +106,7 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn parse_config(bytes: &[u8]) -> Result<(ImageConfig, Vec<String>)> {
+fn parse_config(bytes: &[u8]) -> Result<(ImageConfig, Vec<Digest>)> {
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| Error::Image(format!("image config: {e}")))?;
     let c = &v["config"];
@@ -125,7 +123,11 @@ fn parse_config(bytes: &[u8]) -> Result<(ImageConfig, Vec<String>)> {
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default(),
     };
-    let diff_ids = strings(&v["rootfs"]["diff_ids"]);
+    // Each becomes a chain id, a snapshot's directory name.
+    let diff_ids = strings(&v["rootfs"]["diff_ids"])
+        .iter()
+        .map(|d| Digest::parse(d).map_err(|e| Error::Image(format!("image config diff_id: {e}"))))
+        .collect::<Result<_>>()?;
     Ok((cfg, diff_ids))
 }
 
@@ -143,7 +145,9 @@ impl ImageStore {
                 let _ = std::fs::remove_file(&p); // leftover temp file of a crash
                 continue;
             }
-            match store::read_record::<ImageRecord>(&p) {
+            // Chain ids are checked by their type; the id here: a record
+            // is as untrusted as the registry it was pulled from.
+            match store::read_record::<ImageRecord>(&p).and_then(|r| Digest::parse(&r.id).map(|_| r)) {
                 Ok(r) => {
                     images.insert(r.id.clone(), r);
                 }
@@ -215,9 +219,13 @@ impl ImageStore {
             (
                 images
                     .values()
-                    .flat_map(|r| r.chain_ids.iter().map(|c| hex_of(c).to_string()))
+                    .flat_map(|r| r.chain_ids.iter().map(|c| c.hex().to_string()))
                     .collect(),
-                images.keys().map(|id| hex_of(id).to_string()).collect(),
+                images
+                    .keys()
+                    .filter_map(|id| Digest::parse(id).ok())
+                    .map(|d| d.hex().to_string())
+                    .collect(),
             )
         };
         let sweep = |dir: PathBuf, keep: &std::collections::HashSet<String>| -> usize {
@@ -251,12 +259,12 @@ impl ImageStore {
     }
 
     /// Directory of a snapshot (an overlay lowerdir).
-    pub fn snapshot_dir(&self, chain_id: &str) -> PathBuf {
-        self.root.join("snapshots").join(hex_of(chain_id))
+    pub fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join("snapshots").join(chain_id.hex())
     }
 
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(hex_of(digest))
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
     }
 
     /// Finds an image by id (full or `sha256:`-less), tag or digest reference.
@@ -323,13 +331,14 @@ impl ImageStore {
             serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;
         if m.media_type.contains("index") || m.media_type.contains("manifest.list") {
             let chosen = pick_platform(&doc)?;
-            m = reg.manifest(&chosen)?;
+            m = reg.manifest(chosen.as_str())?;
             doc = serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;
         }
         let config_digest = doc["config"]["digest"]
             .as_str()
-            .ok_or_else(|| Error::Image("manifest has no config digest".into()))?
-            .to_string();
+            .ok_or_else(|| Error::Image("manifest has no config digest".into()))
+            .and_then(Digest::parse)
+            .map_err(|e| Error::Image(format!("manifest config: {e}")))?;
         // Declared after `_no_remove`, so released (and what this pull
         // alone made removed, should it fail) while RemoveImage still waits.
         let mut claim = self.claim();
@@ -337,17 +346,16 @@ impl ImageStore {
         let config_bytes = reg.blob_bytes(&config_digest)?;
         self.store_blob(&config_digest, &config_bytes)?;
         let (config, diff_ids) = parse_config(&config_bytes)?;
-        let layers: Vec<(String, u64)> = doc["layers"]
+        let layers: Vec<(Digest, u64)> = doc["layers"]
             .as_array()
             .ok_or_else(|| Error::Image("manifest has no layers".into()))?
             .iter()
             .map(|l| {
-                (
-                    l["digest"].as_str().unwrap_or_default().to_string(),
-                    l["size"].as_u64().unwrap_or_default(),
-                )
+                let digest = Digest::parse(l["digest"].as_str().unwrap_or_default())
+                    .map_err(|e| Error::Image(format!("manifest layer: {e}")))?;
+                Ok((digest, l["size"].as_u64().unwrap_or_default()))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         if layers.len() != diff_ids.len() {
             return Err(Error::Image(format!(
                 "manifest lists {} layers but the config has {} diff_ids",
@@ -378,7 +386,7 @@ impl ImageStore {
             return Err(Error::Image("pull cancelled".into()));
         }
         let mut rec = ImageRecord {
-            id: config_digest.clone(),
+            id: config_digest.to_string(),
             repo_tags: r.tagged().into_iter().collect(),
             repo_digests: vec![format!("{}@{top_digest}", r.name())],
             size_bytes: size,
@@ -408,9 +416,9 @@ impl ImageStore {
                 }
             }
             for c in &changed {
-                store::write_record(&self.meta_path(&c.id), c)?;
+                store::write_record(&self.meta_path(&Digest::parse(&c.id)?), c)?;
             }
-            store::write_record(&self.meta_path(&rec.id), &rec)?;
+            store::write_record(&self.meta_path(&config_digest), &rec)?;
             images.insert(rec.id.clone(), rec.clone());
         }
         tracing::info!(
@@ -425,7 +433,7 @@ impl ImageStore {
 
     /// Writes a verified blob (a config) by temp file and rename: a
     /// concurrent pull of the same image never reads it half-written.
-    fn store_blob(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+    fn store_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
         let path = self.blob_path(digest);
         let tmp = PathBuf::from(format!("{}.{}.partial", path.display(), store::new_id()));
         std::fs::write(&tmp, bytes)
@@ -436,8 +444,8 @@ impl ImageStore {
             })
     }
 
-    fn meta_path(&self, id: &str) -> PathBuf {
-        self.root.join("meta").join(format!("{}.json", hex_of(id)))
+    fn meta_path(&self, id: &Digest) -> PathBuf {
+        self.root.join("meta").join(format!("{}.json", id.hex()))
     }
 
     /// Removes an image by id, tag or digest. Unknown images are fine (CRI).
@@ -447,18 +455,20 @@ impl ImageStore {
         let Some(rec) = self.resolve(name) else {
             return Ok(());
         };
-        let still_used: Vec<String> = {
+        // Every loaded or pulled record's id is a digest.
+        let id = Digest::parse(&rec.id)?;
+        let still_used: Vec<Digest> = {
             let mut images = self.images.lock().expect("images lock");
             images.remove(&rec.id);
             images.values().flat_map(|r| r.chain_ids.clone()).collect()
         };
-        store::remove_record(&self.meta_path(&rec.id))?;
+        store::remove_record(&self.meta_path(&id))?;
         for c in &rec.chain_ids {
             if !still_used.contains(c) {
                 let _ = std::fs::remove_dir_all(self.snapshot_dir(c));
             }
         }
-        let _ = std::fs::remove_file(self.blob_path(&rec.id));
+        let _ = std::fs::remove_file(self.blob_path(&id));
         Ok(())
     }
 
@@ -474,7 +484,7 @@ impl ImageStore {
 }
 
 /// Picks linux/<host arch>[/<variant>] from an image index.
-fn pick_platform(index: &serde_json::Value) -> Result<String> {
+fn pick_platform(index: &serde_json::Value) -> Result<Digest> {
     let (arch, variant) = match std::env::consts::ARCH {
         "x86_64" => ("amd64", None),
         "aarch64" => ("arm64", Some("v8")),
@@ -489,7 +499,7 @@ fn pick_platform(index: &serde_json::Value) -> Result<String> {
 /// `variant` first, else one that states no variant (as containerd's
 /// matcher does; an index for arm64 often omits `v8`). A manifest for
 /// another variant (arm/v6 on an arm/v7 host, or the reverse) is not taken.
-fn pick_platform_for(index: &serde_json::Value, arch: &str, variant: Option<&str>) -> Result<String> {
+fn pick_platform_for(index: &serde_json::Value, arch: &str, variant: Option<&str>) -> Result<Digest> {
     let manifests = index["manifests"]
         .as_array()
         .ok_or_else(|| Error::Image("image index without manifests".into()))?;
@@ -500,10 +510,11 @@ fn pick_platform_for(index: &serde_json::Value, arch: &str, variant: Option<&str
     };
     let exact = for_arch().find(|m| m["platform"]["variant"].as_str() == variant);
     let unstated = || for_arch().find(|m| m["platform"]["variant"].as_str().is_none_or(str::is_empty));
-    exact
-        .or_else(unstated)
-        .and_then(|m| m["digest"].as_str())
-        .map(str::to_string)
+    let chosen = exact.or_else(unstated).and_then(|m| m["digest"].as_str());
+    // The digest goes into the manifest URL and is then the store's key.
+    chosen
+        .map(|d| Digest::parse(d).map_err(|e| Error::Image(format!("image index entry: {e}"))))
+        .transpose()?
         .ok_or_else(|| {
             let wanted = match variant {
                 Some(v) => format!("linux/{arch}/{v}"),
@@ -517,6 +528,15 @@ fn pick_platform_for(index: &serde_json::Value, arch: &str, variant: Option<&str
 mod tests {
     use super::*;
 
+    /// The digest of the `i`th index entry (i < 10).
+    fn entry(i: usize) -> String {
+        format!("sha256:{}", i.to_string().repeat(64))
+    }
+
+    fn pick(idx: &serde_json::Value, arch: &str, variant: Option<&str>) -> Result<String> {
+        pick_platform_for(idx, arch, variant).map(|d| d.to_string())
+    }
+
     fn index(platforms: &[(&str, &str, Option<&str>)]) -> serde_json::Value {
         let manifests: Vec<_> = platforms
             .iter()
@@ -526,7 +546,7 @@ mod tests {
                 if let Some(v) = variant {
                     p["variant"] = (*v).into();
                 }
-                serde_json::json!({"digest": format!("sha256:{i}"), "platform": p})
+                serde_json::json!({"digest": entry(i), "platform": p})
             })
             .collect();
         serde_json::json!({ "manifests": manifests })
@@ -542,59 +562,114 @@ mod tests {
             ("linux", "arm64", Some("v8")),
             ("windows", "amd64", None),
         ]);
-        assert_eq!(pick_platform_for(&idx, "amd64", None).unwrap(), "sha256:0");
-        assert_eq!(pick_platform_for(&idx, "arm", Some("v7")).unwrap(), "sha256:2");
-        assert_eq!(pick_platform_for(&idx, "arm", Some("v6")).unwrap(), "sha256:1");
+        assert_eq!(pick(&idx, "amd64", None).unwrap(), entry(0));
+        assert_eq!(pick(&idx, "arm", Some("v7")).unwrap(), entry(2));
+        assert_eq!(pick(&idx, "arm", Some("v6")).unwrap(), entry(1));
         // Exact v8 wins over the entry without a variant listed before it.
-        assert_eq!(pick_platform_for(&idx, "arm64", Some("v8")).unwrap(), "sha256:4");
+        assert_eq!(pick(&idx, "arm64", Some("v8")).unwrap(), entry(4));
     }
 
     #[test]
     fn platform_accepts_a_missing_variant_but_not_another_one() {
         let idx = index(&[("linux", "arm64", None), ("linux", "arm", Some("v6"))]);
-        assert_eq!(pick_platform_for(&idx, "arm64", Some("v8")).unwrap(), "sha256:0");
-        let err = pick_platform_for(&idx, "arm", Some("v7")).unwrap_err();
+        assert_eq!(pick(&idx, "arm64", Some("v8")).unwrap(), entry(0));
+        let err = pick(&idx, "arm", Some("v7")).unwrap_err();
         assert!(err.to_string().contains("linux/arm/v7"), "{err}");
         // An amd64 entry that names a variant is still no match for "none".
         let idx = index(&[("linux", "amd64", Some("v3")), ("linux", "amd64", None)]);
-        assert_eq!(pick_platform_for(&idx, "amd64", None).unwrap(), "sha256:1");
+        assert_eq!(pick(&idx, "amd64", None).unwrap(), entry(1));
         let idx = index(&[("windows", "amd64", None)]);
-        assert!(pick_platform_for(&idx, "amd64", None).is_err());
-        assert!(pick_platform_for(&serde_json::json!({}), "amd64", None).is_err());
+        assert!(pick(&idx, "amd64", None).is_err());
+        assert!(pick(&serde_json::json!({}), "amd64", None).is_err());
     }
 
     #[test]
     fn chain_ids_follow_the_spec() {
-        let d1 = format!("sha256:{}", "1".repeat(64));
-        let d2 = format!("sha256:{}", "2".repeat(64));
+        let d1 = Digest::parse(&format!("sha256:{}", "1".repeat(64))).unwrap();
+        let d2 = Digest::parse(&format!("sha256:{}", "2".repeat(64))).unwrap();
         let c = chain_ids(&[d1.clone(), d2.clone()]);
         assert_eq!(c[0], d1);
+        use sha2::{Digest as _, Sha256};
         let want = format!("sha256:{}", hex::encode(Sha256::digest(format!("{d1} {d2}"))));
-        assert_eq!(c[1], want);
+        assert_eq!(c[1].as_str(), want);
     }
 
     #[test]
     fn parses_image_config() {
         let (c, diffs) = parse_config(
             br#"{"config":{"Entrypoint":["/bin/sh","-c"],"Cmd":["echo hi"],"Env":["PATH=/bin"],
-                "WorkingDir":"/w","User":"1000:50","Volumes":{"/var/cache":{},"/data":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#,
+                "WorkingDir":"/w","User":"1000:50","Volumes":{"/var/cache":{},"/data":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}}"#,
         )
         .unwrap();
         assert_eq!(c.entrypoint, vec!["/bin/sh", "-c"]);
         assert_eq!(c.cmd, vec!["echo hi"]);
         assert_eq!(c.user, "1000:50");
         assert_eq!(c.volumes, vec!["/data", "/var/cache"]);
-        assert_eq!(diffs, vec!["sha256:aa"]);
+        assert_eq!(
+            diffs,
+            vec![Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap()]
+        );
+    }
+
+    /// A config's diff_ids become store paths (chain ids): anything but
+    /// `sha256:` + 64 lowercase hex is refused, naming the bad digest.
+    #[test]
+    fn config_diff_ids_that_are_not_sha256_digests_are_refused() {
+        let good = "a".repeat(64);
+        for bad in [
+            "/var/lib/x".to_string(),
+            "sha256:../../../var/lib/x".to_string(),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}", &good[1..]),
+            format!("sha256:{good}0"),
+            format!("sha512:{good}{good}"),
+            "sha256:".to_string(),
+            String::new(),
+        ] {
+            let cfg = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [bad]}});
+            let err = parse_config(cfg.to_string().as_bytes()).expect_err(&bad);
+            assert!(err.to_string().contains("digest"), "{bad}: {err}");
+        }
+        let cfg =
+            serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [format!("sha512:{good}{good}")]}});
+        let err = parse_config(cfg.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("sha512"), "names the algorithm: {err}");
+    }
+
+    /// An image record on disk whose chain id is a path is not loaded, so
+    /// RemoveImage cannot delete what it names.
+    #[test]
+    fn records_with_path_chain_ids_are_not_loaded() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("node-dir");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        let s = ImageStore::open(&d.path().join("root")).unwrap();
+        let id = format!("sha256:{}", "f".repeat(64));
+        let rec = serde_json::json!({
+            "id": id, "repo_tags": ["docker.io/library/evil:latest"], "repo_digests": [],
+            "size_bytes": 1, "config": ImageConfig::default(),
+            "chain_ids": [outside.to_str().unwrap()],
+        });
+        store::write_record(
+            &s.root.join("meta").join(format!("{}.json", "f".repeat(64))),
+            &rec,
+        )
+        .unwrap();
+        drop(s);
+        let s = ImageStore::open(&d.path().join("root")).unwrap();
+        assert!(s.resolve("evil:latest").is_none(), "hostile record skipped");
+        s.remove("evil:latest").unwrap();
+        assert!(outside.join("keep").exists(), "node dir untouched");
     }
 
     #[test]
     fn picks_host_platform() {
         let idx = serde_json::json!({"manifests":[
-            {"digest":"sha256:arm","platform":{"os":"linux","architecture":"arm64"}},
-            {"digest":"sha256:amd","platform":{"os":"linux","architecture":"amd64"}}]});
+            {"digest":entry(1),"platform":{"os":"linux","architecture":"arm64"}},
+            {"digest":entry(2),"platform":{"os":"linux","architecture":"amd64"}}]});
         let got = pick_platform(&idx).unwrap();
         if std::env::consts::ARCH == "x86_64" {
-            assert_eq!(got, "sha256:amd");
+            assert_eq!(got.to_string(), entry(2));
         }
     }
 
@@ -602,10 +677,10 @@ mod tests {
     fn start_up_removes_what_no_image_references() {
         let d = tempfile::tempdir().unwrap();
         let s = ImageStore::open(d.path()).unwrap();
-        let chain = format!("sha256:{}", "e".repeat(64));
-        let id = format!("sha256:{}", "f".repeat(64));
+        let chain = Digest::parse(&format!("sha256:{}", "e".repeat(64))).unwrap();
+        let id = Digest::parse(&format!("sha256:{}", "f".repeat(64))).unwrap();
         let rec = ImageRecord {
-            id: id.clone(),
+            id: id.to_string(),
             repo_tags: vec!["docker.io/library/x:latest".into()],
             repo_digests: vec![],
             size_bytes: 1,
@@ -616,7 +691,7 @@ mod tests {
         std::fs::create_dir_all(s.snapshot_dir(&chain).join("etc")).unwrap();
         std::fs::write(s.blob_path(&id), b"{}").unwrap();
         // What a crash mid-pull or mid-remove leaves behind.
-        let orphan = s.snapshot_dir(&format!("sha256:{}", "0".repeat(64)));
+        let orphan = s.snapshot_dir(&Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap());
         std::fs::create_dir_all(orphan.join("usr")).unwrap();
         let tmp = s.root.join("snapshots/.tmp-123");
         std::fs::create_dir_all(&tmp).unwrap();

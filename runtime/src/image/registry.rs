@@ -10,9 +10,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::reference::Reference;
+use super::Digest;
 use crate::error::{Error, Result};
 
 /// Media types we accept for manifests, most specific first.
@@ -123,13 +124,9 @@ pub struct FetchedManifest {
     /// Raw bytes (the digest is over these).
     pub bytes: Vec<u8>,
     /// `sha256:...` of the bytes.
-    pub digest: String,
+    pub digest: Digest,
     /// Content-Type the registry sent (or the document's mediaType).
     pub media_type: String,
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// The node's CA bundles, first found wins (Debian/Ubuntu, Fedora/RHEL,
@@ -348,8 +345,8 @@ impl Registry {
             .limit(MAX_DOC_BYTES)
             .read_to_vec()
             .map_err(|e| Error::Image(format!("read manifest: {e}")))?;
-        let digest = format!("sha256:{}", sha256_hex(&bytes));
-        if reference.starts_with("sha256:") && reference != digest {
+        let digest = Digest::of(&bytes);
+        if reference.starts_with("sha256:") && digest != *reference {
             return Err(Error::Image(format!(
                 "manifest digest mismatch: asked {reference}, got {digest}"
             )));
@@ -365,7 +362,7 @@ impl Registry {
     }
 
     /// Fetches a small blob (a config) into memory, verified.
-    pub fn blob_bytes(&mut self, digest: &str) -> Result<Vec<u8>> {
+    pub fn blob_bytes(&mut self, digest: &Digest) -> Result<Vec<u8>> {
         let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
         let mut resp = self.get(&url, None)?;
         if resp.status() != 200 {
@@ -377,8 +374,8 @@ impl Registry {
             .limit(MAX_DOC_BYTES)
             .read_to_vec()
             .map_err(|e| Error::Image(format!("read blob {digest}: {e}")))?;
-        let got = format!("sha256:{}", sha256_hex(&bytes));
-        if got != digest {
+        let got = Digest::of(&bytes);
+        if got != *digest {
             return Err(Error::Image(format!(
                 "blob digest mismatch: expected {digest}, got {got}"
             )));
@@ -392,7 +389,7 @@ impl Registry {
     /// long downloads; stops (leaving nothing) once `stop` says so.
     pub fn blob_to_file(
         &mut self,
-        digest: &str,
+        digest: &Digest,
         size: u64,
         dest: &Path,
         stop: &dyn Fn() -> bool,
@@ -442,8 +439,8 @@ impl Registry {
                     );
                 }
             }
-            let got = format!("sha256:{}", hex::encode(hasher.finalize()));
-            if total != size || got != digest {
+            let got = Digest::from_hasher(hasher);
+            if total != size || got != *digest {
                 return Err(Error::Image(format!(
                     "blob {digest}: expected {size} bytes with that digest, got {total} bytes with {got}"
                 )));

@@ -13,8 +13,9 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
+use super::Digest;
 use crate::error::{Error, Result};
 
 /// The whiteout prefix of the OCI layer format.
@@ -26,7 +27,7 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 #[derive(Debug)]
 pub struct Unpacked {
     /// `sha256:` of the uncompressed tar (the layer's diff_id).
-    pub diff_id: String,
+    pub diff_id: Digest,
 }
 
 /// A reader that hashes what passes through it.
@@ -192,7 +193,7 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
     // Drain any trailing padding so the digest covers the whole stream.
     let mut reader = archive.into_inner();
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::Image(format!("read layer: {e}")))?;
-    let diff_id = format!("sha256:{}", hex::encode(reader.hasher.finalize()));
+    let diff_id = Digest::from_hasher(reader.hasher);
     // The snapshot root itself must be traversable by any user in the container.
     let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755));
     Ok(Unpacked { diff_id })
@@ -275,7 +276,7 @@ mod tests {
         let t = tar_with(&[("etc/hostname", tar::EntryType::Regular, "box\n")]);
         let want = format!("sha256:{}", hex::encode(Sha256::digest(&t)));
         let (d, r) = unpack(&t);
-        assert_eq!(r.unwrap().diff_id, want);
+        assert_eq!(r.unwrap().diff_id.as_str(), want);
         assert_eq!(
             std::fs::read_to_string(d.path().join("fs/etc/hostname")).unwrap(),
             "box\n"
@@ -289,7 +290,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &t).unwrap();
         let (_d, r) = unpack(&gz.finish().unwrap());
-        assert_eq!(r.unwrap().diff_id, want);
+        assert_eq!(r.unwrap().diff_id.as_str(), want);
     }
 
     #[test]
@@ -297,7 +298,7 @@ mod tests {
         // `zstd -19` of a one-file tar; the diff_id is sha256 of that tar.
         let (d, r) = unpack(include_bytes!("testdata/layer.tar.zst"));
         assert_eq!(
-            r.unwrap().diff_id,
+            r.unwrap().diff_id.as_str(),
             "sha256:2f25eb7c5954ebea1c66542cb2e4e3064cc005d06ab729a8866c7cfa40ab7321"
         );
         assert_eq!(
