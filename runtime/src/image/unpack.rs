@@ -3,6 +3,9 @@
 //! OCI whiteouts become overlayfs whiteouts: `.wh.<name>` turns into a 0:0
 //! character device `<name>`, and `.wh..wh..opq` marks its directory opaque
 //! with the `trusted.overlay.opaque=y` xattr. Both need root, which berthd has.
+//! A whiteout names one file of its own directory: `<name>` must be a single
+//! normal path component (never empty, `.` or `..`), and the whiteout is made
+//! inside the layer being unpacked.
 //!
 //! Safety: an entry may not escape the snapshot. Paths with `..` or that are
 //! absolute are rejected, no entry may be written through a symlink that an
@@ -22,6 +25,42 @@ use crate::error::{Error, Result};
 const WHITEOUT_PREFIX: &str = ".wh.";
 /// The opaque-directory marker.
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// aufs bookkeeping names (`.wh..wh.plnk`, `.wh..wh.aufs`): never applied.
+const AUFS_META_PREFIX: &str = ".wh..wh.";
+
+/// What an entry named like a whiteout asks for.
+#[derive(Debug, PartialEq)]
+enum Whiteout<'a> {
+    /// `.wh..wh..opq`: hide what lower layers hold in this directory.
+    Opaque,
+    /// `.wh.<name>`: hide `<name>` of lower layers.
+    Hide(&'a str),
+    /// aufs metadata: skipped, as containerd and Docker do.
+    AufsMeta,
+}
+
+/// Classifies an entry's file name; `None` for an ordinary file. A whiteout
+/// whose target is not a single normal file name is refused: `..` would
+/// remove the snapshot's parent (every image on the node), `.` the
+/// directory itself.
+fn whiteout_of<'a>(rel: &Path, name: &'a str) -> Result<Option<Whiteout<'a>>> {
+    if name == OPAQUE_MARKER {
+        return Ok(Some(Whiteout::Opaque));
+    }
+    if name.starts_with(AUFS_META_PREFIX) {
+        return Ok(Some(Whiteout::AufsMeta));
+    }
+    let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) else {
+        return Ok(None);
+    };
+    if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains(['/', '\0']) {
+        return Err(Error::Image(format!(
+            "layer entry {}: whiteout of {hidden:?} is not a single file name",
+            rel.display()
+        )));
+    }
+    Ok(Some(Whiteout::Hide(hidden)))
+}
 
 /// Result of unpacking one layer.
 #[derive(Debug)]
@@ -136,23 +175,27 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
             .unwrap_or_default()
             .to_string();
         let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
-        if name == OPAQUE_MARKER {
-            std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
-            set_opaque(&parent)?;
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
-            let target = parent.join(hidden);
-            let _ = std::fs::remove_dir_all(&target).or_else(|_| std::fs::remove_file(&target));
-            nix::sys::stat::mknod(
-                &target,
-                nix::sys::stat::SFlag::S_IFCHR,
-                nix::sys::stat::Mode::empty(),
-                0,
-            )
-            .map_err(|e| Error::Image(format!("whiteout {}: {e}", target.display())))?;
-            continue;
+        match whiteout_of(&rel, &name)? {
+            None => {}
+            Some(Whiteout::AufsMeta) => continue,
+            Some(Whiteout::Opaque) => {
+                std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
+                set_opaque(&parent)?;
+                continue;
+            }
+            Some(Whiteout::Hide(hidden)) => {
+                std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
+                let target = parent.join(hidden);
+                let _ = std::fs::remove_dir_all(&target).or_else(|_| std::fs::remove_file(&target));
+                nix::sys::stat::mknod(
+                    &target,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    0,
+                )
+                .map_err(|e| Error::Image(format!("whiteout {}: {e}", target.display())))?;
+                continue;
+            }
         }
         if entry.header().entry_type().is_hard_link() {
             let link = entry
@@ -329,6 +372,75 @@ mod tests {
         let (_d, r) = unpack(&t);
         assert!(r.unwrap_err().to_string().contains("symlink"));
         assert!(!outside.path().join("pwned").exists());
+    }
+
+    /// A whiteout of `..` (`.wh...`) once removed the snapshot's parent:
+    /// every image on the node. `.` and the empty name are as bad.
+    #[test]
+    fn whiteouts_of_dot_dotdot_or_nothing_are_refused() {
+        for (path, target) in [
+            (".wh...", ".."),
+            ("data/.wh...", ".."),
+            (".wh..", "."),
+            ("data/.wh..", "."),
+            (".wh.", ""),
+        ] {
+            let t = tar_with(&[
+                ("data/keep", tar::EntryType::Regular, "k"),
+                (path, tar::EntryType::Regular, ""),
+            ]);
+            let (d, r) = unpack(&t);
+            let e = r.expect_err(path).to_string();
+            assert!(
+                e.contains("whiteout") && e.contains(&format!("{target:?}")),
+                "{path}: {e}"
+            );
+            assert!(
+                d.path().join("blob").exists(),
+                "{path}: sibling of the snapshot kept"
+            );
+            assert!(d.path().join("fs/data/keep").exists(), "{path}: layer kept");
+        }
+    }
+
+    /// Good whiteouts still work, the opaque marker only under its exact
+    /// name, and aufs metadata names are not applied.
+    #[test]
+    fn whiteouts_hide_one_name_and_the_opaque_marker_is_exact() {
+        use std::os::unix::fs::FileTypeExt;
+        let t = tar_with(&[
+            ("data/.wh.gone", tar::EntryType::Regular, ""),
+            ("data/.wh..hidden", tar::EntryType::Regular, ""),
+            ("opq/.wh..wh..opq", tar::EntryType::Regular, ""),
+            ("notopq/.wh..wh..opqx", tar::EntryType::Regular, ""),
+        ]);
+        let (d, r) = unpack(&t);
+        r.unwrap();
+        let fs = d.path().join("fs");
+        for hidden in ["data/gone", "data/.hidden"] {
+            let m = std::fs::symlink_metadata(fs.join(hidden)).unwrap();
+            assert!(m.file_type().is_char_device(), "{hidden}");
+        }
+        assert!(xattr_of(&fs.join("opq"), "trusted.overlay.opaque").is_some());
+        assert!(xattr_of(&fs.join("notopq"), "trusted.overlay.opaque").is_none());
+        assert!(!fs.join("notopq/.wh..wh..opqx").exists());
+        assert!(!fs.join("notopq/.wh.opqx").exists() && !fs.join("notopq/wh..opqx").exists());
+    }
+
+    fn xattr_of(p: &Path, name: &str) -> Option<Vec<u8>> {
+        let c_path = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let c_name = std::ffi::CString::new(name).unwrap();
+        let mut buf = [0u8; 256];
+        // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+        let n = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        (n >= 0).then(|| buf[..n as usize].to_vec())
     }
 
     #[test]
