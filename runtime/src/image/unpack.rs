@@ -7,6 +7,9 @@
 //! normal path component (never empty, `.` or `..`), and the whiteout is made
 //! inside the layer being unpacked.
 //!
+//! Extended attributes: only `user.*` and `security.capability` are taken
+//! from a layer (see [`xattr_allowed`]).
+//!
 //! Safety: an entry may not escape the snapshot. Paths with `..` or that are
 //! absolute are rejected, no entry may be written through a symlink that an
 //! earlier entry created, and hard links must point inside the snapshot.
@@ -60,6 +63,76 @@ fn whiteout_of<'a>(rel: &Path, name: &'a str) -> Result<Option<Whiteout<'a>>> {
         )));
     }
     Ok(Some(Whiteout::Hide(hidden)))
+}
+
+/// The PAX key prefix tar uses for extended attributes.
+const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+
+/// Whether a layer may set this xattr: `user.*` (the application's own) and
+/// `security.capability` (file capabilities, as ping's `cap_net_raw`).
+/// Never `trusted.*`: `trusted.overlay.*` steers overlayfs (redirects to
+/// other paths, opaque dirs, metacopy origins). Nor other `security.*`
+/// (SELinux labels, IMA/EVM): those are the node's to set.
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"security.capability"
+}
+
+/// The allowed xattrs an entry carries; the others are logged and dropped.
+fn entry_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    rel: &Path,
+) -> Result<Vec<(std::ffi::CString, Vec<u8>)>> {
+    let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| Error::Image(format!("layer entry {}: PAX header: {e}", rel.display())))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for ext in exts {
+        let ext = ext.map_err(|e| Error::Image(format!("layer entry {}: PAX header: {e}", rel.display())))?;
+        let Some(name) = ext.key_bytes().strip_prefix(PAX_XATTR_PREFIX) else {
+            continue;
+        };
+        if !xattr_allowed(name) {
+            tracing::debug!(entry = %rel.display(), xattr = %String::from_utf8_lossy(name), "layer xattr not applied");
+            continue;
+        }
+        let name = std::ffi::CString::new(name)
+            .map_err(|_| Error::Image(format!("layer entry {}: xattr name with NUL", rel.display())))?;
+        out.push((name, ext.value_bytes().to_vec()));
+    }
+    Ok(out)
+}
+
+/// Sets xattrs on `path` without following a symlink.
+fn set_xattrs(path: &Path, xattrs: &[(std::ffi::CString, Vec<u8>)]) -> Result<()> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Image("path with NUL".into()))?;
+    for (name, value) in xattrs {
+        // SAFETY: valid NUL-terminated strings and a value buffer of the length given.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c_path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Image(format!(
+                "set xattr {} on {}: {}",
+                name.to_string_lossy(),
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Result of unpacking one layer.
@@ -153,7 +226,8 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
-    archive.set_unpack_xattrs(true);
+    // Applied by hand, filtered: the tar crate would set every xattr.
+    archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     let entries = archive
         .entries()
@@ -224,6 +298,7 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
             continue;
         }
         std::fs::create_dir_all(&parent).map_err(|e| Error::io("create dir", e))?;
+        let xattrs = entry_xattrs(&mut entry, &rel)?;
         // unpack_in re-validates the path and refuses to escape `dest`.
         entry.unpack_in(dest).map_err(|e| {
             Error::Image(format!(
@@ -232,6 +307,11 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
                 std::error::Error::source(&e)
             ))
         })?;
+        // After unpack_in's chown, which would clear security.capability;
+        // a symlink takes no user.* xattrs (the kernel refuses them).
+        if !entry.header().entry_type().is_symlink() {
+            set_xattrs(&dest.join(&rel), &xattrs)?;
+        }
     }
     // Drain any trailing padding so the digest covers the whole stream.
     let mut reader = archive.into_inner();
@@ -441,6 +521,88 @@ mod tests {
             )
         };
         (n >= 0).then(|| buf[..n as usize].to_vec())
+    }
+
+    /// One PAX record: `"<len> <key>=<value>\n"`, len counting itself.
+    fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+        let body = 1 + key.len() + 1 + value.len() + 1;
+        let mut len = body + 1;
+        while len != body + len.to_string().len() {
+            len = body + len.to_string().len();
+        }
+        let mut r = format!("{len} {key}=").into_bytes();
+        r.extend_from_slice(value);
+        r.push(b'\n');
+        r
+    }
+
+    /// A tar of one file `path` carrying these xattrs (PAX `SCHILY.xattr.*`).
+    fn tar_with_xattrs(path: &str, xattrs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let pax: Vec<u8> = xattrs
+            .iter()
+            .flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v))
+            .collect();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_path("PaxHeader").unwrap();
+        h.set_size(pax.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, &pax[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_path(path).unwrap();
+        h.set_size(1);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    /// Only `user.*` and `security.capability` are taken from a layer:
+    /// `trusted.overlay.*` would steer overlayfs (redirects, opaque dirs),
+    /// other `trusted.*`/`security.*` are the node's.
+    #[test]
+    fn only_allow_listed_xattrs_are_applied() {
+        // VFS v2 capability: cap_net_raw permitted and effective.
+        let cap: &[u8] = &[0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let t = tar_with_xattrs(
+            "bin/ping",
+            &[
+                ("user.mime", b"app"),
+                ("security.capability", cap),
+                ("trusted.overlay.opaque", b"y"),
+                ("trusted.overlay.redirect", b"/etc"),
+                ("trusted.other", b"1"),
+                ("security.selinux", b"system_u:object_r:shadow_t:s0"),
+                ("security.ima", b"x"),
+            ],
+        );
+        let (d, r) = unpack(&t);
+        r.unwrap();
+        let f = d.path().join("fs/bin/ping");
+        assert_eq!(xattr_of(&f, "user.mime").as_deref(), Some(&b"app"[..]));
+        assert_eq!(xattr_of(&f, "security.capability").as_deref(), Some(cap));
+        for refused in [
+            "trusted.overlay.opaque",
+            "trusted.overlay.redirect",
+            "trusted.other",
+            "security.ima",
+        ] {
+            assert_eq!(xattr_of(&f, refused), None, "{refused}");
+        }
+        // SELinux may label the file itself; never with the layer's label.
+        assert_ne!(
+            xattr_of(&f, "security.selinux").as_deref(),
+            Some(&b"system_u:object_r:shadow_t:s0"[..])
+        );
     }
 
     #[test]
