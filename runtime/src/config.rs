@@ -50,6 +50,8 @@ pub struct Config {
     /// Per-registry settings: `[registry."<host>"]` with `mirrors`,
     /// `plain_http`, `ca_file`, `skip_verify`.
     pub registry: crate::image::hosts::Hosts,
+    /// `[image_limits]`: bounds on what one image pull may unpack.
+    pub image_limits: crate::image::limits::Limits,
     /// Size of each pod's /dev/shm tmpfs (bytes).
     pub pod_shm_size_bytes: u64,
     /// `ip:port` of the observability listener (`/metrics`, `/healthz`,
@@ -114,6 +116,7 @@ impl Default for Config {
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             container_rlimits: Vec::new(),
             registry: Default::default(),
+            image_limits: Default::default(),
             pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
             http_address: String::new(),
             stream_address: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
@@ -181,6 +184,7 @@ impl Config {
             ));
         }
         crate::image::hosts::validate(&self.registry)?;
+        self.image_limits.validate()?;
         let mut seen = std::collections::HashSet::new();
         for r in &self.container_rlimits {
             if !RLIMIT_NAMES.contains(&r.kind.as_str()) {

@@ -134,7 +134,11 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
         addr => Some(observe::bind(addr).await?),
     };
     let events = Arc::new(events::Events::default());
-    let images = Arc::new(image::ImageStore::open(&cfg.root)?.with_hosts(cfg.registry.clone()));
+    let images = Arc::new(
+        image::ImageStore::open(&cfg.root)?
+            .with_hosts(cfg.registry.clone())
+            .with_limits(cfg.image_limits.clone()),
+    );
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
     let sandboxes = Arc::new(
         sandbox::SandboxManager::new(cfg.clone(), cgroups, cni, Arc::new(sandbox::shm::RealShmHost))

@@ -418,3 +418,38 @@ async fn config_diff_ids_that_are_paths_are_refused() {
         std::fs::remove_dir_all(&marker).unwrap();
     }
 }
+
+/// `[image_limits]` from the config file: an image with more layers than
+/// `max_layers` is refused before any download, and a layer that unpacks
+/// to more than `max_layer_bytes` (busybox-layers' 4 MiB file, which
+/// compresses to a few KiB) stops while it streams; both with an error
+/// naming the limit, and the store keeps nothing of either pull.
+#[tokio::test]
+async fn configured_image_limits_refuse_with_clear_errors() {
+    let reg = RegistryProcess::start();
+    let layered = format!("{}/library/busybox-layers:latest", reg.addr);
+    let busybox = format!("{}/library/busybox:latest", reg.addr);
+    let (b, mut c, _d) = berthd_on_host("[image_limits]\nmax_layers = 4\n")
+        .await
+        .expect("berthd");
+    let e = c.pull(&layered).await.expect_err("5 layers > 4");
+    assert!(
+        e.message().contains("5 layers") && e.message().contains("max_layers (4)"),
+        "{e:?}"
+    );
+    assert!(store_entries(&b).is_empty(), "{:?}", store_entries(&b));
+    c.pull(&busybox).await.expect("one layer is within the limit");
+    drop((b, c));
+
+    let (b, mut c, _d) = berthd_on_host("[image_limits]\nmax_layer_bytes = 3145728\n")
+        .await
+        .expect("berthd");
+    let e = c.pull(&layered).await.expect_err("4 MiB layer > 3 MiB");
+    assert!(e.message().contains("max_layer_bytes (3145728 bytes)"), "{e:?}");
+    assert!(status(&mut c, &layered).await.is_none());
+    let left = store_entries(&b);
+    assert!(left.is_empty(), "{left:?}");
+    c.pull(&busybox)
+        .await
+        .expect("busybox's 2 MiB layer is within the limit");
+}

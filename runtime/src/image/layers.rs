@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::limits::{ImageBytes, Limits};
 use super::registry::Registry;
 use super::{unpack, Digest, ImageStore};
 use crate::error::{Error, IoContext, Result};
@@ -59,7 +60,14 @@ impl LayerGates {
 impl ImageStore {
     /// Makes every missing snapshot of `layers`, PARALLEL_LAYERS at a time.
     /// The first error stops the others (as does `cancel`) and is returned.
-    pub(super) fn fetch_layers(&self, reg: &Registry, layers: &[Layer], cancel: &AtomicBool) -> Result<()> {
+    /// `image_bytes` counts what the pull unpacks against its limit.
+    pub(super) fn fetch_layers(
+        &self,
+        reg: &Registry,
+        layers: &[Layer],
+        image_bytes: &ImageBytes,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
         let missing: Vec<&Layer> = layers
             .iter()
             .filter(|l| !self.snapshot_dir(&l.chain_id).exists())
@@ -82,7 +90,7 @@ impl ImageStore {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(layer) = missing.get(i) else { return };
                     let stop = StopFlags(cancel, abort);
-                    if let Err(e) = self.fetch_layer(&mut reg, layer, &stop) {
+                    if let Err(e) = self.fetch_layer(&mut reg, layer, image_bytes, &stop) {
                         abort.store(true, Ordering::Relaxed);
                         first_error.lock().expect("error slot").get_or_insert(e);
                         return;
@@ -97,7 +105,13 @@ impl ImageStore {
         }
     }
 
-    fn fetch_layer(&self, reg: &mut Registry, layer: &Layer, stop: &StopFlags<'_>) -> Result<()> {
+    fn fetch_layer(
+        &self,
+        reg: &mut Registry,
+        layer: &Layer,
+        image_bytes: &ImageBytes,
+        stop: &StopFlags<'_>,
+    ) -> Result<()> {
         let gate = self.layer_gates.get(&layer.chain_id);
         let result = {
             // Another pull making the same snapshot finishes first; then it is
@@ -106,14 +120,20 @@ impl ImageStore {
             if self.snapshot_dir(&layer.chain_id).exists() {
                 Ok(())
             } else {
-                self.make_snapshot(reg, layer, stop)
+                self.make_snapshot(reg, layer, image_bytes, stop)
             }
         };
         self.layer_gates.release(&layer.chain_id, gate);
         result
     }
 
-    fn make_snapshot(&self, reg: &mut Registry, layer: &Layer, stop: &StopFlags<'_>) -> Result<()> {
+    fn make_snapshot(
+        &self,
+        reg: &mut Registry,
+        layer: &Layer,
+        image_bytes: &ImageBytes,
+        stop: &StopFlags<'_>,
+    ) -> Result<()> {
         let blob = self.blob_path(&layer.digest);
         if !blob.exists() {
             reg.blob_to_file(&layer.digest, layer.size, &blob, &|| stop.any())?;
@@ -128,7 +148,7 @@ impl ImageStore {
             .join("snapshots")
             .join(format!(".tmp-{}", store::new_id()));
         std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        let committed = unpack_and_check(&blob, &tmp, layer).and_then(|()| {
+        let committed = unpack_and_check(&blob, &tmp, layer, &self.limits, image_bytes).and_then(|()| {
             std::fs::rename(&tmp, &snap).ctx(|| format!("commit snapshot {}", snap.display()))
         });
         if let Err(e) = committed {
@@ -146,8 +166,18 @@ impl ImageStore {
     }
 }
 
-fn unpack_and_check(blob: &Path, dir: &Path, layer: &Layer) -> Result<()> {
-    let unpacked = unpack::unpack_layer(blob, dir)?;
+fn unpack_and_check(
+    blob: &Path,
+    dir: &Path,
+    layer: &Layer,
+    limits: &Limits,
+    image_bytes: &ImageBytes,
+) -> Result<()> {
+    let unpacked = unpack::unpack_layer(blob, dir, limits, image_bytes).map_err(|e| match e {
+        // Which layer: a pull unpacks several at once.
+        Error::Image(why) => Error::Image(format!("layer {}: {why}", layer.digest)),
+        e => e,
+    })?;
     if unpacked.diff_id != layer.diff_id {
         return Err(Error::Image(format!(
             "layer {} unpacks to {}, but the config says {}",

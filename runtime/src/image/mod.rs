@@ -14,6 +14,7 @@ pub mod digest;
 pub mod hosts;
 mod layers;
 pub use layers::LAYER_BYTES_DOWNLOADED;
+pub mod limits;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
@@ -85,6 +86,8 @@ pub struct ImageStore {
     claims: claims::Claims,
     /// Per-registry mirrors and TLS settings from the config.
     hosts: hosts::Hosts,
+    /// Bounds on layers, bytes, entries and paths of one pull.
+    limits: limits::Limits,
 }
 
 /// `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])` (OCI image spec).
@@ -162,6 +165,7 @@ impl ImageStore {
             gc_lock: Default::default(),
             claims: Default::default(),
             hosts: Default::default(),
+            limits: Default::default(),
         };
         store.collect_garbage();
         Ok(store)
@@ -170,6 +174,12 @@ impl ImageStore {
     /// Uses these per-registry settings (mirrors, TLS) for pulls.
     pub fn with_hosts(mut self, hosts: hosts::Hosts) -> Self {
         self.hosts = hosts;
+        self
+    }
+
+    /// Uses these bounds for pulls (the config's `image_limits`).
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -356,6 +366,10 @@ impl ImageStore {
                 Ok((digest, l["size"].as_u64().unwrap_or_default()))
             })
             .collect::<Result<_>>()?;
+        self.limits.check_layers(layers.len())?;
+        for (digest, size) in &layers {
+            self.limits.check_blob_size(digest, *size)?;
+        }
         if layers.len() != diff_ids.len() {
             return Err(Error::Image(format!(
                 "manifest lists {} layers but the config has {} diff_ids",
@@ -379,7 +393,7 @@ impl ImageStore {
             claim.add(claims::Item::Snapshot(l.chain_id.clone()));
             claim.add(claims::Item::Blob(l.digest.clone()));
         }
-        self.fetch_layers(&reg, &layers, cancel)?;
+        self.fetch_layers(&reg, &layers, &limits::ImageBytes::default(), cancel)?;
         // Every layer may have been in place already: a pull cancelled by now
         // still records nothing (kubelet gave up on it and will retry).
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {

@@ -21,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::limits::{CountingReader, ImageBytes, Limits};
 use super::Digest;
 use crate::error::{Error, Result};
 
@@ -218,9 +219,12 @@ fn ensure_no_symlink_parents(root: &Path, rel: &Path) -> Result<()> {
 }
 
 /// Unpacks `blob` into `dest` (which must exist) and returns its diff_id.
-pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
+/// Stops at the first limit passed: this layer's, or the pull's
+/// (`image_bytes` counts every layer the pull unpacks).
+pub fn unpack_layer(blob: &Path, dest: &Path, limits: &Limits, image_bytes: &ImageBytes) -> Result<Unpacked> {
+    let (counted, tripped) = CountingReader::new(open_layer(blob)?, limits, image_bytes);
     let reader = HashingReader {
-        inner: open_layer(blob)?,
+        inner: counted,
         hasher: Sha256::new(),
     };
     let mut archive = tar::Archive::new(reader);
@@ -229,11 +233,53 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
     // Applied by hand, filtered: the tar crate would set every xattr.
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
+    unpack_entries(&mut archive, dest, limits)
+        .and_then(|()| {
+            // Drain any trailing padding so the digest covers the whole stream.
+            let mut reader = archive.into_inner();
+            std::io::copy(&mut reader, &mut std::io::sink())
+                .map_err(|e| Error::Image(format!("read layer: {e}")))?;
+            Ok(Digest::from_hasher(reader.hasher))
+        })
+        .map_err(|e| tripped.or(e))
+        .map(|diff_id| {
+            // The snapshot root itself must be traversable by any user in the container.
+            let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755));
+            Unpacked { diff_id }
+        })
+}
+
+/// Refuses a path or link target longer than the limit (before it is used).
+fn check_path_len(what: &str, bytes: &[u8], limits: &Limits) -> Result<()> {
+    if bytes.len() > limits.max_path_bytes {
+        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]);
+        return Err(Error::Image(format!(
+            "layer entry {what} {head:?}... is {} bytes, more than image_limits.max_path_bytes ({})",
+            bytes.len(),
+            limits.max_path_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn unpack_entries<R: Read>(archive: &mut tar::Archive<R>, dest: &Path, limits: &Limits) -> Result<()> {
+    let mut count = 0u64;
     let entries = archive
         .entries()
         .map_err(|e| Error::Image(format!("read layer tar: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| Error::Image(format!("read layer tar: {e}")))?;
+        count += 1;
+        if count > limits.max_layer_entries {
+            return Err(Error::Image(format!(
+                "layer has more than image_limits.max_layer_entries ({}) entries",
+                limits.max_layer_entries
+            )));
+        }
+        check_path_len("path", &entry.path_bytes(), limits)?;
+        if let Some(link) = entry.link_name_bytes() {
+            check_path_len("link target", &link, limits)?;
+        }
         let raw_path = entry
             .path()
             .map_err(|e| Error::Image(format!("bad entry path: {e}")))?
@@ -313,13 +359,7 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<Unpacked> {
             set_xattrs(&dest.join(&rel), &xattrs)?;
         }
     }
-    // Drain any trailing padding so the digest covers the whole stream.
-    let mut reader = archive.into_inner();
-    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::Image(format!("read layer: {e}")))?;
-    let diff_id = Digest::from_hasher(reader.hasher);
-    // The snapshot root itself must be traversable by any user in the container.
-    let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755));
-    Ok(Unpacked { diff_id })
+    Ok(())
 }
 
 fn set_opaque(dir: &Path) -> Result<()> {
@@ -385,12 +425,16 @@ mod tests {
     }
 
     fn unpack(tarball: &[u8]) -> (tempfile::TempDir, Result<Unpacked>) {
+        unpack_with(tarball, &Limits::default())
+    }
+
+    fn unpack_with(tarball: &[u8], limits: &Limits) -> (tempfile::TempDir, Result<Unpacked>) {
         let d = tempfile::tempdir().unwrap();
         let blob = d.path().join("blob");
         std::fs::write(&blob, tarball).unwrap();
         let dest = d.path().join("fs");
         std::fs::create_dir(&dest).unwrap();
-        let r = unpack_layer(&blob, &dest);
+        let r = unpack_layer(&blob, &dest, limits, &ImageBytes::default());
         (d, r)
     }
 
@@ -603,6 +647,73 @@ mod tests {
             xattr_of(&f, "security.selinux").as_deref(),
             Some(&b"system_u:object_r:shadow_t:s0"[..])
         );
+    }
+
+    /// A gzip bomb (16 MiB of zeros in ~16 KiB) stops at the layer limit
+    /// while it streams: what reached the disk is below the limit.
+    #[test]
+    fn a_decompression_bomb_stops_at_the_layer_limit() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        {
+            let mut b = tar::Builder::new(&mut gz);
+            let mut h = tar::Header::new_gnu();
+            h.set_path("bomb").unwrap();
+            h.set_size(16 << 20);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append(&h, std::io::Read::take(std::io::repeat(0), 16 << 20))
+                .unwrap();
+            b.finish().unwrap();
+        }
+        let blob = gz.finish().unwrap();
+        assert!(blob.len() < 1 << 20, "a bomb: {} bytes", blob.len());
+        let limits = Limits {
+            max_layer_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let (d, r) = unpack_with(&blob, &limits);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("max_layer_bytes (1048576 bytes)"), "{e}");
+        let written = std::fs::metadata(d.path().join("fs/bomb"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(written < 1 << 20, "stopped at the limit: {written}");
+        // The same bomb against the pull's budget (several layers' worth).
+        let image = Limits {
+            max_image_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let (_d, r) = unpack_with(&blob, &image);
+        assert!(r.unwrap_err().to_string().contains("max_image_bytes"));
+    }
+
+    #[test]
+    fn entry_count_and_path_length_are_bounded() {
+        let limits = Limits {
+            max_layer_entries: 3,
+            max_path_bytes: 50,
+            ..Limits::default()
+        };
+        let four = [
+            ("a", tar::EntryType::Regular, ""),
+            ("b", tar::EntryType::Regular, ""),
+            ("c", tar::EntryType::Regular, ""),
+            ("d", tar::EntryType::Regular, ""),
+        ];
+        let (_d, r) = unpack_with(&tar_with(&four[..3]), &limits);
+        r.unwrap();
+        let (_d, r) = unpack_with(&tar_with(&four), &limits);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("max_layer_entries (3)"), "{e}");
+        let long = "d/".repeat(30);
+        let (_d, r) = unpack_with(&tar_with(&[(&long, tar::EntryType::Regular, "")]), &limits);
+        assert!(r.unwrap_err().to_string().contains("max_path_bytes (50)"));
+        let (_d, r) = unpack_with(&tar_with(&[("l", tar::EntryType::Symlink, &long)]), &limits);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("link target") && e.contains("max_path_bytes"), "{e}");
     }
 
     #[test]
