@@ -15,6 +15,7 @@ pub mod hosts;
 mod layers;
 pub use layers::LAYER_BYTES_DOWNLOADED;
 pub mod limits;
+pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
@@ -101,37 +102,6 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
         out.push(next);
     }
     out
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
-}
-
-fn parse_config(bytes: &[u8]) -> Result<(ImageConfig, Vec<Digest>)> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::Image(format!("image config: {e}")))?;
-    let c = &v["config"];
-    let cfg = ImageConfig {
-        entrypoint: strings(&c["Entrypoint"]),
-        cmd: strings(&c["Cmd"]),
-        env: strings(&c["Env"]),
-        working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
-        user: c["User"].as_str().unwrap_or_default().to_string(),
-        stop_signal: c["StopSignal"].as_str().unwrap_or_default().to_string(),
-        // `Volumes` is a set encoded as an object: {"/data": {}}.
-        volumes: c["Volumes"]
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default(),
-    };
-    // Each becomes a chain id, a snapshot's directory name.
-    let diff_ids = strings(&v["rootfs"]["diff_ids"])
-        .iter()
-        .map(|d| Digest::parse(d).map_err(|e| Error::Image(format!("image config diff_id: {e}"))))
-        .collect::<Result<_>>()?;
-    Ok((cfg, diff_ids))
 }
 
 impl ImageStore {
@@ -337,35 +307,26 @@ impl ImageStore {
         // The digest the reference names (an index's, for a multi-arch image):
         // `name@<it>` is what kubelet asks ImageStatus about.
         let top_digest = m.digest.clone();
-        let mut doc: serde_json::Value =
-            serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;
-        if m.media_type.contains("index") || m.media_type.contains("manifest.list") {
-            let chosen = pick_platform(&doc)?;
+        if manifest::kind_of(&m.media_type)? == manifest::Kind::Index {
+            let chosen = pick_platform(&manifest::parse_index(&m.bytes)?)?;
             m = reg.manifest(chosen.as_str())?;
-            doc = serde_json::from_slice(&m.bytes).map_err(|e| Error::Image(format!("manifest: {e}")))?;
+            if manifest::kind_of(&m.media_type)? != manifest::Kind::Manifest {
+                return Err(Error::Image(format!(
+                    "image index entry {chosen} is {:?}, not an image manifest",
+                    m.media_type
+                )));
+            }
         }
-        let config_digest = doc["config"]["digest"]
-            .as_str()
-            .ok_or_else(|| Error::Image("manifest has no config digest".into()))
-            .and_then(Digest::parse)
-            .map_err(|e| Error::Image(format!("manifest config: {e}")))?;
+        let parsed = manifest::parse_manifest(&m.bytes)?;
+        let config_digest = parsed.config;
         // Declared after `_no_remove`, so released (and what this pull
         // alone made removed, should it fail) while RemoveImage still waits.
         let mut claim = self.claim();
         claim.add(claims::Item::Blob(config_digest.clone()));
         let config_bytes = reg.blob_bytes(&config_digest)?;
         self.store_blob(&config_digest, &config_bytes)?;
-        let (config, diff_ids) = parse_config(&config_bytes)?;
-        let layers: Vec<(Digest, u64)> = doc["layers"]
-            .as_array()
-            .ok_or_else(|| Error::Image("manifest has no layers".into()))?
-            .iter()
-            .map(|l| {
-                let digest = Digest::parse(l["digest"].as_str().unwrap_or_default())
-                    .map_err(|e| Error::Image(format!("manifest layer: {e}")))?;
-                Ok((digest, l["size"].as_u64().unwrap_or_default()))
-            })
-            .collect::<Result<_>>()?;
+        let (config, diff_ids) = manifest::parse_config(&config_bytes)?;
+        let layers: Vec<(Digest, u64)> = parsed.layers.into_iter().map(|l| (l.digest, l.size)).collect();
         self.limits.check_layers(layers.len())?;
         for (digest, size) in &layers {
             self.limits.check_blob_size(digest, *size)?;
@@ -498,7 +459,7 @@ impl ImageStore {
 }
 
 /// Picks linux/<host arch>[/<variant>] from an image index.
-fn pick_platform(index: &serde_json::Value) -> Result<Digest> {
+fn pick_platform(index: &oci_spec::image::ImageIndex) -> Result<Digest> {
     let (arch, variant) = match std::env::consts::ARCH {
         "x86_64" => ("amd64", None),
         "aarch64" => ("arm64", Some("v8")),
@@ -506,40 +467,12 @@ fn pick_platform(index: &serde_json::Value) -> Result<Digest> {
         "arm" => ("arm", Some("v7")),
         other => (other, None),
     };
-    pick_platform_for(index, arch, variant)
-}
-
-/// Picks the linux/`arch` manifest of an index: one whose variant equals
-/// `variant` first, else one that states no variant (as containerd's
-/// matcher does; an index for arm64 often omits `v8`). A manifest for
-/// another variant (arm/v6 on an arm/v7 host, or the reverse) is not taken.
-fn pick_platform_for(index: &serde_json::Value, arch: &str, variant: Option<&str>) -> Result<Digest> {
-    let manifests = index["manifests"]
-        .as_array()
-        .ok_or_else(|| Error::Image("image index without manifests".into()))?;
-    let for_arch = || {
-        manifests
-            .iter()
-            .filter(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-    };
-    let exact = for_arch().find(|m| m["platform"]["variant"].as_str() == variant);
-    let unstated = || for_arch().find(|m| m["platform"]["variant"].as_str().is_none_or(str::is_empty));
-    let chosen = exact.or_else(unstated).and_then(|m| m["digest"].as_str());
-    // The digest goes into the manifest URL and is then the store's key.
-    chosen
-        .map(|d| Digest::parse(d).map_err(|e| Error::Image(format!("image index entry: {e}"))))
-        .transpose()?
-        .ok_or_else(|| {
-            let wanted = match variant {
-                Some(v) => format!("linux/{arch}/{v}"),
-                None => format!("linux/{arch}"),
-            };
-            Error::NotFound(format!("image for platform {wanted}"))
-        })
+    manifest::pick_platform_for(index, arch, variant)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::manifest::{parse_config, parse_index, pick_platform_for};
     use super::*;
 
     /// The digest of the `i`th index entry (i < 10).
@@ -548,7 +481,8 @@ mod tests {
     }
 
     fn pick(idx: &serde_json::Value, arch: &str, variant: Option<&str>) -> Result<String> {
-        pick_platform_for(idx, arch, variant).map(|d| d.to_string())
+        let idx = parse_index(idx.to_string().as_bytes())?;
+        pick_platform_for(&idx, arch, variant).map(|d| d.to_string())
     }
 
     fn index(platforms: &[(&str, &str, Option<&str>)]) -> serde_json::Value {
@@ -560,10 +494,11 @@ mod tests {
                 if let Some(v) = variant {
                     p["variant"] = (*v).into();
                 }
-                serde_json::json!({"digest": entry(i), "platform": p})
+                serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "size": 1, "digest": entry(i), "platform": p})
             })
             .collect();
-        serde_json::json!({ "manifests": manifests })
+        serde_json::json!({ "schemaVersion": 2, "manifests": manifests })
     }
 
     #[test]
@@ -611,7 +546,7 @@ mod tests {
     #[test]
     fn parses_image_config() {
         let (c, diffs) = parse_config(
-            br#"{"config":{"Entrypoint":["/bin/sh","-c"],"Cmd":["echo hi"],"Env":["PATH=/bin"],
+            br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/sh","-c"],"Cmd":["echo hi"],"Env":["PATH=/bin"],
                 "WorkingDir":"/w","User":"1000:50","Volumes":{"/var/cache":{},"/data":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}}"#,
         )
         .unwrap();
@@ -640,12 +575,13 @@ mod tests {
             "sha256:".to_string(),
             String::new(),
         ] {
-            let cfg = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [bad]}});
+            let cfg = serde_json::json!({"architecture": "amd64", "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [bad]}});
             let err = parse_config(cfg.to_string().as_bytes()).expect_err(&bad);
             assert!(err.to_string().contains("digest"), "{bad}: {err}");
         }
-        let cfg =
-            serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [format!("sha512:{good}{good}")]}});
+        let cfg = serde_json::json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha512:{good}{good}")]}});
         let err = parse_config(cfg.to_string().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("sha512"), "names the algorithm: {err}");
     }
@@ -678,10 +614,11 @@ mod tests {
 
     #[test]
     fn picks_host_platform() {
-        let idx = serde_json::json!({"manifests":[
-            {"digest":entry(1),"platform":{"os":"linux","architecture":"arm64"}},
-            {"digest":entry(2),"platform":{"os":"linux","architecture":"amd64"}}]});
-        let got = pick_platform(&idx).unwrap();
+        let m = "application/vnd.oci.image.manifest.v1+json";
+        let idx = serde_json::json!({"schemaVersion":2,"manifests":[
+            {"mediaType":m,"size":1,"digest":entry(1),"platform":{"os":"linux","architecture":"arm64"}},
+            {"mediaType":m,"size":1,"digest":entry(2),"platform":{"os":"linux","architecture":"amd64"}}]});
+        let got = pick_platform(&parse_index(idx.to_string().as_bytes()).unwrap()).unwrap();
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(got.to_string(), entry(2));
         }
