@@ -52,6 +52,8 @@ pub struct Config {
     pub registry: crate::image::hosts::Hosts,
     /// `[image_limits]`: bounds on what one image pull may unpack.
     pub image_limits: crate::image::limits::Limits,
+    /// `[registry_timeouts]`: connect, response-header and idle timeouts.
+    pub registry_timeouts: crate::image::hosts::Timeouts,
     /// Size of each pod's /dev/shm tmpfs (bytes).
     pub pod_shm_size_bytes: u64,
     /// `ip:port` of the observability listener (`/metrics`, `/healthz`,
@@ -117,6 +119,7 @@ impl Default for Config {
             container_rlimits: Vec::new(),
             registry: Default::default(),
             image_limits: Default::default(),
+            registry_timeouts: Default::default(),
             pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
             http_address: String::new(),
             stream_address: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
@@ -185,6 +188,7 @@ impl Config {
         }
         crate::image::hosts::validate(&self.registry)?;
         self.image_limits.validate()?;
+        self.registry_timeouts.validate()?;
         let mut seen = std::collections::HashSet::new();
         for r in &self.container_rlimits {
             if !RLIMIT_NAMES.contains(&r.kind.as_str()) {

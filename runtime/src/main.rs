@@ -137,7 +137,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
     let images = Arc::new(
         image::ImageStore::open(&cfg.root)?
             .with_hosts(cfg.registry.clone())
-            .with_limits(cfg.image_limits.clone()),
+            .with_limits(cfg.image_limits.clone())
+            .with_timeouts(cfg.registry_timeouts.clone()),
     );
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
     let sandboxes = Arc::new(

@@ -453,3 +453,38 @@ async fn configured_image_limits_refuse_with_clear_errors() {
         .await
         .expect("busybox's 2 MiB layer is within the limit");
 }
+
+/// A registry that accepts connections and never answers fails the pull
+/// at the configured response-header timeout, with an error saying so;
+/// a second pull of the same image (which waits on the first's gate)
+/// ends the same way instead of queueing forever.
+#[tokio::test]
+async fn a_registry_that_never_answers_fails_the_pull_at_its_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let cfg = "[registry_timeouts]\nconnect_ms = 500\nresponse_header_ms = 500\nidle_ms = 500\n";
+    let (b, c, _d) = berthd_on_host(cfg).await.expect("berthd");
+    let image = format!("{addr}/library/silent:latest");
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut c, image) = (c.clone(), image.clone());
+            tokio::spawn(async move { c.pull(&image).await })
+        })
+        .collect();
+    for p in pulls {
+        // The generous bound only turns "hangs forever" into a failure.
+        let r = tokio::time::timeout(std::time::Duration::from_secs(120), p)
+            .await
+            .expect("the pull hung on a silent registry")
+            .unwrap();
+        let e = r.expect_err("no answer");
+        assert!(e.message().contains("timeout"), "{e:?}");
+    }
+    assert!(store_entries(&b).is_empty());
+}

@@ -193,7 +193,53 @@ pub fn is_loopback(host_port: &str) -> bool {
 }
 
 /// An HTTP agent for `host` with its TLS settings.
-pub fn agent(hosts: &Hosts, host: &str) -> Result<ureq::Agent> {
+/// `[registry_timeouts]` (milliseconds). A registry that accepts a
+/// connection and never answers, or stops sending mid-layer, must not hold
+/// a pull forever, nor the per-image and per-layer gates other pulls of
+/// the same image or layer wait on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// DNS, TCP connect and TLS handshake.
+    pub connect_ms: u64,
+    /// From sending a request to receiving the response's headers.
+    pub response_header_ms: u64,
+    /// Longest pause in any read or write (also while waiting for
+    /// headers). It bounds progress, not duration: a layer download that
+    /// keeps receiving takes as long as it needs.
+    pub idle_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 30_000,
+            response_header_ms: 60_000,
+            idle_ms: 60_000,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Every timeout must be set: zero would mean none.
+    pub fn validate(&self) -> Result<()> {
+        for (name, ms) in [
+            ("connect_ms", self.connect_ms),
+            ("response_header_ms", self.response_header_ms),
+            ("idle_ms", self.idle_ms),
+        ] {
+            if ms == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "config registry_timeouts.{name} must be greater than 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP client for `host`: its TLS settings and the timeouts.
+pub fn agent(hosts: &Hosts, host: &str, timeouts: &Timeouts) -> Result<ureq::Agent> {
     let h = hosts.get(host).cloned().unwrap_or_default();
     let mut tls = ureq::tls::TlsConfig::builder();
     if h.skip_verify {
@@ -206,10 +252,18 @@ pub fn agent(hosts: &Hosts, host: &str) -> Result<ureq::Agent> {
     Ok(ureq::Agent::config_builder()
         .tls_config(tls.build())
         .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_body(Some(Duration::from_secs(300)))
+        .timeout_resolve(Some(ms(timeouts.connect_ms)))
+        .timeout_connect(Some(ms(timeouts.connect_ms)))
+        .timeout_send_request(Some(ms(timeouts.idle_ms)))
+        .timeout_recv_response(Some(ms(timeouts.response_header_ms)))
+        .timeout_per_read(Some(ms(timeouts.idle_ms)))
+        .timeout_per_write(Some(ms(timeouts.idle_ms)))
         .build()
         .into())
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
 }
 
 /// The node's bundle plus the certificates of `ca`.
@@ -296,7 +350,7 @@ mod tests {
         let ca = d.path().join("ca.pem");
         std::fs::write(&ca, include_bytes!("testdata/ca-and-key.pem")).unwrap();
         validate(&hosts(&with(&ca))).unwrap();
-        agent(&hosts(&with(&ca)), "x").unwrap();
+        agent(&hosts(&with(&ca)), "x", &Timeouts::default()).unwrap();
         assert!(is_loopback("127.0.0.1:5000") && is_loopback("[::1]:5000") && !is_loopback("127.evil"));
         assert!(validate(&hosts("[registry.\"x\"]\npassword = \"p\"\n")).is_err());
         assert!(validate(&hosts("[registry.\"x\"]\nauth = \"not base64!\"\n")).is_err());
@@ -329,5 +383,39 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains(REDACTED), "{shown}");
+    }
+
+    /// A registry that accepts and never answers: every phase of a request
+    /// ends at its configured timeout with an error saying so.
+    #[test]
+    fn a_registry_that_never_answers_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads nothing, answers nothing; holds every connection.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming() {
+                held.push(c);
+            }
+        });
+        let t = Timeouts {
+            connect_ms: 200,
+            response_header_ms: 200,
+            idle_ms: 200,
+        };
+        let agent = agent(&Hosts::default(), &addr.to_string(), &t).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = agent.get(&format!("http://{addr}/v2/")).call();
+            let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+        });
+        // Not a timing assertion: the generous wait only turns "hangs
+        // forever" (the old agent had no header timeout) into a failure.
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the request hung: no response-header timeout");
+        let e = got.expect_err("no answer");
+        assert!(e.contains("timeout"), "{e}");
+        assert!(Timeouts { idle_ms: 0, ..t }.validate().is_err());
     }
 }

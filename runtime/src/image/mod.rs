@@ -89,6 +89,8 @@ pub struct ImageStore {
     hosts: hosts::Hosts,
     /// Bounds on layers, bytes, entries and paths of one pull.
     limits: limits::Limits,
+    /// Registry connect, response-header and idle timeouts.
+    timeouts: hosts::Timeouts,
 }
 
 /// `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])` (OCI image spec).
@@ -136,6 +138,7 @@ impl ImageStore {
             claims: Default::default(),
             hosts: Default::default(),
             limits: Default::default(),
+            timeouts: Default::default(),
         };
         store.collect_garbage();
         Ok(store)
@@ -144,6 +147,12 @@ impl ImageStore {
     /// Uses these per-registry settings (mirrors, TLS) for pulls.
     pub fn with_hosts(mut self, hosts: hosts::Hosts) -> Self {
         self.hosts = hosts;
+        self
+    }
+
+    /// Uses these registry timeouts (the config's `registry_timeouts`).
+    pub fn with_timeouts(mut self, timeouts: hosts::Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -159,7 +168,7 @@ impl ImageStore {
         let endpoints = hosts::endpoints(&self.hosts, &r.domain, r.registry_host(), r.is_loopback());
         let mut last = None;
         for e in &endpoints {
-            let agent = hosts::agent(&self.hosts, &e.host)?;
+            let agent = hosts::agent(&self.hosts, &e.host, &self.timeouts)?;
             // The pull's own credentials win; else the config's for this
             // endpoint (a mirror by its host, the registry by its domain).
             let creds = match creds {
