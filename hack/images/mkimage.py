@@ -32,6 +32,8 @@ Images:
   evil-diffid-abs, evil-diffid-dotdot
                 a config whose rootfs.diff_ids holds a path (/tmp/berth-evil-diffid-abs,
                 sha256:../../(..)/tmp/berth-evil-diffid-dotdot) instead of a digest
+  evil-whiteout-dotdot
+                a layer whose top-level .wh... whites out ".."
 
 A layout may carry berth-tags (tags to push besides latest) and
 berth-corrupt (layer digests to garble), read by registry-seed.sh.
@@ -317,6 +319,10 @@ def build_hostile(out):
     build_hostile_config(out, "evil-diffid-abs", one, ["/tmp/berth-evil-diffid-abs"])
     build_hostile_config(out, "evil-diffid-dotdot", one,
                          ["sha256:" + "../" * 12 + "tmp/berth-evil-diffid-dotdot"])
+    # A whiteout of ".." at the top of the layer: unpacked in
+    # snapshots/.tmp-*, it named the snapshots dir itself (every image).
+    build(out, "evil-whiteout-dotdot", [("data", "dir", None, 0o755, 0, 0),
+                                        (".wh...", "file", b"", 0o644, 0, 0)], {})
 
 
 if __name__ == "__main__":

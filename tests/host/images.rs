@@ -488,3 +488,25 @@ async fn a_registry_that_never_answers_fails_the_pull_at_its_timeout() {
     }
     assert!(store_entries(&b).is_empty());
 }
+
+/// A layer holding `.wh...` (the whiteout of `..`) is refused with an
+/// error naming it, and every other image's snapshots stay: unpacked in
+/// `snapshots/.tmp-*`, that whiteout once removed the snapshots dir.
+#[tokio::test]
+async fn a_whiteout_of_dotdot_is_refused_and_other_images_stay() {
+    let reg = RegistryProcess::start();
+    let (b, mut c, _d) = berthd_on_host("").await.expect("berthd");
+    let busybox = format!("{}/library/busybox:latest", reg.addr);
+    c.pull(&busybox).await.expect("busybox");
+    let (_, info) = status(&mut c, &busybox).await.unwrap();
+    let before = store_entries(&b);
+    let evil = format!("{}/library/evil-whiteout-dotdot:latest", reg.addr);
+    let e = c.pull(&evil).await.expect_err("whiteout of ..");
+    assert!(
+        e.message()
+            .contains(r#"whiteout of ".." is not a single file name"#),
+        "{e:?}"
+    );
+    assert!(snapshot(&b, &chain_ids(&info)[0]).join("bin/busybox").exists());
+    assert_eq!(store_entries(&b), before, "nothing added, nothing removed");
+}
