@@ -256,6 +256,35 @@ impl Registry {
         )))
     }
 
+    /// Credentials cross plain http only to the registry's own host (an
+    /// operator-configured insecure registry): a challenge naming an http
+    /// realm elsewhere would send them readable to whoever is on the path.
+    fn check_realm(&self, realm: &str) -> Result<()> {
+        if matches!(self.creds, Credentials::None) || !realm.starts_with("http://") {
+            return Ok(());
+        }
+        let hostname = |url: &str| -> String {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let authority = rest.split('/').next().unwrap_or_default();
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default().to_ascii_lowercase(),
+                None => authority
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+            }
+        };
+        if self.base.starts_with("http://") && hostname(&self.base) == hostname(realm) {
+            return Ok(());
+        }
+        Err(Error::Unauthenticated(format!(
+            "{}: token realm {realm:?} is plain http on another host; credentials are not sent there",
+            self.base
+        )))
+    }
+
     /// Bearer-token flow (`Bearer realm=..,service=..,scope=..`): GET with
     /// basic credentials (or none), or the OAuth2 POST with a refresh token.
     fn fetch_token(&self, params: &str) -> Result<String> {
@@ -274,6 +303,7 @@ impl Registry {
             fields.push(("scope".into(), format!("repository:{}:pull", self.repository)));
         }
         let realm = realm.ok_or_else(|| Error::Image("token challenge without realm".into()))?;
+        self.check_realm(&realm)?;
         let mut resp = if let Credentials::IdentityToken(refresh) = &self.creds {
             let mut form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             form.extend([
@@ -493,6 +523,54 @@ mod tests {
         assert!(roots_from(&bundle).unwrap().is_empty());
         let missing = roots_from(&dir.path().join("none.pem")).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// A token realm over plain http on another host than the registry
+    /// never receives basic credentials: the pull is refused instead.
+    #[test]
+    fn basic_credentials_never_go_to_an_http_realm_elsewhere() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                let body = r#"{"token":"t"}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let reg = Registry {
+            agent: ureq::Agent::new_with_defaults(),
+            base: "https://registry.example".into(),
+            repository: "lib/app".into(),
+            creds: Credentials::Basic {
+                username: "u".into(),
+                password: "secret".into(),
+            },
+            auth: None,
+        };
+        let got = reg.fetch_token(&format!("realm=\"http://127.0.0.1:{port}/token\",service=\"x\""));
+        let e = got.expect_err("basic credentials offered to an http realm");
+        assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+        if let Ok(req) = rx.try_recv() {
+            assert!(!req.contains("authorization"), "credentials leaked: {req}");
+        }
+        // An insecure registry the operator named, with its realm on the
+        // same host, still gets its credentials.
+        let same = Registry {
+            base: "http://127.0.0.1:5000".into(),
+            ..reg
+        };
+        let realm = format!("realm=\"http://127.0.0.1:{port}/token\"");
+        assert_eq!(same.fetch_token(&realm).unwrap(), "t");
+        assert!(rx.recv().unwrap().contains("authorization: basic"));
     }
 
     #[test]
