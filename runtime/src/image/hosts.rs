@@ -258,6 +258,10 @@ pub fn agent(hosts: &Hosts, host: &str, timeouts: &Timeouts) -> Result<ureq::Age
         .timeout_recv_response(Some(ms(timeouts.response_header_ms)))
         .timeout_per_read(Some(ms(timeouts.idle_ms)))
         .timeout_per_write(Some(ms(timeouts.idle_ms)))
+        // Blob downloads redirect to storage on other hosts: the registry's
+        // token or basic credentials never follow a redirect (ureq's
+        // default, stated so a change of default cannot leak them).
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
         .build()
         .into())
 }

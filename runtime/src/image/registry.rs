@@ -573,6 +573,69 @@ mod tests {
         assert!(rx.recv().unwrap().contains("authorization: basic"));
     }
 
+    /// A loopback server that answers every request with `reply` and
+    /// sends the request's lowercased head down the channel.
+    fn recording_server(
+        reply: impl Fn(u16) -> String + Send + 'static,
+    ) -> (u16, std::sync::mpsc::Receiver<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                let _ = c.write_all(reply(port).as_bytes());
+            }
+        });
+        (port, rx)
+    }
+
+    /// Blob downloads redirect to storage on another host: the registry's
+    /// Authorization header must not follow (pinned here; ureq's default
+    /// already strips it, so this guards the agent's configuration).
+    #[test]
+    fn a_redirect_to_another_host_carries_no_authorization() {
+        let (store, seen) = recording_server(|_| {
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".into()
+        });
+        let (reg_port, reg_seen) = recording_server(move |_| {
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://localhost:{store}/blob\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+        });
+        let host = format!("127.0.0.1:{reg_port}");
+        let agent = super::super::hosts::agent(
+            &super::super::hosts::Hosts::default(),
+            &host,
+            &super::super::hosts::Timeouts::default(),
+        )
+        .unwrap();
+        let mut reg = Registry {
+            agent,
+            base: format!("http://{host}"),
+            repository: "lib/app".into(),
+            creds: Credentials::None,
+            auth: Some("Bearer registry-secret".into()),
+        };
+        let resp = reg
+            .get(&format!("http://{host}/v2/lib/app/blobs/x"), None)
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(reg_seen
+            .recv()
+            .unwrap()
+            .contains("authorization: bearer registry-secret"));
+        let req = seen.recv().unwrap();
+        assert!(req.starts_with("get /blob"), "{req}");
+        assert!(
+            !req.contains("authorization"),
+            "token followed the redirect: {req}"
+        );
+    }
+
     #[test]
     fn credentials_from_cri_auth() {
         use berth_proto::cri::AuthConfig;
