@@ -171,10 +171,15 @@ impl ImageStore {
             let agent = hosts::agent(&self.hosts, &e.host, &self.timeouts)?;
             // The pull's own credentials win; else the config's for this
             // endpoint (a mirror by its host, the registry by its domain).
+            // A mirror over plain http never gets the pull's credentials:
+            // they were given for the registry, and http shows them to the
+            // path; it gets only what the config names for its own host.
+            let plain_mirror = e.mirror && e.base.starts_with("http://");
             let creds = match creds {
                 Credentials::None => {
                     hosts::credentials(&self.hosts, if e.mirror { &e.host } else { &r.domain })?
                 }
+                _ if plain_mirror => hosts::credentials(&self.hosts, &e.host)?,
                 _ => creds.clone(),
             };
             let mut reg = Registry::new(r, e, agent, creds);
@@ -483,6 +488,51 @@ fn pick_platform(index: &oci_spec::image::ImageIndex) -> Result<Digest> {
 mod tests {
     use super::manifest::{parse_config, parse_index, pick_platform_for};
     use super::*;
+
+    /// The pull's credentials were given for the registry: a mirror over
+    /// plain http never receives them, even when it asks.
+    #[test]
+    fn an_http_mirror_never_gets_the_pulls_credentials() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                let _ = c.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"m\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        let mut hosts = hosts::Hosts::default();
+        hosts.insert(
+            "reg.invalid".into(),
+            hosts::HostConfig {
+                mirrors: vec![format!("http://127.0.0.1:{port}")],
+                ..Default::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap().with_hosts(hosts);
+        let r = Reference::parse("reg.invalid/lib/app:1").unwrap();
+        let creds = Credentials::Basic {
+            username: "u".into(),
+            password: "secret".into(),
+        };
+        assert!(store.connect(&r, creds).is_err());
+        let seen: Vec<String> = rx.try_iter().collect();
+        assert!(!seen.is_empty(), "the mirror was not tried");
+        for req in seen {
+            assert!(
+                !req.contains("authorization"),
+                "credentials sent to an http mirror: {req}"
+            );
+        }
+    }
 
     /// The digest of the `i`th index entry (i < 10).
     fn entry(i: usize) -> String {
