@@ -267,7 +267,7 @@ impl ContainerManager {
             &image.config.volumes,
             &cfg.mounts,
             &self.cfg.root.join("containers").join(&id).join("volumes"),
-        );
+        )?;
         let spec_cfg = cri::ContainerConfig {
             mounts: volumes.iter().cloned().chain(cri_mounts).collect(),
             ..cfg.clone()
