@@ -1,6 +1,6 @@
 //! OCI mount options -> mount(2) flags, and path resolution inside the rootfs.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
@@ -90,50 +90,6 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
     }
     p.data = data.join(",");
     p
-}
-
-/// Resolves `unsafe_path` inside `root` as if `root` were `/`: `..` cannot
-/// climb above the root and absolute symlinks are re-rooted, so a hostile
-/// image cannot point a mount target outside its rootfs.
-pub fn secure_join(root: &Path, unsafe_path: &Path) -> std::io::Result<PathBuf> {
-    let mut resolved = PathBuf::new(); // relative to root
-    let mut pending: Vec<PathBuf> = vec![unsafe_path.to_path_buf()];
-    let mut links = 0;
-    while let Some(p) = pending.pop() {
-        let mut comps: Vec<Component> = p.components().collect();
-        comps.reverse();
-        while let Some(c) = comps.pop() {
-            match c {
-                Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
-                Component::ParentDir => {
-                    resolved.pop();
-                }
-                Component::Normal(name) => {
-                    let candidate = resolved.join(name);
-                    let full = root.join(&candidate);
-                    match std::fs::symlink_metadata(&full) {
-                        Ok(m) if m.file_type().is_symlink() => {
-                            links += 1;
-                            if links > 40 {
-                                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
-                            }
-                            let target = std::fs::read_link(&full)?;
-                            if target.is_absolute() {
-                                resolved = PathBuf::new();
-                            }
-                            // Resolve the link target, then the rest of this path.
-                            let rest: PathBuf = comps.iter().rev().collect();
-                            comps.clear();
-                            pending.push(rest);
-                            pending.push(target);
-                        }
-                        _ => resolved = candidate,
-                    }
-                }
-            }
-        }
-    }
-    Ok(root.join(resolved))
 }
 
 /// The mount point of the mount holding `path`, and whether it is shared,
@@ -232,26 +188,5 @@ mod tests {
             mount_holding(info, Path::new("/var")),
             Some((PathBuf::from("/"), true))
         );
-    }
-
-    #[test]
-    fn secure_join_stays_inside_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
-        std::os::unix::fs::symlink("../../../..", root.join("etc/up")).unwrap();
-        std::os::unix::fs::symlink("loop2", root.join("loop1")).unwrap();
-        std::os::unix::fs::symlink("loop1", root.join("loop2")).unwrap();
-        assert_eq!(
-            secure_join(root, Path::new("/../../etc/passwd")).unwrap(),
-            root.join("etc/passwd")
-        );
-        assert_eq!(
-            secure_join(root, Path::new("/abs/hosts")).unwrap(),
-            root.join("etc/hosts")
-        );
-        assert_eq!(secure_join(root, Path::new("/etc/up/x")).unwrap(), root.join("x"));
-        assert!(secure_join(root, Path::new("/loop1/x")).is_err());
     }
 }
