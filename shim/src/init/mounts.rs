@@ -92,6 +92,55 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
     p
 }
 
+/// The longest option string mount(2) copies: one page, NUL included.
+pub const MOUNT_DATA_MAX: usize = 4095;
+
+/// Rewrites an overlay option string too long for mount(2) (an image of
+/// many layers: Docker allows 127, and a page holds about 40 of our
+/// snapshot paths) so every `lowerdir` entry is a short `/proc/self/fd/N`
+/// of a directory `open_dir` opened. Kernel 6.1 has neither `lowerdir+`
+/// nor fsconfig strings over 256 bytes, so this is the portable way. The
+/// returned fds must stay open until the mount is done. Short strings are
+/// returned as they are.
+pub fn shorten_lowerdirs<F>(
+    data: &str,
+    mut open_dir: F,
+) -> std::io::Result<(String, Vec<std::os::fd::OwnedFd>)>
+where
+    F: FnMut(&str) -> std::io::Result<std::os::fd::OwnedFd>,
+{
+    use std::os::fd::AsRawFd;
+    if data.len() <= MOUNT_DATA_MAX {
+        return Ok((data.to_string(), Vec::new()));
+    }
+    let mut fds = Vec::new();
+    let mut out = Vec::new();
+    for opt in data.split(',') {
+        let Some(dirs) = opt.strip_prefix("lowerdir=") else {
+            out.push(opt.to_string());
+            continue;
+        };
+        let mut short = Vec::new();
+        for d in dirs.split(':') {
+            let fd = open_dir(d)?;
+            short.push(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            fds.push(fd);
+        }
+        out.push(format!("lowerdir={}", short.join(":")));
+    }
+    let data = out.join(",");
+    if data.len() > MOUNT_DATA_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "overlay options are {} bytes even with short lowerdirs",
+                data.len()
+            ),
+        ));
+    }
+    Ok((data, fds))
+}
+
 /// The mount point of the mount holding `path`, and whether it is shared,
 /// from mountinfo text (proc(5): field 5 is the mount point, optional
 /// fields such as `shared:N` run up to a lone `-`). The longest matching
@@ -187,6 +236,28 @@ mod tests {
         assert_eq!(
             mount_holding(info, Path::new("/var")),
             Some((PathBuf::from("/"), true))
+        );
+    }
+
+    #[test]
+    fn long_lowerdirs_become_fd_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = "lowerdir=/a:/b,upperdir=/u,workdir=/w";
+        let (same, fds) = shorten_lowerdirs(short, |_| unreachable!()).unwrap();
+        assert_eq!((same.as_str(), fds.len()), (short, 0));
+        let layer = format!("{}/{}", dir.path().display(), "s".repeat(64));
+        std::fs::create_dir_all(&layer).unwrap();
+        let lower = vec![layer.as_str(); 127].join(":");
+        let long = format!("lowerdir={lower},upperdir=/u,workdir=/w");
+        assert!(long.len() > MOUNT_DATA_MAX);
+        let (data, fds) = shorten_lowerdirs(&long, |d| std::fs::File::open(d).map(Into::into)).unwrap();
+        assert_eq!(fds.len(), 127);
+        assert!(data.len() <= MOUNT_DATA_MAX, "{}", data.len());
+        assert!(data.ends_with(",upperdir=/u,workdir=/w"), "{data}");
+        let first = data.strip_prefix("lowerdir=").unwrap().split(':').next().unwrap();
+        assert_eq!(
+            std::fs::read_link(first).unwrap(),
+            std::path::PathBuf::from(&layer)
         );
     }
 }

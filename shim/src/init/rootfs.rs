@@ -13,7 +13,7 @@ use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
 
 use super::inroot::{self, fd_path, Create};
-use super::mounts::{mount_holding, parse_options};
+use super::mounts::{mount_holding, parse_options, shorten_lowerdirs};
 use super::InitConfig;
 
 /// Where cgroup v2 is mounted on the host.
@@ -108,12 +108,14 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
     let root = &cfg.rootfs_dir;
     for m in &cfg.rootfs_mounts {
         let p = parse_options(&m.options);
+        let (data, _lower_fds) = shorten_lowerdirs(&p.data, |d| std::fs::File::open(d).map(OwnedFd::from))
+            .with_context(|| format!("open the layers of the {} rootfs", m.fstype))?;
         mount(
             Some(m.source.as_str()),
             root,
             Some(m.fstype.as_str()),
             p.flags,
-            Some(p.data.as_str()),
+            Some(data.as_str()),
         )
         .with_context(|| format!("mount {} rootfs at {}", m.fstype, root.display()))?;
     }
