@@ -300,3 +300,51 @@ async fn hostile_127_layers_run() {
     assert_eq!(got, Ok((0, vec!["0".into(), "126".into(), "127".into()])));
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+/// CVE-2019-5736 defence in depth: the stages berth-shim runs inside a
+/// container's namespaces (the parked init, the shared PID namespace's
+/// PID 1) run it from a read-only mount, so `/proc/<pid>/exe` reopened for
+/// writing can never overwrite berth-shim on the node.
+#[tokio::test]
+async fn hostile_container_stages_run_a_read_only_berth_shim() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&image("busybox")).await.expect("pull");
+    let mut pod = pod_config("roexe", &b.log_dir());
+    let pid_ns = || cri::NamespaceOption {
+        pid: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(pid_ns()),
+        ..Default::default()
+    });
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let mut cfg = container_config("parked", &image("busybox"), &["echo", "ran"]);
+    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        namespace_options: Some(pid_ns()),
+        ..Default::default()
+    });
+    // Created, not started: its init is parked inside the container.
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    for stage in ["init", "pod-init"] {
+        let procs = processes_matching(&format!("berth-shim {stage} "));
+        assert!(!procs.is_empty(), "no berth-shim {stage} running");
+        for (pid, _) in procs {
+            let exe = format!("/proc/{pid}/exe");
+            let st = nix::sys::statvfs::statvfs(exe.as_str()).expect("statvfs");
+            assert!(
+                st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+                "berth-shim {stage} (pid {pid}) runs {:?} from a writable mount",
+                std::fs::read_link(&exe)
+            );
+        }
+    }
+    // And the stages still work from there.
+    c.start(&id).await.expect("start");
+    c.wait_exited(&id, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(log_lines(&b.log_dir().join("parked.log")), vec!["ran"]);
+    c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
