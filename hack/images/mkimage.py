@@ -35,6 +35,11 @@ Images:
   evil-whiteout-dotdot
                 a layer whose top-level .wh... whites out ".."
 
+  hostile-*     (containers block, see build_hostile_containers): a /dev
+                symlink to a node path, VOLUMEs over /proc/self/attr and /dev/pts
+  layers-127    127 layers (Docker's maximum): /layers/0 in the bottom one
+                (with busybox), /layers/N in layer N
+
 A layout may carry berth-tags (tags to push besides latest) and
 berth-corrupt (layer digests to garble), read by registry-seed.sh.
 """
@@ -288,6 +293,7 @@ def main():
     build(out, "evil-hardlink", [("data", "dir", None, 0o755, 0, 0),
                                  ("data/shadow", "hard", up + "etc/shadow", 0o644, 0, 0)], {})
     build_hostile(out)
+    build_hostile_containers(out)
 
 
 # --- Hostile image-store inputs (image hardening, issue 17) ---------------
@@ -323,6 +329,27 @@ def build_hostile(out):
     # snapshots/.tmp-*, it named the snapshots dir itself (every image).
     build(out, "evil-whiteout-dotdot", [("data", "dir", None, 0o755, 0, 0),
                                         (".wh...", "file", b"", 0o644, 0, 0)], {})
+
+
+# ---- Hostile images for the container side (init, mounts, overlay) --------
+# Kept apart from the image-store ones above: these unpack fine and attack
+# the container's setup instead.
+def build_hostile_containers(out):
+    # /dev is a symlink to a node path: the init must resolve it inside the
+    # rootfs, never create device nodes or mount points on the node.
+    devlink = [e for e in base_entries(PASSWD, GROUP) if e[0] != "dev"]
+    devlink.append(("dev", "sym", "/tmp/berth-hostile-dev", 0o777, 0, 0))
+    build(out, "hostile-devlink", devlink, {})
+    # VOLUMEs over kernel interfaces (runc CVE-2019-16884: an empty dir over
+    # /proc/self/attr swallows the AppArmor profile write) and /dev/pts.
+    build(out, "hostile-vol-attr", base_entries(PASSWD, GROUP), {"Volumes": {"/proc/self/attr": {}}})
+    build(out, "hostile-vol-devpts", base_entries(PASSWD, GROUP), {"Volumes": {"/dev/pts": {}}})
+    # 127 layers: the lowerdir option string is far over one page.
+    layers = [base_entries(PASSWD, GROUP, ["layers"]) + [("layers/0", "file", b"0\n", 0o644, 0, 0)]]
+    for n in range(1, 127):
+        layers.append([("layers", "dir", None, 0o755, 0, 0),
+                       ("layers/%d" % n, "file", b"%d\n" % n, 0o644, 0, 0)])
+    build(out, "layers-127", layers, {})
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
         cgroup::CgroupManager::new(&cfg.cgroup_root).with_registry(cfg.root.join("cgroup-parents.json"))?;
     cgroups.check_host()?;
     for d in [&cfg.root, &cfg.state] {
-        std::fs::create_dir_all(d).map_err(|e| error::Error::io(format!("create {}", d.display()), e))?;
+        store::modes::create_dir(d, store::modes::PRIVATE_DIR)
+            .map_err(|e| error::Error::io(format!("create {}", d.display()), e))?;
     }
     tracing::info!(
         supported = *container::mounts::RECURSIVE_READ_ONLY_SUPPORTED,

@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,17 @@ impl LogFile {
             if let Some(dir) = Path::new(path).parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            Some(OpenOptions::new().create(true).append(true).open(path)?)
+            // Container output is the pod's business: root and the log
+            // readers' group (kubelet runs as root), never everyone.
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(path)?;
+            if f.metadata()?.is_file() {
+                f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+            }
+            Some(f)
         };
         Ok(LogFile {
             path: Arc::new(path.to_string()),

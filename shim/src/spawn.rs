@@ -8,9 +8,125 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 
 use nix::sched::CloneFlags;
+
+/// open_tree(2) flags of <linux/mount.h>: a detached copy of the mount.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// mount_setattr(2) attributes of <linux/mount.h>.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Our own binary on a detached, read-only bind mount, made once per shim
+/// (None when the kernel lacks open_tree/mount_setattr, Linux < 5.12).
+///
+/// CVE-2019-5736 defence in depth: every stage that runs inside a
+/// container's namespaces (init, exec, pod-init) is exec'd from this fd, so
+/// `/proc/<pid>/exe` of those stages, and of a container whose entrypoint
+/// is `/proc/self/exe`, leads to a file on a read-only mount: reopening it
+/// for writing fails with EROFS instead of overwriting berth-shim on the
+/// node. The mount is in no namespace, so no container can remount it, and
+/// it costs no memory (unlike a memfd copy per shim).
+static READ_ONLY_EXE: OnceLock<Option<OwnedFd>> = OnceLock::new();
+
+fn read_only_exe() -> Option<RawFd> {
+    READ_ONLY_EXE
+        .get_or_init(|| match open_read_only_exe() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                eprintln!("berth-shim: no read-only copy of /proc/self/exe ({e}); stages run it directly");
+                None
+            }
+        })
+        .as_ref()
+        .map(|fd| fd.as_raw_fd())
+}
+
+fn open_read_only_exe() -> std::io::Result<OwnedFd> {
+    // SAFETY: a static NUL-terminated path; the returned fd is new and ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/proc/self/exe".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open_tree just returned this descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // Above the numbers a child's dup2 sequence writes (0..=5).
+    let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))?;
+    drop(fd);
+    // SAFETY: fcntl just returned this new descriptor; we own it.
+    let fd = unsafe { OwnedFd::from_raw_fd(high) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: fd is a mount fd we own, attr a live mount_attr whose size is
+    // passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Execs our own binary in a freshly cloned child: from the read-only
+/// copy when there is one. Only async-signal-safe syscalls; returns only
+/// on failure.
+///
+/// # Safety
+/// `argv` and `envp` are NULL-terminated arrays of valid C strings, and
+/// `ro_exe` (when Some) an open descriptor.
+unsafe fn exec_self(
+    ro_exe: Option<RawFd>,
+    exe: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        if let Some(fd) = ro_exe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+        } else {
+            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+    }
+}
 
 /// File descriptor numbers the init stage finds its channels on.
 pub mod fds {
@@ -86,6 +202,7 @@ pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
     let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let fd = lifeline.as_raw_fd();
+    let ro_exe = read_only_exe();
     let mut stack = vec![0u8; 64 * 1024];
     let child = Box::new(|| -> isize {
         // SAFETY: only async-signal-safe syscalls between clone and exec.
@@ -99,7 +216,7 @@ pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
             if !ok {
                 libc::_exit(120);
             }
-            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            exec_self(ro_exe, &exe, &argv, &envp);
             libc::_exit(121)
         }
     });
@@ -137,6 +254,7 @@ fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Resul
     }
     let high_raw: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
 
+    let ro_exe = read_only_exe();
     let mut flags = CloneFlags::empty();
     if new_pid_ns {
         flags |= CloneFlags::CLONE_NEWPID;
@@ -150,7 +268,7 @@ fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Resul
                     libc::_exit(120);
                 }
             }
-            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            exec_self(ro_exe, &exe, &argv, &envp);
             libc::_exit(121)
         }
     });

@@ -267,7 +267,7 @@ impl ContainerManager {
             &image.config.volumes,
             &cfg.mounts,
             &self.cfg.root.join("containers").join(&id).join("volumes"),
-        );
+        )?;
         let spec_cfg = cri::ContainerConfig {
             mounts: volumes.iter().cloned().chain(cri_mounts).collect(),
             ..cfg.clone()
@@ -319,12 +319,21 @@ impl ContainerManager {
         let mut undo = Rollback::new();
         let dir = self.cfg.root.join("containers").join(&id);
         let bundle = self.cfg.state.join("containers").join(&id);
-        let volume_dirs = volumes.iter().map(|v| PathBuf::from(&v.host_path));
-        for d in [dir.join("upper"), dir.join("work"), bundle.clone()]
-            .into_iter()
-            .chain(volume_dirs)
+        // Explicit modes, whatever the umask: the container's dirs and its
+        // spec (Secrets in env) are root's; the upper dir is the
+        // container's `/` and the volumes its empty dirs (root's, 0755).
+        let volume_dirs = volumes.iter().map(|v| (PathBuf::from(&v.host_path), 0o755));
+        for (d, mode) in [
+            (dir.clone(), store::modes::PRIVATE_DIR),
+            (dir.join("upper"), 0o755),
+            (dir.join("work"), store::modes::PRIVATE_DIR),
+            (bundle.clone(), store::modes::PRIVATE_DIR),
+        ]
+        .into_iter()
+        .chain(volume_dirs)
         {
-            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+            store::modes::create_dir(&d, mode)
+                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
         {
             let (a, b) = (dir.clone(), bundle.clone());
@@ -384,7 +393,7 @@ impl ContainerManager {
         // ContainerStatus shows exactly what the container was created with.
         let spec_json = serde_json::to_vec(&oci).map_err(|e| Error::Internal(e.to_string()))?;
         let spec_file = bundle.join("config.json");
-        std::fs::write(&spec_file, &spec_json)
+        store::modes::write_file(&spec_file, &spec_json, store::modes::PRIVATE_FILE)
             .map_err(|e| Error::io(format!("write {}", spec_file.display()), e))?;
         let mut shim = Self::shim_of(&sb)?;
         let resp = shim

@@ -76,6 +76,7 @@ pub fn validate(m: &cri::Mount) -> Result<()> {
             m.container_path
         )));
     }
+    check_destination(&m.container_path, MountOrigin::Cri)?;
     if m.host_path.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "mount {:?} has no host_path",
@@ -98,6 +99,81 @@ pub fn validate(m: &cri::Mount) -> Result<()> {
                 propagation_name(m.propagation)
             )));
         }
+    }
+    Ok(())
+}
+
+/// Where a mount comes from: the two have different rights below `/dev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountOrigin {
+    /// A CRI mount (kubelet: volumes, /dev/termination-log, /etc/hosts).
+    Cri,
+    /// An image's `VOLUME`: an empty dir the image asked for.
+    ImageVolume,
+}
+
+/// Files below /proc that a CRI mount may cover: lxcfs's views (runc allows
+/// exactly these, for the same reason).
+const PROC_FILES_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+];
+
+/// Below /sys, only the BPF filesystem may be a CRI mount (CNI agents such
+/// as Cilium's pin their maps there through a hostPath of the node's).
+const SYS_DIRS_ALLOWED: &[&str] = &["/sys/fs/bpf"];
+
+/// `container_path` with `.`, `..` and repeated slashes folded the way the
+/// init resolves them inside the root (`..` stops at `/`).
+pub fn normalize(container_path: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(container_path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Refuses a mount over the kernel's interfaces: anything at or below
+/// `/proc` or `/sys` (an empty dir over `/proc/self/attr` would swallow the
+/// AppArmor profile write: runc CVE-2019-16884), `/dev` itself and its
+/// system mounts `/dev/pts` and `/dev/mqueue`. An image VOLUME may cover
+/// nothing below `/dev` either; a CRI mount may (kubelet's
+/// `/dev/termination-log`, a memory emptyDir at `/dev/shm`). The init checks
+/// the resolved destination again, for paths an image's symlinks redirect.
+pub fn check_destination(container_path: &str, origin: MountOrigin) -> Result<()> {
+    let p = normalize(container_path);
+    let under = |base: &str| p.starts_with(base);
+    let refused = match origin {
+        MountOrigin::ImageVolume => under("/proc") || under("/sys") || under("/dev"),
+        MountOrigin::Cri => {
+            (under("/proc") && !PROC_FILES_ALLOWED.iter().any(|f| p == Path::new(f)))
+                || (under("/sys") && !SYS_DIRS_ALLOWED.iter().any(|d| p.starts_with(d)))
+                || p == Path::new("/dev")
+                || under("/dev/pts")
+                || under("/dev/mqueue")
+        }
+    };
+    if refused {
+        let what = match origin {
+            MountOrigin::Cri => "mount",
+            MountOrigin::ImageVolume => "image VOLUME",
+        };
+        return Err(Error::InvalidArgument(format!(
+            "{what} {container_path:?} covers a kernel interface ({}): not allowed",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -267,18 +343,29 @@ fn clean(p: &str) -> PathBuf {
 /// (containerd's default `mkdir` behaviour, without copy-up: the volume
 /// starts empty, and stays writable even with a read-only rootfs). The
 /// dirs live in the container's dir and go with it.
-pub fn image_volumes(volumes: &[String], cri_mounts: &[cri::Mount], volumes_dir: &Path) -> Vec<cri::Mount> {
-    volumes
+/// A VOLUME over a kernel interface is refused ([`check_destination`]).
+pub fn image_volumes(
+    volumes: &[String],
+    cri_mounts: &[cri::Mount],
+    volumes_dir: &Path,
+) -> Result<Vec<cri::Mount>> {
+    let wanted: Vec<&String> = volumes
         .iter()
         .filter(|v| v.starts_with('/'))
         .filter(|v| !cri_mounts.iter().any(|m| clean(&m.container_path) == clean(v)))
+        .collect();
+    for v in &wanted {
+        check_destination(v, MountOrigin::ImageVolume)?;
+    }
+    Ok(wanted
+        .into_iter()
         .enumerate()
         .map(|(i, v)| cri::Mount {
             container_path: clean(v).to_string_lossy().into_owned(),
             host_path: volumes_dir.join(i.to_string()).to_string_lossy().into_owned(),
             ..Default::default()
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -417,12 +504,56 @@ mod tests {
             &["/cache".into(), "/data//x".into(), "relative".into()],
             &cri_mounts,
             Path::new("/c/volumes"),
-        );
+        )
+        .unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].container_path, "/data/x");
         assert_eq!(v[0].host_path, "/c/volumes/0");
         assert!(!v[0].readonly);
         assert_eq!(v[0].propagation, cri::MountPropagation::PropagationPrivate as i32);
+    }
+
+    #[test]
+    fn mounts_over_kernel_interfaces_are_refused() {
+        use MountOrigin::*;
+        for p in [
+            "/proc",
+            "/proc/self/attr",
+            "/proc/1/../self/attr/",
+            "//sys",
+            "/sys/kernel",
+            "/dev",
+            "/dev/",
+            "/dev/pts",
+            "/dev/mqueue/x",
+            "/../proc/sys",
+        ] {
+            for origin in [Cri, ImageVolume] {
+                let e = check_destination(p, origin).unwrap_err();
+                assert!(matches!(e, Error::InvalidArgument(_)), "{p}");
+                assert!(e.to_string().contains(p), "{p}: {e}");
+            }
+        }
+        for p in [
+            "/dev/termination-log",
+            "/dev/shm",
+            "/proc/meminfo",
+            "/sys/fs/bpf",
+            "/data/proc",
+        ] {
+            assert!(check_destination(p, Cri).is_ok(), "{p}");
+        }
+        for p in ["/dev/termination-log", "/dev/shm", "/proc/meminfo", "/sys/fs/bpf"] {
+            assert!(check_destination(p, ImageVolume).is_err(), "{p}");
+        }
+        let m = cri::Mount {
+            container_path: "/proc/self/attr".into(),
+            host_path: "/h".into(),
+            ..Default::default()
+        };
+        assert!(matches!(validate(&m), Err(Error::InvalidArgument(_))));
+        let e = image_volumes(&["/dev/pts".into()], &[], Path::new("/c/volumes")).unwrap_err();
+        assert!(e.to_string().contains("/dev/pts"), "{e}");
     }
 
     #[test]

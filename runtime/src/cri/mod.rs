@@ -88,6 +88,10 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Serves RuntimeService and ImageService on the unix socket until
 /// `shutdown`; `listening` runs once the socket accepts connections.
+///
+/// Only root (and the root group) may drive the runtime: the socket is
+/// bound in a fresh 0700 directory beside its path, given mode 0660 there
+/// and renamed into place, so it is never reachable with the umask's mode.
 pub async fn serve(
     cri: Cri,
     socket: &Path,
@@ -102,11 +106,7 @@ pub async fn serve(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(format!("remove stale {}", socket.display()), e)),
     }
-    let listener = tokio::net::UnixListener::bind(socket)
-        .map_err(|e| Error::io(format!("listen on {}", socket.display()), e))?;
-    // Only root (and the root group) may drive the runtime.
-    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
-        .map_err(|e| Error::io("chmod socket", e))?;
+    let listener = bind_private(socket)?;
     tracing::info!(socket = %socket.display(), "CRI server listening");
     let metrics = cri.metrics.clone();
     let runtime = RuntimeServiceServer::new(cri.clone())
@@ -148,4 +148,26 @@ pub async fn serve(
     };
     let _ = std::fs::remove_file(socket);
     result
+}
+
+/// Binds the CRI socket at `socket` with mode 0660 from its first moment
+/// (see [`serve`]).
+fn bind_private(socket: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = socket.with_file_name(format!(".berth-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::store::modes::create_dir(&dir, crate::store::modes::PRIVATE_DIR)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let tmp = dir.join("sock");
+    let bound = tokio::net::UnixListener::bind(&tmp)
+        .map_err(|e| Error::io(format!("listen on {}", socket.display()), e))
+        .and_then(|l| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+                .map_err(|e| Error::io("chmod socket", e))?;
+            std::fs::rename(&tmp, socket)
+                .map_err(|e| Error::io(format!("move socket to {}", socket.display()), e))?;
+            Ok(l)
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    bound
 }

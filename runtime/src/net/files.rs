@@ -89,7 +89,9 @@ pub fn write(
         hosts(hostname, ips)
     };
     let write = |p: &Path, text: &str| {
-        std::fs::write(p, text).map_err(|e| Error::io(format!("write {}", p.display()), e))
+        // Bound into every container of the pod: readable by all, written by root.
+        crate::store::modes::write_file(p, text.as_bytes(), 0o644)
+            .map_err(|e| Error::io(format!("write {}", p.display()), e))
     };
     write(&files.hosts, &hosts_text)?;
     write(

@@ -474,7 +474,7 @@ impl SandboxManager {
         }
         let mut undo = Rollback::new();
         let state_dir = self.state_dir(&id);
-        std::fs::create_dir_all(state_dir.join("ns"))
+        crate::store::modes::create_dir(&state_dir.join("ns"), crate::store::modes::PRIVATE_DIR)
             .map_err(|e| Error::io("create sandbox state dir", e))?;
         {
             let d = state_dir.clone();

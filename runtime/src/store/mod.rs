@@ -6,12 +6,15 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
+
+pub mod modes;
 
 /// Format version of every record berthd writes.
 pub const RECORD_VERSION: u32 = 1;
@@ -29,7 +32,7 @@ pub fn write_record<T: Serialize>(path: &Path, record: &T) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Internal(format!("record path {} has no parent", path.display())))?;
-    std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    modes::create_dir(dir, modes::PRIVATE_DIR).ctx(|| format!("create {}", dir.display()))?;
     let data = serde_json::to_vec_pretty(&Envelope {
         version: RECORD_VERSION,
         record,
@@ -37,7 +40,13 @@ pub fn write_record<T: Serialize>(path: &Path, record: &T) -> Result<()> {
     .map_err(|e| Error::Internal(format!("encode {}: {e}", path.display())))?;
     let tmp = tmp_path(path);
     {
-        let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(modes::PRIVATE_FILE)
+            .open(&tmp)
+            .ctx(|| format!("create {}", tmp.display()))?;
         f.write_all(&data).ctx(|| format!("write {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
     }

@@ -100,7 +100,7 @@ pub fn main() -> ! {
             let mut report = |line: &str| {
                 let _ = sync.write_all(line.as_bytes());
             };
-            match process::exec(&cfg.spec, &Prepared { cwd }, &mut report)? {}
+            match process::exec(&cfg.spec, &Prepared { cwd, cwd_fd: None }, &mut report)? {}
         });
     let Err(e) = result;
     let _ = sync.write_all(format!("E{e:#}").as_bytes());

@@ -14,6 +14,7 @@
 
 pub mod console;
 pub mod exec;
+mod inroot;
 mod mounts;
 mod process;
 mod rootfs;

@@ -1,6 +1,6 @@
 //! OCI mount options -> mount(2) flags, and path resolution inside the rootfs.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
@@ -92,48 +92,53 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
     p
 }
 
-/// Resolves `unsafe_path` inside `root` as if `root` were `/`: `..` cannot
-/// climb above the root and absolute symlinks are re-rooted, so a hostile
-/// image cannot point a mount target outside its rootfs.
-pub fn secure_join(root: &Path, unsafe_path: &Path) -> std::io::Result<PathBuf> {
-    let mut resolved = PathBuf::new(); // relative to root
-    let mut pending: Vec<PathBuf> = vec![unsafe_path.to_path_buf()];
-    let mut links = 0;
-    while let Some(p) = pending.pop() {
-        let mut comps: Vec<Component> = p.components().collect();
-        comps.reverse();
-        while let Some(c) = comps.pop() {
-            match c {
-                Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
-                Component::ParentDir => {
-                    resolved.pop();
-                }
-                Component::Normal(name) => {
-                    let candidate = resolved.join(name);
-                    let full = root.join(&candidate);
-                    match std::fs::symlink_metadata(&full) {
-                        Ok(m) if m.file_type().is_symlink() => {
-                            links += 1;
-                            if links > 40 {
-                                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
-                            }
-                            let target = std::fs::read_link(&full)?;
-                            if target.is_absolute() {
-                                resolved = PathBuf::new();
-                            }
-                            // Resolve the link target, then the rest of this path.
-                            let rest: PathBuf = comps.iter().rev().collect();
-                            comps.clear();
-                            pending.push(rest);
-                            pending.push(target);
-                        }
-                        _ => resolved = candidate,
-                    }
-                }
-            }
-        }
+/// The longest option string mount(2) copies: one page, NUL included.
+pub const MOUNT_DATA_MAX: usize = 4095;
+
+/// Rewrites an overlay option string too long for mount(2) (an image of
+/// many layers: Docker allows 127, and a page holds about 40 of our
+/// snapshot paths) so every `lowerdir` entry is a short `/proc/self/fd/N`
+/// of a directory `open_dir` opened. Kernel 6.1 has neither `lowerdir+`
+/// nor fsconfig strings over 256 bytes, so this is the portable way. The
+/// returned fds must stay open until the mount is done. Short strings are
+/// returned as they are.
+pub fn shorten_lowerdirs<F>(
+    data: &str,
+    mut open_dir: F,
+) -> std::io::Result<(String, Vec<std::os::fd::OwnedFd>)>
+where
+    F: FnMut(&str) -> std::io::Result<std::os::fd::OwnedFd>,
+{
+    use std::os::fd::AsRawFd;
+    if data.len() <= MOUNT_DATA_MAX {
+        return Ok((data.to_string(), Vec::new()));
     }
-    Ok(root.join(resolved))
+    let mut fds = Vec::new();
+    let mut out = Vec::new();
+    for opt in data.split(',') {
+        let Some(dirs) = opt.strip_prefix("lowerdir=") else {
+            out.push(opt.to_string());
+            continue;
+        };
+        let mut short = Vec::new();
+        for d in dirs.split(':') {
+            let fd = open_dir(d)?;
+            short.push(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            fds.push(fd);
+        }
+        out.push(format!("lowerdir={}", short.join(":")));
+    }
+    let data = out.join(",");
+    if data.len() > MOUNT_DATA_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "overlay options are {} bytes even with short lowerdirs",
+                data.len()
+            ),
+        ));
+    }
+    Ok((data, fds))
 }
 
 /// The mount point of the mount holding `path`, and whether it is shared,
@@ -235,23 +240,24 @@ mod tests {
     }
 
     #[test]
-    fn secure_join_stays_inside_root() {
+    fn long_lowerdirs_become_fd_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
-        std::os::unix::fs::symlink("../../../..", root.join("etc/up")).unwrap();
-        std::os::unix::fs::symlink("loop2", root.join("loop1")).unwrap();
-        std::os::unix::fs::symlink("loop1", root.join("loop2")).unwrap();
+        let short = "lowerdir=/a:/b,upperdir=/u,workdir=/w";
+        let (same, fds) = shorten_lowerdirs(short, |_| unreachable!()).unwrap();
+        assert_eq!((same.as_str(), fds.len()), (short, 0));
+        let layer = format!("{}/{}", dir.path().display(), "s".repeat(64));
+        std::fs::create_dir_all(&layer).unwrap();
+        let lower = vec![layer.as_str(); 127].join(":");
+        let long = format!("lowerdir={lower},upperdir=/u,workdir=/w");
+        assert!(long.len() > MOUNT_DATA_MAX);
+        let (data, fds) = shorten_lowerdirs(&long, |d| std::fs::File::open(d).map(Into::into)).unwrap();
+        assert_eq!(fds.len(), 127);
+        assert!(data.len() <= MOUNT_DATA_MAX, "{}", data.len());
+        assert!(data.ends_with(",upperdir=/u,workdir=/w"), "{data}");
+        let first = data.strip_prefix("lowerdir=").unwrap().split(':').next().unwrap();
         assert_eq!(
-            secure_join(root, Path::new("/../../etc/passwd")).unwrap(),
-            root.join("etc/passwd")
+            std::fs::read_link(first).unwrap(),
+            std::path::PathBuf::from(&layer)
         );
-        assert_eq!(
-            secure_join(root, Path::new("/abs/hosts")).unwrap(),
-            root.join("etc/hosts")
-        );
-        assert_eq!(secure_join(root, Path::new("/etc/up/x")).unwrap(), root.join("x"));
-        assert!(secure_join(root, Path::new("/loop1/x")).is_err());
     }
 }

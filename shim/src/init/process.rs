@@ -121,8 +121,11 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
         }
     }
 
-    nix::unistd::chdir(&prepared.cwd)
-        .with_context(|| format!("chdir to working directory {}", prepared.cwd.display()))?;
+    match &prepared.cwd_fd {
+        Some(fd) => nix::unistd::fchdir(fd),
+        None => nix::unistd::chdir(&prepared.cwd),
+    }
+    .with_context(|| format!("chdir to working directory {}", prepared.cwd.display()))?;
 
     let path_var = env
         .iter()

@@ -1,16 +1,19 @@
 //! Namespaces, cgroup, root filesystem and mounts for the init stage.
 
+use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
 
-use super::mounts::{mount_holding, parse_options, secure_join};
+use super::inroot::{self, fd_path, Create};
+use super::mounts::{mount_holding, parse_options, shorten_lowerdirs};
 use super::InitConfig;
 
 /// Where cgroup v2 is mounted on the host.
@@ -25,6 +28,9 @@ const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", 
 pub struct Prepared {
     /// The working directory exists inside the new root.
     pub cwd: PathBuf,
+    /// The working directory as resolved inside the root before pivot_root
+    /// (an O_PATH fd, for fchdir): no name is looked up again.
+    pub cwd_fd: Option<OwnedFd>,
 }
 
 /// Runs steps 1-3 of the init stage (see the module docs of `init`).
@@ -102,12 +108,14 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
     let root = &cfg.rootfs_dir;
     for m in &cfg.rootfs_mounts {
         let p = parse_options(&m.options);
+        let (data, _lower_fds) = shorten_lowerdirs(&p.data, |d| std::fs::File::open(d).map(OwnedFd::from))
+            .with_context(|| format!("open the layers of the {} rootfs", m.fstype))?;
         mount(
             Some(m.source.as_str()),
             root,
             Some(m.fstype.as_str()),
             p.flags,
-            Some(p.data.as_str()),
+            Some(data.as_str()),
         )
         .with_context(|| format!("mount {} rootfs at {}", m.fstype, root.display()))?;
     }
@@ -123,20 +131,23 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         .context("bind rootfs onto itself")?;
     }
 
+    // Every path below is the image's to play tricks with: resolved inside
+    // the root by an fd walk and acted on through the fd (see `inroot`).
+    let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
     for m in spec.mounts().clone().unwrap_or_default() {
-        mount_one(root, &m)?;
+        mount_one(&root_fd, &m)?;
     }
-    setup_dev(root)?;
-    create_devices(root, linux.devices().as_deref().unwrap_or_default())?;
+    setup_dev(&root_fd)?;
+    create_devices(&root_fd, linux.devices().as_deref().unwrap_or_default())?;
 
     let cwd = spec
         .process()
         .as_ref()
         .map(|p| p.cwd().clone())
         .unwrap_or_else(|| PathBuf::from("/"));
-    let cwd_host = secure_join(root, &cwd)?;
-    std::fs::create_dir_all(&cwd_host)
-        .with_context(|| format!("create working directory {}", cwd.display()))?;
+    let cwd_fd = inroot::resolve(&root_fd, &cwd, Create::Dirs)
+        .with_context(|| format!("working directory {}", cwd.display()))?;
+    drop(root_fd);
 
     pivot_into(root)?;
 
@@ -162,65 +173,126 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
             std::fs::write(&path, v).with_context(|| format!("set sysctl {k}={v}"))?;
         }
     }
-    Ok(Prepared { cwd })
+    Ok(Prepared {
+        cwd,
+        cwd_fd: Some(cwd_fd),
+    })
 }
 
-/// Mounts one spec mount under `root`.
-fn mount_one(root: &Path, m: &oci_spec::runtime::Mount) -> Result<()> {
-    let dest = secure_join(root, m.destination())?;
+/// Filesystems a bind may land on only when its destination names them
+/// (berthd checked the names): a symlink in the image must not carry a
+/// volume onto /proc/self/attr or over /dev/pts.
+const KERNEL_FS: &[(nix::sys::statfs::FsType, &str)] = &[
+    (nix::sys::statfs::PROC_SUPER_MAGIC, "/proc"),
+    (nix::sys::statfs::SYSFS_MAGIC, "/sys"),
+    (nix::sys::statfs::FsType(0x1cd1), "/dev/pts"), // DEVPTS_SUPER_MAGIC
+    (nix::sys::statfs::FsType(0x1980_0202), "/dev/mqueue"), // MQUEUE_MAGIC
+];
+
+/// Refuses a bind destination that a symlink led onto a kernel filesystem
+/// its name does not point at.
+fn check_bind_destination(dest: &OwnedFd, name: &Path) -> Result<()> {
+    let fs = nix::sys::statfs::fstatfs(dest.as_fd())
+        .with_context(|| format!("statfs mount point {}", name.display()))?
+        .filesystem_type();
+    let lexical = normalize(name);
+    for (magic, base) in KERNEL_FS {
+        if fs == *magic && !lexical.starts_with(base) {
+            bail!(
+                "mount destination {} resolves into {base} through a symlink: refused",
+                name.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `..` and `.` folded, `..` stopping at `/`.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Resolves a mount destination inside the root (creating it as `create`
+/// says) and returns its fd; errors name the destination.
+fn dest_fd(root: &OwnedFd, dest: &Path, create: Create) -> Result<OwnedFd> {
+    inroot::resolve(root, dest, create).with_context(|| format!("mount point {}", dest.display()))
+}
+
+/// Mounts one spec mount inside `root`, through `/proc/self/fd` of the
+/// resolved destination. Follow-up calls (remount, propagation) resolve
+/// the destination again: the first fd points under the new mount.
+fn mount_one(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
+    let name = m.destination();
     let opts = parse_options(&m.options().clone().unwrap_or_default());
     let fstype = m.typ().clone().unwrap_or_else(|| "none".into());
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype));
 
     if opts.bind {
         let meta = std::fs::metadata(&source).with_context(|| format!("bind source {}", source.display()))?;
-        if meta.is_dir() {
-            std::fs::create_dir_all(&dest)?;
-        } else {
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            if !dest.exists() {
-                File::create(&dest)?;
-            }
-        }
+        let create = if meta.is_dir() { Create::Dirs } else { Create::File };
+        let dest = dest_fd(root, name, create)?;
+        check_bind_destination(&dest, name)?;
         let rec = opts.flags & MsFlags::MS_REC;
         mount(
             Some(&source),
-            &dest,
+            &fd_path(&dest),
             None::<&str>,
             MsFlags::MS_BIND | rec,
             None::<&str>,
         )
-        .with_context(|| format!("bind {} to {}", source.display(), m.destination().display()))?;
+        .with_context(|| format!("bind {} to {}", source.display(), name.display()))?;
         // Bind mounts ignore other flags on creation: apply them by remount.
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
+            let dest = dest_fd(root, name, Create::Nothing)?;
             mount(
                 None::<&str>,
-                &dest,
+                &fd_path(&dest),
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
                 None::<&str>,
             )
-            .with_context(|| format!("remount {} with {extra:?}", m.destination().display()))?;
+            .with_context(|| format!("remount {} with {extra:?}", name.display()))?;
         }
     } else {
-        std::fs::create_dir_all(&dest)
-            .with_context(|| format!("create mount point {}", m.destination().display()))?;
+        let dest = dest_fd(root, name, Create::Dirs)?;
         let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-        mount(Some(&source), &dest, Some(fstype.as_str()), opts.flags, data)
-            .with_context(|| format!("mount {fstype} at {}", m.destination().display()))?;
+        mount(
+            Some(&source),
+            &fd_path(&dest),
+            Some(fstype.as_str()),
+            opts.flags,
+            data,
+        )
+        .with_context(|| format!("mount {fstype} at {}", name.display()))?;
     }
     if !opts.propagation.is_empty() {
-        mount(None::<&str>, &dest, None::<&str>, opts.propagation, None::<&str>)
-            .with_context(|| format!("set propagation of {}", m.destination().display()))?;
+        let dest = dest_fd(root, name, Create::Nothing)?;
+        mount(
+            None::<&str>,
+            &fd_path(&dest),
+            None::<&str>,
+            opts.propagation,
+            None::<&str>,
+        )
+        .with_context(|| format!("set propagation of {}", name.display()))?;
     }
     if opts.recursive_readonly {
         // MS_RDONLY on a bind remount covers only the top mount; the
         // submounts an rbind brought along stay writable without this.
-        set_readonly_recursive(&dest)
-            .with_context(|| format!("make {} read-only recursively", m.destination().display()))?;
+        let dest = dest_fd(root, name, Create::Nothing)?;
+        set_readonly_recursive(&fd_path(&dest))
+            .with_context(|| format!("make {} read-only recursively", name.display()))?;
     }
     Ok(())
 }
@@ -294,24 +366,22 @@ fn set_readonly_recursive(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Minimal /dev: host device nodes bound in, the standard symlinks.
-fn setup_dev(root: &Path) -> Result<()> {
-    let dev = root.join("dev");
-    std::fs::create_dir_all(&dev)?;
+/// Minimal /dev: host device nodes bound in, the standard symlinks. The
+/// image's `/dev` (even a symlink) is resolved inside the root.
+fn setup_dev(root: &OwnedFd) -> Result<()> {
     for name in DEFAULT_DEVICES {
-        let target = dev.join(name);
-        if !target.exists() {
-            File::create(&target).with_context(|| format!("create /dev/{name}"))?;
-        }
+        let target = inroot::resolve(root, &Path::new("/dev").join(name), Create::File)
+            .with_context(|| format!("create /dev/{name}"))?;
         mount(
             Some(&Path::new("/dev").join(name)),
-            &target,
+            &fd_path(&target),
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
         .with_context(|| format!("bind /dev/{name}"))?;
     }
+    let dev = inroot::resolve(root, Path::new("/dev"), Create::Dirs).context("/dev")?;
     for (link, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -319,9 +389,9 @@ fn setup_dev(root: &Path) -> Result<()> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        let p = dev.join(link);
-        if std::fs::symlink_metadata(&p).is_err() {
-            symlink(target, &p).with_context(|| format!("symlink /dev/{link}"))?;
+        match nix::unistd::symlinkat(target, &dev, link) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("symlink /dev/{link}")),
         }
     }
     Ok(())
@@ -331,40 +401,49 @@ fn setup_dev(root: &Path) -> Result<()> {
 /// privileged), made with mknod so type, numbers, mode and owner are exactly
 /// the spec's. Whether the container may open them is the cgroup device
 /// filter's business (berthd attached it before we joined the cgroup); it
-/// allows mknod of any node.
-fn create_devices(root: &Path, devices: &[LinuxDevice]) -> Result<()> {
+/// allows mknod of any node. Made with *at calls in the resolved parent.
+fn create_devices(root: &OwnedFd, devices: &[LinuxDevice]) -> Result<()> {
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::{fstatat, mknodat};
     for d in devices {
         let path = d.path();
-        let (kind, is_kind): (SFlag, fn(&std::fs::FileType) -> bool) = match d.typ() {
-            LinuxDeviceType::C | LinuxDeviceType::U => (SFlag::S_IFCHR, |t| t.is_char_device()),
-            LinuxDeviceType::B => (SFlag::S_IFBLK, |t| t.is_block_device()),
-            LinuxDeviceType::P => (SFlag::S_IFIFO, |t| t.is_fifo()),
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
             LinuxDeviceType::A => bail!("device {}: type \"a\" is not a node", path.display()),
         };
         let rdev = makedev(d.major() as u64, d.minor() as u64);
-        let dest = secure_join(root, path)?;
-        if let Ok(m) = std::fs::symlink_metadata(&dest) {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            bail!("device path {} has no file name", path.display());
+        };
+        let dir = inroot::resolve(root, parent, Create::Dirs)
+            .with_context(|| format!("create the directory of device {}", path.display()))?;
+        if let Ok(st) = fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             // The standard nodes are bound in already; the same node stays.
-            if is_kind(&m.file_type()) && m.rdev() == rdev {
+            if st.st_mode & libc::S_IFMT == kind.bits() && st.st_rdev == rdev {
                 continue;
             }
-            std::fs::remove_file(&dest)
+            nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
                 .with_context(|| format!("replace {} with the device node", path.display()))?;
         }
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("create the directory of device {}", path.display()))?;
-        }
         let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-        mknod(&dest, kind, Mode::from_bits_truncate(mode), rdev)
+        mknodat(&dir, name, kind, Mode::from_bits_truncate(mode), rdev)
             .with_context(|| format!("mknod {} {}:{}", path.display(), d.major(), d.minor()))?;
+        let node = inroot::resolve(&dir, Path::new(name), Create::Nothing)
+            .with_context(|| format!("open device {}", path.display()))?;
         // mknod applies the umask; the spec's bits are the truth.
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {}", path.display()))?;
-        nix::unistd::chown(
-            &dest,
+        let c = CString::new(fd_path(&node).as_os_str().as_bytes())?;
+        // SAFETY: chmod(2) of a valid NUL-terminated path.
+        if unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("chmod {}", path.display()));
+        }
+        nix::unistd::fchownat(
+            &node,
+            "",
             Some(d.uid().unwrap_or(0).into()),
             Some(d.gid().unwrap_or(0).into()),
+            AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .with_context(|| format!("chown {}", path.display()))?;
     }
