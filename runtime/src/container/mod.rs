@@ -664,9 +664,15 @@ impl ContainerManager {
         Ok(out)
     }
 
-    /// StopContainer: stop signal, up to `timeout`, then SIGKILL. Idempotent.
+    /// StopContainer: stop signal, up to `timeout`, then SIGKILL. Idempotent;
+    /// an unknown id is OK (the CRI: kubelet retries teardown of what may
+    /// already be gone).
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
-        let c = self.get(id)?;
+        let c = match self.get(id) {
+            Ok(c) => c,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let rec = c.record();
         match rec.state {
             ContainerState::Exited => return Ok(()),
