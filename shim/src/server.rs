@@ -451,10 +451,16 @@ impl Shim for ShimService {
         }
         match (&c.cgroup_dir, req.all) {
             (Some(dir), true) => signal_all(dir, sig).map_err(|e| internal("signal cgroup", e))?,
-            _ => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), sig) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => return Err(internal("kill", e)),
-            },
+            _ => {
+                let redeliver_for = Duration::from_millis(req.redeliver_ms);
+                match crate::stop_signal::Process::open(c.pid)
+                    .and_then(|p| crate::stop_signal::send(p, sig as i32, redeliver_for))
+                {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(internal("kill", e)),
+                }
+            }
         }
         Ok(Response::new(KillResponse {}))
     }

@@ -706,6 +706,10 @@ impl ContainerManager {
                 id: rec.id.clone(),
                 signal: rec.stop_signal as u32,
                 all: false,
+                // A stop that arrives before the process installed its
+                // handler must not be lost (critest stops busybox `top`
+                // milliseconds after starting it).
+                redeliver_ms: timeout.as_millis() as u64,
             })
             .await
             .map_err(shim_error)?;
@@ -720,6 +724,7 @@ impl ContainerManager {
             id: rec.id.clone(),
             signal: libc::SIGKILL as u32,
             all: true,
+            redeliver_ms: 0,
         })
         .await
         .map_err(shim_error)?;
