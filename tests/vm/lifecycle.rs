@@ -109,3 +109,55 @@ async fn life_a_pid_1_with_its_handler_gets_exactly_one_stop_signal() {
     );
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+#[tokio::test]
+async fn life_concurrent_creations_of_one_name_make_one_object() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("same-name", &b.log_dir());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (mut c, pod) = (c.clone(), pod.clone());
+        tasks.spawn(async move { c.run_pod(&pod).await });
+    }
+    let results = tasks.join_all().await;
+    let pods: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(pods.len(), 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        }
+    }
+    let sb = pods[0].clone();
+    let listed = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+
+    let cfg = container_config("twin", &busybox(), &["sleep", "300"]);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (mut c, cfg, pod, sb) = (c.clone(), cfg.clone(), pod.clone(), sb.clone());
+        tasks.spawn(async move { c.create(&sb, &cfg, &pod).await });
+    }
+    let results = tasks.join_all().await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        }
+    }
+    let listed = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}

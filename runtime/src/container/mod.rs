@@ -150,6 +150,8 @@ pub struct ContainerManager {
     images: Arc<ImageStore>,
     sandboxes: Arc<SandboxManager>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Container names whose CreateContainer is under way.
+    names: store::names::Reservations,
     /// Each image's user database (read once: images are immutable), so
     /// re-creating a pod's containers (in-place restart) reads no image files.
     users_cache: Mutex<HashMap<String, Arc<spec::ImageUsers>>>,
@@ -169,6 +171,7 @@ impl ContainerManager {
             images,
             sandboxes,
             containers: Mutex::new(HashMap::new()),
+            names: Default::default(),
             users_cache: Mutex::new(HashMap::new()),
             apparmor: apparmor::AppArmor::default(),
             host_devices: Arc::new(devices::RealHostDevices),
@@ -246,15 +249,21 @@ impl ContainerManager {
             .images
             .resolve(image_name)
             .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))?;
-        if self.in_sandbox(&sbr.id).iter().any(|c| {
-            let r = c.record();
-            r.name == meta.name && r.attempt == meta.attempt
-        }) {
-            return Err(Error::AlreadyExists(format!(
+        // Held until the container is in the map (or everything is undone):
+        // a concurrent CreateContainer of the same name gets AlreadyExists.
+        let _name = self.names.reserve(
+            format!("{}\0{}\0{}", sbr.id, meta.name, meta.attempt),
+            &format!(
                 "container {:?} attempt {} in pod sandbox {}",
                 meta.name, meta.attempt, sbr.id
-            )));
-        }
+            ),
+            || {
+                self.in_sandbox(&sbr.id).into_iter().find_map(|c| {
+                    let r = c.record();
+                    (r.name == meta.name && r.attempt == meta.attempt).then_some(r.id)
+                })
+            },
+        )?;
 
         let id = store::new_id();
         let cgroup_path =

@@ -264,6 +264,8 @@ pub struct SandboxManager {
     /// Pod CIDR from UpdateRuntimeConfig, for the CNI `ipRanges` capability.
     pod_cidr: Mutex<String>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// Pod names whose RunPodSandbox is under way.
+    names: store::names::Reservations,
     /// Where lifecycle events go (GetContainerEvents).
     events: Arc<Events>,
 }
@@ -280,6 +282,7 @@ impl SandboxManager {
             shm_host,
             pod_cidr: Mutex::new(pod_cidr),
             sandboxes: Mutex::new(HashMap::new()),
+            names: Default::default(),
             events: Arc::new(Events::default()),
         }
     }
@@ -441,25 +444,26 @@ impl SandboxManager {
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
     pub async fn run(&self, req: SandboxRequest) -> Result<String> {
         let id = store::new_id();
-        {
-            let m = self.sandboxes.lock().expect("sandboxes lock");
-            if let Some(other) = m.values().find(|s| {
-                let r = s.record();
-                r.name == req.name
-                    && r.namespace == req.namespace
-                    && r.uid == req.uid
-                    && r.attempt == req.attempt
-            }) {
-                return Err(Error::AlreadyExists(format!(
-                    "pod sandbox {}/{} (uid {}, attempt {}) as {}",
-                    req.namespace,
-                    req.name,
-                    req.uid,
-                    req.attempt,
-                    other.record().id
-                )));
-            }
-        }
+        // Held until the sandbox is in the map (or everything is undone):
+        // a concurrent RunPodSandbox of the same pod gets AlreadyExists.
+        let _name = self.names.reserve(
+            format!("{}\0{}\0{}\0{}", req.namespace, req.name, req.uid, req.attempt),
+            &format!(
+                "pod sandbox {}/{} (uid {}, attempt {})",
+                req.namespace, req.name, req.uid, req.attempt
+            ),
+            || {
+                let m = self.sandboxes.lock().expect("sandboxes lock");
+                m.values().find_map(|s| {
+                    let r = s.record();
+                    (r.name == req.name
+                        && r.namespace == req.namespace
+                        && r.uid == req.uid
+                        && r.attempt == req.attempt)
+                        .then_some(r.id)
+                })
+            },
+        )?;
         {
             let owned: BTreeMap<String, PathBuf> = [
                 ("net", !req.host_network),

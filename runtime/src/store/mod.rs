@@ -4,6 +4,8 @@
 //! the same directory, fsynced, renamed over the old one, and the directory is
 //! fsynced: after a crash a record is either the old one or the new one.
 
+pub mod names;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
