@@ -6,6 +6,8 @@ pub mod devices;
 pub mod groups_policy;
 mod image_files;
 pub mod mounts;
+#[cfg(test)]
+mod record_tests;
 mod recover;
 pub mod resize;
 mod seccomp;
@@ -135,6 +137,8 @@ pub struct Container {
     changed: watch::Sender<ContainerState>,
     /// Serialises resizes of this container (never held by status calls).
     resize: tokio::sync::Mutex<()>,
+    /// Orders the writes of its record and ends them at RemoveContainer.
+    record_file: store::RecordLock,
 }
 
 impl Container {
@@ -217,9 +221,10 @@ impl ContainerManager {
             .ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {} is not ready", sb.record().id)))
     }
 
+    /// Writes the container's current record; a no-op once it was removed.
     fn persist(&self, c: &Container) -> Result<()> {
-        let rec = c.record();
-        store::write_record(&self.record_path(&rec.id), &rec)
+        let id = c.record.lock().expect("container lock").id.clone();
+        c.record_file.write(&self.record_path(&id), || c.record())
     }
 
     /// CreateContainer.
@@ -472,6 +477,7 @@ impl ContainerManager {
                 record: Mutex::new(record),
                 changed,
                 resize: Default::default(),
+                record_file: Default::default(),
             }),
         );
         undo.disarm();
@@ -776,7 +782,7 @@ impl ContainerManager {
                 }
             }
         }
-        store::remove_record(&self.record_path(&rec.id))?;
+        c.record_file.remove(&self.record_path(&rec.id))?;
         self.containers.lock().expect("containers lock").remove(&rec.id);
         self.events.container(Kind::Deleted, &rec.id, &rec.sandbox_id);
         tracing::info!(container = %rec.id, "container removed");

@@ -31,6 +31,7 @@ impl ContainerManager {
                 record: Mutex::new(rec.clone()),
                 changed,
                 resize: Default::default(),
+                record_file: Default::default(),
             });
             self.containers
                 .lock()

@@ -194,6 +194,8 @@ pub struct Sandbox {
     shim: Mutex<Option<Shim>>,
     /// Serialises pod-level resizes (never held by status calls).
     resize: tokio::sync::Mutex<()>,
+    /// Orders the writes of its record and ends them at RemovePodSandbox.
+    record_file: store::RecordLock,
 }
 
 impl Sandbox {
@@ -202,6 +204,7 @@ impl Sandbox {
             record: Mutex::new(record),
             shim: Mutex::new(shim),
             resize: tokio::sync::Mutex::new(()),
+            record_file: store::RecordLock::default(),
         }
     }
 
@@ -413,13 +416,20 @@ impl SandboxManager {
             }
             r.clone()
         };
-        store::write_record(&self.record_path(&rec.id), &rec)?;
+        self.persist(sb)?;
         tracing::info!(sandbox = %rec.id, "pod network torn down");
         Ok(())
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
         self.cfg.root.join("sandboxes").join(format!("{id}.json"))
+    }
+
+    /// Writes the sandbox's current record; a no-op once it was removed
+    /// (a concurrent StopPodSandbox cannot bring it back).
+    fn persist(&self, sb: &Sandbox) -> Result<()> {
+        let id = sb.record.lock().expect("sandbox lock").id.clone();
+        sb.record_file.write(&self.record_path(&id), || sb.record())
     }
 
     fn state_dir(&self, id: &str) -> PathBuf {
@@ -695,7 +705,7 @@ impl SandboxManager {
         // after a restart): the wait checks the shim's identity, never a
         // bare pid that may since belong to another process.
         wait_gone(rec.shim_pid, &rec.shim_socket).await;
-        store::write_record(&self.record_path(&rec.id), &rec)?;
+        self.persist(sb)?;
         if was_ready {
             self.events.sandbox(Kind::Stopped, &rec.id);
         }
@@ -729,7 +739,7 @@ impl SandboxManager {
                 return Err(Error::io(format!("remove {}", dir.display()), e));
             }
         }
-        store::remove_record(&self.record_path(&rec.id))?;
+        sb.record_file.remove(&self.record_path(&rec.id))?;
         // Read while the sandbox is still known: kubelet drops a DELETED
         // event that has no sandbox status.
         let last = self.events.snapshot(&rec.id);
