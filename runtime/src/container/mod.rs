@@ -18,11 +18,12 @@ pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::cri;
 use berth_proto::shim as shimpb;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -144,7 +145,7 @@ pub struct Container {
 impl Container {
     /// A copy of the record.
     pub fn record(&self) -> ContainerRecord {
-        self.record.lock().expect("container lock").clone()
+        self.record.lock().clone()
     }
 }
 
@@ -195,24 +196,19 @@ impl ContainerManager {
 
     /// Looks a container up by id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Container>> {
-        store::lookup(&self.containers.lock().expect("containers lock"), id, "container")
+        store::lookup(&self.containers.lock(), id, "container")
     }
 
     /// Every container.
     pub fn list(&self) -> Vec<Arc<Container>> {
-        self.containers
-            .lock()
-            .expect("containers lock")
-            .values()
-            .cloned()
-            .collect()
+        self.containers.lock().values().cloned().collect()
     }
 
     /// Containers of one sandbox.
     pub fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Container>> {
         self.list()
             .into_iter()
-            .filter(|c| c.record.lock().expect("container lock").sandbox_id == sandbox_id)
+            .filter(|c| c.record.lock().sandbox_id == sandbox_id)
             .collect()
     }
 
@@ -223,7 +219,7 @@ impl ContainerManager {
 
     /// Writes the container's current record; a no-op once it was removed.
     fn persist(&self, c: &Container) -> Result<()> {
-        let id = c.record.lock().expect("container lock").id.clone();
+        let id = c.record.lock().id.clone();
         c.record_file.write(&self.record_path(&id), || c.record())
     }
 
@@ -471,7 +467,7 @@ impl ContainerManager {
         };
         store::write_record(&self.record_path(&id), &record)?;
         let (changed, _) = watch::channel(ContainerState::Created);
-        self.containers.lock().expect("containers lock").insert(
+        self.containers.lock().insert(
             id.clone(),
             Arc::new(Container {
                 record: Mutex::new(record),
@@ -488,17 +484,14 @@ impl ContainerManager {
 
     /// The image's /etc/passwd and /etc/group, cached by image id.
     fn image_users(&self, image: &ImageRecord) -> Arc<spec::ImageUsers> {
-        if let Some(u) = self.users_cache.lock().expect("users cache lock").get(&image.id) {
+        if let Some(u) = self.users_cache.lock().get(&image.id) {
             return u.clone();
         }
         let u = Arc::new(spec::ImageUsers {
             passwd: self.image_text(image, "/etc/passwd"),
             group: self.image_text(image, "/etc/group"),
         });
-        self.users_cache
-            .lock()
-            .expect("users cache lock")
-            .insert(image.id.clone(), u.clone());
+        self.users_cache.lock().insert(image.id.clone(), u.clone());
         u
     }
 
@@ -528,7 +521,7 @@ impl ContainerManager {
             Err(e) => {
                 // The process will never run: record why, as kubelet expects.
                 {
-                    let mut r = c.record.lock().expect("container lock");
+                    let mut r = c.record.lock();
                     r.state = ContainerState::Exited;
                     r.exit_code = 128;
                     r.finished_at = store::now_ns();
@@ -542,7 +535,7 @@ impl ContainerManager {
             }
         };
         {
-            let mut r = c.record.lock().expect("container lock");
+            let mut r = c.record.lock();
             r.state = ContainerState::Running;
             r.started_at = started.started_at;
             r.pid = started.pid;
@@ -588,7 +581,7 @@ impl ContainerManager {
             let cgroup = mgr.sandboxes.cgroups().dir(&c.record().cgroup_path);
             let oom_killed = code != 0 && oom_kills(&cgroup) > 0;
             {
-                let mut r = c.record.lock().expect("container lock");
+                let mut r = c.record.lock();
                 r.state = ContainerState::Exited;
                 r.exit_code = code;
                 r.finished_at = at;
@@ -699,7 +692,7 @@ impl ContainerManager {
                     }
                 }
                 {
-                    let mut r = c.record.lock().expect("container lock");
+                    let mut r = c.record.lock();
                     if r.state == ContainerState::Created {
                         r.state = ContainerState::Exited;
                         r.finished_at = store::now_ns();
@@ -783,7 +776,7 @@ impl ContainerManager {
             }
         }
         c.record_file.remove(&self.record_path(&rec.id))?;
-        self.containers.lock().expect("containers lock").remove(&rec.id);
+        self.containers.lock().remove(&rec.id);
         self.events.container(Kind::Deleted, &rec.id, &rec.sandbox_id);
         tracing::info!(container = %rec.id, "container removed");
         Ok(())

@@ -1,7 +1,8 @@
 //! The container record on disk against concurrent writers and removal.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::*;
@@ -65,7 +66,7 @@ fn insert(m: &ContainerManager, rec: ContainerRecord) -> Arc<Container> {
         resize: Default::default(),
         record_file: Default::default(),
     });
-    m.containers.lock().unwrap().insert(rec.id, c.clone());
+    m.containers.lock().insert(rec.id, c.clone());
     c
 }
 
@@ -80,7 +81,7 @@ async fn a_late_exit_write_does_not_bring_a_removed_record_back() {
     m.remove("c1").await.unwrap();
     assert!(!path.exists());
     // The exit watcher finishing after RemoveContainer.
-    c.record.lock().unwrap().exit_code = 137;
+    c.record.lock().exit_code = 137;
     m.persist(&c).unwrap();
     assert!(!path.exists(), "RemoveContainer's record was resurrected");
 }
@@ -92,4 +93,22 @@ async fn stopping_or_removing_an_unknown_container_succeeds() {
     m.stop("nope", Duration::from_secs(10)).await.unwrap();
     m.stop("nope", Duration::ZERO).await.unwrap();
     m.remove("nope").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panic_while_the_container_map_is_held_leaves_it_usable() {
+    let d = tempfile::tempdir().unwrap();
+    let m = manager(d.path());
+    insert(&m, record("c1", d.path()));
+    let m2 = m.clone();
+    let panicked = std::thread::spawn(move || {
+        let _held = m2.containers.lock();
+        panic!("injected panic while holding the container map");
+    })
+    .join();
+    assert!(panicked.is_err());
+    // A poisoned std Mutex made every later call panic here.
+    assert_eq!(m.get("c1").unwrap().record().id, "c1");
+    assert!(matches!(m.get("nope"), Err(Error::NotFound(_))));
+    assert_eq!(m.list().len(), 1);
 }

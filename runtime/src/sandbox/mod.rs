@@ -13,8 +13,9 @@ pub mod sysctl;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupManager;
@@ -210,17 +211,17 @@ impl Sandbox {
 
     /// A copy of the record.
     pub fn record(&self) -> SandboxRecord {
-        self.record.lock().expect("sandbox lock").clone()
+        self.record.lock().clone()
     }
 
     /// The shim client, if the shim is up.
     pub fn shim(&self) -> Option<Shim> {
-        self.shim.lock().expect("shim lock").clone()
+        self.shim.lock().clone()
     }
 
     /// Ready, and the shim process still exists.
     pub fn is_ready(&self) -> bool {
-        let r = self.record.lock().expect("sandbox lock");
+        let r = self.record.lock();
         r.state == SandboxState::Ready && recover::shim_alive(r.shim_pid, &r.shim_socket)
     }
 }
@@ -309,7 +310,7 @@ impl SandboxManager {
                 )));
             }
         }
-        let mut current = self.pod_cidr.lock().expect("pod cidr lock");
+        let mut current = self.pod_cidr.lock();
         if *current != cidr {
             // Kept on disk: kubelet sends it once, and pods created after a
             // berthd restart must still get their `ipRanges`.
@@ -361,7 +362,7 @@ impl SandboxManager {
             }
             caps.insert("bandwidth".to_string(), serde_json::Value::Object(b));
         }
-        let cidr = self.pod_cidr.lock().expect("pod cidr lock").clone();
+        let cidr = self.pod_cidr.lock().clone();
         if !cidr.is_empty() {
             caps.insert("ipRanges".to_string(), serde_json::json!([[{"subnet": cidr}]]));
         }
@@ -410,7 +411,7 @@ impl SandboxManager {
             .await
             .map_err(|e| Error::Internal(format!("CNI DEL task: {e}")))??;
         let rec = {
-            let mut r = sb.record.lock().expect("sandbox lock");
+            let mut r = sb.record.lock();
             if let Some(n) = r.network.as_mut() {
                 n.torn_down = true;
             }
@@ -428,7 +429,7 @@ impl SandboxManager {
     /// Writes the sandbox's current record; a no-op once it was removed
     /// (a concurrent StopPodSandbox cannot bring it back).
     fn persist(&self, sb: &Sandbox) -> Result<()> {
-        let id = sb.record.lock().expect("sandbox lock").id.clone();
+        let id = sb.record.lock().id.clone();
         sb.record_file.write(&self.record_path(&id), || sb.record())
     }
 
@@ -438,17 +439,12 @@ impl SandboxManager {
 
     /// Looks a sandbox up by full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
-        store::lookup(&self.sandboxes.lock().expect("sandboxes lock"), id, "pod sandbox")
+        store::lookup(&self.sandboxes.lock(), id, "pod sandbox")
     }
 
     /// Every sandbox.
     pub fn list(&self) -> Vec<Arc<Sandbox>> {
-        self.sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .values()
-            .cloned()
-            .collect()
+        self.sandboxes.lock().values().cloned().collect()
     }
 
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
@@ -463,7 +459,7 @@ impl SandboxManager {
                 req.namespace, req.name, req.uid, req.attempt
             ),
             || {
-                let m = self.sandboxes.lock().expect("sandboxes lock");
+                let m = self.sandboxes.lock();
                 m.values().find_map(|s| {
                     let r = s.record();
                     (r.name == req.name
@@ -672,10 +668,7 @@ impl SandboxManager {
             .await
             .map_err(|e| Error::Shim(e.message().to_string()))?;
         let sb = Arc::new(Sandbox::new(record, Some(shim)));
-        self.sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .insert(id.clone(), sb.clone());
+        self.sandboxes.lock().insert(id.clone(), sb.clone());
         undo.disarm();
         shim_watch::watch(sb, self.events.clone());
         // The CRI reports a sandbox's birth as a container's: created, then
@@ -689,14 +682,14 @@ impl SandboxManager {
     /// Stops the shim and marks the sandbox NotReady. The caller stops the
     /// containers first. Namespaces stay pinned until remove. Idempotent.
     pub async fn stop(&self, sb: &Sandbox) -> Result<()> {
-        let shim = sb.shim.lock().expect("shim lock").take();
+        let shim = sb.shim.lock().take();
         if let Some(mut shim) = shim {
             let _ = shim
                 .shutdown(berth_proto::shim::ShutdownRequest { force: true })
                 .await;
         }
         let (rec, was_ready) = {
-            let mut r = sb.record.lock().expect("sandbox lock");
+            let mut r = sb.record.lock();
             let was_ready = r.state == SandboxState::Ready;
             r.state = SandboxState::NotReady;
             (r.clone(), was_ready)
@@ -743,7 +736,7 @@ impl SandboxManager {
         // Read while the sandbox is still known: kubelet drops a DELETED
         // event that has no sandbox status.
         let last = self.events.snapshot(&rec.id);
-        self.sandboxes.lock().expect("sandboxes lock").remove(&rec.id);
+        self.sandboxes.lock().remove(&rec.id);
         self.events.sandbox_with(Kind::Deleted, &rec.id, last);
         tracing::info!(sandbox = %rec.id, "pod sandbox removed");
         Ok(())
@@ -809,10 +802,10 @@ mod tests {
             let mut r = Rollback::new();
             for i in 0..3 {
                 let l = log.clone();
-                r.push(move || l.lock().unwrap().push(i));
+                r.push(move || l.lock().push(i));
             }
         }
-        assert_eq!(*log.lock().unwrap(), vec![2, 1, 0]);
+        assert_eq!(*log.lock(), vec![2, 1, 0]);
         let n = Arc::new(AtomicUsize::new(0));
         let mut r = Rollback::new();
         let n2 = n.clone();

@@ -69,10 +69,7 @@ impl SandboxManager {
             tracing::info!(sandbox = %rec.id, state = ?rec.state, "sandbox recovered");
             let watched = shim.is_some();
             let sb = Arc::new(Sandbox::new(rec.clone(), shim));
-            self.sandboxes
-                .lock()
-                .expect("sandboxes lock")
-                .insert(rec.id.clone(), sb.clone());
+            self.sandboxes.lock().insert(rec.id.clone(), sb.clone());
             if watched {
                 super::shim_watch::watch(sb, self.events.clone());
             }

@@ -73,7 +73,7 @@ impl SandboxManager {
             }
         };
         let rec = {
-            let mut r = sb.record.lock().expect("sandbox lock");
+            let mut r = sb.record.lock();
             r.resources = resources.map(Into::into);
             r.overhead = overhead.map(Into::into);
             r.clone()

@@ -56,13 +56,13 @@ pub fn write_record<T: Serialize>(path: &Path, record: &T) -> Result<()> {
 #[derive(Debug, Default)]
 pub struct RecordLock {
     /// True once the record was removed.
-    removed: std::sync::Mutex<bool>,
+    removed: parking_lot::Mutex<bool>,
 }
 
 impl RecordLock {
     /// Writes `snapshot()` to `path`, unless the record was removed.
     pub fn write<T: Serialize>(&self, path: &Path, snapshot: impl FnOnce() -> T) -> Result<()> {
-        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        let removed = self.removed.lock();
         if *removed {
             return Ok(());
         }
@@ -71,7 +71,7 @@ impl RecordLock {
 
     /// Removes the record at `path` for good.
     pub fn remove(&self, path: &Path) -> Result<()> {
-        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut removed = self.removed.lock();
         remove_record(path)?;
         *removed = true;
         Ok(())

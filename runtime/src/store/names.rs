@@ -8,7 +8,8 @@
 //! by then a successful one is in the manager's map, a failed one is undone.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -38,7 +39,7 @@ impl Reservations {
         what: &str,
         existing: impl FnOnce() -> Option<String>,
     ) -> Result<Reservation<'_>> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         if pending.contains(&key) {
             return Err(Error::AlreadyExists(format!("{what} (being created)")));
         }
@@ -52,11 +53,7 @@ impl Reservations {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.owner
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.owner.pending.lock().remove(&self.key);
     }
 }
 
