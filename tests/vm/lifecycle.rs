@@ -161,3 +161,24 @@ async fn life_concurrent_creations_of_one_name_make_one_object() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+#[tokio::test]
+async fn life_shims_live_outside_berthds_cgroup() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let pod = pod_config("shim-cgroup", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let shims: Vec<u32> = processes_matching(&format!("--id {sb}"))
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("berth-shim"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    let cgroup_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let (shim, berthd) = (cgroup_of(shims[0]), cgroup_of(b.pid()));
+    assert_ne!(
+        shim, berthd,
+        "a service manager stopping berthd's cgroup would kill the pod"
+    );
+    assert!(shim.trim_end().ends_with("/berth-shims"), "{shim}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}

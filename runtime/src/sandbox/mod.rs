@@ -7,6 +7,7 @@
 mod pin;
 mod recover;
 pub mod resize;
+mod shim_cgroup;
 pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
@@ -543,6 +544,7 @@ impl SandboxManager {
             pid: req.pid_mode == PidMode::Pod,
         };
         let hostname = (!req.hostname.is_empty()).then_some(req.hostname.as_str());
+        let shim_cgroup = shim_cgroup::open_procs(&self.cgroups)?;
         let (spawned, mut shim) = shim_client::spawn(
             &self.cfg.resolve_shim(),
             &id,
@@ -550,6 +552,7 @@ impl SandboxManager {
             &state_dir.join("shim.log"),
             ns,
             hostname,
+            &shim_cgroup,
         )
         .await?;
         shim_watch::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
