@@ -182,3 +182,51 @@ async fn life_shims_live_outside_berthds_cgroup() {
     assert!(shim.trim_end().ends_with("/berth-shims"), "{shim}");
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+#[tokio::test]
+async fn life_an_exit_is_reported_while_a_background_child_holds_the_output() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let mut pod = pod_config("held-pipe", &b.log_dir());
+    let pod_pid = Some(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    });
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: pod_pid.clone(),
+        ..Default::default()
+    });
+    let sb = c.run_pod(&pod).await.expect("runp");
+    // In the pod's shared PID namespace the background sleep outlives the
+    // shell, holding its stdout and stderr open.
+    let mut cfg = container_config(
+        "held-pipe",
+        &busybox(),
+        &["sh", "-c", "sleep 4747 & echo bye; exit 3"],
+    );
+    cfg.linux.get_or_insert_with(Default::default).security_context =
+        Some(cri::LinuxContainerSecurityContext {
+            namespace_options: pod_pid,
+            ..Default::default()
+        });
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    let s = c
+        .wait_exited(&id, Duration::from_secs(30))
+        .await
+        .expect("the exit is reported");
+    assert_eq!(s.exit_code, 3);
+    assert_eq!(
+        log_lines(&b.log_dir().join("held-pipe.log")),
+        vec!["bye".to_string()]
+    );
+    assert!(
+        !processes_matching("sleep 4747").is_empty(),
+        "the holder still runs"
+    );
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert!(
+        processes_matching("sleep 4747").is_empty(),
+        "and goes with the pod"
+    );
+}
