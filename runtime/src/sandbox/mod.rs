@@ -4,6 +4,7 @@
 //! pinned by bind mounts under `<state>/sandboxes/<id>/ns/`, so they outlive
 //! every container (and the shim itself) until RemovePodSandbox.
 
+mod intent;
 mod pin;
 mod recover;
 pub mod resize;
@@ -484,6 +485,18 @@ impl SandboxManager {
             sysctl::validate(&req.sysctls, &owned)?;
         }
         let mut undo = Rollback::new();
+        let mut intent = intent::RunIntent {
+            id: id.clone(),
+            ..Default::default()
+        };
+        self.write_intent(&intent)?;
+        {
+            let p = self.intent_path(&id);
+            undo.push(move || {
+                let _ = store::remove_record(&p);
+            });
+        }
+        crate::crash::point("run_sandbox.intent");
         let state_dir = self.state_dir(&id);
         std::fs::create_dir_all(state_dir.join("ns"))
             .map_err(|e| Error::io("create sandbox state dir", e))?;
@@ -514,7 +527,12 @@ impl SandboxManager {
             &id,
             &self.cfg.default_cgroup_parent,
         )?;
+        intent.cgroup_path = Some(cgroup_path.clone());
+        self.write_intent(&intent)?;
         let created = self.cgroups.ensure(&cgroup_path)?;
+        intent.cgroup_created = created.clone();
+        self.write_intent(&intent)?;
+        crate::crash::point("run_sandbox.cgroup");
         {
             let cg = self.cgroups.clone();
             let created = created.clone();
@@ -545,6 +563,8 @@ impl SandboxManager {
         };
         let hostname = (!req.hostname.is_empty()).then_some(req.hostname.as_str());
         let shim_cgroup = shim_cgroup::open_procs(&self.cgroups)?;
+        intent.shim_socket = Some(socket.clone());
+        self.write_intent(&intent)?;
         let (spawned, mut shim) = shim_client::spawn(
             &self.cfg.resolve_shim(),
             &id,
@@ -556,6 +576,9 @@ impl SandboxManager {
         )
         .await?;
         shim_watch::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        intent.shim_pid = Some(spawned.pid);
+        self.write_intent(&intent)?;
+        crate::crash::point("run_sandbox.shim");
         {
             let pid = spawned.pid;
             undo.push(move || {
@@ -578,6 +601,7 @@ impl SandboxManager {
             ns_paths.insert(kind.to_string(), pin_path);
         }
 
+        crate::crash::point("run_sandbox.pins");
         sysctl::apply(&req.sysctls, &ns_paths)?;
 
         let network = if req.host_network {
@@ -599,6 +623,16 @@ impl SandboxManager {
                 pod_uid: req.uid.clone(),
                 capabilities: capabilities.clone(),
             };
+            intent.network = Some(intent::NetIntent {
+                conf_file: list.source.clone(),
+                netns: a.netns.clone(),
+                ifname: a.ifname.clone(),
+                pod_name: a.pod_name.clone(),
+                pod_namespace: a.pod_namespace.clone(),
+                pod_uid: a.pod_uid.clone(),
+                capabilities: a.capabilities.clone(),
+            });
+            self.write_intent(&intent)?;
             let t = std::time::Instant::now();
             let cni = self.cni.clone();
             let (l, att) = (list.clone(), a.clone());
@@ -613,6 +647,7 @@ impl SandboxManager {
                     }
                 });
             }
+            crate::crash::point("run_sandbox.cni_add");
             let ips = cni::result_ips(&result);
             tracing::info!(sandbox = %id, network = %list.name, ips = ?ips, elapsed_ms = t.elapsed().as_millis() as u64, "pod network attached");
             Some(NetworkRecord {
@@ -666,6 +701,11 @@ impl SandboxManager {
             shm: Some(pod_shm),
         };
         store::write_record(&self.record_path(&id), &record)?;
+        crate::crash::point("run_sandbox.record");
+        // The record names everything now; a leftover intent is dropped at start-up.
+        if let Err(e) = store::remove_record(&self.intent_path(&id)) {
+            tracing::warn!(sandbox = %id, error = %e, "removing the sandbox intent failed");
+        }
         // Make sure the shim is still healthy after pinning.
         shim.info(berth_proto::shim::InfoRequest {})
             .await
