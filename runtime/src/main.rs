@@ -13,6 +13,7 @@ use clap::Parser;
 mod cgroup;
 mod config;
 mod container;
+mod crash;
 mod cri;
 mod error;
 mod events;

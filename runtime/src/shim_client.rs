@@ -84,7 +84,8 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Spawns `berth-shim serve` in new namespaces and waits until it answers.
+/// Spawns `berth-shim serve` in new namespaces, moved into the cgroup whose
+/// `cgroup.procs` is `cgroup_procs`, and waits until it answers.
 pub async fn spawn(
     shim_bin: &Path,
     sandbox_id: &str,
@@ -92,6 +93,7 @@ pub async fn spawn(
     log: &Path,
     ns: NewNamespaces,
     hostname: Option<&str>,
+    cgroup_procs: &std::fs::File,
 ) -> Result<(SpawnedShim, Shim)> {
     use std::os::unix::process::CommandExt;
     let log_file = std::fs::OpenOptions::new()
@@ -129,10 +131,17 @@ pub async fn spawn(
         cmd.env("BERTH_SHIM_LOG", level);
     }
     let net = ns.net;
+    let procs_fd = std::os::fd::AsRawFd::as_raw_fd(cgroup_procs);
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe syscalls (setsid, unshare, sethostname, socket/ioctl).
+    // async-signal-safe syscalls (write, setsid, unshare, sethostname,
+    // socket/ioctl); `procs_fd` stays open in berthd until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
+            // "0" moves the writer: the shim leaves berthd's cgroup before
+            // it runs a single instruction of its own.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             nix::sched::unshare(flags).map_err(std::io::Error::from)?;
             if let Some(h) = &hostname {

@@ -20,6 +20,7 @@ mod pod_init;
 mod reaper;
 mod server;
 mod spawn;
+mod stop_signal;
 mod table;
 
 use std::path::PathBuf;

@@ -23,6 +23,10 @@ use crate::table::{Container, Phase, Table};
 /// How long Delete waits for a killed container to be reaped.
 const DELETE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a reaped container's output may keep draining before its exit
+/// is reported anyway.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 /// Runs the shim until Shutdown.
 pub fn run(sandbox_id: String, socket: PathBuf, pod_pid_ns: bool) -> anyhow::Result<()> {
     // Orphans of container processes must be reaped by us, not by host init.
@@ -378,11 +382,21 @@ impl Shim for ShimService {
         let reaper = self.reaper.clone();
         tokio::spawn(async move {
             let exit = reaper.wait(pid).await;
-            // Report the exit only after every byte of output is in the log.
-            let _ = out_done.await;
-            let _ = err_done.await;
-            if let Some(t) = tty_done {
-                let _ = t.await;
+            // What the process wrote before it died reaches the log before
+            // its exit is reported. But a process that inherited the pipes
+            // and lives on (a background child, in a pod's shared PID
+            // namespace) must not keep the exit unreported: drain for a
+            // bounded time; the copiers go on logging whatever comes later.
+            let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+                let _ = out_done.await;
+                let _ = err_done.await;
+                if let Some(t) = tty_done {
+                    let _ = t.await;
+                }
+            })
+            .await;
+            if drained.is_err() {
+                tracing::info!(container = %c.id, pid, "output still open after the exit (a process holds the pipes); reporting the exit anyway");
             }
             c.mark_exited(exit.code, exit.at_ns);
             tracing::info!(container = %c.id, pid, code = exit.code, "container exited");
@@ -451,10 +465,16 @@ impl Shim for ShimService {
         }
         match (&c.cgroup_dir, req.all) {
             (Some(dir), true) => signal_all(dir, sig).map_err(|e| internal("signal cgroup", e))?,
-            _ => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), sig) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => return Err(internal("kill", e)),
-            },
+            _ => {
+                let redeliver_for = Duration::from_millis(req.redeliver_ms);
+                match crate::stop_signal::Process::open(c.pid)
+                    .and_then(|p| crate::stop_signal::send(p, sig as i32, redeliver_for))
+                {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(internal("kill", e)),
+                }
+            }
         }
         Ok(Response::new(KillResponse {}))
     }

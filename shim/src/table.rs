@@ -16,7 +16,7 @@ pub enum Phase {
     Created,
     /// The user's process has been exec'd.
     Running,
-    /// Reaped; output drained.
+    /// Reaped; output drained (or still open after a bounded wait).
     Exited,
 }
 
@@ -107,7 +107,8 @@ impl Container {
         self.exited_tx.send_replace(true);
     }
 
-    /// Resolves once the container has exited and its output is drained.
+    /// Resolves once the container has exited and its output is drained
+    /// (or a bounded wait for it ended).
     pub async fn wait_exited(&self) -> State {
         let mut rx = self.exited_tx.subscribe();
         let _ = rx.wait_for(|e| *e).await;

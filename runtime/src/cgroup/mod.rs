@@ -13,7 +13,9 @@ pub mod resources;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use self::device_filter::{DeviceFilterHost, DeviceRule, KernelBpf};
 use crate::error::{Error, IoContext, Result};
@@ -72,7 +74,7 @@ impl CgroupManager {
     pub fn with_registry(mut self, path: PathBuf) -> Result<Self> {
         if path.exists() {
             let r: ParentRegistry = crate::store::read_record(&path)?;
-            *self.parents.lock().expect("cgroup parents lock") = r.parents;
+            *self.parents.lock() = r.parents;
         }
         self.registry = Some(path);
         Ok(self)
@@ -146,7 +148,7 @@ impl CgroupManager {
             parent = child;
         }
         if created.len() > 1 {
-            let mut parents = self.parents.lock().expect("cgroup parents lock");
+            let mut parents = self.parents.lock();
             parents.extend(created[..created.len() - 1].iter().cloned());
             self.save_parents(&parents)?;
         }
@@ -212,7 +214,7 @@ impl CgroupManager {
         if created.iter().any(|d| d == leaf) {
             self.remove(leaf)?;
         }
-        let mut parents = self.parents.lock().expect("cgroup parents lock");
+        let mut parents = self.parents.lock();
         let before = parents.len();
         let mut dir = leaf.parent();
         while let Some(d) = dir {
@@ -263,7 +265,7 @@ mod tests {
         }
         let a = vec![root.join("kubepods"), besteffort.clone(), besteffort.join("podA")];
         {
-            let mut p = m.parents.lock().unwrap();
+            let mut p = m.parents.lock();
             p.extend(a[..2].iter().cloned());
             m.save_parents(&p).unwrap();
         }
@@ -282,7 +284,7 @@ mod tests {
         again.remove_created(&b, &b[0]).unwrap();
         assert!(!root.join("kubepods").exists());
         assert!(root.is_dir(), "never above the parents berthd made");
-        assert!(again.parents.lock().unwrap().is_empty());
+        assert!(again.parents.lock().is_empty());
     }
 
     #[test]
@@ -334,7 +336,7 @@ mod tests {
 
     impl DeviceFilterHost for RecordingFilter {
         fn attach(&self, cgroup: &Path, program: &[bpf::Insn]) -> Result<()> {
-            self.0.lock().unwrap().push((cgroup.to_path_buf(), program.len()));
+            self.0.lock().push((cgroup.to_path_buf(), program.len()));
             Ok(())
         }
     }
@@ -346,7 +348,7 @@ mod tests {
         let m = CgroupManager::new(d.path()).with_device_filter_host(rec.clone());
         let rules = device_filter::default_rules();
         m.install_device_filter("/berth/pod/c1", &rules).unwrap();
-        let calls = rec.0.lock().unwrap().clone();
+        let calls = rec.0.lock().clone();
         assert_eq!(
             calls,
             vec![(

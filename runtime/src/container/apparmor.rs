@@ -15,10 +15,10 @@
 //! before execve, for the container's process and for every exec.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use berth_proto::cri;
 use berth_proto::cri::security_profile::ProfileType;
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -159,7 +159,7 @@ impl AppArmor {
 
     /// `berth-default`, loading it once if the kernel does not have it yet.
     fn default_profile(&self) -> Result<String> {
-        let mut done = self.default_loaded.lock().expect("apparmor lock");
+        let mut done = self.default_loaded.lock();
         if !*done && !self.loaded(DEFAULT_PROFILE)? {
             load_profile(&self.parser, DEFAULT_PROFILE_TEXT)?;
             tracing::info!(profile = DEFAULT_PROFILE, "AppArmor default profile loaded");

@@ -6,6 +6,8 @@ pub mod devices;
 pub mod groups_policy;
 mod image_files;
 pub mod mounts;
+#[cfg(test)]
+mod record_tests;
 mod recover;
 pub mod resize;
 mod seccomp;
@@ -16,11 +18,12 @@ pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::cri;
 use berth_proto::shim as shimpb;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -135,12 +138,14 @@ pub struct Container {
     changed: watch::Sender<ContainerState>,
     /// Serialises resizes of this container (never held by status calls).
     resize: tokio::sync::Mutex<()>,
+    /// Orders the writes of its record and ends them at RemoveContainer.
+    record_file: store::RecordLock,
 }
 
 impl Container {
     /// A copy of the record.
     pub fn record(&self) -> ContainerRecord {
-        self.record.lock().expect("container lock").clone()
+        self.record.lock().clone()
     }
 }
 
@@ -150,6 +155,8 @@ pub struct ContainerManager {
     images: Arc<ImageStore>,
     sandboxes: Arc<SandboxManager>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Container names whose CreateContainer is under way.
+    names: store::names::Reservations,
     /// Each image's user database (read once: images are immutable), so
     /// re-creating a pod's containers (in-place restart) reads no image files.
     users_cache: Mutex<HashMap<String, Arc<spec::ImageUsers>>>,
@@ -169,6 +176,7 @@ impl ContainerManager {
             images,
             sandboxes,
             containers: Mutex::new(HashMap::new()),
+            names: Default::default(),
             users_cache: Mutex::new(HashMap::new()),
             apparmor: apparmor::AppArmor::default(),
             host_devices: Arc::new(devices::RealHostDevices),
@@ -188,24 +196,19 @@ impl ContainerManager {
 
     /// Looks a container up by id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Container>> {
-        store::lookup(&self.containers.lock().expect("containers lock"), id, "container")
+        store::lookup(&self.containers.lock(), id, "container")
     }
 
     /// Every container.
     pub fn list(&self) -> Vec<Arc<Container>> {
-        self.containers
-            .lock()
-            .expect("containers lock")
-            .values()
-            .cloned()
-            .collect()
+        self.containers.lock().values().cloned().collect()
     }
 
     /// Containers of one sandbox.
     pub fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Container>> {
         self.list()
             .into_iter()
-            .filter(|c| c.record.lock().expect("container lock").sandbox_id == sandbox_id)
+            .filter(|c| c.record.lock().sandbox_id == sandbox_id)
             .collect()
     }
 
@@ -214,9 +217,10 @@ impl ContainerManager {
             .ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {} is not ready", sb.record().id)))
     }
 
+    /// Writes the container's current record; a no-op once it was removed.
     fn persist(&self, c: &Container) -> Result<()> {
-        let rec = c.record();
-        store::write_record(&self.record_path(&rec.id), &rec)
+        let id = c.record.lock().id.clone();
+        c.record_file.write(&self.record_path(&id), || c.record())
     }
 
     /// CreateContainer.
@@ -246,15 +250,21 @@ impl ContainerManager {
             .images
             .resolve(image_name)
             .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))?;
-        if self.in_sandbox(&sbr.id).iter().any(|c| {
-            let r = c.record();
-            r.name == meta.name && r.attempt == meta.attempt
-        }) {
-            return Err(Error::AlreadyExists(format!(
+        // Held until the container is in the map (or everything is undone):
+        // a concurrent CreateContainer of the same name gets AlreadyExists.
+        let _name = self.names.reserve(
+            format!("{}\0{}\0{}", sbr.id, meta.name, meta.attempt),
+            &format!(
                 "container {:?} attempt {} in pod sandbox {}",
                 meta.name, meta.attempt, sbr.id
-            )));
-        }
+            ),
+            || {
+                self.in_sandbox(&sbr.id).into_iter().find_map(|c| {
+                    let r = c.record();
+                    (r.name == meta.name && r.attempt == meta.attempt).then_some(r.id)
+                })
+            },
+        )?;
 
         let id = store::new_id();
         let cgroup_path =
@@ -466,12 +476,13 @@ impl ContainerManager {
         };
         store::write_record(&self.record_path(&id), &record)?;
         let (changed, _) = watch::channel(ContainerState::Created);
-        self.containers.lock().expect("containers lock").insert(
+        self.containers.lock().insert(
             id.clone(),
             Arc::new(Container {
                 record: Mutex::new(record),
                 changed,
                 resize: Default::default(),
+                record_file: Default::default(),
             }),
         );
         undo.disarm();
@@ -482,17 +493,14 @@ impl ContainerManager {
 
     /// The image's /etc/passwd and /etc/group, cached by image id.
     fn image_users(&self, image: &ImageRecord) -> Arc<spec::ImageUsers> {
-        if let Some(u) = self.users_cache.lock().expect("users cache lock").get(&image.id) {
+        if let Some(u) = self.users_cache.lock().get(&image.id) {
             return u.clone();
         }
         let u = Arc::new(spec::ImageUsers {
             passwd: self.image_text(image, "/etc/passwd"),
             group: self.image_text(image, "/etc/group"),
         });
-        self.users_cache
-            .lock()
-            .expect("users cache lock")
-            .insert(image.id.clone(), u.clone());
+        self.users_cache.lock().insert(image.id.clone(), u.clone());
         u
     }
 
@@ -522,7 +530,7 @@ impl ContainerManager {
             Err(e) => {
                 // The process will never run: record why, as kubelet expects.
                 {
-                    let mut r = c.record.lock().expect("container lock");
+                    let mut r = c.record.lock();
                     r.state = ContainerState::Exited;
                     r.exit_code = 128;
                     r.finished_at = store::now_ns();
@@ -536,7 +544,7 @@ impl ContainerManager {
             }
         };
         {
-            let mut r = c.record.lock().expect("container lock");
+            let mut r = c.record.lock();
             r.state = ContainerState::Running;
             r.started_at = started.started_at;
             r.pid = started.pid;
@@ -582,7 +590,7 @@ impl ContainerManager {
             let cgroup = mgr.sandboxes.cgroups().dir(&c.record().cgroup_path);
             let oom_killed = code != 0 && oom_kills(&cgroup) > 0;
             {
-                let mut r = c.record.lock().expect("container lock");
+                let mut r = c.record.lock();
                 r.state = ContainerState::Exited;
                 r.exit_code = code;
                 r.finished_at = at;
@@ -673,9 +681,15 @@ impl ContainerManager {
         Ok(out)
     }
 
-    /// StopContainer: stop signal, up to `timeout`, then SIGKILL. Idempotent.
+    /// StopContainer: stop signal, up to `timeout`, then SIGKILL. Idempotent;
+    /// an unknown id is OK (the CRI: kubelet retries teardown of what may
+    /// already be gone).
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
-        let c = self.get(id)?;
+        let c = match self.get(id) {
+            Ok(c) => c,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let rec = c.record();
         match rec.state {
             ContainerState::Exited => return Ok(()),
@@ -687,7 +701,7 @@ impl ContainerManager {
                     }
                 }
                 {
-                    let mut r = c.record.lock().expect("container lock");
+                    let mut r = c.record.lock();
                     if r.state == ContainerState::Created {
                         r.state = ContainerState::Exited;
                         r.finished_at = store::now_ns();
@@ -709,6 +723,10 @@ impl ContainerManager {
                 id: rec.id.clone(),
                 signal: rec.stop_signal as u32,
                 all: false,
+                // A stop that arrives before the process installed its
+                // handler must not be lost (critest stops busybox `top`
+                // milliseconds after starting it).
+                redeliver_ms: timeout.as_millis() as u64,
             })
             .await
             .map_err(shim_error)?;
@@ -723,6 +741,7 @@ impl ContainerManager {
             id: rec.id.clone(),
             signal: libc::SIGKILL as u32,
             all: true,
+            redeliver_ms: 0,
         })
         .await
         .map_err(shim_error)?;
@@ -765,8 +784,8 @@ impl ContainerManager {
                 }
             }
         }
-        store::remove_record(&self.record_path(&rec.id))?;
-        self.containers.lock().expect("containers lock").remove(&rec.id);
+        c.record_file.remove(&self.record_path(&rec.id))?;
+        self.containers.lock().remove(&rec.id);
         self.events.container(Kind::Deleted, &rec.id, &rec.sandbox_id);
         tracing::info!(container = %rec.id, "container removed");
         Ok(())

@@ -3,9 +3,10 @@
 //! while berthd was away. Running containers are watched again; ones that
 //! exited meanwhile report their real exit code and time.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use berth_proto::shim as shimpb;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
@@ -31,11 +32,9 @@ impl ContainerManager {
                 record: Mutex::new(rec.clone()),
                 changed,
                 resize: Default::default(),
+                record_file: Default::default(),
             });
-            self.containers
-                .lock()
-                .expect("containers lock")
-                .insert(rec.id.clone(), c.clone());
+            self.containers.lock().insert(rec.id.clone(), c.clone());
             n += 1;
             if rec.state == ContainerState::Exited {
                 continue;
@@ -56,7 +55,7 @@ impl ContainerManager {
                     } else {
                         if rec.state == ContainerState::Created {
                             // Started just before berthd went down.
-                            let mut r = c.record.lock().expect("container lock");
+                            let mut r = c.record.lock();
                             r.state = ContainerState::Running;
                             r.started_at = st.started_at;
                             r.pid = st.pid;
@@ -70,7 +69,7 @@ impl ContainerManager {
                 }
                 _ => {
                     {
-                        let mut r = c.record.lock().expect("container lock");
+                        let mut r = c.record.lock();
                         r.state = ContainerState::Exited;
                         r.exit_code = 255;
                         r.finished_at = store::now_ns();

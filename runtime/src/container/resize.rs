@@ -151,7 +151,7 @@ impl ContainerManager {
             }
         }
         res?;
-        c.record.lock().expect("container lock").resources = Some(Asked::from(r));
+        c.record.lock().resources = Some(Asked::from(r));
         self.persist(&c)
     }
 

@@ -7,7 +7,7 @@ use berth_proto::cri::{StopContainerRequest, StopContainerResponse};
 use super::Cri;
 use crate::error::{Error, Result};
 
-/// Handles StopContainer. Unknown id is NotFound (kubelet treats it as gone).
+/// Handles StopContainer. Unknown id is OK, as the CRI says.
 pub async fn handle(cri: &Cri, req: StopContainerRequest) -> Result<StopContainerResponse> {
     if req.timeout < 0 {
         return Err(Error::InvalidArgument(format!(

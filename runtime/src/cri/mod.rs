@@ -25,6 +25,7 @@ mod image_service;
 mod image_status;
 mod log_layer;
 mod metric_descriptors_list;
+mod panic_layer;
 mod runtime_config;
 mod runtime_config_update;
 mod runtime_service;
@@ -125,6 +126,9 @@ pub async fn serve(
     let mut server_rx = rx.clone();
     let server = tonic::transport::Server::builder()
         .layer(log_layer::RequestLogLayer::new(metrics))
+        // Inside the log layer, so a caught panic is logged and counted as
+        // the Internal it answers.
+        .layer(panic_layer::CatchPanicLayer)
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(

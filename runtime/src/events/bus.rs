@@ -11,9 +11,10 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 /// One subscriber as the bus holds it.
@@ -58,14 +59,11 @@ impl<T: Clone> EventBus<T> {
         let (tx, rx) = mpsc::channel(self.capacity);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let overflowed = Arc::new(AtomicBool::new(false));
-        self.subscribers
-            .lock()
-            .expect("subscribers lock")
-            .push(Subscriber {
-                id,
-                tx,
-                overflowed: overflowed.clone(),
-            });
+        self.subscribers.lock().push(Subscriber {
+            id,
+            tx,
+            overflowed: overflowed.clone(),
+        });
         Subscription {
             id,
             rx,
@@ -78,19 +76,19 @@ impl<T: Clone> EventBus<T> {
     /// Ends every subscription (after what is buffered): berthd is shutting
     /// down, and an open stream would hold the gRPC server's graceful stop.
     pub fn close_all(&self) {
-        self.subscribers.lock().expect("subscribers lock").clear();
+        self.subscribers.lock().clear();
     }
 
     /// How many subscribers are attached.
     pub fn subscriber_count(&self) -> usize {
-        self.subscribers.lock().expect("subscribers lock").len()
+        self.subscribers.lock().len()
     }
 
     /// Builds an event with `make` and hands it to every subscriber, without
     /// waiting. `make` runs under the bus lock (so content and delivery
     /// order agree) and not at all when nobody listens; it must not publish.
     pub fn publish_with(&self, make: impl FnOnce() -> Option<T>) -> Delivery {
-        let mut subs = self.subscribers.lock().expect("subscribers lock");
+        let mut subs = self.subscribers.lock();
         if subs.is_empty() {
             return Delivery::default();
         }
@@ -170,7 +168,7 @@ impl<T> tokio_stream::Stream for Subscription<T> {
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
         if let Some(subs) = self.bus.upgrade() {
-            subs.lock().expect("subscribers lock").retain(|s| s.id != self.id);
+            subs.lock().retain(|s| s.id != self.id);
         }
     }
 }

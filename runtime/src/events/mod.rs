@@ -15,9 +15,10 @@
 pub mod bus;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use berth_proto::cri;
+use parking_lot::Mutex;
 
 pub use bus::{EventBus, Subscription};
 
@@ -170,7 +171,7 @@ impl Events {
                 return None;
             };
             let created_at = {
-                let mut last = self.last_ns.lock().expect("event clock lock");
+                let mut last = self.last_ns.lock();
                 *last = crate::store::now_ns().max(*last + 1);
                 *last
             };
@@ -202,7 +203,7 @@ mod tests {
 
     impl PodView for FakePods {
         fn snapshot(&self, sandbox_id: &str) -> Option<PodSnapshot> {
-            let pods = self.0.lock().unwrap();
+            let pods = self.0.lock();
             let ctrs = pods.get(sandbox_id)?;
             Some((
                 cri::PodSandboxStatus {
@@ -232,7 +233,7 @@ mod tests {
     }
 
     fn set(pods: &FakePods, sb: &str, ctrs: &[(&str, cri::ContainerState)]) {
-        pods.0.lock().unwrap().insert(
+        pods.0.lock().insert(
             sb.into(),
             ctrs.iter().map(|(i, s)| (i.to_string(), *s as i32)).collect(),
         );
@@ -255,7 +256,7 @@ mod tests {
         set(&pods, "sb", &[]);
         ev.container(Kind::Deleted, "c1", "sb");
         let last = ev.snapshot("sb");
-        pods.0.lock().unwrap().remove("sb");
+        pods.0.lock().remove("sb");
         ev.sandbox(Kind::Stopped, "sb"); // sandbox unknown: not sent
         ev.sandbox_with(Kind::Deleted, "sb", last);
 

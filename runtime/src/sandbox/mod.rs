@@ -4,17 +4,20 @@
 //! pinned by bind mounts under `<state>/sandboxes/<id>/ns/`, so they outlive
 //! every container (and the shim itself) until RemovePodSandbox.
 
+mod intent;
 mod pin;
 mod recover;
 pub mod resize;
+mod shim_cgroup;
 pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupManager;
@@ -194,6 +197,8 @@ pub struct Sandbox {
     shim: Mutex<Option<Shim>>,
     /// Serialises pod-level resizes (never held by status calls).
     resize: tokio::sync::Mutex<()>,
+    /// Orders the writes of its record and ends them at RemovePodSandbox.
+    record_file: store::RecordLock,
 }
 
 impl Sandbox {
@@ -202,22 +207,23 @@ impl Sandbox {
             record: Mutex::new(record),
             shim: Mutex::new(shim),
             resize: tokio::sync::Mutex::new(()),
+            record_file: store::RecordLock::default(),
         }
     }
 
     /// A copy of the record.
     pub fn record(&self) -> SandboxRecord {
-        self.record.lock().expect("sandbox lock").clone()
+        self.record.lock().clone()
     }
 
     /// The shim client, if the shim is up.
     pub fn shim(&self) -> Option<Shim> {
-        self.shim.lock().expect("shim lock").clone()
+        self.shim.lock().clone()
     }
 
     /// Ready, and the shim process still exists.
     pub fn is_ready(&self) -> bool {
-        let r = self.record.lock().expect("sandbox lock");
+        let r = self.record.lock();
         r.state == SandboxState::Ready && recover::shim_alive(r.shim_pid, &r.shim_socket)
     }
 }
@@ -264,6 +270,8 @@ pub struct SandboxManager {
     /// Pod CIDR from UpdateRuntimeConfig, for the CNI `ipRanges` capability.
     pod_cidr: Mutex<String>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// Pod names whose RunPodSandbox is under way.
+    names: store::names::Reservations,
     /// Where lifecycle events go (GetContainerEvents).
     events: Arc<Events>,
 }
@@ -280,6 +288,7 @@ impl SandboxManager {
             shm_host,
             pod_cidr: Mutex::new(pod_cidr),
             sandboxes: Mutex::new(HashMap::new()),
+            names: Default::default(),
             events: Arc::new(Events::default()),
         }
     }
@@ -303,7 +312,7 @@ impl SandboxManager {
                 )));
             }
         }
-        let mut current = self.pod_cidr.lock().expect("pod cidr lock");
+        let mut current = self.pod_cidr.lock();
         if *current != cidr {
             // Kept on disk: kubelet sends it once, and pods created after a
             // berthd restart must still get their `ipRanges`.
@@ -355,7 +364,7 @@ impl SandboxManager {
             }
             caps.insert("bandwidth".to_string(), serde_json::Value::Object(b));
         }
-        let cidr = self.pod_cidr.lock().expect("pod cidr lock").clone();
+        let cidr = self.pod_cidr.lock().clone();
         if !cidr.is_empty() {
             caps.insert("ipRanges".to_string(), serde_json::json!([[{"subnet": cidr}]]));
         }
@@ -404,13 +413,13 @@ impl SandboxManager {
             .await
             .map_err(|e| Error::Internal(format!("CNI DEL task: {e}")))??;
         let rec = {
-            let mut r = sb.record.lock().expect("sandbox lock");
+            let mut r = sb.record.lock();
             if let Some(n) = r.network.as_mut() {
                 n.torn_down = true;
             }
             r.clone()
         };
-        store::write_record(&self.record_path(&rec.id), &rec)?;
+        self.persist(sb)?;
         tracing::info!(sandbox = %rec.id, "pod network torn down");
         Ok(())
     }
@@ -419,47 +428,50 @@ impl SandboxManager {
         self.cfg.root.join("sandboxes").join(format!("{id}.json"))
     }
 
+    /// Writes the sandbox's current record; a no-op once it was removed
+    /// (a concurrent StopPodSandbox cannot bring it back).
+    fn persist(&self, sb: &Sandbox) -> Result<()> {
+        let id = sb.record.lock().id.clone();
+        sb.record_file.write(&self.record_path(&id), || sb.record())
+    }
+
     fn state_dir(&self, id: &str) -> PathBuf {
         self.cfg.state.join("sandboxes").join(id)
     }
 
     /// Looks a sandbox up by full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
-        store::lookup(&self.sandboxes.lock().expect("sandboxes lock"), id, "pod sandbox")
+        store::lookup(&self.sandboxes.lock(), id, "pod sandbox")
     }
 
     /// Every sandbox.
     pub fn list(&self) -> Vec<Arc<Sandbox>> {
-        self.sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .values()
-            .cloned()
-            .collect()
+        self.sandboxes.lock().values().cloned().collect()
     }
 
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
     pub async fn run(&self, req: SandboxRequest) -> Result<String> {
         let id = store::new_id();
-        {
-            let m = self.sandboxes.lock().expect("sandboxes lock");
-            if let Some(other) = m.values().find(|s| {
-                let r = s.record();
-                r.name == req.name
-                    && r.namespace == req.namespace
-                    && r.uid == req.uid
-                    && r.attempt == req.attempt
-            }) {
-                return Err(Error::AlreadyExists(format!(
-                    "pod sandbox {}/{} (uid {}, attempt {}) as {}",
-                    req.namespace,
-                    req.name,
-                    req.uid,
-                    req.attempt,
-                    other.record().id
-                )));
-            }
-        }
+        // Held until the sandbox is in the map (or everything is undone):
+        // a concurrent RunPodSandbox of the same pod gets AlreadyExists.
+        let _name = self.names.reserve(
+            format!("{}\0{}\0{}\0{}", req.namespace, req.name, req.uid, req.attempt),
+            &format!(
+                "pod sandbox {}/{} (uid {}, attempt {})",
+                req.namespace, req.name, req.uid, req.attempt
+            ),
+            || {
+                let m = self.sandboxes.lock();
+                m.values().find_map(|s| {
+                    let r = s.record();
+                    (r.name == req.name
+                        && r.namespace == req.namespace
+                        && r.uid == req.uid
+                        && r.attempt == req.attempt)
+                        .then_some(r.id)
+                })
+            },
+        )?;
         {
             let owned: BTreeMap<String, PathBuf> = [
                 ("net", !req.host_network),
@@ -473,6 +485,18 @@ impl SandboxManager {
             sysctl::validate(&req.sysctls, &owned)?;
         }
         let mut undo = Rollback::new();
+        let mut intent = intent::RunIntent {
+            id: id.clone(),
+            ..Default::default()
+        };
+        self.write_intent(&intent)?;
+        {
+            let p = self.intent_path(&id);
+            undo.push(move || {
+                let _ = store::remove_record(&p);
+            });
+        }
+        crate::crash::point("run_sandbox.intent");
         let state_dir = self.state_dir(&id);
         crate::store::modes::create_dir(&state_dir.join("ns"), crate::store::modes::PRIVATE_DIR)
             .map_err(|e| Error::io("create sandbox state dir", e))?;
@@ -503,7 +527,12 @@ impl SandboxManager {
             &id,
             &self.cfg.default_cgroup_parent,
         )?;
+        intent.cgroup_path = Some(cgroup_path.clone());
+        self.write_intent(&intent)?;
         let created = self.cgroups.ensure(&cgroup_path)?;
+        intent.cgroup_created = created.clone();
+        self.write_intent(&intent)?;
+        crate::crash::point("run_sandbox.cgroup");
         {
             let cg = self.cgroups.clone();
             let created = created.clone();
@@ -533,6 +562,9 @@ impl SandboxManager {
             pid: req.pid_mode == PidMode::Pod,
         };
         let hostname = (!req.hostname.is_empty()).then_some(req.hostname.as_str());
+        let shim_cgroup = shim_cgroup::open_procs(&self.cgroups)?;
+        intent.shim_socket = Some(socket.clone());
+        self.write_intent(&intent)?;
         let (spawned, mut shim) = shim_client::spawn(
             &self.cfg.resolve_shim(),
             &id,
@@ -540,9 +572,13 @@ impl SandboxManager {
             &state_dir.join("shim.log"),
             ns,
             hostname,
+            &shim_cgroup,
         )
         .await?;
         shim_watch::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        intent.shim_pid = Some(spawned.pid);
+        self.write_intent(&intent)?;
+        crate::crash::point("run_sandbox.shim");
         {
             let pid = spawned.pid;
             undo.push(move || {
@@ -565,6 +601,7 @@ impl SandboxManager {
             ns_paths.insert(kind.to_string(), pin_path);
         }
 
+        crate::crash::point("run_sandbox.pins");
         sysctl::apply(&req.sysctls, &ns_paths)?;
 
         let network = if req.host_network {
@@ -586,6 +623,16 @@ impl SandboxManager {
                 pod_uid: req.uid.clone(),
                 capabilities: capabilities.clone(),
             };
+            intent.network = Some(intent::NetIntent {
+                conf_file: list.source.clone(),
+                netns: a.netns.clone(),
+                ifname: a.ifname.clone(),
+                pod_name: a.pod_name.clone(),
+                pod_namespace: a.pod_namespace.clone(),
+                pod_uid: a.pod_uid.clone(),
+                capabilities: a.capabilities.clone(),
+            });
+            self.write_intent(&intent)?;
             let t = std::time::Instant::now();
             let cni = self.cni.clone();
             let (l, att) = (list.clone(), a.clone());
@@ -600,6 +647,7 @@ impl SandboxManager {
                     }
                 });
             }
+            crate::crash::point("run_sandbox.cni_add");
             let ips = cni::result_ips(&result);
             tracing::info!(sandbox = %id, network = %list.name, ips = ?ips, elapsed_ms = t.elapsed().as_millis() as u64, "pod network attached");
             Some(NetworkRecord {
@@ -653,15 +701,17 @@ impl SandboxManager {
             shm: Some(pod_shm),
         };
         store::write_record(&self.record_path(&id), &record)?;
+        crate::crash::point("run_sandbox.record");
+        // The record names everything now; a leftover intent is dropped at start-up.
+        if let Err(e) = store::remove_record(&self.intent_path(&id)) {
+            tracing::warn!(sandbox = %id, error = %e, "removing the sandbox intent failed");
+        }
         // Make sure the shim is still healthy after pinning.
         shim.info(berth_proto::shim::InfoRequest {})
             .await
             .map_err(|e| Error::Shim(e.message().to_string()))?;
         let sb = Arc::new(Sandbox::new(record, Some(shim)));
-        self.sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .insert(id.clone(), sb.clone());
+        self.sandboxes.lock().insert(id.clone(), sb.clone());
         undo.disarm();
         shim_watch::watch(sb, self.events.clone());
         // The CRI reports a sandbox's birth as a container's: created, then
@@ -675,14 +725,14 @@ impl SandboxManager {
     /// Stops the shim and marks the sandbox NotReady. The caller stops the
     /// containers first. Namespaces stay pinned until remove. Idempotent.
     pub async fn stop(&self, sb: &Sandbox) -> Result<()> {
-        let shim = sb.shim.lock().expect("shim lock").take();
+        let shim = sb.shim.lock().take();
         if let Some(mut shim) = shim {
             let _ = shim
                 .shutdown(berth_proto::shim::ShutdownRequest { force: true })
                 .await;
         }
         let (rec, was_ready) = {
-            let mut r = sb.record.lock().expect("sandbox lock");
+            let mut r = sb.record.lock();
             let was_ready = r.state == SandboxState::Ready;
             r.state = SandboxState::NotReady;
             (r.clone(), was_ready)
@@ -691,7 +741,7 @@ impl SandboxManager {
         // after a restart): the wait checks the shim's identity, never a
         // bare pid that may since belong to another process.
         wait_gone(rec.shim_pid, &rec.shim_socket).await;
-        store::write_record(&self.record_path(&rec.id), &rec)?;
+        self.persist(sb)?;
         if was_ready {
             self.events.sandbox(Kind::Stopped, &rec.id);
         }
@@ -725,11 +775,11 @@ impl SandboxManager {
                 return Err(Error::io(format!("remove {}", dir.display()), e));
             }
         }
-        store::remove_record(&self.record_path(&rec.id))?;
+        sb.record_file.remove(&self.record_path(&rec.id))?;
         // Read while the sandbox is still known: kubelet drops a DELETED
         // event that has no sandbox status.
         let last = self.events.snapshot(&rec.id);
-        self.sandboxes.lock().expect("sandboxes lock").remove(&rec.id);
+        self.sandboxes.lock().remove(&rec.id);
         self.events.sandbox_with(Kind::Deleted, &rec.id, last);
         tracing::info!(sandbox = %rec.id, "pod sandbox removed");
         Ok(())
@@ -795,10 +845,10 @@ mod tests {
             let mut r = Rollback::new();
             for i in 0..3 {
                 let l = log.clone();
-                r.push(move || l.lock().unwrap().push(i));
+                r.push(move || l.lock().push(i));
             }
         }
-        assert_eq!(*log.lock().unwrap(), vec![2, 1, 0]);
+        assert_eq!(*log.lock(), vec![2, 1, 0]);
         let n = Arc::new(AtomicUsize::new(0));
         let mut r = Rollback::new();
         let n2 = n.clone();

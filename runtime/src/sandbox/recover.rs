@@ -39,6 +39,7 @@ impl SandboxManager {
             .iter()
             .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .collect();
+        self.undo_intents()?;
         self.sweep_orphans(&known)?;
         for path in records {
             let mut rec: SandboxRecord = match store::read_record(&path) {
@@ -69,10 +70,7 @@ impl SandboxManager {
             tracing::info!(sandbox = %rec.id, state = ?rec.state, "sandbox recovered");
             let watched = shim.is_some();
             let sb = Arc::new(Sandbox::new(rec.clone(), shim));
-            self.sandboxes
-                .lock()
-                .expect("sandboxes lock")
-                .insert(rec.id.clone(), sb.clone());
+            self.sandboxes.lock().insert(rec.id.clone(), sb.clone());
             if watched {
                 super::shim_watch::watch(sb, self.events.clone());
             }
@@ -150,5 +148,61 @@ mod tests {
             *host.calls.lock().unwrap(),
             [format!("umount {}", orphan.join("shm").display())]
         );
+    }
+
+    /// A berthd killed inside RunPodSandbox after the cgroup and the shim
+    /// were made, before the record: start-up kills the shim, removes the
+    /// cgroup it created and drops the intent.
+    #[tokio::test]
+    async fn half_made_sandbox_is_undone_from_its_intent() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            root: d.path().join("root"),
+            state: d.path().join("state"),
+            ..Config::default()
+        };
+        let cg_root = d.path().join("cg");
+        let m = SandboxManager::new(
+            cfg.clone(),
+            CgroupManager::new(&cg_root),
+            Cni::new(vec![], Box::new(RealExec)),
+            Arc::new(shm::fake::FakeShmHost::default()),
+        );
+        let leaf = cg_root.join("berth/half");
+        std::fs::create_dir_all(&leaf).unwrap();
+        let socket = d.path().join("half.sock");
+        // Stands in for the shim: its command line names the socket.
+        let mut shim = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000"])
+            .arg(&socket)
+            .spawn()
+            .unwrap();
+        std::fs::write(&socket, "").unwrap();
+        let intent = cfg.root.join("sandbox-intents/half.json");
+        std::fs::create_dir_all(intent.parent().unwrap()).unwrap();
+        std::fs::write(
+            &intent,
+            serde_json::json!({
+                "version": 1,
+                "id": "half",
+                "cgroup_path": "berth/half",
+                "cgroup_created": [leaf],
+                "shim_socket": socket,
+                "shim_pid": shim.id(),
+            })
+            .to_string(),
+        )
+        .unwrap();
+
+        assert_eq!(m.recover().await.unwrap(), 0);
+        let status = shim.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "shim killed");
+        assert!(!leaf.exists(), "cgroup removed");
+        assert!(cg_root.join("berth").exists(), "a parent it did not create stays");
+        assert!(!socket.exists(), "socket removed");
+        assert!(!intent.exists(), "intent dropped");
+        // Idempotent: a second start finds nothing to do.
+        assert_eq!(m.recover().await.unwrap(), 0);
     }
 }

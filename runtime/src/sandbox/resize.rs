@@ -13,7 +13,6 @@ use berth_proto::cri::LinuxContainerResources;
 use super::{Sandbox, SandboxManager};
 use crate::cgroup::resize;
 use crate::error::{Error, Result};
-use crate::store;
 
 /// Pod-level resizes applied (or recorded) since berthd started.
 pub static POD_RESIZES_APPLIED: AtomicU64 = AtomicU64::new(0);
@@ -74,12 +73,12 @@ impl SandboxManager {
             }
         };
         let rec = {
-            let mut r = sb.record.lock().expect("sandbox lock");
+            let mut r = sb.record.lock();
             r.resources = resources.map(Into::into);
             r.overhead = overhead.map(Into::into);
             r.clone()
         };
-        store::write_record(&self.record_path(&rec.id), &rec)?;
+        self.persist(sb)?;
         POD_RESIZES_APPLIED.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sandbox = %rec.id, applied, memory_limit = total.memory_limit_in_bytes,
             cpu_quota = total.cpu_quota, reclaim_requested = out.reclaimed_request,

@@ -20,7 +20,9 @@ pub mod targets;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 pub use self::cgroup::CgroupSample;
 pub use self::layer::TreeUsage;
@@ -145,7 +147,7 @@ impl StatsManager {
 
     /// A container's usage now (its layer as last walked).
     pub fn container(&self, t: &ContainerTarget) -> ContainerUsage {
-        let layer = self.layers.lock().expect("layers lock").get(&t.id).copied();
+        let layer = self.layers.lock().get(&t.id).copied();
         if layer.is_none() {
             self.layer_wanted.notify_one();
         }
@@ -208,7 +210,7 @@ impl StatsManager {
             .chain(pods.iter().map(|p| pod_key(&p.id)))
             .collect();
         self.rates.retain(|k| keep.contains(k));
-        let mut layers = self.layers.lock().expect("layers lock");
+        let mut layers = self.layers.lock();
         layers.retain(|id, _| keep.contains(&container_key(id)));
         layers.extend(walked);
     }
@@ -340,7 +342,7 @@ mod tests {
         // A removed container is forgotten.
         m.sample_all(&[], &[]);
         assert_eq!(m.rates.len(), 0);
-        assert!(m.layers.lock().unwrap().is_empty());
+        assert!(m.layers.lock().is_empty());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! keeps the base and answers the last rate computed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 /// The shortest window a rate is computed over.
 pub const MIN_WINDOW_NS: u64 = 1_000_000_000;
@@ -38,7 +39,7 @@ impl RateCache {
     /// monotonic time `now_ns`, and returns its current rate in nanocores
     /// (None until a window of at least [`MIN_WINDOW_NS`] exists).
     pub fn observe(&self, key: &str, now_ns: u64, usage_ns: u64) -> Option<u64> {
-        let mut entries = self.entries.lock().expect("rate cache lock");
+        let mut entries = self.entries.lock();
         let fresh = Entry {
             base_ns: now_ns,
             base_usage_ns: usage_ns,
@@ -63,16 +64,13 @@ impl RateCache {
 
     /// Drops every key `keep` refuses (containers and pods that are gone).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.entries
-            .lock()
-            .expect("rate cache lock")
-            .retain(|k, _| keep(k));
+        self.entries.lock().retain(|k, _| keep(k));
     }
 
     /// How many keys are cached.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("rate cache lock").len()
+        self.entries.lock().len()
     }
 }
 

@@ -4,6 +4,8 @@
 //! the same directory, fsynced, renamed over the old one, and the directory is
 //! fsynced: after a crash a record is either the old one or the new one.
 
+pub mod names;
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -56,6 +58,35 @@ pub fn write_record<T: Serialize>(path: &Path, record: &T) -> Result<()> {
         .ctx(|| format!("fsync {}", dir.display()))
 }
 
+/// One object's record file: writes are serialised (each writes the state
+/// current when it takes the lock, so the last write holds the latest), and
+/// none happens after [`RecordLock::remove`]: a late writer (an exit watcher
+/// after RemoveContainer) cannot bring a removed object's record back.
+#[derive(Debug, Default)]
+pub struct RecordLock {
+    /// True once the record was removed.
+    removed: parking_lot::Mutex<bool>,
+}
+
+impl RecordLock {
+    /// Writes `snapshot()` to `path`, unless the record was removed.
+    pub fn write<T: Serialize>(&self, path: &Path, snapshot: impl FnOnce() -> T) -> Result<()> {
+        let removed = self.removed.lock();
+        if *removed {
+            return Ok(());
+        }
+        write_record(path, &snapshot())
+    }
+
+    /// Removes the record at `path` for good.
+    pub fn remove(&self, path: &Path) -> Result<()> {
+        let mut removed = self.removed.lock();
+        remove_record(path)?;
+        *removed = true;
+        Ok(())
+    }
+}
+
 /// Reads a record written by [`write_record`]; refuses unknown versions.
 pub fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let data = std::fs::read(path).ctx(|| format!("read {}", path.display()))?;
@@ -101,7 +132,7 @@ pub fn lookup<T: Clone>(map: &std::collections::HashMap<String, T>, id: &str, ki
 }
 
 /// The record files (`*.json`) in `dir`, sorted; a missing dir has none.
-/// Leftover `*.json.tmp` files are writes a crash interrupted before their
+/// Leftover `*.json.*.tmp` files are writes a crash interrupted before their
 /// rename: the record they would have replaced is still whole, so they go.
 pub fn list_records(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = match std::fs::read_dir(dir) {
@@ -113,7 +144,7 @@ pub fn list_records(dir: &Path) -> Result<Vec<PathBuf>> {
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json.tmp") {
+        if is_tmp_name(&name) {
             let _ = std::fs::remove_file(&p);
         } else if name.ends_with(".json") {
             out.push(p);
@@ -123,10 +154,21 @@ pub fn list_records(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A temp name of its own for each write (`<name>.<pid>-<n>.tmp`): two
+/// concurrent writers of one record never write into the same file, so
+/// neither can rename the other's half-written one into place.
 fn tmp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
     path.with_file_name(name)
+}
+
+/// Whether `name` is a temp file [`write_record`] left (a crash between
+/// its create and its rename).
+fn is_tmp_name(name: &str) -> bool {
+    name.ends_with(".tmp") && name.contains(".json.")
 }
 
 /// A random 64-hex-digit id, like the ids containerd and CRI-O hand out.
@@ -157,6 +199,7 @@ pub fn now_ns() -> i64 {
 #[cfg(test)]
 mod list_tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn lookup_by_id_or_unique_prefix() {
@@ -176,9 +219,59 @@ mod list_tests {
         write_record(&d.path().join("b.json"), &serde_json::json!({"x": 1})).unwrap();
         write_record(&d.path().join("a.json"), &serde_json::json!({"x": 2})).unwrap();
         std::fs::write(d.path().join("c.json.tmp"), "{\"vers").unwrap();
+        std::fs::write(d.path().join("d.json.77-3.tmp"), "{\"vers").unwrap();
         let l = list_records(d.path()).unwrap();
         assert_eq!(l, vec![d.path().join("a.json"), d.path().join("b.json")]);
         assert!(!d.path().join("c.json.tmp").exists());
+        assert!(!d.path().join("d.json.77-3.tmp").exists());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_record_never_tear_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Arc::new(d.path().join("c.json"));
+        // Large enough that a write takes several syscalls.
+        let big = |t: usize| serde_json::json!({"writer": t, "pad": "x".repeat(256 * 1024)});
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        write_record(&p, &big(t))?;
+                        let v: serde_json::Value = read_record(&p)?;
+                        assert_eq!(v["pad"].as_str().map(str::len), Some(256 * 1024));
+                    }
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().expect("every write and read succeeds");
+        }
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("c.json")],
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn a_removed_record_is_never_written_again() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.json");
+        let lock = RecordLock::default();
+        lock.write(&p, || serde_json::json!({"state": "Running"}))
+            .unwrap();
+        assert!(p.exists());
+        lock.remove(&p).unwrap();
+        // The exit watcher, late.
+        lock.write(&p, || serde_json::json!({"state": "Exited"})).unwrap();
+        assert!(!p.exists(), "a removed record came back");
     }
 }
 
@@ -222,7 +315,16 @@ mod tests {
         );
         let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(raw["version"], 1);
-        assert!(!tmp_path(&p).exists(), "temp file must be renamed away");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("rec.json")],
+            "temp files are renamed away"
+        );
         remove_record(&p).unwrap();
         remove_record(&p).unwrap();
         assert!(read_record::<Rec>(&p).is_err());
