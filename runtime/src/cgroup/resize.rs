@@ -130,7 +130,20 @@ pub fn apply(files: &dyn Files, d: &Desired, wait: Duration) -> Result<Outcome> 
         };
         if lower {
             let new = d.memory_max.expect("lower implies a limit");
-            refuse_if_it_cannot_fit(files, new, wait)?;
+            // The swap limit the request sets holds during the reclaim.
+            let swap_max = d.files.iter().find(|(n, _)| n == "memory.swap.max");
+            match swap_max {
+                Some((_, v)) if files.exists("memory.swap.max") => refuse_if_it_cannot_fit(
+                    &Requested {
+                        files,
+                        name: "memory.swap.max",
+                        value: v,
+                    },
+                    new,
+                    wait,
+                )?,
+                _ => refuse_if_it_cannot_fit(files, new, wait)?,
+            }
         }
         let mut outcome = Outcome::default();
         // Growing: memory first, so the other limits never see a smaller one.
@@ -167,6 +180,34 @@ pub fn apply(files: &dyn Files, d: &Desired, wait: Duration) -> Result<Outcome> 
         }
     }
     result
+}
+
+/// `files` as they will be once the request wrote `name`: the estimate
+/// reads it, nothing is written.
+struct Requested<'a> {
+    files: &'a dyn Files,
+    name: &'a str,
+    value: &'a str,
+}
+
+impl Files for Requested<'_> {
+    fn read(&self, name: &str) -> std::io::Result<String> {
+        if name == self.name {
+            return Ok(self.value.to_string());
+        }
+        self.files.read(name)
+    }
+    fn write(&self, name: &str, _: &str) -> std::io::Result<()> {
+        Err(std::io::Error::other(format!(
+            "{name}: the estimate writes nothing"
+        )))
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.files.exists(name)
+    }
+    fn host_swap_free_bytes(&self) -> u64 {
+        self.files.host_swap_free_bytes()
+    }
 }
 
 /// Step 1 of the module docs: refuses, before anything is written, a
@@ -456,6 +497,43 @@ mod tests {
         // With the headroom it fits: reclaim of the page cache, then the switch.
         apply(&f, &mem((92 << 20) + HEADROOM as i64), Duration::from_secs(3600)).unwrap();
         assert_eq!(f.get("memory.max"), ((92u64 << 20) + HEADROOM).to_string());
+    }
+
+    #[test]
+    fn the_requested_swap_limit_decides_whether_anonymous_memory_counts() {
+        struct Swapping(Fake);
+        impl Files for Swapping {
+            fn read(&self, name: &str) -> std::io::Result<String> {
+                self.0.read(name)
+            }
+            fn write(&self, name: &str, value: &str) -> std::io::Result<()> {
+                self.0.write(name, value)
+            }
+            fn exists(&self, name: &str) -> bool {
+                self.0.exists(name)
+            }
+            fn host_swap_free_bytes(&self) -> u64 {
+                1 << 30
+            }
+        }
+        let f = Swapping(anon_heavy());
+        for (k, v) in [("memory.swap.max", "max"), ("memory.swap.current", "0")] {
+            f.0.files.lock().unwrap().insert(k.into(), v.into());
+        }
+        // memory 64 MiB, memory + swap 64 MiB: no swap from now on.
+        let no_swap = desired(&LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = apply(&f, &no_swap, Duration::from_secs(3600)).unwrap_err();
+        assert!(e.to_string().contains("cannot be reclaimed"), "{e}");
+        assert!(f.0.log.lock().unwrap().is_empty(), "{:?}", f.0.log);
+        // Swap allowed: the estimate lets it through, reclaim decides (the
+        // fake cannot swap, so a round frees nothing and it is refused).
+        let e = apply(&f, &mem(64 << 20), Duration::from_secs(3600)).unwrap_err();
+        assert!(e.to_string().contains("freed nothing"), "{e}");
     }
 
     #[test]
