@@ -10,6 +10,8 @@ mod limits;
 mod race;
 #[path = "resize/refuse.rs"]
 mod refuse;
+#[path = "resize/swap.rs"]
+mod swap;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
