@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod desired;
 pub mod device_filter;
 pub mod driver;
+pub mod reclaim_estimate;
 pub mod resize;
 pub mod resources;
 

@@ -5,18 +5,27 @@
 //! and when it cannot reclaim enough it OOM-kills. kubelet's check before a
 //! decrease is best effort, so Berth does the check itself:
 //!
-//! 1. read `memory.current`;
-//! 2. hold `memory.high` at the new limit, so usage cannot grow past it
-//!    while we switch (allocations over `high` are throttled, never killed),
-//!    and ask the kernel to reclaim the excess with `memory.reclaim`;
-//! 3. wait, bounded, until usage fits under the new limit with
-//!    [`HEADROOM`] to spare (covering charges already in flight);
-//! 4. if it fits, write `memory.max` and restore `memory.high`; if not,
-//!    restore every file we changed and refuse with FailedPrecondition,
-//!    stating usage, limit and time waited. The container keeps running.
+//! 1. before any file is written, estimate from `memory.stat` what reclaim
+//!    could free ([`reclaim_estimate`]); when usage minus that, plus
+//!    [`HEADROOM`], exceeds the new limit, refuse at once with
+//!    FailedPrecondition: nothing written, nothing reclaimed, no throttling
+//!    (kubelet retries a refused resize, so a slow refusal would throttle a
+//!    pod again and again);
+//! 2. otherwise ask the kernel to reclaim the excess with `memory.reclaim`,
+//!    round after round, without `memory.high`: the workload runs freely
+//!    while its cache is dropped. A round that frees nothing ends the wait;
+//! 3. once usage fits under the new limit with [`HEADROOM`] to spare, the
+//!    switch: hold `memory.high` at the new limit (allocations over `high`
+//!    are throttled, never killed), check usage again, write `memory.max`,
+//!    restore `memory.high`. Only these three writes run throttled;
+//! 4. if it does not fit within the wait, restore every file changed and
+//!    refuse with FailedPrecondition, stating usage and limit. The container
+//!    keeps running.
 //!
+//! Pod cgroups (UpdatePodSandboxResources) go through the same [`apply`].
 //! All file access goes through [`Files`], so the procedure is unit-tested
-//! against a scripted fake; the VM tests run it on real cgroups.
+//! against a scripted fake and a temp dir; the VM tests run it on real
+//! cgroups.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,6 +33,7 @@ use std::time::{Duration, Instant};
 use berth_proto::cri::LinuxContainerResources;
 
 pub use super::desired::{desired, Desired};
+use super::reclaim_estimate;
 use super::resources::shares_to_weight;
 use crate::error::{Error, Result};
 
@@ -41,6 +51,9 @@ pub trait Files: Send + Sync {
     fn write(&self, name: &str, value: &str) -> std::io::Result<()>;
     /// Whether the file exists (the controller is enabled).
     fn exists(&self, name: &str) -> bool;
+    /// Free swap on the host, in bytes: whether anonymous memory can be
+    /// reclaimed at all.
+    fn host_swap_free_bytes(&self) -> u64;
 }
 
 /// A real cgroup directory.
@@ -55,6 +68,9 @@ impl Files for Dir {
     }
     fn exists(&self, name: &str) -> bool {
         self.0.join(name).exists()
+    }
+    fn host_swap_free_bytes(&self) -> u64 {
+        reclaim_estimate::host_swap_free_bytes()
     }
 }
 
@@ -112,6 +128,23 @@ pub fn apply(files: &dyn Files, d: &Desired, wait: Duration) -> Result<Outcome> 
             (Some(_), None) => true,
             _ => false,
         };
+        if lower {
+            let new = d.memory_max.expect("lower implies a limit");
+            // The swap limit the request sets holds during the reclaim.
+            let swap_max = d.files.iter().find(|(n, _)| n == "memory.swap.max");
+            match swap_max {
+                Some((_, v)) if files.exists("memory.swap.max") => refuse_if_it_cannot_fit(
+                    &Requested {
+                        files,
+                        name: "memory.swap.max",
+                        value: v,
+                    },
+                    new,
+                    wait,
+                )?,
+                _ => refuse_if_it_cannot_fit(files, new, wait)?,
+            }
+        }
         let mut outcome = Outcome::default();
         // Growing: memory first, so the other limits never see a smaller one.
         if !lower {
@@ -149,54 +182,120 @@ pub fn apply(files: &dyn Files, d: &Desired, wait: Duration) -> Result<Outcome> 
     result
 }
 
-/// Steps 1–4 of the module docs.
-fn decrease_memory(files: &dyn Files, new: u64, wait: Duration) -> Result<Outcome> {
-    let usage = |f: &dyn Files| -> Result<u64> {
-        f.read("memory.current")
-            .map_err(io_err("read memory.current".into()))?
-            .parse()
-            .map_err(|e| Error::Internal(format!("memory.current: {e}")))
+/// `files` as they will be once the request wrote `name`: the estimate
+/// reads it, nothing is written.
+struct Requested<'a> {
+    files: &'a dyn Files,
+    name: &'a str,
+    value: &'a str,
+}
+
+impl Files for Requested<'_> {
+    fn read(&self, name: &str) -> std::io::Result<String> {
+        if name == self.name {
+            return Ok(self.value.to_string());
+        }
+        self.files.read(name)
+    }
+    fn write(&self, name: &str, _: &str) -> std::io::Result<()> {
+        Err(std::io::Error::other(format!(
+            "{name}: the estimate writes nothing"
+        )))
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.files.exists(name)
+    }
+    fn host_swap_free_bytes(&self) -> u64 {
+        self.files.host_swap_free_bytes()
+    }
+}
+
+/// Step 1 of the module docs: refuses, before anything is written, a
+/// decrease to `new` bytes that reclaim cannot make room for.
+fn refuse_if_it_cannot_fit(files: &dyn Files, new: u64, wait: Duration) -> Result<()> {
+    let Some(e) = reclaim_estimate::estimate(files, files.host_swap_free_bytes(), wait) else {
+        return Ok(());
     };
+    let stays = e.unreclaimable_bytes();
+    if stays.saturating_add(HEADROOM) <= new {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "memory limit decrease to {new} bytes refused: the cgroup uses {} bytes, of which {stays} bytes \
+         cannot be reclaimed (anonymous memory and shmem without swap, locked or dirty pages, kernel \
+         memory), so it cannot fit under {new} bytes with {HEADROOM} bytes of headroom; nothing was changed",
+        e.usage_bytes
+    )))
+}
+
+fn usage(files: &dyn Files) -> Result<u64> {
+    files
+        .read("memory.current")
+        .map_err(io_err("read memory.current".into()))?
+        .parse()
+        .map_err(|e| Error::Internal(format!("memory.current: {e}")))
+}
+
+/// Steps 2–4 of the module docs.
+fn decrease_memory(files: &dyn Files, new: u64, wait: Duration) -> Result<Outcome> {
     let start = Instant::now();
     let old_high = files
         .read("memory.high")
         .map_err(io_err("read memory.high".into()))?;
+    let mut outcome = Outcome::default();
+    let (used, why) = loop {
+        let used = usage(files)?;
+        let progress = if used + HEADROOM <= new {
+            if switch(files, new, &old_high)? {
+                outcome.waited = start.elapsed();
+                return Ok(outcome);
+            }
+            // Usage grew between the two reads: reclaim again.
+            false
+        } else {
+            let excess = used + HEADROOM - new;
+            outcome.reclaimed_request += excess;
+            // EAGAIN: the kernel gave up before reclaiming it all.
+            let all = files.write("memory.reclaim", &excess.to_string()).is_ok();
+            let after = usage(files)?;
+            if !all && after >= used {
+                break (after, "reclaim freed nothing more".to_string());
+            }
+            all
+        };
+        if start.elapsed() >= wait {
+            break (used, format!("the kernel could not reclaim enough in {wait:?}"));
+        }
+        if !progress {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    Err(Error::FailedPrecondition(format!(
+        "memory limit decrease to {new} bytes refused: the cgroup uses {used} bytes and {why} \
+         (needs {HEADROOM} bytes of headroom); nothing was changed"
+    )))
+}
+
+/// Step 3: the only moment `memory.high` is held at the new limit. Returns
+/// false, with `memory.high` restored and nothing else changed, when usage
+/// no longer fits (it grew since the caller read it).
+fn switch(files: &dyn Files, new: u64, old_high: &str) -> Result<bool> {
     files
         .write("memory.high", &new.to_string())
         .map_err(io_err(format!("write {new} to memory.high")))?;
-    let mut outcome = Outcome::default();
-    let fits = loop {
-        let used = usage(files)?;
-        if used + HEADROOM <= new {
-            break Ok(used);
+    let switched = usage(files).and_then(|used| {
+        if used + HEADROOM > new {
+            return Ok(false);
         }
-        if start.elapsed() >= wait {
-            break Err(used);
-        }
-        let excess = used + HEADROOM - new;
-        outcome.reclaimed_request += excess;
-        // EAGAIN: the kernel could not reclaim it all this round; try again.
-        let _ = files.write("memory.reclaim", &excess.to_string());
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    outcome.waited = start.elapsed();
-    match fits {
-        Ok(_) => {
-            let r = files.write("memory.max", &new.to_string());
-            let restore = files.write("memory.high", &old_high);
-            r.map_err(io_err(format!("write {new} to memory.max")))?;
-            restore.map_err(io_err("restore memory.high".into()))?;
-            Ok(outcome)
-        }
-        Err(used) => {
-            let _ = files.write("memory.high", &old_high);
-            Err(Error::FailedPrecondition(format!(
-                "memory limit decrease to {new} bytes refused: the container uses {used} bytes and the kernel \
-                 could not reclaim enough in {:?} (needs {} bytes of headroom); nothing was changed",
-                outcome.waited, HEADROOM
-            )))
-        }
-    }
+        files
+            .write("memory.max", &new.to_string())
+            .map_err(io_err(format!("write {new} to memory.max")))?;
+        Ok(true)
+    });
+    let restore = files.write("memory.high", old_high);
+    let switched = switched?;
+    restore.map_err(io_err("restore memory.high".into()))?;
+    Ok(switched)
 }
 
 /// What the cgroup holds now, as CRI resources (ContainerStatus.resources).
@@ -248,7 +347,8 @@ mod tests {
     use std::sync::Mutex;
 
     /// A cgroup whose `memory.current` follows a script: each write to
-    /// memory.reclaim frees `reclaimable` bytes (down to a floor).
+    /// memory.reclaim frees what it asks for, down to a floor, and fails
+    /// with EAGAIN like the kernel when the floor stops it.
     struct Fake {
         files: Mutex<HashMap<String, String>>,
         floor: u64,
@@ -303,6 +403,9 @@ mod tests {
                     "memory.current".into(),
                     cur.saturating_sub(want).max(self.floor).to_string(),
                 );
+                if cur.saturating_sub(want) < self.floor {
+                    return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+                }
                 return Ok(());
             }
             if name == "memory.max" {
@@ -317,6 +420,9 @@ mod tests {
         }
         fn exists(&self, name: &str) -> bool {
             self.files.lock().unwrap().contains_key(name)
+        }
+        fn host_swap_free_bytes(&self) -> u64 {
+            0
         }
     }
 
@@ -338,12 +444,111 @@ mod tests {
         assert_eq!(f.get("memory.max"), (64u64 << 20).to_string());
         assert_eq!(f.get("memory.high"), "max", "memory.high restored");
         let log = f.log.lock().unwrap().join(" ");
+        let reclaim = log.rfind("memory.reclaim=").unwrap();
         let high = log.find(&format!("memory.high={}", 64u64 << 20)).unwrap();
-        let reclaim = log.find("memory.reclaim=").unwrap();
         let max = log.rfind(&format!("memory.max={}", 64u64 << 20)).unwrap();
+        let restored = log.rfind("memory.high=max").unwrap();
         assert!(
-            high < reclaim && reclaim < max,
-            "high held before reclaim, max last: {log}"
+            reclaim < high && high < max && max < restored,
+            "reclaim unthrottled, then high held only around the switch: {log}"
+        );
+    }
+
+    /// 100 MiB used: 90 MiB anonymous (no swap), 8 MiB page cache, the
+    /// rest kernel memory.
+    fn anon_heavy() -> Fake {
+        let f = Fake::new(100 << 20, 92 << 20);
+        let stat = format!(
+            "anon {}\nfile {}\nactive_anon {}\ninactive_file {}\n",
+            90u64 << 20,
+            8u64 << 20,
+            90u64 << 20,
+            8u64 << 20
+        );
+        f.files.lock().unwrap().insert("memory.stat".into(), stat);
+        f
+    }
+
+    #[test]
+    fn an_impossible_decrease_is_refused_before_any_write() {
+        let f = anon_heavy();
+        let before: HashMap<_, _> = f.files.lock().unwrap().clone();
+        let e = apply(
+            &f,
+            &desired(&LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                cpu_quota: 50_000,
+                ..Default::default()
+            })
+            .unwrap(),
+            Duration::from_secs(3600),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+        let msg = e.to_string();
+        for part in [100u64 << 20, 92 << 20, 64 << 20] {
+            assert!(
+                msg.contains(&part.to_string()),
+                "usage, unreclaimable, limit: {msg}"
+            );
+        }
+        assert!(f.log.lock().unwrap().is_empty(), "nothing written: {:?}", f.log);
+        assert_eq!(*f.files.lock().unwrap(), before);
+        // With the headroom it fits: reclaim of the page cache, then the switch.
+        apply(&f, &mem((92 << 20) + HEADROOM as i64), Duration::from_secs(3600)).unwrap();
+        assert_eq!(f.get("memory.max"), ((92u64 << 20) + HEADROOM).to_string());
+    }
+
+    #[test]
+    fn the_requested_swap_limit_decides_whether_anonymous_memory_counts() {
+        struct Swapping(Fake);
+        impl Files for Swapping {
+            fn read(&self, name: &str) -> std::io::Result<String> {
+                self.0.read(name)
+            }
+            fn write(&self, name: &str, value: &str) -> std::io::Result<()> {
+                self.0.write(name, value)
+            }
+            fn exists(&self, name: &str) -> bool {
+                self.0.exists(name)
+            }
+            fn host_swap_free_bytes(&self) -> u64 {
+                1 << 30
+            }
+        }
+        let f = Swapping(anon_heavy());
+        for (k, v) in [("memory.swap.max", "max"), ("memory.swap.current", "0")] {
+            f.0.files.lock().unwrap().insert(k.into(), v.into());
+        }
+        // memory 64 MiB, memory + swap 64 MiB: no swap from now on.
+        let no_swap = desired(&LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = apply(&f, &no_swap, Duration::from_secs(3600)).unwrap_err();
+        assert!(e.to_string().contains("cannot be reclaimed"), "{e}");
+        assert!(f.0.log.lock().unwrap().is_empty(), "{:?}", f.0.log);
+        // Swap allowed: the estimate lets it through, reclaim decides (the
+        // fake cannot swap, so a round frees nothing and it is refused).
+        let e = apply(&f, &mem(64 << 20), Duration::from_secs(3600)).unwrap_err();
+        assert!(e.to_string().contains("freed nothing"), "{e}");
+    }
+
+    #[test]
+    fn a_reclaim_round_that_frees_nothing_ends_the_wait() {
+        // No memory.stat: nothing to estimate from, so reclaim decides.
+        let f = Fake::new(100 << 20, 90 << 20);
+        let e = apply(&f, &mem(32 << 20), Duration::from_secs(3600)).unwrap_err();
+        assert!(e.to_string().contains("freed nothing"), "{e}");
+        let log = f.log.lock().unwrap().clone();
+        let rounds = log.iter().filter(|l| l.starts_with("memory.reclaim=")).count();
+        assert_eq!(rounds, 2, "one partial round, one that freed nothing: {log:?}");
+        assert!(
+            !log.iter()
+                .any(|l| l.starts_with("memory.high=") || l.starts_with("memory.max=")),
+            "never throttled, never switched: {log:?}"
         );
     }
 
