@@ -20,6 +20,7 @@ mod image;
 mod metrics;
 mod net;
 mod observe;
+mod readiness;
 mod sandbox;
 mod shim_client;
 mod stats;
