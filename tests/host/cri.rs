@@ -11,8 +11,7 @@ use prost::Message;
 
 fn fake_cgroup_root(controllers: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("cgroup.controllers"), controllers).unwrap();
-    std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+    berth_tests::fake_cgroup_tree(d.path(), controllers).unwrap();
     d
 }
 
@@ -23,6 +22,7 @@ fn is_root() -> bool {
 #[test]
 fn berthd_says_exactly_what_the_host_lacks() {
     let cg = fake_cgroup_root("cpuset cpu io");
+    std::fs::remove_file(cg.path().join("init.scope/cgroup.kill")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin_dir().join("berthd"))
         .args(["--cgroup-root", cg.path().to_str().unwrap()])
@@ -34,7 +34,10 @@ fn berthd_says_exactly_what_the_host_lacks() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     if is_root() {
+        // Every missing piece in one message: the controllers, and the
+        // cgroup.kill this fake tree's cgroups do not have.
         assert!(err.contains("lacks controller(s) memory, pids"), "{err}");
+        assert!(err.contains("no cgroup.kill"), "{err}");
     } else {
         assert!(err.contains("must run as root"), "{err}");
     }

@@ -543,8 +543,7 @@ pub async fn berthd_on_host(extra_config: &str) -> anyhow::Result<(Berthd, CriCl
     let (cg, cni) = (dirs.path().join("cgroup"), dirs.path().join("cni"));
     std::fs::create_dir_all(&cg)?;
     std::fs::create_dir_all(&cni)?;
-    std::fs::write(cg.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids")?;
-    std::fs::write(cg.join("cgroup.subtree_control"), "")?;
+    fake_cgroup_tree(&cg, "cpuset cpu io memory hugetlb pids")?;
     let cfg = format!(
         "cgroup_root = \"{}\"\ncni_conf_dir = \"{}\"\n{extra_config}",
         cg.display(),
@@ -552,6 +551,18 @@ pub async fn berthd_on_host(extra_config: &str) -> anyhow::Result<(Berthd, CriCl
     );
     let (b, c) = Berthd::start_with(&cfg).await?;
     Ok((b, c, dirs))
+}
+
+/// Lays out `root` as berthd's start-up checks see a cgroup2 root: its
+/// controllers, and one child cgroup (`init.scope`, as on a systemd node)
+/// with the `cgroup.kill` file only non-root cgroups have.
+pub fn fake_cgroup_tree(root: &Path, controllers: &str) -> std::io::Result<()> {
+    std::fs::write(root.join("cgroup.controllers"), controllers)?;
+    std::fs::write(root.join("cgroup.subtree_control"), "")?;
+    let child = root.join("init.scope");
+    std::fs::create_dir_all(&child)?;
+    std::fs::write(child.join("cgroup.controllers"), controllers)?;
+    std::fs::write(child.join("cgroup.kill"), "")
 }
 
 /// Lines of /proc/self/mountinfo mentioning `needle`.
