@@ -6,7 +6,7 @@
 #   hack/test.sh            everything
 #   hack/test.sh --host     lints + host tests only
 #   hack/test.sh --vm       VM integration tests only (skips lints + host tests)
-#   BERTH_VM_FILTER=name    only VM tests whose name contains "name" (refused under CI=true)
+#   BERTH_VM_FILTER=a,b     only VM tests whose name contains "a" or "b" (refused under CI=true)
 #   BERTH_VM_SUITE_TIMEOUT  seconds each VM test executable may run (default 900)
 #
 # Fails closed: every VM test executable must run every test it declares
@@ -21,12 +21,14 @@ step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
 die() { echo "test.sh: $*" >&2; exit 1; }
 
 MODE=${1:-all}
-# The filter reaches libtest through the kernel command line: one name
-# substring, never an option (`--list` would run nothing and pass).
+# The filter reaches libtest through the kernel command line: name
+# substrings joined by commas, never an option (`--list` would run nothing
+# and pass).
 FILTER=${BERTH_VM_FILTER:-}
 if [ -n "$FILTER" ]; then
     [ "${CI:-}" != true ] || die "BERTH_VM_FILTER=$FILTER is refused under CI=true: CI runs every VM test"
-    [[ $FILTER =~ ^[A-Za-z0-9_:]+$ ]] || die "BERTH_VM_FILTER=$FILTER: a test name substring (letters, digits, _ and :)"
+    [[ $FILTER =~ ^[A-Za-z0-9_:]+(,[A-Za-z0-9_:]+)*$ ]] ||
+        die "BERTH_VM_FILTER=$FILTER: test name substrings (letters, digits, _ and :) joined by commas"
 fi
 SUITE_TIMEOUT=${BERTH_VM_SUITE_TIMEOUT:-900}
 [[ $SUITE_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BERTH_VM_SUITE_TIMEOUT=$SUITE_TIMEOUT is not a number of seconds"
@@ -89,7 +91,8 @@ for l in sys.stdin:
 SELECTED=""
 for exe in $TEST_BINS; do
     name=$(basename "$exe") && name=${name%-*}
-    list=$("$exe" --list --format terse ${FILTER:+"$FILTER"})
+    # shellcheck disable=SC2086
+    list=$("$exe" --list --format terse ${FILTER//,/ })
     declared=$(grep -c ': test$' <<<"$list" || true)
     if [ "$declared" -eq 0 ]; then
         [ -n "$FILTER" ] && continue

@@ -12,7 +12,7 @@
 #   berth.mode=demo       start berthd and run berth-demo (a busybox pod)
 #   berth.mode=bench      start berthd and run berth-bench with berth.benchargs=a,b,c
 #   berth.mode=probe      boot and power off at once (KVM probe)
-#   berth.testargs=NAME   passed to each test executable (a name filter)
+#   berth.testargs=A,B    name filters passed to each test executable
 #   berth.suitetimeout=S  seconds each test executable may run (default 900)
 #
 # Host-side parsing (hack/vm/run.sh, hack/test.sh) relies on these console
@@ -62,7 +62,7 @@ MODE=tests TESTARGS="" BENCHARGS="" SUITE_TIMEOUT=900
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         berth.mode=*) MODE=${arg#berth.mode=} ;;
-        berth.testargs=*) TESTARGS=${arg#berth.testargs=} ;;
+        berth.testargs=*) TESTARGS=$(echo "${arg#berth.testargs=}" | tr ',' ' ') ;;
         berth.suitetimeout=*) SUITE_TIMEOUT=${arg#berth.suitetimeout=} ;;
         berth.benchargs=*) BENCHARGS=$(echo "${arg#berth.benchargs=}" | tr ',' ' ') ;;
     esac
