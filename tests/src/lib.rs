@@ -175,11 +175,7 @@ impl CriClient {
             })
             .await?
             .into_inner();
-        let info = r
-            .info
-            .get("info")
-            .and_then(|i| serde_json::from_str(i).ok())
-            .unwrap_or_default();
+        let info = pod_info_json(&r.info).unwrap_or_else(|e| panic!("PodSandboxStatus of {id}: {e:#}"));
         Ok((r.status.unwrap_or_default(), info))
     }
 
@@ -317,6 +313,19 @@ pub fn container_config(name: &str, image: &str, argv: &[&str]) -> cri::Containe
         linux: Some(cri::LinuxContainerConfig::default()),
         ..Default::default()
     }
+}
+
+/// berthd's verbose PodSandboxStatus `info["info"]`, parsed. Missing or
+/// unparseable info is an error, never `Null`: a test reading
+/// `info["network"].is_null()` must not pass because the info is absent.
+pub fn pod_info_json(info: &std::collections::HashMap<String, String>) -> anyhow::Result<serde_json::Value> {
+    let text = info
+        .get("info")
+        .ok_or_else(|| anyhow::anyhow!("verbose status without an \"info\" entry: {info:?}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("info {text:?}: {e}"))?;
+    anyhow::ensure!(v.is_object(), "info is not a JSON object: {text}");
+    Ok(v)
 }
 
 /// A berthd process with private root, state and socket; killed on drop.
@@ -634,4 +643,23 @@ pub fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_info_is_never_null_for_want_of_info() {
+        let mut info = std::collections::HashMap::new();
+        assert!(pod_info_json(&info).is_err(), "no info entry");
+        info.insert("info".to_string(), "not json".to_string());
+        assert!(pod_info_json(&info).is_err());
+        info.insert("info".to_string(), "null".to_string());
+        assert!(pod_info_json(&info).is_err());
+        info.insert("info".to_string(), r#"{"pid":7,"network":null}"#.to_string());
+        let v = pod_info_json(&info).unwrap();
+        assert_eq!(v.get("network"), Some(&serde_json::Value::Null));
+        assert_eq!(v["pid"], 7);
+    }
 }
