@@ -10,7 +10,8 @@
 # Kernel command line:
 #   berth.mode=tests      run every /berth/tests/* executable (default)
 #   berth.mode=demo       start berthd and run berth-demo (a busybox pod)
-#   berth.mode=bench      start berthd and run berth-bench with berth.benchargs=a,b,c
+#   berth.mode=bench      start berthd and run berth-bench, or berth-<a>-bench when it
+#                         exists, with berth.benchargs=a,b,c (hack/bench/*.sh)
 #   berth.mode=probe      boot and power off at once (KVM probe)
 #   berth.testargs=A,B    name filters passed to each test executable
 #   berth.suitetimeout=S  seconds each test executable may run (default 900)
