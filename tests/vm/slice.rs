@@ -387,12 +387,20 @@ async fn containers_survive_a_berthd_restart() {
     std::fs::write(&flag, "").unwrap();
     let log_path = b.log_dir().join("sleeper0.log");
     let before = std::fs::read_to_string(&log_path).unwrap().lines().count();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let after = std::fs::read_to_string(&log_path).unwrap().lines().count();
-    assert!(
-        after > before,
-        "output keeps flowing without berthd ({before} -> {after})"
-    );
+    // Waits for the condition (a new line) with a generous deadline, not a
+    // fixed sleep.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = std::fs::read_to_string(&log_path).unwrap().lines().count();
+        if after > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "output keeps flowing without berthd ({before} -> {after})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for (_, pid) in &running {
         assert!(
             Path::new(&format!("/proc/{pid}")).exists(),
