@@ -6,7 +6,11 @@
 #   hack/test.sh            everything
 #   hack/test.sh --host     lints + host tests only
 #   hack/test.sh --vm       VM integration tests only (skips lints + host tests)
-#   BERTH_VM_FILTER=name    only VM tests whose name contains "name"
+#   BERTH_VM_FILTER=a,b     only VM tests whose name contains "a" or "b" (refused under CI=true)
+#   BERTH_VM_SUITE_TIMEOUT  seconds each VM test executable may run (default 900)
+#
+# Fails closed: every VM test executable must run every test it declares
+# (`--list`), a filter must match at least one test, and CI runs no filter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -14,13 +18,43 @@ WORK=$ROOT/.work
 mkdir -p "$WORK"
 
 step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
+die() { echo "test.sh: $*" >&2; exit 1; }
+
+MODE=${1:-all}
+# The filter reaches libtest through the kernel command line: name
+# substrings joined by commas, never an option (`--list` would run nothing
+# and pass).
+FILTER=${BERTH_VM_FILTER:-}
+if [ -n "$FILTER" ]; then
+    [ "${CI:-}" != true ] || die "BERTH_VM_FILTER=$FILTER is refused under CI=true: CI runs every VM test"
+    [[ $FILTER =~ ^[A-Za-z0-9_:]+(,[A-Za-z0-9_:]+)*$ ]] ||
+        die "BERTH_VM_FILTER=$FILTER: test name substrings (letters, digits, _ and :) joined by commas"
+fi
+SUITE_TIMEOUT=${BERTH_VM_SUITE_TIMEOUT:-900}
+[[ $SUITE_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BERTH_VM_SUITE_TIMEOUT=$SUITE_TIMEOUT is not a number of seconds"
 
 step "dependencies"
 hack/install-deps.sh
 
-MODE=${1:-all}
-# Every VM suite (tests/Cargo.toml `[[test]]` entries named vm_*).
-VM_SUITES=$(sed -n 's/^name = "\(vm_[a-z_]*\)"$/\1/p' tests/Cargo.toml)
+# Every VM suite: berth-tests' [[test]] targets named vm_*, from cargo itself
+# (a name pattern over Cargo.toml once dropped suites silently). A target that
+# is neither vm_* nor host_* would run nowhere or in the wrong place.
+VM_SUITES=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json, sys
+bad = []
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] != "berth-tests":
+        continue
+    for t in p["targets"]:
+        if t["kind"] != ["test"]:
+            continue
+        if t["name"].startswith("vm_"):
+            print(t["name"])
+        elif not t["name"].startswith("host_"):
+            bad.append(t["name"])
+if bad:
+    sys.exit("berth-tests test target(s) named neither vm_* nor host_*: " + ", ".join(bad))')
+[ -n "$VM_SUITES" ] || die "berth-tests declares no vm_* test targets"
+echo "VM suites: $(echo $VM_SUITES)"
 if [ "$MODE" != --vm ]; then
     step "lint: cargo fmt"
     cargo fmt --all -- --check
@@ -49,7 +83,27 @@ for l in sys.stdin:
     except Exception: continue
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]==["test"]:
         print(m["executable"])')
-[ -n "$TEST_BINS" ] || { echo "no VM test executables were built" >&2; exit 1; }
+[ -n "$TEST_BINS" ] || die "no VM test executables were built"
+# What each executable declares, with the filter applied: the count the VM
+# run must reach. Under a filter, executables with no matching test stay out
+# of the VM; a filter matching nothing fails here, before a VM boots.
+: >"$WORK/vm-expected"
+SELECTED=""
+for exe in $TEST_BINS; do
+    name=$(basename "$exe") && name=${name%-*}
+    # shellcheck disable=SC2086
+    list=$("$exe" --list --format terse ${FILTER//,/ })
+    declared=$(grep -c ': test$' <<<"$list" || true)
+    if [ "$declared" -eq 0 ]; then
+        [ -n "$FILTER" ] && continue
+        die "VM suite $name declares no tests"
+    fi
+    echo "$name $declared" >>"$WORK/vm-expected"
+    SELECTED="$SELECTED $exe"
+done
+[ -n "$SELECTED" ] || die "BERTH_VM_FILTER=$FILTER matches no VM test"
+echo "VM test filter: ${FILTER:-none (every test)}"
+echo "VM tests to run: $(awk '{ printf "%s%s=%s", sep, $1, $2; sep = " " }' "$WORK/vm-expected")"
 BIN=$WORK/bin
 rm -rf "$BIN" && mkdir -p "$BIN"
 cp target/release/berthd target/release/berth-shim target/release/berth-demo "$BIN/"
@@ -60,12 +114,35 @@ hack/images/registry-seed.sh "$WORK/images"
 
 step "build: VM initramfs"
 # shellcheck disable=SC2086
-hack/vm/build-initramfs.sh --bin "$BIN" --tests $TEST_BINS --registry "$WORK/images/registry" \
+hack/vm/build-initramfs.sh --bin "$BIN" --tests $SELECTED --registry "$WORK/images/registry" \
     --out "$WORK/initramfs.img"
 
 step "VM integration tests"
-APPEND=""
-if [ -n "${BERTH_VM_FILTER:-}" ]; then APPEND="berth.testargs=$BERTH_VM_FILTER"; fi
+APPEND="berth.suitetimeout=$SUITE_TIMEOUT"
+if [ -n "$FILTER" ]; then APPEND="$APPEND berth.testargs=$FILTER"; fi
+set +e
 hack/vm/run.sh --initramfs "$WORK/initramfs.img" --timeout "${BERTH_VM_TIMEOUT:-1800}" \
     --log "$WORK/vm.log" --append "$APPEND"
+vm_rc=$?
+set -e
+
+# Checked here too, not only inside the VM: a VM that reports "exit 0"
+# without having run a suite, or ran fewer tests than declared, fails.
+step "VM test counts (filter: ${FILTER:-none})"
+short=0
+while read -r name declared; do
+    line=$({ grep -a "BERTH-VM: end $name rc=" "$WORK/vm.log" || true; } | tr -d '\r' | tail -1)
+    if [ -z "$line" ]; then
+        printf '  %-14s did not run (declares %s)\n' "$name" "$declared"
+        short=1
+        continue
+    fi
+    rc=$(sed -n 's/.* rc=\([0-9]*\).*/\1/p' <<<"$line")
+    passed=$(sed -n 's/.* passed=\([0-9]*\).*/\1/p' <<<"$line")
+    secs=$(sed -n 's/.* secs=\([0-9]*\).*/\1/p' <<<"$line")
+    printf '  %-14s %4s of %4s passed, rc %s, %ss\n' "$name" "${passed:-?}" "$declared" "${rc:-?}" "${secs:-?}"
+    [ "$rc" = 0 ] && [ "$passed" = "$declared" ] || short=1
+done <"$WORK/vm-expected"
+[ $vm_rc -eq 0 ] || die "VM run failed (rc $vm_rc)"
+[ $short -eq 0 ] || die "a VM suite did not run every test it declares"
 step "all tests passed"

@@ -66,6 +66,10 @@ for f in "$BIN"/*; do
 done
 for t in "${TESTS[@]}"; do
     name=$(basename "$t")
+    # Two executables of one suite (a stale build) would silently replace
+    # each other; a missing one would silently not run.
+    [ -x "$t" ] || { echo "build-initramfs: test executable $t is missing" >&2; exit 1; }
+    [ ! -e "$R/berth/tests/${name%-*}" ] || { echo "build-initramfs: two test executables named ${name%-*}" >&2; exit 1; }
     cp "$t" "$R/berth/tests/${name%-*}"
     copy_libs "$t"
 done

@@ -10,12 +10,17 @@
 # Kernel command line:
 #   berth.mode=tests      run every /berth/tests/* executable (default)
 #   berth.mode=demo       start berthd and run berth-demo (a busybox pod)
-#   berth.mode=bench      start berthd and run berth-bench with berth.benchargs=a,b,c
+#   berth.mode=bench      start berthd and run berth-bench, or berth-<a>-bench when it
+#                         exists, with berth.benchargs=a,b,c (hack/bench/*.sh)
 #   berth.mode=probe      boot and power off at once (KVM probe)
-#   berth.testargs=NAME   passed to each test executable (a name filter)
+#   berth.testargs=A,B    name filters passed to each test executable
+#   berth.suitetimeout=S  seconds each test executable may run (default 900)
 #
-# Host-side parsing (hack/vm/run.sh) relies on these console markers:
-#   BERTH-VM: begin <exe> / BERTH-VM: end <exe> rc=<n> / BERTH-VM: exit <n>
+# Host-side parsing (hack/vm/run.sh, hack/test.sh) relies on these console
+# markers:
+#   BERTH-VM: begin <exe>
+#   BERTH-VM: end <exe> rc=<n> passed=<n> failed=<n> ignored=<n> declared=<n> secs=<n>
+#   BERTH-VM: exit <n>
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
 if [ "$1" != "stage2" ]; then
@@ -54,11 +59,12 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup || finish 98
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
 mount --make-rshared /
 
-MODE=tests TESTARGS="" BENCHARGS=""
+MODE=tests TESTARGS="" BENCHARGS="" SUITE_TIMEOUT=900
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         berth.mode=*) MODE=${arg#berth.mode=} ;;
-        berth.testargs=*) TESTARGS=${arg#berth.testargs=} ;;
+        berth.testargs=*) TESTARGS=$(echo "${arg#berth.testargs=}" | tr ',' ' ') ;;
+        berth.suitetimeout=*) SUITE_TIMEOUT=${arg#berth.suitetimeout=} ;;
         berth.benchargs=*) BENCHARGS=$(echo "${arg#berth.benchargs=}" | tr ',' ' ') ;;
     esac
 done
@@ -126,16 +132,49 @@ if [ "$MODE" = demo ] || [ "$MODE" = bench ]; then
     finish $?
 fi
 
+# Runs one test executable under its own deadline, so a hung suite is named
+# and the others still run. It fails unless it ran every test it declares
+# (`--list` with the same filter) and at least one: a filter matching nothing
+# or a suite that lost its tests must not pass as green. libtest's --logfile
+# has one "ok|failed|ignored <name>" line per finished test (output still
+# goes to the console, where a pipe through tee could be held open by a
+# daemon the suite leaves behind).
+run_suite() {
+    t=$1 name=$(basename "$1")
+    list=/tmp/$name.list log=/tmp/$name.results
+    rm -f "$log"
+    # shellcheck disable=SC2086
+    "$t" --list --format terse $TESTARGS 2>/dev/null | sed -n 's/: test$//p' >"$list"
+    declared=$(wc -l <"$list")
+    echo "BERTH-VM: begin $name"
+    t0=$(date +%s)
+    # shellcheck disable=SC2086
+    timeout -k 10 "$SUITE_TIMEOUT" "$t" --test-threads=1 --nocapture --logfile "$log" $TESTARGS
+    rc=$?
+    secs=$(( $(date +%s) - t0 ))
+    touch "$log"
+    passed=$(grep -c '^ok ' "$log") failed=$(grep -c '^failed' "$log") ignored=$(grep -c '^ignored' "$log")
+    if [ $rc -ne 0 ] && [ $secs -ge "$SUITE_TIMEOUT" ]; then
+        # libtest runs tests one at a time in --list order: the first one
+        # without a result is the one that hung.
+        hung=$(awk 'FILENAME == ARGV[1] { done[$NF] = 1; next } !($0 in done) { print; exit }' "$log" "$list")
+        echo "BERTH-VM: FAIL $name timed out after ${SUITE_TIMEOUT}s in test ${hung:-?}"
+    elif [ $rc -eq 0 ] && [ "$passed" -eq 0 ]; then
+        echo "BERTH-VM: FAIL $name ran no tests"
+        rc=1
+    elif [ $rc -eq 0 ] && [ "$passed" -lt "$declared" ]; then
+        echo "BERTH-VM: FAIL $name passed $passed of the $declared tests it declares"
+        rc=1
+    fi
+    echo "BERTH-VM: end $name rc=$rc passed=$passed failed=$failed ignored=$ignored declared=$declared secs=$secs"
+    return $rc
+}
+
 overall=0
 start=$(date +%s)
+[ -n "$TESTARGS" ] && echo "BERTH-VM: test filter: $TESTARGS"
 for t in /berth/tests/*; do
-    name=$(basename "$t")
-    echo "BERTH-VM: begin $name"
-    # shellcheck disable=SC2086
-    "$t" --test-threads=1 --nocapture $TESTARGS
-    rc=$?
-    echo "BERTH-VM: end $name rc=$rc"
-    [ $rc -ne 0 ] && overall=1
+    run_suite "$t" || overall=1
 done
 echo "BERTH-VM: tests took $(( $(date +%s) - start ))s"
 finish $overall

@@ -70,14 +70,20 @@ set -e
 
 echo
 echo "run.sh: VM finished in $((SECONDS - start))s"
-grep -aoE "BERTH-VM: end .* rc=[0-9]+" "$LOG" | sed 's/^/run.sh: /' || true
+# Console lines end in \r\n. Every grep here may match nothing, which under
+# pipefail would end the script before it could say why the run failed.
+grep -aE "BERTH-VM: (end|FAIL) " "$LOG" | tr -d '\r' | sed 's/^.*BERTH-VM: /run.sh: /' || true
+# The suite that had begun and not ended when the VM stopped, if any.
+running=$(tr -d '\r' <"$LOG" | awk '/BERTH-VM: begin / { n = $NF } /BERTH-VM: end / { n = "" } END { print n }')
+during=${running:+ while $running was running}
 if [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; then
-    echo "run.sh: VM timed out after ${TIMEOUT}s" >&2
+    echo "run.sh: VM timed out after ${TIMEOUT}s$during" >&2
     exit 124
 fi
-rc=$(grep -aoE "BERTH-VM: exit [0-9]+" "$LOG" | tail -1 | awk '{print $3}')
+rc=$({ grep -aoE "BERTH-VM: exit [0-9]+" "$LOG" || true; } | tail -1 | awk '{print $3}')
 if [ -z "$rc" ]; then
-    echo "run.sh: VM ended (qemu rc $qrc) without reporting an exit status" >&2
+    echo "run.sh: VM ended (qemu rc $qrc) without reporting an exit status$during; last console lines:" >&2
+    tr -d '\r' <"$LOG" | tail -5 | sed 's/^/run.sh:   /' >&2
     exit 125
 fi
 exit "$rc"

@@ -1,9 +1,9 @@
 //! berthd: Berth's CRI v1 daemon.
 //!
-//! Start-up: read config (file, then flags), check the host (root, cgroup v2
-//! with cpu/memory/pids), open the stores, serve the CRI socket until SIGINT
-//! or SIGTERM. Containers live in per-pod shims, so stopping berthd stops no
-//! container.
+//! Start-up: read config (file, then flags), check the host (root, Linux
+//! 5.14 or later, overlayfs, cgroup v2 with cpu/memory/pids and cgroup.kill), open
+//! the stores, serve the CRI socket until SIGINT or SIGTERM. Containers live
+//! in per-pod shims, so stopping berthd stops no container.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,10 +17,12 @@ mod crash;
 mod cri;
 mod error;
 mod events;
+mod host_check;
 mod image;
 mod metrics;
 mod net;
 mod observe;
+mod readiness;
 mod sandbox;
 mod shim_client;
 mod stats;
@@ -121,7 +123,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
     }
     let cgroups =
         cgroup::CgroupManager::new(&cfg.cgroup_root).with_registry(cfg.root.join("cgroup-parents.json"))?;
-    cgroups.check_host()?;
+    host_check::check(&host_check::RealHost, &cgroups)?;
     for d in [&cfg.root, &cfg.state] {
         store::modes::create_dir(d, store::modes::PRIVATE_DIR)
             .map_err(|e| error::Error::io(format!("create {}", d.display()), e))?;

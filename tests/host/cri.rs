@@ -11,8 +11,7 @@ use prost::Message;
 
 fn fake_cgroup_root(controllers: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("cgroup.controllers"), controllers).unwrap();
-    std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+    berth_tests::fake_cgroup_tree(d.path(), controllers).unwrap();
     d
 }
 
@@ -23,6 +22,7 @@ fn is_root() -> bool {
 #[test]
 fn berthd_says_exactly_what_the_host_lacks() {
     let cg = fake_cgroup_root("cpuset cpu io");
+    std::fs::remove_file(cg.path().join("init.scope/cgroup.kill")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin_dir().join("berthd"))
         .args(["--cgroup-root", cg.path().to_str().unwrap()])
@@ -34,7 +34,10 @@ fn berthd_says_exactly_what_the_host_lacks() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     if is_root() {
+        // Every missing piece in one message: the controllers, and the
+        // cgroup.kill this fake tree's cgroups do not have.
         assert!(err.contains("lacks controller(s) memory, pids"), "{err}");
+        assert!(err.contains("no cgroup.kill"), "{err}");
     } else {
         assert!(err.contains("must run as root"), "{err}");
     }
@@ -289,6 +292,75 @@ async fn cri_basics_over_the_socket() {
 }
 
 /// Field numbers that kubelet relies on, checked on encoded bytes.
+/// The RuntimeReady condition of berthd's Status.
+async fn runtime_ready(c: &mut berth_tests::CriClient) -> cri::RuntimeCondition {
+    let s = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    s.status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .expect("a RuntimeReady condition")
+}
+
+#[tokio::test]
+async fn runtime_ready_follows_the_shim_and_the_state_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(is_root(), "this test starts berthd, which needs root");
+    let cg = fake_cgroup_root("cpuset cpu io memory hugetlb pids");
+    let cni = tempfile::tempdir().unwrap();
+    let shim_dir = tempfile::tempdir().unwrap();
+    let shim = shim_dir.path().join("berth-shim");
+    let extra = format!(
+        "cgroup_root = \"{}\"\ncni_conf_dir = \"{}\"\nshim_path = \"{}\"\n",
+        cg.path().display(),
+        cni.path().display(),
+        shim.display()
+    );
+    let (b, mut c) = Berthd::start_with(&extra).await.expect("berthd");
+
+    // No shim: no pod could start, so the runtime is not ready, and says why.
+    let r = runtime_ready(&mut c).await;
+    assert!(!r.status, "{r:?}");
+    assert_eq!(r.reason, "ShimNotExecutable");
+    assert!(r.message.contains(shim.to_str().unwrap()), "{r:?}");
+    // A shim that cannot be executed is no better.
+    std::fs::write(&shim, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = runtime_ready(&mut c).await;
+    assert!(!r.status && r.reason == "ShimNotExecutable", "{r:?}");
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = runtime_ready(&mut c).await;
+    assert!(r.status, "{r:?}");
+    assert!(r.reason.is_empty() && r.message.is_empty(), "{r:?}");
+
+    // A state directory berthd can no longer write to (here: a file in its
+    // place) makes it NotReady until it is back.
+    let state = b.dir.path().join("state");
+    let moved = b.dir.path().join("state.moved");
+    std::fs::rename(&state, &moved).unwrap();
+    std::fs::write(&state, "not a directory").unwrap();
+    let r = runtime_ready(&mut c).await;
+    assert!(!r.status, "{r:?}");
+    assert_eq!(r.reason, "StateNotWritable");
+    assert!(r.message.contains(state.to_str().unwrap()), "{r:?}");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::rename(&moved, &state).unwrap();
+    assert!(runtime_ready(&mut c).await.status);
+
+    // A cgroup root that lost a required controller.
+    std::fs::write(cg.path().join("cgroup.controllers"), "cpu pids").unwrap();
+    let r = runtime_ready(&mut c).await;
+    assert!(!r.status, "{r:?}");
+    assert_eq!(r.reason, "CgroupRootUnusable");
+    assert!(r.message.contains("memory"), "{r:?}");
+}
+
 #[test]
 fn wire_format_matches_cri_api_v0_35() {
     // ContainerStatus.user = 18 (length-delimited): tag bytes 0x92 0x01.

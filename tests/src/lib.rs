@@ -175,11 +175,7 @@ impl CriClient {
             })
             .await?
             .into_inner();
-        let info = r
-            .info
-            .get("info")
-            .and_then(|i| serde_json::from_str(i).ok())
-            .unwrap_or_default();
+        let info = pod_info_json(&r.info).unwrap_or_else(|e| panic!("PodSandboxStatus of {id}: {e:#}"));
         Ok((r.status.unwrap_or_default(), info))
     }
 
@@ -317,6 +313,19 @@ pub fn container_config(name: &str, image: &str, argv: &[&str]) -> cri::Containe
         linux: Some(cri::LinuxContainerConfig::default()),
         ..Default::default()
     }
+}
+
+/// berthd's verbose PodSandboxStatus `info["info"]`, parsed. Missing or
+/// unparseable info is an error, never `Null`: a test reading
+/// `info["network"].is_null()` must not pass because the info is absent.
+pub fn pod_info_json(info: &std::collections::HashMap<String, String>) -> anyhow::Result<serde_json::Value> {
+    let text = info
+        .get("info")
+        .ok_or_else(|| anyhow::anyhow!("verbose status without an \"info\" entry: {info:?}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("info {text:?}: {e}"))?;
+    anyhow::ensure!(v.is_object(), "info is not a JSON object: {text}");
+    Ok(v)
 }
 
 /// A berthd process with private root, state and socket; killed on drop.
@@ -543,8 +552,7 @@ pub async fn berthd_on_host(extra_config: &str) -> anyhow::Result<(Berthd, CriCl
     let (cg, cni) = (dirs.path().join("cgroup"), dirs.path().join("cni"));
     std::fs::create_dir_all(&cg)?;
     std::fs::create_dir_all(&cni)?;
-    std::fs::write(cg.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids")?;
-    std::fs::write(cg.join("cgroup.subtree_control"), "")?;
+    fake_cgroup_tree(&cg, "cpuset cpu io memory hugetlb pids")?;
     let cfg = format!(
         "cgroup_root = \"{}\"\ncni_conf_dir = \"{}\"\n{extra_config}",
         cg.display(),
@@ -552,6 +560,18 @@ pub async fn berthd_on_host(extra_config: &str) -> anyhow::Result<(Berthd, CriCl
     );
     let (b, c) = Berthd::start_with(&cfg).await?;
     Ok((b, c, dirs))
+}
+
+/// Lays out `root` as berthd's start-up checks see a cgroup2 root: its
+/// controllers, and one child cgroup (`init.scope`, as on a systemd node)
+/// with the `cgroup.kill` file only non-root cgroups have.
+pub fn fake_cgroup_tree(root: &Path, controllers: &str) -> std::io::Result<()> {
+    std::fs::write(root.join("cgroup.controllers"), controllers)?;
+    std::fs::write(root.join("cgroup.subtree_control"), "")?;
+    let child = root.join("init.scope");
+    std::fs::create_dir_all(&child)?;
+    std::fs::write(child.join("cgroup.controllers"), controllers)?;
+    std::fs::write(child.join("cgroup.kill"), "")
 }
 
 /// Lines of /proc/self/mountinfo mentioning `needle`.
@@ -623,4 +643,23 @@ pub fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_info_is_never_null_for_want_of_info() {
+        let mut info = std::collections::HashMap::new();
+        assert!(pod_info_json(&info).is_err(), "no info entry");
+        info.insert("info".to_string(), "not json".to_string());
+        assert!(pod_info_json(&info).is_err());
+        info.insert("info".to_string(), "null".to_string());
+        assert!(pod_info_json(&info).is_err());
+        info.insert("info".to_string(), r#"{"pid":7,"network":null}"#.to_string());
+        let v = pod_info_json(&info).unwrap();
+        assert_eq!(v.get("network"), Some(&serde_json::Value::Null));
+        assert_eq!(v["pid"], 7);
+    }
 }

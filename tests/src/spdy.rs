@@ -140,6 +140,9 @@ pub struct StreamOptions {
     pub resizes: Vec<(u16, u16)>,
     /// Wait this long after the last resize before closing stdin.
     pub stdin_delay: Duration,
+    /// The protocol versions to offer; empty: client-go's
+    /// [`REMOTECOMMAND_PROTOCOLS`].
+    pub protocols: Vec<&'static str>,
 }
 
 /// The outcome of an exec/attach.
@@ -189,10 +192,14 @@ async fn read_all(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     v
 }
 
-/// Runs an exec or attach URL to completion, as client-go's v4 SPDY
-/// executor does.
+/// Runs an exec or attach URL to completion, as client-go's SPDY executor
+/// does (v4 unless `opts.protocols` offers others).
 pub async fn run(url: &str, opts: &StreamOptions) -> anyhow::Result<StreamResult> {
-    let up = upgrade(url, REMOTECOMMAND_PROTOCOLS).await?;
+    let offered = match opts.protocols.as_slice() {
+        [] => REMOTECOMMAND_PROTOCOLS,
+        some => some,
+    };
+    let up = upgrade(url, offered).await?;
     let s = &up.session;
     let error = open(s, "error").await?;
     let stdin = match &opts.stdin {

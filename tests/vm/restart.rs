@@ -272,30 +272,39 @@ async fn stop_timings(
     (median(one), median(three))
 }
 
-/// Three containers that ignore SIGTERM, stopped at once with a 1 s grace
-/// period: concurrent stops take about 1 s, serialised ones 3 s or more.
+/// Three containers that ignore SIGTERM, stopped at once with a 3 s grace
+/// period. Each one's TERM trap appends its name to a shared file, and
+/// says "saw all three" once all three names are there: with concurrent
+/// stops every container sees that before its SIGKILL; serialised stops
+/// kill the first one before the second is even signalled. An order
+/// proof, not a duration. Returns the wall time for the benchmark line.
 async fn parallel_grace_stops(
     c: &mut CriClient,
     b: &Berthd,
     sb: &str,
     pod: &cri::PodSandboxConfig,
 ) -> Duration {
+    let shared = b.dir.path().join("term-barrier");
+    std::fs::create_dir_all(&shared).unwrap();
     let mut ids = Vec::new();
     for i in 0..3 {
         let name = format!("stubborn-{i}");
-        let cfg = container_config(
-            &name,
-            &busybox(),
-            &[
-                "sh",
-                "-c",
-                "trap '' TERM; echo ready; while true; do sleep 0.05; done",
-            ],
+        let script = format!(
+            "trap 'echo {name} >> /barrier/got-term; \
+               until [ $(wc -l < /barrier/got-term) -ge 3 ]; do sleep 0.05; done; \
+               echo saw all three' TERM; \
+             echo ready; while true; do sleep 0.05; done"
         );
+        let mut cfg = container_config(&name, &busybox(), &["sh", "-c", &script]);
+        cfg.mounts.push(cri::Mount {
+            container_path: "/barrier".into(),
+            host_path: shared.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
         let id = c.create(sb, &cfg, pod).await.unwrap();
         c.start(&id).await.unwrap();
         let log = b.log_dir().join(format!("{name}.log"));
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("ready")
@@ -309,15 +318,20 @@ async fn parallel_grace_stops(
     let mut tasks = tokio::task::JoinSet::new();
     for id in &ids {
         let (mut c2, id) = (c.clone(), id.clone());
-        tasks.spawn(async move { c2.stop(&id, 1).await });
+        tasks.spawn(async move { c2.stop(&id, 3).await });
     }
     while let Some(r) = tasks.join_next().await {
         r.unwrap().unwrap();
     }
     let took = t.elapsed();
-    for id in &ids {
+    for (i, id) in ids.iter().enumerate() {
         let s = c.status(id).await.unwrap().status.unwrap();
         assert_eq!(s.exit_code, 137, "SIGTERM was ignored, SIGKILL ended it: {s:?}");
+        let log = std::fs::read_to_string(b.log_dir().join(format!("stubborn-{i}.log"))).unwrap_or_default();
+        assert!(
+            log.contains("saw all three"),
+            "stubborn-{i} was killed before all three had their SIGTERM: stops are serialised\n{log}"
+        );
         c.remove(id).await.unwrap();
     }
     took
@@ -429,25 +443,14 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
     let grace3 = parallel_grace_stops(&mut c, &b, &sb, &pod).await;
     println!(
         "BERTH-BENCH stop_concurrency rounds=5 one_stop_median_ms={:.1} three_parallel_stops_median_ms={:.1} \
-         three_parallel_1s_grace_stops_ms={:.1}",
+         three_parallel_3s_grace_stops_ms={:.1}",
         one.as_secs_f64() * 1e3,
         three.as_secs_f64() * 1e3,
         grace3.as_secs_f64() * 1e3
     );
-    // A SIGKILL stop is mostly the kernel tearing the container's PID and
-    // mount namespaces down, which it partly serialises itself (one
-    // namespace_sem, RCU grace periods; plainly visible under TCG), so three
-    // at once cost more than one even though berthd and the shim overlap
-    // them; serialised stops would cost 3x. The grace-period stops are the
-    // sharp proof: their time is waiting, which only a lock could add up.
-    assert!(
-        three < one * 3,
-        "3 parallel StopContainer(0) took {three:?}, one takes {one:?}: stops are serialised"
-    );
-    assert!(
-        grace3 < Duration::from_millis(2000),
-        "3 parallel StopContainer(1 s) on TERM-ignoring containers took {grace3:?}: stops are serialised"
-    );
+    // The figures are for the benchmark line only: parallel_grace_stops
+    // proves the stops overlap by order (each container saw all three
+    // SIGTERMs before its SIGKILL), not by how long they took.
 
     // 100 more cycles: timings, and nothing may grow.
     // Warm-up (allocator and runtime buffers settle), then measure.

@@ -151,7 +151,9 @@ async fn stop_sends_sigterm_then_sigkill() {
         &[
             "sh",
             "-c",
-            "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+            // Keeps running after SIGTERM, saying so, until SIGKILL.
+            "trap 'echo term-ignored; while true; do sleep 0.05; echo still-here; done' TERM; \
+             echo ready; while true; do sleep 0.05; done",
         ],
     );
     let p = c.create(&sb, &polite, &pod).await.unwrap();
@@ -174,28 +176,29 @@ async fn stop_sends_sigterm_then_sigkill() {
     let s_pid = s_info["pid"].as_u64().unwrap();
     assert!(Path::new(&format!("/proc/{s_pid}")).exists());
 
-    let t = Instant::now();
+    // Exit 0 from its TERM trap: SIGTERM ended it, not SIGKILL after the
+    // 30 s grace period (that would be 137).
     c.stop(&p, 30).await.expect("stop polite");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "SIGTERM should stop it at once: {:?}",
-        t.elapsed()
-    );
     let ps = c.status(&p).await.unwrap().status.unwrap();
     assert_eq!((ps.exit_code, ps.reason.as_str()), (0, "Completed"));
     assert!(std::fs::read_to_string(b.log_dir().join("polite.log"))
         .unwrap()
         .contains("got-term"));
 
-    let t = Instant::now();
     c.stop(&s, 1).await.expect("stop stubborn");
-    let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
-        "grace then kill: {took:?}"
-    );
     let ss = c.status(&s).await.unwrap().status.unwrap();
     assert_eq!(ss.exit_code, 137, "killed by SIGKILL");
+    // In that order: SIGTERM first, the process living on through the
+    // grace period, then SIGKILL.
+    let log = std::fs::read_to_string(b.log_dir().join("stubborn.log")).unwrap();
+    let after_term = log
+        .split_once("term-ignored")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    assert!(
+        after_term.contains("still-here"),
+        "SIGTERM, then life during the grace period, then SIGKILL:\n{log}"
+    );
     assert!(!Path::new(&format!("/proc/{s_pid}")).exists(), "process gone");
 
     let info = c.pod_status(&sb).await.unwrap().1;
@@ -384,12 +387,20 @@ async fn containers_survive_a_berthd_restart() {
     std::fs::write(&flag, "").unwrap();
     let log_path = b.log_dir().join("sleeper0.log");
     let before = std::fs::read_to_string(&log_path).unwrap().lines().count();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let after = std::fs::read_to_string(&log_path).unwrap().lines().count();
-    assert!(
-        after > before,
-        "output keeps flowing without berthd ({before} -> {after})"
-    );
+    // Waits for the condition (a new line) with a generous deadline, not a
+    // fixed sleep.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = std::fs::read_to_string(&log_path).unwrap().lines().count();
+        if after > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "output keeps flowing without berthd ({before} -> {after})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for (_, pid) in &running {
         assert!(
             Path::new(&format!("/proc/{pid}")).exists(),
@@ -460,77 +471,6 @@ async fn containers_survive_a_berthd_restart() {
         .await
         .expect("stop+remove after restart");
     assert_nothing_left(&b, &format!("{}/{sb}", b.cgroup_parent));
-}
-
-#[tokio::test]
-async fn measure_pod_and_container_latency() {
-    const RUNS: usize = 20;
-    let (b, mut c) = Berthd::start().await.expect("berthd");
-    c.pull(&busybox()).await.expect("pull");
-    let mut runp = Vec::new();
-    let mut create_start = Vec::new();
-    let mut stop_remove = Vec::new();
-    let mut teardown = Vec::new();
-    for i in 0..RUNS {
-        let pod = pod_config(&format!("bench{i}"), &b.log_dir());
-        let t = Instant::now();
-        let sb = c.run_pod(&pod).await.expect("runp");
-        runp.push(t.elapsed());
-        let cfg = container_config("app", &busybox(), &["sleep", "3600"]);
-        let t = Instant::now();
-        let id = c.create(&sb, &cfg, &pod).await.expect("create");
-        c.start(&id).await.expect("start");
-        create_start.push(t.elapsed());
-        let t = Instant::now();
-        c.stop(&id, 0).await.unwrap();
-        c.remove(&id).await.unwrap();
-        stop_remove.push(t.elapsed());
-        let t = Instant::now();
-        c.stop_and_remove_pod(&sb).await.unwrap();
-        teardown.push(t.elapsed());
-    }
-    println!(
-        "BERTH-BENCH runs={RUNS} run_pod_sandbox_median_ms={:.2} create_start_median_ms={:.2} \
-         stop_remove_container_median_ms={:.2} stop_remove_pod_median_ms={:.2}",
-        median(runp).as_secs_f64() * 1e3,
-        median(create_start).as_secs_f64() * 1e3,
-        median(stop_remove).as_secs_f64() * 1e3,
-        median(teardown).as_secs_f64() * 1e3,
-    );
-
-    // Memory: berthd and one shim with 10 pods running (a container each).
-    let rss = |pid: u32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    };
-    let mut pods = Vec::new();
-    for i in 0..10 {
-        let pod = pod_config(&format!("rss{i}"), &b.log_dir());
-        let sb = c.run_pod(&pod).await.unwrap();
-        let id = c
-            .create(
-                &sb,
-                &container_config("app", &busybox(), &["sleep", "3600"]),
-                &pod,
-            )
-            .await
-            .unwrap();
-        c.start(&id).await.unwrap();
-        pods.push(sb);
-    }
-    let shim = c.pod_status(&pods[0]).await.unwrap().1["pid"].as_u64().unwrap() as u32;
-    println!(
-        "BERTH-BENCH pods=10 berthd_rss_kib={} one_shim_rss_kib={}",
-        rss(b.pid()),
-        rss(shim)
-    );
-    for sb in &pods {
-        c.stop_and_remove_pod(sb).await.unwrap();
-    }
 }
 
 /// kubelet passes `cgroup_parent` like `/kubepods/besteffort/pod<uid>` whose

@@ -76,12 +76,31 @@ async fn spdy_exec_output_exit_codes_and_stdin() {
     assert_eq!(out.exit_code().unwrap(), 0);
 
     // A protocol older than v4: no Status on success, text on failure.
-    let url = c
-        .exec_url(exec_request(&id, &["sh", "-c", "exit 2"], false, false))
-        .await;
-    let up = upgrade(&url, &["v2.channel.k8s.io"]).await.unwrap();
-    assert_eq!(up.protocol, "v2.channel.k8s.io");
-    drop(up);
+    let v2 = StreamOptions {
+        stdout: true,
+        stderr: true,
+        protocols: vec!["v2.channel.k8s.io"],
+        ..Default::default()
+    };
+    for (cmd, stdout, error) in [
+        ("echo fine", "fine\n", ""),
+        (
+            "echo partial; exit 2",
+            "partial\n",
+            "command terminated with non-zero exit code: exit status 2",
+        ),
+    ] {
+        let url = c
+            .exec_url(exec_request(&id, &["sh", "-c", cmd], false, false))
+            .await;
+        let out = tokio::time::timeout(T, run(&url, &v2))
+            .await
+            .expect("exec finished")
+            .expect("exec");
+        assert_eq!(out.protocol, "v2.channel.k8s.io");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), stdout, "{out:?}");
+        assert_eq!(out.error, error, "{out:?}");
+    }
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 

@@ -665,8 +665,8 @@ async fn measure_stats_latency() {
         pod.as_secs_f64() * 1e3,
         raw.as_secs_f64() * 1e3,
     );
-    // kubelet's housekeeping budget is 10 s; stay far below it.
-    assert!(ctr < Duration::from_secs(1) && pod < Duration::from_secs(1));
+    // The figures are a benchmark's (kubelet's housekeeping budget is 10 s);
+    // a test asserts no durations.
     for sb in &pods {
         c.stop_and_remove_pod(sb).await.unwrap();
     }

@@ -128,6 +128,40 @@ impl CgroupManager {
         Ok(())
     }
 
+    /// Startup check: this cgroup v2 has `cgroup.kill` (Linux 5.14), which
+    /// berthd uses to kill a pod's every process at once. Only non-root
+    /// cgroups carry the file, so it looks in an existing child cgroup, or
+    /// in a probe child it creates and removes when the root has none.
+    pub fn check_kill(&self) -> Result<()> {
+        let missing = |dir: &Path| {
+            Error::FailedPrecondition(format!(
+                "cgroup v2 at {} has no cgroup.kill (in {}): berth needs Linux 5.14 or later",
+                self.root.display(),
+                dir.display()
+            ))
+        };
+        let child = std::fs::read_dir(&self.root)
+            .ctx(|| format!("read {}", self.root.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.join("cgroup.controllers").is_file());
+        if let Some(child) = child {
+            if child.join("cgroup.kill").exists() {
+                return Ok(());
+            }
+            return Err(missing(&child));
+        }
+        let probe = self.root.join(format!("berth-probe-{}", std::process::id()));
+        std::fs::create_dir(&probe).ctx(|| format!("create probe cgroup {}", probe.display()))?;
+        let has_kill = probe.join("cgroup.kill").exists();
+        std::fs::remove_dir(&probe).ctx(|| format!("remove probe cgroup {}", probe.display()))?;
+        if has_kill {
+            Ok(())
+        } else {
+            Err(missing(&probe))
+        }
+    }
+
     /// Creates `path` and any missing parents, enabling the pod controllers in
     /// each parent's `cgroup.subtree_control` on the way down. Returns the
     /// directories it created, deepest last, so a caller can undo exactly them.
@@ -301,6 +335,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no cgroup v2"), "{err}");
+    }
+
+    #[test]
+    fn check_kill_looks_in_a_child_cgroup() {
+        let d = fake_root("cpu memory pids");
+        let m = CgroupManager::new(d.path());
+        // No child cgroup: a probe child is made (a plain directory here, so
+        // no cgroup.kill) and removed again.
+        let err = m.check_kill().unwrap_err().to_string();
+        assert!(
+            err.contains("has no cgroup.kill") && err.contains("5.14"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2, "probe removed");
+        // A child cgroup without the file (a pre-5.14 kernel), then with it.
+        let child = d.path().join("init.scope");
+        std::fs::create_dir(&child).unwrap();
+        std::fs::write(child.join("cgroup.controllers"), "cpu").unwrap();
+        let err = m.check_kill().unwrap_err().to_string();
+        assert!(err.contains(child.to_str().unwrap()), "{err}");
+        std::fs::write(child.join("cgroup.kill"), "").unwrap();
+        m.check_kill().unwrap();
     }
 
     #[test]

@@ -12,11 +12,16 @@ use crate::error::Result;
 
 /// Handles Status.
 pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
+    let problems = crate::readiness::check(&cri.cfg);
     let runtime_ready = RuntimeCondition {
         r#type: "RuntimeReady".into(),
-        status: true,
-        reason: String::new(),
-        message: String::new(),
+        status: problems.is_empty(),
+        reason: problems.first().map(|p| p.reason.to_string()).unwrap_or_default(),
+        message: problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
     };
     // NetworkReady means what kubelet takes it to mean: a usable CNI config.
     let not_ready = |message: String| RuntimeCondition {

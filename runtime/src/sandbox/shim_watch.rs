@@ -81,16 +81,23 @@ pub fn watch(sb: Arc<Sandbox>, events: Arc<Events>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    /// A process whose command line names `socket`, as a shim's does
-    /// (returned once it has exec'd, as berthd watches only a serving shim).
-    fn fake_shim(socket: &str, secs: &str) -> std::process::Child {
-        let child = std::process::Command::new("sh")
-            .args(["-c", &format!("sleep {secs}"), socket])
+    /// Generous: these waits end on an event; the deadline only stops a
+    /// broken test from hanging.
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    /// A process whose command line names `socket`, as a shim's does,
+    /// running until its stdin closes (returned once it has exec'd, as
+    /// berthd watches only a serving shim).
+    fn fake_shim(socket: &str) -> Child {
+        let child = Command::new("sh")
+            .args(["-c", "read _", socket])
+            .stdin(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + DEADLINE;
         while !recover::shim_alive(child.id(), Path::new(socket)) {
             assert!(Instant::now() < deadline, "fake shim did not start");
             std::thread::sleep(Duration::from_millis(1));
@@ -100,21 +107,31 @@ mod tests {
 
     #[tokio::test]
     async fn the_wait_ends_when_the_shim_exits_not_before() {
-        let t = Instant::now();
-        let mut child = fake_shim("/run/test/s/aaaa.sock", "0.3");
-        exited(child.id(), Path::new("/run/test/s/aaaa.sock")).await;
-        let waited = t.elapsed();
-        assert!(waited >= Duration::from_millis(250), "returned early: {waited:?}");
-        assert!(waited < Duration::from_secs(3), "returned late: {waited:?}");
-        child.wait().unwrap();
+        let mut child = fake_shim("/run/test/s/aaaa.sock");
+        let pid = child.id();
+        let mut wait = tokio::spawn(async move { exited(pid, Path::new("/run/test/s/aaaa.sock")).await });
+        // While the shim lives, the wait does not end (the pidfd is not
+        // readable; this bound only gives it the chance to end wrongly).
+        assert!(tokio::time::timeout(Duration::from_millis(300), &mut wait)
+            .await
+            .is_err());
+        assert!(child.try_wait().unwrap().is_none(), "the shim still runs");
+        // Its exit (stdin closed) ends the wait.
+        drop(child.stdin.take());
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("the wait ended after the shim exited")
+            .unwrap();
+        assert!(child.try_wait().unwrap().is_some(), "ended by the exit");
     }
 
     #[tokio::test]
     async fn another_process_at_the_pid_is_not_waited_for() {
-        let mut child = fake_shim("/run/test/s/bbbb.sock", "5");
-        let t = Instant::now();
-        exited(child.id(), Path::new("/run/test/s/other.sock")).await;
-        assert!(t.elapsed() < Duration::from_secs(1));
+        let mut child = fake_shim("/run/test/s/bbbb.sock");
+        tokio::time::timeout(DEADLINE, exited(child.id(), Path::new("/run/test/s/other.sock")))
+            .await
+            .expect("returned without waiting for the process");
+        assert!(child.try_wait().unwrap().is_none(), "the process still runs");
         child.kill().unwrap();
         child.wait().unwrap();
     }
