@@ -239,14 +239,19 @@ impl StreamServer {
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(websocket::ws_config()),
+            )
+            .await;
             match (protocol, request) {
                 (
                     WsProtocol::Remote { version, base64 },
                     r @ (StreamRequest::Exec(_) | StreamRequest::Attach(_)),
-                ) => websocket::serve_remote(ws, version, base64, ctx, r).await,
+                ) => websocket::serve_remote(ws, version, base64, ctx, r, idle).await,
                 (WsProtocol::PortForward { base64 }, StreamRequest::PortForward(pf)) => {
-                    websocket::serve_port_forward(ws, base64, pf.pod_sandbox_id, netns, ports).await
+                    websocket::serve_port_forward(ws, base64, pf.pod_sandbox_id, netns, ports, idle).await
                 }
                 (WsProtocol::SpdyTunnel, StreamRequest::PortForward(pf)) => {
                     spdy::serve_port_forward(spdy::WsTunnel::new(ws), pf.pod_sandbox_id, netns, idle).await

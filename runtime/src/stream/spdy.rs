@@ -338,6 +338,7 @@ pub struct WsTunnel<S> {
     unread: Bytes,
     eof: bool,
     close_sent: bool,
+    pings: super::websocket::PingBudget,
 }
 
 impl<S> WsTunnel<S> {
@@ -347,6 +348,7 @@ impl<S> WsTunnel<S> {
             unread: Bytes::new(),
             eof: false,
             close_sent: false,
+            pings: super::websocket::PingBudget::new(),
         }
     }
 }
@@ -376,6 +378,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsTunnel<S> {
                         io::ErrorKind::InvalidData,
                         "text message in a SPDY tunnel (binary only)",
                     )))
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    if !self.pings.take(tokio::time::Instant::now()) {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the client floods WebSocket pings",
+                        )));
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
