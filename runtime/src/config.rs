@@ -65,6 +65,10 @@ pub struct Config {
     pub stream_address: std::net::SocketAddr,
     /// How long a streaming URL's token stays valid (milliseconds).
     pub stream_token_ttl_ms: u64,
+    /// An exec, attach or port-forward connection with nothing moving
+    /// either way this long is closed (kubelet's
+    /// `streamingConnectionIdleTimeout`, 4 h by default).
+    pub stream_idle_timeout_ms: u64,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -124,6 +128,7 @@ impl Default for Config {
             http_address: String::new(),
             stream_address: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
             stream_token_ttl_ms: crate::stream::tokens::DEFAULT_TTL.as_millis() as u64,
+            stream_idle_timeout_ms: berth_spdy::session::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -224,6 +229,13 @@ impl Config {
                 "config stream_token_ttl_ms must be greater than 0".into(),
             ));
         }
+        // 0 would mean "never", which leaves a silent peer's session (and
+        // its exec) open forever.
+        if self.stream_idle_timeout_ms == 0 {
+            return Err(Error::InvalidArgument(
+                "config stream_idle_timeout_ms must be greater than 0".into(),
+            ));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument(format!(
                 "config log_format must be \"text\" or \"json\", got {:?}",
@@ -304,6 +316,14 @@ mod tests {
         assert!(Config::from_toml("root = \"relative\"").is_err());
         assert!(Config::from_toml("default_cgroup_parent = \"kubepods\"").is_err());
         assert!(Config::from_toml("log_format = \"xml\"").is_err());
+        assert!(Config::from_toml("stream_idle_timeout_ms = 0").is_err());
+        assert_eq!(Config::default().stream_idle_timeout_ms, 4 * 3600 * 1000);
+        assert_eq!(
+            Config::from_toml("stream_idle_timeout_ms = 600000")
+                .unwrap()
+                .stream_idle_timeout_ms,
+            600_000
+        );
         let rl = |t: &str, soft: u64, hard: u64| {
             format!("[[container_rlimits]]\ntype = \"{t}\"\nsoft = {soft}\nhard = {hard}\n")
         };

@@ -199,6 +199,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
     let streams = stream::StreamServer::start(
         cfg.stream_address,
         std::time::Duration::from_millis(cfg.stream_token_ttl_ms),
+        std::time::Duration::from_millis(cfg.stream_idle_timeout_ms),
         stream::StreamContext {
             containers: containers.clone(),
             sandboxes: sandboxes.clone(),

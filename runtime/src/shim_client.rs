@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 /// A connected shim API client.
 pub type Shim = ShimClient<Channel>;
 
+/// Largest shim reply accepted: an ExecSync's two outputs at the shim's
+/// cap (16 MiB each) and room to spare. tonic's default, 4 MiB, failed any
+/// exec that printed more.
+const MAX_SHIM_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
+
 /// How long a new shim may take to start serving.
 const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,7 +59,7 @@ pub async fn connect(socket: &Path) -> Result<Shim> {
         }))
         .await
         .map_err(|e| Error::Shim(format!("connect {}: {e}", socket.display())))?;
-    Ok(ShimClient::new(channel))
+    Ok(ShimClient::new(channel).max_decoding_message_size(MAX_SHIM_MESSAGE_BYTES))
 }
 
 /// Sets `IFF_UP` on `lo` of the current network namespace. Only raw syscalls:

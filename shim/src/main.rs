@@ -13,6 +13,7 @@
 
 mod attach;
 mod exec;
+mod exec_sync;
 mod fdio;
 mod init;
 mod logs;

@@ -557,31 +557,38 @@ impl Shim for ShimService {
             stdout: out_w,
             stderr: err_w,
         };
+        let out_r =
+            crate::fdio::FdStream::new(out_r).map_err(|e| Status::internal(format!("stdout pipe: {e}")))?;
+        let err_r =
+            crate::fdio::FdStream::new(err_r).map_err(|e| Status::internal(format!("stderr pipe: {e}")))?;
         let spawned = crate::exec::spawn(&c, &spec, req.args.clone(), false, stdio)?;
         let pid = spawned.pid;
         let started = std::time::Instant::now();
-        let read_all = |fd: OwnedFd| {
-            tokio::task::spawn_blocking(move || {
-                let mut b = Vec::new();
-                let _ = File::from(fd).read_to_end(&mut b);
-                b
-            })
-        };
-        let (out_t, err_t) = (read_all(out_r), read_all(err_r));
         let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
         let reaper = self.reaper.clone();
         let wait = reaper.wait(pid);
-        let (exit, timed_out) = match limit {
-            Some(l) => match tokio::time::timeout(l, wait).await {
-                Ok(e) => (e, false),
-                Err(_) => {
-                    // Kill it and whatever it started in the container since.
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-                    (self.reaper.wait(pid).await, true)
-                }
-            },
-            None => (wait.await, false),
+        let exited = async {
+            match limit {
+                Some(l) => match tokio::time::timeout(l, wait).await {
+                    Ok(e) => (e, false),
+                    Err(_) => {
+                        // Kill it and whatever it started in the container since.
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                        (reaper.wait(pid).await, true)
+                    }
+                },
+                None => (wait.await, false),
+            }
         };
+        // Output is capped and read only while the call lasts.
+        let ((exit, timed_out), stdout, stderr) = crate::exec_sync::collect(
+            exited,
+            out_r,
+            err_r,
+            crate::exec::OUTPUT_GRACE,
+            crate::exec_sync::OUTPUT_CAP_BYTES,
+        )
+        .await;
         let sync = spawned
             .setup
             .await
@@ -593,18 +600,6 @@ impl Shim for ShimService {
                 req.id
             )));
         }
-        // Children it left behind may hold the pipes open: don't wait for them.
-        let grace = crate::exec::OUTPUT_GRACE;
-        let stdout = tokio::time::timeout(grace, out_t)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default();
-        let stderr = tokio::time::timeout(grace, err_t)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default();
         tracing::info!(container = %req.id, pid, code = exit.code, timed_out, elapsed_ms = started.elapsed().as_millis() as u64, "exec finished");
         Ok(Response::new(ExecResponse {
             exit_code: exit.code,

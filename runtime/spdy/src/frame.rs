@@ -24,6 +24,10 @@ pub const MAX_PAYLOAD: usize = (1 << 24) - 1;
 /// Decompressed header blocks larger than this are refused (a zlib bomb
 /// guard; Kubernetes' blocks are a few hundred bytes).
 pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// Header pairs one block may carry (after splitting NUL-joined values):
+/// a block of NULs would otherwise become ~100 bytes of memory per byte.
+/// Kubernetes streams send fewer than ten.
+pub const MAX_HEADER_PAIRS: usize = 1024;
 
 pub const FLAG_FIN: u8 = 0x01;
 pub const FLAG_UNIDIRECTIONAL: u8 = 0x02;
@@ -465,6 +469,9 @@ fn parse_block(b: &[u8]) -> Result<Headers, FrameError> {
         let value =
             std::str::from_utf8(take(n)?).map_err(|_| FrameError::HeaderBlock("value is not UTF-8"))?;
         for v in value.split('\0') {
+            if headers.len() >= MAX_HEADER_PAIRS {
+                return Err(FrameError::HeaderBlock("too many header pairs"));
+            }
             headers.add(&name, v);
         }
     }
@@ -608,6 +615,33 @@ mod tests {
             flags: 0,
             headers: Headers::new().with("big", &v),
         }]);
+    }
+
+    /// A block of NUL-joined empty values would expand into one pair per
+    /// byte; past MAX_HEADER_PAIRS it is a protocol error.
+    #[test]
+    fn too_many_header_pairs_are_refused() {
+        let mut many = Headers::new();
+        for _ in 0..=MAX_HEADER_PAIRS {
+            many.add("a", "");
+        }
+        let mut out = Vec::new();
+        Codec::new()
+            .encode(
+                &Frame::SynStream {
+                    stream_id: 1,
+                    associated_to: 0,
+                    priority: 0,
+                    flags: 0,
+                    headers: many,
+                },
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            Codec::new().decode(&out),
+            Err(FrameError::HeaderBlock("too many header pairs"))
+        );
     }
 
     #[test]

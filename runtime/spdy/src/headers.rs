@@ -37,6 +37,15 @@ impl Headers {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
+    /// Bytes these headers hold in memory, for budgets: the text plus a
+    /// per-pair overhead (as HTTP/2's header list size counts 32 bytes).
+    pub fn cost(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 32 + 2 * std::mem::size_of::<String>())
+            .sum()
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -22,4 +22,4 @@ pub mod session;
 
 pub use frame::{Codec, Frame, FrameError};
 pub use headers::Headers;
-pub use session::{Incoming, Role, Session, Stream};
+pub use session::{Incoming, Role, Session, SessionConfig, Stream};

@@ -44,8 +44,33 @@ const MAX_QUEUED: usize = 512 * 1024;
 const STREAM_QUEUE: usize = 64;
 /// Streams open at once; more SYN_STREAMs are refused (RST REFUSED_STREAM).
 const MAX_STREAMS: usize = 1024;
+/// kubelet's default streaming idle timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
+/// Control frames (PING replies, RST_STREAM, WINDOW_UPDATE, GOAWAY) queued
+/// for the writer at once; a peer that makes us queue more while it does not
+/// read is disconnected.
+const MAX_CONTROL_QUEUED: usize = 4096;
+/// Decompressed header bytes the peer's open streams may hold, together.
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
 /// After `close()`, how long the reader waits for the peer to hang up.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Per-session settings that berthd takes from its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// A session with no frame read or written for this long is closed
+    /// (GOAWAY, then the connection is dropped). `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    /// kubelet's default `streamingConnectionIdleTimeout`: 4 hours.
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}
 
 /// Which end of the connection this is: it fixes stream and ping id parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +87,9 @@ pub struct Session {
     shared: Arc<Shared>,
 }
 
-/// Streams the peer opened, in the order it opened them.
+/// Streams the peer opened, in the order it opened them. The channel needs
+/// no bound of its own: every Stream in it counts against MAX_STREAMS and
+/// MAX_HEADER_BYTES until it is dropped.
 pub struct Incoming {
     rx: mpsc::UnboundedReceiver<Stream>,
 }
@@ -80,6 +107,9 @@ pub struct Stream {
     unacked: usize,
     read_done: bool,
     write_done: bool,
+    /// The peer opened it: it counts in `State::peer_streams`, and its
+    /// headers (this many bytes) in `State::header_bytes`, until dropped.
+    peer_cost: Option<usize>,
 }
 
 struct Shared {
@@ -119,6 +149,18 @@ struct State {
     /// The writer shut the write side down after GOAWAY.
     write_closed: bool,
     incoming: Option<mpsc::UnboundedSender<Stream>>,
+    /// Control frames in the writer's queue (bounded by MAX_CONTROL_QUEUED).
+    control_queued: usize,
+    /// Peer-opened `Stream`s alive (queued in `Incoming` or held by the
+    /// app), whatever their state: bounded by MAX_STREAMS.
+    peer_streams: usize,
+    /// Header bytes those streams hold: bounded by MAX_HEADER_BYTES.
+    header_bytes: usize,
+    /// The session was cut (flood, idle): the writer stops at once instead
+    /// of flushing to a peer that may never read.
+    aborted: bool,
+    /// When a frame was last read or written.
+    last_active: Option<tokio::time::Instant>,
 }
 
 struct Slot {
@@ -151,6 +193,14 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
+        Self::with_config(io, role, SessionConfig::default())
+    }
+
+    /// [`Session::new`] with explicit settings.
+    pub fn with_config<T>(io: T, role: Role, config: SessionConfig) -> (Session, Incoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let (queue, queue_rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let state = State {
@@ -159,6 +209,7 @@ impl Session {
             initial_send_window: DEFAULT_WINDOW,
             session_send_window: DEFAULT_WINDOW,
             incoming: Some(in_tx),
+            last_active: Some(tokio::time::Instant::now()),
             ..State::default()
         };
         let shared = Arc::new(Shared {
@@ -170,6 +221,9 @@ impl Session {
         let (r, w) = tokio::io::split(io);
         tokio::spawn(writer(w, queue_rx, shared.clone()));
         tokio::spawn(reader(r, shared.clone()));
+        if let Some(idle) = config.idle_timeout {
+            tokio::spawn(idle_watchdog(shared.clone(), idle));
+        }
         (Session { shared }, Incoming { rx: in_rx })
     }
 
@@ -224,6 +278,7 @@ impl Session {
             unacked: 0,
             read_done: false,
             write_done: fin,
+            peer_cost: None,
         })
     }
 
@@ -475,6 +530,10 @@ impl Drop for Stream {
     fn drop(&mut self) {
         let _ = self.send_fin();
         let mut st = self.shared.lock();
+        if let Some(cost) = self.peer_cost.take() {
+            st.peer_streams = st.peer_streams.saturating_sub(1);
+            st.header_bytes = st.header_bytes.saturating_sub(cost);
+        }
         if let Some(slot) = st.streams.get_mut(&self.id) {
             // Nobody reads any more: let the reader discard further data.
             slot.data = None;
@@ -492,8 +551,9 @@ impl Shared {
 
     /// Queues a frame (under the state lock, so queue order is decision order).
     fn send(&self, st: &mut State, frame: Frame) {
-        if let Frame::Data { data, .. } = &frame {
-            st.queued += data.len();
+        match &frame {
+            Frame::Data { data, .. } => st.queued += data.len(),
+            _ => st.control_queued += 1,
         }
         let _ = self.queue.send(Out::Frame(frame));
     }
@@ -516,7 +576,7 @@ impl Shared {
     }
 
     /// The connection is gone: wake everyone, end every stream.
-    fn die(&self) {
+    fn die(self: &Arc<Self>) {
         let mut st = self.lock();
         if st.dead {
             return;
@@ -540,6 +600,53 @@ impl Shared {
         // Let the writer flush what is queued and hang up its side too.
         let _ = self.queue.send(Out::Shutdown);
         self.closed.notify_waiters();
+        // The writer flushes what is queued, but a peer that does not read
+        // gets only a bounded grace before the connection is cut.
+        let s = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CLOSE_GRACE).await;
+            s.cut();
+        });
+    }
+
+    /// Cuts the connection without flushing: for a peer that misbehaves or
+    /// a session that sat idle past its timeout.
+    fn abort(self: &Arc<Self>, why: &str) {
+        tracing::warn!(reason = why, "SPDY session cut");
+        self.cut();
+        self.die();
+    }
+
+    /// Makes the writer stop without flushing.
+    fn cut(&self) {
+        self.lock().aborted = true;
+        self.closed.notify_waiters();
+    }
+
+    /// Resolves once the connection is gone.
+    async fn ended(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.lock().dead {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once the session was aborted.
+    async fn aborted(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.lock().aborted {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn touch(&self) {
+        self.lock().last_active = Some(tokio::time::Instant::now());
     }
 
     fn wake_writers(st: &mut State) {
@@ -554,16 +661,25 @@ async fn writer<W: AsyncWrite>(w: W, mut rx: mpsc::UnboundedReceiver<Out>, share
     let mut codec = Codec::new();
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut w = std::pin::pin!(w);
-    'outer: while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+            _ = shared.aborted() => return,
+        };
         let mut item = Some(first);
         let mut written = 0usize;
+        let mut control = 0usize;
         let mut shutdown = false;
         // Encode everything already queued, then write and flush once.
         while let Some(out) = item.take() {
             match out {
                 Out::Frame(f) => {
-                    if let Frame::Data { data, .. } = &f {
-                        written += data.len();
+                    match &f {
+                        Frame::Data { data, .. } => written += data.len(),
+                        _ => control += 1,
                     }
                     if let Err(e) = codec.encode(&f, &mut buf) {
                         tracing::warn!(error = %e, "SPDY frame could not be encoded");
@@ -579,24 +695,29 @@ async fn writer<W: AsyncWrite>(w: W, mut rx: mpsc::UnboundedReceiver<Out>, share
             }
             item = rx.try_recv().ok();
         }
-        let res = async {
-            w.write_all(&buf).await?;
-            w.flush().await?;
-            if shutdown {
-                w.shutdown().await?;
-            }
-            io::Result::Ok(())
-        }
-        .await;
+        let res = tokio::select! {
+            res = async {
+                w.write_all(&buf).await?;
+                w.flush().await?;
+                if shutdown {
+                    w.shutdown().await?;
+                }
+                io::Result::Ok(())
+            } => res,
+            // A peer that stopped reading must not hold the writer forever.
+            _ = shared.aborted() => return,
+        };
         buf.clear();
         {
             let mut st = shared.lock();
             st.queued = st.queued.saturating_sub(written);
+            st.control_queued = st.control_queued.saturating_sub(control);
+            st.last_active = Some(tokio::time::Instant::now());
             st.write_closed |= shutdown;
             Shared::wake_writers(&mut st);
         }
         if res.is_err() {
-            break 'outer;
+            break;
         }
         if shutdown {
             // The reader ends when the peer hangs up; give it a bounded grace.
@@ -620,7 +741,17 @@ async fn reader<R: AsyncRead>(r: R, shared: Arc<Shared>) {
             match codec.decode(&buf) {
                 Ok(Some((frame, n))) => {
                     buf.advance(n);
-                    handle(&shared, frame).await;
+                    shared.touch();
+                    if let Err(why) = handle(&shared, frame).await {
+                        tracing::warn!(reason = why, "SPDY peer broke a limit; closing the session");
+                        shared.close(goaway::PROTOCOL_ERROR);
+                        shared.die();
+                        return;
+                    }
+                    if shared.lock().control_queued > MAX_CONTROL_QUEUED {
+                        shared.abort("the peer floods control frames and does not read the replies");
+                        return;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -649,14 +780,15 @@ fn peer_opens_odd(role: Role) -> bool {
     role == Role::Server
 }
 
-async fn handle(shared: &Arc<Shared>, frame: Frame) {
+/// Routes one frame; `Err` names a violation that ends the session.
+async fn handle(shared: &Arc<Shared>, frame: Frame) -> Result<(), &'static str> {
     match frame {
         Frame::SynStream {
             stream_id,
             flags,
             headers,
             ..
-        } => accept_stream(shared, stream_id, flags, headers),
+        } => return accept_stream(shared, stream_id, flags, headers),
         Frame::SynReply {
             stream_id,
             flags,
@@ -746,9 +878,10 @@ async fn handle(shared: &Arc<Shared>, frame: Frame) {
             tracing::debug!(frame_type, "ignoring an unknown SPDY control frame");
         }
     }
+    Ok(())
 }
 
-fn accept_stream(shared: &Arc<Shared>, id: u32, flags: u8, headers: Headers) {
+fn accept_stream(shared: &Arc<Shared>, id: u32, flags: u8, headers: Headers) -> Result<(), &'static str> {
     let mut st = shared.lock();
     let parity_ok = (id % 2 == 1) == peer_opens_odd(shared.role);
     if !parity_ok || id <= st.last_peer_id {
@@ -759,10 +892,21 @@ fn accept_stream(shared: &Arc<Shared>, id: u32, flags: u8, headers: Headers) {
                 status: rst::PROTOCOL_ERROR,
             },
         );
-        return;
+        return Ok(());
+    }
+    let cost = headers.cost();
+    if st.header_bytes.saturating_add(cost) > MAX_HEADER_BYTES {
+        return Err("the peer's stream headers exceed the session's budget");
     }
     st.last_peer_id = id;
-    if st.goaway_sent || st.incoming.is_none() || st.streams.len() >= MAX_STREAMS {
+    // Every Stream the peer made us create counts, whether it is tracked
+    // for data (`streams`) or only waits in `Incoming` (FIN'd, unidirectional,
+    // reset): otherwise those pile up without a bound.
+    let refuse = st.goaway_sent
+        || st.incoming.is_none()
+        || st.streams.len() >= MAX_STREAMS
+        || st.peer_streams >= MAX_STREAMS;
+    if refuse {
         shared.send(
             &mut st,
             Frame::RstStream {
@@ -770,8 +914,10 @@ fn accept_stream(shared: &Arc<Shared>, id: u32, flags: u8, headers: Headers) {
                 status: rst::REFUSED_STREAM,
             },
         );
-        return;
+        return Ok(());
     }
+    st.peer_streams += 1;
+    st.header_bytes += cost;
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     let mut slot = Slot::new(tx, st.initial_send_window);
     let unidirectional = flags & FLAG_UNIDIRECTIONAL != 0;
@@ -790,6 +936,7 @@ fn accept_stream(shared: &Arc<Shared>, id: u32, flags: u8, headers: Headers) {
         unacked: 0,
         read_done: false,
         write_done: unidirectional,
+        peer_cost: Some(cost),
     };
     if slot.local_fin && slot.remote_fin {
         // Nothing can flow either way; hand it over without tracking it.
@@ -813,6 +960,35 @@ fn accept_stream(shared: &Arc<Shared>, id: u32, flags: u8, headers: Headers) {
     drop(st);
     if let Some(inc) = incoming {
         let _ = inc.send(stream);
+    }
+    Ok(())
+}
+
+/// Ends the session once nothing was read or written for `idle`: GOAWAY,
+/// and the connection is cut if the peer does not hang up within the grace.
+async fn idle_watchdog(shared: Arc<Shared>, idle: Duration) {
+    loop {
+        let (last, dead) = {
+            let st = shared.lock();
+            (st.last_active, st.dead)
+        };
+        if dead {
+            return;
+        }
+        let deadline = last.unwrap_or_else(tokio::time::Instant::now) + idle;
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shared.ended() => return,
+        }
+    }
+    tracing::info!(idle_secs = idle.as_secs(), "SPDY session idle; closing it");
+    shared.close(goaway::OK);
+    tokio::select! {
+        _ = tokio::time::sleep(CLOSE_GRACE) => shared.abort("idle session did not hang up after GOAWAY"),
+        _ = shared.ended() => {}
     }
 }
 

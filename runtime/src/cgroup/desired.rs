@@ -66,18 +66,51 @@ pub struct Desired {
     pub files: Vec<(String, String)>,
 }
 
-/// Validates and converts CRI resources for an update (every field is the
-/// full new state: an unset limit means "no limit").
-pub fn desired(r: &LinuxContainerResources) -> Result<Desired> {
+/// cgroup v1 `cpu.shares` range kubelet sends (0: unset); outside it no
+/// cgroup v2 weight corresponds.
+const SHARES_RANGE: std::ops::RangeInclusive<i64> = 2..=262_144;
+/// The kernel's `cpu.max` period range, µs (0: the default 100 ms).
+const PERIOD_RANGE: std::ops::RangeInclusive<i64> = 1000..=1_000_000;
+/// The kernel's `cpu.max` quota range, µs (0 or -1: no limit). The top is
+/// `max_cfs_runtime`: a larger quota is refused with EINVAL.
+const QUOTA_RANGE: std::ops::RangeInclusive<i64> = 1000..=MAX_CPU_QUOTA_US;
+/// The kernel's largest `cpu.max` quota, µs.
+pub(crate) const MAX_CPU_QUOTA_US: i64 = (1 << 44) - 1;
+
+/// Checks every integer of CRI resources against what the kernel accepts,
+/// before any arithmetic or cgroup write: the values come from a CRI
+/// caller and are not trusted. Errors are InvalidArgument naming the field.
+pub fn check_ranges(r: &LinuxContainerResources) -> Result<()> {
     let bad = |m: String| Err(Error::InvalidArgument(m));
-    if r.cpu_shares < 0
-        || r.cpu_period < 0
-        || r.memory_limit_in_bytes < 0
-        || r.memory_swap_limit_in_bytes < -1
-    {
+    if r.cpu_shares != 0 && !SHARES_RANGE.contains(&r.cpu_shares) {
         return bad(format!(
-            "negative resource value (cpu_shares {}, cpu_period {}, memory_limit {}, memory_swap_limit {})",
-            r.cpu_shares, r.cpu_period, r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes
+            "cpu_shares {} is outside 2..=262144 (0: unset)",
+            r.cpu_shares
+        ));
+    }
+    if r.cpu_period != 0 && !PERIOD_RANGE.contains(&r.cpu_period) {
+        return bad(format!(
+            "cpu_period {} is outside 1000..=1000000 µs (0: default)",
+            r.cpu_period
+        ));
+    }
+    if !matches!(r.cpu_quota, 0 | -1) && !QUOTA_RANGE.contains(&r.cpu_quota) {
+        return bad(format!(
+            "cpu_quota {} is outside 1000..={} µs (0 or -1: no limit)",
+            r.cpu_quota,
+            QUOTA_RANGE.end()
+        ));
+    }
+    if r.memory_limit_in_bytes < 0 {
+        return bad(format!(
+            "memory_limit_in_bytes {} is negative (0: no limit)",
+            r.memory_limit_in_bytes
+        ));
+    }
+    if r.memory_swap_limit_in_bytes < -1 {
+        return bad(format!(
+            "memory_swap_limit_in_bytes {} is below -1 (-1: unlimited, 0: unset)",
+            r.memory_swap_limit_in_bytes
         ));
     }
     if !(-1000..=1000).contains(&r.oom_score_adj) {
@@ -86,6 +119,14 @@ pub fn desired(r: &LinuxContainerResources) -> Result<Desired> {
             r.oom_score_adj
         ));
     }
+    Ok(())
+}
+
+/// Validates and converts CRI resources for an update (every field is the
+/// full new state: an unset limit means "no limit").
+pub fn desired(r: &LinuxContainerResources) -> Result<Desired> {
+    check_ranges(r)?;
+    let bad = |m: String| Err(Error::InvalidArgument(m));
     let mut files = Vec::new();
     if r.cpu_shares > 0 {
         files.push(("cpu.weight".into(), shares_to_weight(r.cpu_shares).to_string()));
@@ -147,6 +188,62 @@ pub fn desired(r: &LinuxContainerResources) -> Result<Desired> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Out-of-range and hostile integers are refused with InvalidArgument
+    /// naming the field, before any arithmetic.
+    #[test]
+    fn integers_outside_the_kernel_ranges_are_refused() {
+        let r = |f: fn(&mut LinuxContainerResources)| {
+            let mut r = LinuxContainerResources::default();
+            f(&mut r);
+            r
+        };
+        let refused: &[(&str, LinuxContainerResources)] = &[
+            ("cpu_shares", r(|r| r.cpu_shares = 1)),
+            ("cpu_shares", r(|r| r.cpu_shares = 262_145)),
+            ("cpu_shares", r(|r| r.cpu_shares = i64::MAX)),
+            ("cpu_shares", r(|r| r.cpu_shares = i64::MIN)),
+            ("cpu_period", r(|r| r.cpu_period = 999)),
+            ("cpu_period", r(|r| r.cpu_period = 1_000_001)),
+            ("cpu_period", r(|r| r.cpu_period = i64::MAX)),
+            ("cpu_period", r(|r| r.cpu_period = -1)),
+            ("cpu_quota", r(|r| r.cpu_quota = -2)),
+            ("cpu_quota", r(|r| r.cpu_quota = i64::MIN)),
+            ("cpu_quota", r(|r| r.cpu_quota = 999)),
+            ("cpu_quota", r(|r| r.cpu_quota = i64::MAX)),
+            ("cpu_quota", r(|r| r.cpu_quota = 1 << 44)),
+            ("memory_limit_in_bytes", r(|r| r.memory_limit_in_bytes = -1)),
+            ("memory_limit_in_bytes", r(|r| r.memory_limit_in_bytes = i64::MIN)),
+            (
+                "memory_swap_limit_in_bytes",
+                r(|r| r.memory_swap_limit_in_bytes = -2),
+            ),
+            ("oom_score_adj", r(|r| r.oom_score_adj = i64::MAX)),
+        ];
+        for (field, res) in refused {
+            for e in [check_ranges(res).unwrap_err(), desired(res).unwrap_err()] {
+                match e {
+                    Error::InvalidArgument(m) => assert!(m.contains(field), "{m}"),
+                    e => panic!("{field}: {e:?}"),
+                }
+            }
+        }
+        let accepted = [
+            r(|r| r.cpu_shares = 2),
+            r(|r| r.cpu_shares = 262_144),
+            r(|r| r.cpu_period = 1000),
+            r(|r| r.cpu_period = 1_000_000),
+            r(|r| r.cpu_quota = -1),
+            r(|r| r.cpu_quota = 1000),
+            r(|r| r.cpu_quota = (1 << 44) - 1),
+            r(|r| r.memory_limit_in_bytes = i64::MAX),
+            r(|r| r.memory_swap_limit_in_bytes = -1),
+        ];
+        for res in accepted {
+            check_ranges(&res).unwrap();
+            desired(&res).unwrap();
+        }
+    }
 
     #[test]
     fn validation_and_conversions() {

@@ -41,6 +41,45 @@ pub fn shares_to_weight(shares: i64) -> u64 {
     w.clamp(1.0, 10_000.0) as u64
 }
 
+/// Pod resources plus overhead: what the pod cgroup is limited to. Each
+/// side is range-checked and the sums use checked adds, so a caller's
+/// `i64::MAX` is an InvalidArgument, not a wrapped (negative, so silently
+/// unlimited) or panicking limit. A limit the pod does not set stays unset.
+pub fn pod_total(
+    resources: Option<&LinuxContainerResources>,
+    overhead: Option<&LinuxContainerResources>,
+) -> Result<LinuxContainerResources> {
+    let zero = LinuxContainerResources::default();
+    let (r, o) = (resources.unwrap_or(&zero), overhead.unwrap_or(&zero));
+    super::desired::check_ranges(r)?;
+    super::desired::check_ranges(o)?;
+    let sum = |field: &str, a: i64, b: i64| -> Result<i64> {
+        if a <= 0 {
+            return Ok(0);
+        }
+        a.checked_add(b.max(0))
+            .ok_or_else(|| Error::InvalidArgument(format!("pod {field} {a} plus overhead {b} overflows")))
+    };
+    let cpu_quota = sum("cpu_quota", r.cpu_quota, o.cpu_quota)?;
+    if cpu_quota > super::desired::MAX_CPU_QUOTA_US {
+        return Err(Error::InvalidArgument(format!(
+            "pod cpu_quota {cpu_quota} with overhead is above the kernel's {} µs",
+            super::desired::MAX_CPU_QUOTA_US
+        )));
+    }
+    Ok(LinuxContainerResources {
+        cpu_shares: sum("cpu_shares", r.cpu_shares, o.cpu_shares)?,
+        cpu_quota,
+        cpu_period: r.cpu_period,
+        memory_limit_in_bytes: sum(
+            "memory_limit_in_bytes",
+            r.memory_limit_in_bytes,
+            o.memory_limit_in_bytes,
+        )?,
+        ..Default::default()
+    })
+}
+
 impl Limits {
     /// The limits CRI resources ask for; zero fields mean "not set".
     pub fn from_cri(r: &LinuxContainerResources) -> Self {
@@ -56,21 +95,13 @@ impl Limits {
         }
     }
 
-    /// Pod resources plus pod overhead (both from LinuxPodSandboxConfig).
+    /// Pod resources plus pod overhead (both from LinuxPodSandboxConfig),
+    /// checked as [`pod_total`] does.
     pub fn pod(
         resources: Option<&LinuxContainerResources>,
         overhead: Option<&LinuxContainerResources>,
-    ) -> Self {
-        let zero = LinuxContainerResources::default();
-        let (r, o) = (resources.unwrap_or(&zero), overhead.unwrap_or(&zero));
-        let sum = |a: i64, b: i64| if a > 0 { a + b.max(0) } else { 0 };
-        Limits::from_cri(&LinuxContainerResources {
-            cpu_shares: sum(r.cpu_shares, o.cpu_shares),
-            cpu_quota: sum(r.cpu_quota, o.cpu_quota),
-            cpu_period: r.cpu_period,
-            memory_limit_in_bytes: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
-            ..Default::default()
-        })
+    ) -> Result<Self> {
+        Ok(Limits::from_cri(&pod_total(resources, overhead)?))
     }
 
     /// Nothing to write.
@@ -121,6 +152,49 @@ mod tests {
         }
     }
 
+    /// Hostile pod limits: sums that overflow, values out of range and
+    /// negative overheads are InvalidArgument, never a wrapped limit.
+    #[test]
+    fn pod_sums_are_checked() {
+        let res = |memory: i64, quota: i64, shares: i64| LinuxContainerResources {
+            memory_limit_in_bytes: memory,
+            cpu_quota: quota,
+            cpu_shares: shares,
+            ..Default::default()
+        };
+        let refused = [
+            (res(i64::MAX, 0, 0), res(1, 0, 0), "memory_limit_in_bytes"),
+            (
+                res(i64::MAX - 10, 0, 0),
+                res(i64::MAX - 10, 0, 0),
+                "memory_limit_in_bytes",
+            ),
+            (
+                res(0, super::super::desired::MAX_CPU_QUOTA_US, 0),
+                res(0, 1000, 0),
+                "cpu_quota",
+            ),
+            (res(0, i64::MAX, 0), res(0, 0, 0), "cpu_quota"),
+            (res(1 << 30, 0, 0), res(-1, 0, 0), "memory_limit_in_bytes"),
+            (res(0, 0, i64::MAX), res(0, 0, 2), "cpu_shares"),
+        ];
+        for (r, o, field) in refused {
+            match pod_total(Some(&r), Some(&o)).unwrap_err() {
+                Error::InvalidArgument(m) => assert!(m.contains(field), "{m}"),
+                e => panic!("{e:?}"),
+            }
+            assert!(Limits::pod(Some(&r), Some(&o)).is_err());
+        }
+        // Largest legal values add up without overflow; shares clamp to the top weight.
+        let l = Limits::pod(
+            Some(&res(i64::MAX / 2, 1000, 262_144)),
+            Some(&res(i64::MAX / 2, 0, 262_144)),
+        )
+        .unwrap();
+        assert_eq!(l.memory_max, Some(i64::MAX - 1));
+        assert_eq!(l.cpu_weight, Some(10_000));
+    }
+
     #[test]
     fn pod_limits_add_the_overhead_and_write_files() {
         let r = LinuxContainerResources {
@@ -135,7 +209,7 @@ mod tests {
             memory_limit_in_bytes: 64 << 20,
             ..Default::default()
         };
-        let l = Limits::pod(Some(&r), Some(&o));
+        let l = Limits::pod(Some(&r), Some(&o)).unwrap();
         assert_eq!(l.cpu_max, Some((Some(60_000), 100_000)));
         assert_eq!(l.memory_max, Some(320 << 20));
         let d = tempfile::tempdir().unwrap();
@@ -153,7 +227,7 @@ mod tests {
             "59"
         );
         assert!(
-            Limits::pod(None, Some(&o)).is_empty(),
+            Limits::pod(None, Some(&o)).unwrap().is_empty(),
             "overhead alone sets no limit"
         );
     }

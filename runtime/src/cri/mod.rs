@@ -82,7 +82,7 @@ pub struct Cri {
 }
 
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long in-flight calls may run after SIGTERM before berthd exits anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);

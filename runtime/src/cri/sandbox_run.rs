@@ -62,7 +62,7 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             pod_limits: crate::cgroup::resources::Limits::pod(
                 linux.resources.as_ref(),
                 linux.overhead.as_ref(),
-            ),
+            )?,
             dns: cfg.dns_config.map(|d| Dns {
                 servers: d.servers,
                 searches: d.searches,

@@ -81,16 +81,19 @@ pub struct StreamServer {
     addr: SocketAddr,
     tokens: TokenCache<StreamRequest>,
     ctx: StreamContext,
+    /// A session with nothing moving either way this long is cut.
+    idle_timeout: std::time::Duration,
 }
 
 type Body = Full<Bytes>;
 
 impl StreamServer {
     /// Binds `addr` (port 0: the kernel picks one) and starts serving;
-    /// tokens live `token_ttl`.
+    /// tokens live `token_ttl`, sessions end after `idle_timeout` of silence.
     pub async fn start(
         addr: SocketAddr,
         token_ttl: std::time::Duration,
+        idle_timeout: std::time::Duration,
         ctx: StreamContext,
     ) -> Result<Arc<Self>> {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -103,6 +106,7 @@ impl StreamServer {
             addr: bound,
             tokens: TokenCache::new(token_ttl),
             ctx,
+            idle_timeout,
         });
         tracing::info!(address = %bound, "streaming server listening");
         let s = server.clone();
@@ -226,6 +230,7 @@ impl StreamServer {
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let ctx = self.ctx.clone();
+        let idle = self.idle_timeout;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -234,17 +239,22 @@ impl StreamServer {
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(websocket::ws_config()),
+            )
+            .await;
             match (protocol, request) {
                 (
                     WsProtocol::Remote { version, base64 },
                     r @ (StreamRequest::Exec(_) | StreamRequest::Attach(_)),
-                ) => websocket::serve_remote(ws, version, base64, ctx, r).await,
+                ) => websocket::serve_remote(ws, version, base64, ctx, r, idle).await,
                 (WsProtocol::PortForward { base64 }, StreamRequest::PortForward(pf)) => {
-                    websocket::serve_port_forward(ws, base64, pf.pod_sandbox_id, netns, ports).await
+                    websocket::serve_port_forward(ws, base64, pf.pod_sandbox_id, netns, ports, idle).await
                 }
                 (WsProtocol::SpdyTunnel, StreamRequest::PortForward(pf)) => {
-                    spdy::serve_port_forward(spdy::WsTunnel::new(ws), pf.pod_sandbox_id, netns).await
+                    spdy::serve_port_forward(spdy::WsTunnel::new(ws), pf.pod_sandbox_id, netns, idle).await
                 }
                 _ => tracing::warn!("WebSocket subprotocol does not fit the request"),
             }
@@ -265,6 +275,7 @@ impl StreamServer {
     ) -> Response<Body> {
         let on_upgrade = hyper::upgrade::on(req);
         let ctx = self.ctx.clone();
+        let idle = self.idle_timeout;
         tokio::spawn(async move {
             let io = match on_upgrade.await {
                 Ok(u) => TokioIo::new(u),
@@ -275,9 +286,9 @@ impl StreamServer {
             };
             match (request, version) {
                 (StreamRequest::PortForward(pf), _) => {
-                    spdy::serve_port_forward(io, pf.pod_sandbox_id, netns).await
+                    spdy::serve_port_forward(io, pf.pod_sandbox_id, netns, idle).await
                 }
-                (r, Some(v)) => spdy::serve_remote(io, v, ctx, r).await,
+                (r, Some(v)) => spdy::serve_remote(io, v, ctx, r, idle).await,
                 (_, None) => tracing::warn!("SPDY protocol does not fit the request"),
             }
         });

@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use berth_spdy::{Role, Session, Stream};
+use berth_spdy::{Role, Session, SessionConfig, Stream};
 use bytes::Bytes;
 use futures_util::{Sink, Stream as _};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -76,8 +76,13 @@ pub fn negotiate(
 }
 
 /// Serves an exec or attach on an upgraded connection.
-pub async fn serve_remote<T>(io: T, version: ProtocolVersion, ctx: StreamContext, request: StreamRequest)
-where
+pub async fn serve_remote<T>(
+    io: T,
+    version: ProtocolVersion,
+    ctx: StreamContext,
+    request: StreamRequest,
+    idle: Duration,
+) where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (stdin, stdout, stderr, tty) = match &request {
@@ -92,7 +97,7 @@ where
         stderr: stderr && !tty,
         resize: tty && version >= ProtocolVersion::V3,
     };
-    let (session, mut incoming) = Session::new(io, Role::Server);
+    let (session, mut incoming) = Session::with_config(io, Role::Server, session_config(idle));
     let got = match accept_remote(&mut incoming, &want, STREAM_CREATION_TIMEOUT).await {
         Ok(g) => g,
         Err(e) => {
@@ -108,13 +113,28 @@ where
         resize: got.resize.map(|s| Box::new(s) as remotecommand::Reader),
         version,
     };
-    match &request {
-        StreamRequest::Exec(r) => remotecommand::serve_exec(&ctx, r, streams).await,
-        StreamRequest::Attach(r) => remotecommand::serve_attach(&ctx, r, streams).await,
-        StreamRequest::PortForward(_) => {}
+    let serve = async {
+        match &request {
+            StreamRequest::Exec(r) => remotecommand::serve_exec(&ctx, r, streams).await,
+            StreamRequest::Attach(r) => remotecommand::serve_attach(&ctx, r, streams).await,
+            StreamRequest::PortForward(_) => {}
+        }
+    };
+    tokio::select! {
+        _ = serve => {}
+        // Cut (idle, a flood, a vanished client): nobody is left to serve.
+        _ = session.closed() => {
+            tracing::info!(kind = request_kind(&request), "SPDY streaming session ended before the process");
+        }
     }
     // GOAWAY; the socket closes once the client hangs up (or after a grace).
     session.close();
+}
+
+fn session_config(idle: Duration) -> SessionConfig {
+    SessionConfig {
+        idle_timeout: Some(idle),
+    }
 }
 
 fn request_kind(r: &StreamRequest) -> &'static str {
@@ -212,11 +232,11 @@ struct Pair {
 /// Serves a port-forward session: every `data`+`error` pair becomes one
 /// connection to its `port` inside the pod. Ends when the client closes
 /// the session and every forwarded connection has ended.
-pub async fn serve_port_forward<T>(io: T, sandbox_id: String, netns: Option<PathBuf>)
+pub async fn serve_port_forward<T>(io: T, sandbox_id: String, netns: Option<PathBuf>, idle: Duration)
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (session, mut incoming) = Session::new(io, Role::Server);
+    let (session, mut incoming) = Session::with_config(io, Role::Server, session_config(idle));
     let mut pending: HashMap<String, Pair> = HashMap::new();
     let mut conns = JoinSet::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -318,6 +338,7 @@ pub struct WsTunnel<S> {
     unread: Bytes,
     eof: bool,
     close_sent: bool,
+    pings: super::websocket::PingBudget,
 }
 
 impl<S> WsTunnel<S> {
@@ -327,6 +348,7 @@ impl<S> WsTunnel<S> {
             unread: Bytes::new(),
             eof: false,
             close_sent: false,
+            pings: super::websocket::PingBudget::new(),
         }
     }
 }
@@ -356,6 +378,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsTunnel<S> {
                         io::ErrorKind::InvalidData,
                         "text message in a SPDY tunnel (binary only)",
                     )))
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    if !self.pings.take(tokio::time::Instant::now()) {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the client floods WebSocket pings",
+                        )));
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),

@@ -16,16 +16,24 @@
 //!   first message on each carries the port, two bytes little-endian.
 //! * The subprotocol is the first one the client offers that we speak
 //!   (kubelet's rule); none offered means binary `channel.k8s.io`.
+//!
+//! Bounds (the peer is untrusted): incoming messages are at most
+//! [`MAX_MESSAGE_BYTES`]; tungstenite's write buffer is capped, so pongs for
+//! a peer that pings without reading are not queued without end; more pings
+//! than [`PingBudget`] allows end the session; and a session with no message
+//! either way for its idle timeout is cut.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::PollSender;
@@ -191,6 +199,116 @@ pub fn decode(base64: bool, close_signal: bool, msg: &Message) -> Result<Option<
     }
 }
 
+/// The largest message a client may send (client-go sends at most 32 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The largest payload Berth puts in one message.
+const MAX_OUT_CHUNK: usize = 64 * 1024;
+/// Bytes tungstenite may hold for a peer that does not read. Above it a
+/// pong waits in its single slot (later pings replace it) and our own sends
+/// wait, so nothing grows.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// The WebSocket settings of every streaming connection.
+pub fn ws_config() -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.max_message_size = Some(MAX_MESSAGE_BYTES);
+    c.max_frame_size = Some(MAX_MESSAGE_BYTES);
+    c.max_write_buffer_size = MAX_WRITE_BUFFER;
+    c
+}
+
+/// Pings a client may send: a burst, then a steady rate. client-go's
+/// heartbeat pings every few seconds; a peer far above that is flooding.
+#[derive(Debug)]
+pub struct PingBudget {
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl PingBudget {
+    const BURST: f64 = 64.0;
+    const PER_SECOND: f64 = 8.0;
+
+    pub fn new() -> Self {
+        PingBudget {
+            tokens: Self::BURST,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Spends one ping at `now`; false once the client is over its budget.
+    pub fn take(&mut self, now: tokio::time::Instant) -> bool {
+        let earned = now.saturating_duration_since(self.last).as_secs_f64() * Self::PER_SECOND;
+        self.tokens = (self.tokens + earned).min(Self::BURST);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+impl Default for PingBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// When a message last went either way on a connection.
+#[derive(Debug, Clone)]
+struct Activity(Arc<Mutex<tokio::time::Instant>>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Arc::new(Mutex::new(tokio::time::Instant::now())))
+    }
+
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+
+    /// Resolves once nothing moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let deadline = *self.0.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// How the client's side of a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// Close frame or EOF: output may still be written.
+    Closed,
+    /// The client broke a rule (garbage, too large, ping flood): cut.
+    Violation,
+}
+
+/// Resolves when the session must be cut: the client broke a rule, or the
+/// connection was idle for `idle`. A client that merely closed its side
+/// does not cut it (the exec's output and status may still go out).
+async fn must_cut(
+    reader: &mut tokio::task::JoinHandle<ReadEnd>,
+    activity: &Activity,
+    idle: Duration,
+) -> &'static str {
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            end = &mut *reader, if reading => match end {
+                Ok(ReadEnd::Closed) => reading = false,
+                Ok(ReadEnd::Violation) | Err(_) => return "the client broke the protocol",
+            },
+            _ = activity.idle_for(idle) => return "idle timeout",
+        }
+    }
+}
+
 /// Writes one channel: each write becomes one message, in order with
 /// every other channel's (they share one queue to the socket).
 struct ChannelWriter {
@@ -211,8 +329,9 @@ impl AsyncWrite for ChannelWriter {
             Poll::Ready(Ok(())) => {}
         }
         let ch = self.channel;
-        self.tx.send_item((ch, buf.to_vec())).map_err(|_| gone())?;
-        Poll::Ready(Ok(buf.len()))
+        let n = buf.len().min(MAX_OUT_CHUNK);
+        self.tx.send_item((ch, buf[..n].to_vec())).map_err(|_| gone())?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -237,6 +356,7 @@ struct Conn<S> {
     sender: tokio::task::JoinHandle<()>,
     incoming: futures_util::stream::SplitStream<WebSocketStream<S>>,
     base64: bool,
+    activity: Activity,
 }
 
 /// The close frame Berth ends every WebSocket session with.
@@ -254,11 +374,14 @@ where
     fn new(ws: WebSocketStream<S>, base64: bool) -> Self {
         let (mut sink, incoming) = ws.split();
         let (out, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(32);
+        let activity = Activity::new();
+        let sent = activity.clone();
         let sender = tokio::spawn(async move {
             while let Some((ch, data)) = rx.recv().await {
                 if sink.send(encode(base64, ch, &data)).await.is_err() {
                     return;
                 }
+                sent.touch();
             }
             // 1000 (normal closure): client-go reads anything else, even a
             // close frame without a code (1005), as a failed stream.
@@ -270,6 +393,7 @@ where
             sender,
             incoming,
             base64,
+            activity,
         }
     }
 
@@ -288,12 +412,28 @@ async fn read_loop<S>(
     base64: bool,
     close_signal: bool,
     mut inputs: Vec<(u8, Option<DuplexStream>)>,
-) where
+    activity: Activity,
+) -> ReadEnd
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(Ok(msg)) = incoming.next().await {
+    let mut pings = PingBudget::new();
+    loop {
+        let msg = match incoming.next().await {
+            None => return ReadEnd::Closed,
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                tracing::info!(error = %e, "WebSocket error from the client; closing");
+                return ReadEnd::Violation;
+            }
+        };
+        activity.touch();
         if msg.is_close() {
-            break;
+            return ReadEnd::Closed;
+        }
+        if msg.is_ping() && !pings.take(tokio::time::Instant::now()) {
+            tracing::warn!("WebSocket client floods pings; cutting the connection");
+            return ReadEnd::Violation;
         }
         match decode(base64, close_signal, &msg) {
             Ok(Some(Frame::Data(ch, data))) => {
@@ -311,7 +451,7 @@ async fn read_loop<S>(
             Ok(None) => {}
             Err(e) => {
                 tracing::info!(error = %e, "WebSocket protocol error from the client; closing");
-                break;
+                return ReadEnd::Violation;
             }
         }
     }
@@ -324,6 +464,7 @@ pub async fn serve_remote<S>(
     base64: bool,
     ctx: StreamContext,
     request: StreamRequest,
+    idle: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -363,23 +504,35 @@ pub async fn serve_remote<S>(
     let _ = conn.out.send((first, Vec::new())).await;
     let Conn {
         out,
-        sender,
+        mut sender,
         incoming,
         base64,
+        activity,
     } = conn;
     drop(out);
-    let reader = tokio::spawn(read_loop(
+    let mut reader = tokio::spawn(read_loop(
         incoming,
         base64,
         version >= ProtocolVersion::V5,
         inputs,
+        activity.clone(),
     ));
-    match &request {
-        StreamRequest::Exec(r) => remotecommand::serve_exec(&ctx, r, streams).await,
-        StreamRequest::Attach(r) => remotecommand::serve_attach(&ctx, r, streams).await,
-        StreamRequest::PortForward(_) => {}
+    let serve = async {
+        match &request {
+            StreamRequest::Exec(r) => remotecommand::serve_exec(&ctx, r, streams).await,
+            StreamRequest::Attach(r) => remotecommand::serve_attach(&ctx, r, streams).await,
+            StreamRequest::PortForward(_) => {}
+        }
+        let _ = (&mut sender).await;
+    };
+    tokio::select! {
+        _ = serve => {}
+        why = must_cut(&mut reader, &activity, idle) => {
+            tracing::info!(reason = why, "WebSocket streaming session cut");
+        }
     }
-    let _ = sender.await;
+    // Both halves go, so the socket closes even if the peer never reads.
+    sender.abort();
     reader.abort();
 }
 
@@ -390,12 +543,13 @@ pub async fn serve_port_forward<S>(
     sandbox_id: String,
     netns: Option<std::path::PathBuf>,
     ports: Vec<u16>,
+    idle: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Conn::new(ws, base64);
     let mut inputs = Vec::new();
-    let mut conns = Vec::new();
+    let mut conns = tokio::task::JoinSet::new();
     for (i, port) in ports.iter().enumerate() {
         let (data_ch, error_ch) = ((2 * i) as u8, (2 * i + 1) as u8);
         let _ = conn.out.send((data_ch, port.to_le_bytes().to_vec())).await;
@@ -405,22 +559,31 @@ pub async fn serve_port_forward<S>(
         let data = tokio::io::join(theirs, conn.writer(data_ch));
         let error = conn.writer(error_ch);
         let (sb, ns, port) = (sandbox_id.clone(), netns.clone(), *port);
-        conns.push(tokio::spawn(async move {
-            super::portforward::serve_port_forward_conn(&sb, ns, port, data, error).await
-        }));
+        conns.spawn(
+            async move { super::portforward::serve_port_forward_conn(&sb, ns, port, data, error).await },
+        );
     }
     let Conn {
         out,
-        sender,
+        mut sender,
         incoming,
         base64,
+        activity,
     } = conn;
     drop(out);
-    let reader = tokio::spawn(read_loop(incoming, base64, false, inputs));
-    for c in conns {
-        let _ = c.await;
+    let mut reader = tokio::spawn(read_loop(incoming, base64, false, inputs, activity.clone()));
+    let serve = async {
+        while conns.join_next().await.is_some() {}
+        let _ = (&mut sender).await;
+    };
+    tokio::select! {
+        _ = serve => {}
+        why = must_cut(&mut reader, &activity, idle) => {
+            tracing::info!(reason = why, "WebSocket port-forward session cut");
+        }
     }
-    let _ = sender.await;
+    conns.abort_all();
+    sender.abort();
     reader.abort();
 }
 
@@ -535,5 +698,145 @@ mod tests {
             got,
             vec![b"\x01one".to_vec(), b"\x03two".to_vec(), b"\x01three".to_vec()]
         );
+    }
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// A local TCP port that accepts and then says nothing: a quiet pod.
+    async fn quiet_port() -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((c, _)) = l.accept().await {
+                held.push(c);
+            }
+        });
+        port
+    }
+
+    /// A port-forward session to a quiet port over an in-memory socket of
+    /// `pipe` bytes; returns the client's raw end and the serving task.
+    async fn forward_session(pipe: usize, idle: Duration) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let port = quiet_port().await;
+        let (a, b) = tokio::io::duplex(pipe);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, Some(ws_config())).await;
+        let task = tokio::spawn(serve_port_forward(
+            server,
+            false,
+            "sb".into(),
+            None,
+            vec![port],
+            idle,
+        ));
+        (b, task)
+    }
+
+    /// A client frame (masked, as RFC 6455 requires of clients) with a zero
+    /// mask key, so the payload goes as is.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n @ 126..=65535 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Pings sent as fast as the socket takes them, never reading the
+    /// pongs: the session is cut and the socket closed.
+    #[tokio::test]
+    async fn a_client_that_floods_pings_is_cut() {
+        let (mut client, task) = forward_session(4096, Duration::from_secs(3600)).await;
+        let batch = client_frame(0x9, b"").repeat(100);
+        const LIMIT: usize = 100_000;
+        let mut sent = 0;
+        while sent < LIMIT {
+            if client.write_all(&batch).await.is_err() {
+                break;
+            }
+            sent += 100;
+        }
+        assert!(sent < LIMIT, "all {sent} pings were taken in");
+        tokio::time::timeout(T, task)
+            .await
+            .expect("the session ended")
+            .unwrap();
+    }
+
+    /// A message over MAX_MESSAGE_BYTES ends the session instead of being
+    /// buffered whole.
+    #[tokio::test]
+    async fn a_message_over_the_limit_cuts_the_session() {
+        let (mut client, task) = forward_session(1 << 16, Duration::from_secs(3600)).await;
+        let mut payload = vec![0u8; 2 * MAX_MESSAGE_BYTES];
+        payload[0] = 0; // the data channel of the first port
+        let frame = client_frame(0x2, &payload);
+        let writer = tokio::spawn(async move {
+            let _ = client.write_all(&frame).await;
+            client
+        });
+        tokio::time::timeout(T, task)
+            .await
+            .expect("the session ended")
+            .unwrap();
+        drop(writer);
+    }
+
+    /// Nothing either way for the idle timeout: the session ends and the
+    /// client sees its connection close.
+    #[tokio::test]
+    async fn an_idle_session_is_cut() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (raw, task) = forward_session(1 << 16, Duration::from_millis(200)).await;
+        let mut client = WebSocketStream::from_raw_socket(raw, Role::Client, None).await;
+        // The two port announcements, then silence until the cut.
+        let ended = tokio::time::timeout(T, async {
+            let mut got = 0;
+            while let Some(Ok(m)) = client.next().await {
+                if m.is_close() {
+                    break;
+                }
+                got += 1;
+            }
+            got
+        })
+        .await
+        .expect("the connection ended");
+        assert_eq!(ended, 2);
+        tokio::time::timeout(T, task)
+            .await
+            .expect("the session ended")
+            .unwrap();
+    }
+
+    #[test]
+    fn the_ping_budget_allows_a_burst_then_a_rate() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = PingBudget::new();
+        b.last = t0;
+        for _ in 0..64 {
+            assert!(b.take(t0));
+        }
+        assert!(!b.take(t0), "the burst is spent");
+        assert!(b.take(t0 + Duration::from_millis(250)), "two pings earned");
+        assert!(b.take(t0 + Duration::from_millis(250)));
+        assert!(!b.take(t0 + Duration::from_millis(250)));
+        // A quiet client gets its burst back, no more.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..64 {
+            assert!(b.take(later));
+        }
+        assert!(!b.take(later));
     }
 }

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
-use crate::frame::{goaway, rst, Codec, Frame, FLAG_FIN};
+use crate::frame::{goaway, rst, Codec, Frame, FLAG_FIN, FLAG_UNIDIRECTIONAL};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -27,8 +27,14 @@ struct RawPeer {
 impl RawPeer {
     /// A raw client talking to a Berth server session.
     fn against_server() -> (RawPeer, Session, Incoming) {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let (s, inc) = Session::new(b, Role::Server);
+        Self::against_server_with(1 << 20, SessionConfig::default())
+    }
+
+    /// A raw client over a pipe of `pipe_bytes` each way, to a server
+    /// session with `config`.
+    fn against_server_with(pipe_bytes: usize, config: SessionConfig) -> (RawPeer, Session, Incoming) {
+        let (a, b) = tokio::io::duplex(pipe_bytes);
+        let (s, inc) = Session::with_config(b, Role::Server, config);
         (
             RawPeer {
                 io: a,
@@ -480,4 +486,168 @@ async fn a_vanished_peer_ends_every_stream() {
         .unwrap();
     tokio::time::timeout(T, s.closed()).await.unwrap();
     assert!(st.write_all(b"x").await.is_err());
+}
+
+/// A peer that sends PINGs and never reads what comes back: the replies
+/// cannot be written, so they would pile up in memory without a bound.
+/// Berth disconnects it once its control queue is full.
+#[tokio::test]
+async fn a_peer_that_floods_pings_without_reading_is_disconnected() {
+    let (mut peer, s, _inc) = RawPeer::against_server_with(4096, SessionConfig::default());
+    let mut one = Vec::new();
+    peer.codec.encode(&Frame::Ping { id: 1 }, &mut one).unwrap();
+    let batch: Vec<u8> = one.repeat(100);
+    const LIMIT: usize = 200_000;
+    let mut sent = 0usize;
+    while sent < LIMIT {
+        if peer.io.write_all(&batch).await.is_err() {
+            break;
+        }
+        sent += 100;
+    }
+    assert!(
+        sent < LIMIT,
+        "all {sent} pings were taken in: nothing bounds the replies"
+    );
+    tokio::time::timeout(T, s.closed())
+        .await
+        .expect("the session ended");
+    assert!(
+        sent <= MAX_CONTROL_QUEUED + 2 * 4096,
+        "{sent} pings went in before the disconnect"
+    );
+}
+
+/// Streams opened with FIN, or unidirectional ones, still hold a Stream the
+/// app has not taken (and its headers): they count like any other.
+#[tokio::test]
+async fn fin_and_unidirectional_syn_streams_count_against_the_stream_limit() {
+    let (mut peer, _s, mut inc) = RawPeer::against_server();
+    let mut id = 1;
+    for n in 0..MAX_STREAMS {
+        let flags = if n % 2 == 0 {
+            FLAG_FIN
+        } else {
+            FLAG_FIN | FLAG_UNIDIRECTIONAL
+        };
+        peer.send(Frame::SynStream {
+            stream_id: id,
+            associated_to: 0,
+            priority: 0,
+            flags,
+            headers: Headers::new().with("streamType", "error"),
+        })
+        .await;
+        id += 2;
+    }
+    peer.send(Frame::SynStream {
+        stream_id: id,
+        associated_to: 0,
+        priority: 0,
+        flags: FLAG_FIN | FLAG_UNIDIRECTIONAL,
+        headers: Headers::new(),
+    })
+    .await;
+    loop {
+        match peer.recv().await {
+            Frame::SynReply { .. } => continue,
+            f => {
+                assert_eq!(
+                    f,
+                    Frame::RstStream {
+                        stream_id: id,
+                        status: rst::REFUSED_STREAM
+                    }
+                );
+                break;
+            }
+        }
+    }
+    // Once the app has taken and dropped one, there is room again.
+    drop(inc.accept().await.unwrap());
+    id += 2;
+    peer.send(Frame::SynStream {
+        stream_id: id,
+        associated_to: 0,
+        priority: 0,
+        flags: FLAG_FIN,
+        headers: Headers::new(),
+    })
+    .await;
+    // (The dropped stream's FIN comes first.)
+    loop {
+        match peer.recv().await {
+            Frame::Data { .. } => continue,
+            f => {
+                assert!(
+                    matches!(f, Frame::SynReply { stream_id, .. } if stream_id == id),
+                    "{f:?}"
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// A few hundred bytes of zlib inflate to a 200 KB header; the headers of
+/// the streams a session holds are bounded, and a peer that goes past the
+/// budget loses the session.
+#[tokio::test]
+async fn header_blocks_past_the_session_budget_end_the_session() {
+    let (mut peer, s, _inc) = RawPeer::against_server();
+    let big = "a".repeat(200_000);
+    let fits = MAX_HEADER_BYTES / Headers::new().with("x-bomb", &big).cost();
+    let mut id = 1;
+    for _ in 0..fits + 2 {
+        peer.send(Frame::SynStream {
+            stream_id: id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: Headers::new().with("x-bomb", &big),
+        })
+        .await;
+        id += 2;
+    }
+    loop {
+        match peer.recv().await {
+            Frame::SynReply { .. } => continue,
+            f => {
+                assert_eq!(
+                    f,
+                    Frame::GoAway {
+                        last_good_stream_id: 2 * fits as u32 - 1,
+                        status: goaway::PROTOCOL_ERROR
+                    }
+                );
+                break;
+            }
+        }
+    }
+    tokio::time::timeout(T, s.closed())
+        .await
+        .expect("the session ended");
+}
+
+/// A session nobody uses ends after the configured idle timeout: GOAWAY,
+/// then the connection closes.
+#[tokio::test]
+async fn an_idle_session_ends_after_its_timeout() {
+    let config = SessionConfig {
+        idle_timeout: Some(Duration::from_millis(200)),
+    };
+    let (mut peer, s, mut inc) = RawPeer::against_server_with(1 << 16, config);
+    peer.open(1, "stdout").await;
+    let _held = inc.accept().await.unwrap();
+    assert!(matches!(peer.recv().await, Frame::SynReply { stream_id: 1, .. }));
+    assert_eq!(
+        peer.recv().await,
+        Frame::GoAway {
+            last_good_stream_id: 1,
+            status: goaway::OK
+        }
+    );
+    tokio::time::timeout(T * 3, s.closed())
+        .await
+        .expect("the session ended");
 }
