@@ -256,7 +256,14 @@ fn decrease_memory(files: &dyn Files, new: u64, wait: Duration) -> Result<Outcom
             let excess = used + HEADROOM - new;
             outcome.reclaimed_request += excess;
             // EAGAIN: the kernel gave up before reclaiming it all.
-            let all = files.write("memory.reclaim", &excess.to_string()).is_ok();
+            let all = if files.exists("memory.reclaim") {
+                files.write("memory.reclaim", &excess.to_string()).is_ok()
+            } else {
+                // A round through memory.high reports nothing: whether
+                // usage fell decides, as after an EAGAIN.
+                reclaim_through_high(files, new, &old_high)?;
+                false
+            };
             let after = usage(files)?;
             if !all && after >= used {
                 break (after, "reclaim freed nothing more".to_string());
@@ -274,6 +281,22 @@ fn decrease_memory(files: &dyn Files, new: u64, wait: Duration) -> Result<Outcom
         "memory limit decrease to {new} bytes refused: the cgroup uses {used} bytes and {why} \
          (needs {HEADROOM} bytes of headroom); nothing was changed"
     )))
+}
+
+/// Step 2 on kernels before 5.19, which have no `memory.reclaim`: a write
+/// of `memory.high` below usage reclaims the excess in the writer's context
+/// (as the pre-5.19 decrease did). It is restored at once, so the workload
+/// is throttled only while that write runs, and only after the estimate
+/// said the decrease can fit.
+fn reclaim_through_high(files: &dyn Files, new: u64, old_high: &str) -> Result<()> {
+    // The kernel reclaims down to memory.high, and the switch needs the
+    // headroom below the new limit.
+    let target = new.saturating_sub(HEADROOM);
+    let held = files.write("memory.high", &target.to_string());
+    files
+        .write("memory.high", old_high)
+        .map_err(io_err("restore memory.high".into()))?;
+    held.map_err(io_err(format!("write {target} to memory.high")))
 }
 
 /// Step 3: the only moment `memory.high` is held at the new limit. Returns
@@ -363,6 +386,7 @@ mod tests {
                 ("memory.max", "max".to_string()),
                 ("memory.high", "max".to_string()),
                 ("memory.current", current.to_string()),
+                ("memory.reclaim", String::new()),
                 ("cpu.max", "max 100000".to_string()),
                 ("cpu.weight", "100".to_string()),
             ]
@@ -408,6 +432,13 @@ mod tests {
                 }
                 return Ok(());
             }
+            if name == "memory.high" && !f.contains_key("memory.reclaim") {
+                // Before 5.19: a memory.high below usage reclaims, down to the floor.
+                if let Ok(high) = value.parse::<u64>() {
+                    let cur: u64 = f["memory.current"].parse().unwrap();
+                    f.insert("memory.current".into(), cur.min(high.max(self.floor)).to_string());
+                }
+            }
             if name == "memory.max" {
                 let cur: u64 = f["memory.current"].parse().unwrap();
                 assert!(
@@ -452,6 +483,25 @@ mod tests {
             reclaim < high && high < max && max < restored,
             "reclaim unthrottled, then high held only around the switch: {log}"
         );
+    }
+
+    #[test]
+    fn without_memory_reclaim_a_decrease_reclaims_through_memory_high() {
+        // Linux 5.14-5.18: no memory.reclaim file.
+        let f = Fake::new(100 << 20, 20 << 20);
+        f.files.lock().unwrap().remove("memory.reclaim");
+        apply(&f, &mem(64 << 20), DEFAULT_RECLAIM_WAIT).unwrap();
+        assert_eq!(f.get("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(f.get("memory.high"), "max", "memory.high restored");
+        let log = f.log.lock().unwrap().clone();
+        assert!(!log.iter().any(|l| l.starts_with("memory.reclaim=")), "{log:?}");
+        // Nothing to reclaim below the floor: refused, everything restored.
+        let f = Fake::new(100 << 20, 90 << 20);
+        f.files.lock().unwrap().remove("memory.reclaim");
+        let e = apply(&f, &mem(64 << 20), DEFAULT_RECLAIM_WAIT).unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+        assert_eq!(f.get("memory.max"), "max");
+        assert_eq!(f.get("memory.high"), "max");
     }
 
     /// 100 MiB used: 90 MiB anonymous (no swap), 8 MiB page cache, the
