@@ -399,6 +399,7 @@ async fn resize_page_cache_is_reclaimed_to_fit_a_decrease() {
         "mke2fs -F /dev/ram0 >/dev/null 2>&1 && mount /dev/ram0 {}",
         mnt.display()
     ));
+    let _unmount = Unmount(mnt.clone());
     c.pull(&busybox()).await.unwrap();
     let pod = pod_config("cache", &b.log_dir());
     let sb = c.run_pod(&pod).await.unwrap();
@@ -447,7 +448,18 @@ async fn resize_page_cache_is_reclaimed_to_fit_a_decrease() {
         cri::ContainerState::ContainerRunning as i32
     );
     c.stop_and_remove_pod(&sb).await.unwrap();
-    sh(format!("umount {}", mnt.display()));
+}
+
+/// Detaches a test's mount when the test ends, failed assertion included,
+/// so the next test (and the next use of /dev/ram0) starts clean.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmount {}: {e}", self.0.display());
+        }
+    }
 }
 
 #[tokio::test]
