@@ -663,3 +663,16 @@ mod tests {
         assert_eq!(v["pid"], 7);
     }
 }
+
+/// Detaches a test's mount when the test ends, failed assertion included,
+/// so the next test (and the next use of a shared device such as the VM's
+/// `/dev/ram0`) starts clean.
+pub struct Unmount(pub std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmount {}: {e}", self.0.display());
+        }
+    }
+}

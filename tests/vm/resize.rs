@@ -450,18 +450,6 @@ async fn resize_page_cache_is_reclaimed_to_fit_a_decrease() {
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
-/// Detaches a test's mount when the test ends, failed assertion included,
-/// so the next test (and the next use of /dev/ram0) starts clean.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
-            eprintln!("unmount {}: {e}", self.0.display());
-        }
-    }
-}
-
 #[tokio::test]
 async fn pod_level_resize_and_containers_within_it() {
     let (b, mut c) = Berthd::start_with("memory_decrease_wait_ms = 500\n")

@@ -285,6 +285,7 @@ async fn stats_memory_pressure_is_reported() {
         "mke2fs -F /dev/ram0 >/dev/null 2>&1 && mount /dev/ram0 {}",
         mnt.display()
     ));
+    let _unmount = Unmount(mnt.clone());
     // Written from here and dropped from the page cache, so the
     // container's reads are what charges (and reclaims) its pages.
     sh(format!(
@@ -354,7 +355,6 @@ async fn stats_memory_pressure_is_reported() {
         "pressure, not an OOM kill"
     );
     c.stop_and_remove_pod(&sb).await.unwrap();
-    sh(format!("umount {}", mnt.display()));
 }
 
 /// eth0's (rx, tx) bytes of a pod.
