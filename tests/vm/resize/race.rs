@@ -115,9 +115,13 @@ async fn resize_while_allocating_never_oom_kills() {
     println!("BERTH-BENCH resize_race_memory_events_before {events_before}");
     println!("BERTH-BENCH resize_race_memory_events_after {events_after}");
     assert_eq!(below_ok, 0, "a decrease below unreclaimable usage was applied");
-    assert!(
-        below_no == 50 && near_ok >= 25,
-        "some refused and most near-peak decreases applied"
+    // `near` is 8 MiB above the workload's peak: it fits with the 2 MiB
+    // headroom every time, so the estimate and the reclaim loop may never
+    // refuse it (issue 24).
+    assert_eq!(
+        (below_no, near_ok),
+        (50, 50),
+        "every decrease below the held memory refused, every one that fits applied"
     );
     assert_eq!(
         (events(&dir, "oom"), events(&dir, "oom_kill")),
