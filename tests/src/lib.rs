@@ -645,6 +645,19 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Detaches a test's mount when the test ends, failed assertion included,
+/// so the next test (and the next use of a shared device such as the VM's
+/// `/dev/ram0`) starts clean.
+pub struct Unmount(pub std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmount {}: {e}", self.0.display());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,18 +674,5 @@ mod tests {
         let v = pod_info_json(&info).unwrap();
         assert_eq!(v.get("network"), Some(&serde_json::Value::Null));
         assert_eq!(v["pid"], 7);
-    }
-}
-
-/// Detaches a test's mount when the test ends, failed assertion included,
-/// so the next test (and the next use of a shared device such as the VM's
-/// `/dev/ram0`) starts clean.
-pub struct Unmount(pub std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
-            eprintln!("unmount {}: {e}", self.0.display());
-        }
     }
 }
