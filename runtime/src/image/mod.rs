@@ -493,20 +493,9 @@ mod tests {
     /// plain http never receives them, even when it asks.
     #[test]
     fn an_http_mirror_never_gets_the_pulls_credentials() {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for c in listener.incoming() {
-                let Ok(mut c) = c else { continue };
-                let mut buf = [0u8; 4096];
-                let n = c.read(&mut buf).unwrap_or(0);
-                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
-                let _ = c.write_all(
-                    b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"m\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-            }
+        let (port, rx) = registry::tests::recording_server(|_| {
+            "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"m\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_string()
         });
         let mut hosts = hosts::Hosts::default();
         hosts.insert(

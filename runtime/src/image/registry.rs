@@ -507,7 +507,7 @@ fn split_challenge(s: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -529,22 +529,12 @@ mod tests {
     /// never receives basic credentials: the pull is refused instead.
     #[test]
     fn basic_credentials_never_go_to_an_http_realm_elsewhere() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for c in listener.incoming() {
-                let Ok(mut c) = c else { continue };
-                let mut buf = [0u8; 4096];
-                let n = c.read(&mut buf).unwrap_or(0);
-                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
-                let body = r#"{"token":"t"}"#;
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
+        let body = r#"{"token":"t"}"#;
+        let (port, rx) = recording_server(move |_| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
         });
         let reg = Registry {
             agent: ureq::Agent::new_with_defaults(),
@@ -575,7 +565,7 @@ mod tests {
 
     /// A loopback server that answers every request with `reply` and
     /// sends the request's lowercased head down the channel.
-    fn recording_server(
+    pub(in crate::image) fn recording_server(
         reply: impl Fn(u16) -> String + Send + 'static,
     ) -> (u16, std::sync::mpsc::Receiver<String>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
