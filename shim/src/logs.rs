@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,7 +52,14 @@ impl LogFile {
             None
         } else {
             if let Some(dir) = Path::new(path).parent() {
-                std::fs::create_dir_all(dir)?;
+                // Dirs we create: root and the log readers' group, as the
+                // file; never others, whatever the umask (a world-writable
+                // dir would let a node user plant a symlink where we append
+                // as root). Existing dirs (kubelet's) keep their mode.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(dir)?;
             }
             // Container output is the pod's business: root and the log
             // readers' group (kubelet runs as root), never everyone.
@@ -242,6 +249,26 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under umask 000 the log directories Berth creates are still closed
+    /// to others (a world-writable one would let a node user plant a
+    /// symlink where the shim, as root, appends container output) and the
+    /// log is 0640.
+    #[test]
+    fn log_dirs_and_files_get_their_modes_under_any_umask() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("pod/ctr/0.log");
+        // SAFETY: umask(2) only swaps the process mask; restored at once.
+        let old = unsafe { libc::umask(0) };
+        let opened = LogFile::open(path.to_str().unwrap());
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        opened.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&d.path().join("pod")), 0o750);
+        assert_eq!(mode(&d.path().join("pod/ctr")), 0o750);
+        assert_eq!(mode(&path), 0o640);
+    }
 
     #[test]
     fn a_full_disk_drops_and_counts_records() {

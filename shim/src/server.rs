@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +66,11 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
     let reaper = Reaper::start()?;
     let _ = std::fs::remove_file(&socket);
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
+        // berthd made it 0700; if not, ours is 0700 whatever the umask.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let listener = tokio::net::UnixListener::bind(&socket)?;
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -241,7 +246,12 @@ impl Shim for ShimService {
                 .collect(),
             spec,
         };
-        std::fs::create_dir_all(&cfg.rootfs_dir).map_err(|e| internal("create rootfs dir", e))?;
+        // Under the 0700 bundle dir; 0700 itself whatever the umask.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.rootfs_dir)
+            .map_err(|e| internal("create rootfs dir", e))?;
         let log = LogFile::open(&req.log_path).map_err(|e| internal("open log file", e))?;
         let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode init config", e))?;
 

@@ -143,11 +143,7 @@ impl ImageStore {
             return Err(Error::Image("pull cancelled".into()));
         }
         let snap = self.snapshot_dir(&layer.chain_id);
-        let tmp = self
-            .root
-            .join("snapshots")
-            .join(format!(".tmp-{}", store::new_id()));
-        std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let tmp = self.new_snapshot_dir()?;
         let committed = unpack_and_check(&blob, &tmp, layer, &self.limits, image_bytes).and_then(|()| {
             std::fs::rename(&tmp, &snap).ctx(|| format!("commit snapshot {}", snap.display()))
         });
@@ -163,6 +159,20 @@ impl ImageStore {
             let _ = std::fs::remove_file(&blob);
         }
         Ok(())
+    }
+}
+
+impl ImageStore {
+    /// A fresh temp dir under `snapshots/` to unpack a layer into, 0700
+    /// whatever the umask (the layer's own `./` entry may set another mode).
+    fn new_snapshot_dir(&self) -> Result<std::path::PathBuf> {
+        let tmp = self
+            .root
+            .join("snapshots")
+            .join(format!(".tmp-{}", store::new_id()));
+        store::modes::create_dir(&tmp, store::modes::PRIVATE_DIR)
+            .ctx(|| format!("create {}", tmp.display()))?;
+        Ok(tmp)
     }
 }
 
@@ -194,5 +204,38 @@ struct StopFlags<'a>(&'a AtomicBool, &'a AtomicBool);
 impl StopFlags<'_> {
     fn any(&self) -> bool {
         self.0.load(Ordering::Relaxed) || self.1.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// The store's dirs and a snapshot being unpacked are root's alone
+    /// under umask 000 (a world-writable snapshot would let any node user
+    /// change every container made from the image).
+    #[test]
+    fn store_and_snapshot_dirs_are_private_under_any_umask() {
+        let d = tempfile::tempdir().unwrap();
+        // SAFETY: umask(2) only swaps the process mask; restored at once.
+        let old = unsafe { libc::umask(0) };
+        let made = ImageStore::open(d.path()).and_then(|s| s.new_snapshot_dir().map(|t| (s, t)));
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let (_store, tmp) = made.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let images = d.path().join("images");
+        for p in [
+            images.clone(),
+            images.join("blobs"),
+            images.join("blobs/sha256"),
+            images.join("snapshots"),
+            images.join("meta"),
+            tmp,
+        ] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
     }
 }

@@ -110,8 +110,10 @@ impl ImageStore {
     /// Opens the store under `<root>/images`, loading every image record.
     pub fn open(root: &Path) -> Result<Self> {
         let root = root.join("images");
+        // Root's alone whatever the umask: layers are every container's files.
         for d in ["blobs/sha256", "snapshots", "meta"] {
-            std::fs::create_dir_all(root.join(d)).ctx(|| format!("create {}/{d}", root.display()))?;
+            store::modes::create_dir(&root.join(d), store::modes::PRIVATE_DIR)
+                .ctx(|| format!("create {}/{d}", root.display()))?;
         }
         let mut images = HashMap::new();
         for entry in std::fs::read_dir(root.join("meta")).ctx(|| "read image meta".into())? {

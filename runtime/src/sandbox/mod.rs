@@ -547,7 +547,8 @@ impl SandboxManager {
 
         let socket = self.cfg.shim_socket(&id);
         if let Some(dir) = socket.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            crate::store::modes::create_dir(dir, crate::store::modes::PRIVATE_DIR)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         {
             let s = socket.clone();
