@@ -106,7 +106,8 @@ echo "VM test filter: ${FILTER:-none (every test)}"
 echo "VM tests to run: $(awk '{ printf "%s%s=%s", sep, $1, $2; sep = " " }' "$WORK/vm-expected")"
 BIN=$WORK/bin
 rm -rf "$BIN" && mkdir -p "$BIN"
-cp target/release/berthd target/release/berth-shim target/release/berth-demo "$BIN/"
+cp target/release/berthd target/release/berth-shim target/release/berth-demo \
+    target/release/berth-syscall-probe "$BIN/"
 
 step "build: test images and registry content"
 hack/images/build.sh "$WORK/images"
@@ -118,7 +119,9 @@ hack/vm/build-initramfs.sh --bin "$BIN" --tests $SELECTED --registry "$WORK/imag
     --out "$WORK/initramfs.img"
 
 step "VM integration tests"
-APPEND="berth.suitetimeout=$SUITE_TIMEOUT"
+# syscall.x32=y: Debian's kernel accepts x32 system calls only when asked;
+# the seccomp tests need every ABI a node may enable (tests/vm/escape.rs).
+APPEND="berth.suitetimeout=$SUITE_TIMEOUT syscall.x32=y"
 if [ -n "$FILTER" ]; then APPEND="$APPEND berth.testargs=$FILTER"; fi
 set +e
 hack/vm/run.sh --initramfs "$WORK/initramfs.img" --timeout "${BERTH_VM_TIMEOUT:-1800}" \
