@@ -99,6 +99,20 @@ const CLONE_NAMESPACE_FLAGS: &[u64] = &[
     libc::CLONE_NEWCGROUP as u64,
 ];
 
+/// The ABIs of the node berthd is built for, in libseccomp's names (the
+/// profile's `architectures`, as Docker's lists them). berth-shim filters
+/// each of them with the same rules whatever a profile lists; this is what
+/// a reader of the spec sees.
+fn node_architectures() -> &'static [&'static str] {
+    if cfg!(target_arch = "x86_64") {
+        &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    } else if cfg!(target_arch = "aarch64") {
+        &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    } else {
+        &[]
+    }
+}
+
 /// The runtime default profile for a container with capabilities `caps`.
 pub fn runtime_default(caps: &[String]) -> Value {
     let names: Vec<&str> = DENIED
@@ -121,7 +135,7 @@ pub fn runtime_default(caps: &[String]) -> Value {
     }
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "architectures": node_architectures(),
         "syscalls": syscalls,
     })
 }
@@ -230,6 +244,17 @@ mod tests {
             .find(|s| s["args"][0]["value"] == libc::CLONE_NEWUSER as u64)
             .expect("a CLONE_NEWUSER rule");
         assert_eq!(user_ns["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        // The node's own ABIs, never a fixed list.
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(
+            plain["architectures"],
+            json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"])
+        );
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            plain["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+        );
         // The whole profile is valid OCI.
         serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(plain).unwrap();
         assert!(
