@@ -74,9 +74,9 @@ pub fn main() -> ! {
         );
     }
     let mut raw = Vec::new();
-    let result: Result<std::convert::Infallible> = config_in
-        .read_to_end(&mut raw)
-        .context("read exec config")
+    // Before anything of the container is in reach (see not_dumpable).
+    let result: Result<std::convert::Infallible> = super::not_dumpable()
+        .and_then(|()| config_in.read_to_end(&mut raw).context("read exec config"))
         .and_then(|_| serde_json::from_slice::<ExecConfig>(&raw).context("parse exec config"))
         .and_then(|cfg| {
             join(cfg.target_pid)?;

@@ -51,6 +51,21 @@ pub struct RootfsMount {
     pub options: Vec<String>,
 }
 
+/// Clears the dumpable flag: from here until the exec of the container's
+/// process (which sets it again by the kernel's rules), a process in the
+/// container with our uid but not CAP_SYS_PTRACE can neither ptrace this
+/// stage nor open its `/proc/<pid>/exe`, `mem`, `environ` or fds, which
+/// the CVE-2019-5736 exploit used to reach the runtime's binary. The
+/// kernel only clears it by itself on a uid change, so a root container's
+/// stages would otherwise stay dumpable.
+pub(crate) fn not_dumpable() -> anyhow::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        anyhow::bail!("PR_SET_DUMPABLE: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Entry point of `berth-shim init`. Never returns.
 pub fn main() -> ! {
     // SAFETY: the shim put exactly these descriptors at these numbers before exec.
@@ -74,6 +89,10 @@ pub fn main() -> ! {
         let _ = sync.write_all(format!("E{msg}").as_bytes());
         std::process::exit(1)
     };
+
+    if let Err(e) = not_dumpable() {
+        fail(&mut sync, format!("{e:#}"));
+    }
 
     let mut raw = Vec::new();
     if let Err(e) = config_in.read_to_end(&mut raw) {
