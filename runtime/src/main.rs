@@ -10,24 +10,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-mod cgroup;
-mod config;
-mod container;
-mod crash;
-mod cri;
-mod error;
-mod events;
-mod host_check;
-mod image;
-mod metrics;
-mod net;
-mod observe;
-mod readiness;
-mod sandbox;
-mod shim_client;
-mod stats;
-mod store;
-mod stream;
+use berthd::{
+    cgroup, config, container, cri, error, events, host_check, image, metrics, net, observe, sandbox, stats,
+    store, stream,
+};
 
 use config::Config;
 
