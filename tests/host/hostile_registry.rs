@@ -327,6 +327,46 @@ async fn hostile_blobs_are_refused_and_leave_nothing() {
     assert_refused(&b, &mut c, &cases, &good, &[]).await;
 }
 
+/// A registry that stalls: never answers a layer or a manifest request, or
+/// sends a manifest one byte at a time forever (each read makes progress,
+/// so no idle timeout fires). Each pull ends at the configured timeouts
+/// with an error saying so, and a good pull right after succeeds.
+#[tokio::test]
+async fn stalling_registries_end_the_pull_at_the_timeouts() {
+    let reg = HostileRegistry::start();
+    let (b, mut c, _d) = berthd_on_host(FAST_TIMEOUTS).await.expect("berthd");
+    let good = reg.serve_busybox("good/busybox");
+    let (config, layer) = busybox();
+    let doc = manifest(
+        descriptor(OCI_CONFIG, &config.digest, config.size()),
+        vec![descriptor(OCI_LAYER_GZIP, &layer.digest, layer.size())],
+    );
+    let mut cases = Vec::new();
+    for (repo, path, reply) in [
+        ("layer-silent", Some(&layer.digest), Reply::Silent),
+        ("config-dribble", Some(&config.digest), Reply::Dribble),
+        ("manifest-silent", None, Reply::Silent),
+        ("manifest-dribble", None, Reply::Dribble),
+    ] {
+        let repo = format!("hostile/{repo}");
+        reg.blob_ok(&repo, &config);
+        reg.blob_ok(&repo, &layer);
+        match path {
+            Some(d) => {
+                reg.manifest_tagged(&repo, "latest", &doc);
+                reg.blob(&repo, d, reply);
+            }
+            None => reg.route(&format!("/v2/{repo}/manifests/latest"), reply),
+        }
+        cases.push(Case {
+            image: format!("{}/{repo}:latest", reg.addr),
+            code: tonic::Code::Unknown,
+            says: "timeout".into(),
+        });
+    }
+    assert_refused(&b, &mut c, &cases, &good, &[]).await;
+}
+
 /// The registry wants basic credentials and redirects its blobs to
 /// another host (as registries do to storage): the pull succeeds, and no
 /// request to the other host carries the credentials.

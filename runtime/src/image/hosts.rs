@@ -221,6 +221,16 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// The whole-request deadline of a manifest, index, config or token
+    /// (small documents, read into memory): each phase's own budget once.
+    /// A layer has no such deadline; `idle_ms` bounds its progress.
+    pub fn document_deadline(&self) -> Duration {
+        ms(self
+            .connect_ms
+            .saturating_add(self.response_header_ms)
+            .saturating_add(self.idle_ms))
+    }
+
     /// Every timeout must be set: zero would mean none.
     pub fn validate(&self) -> Result<()> {
         for (name, ms) in [

@@ -182,7 +182,7 @@ impl ImageStore {
                 _ if plain_mirror => hosts::credentials(&self.hosts, &e.host)?,
                 _ => creds.clone(),
             };
-            let mut reg = Registry::new(r, e, agent, creds);
+            let mut reg = Registry::new(r, e, agent, creds, &self.timeouts);
             match reg.manifest(r.manifest_ref()) {
                 Ok(m) => {
                     if e.mirror {
