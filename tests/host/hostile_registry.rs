@@ -465,3 +465,92 @@ async fn credentials_never_go_to_a_plain_http_token_realm_elsewhere() {
         "{to_realm:?}"
     );
 }
+
+fn basic_for(server_address: &str) -> Option<cri::AuthConfig> {
+    Some(cri::AuthConfig {
+        username: "berth".into(),
+        password: "berth-pass".into(),
+        server_address: server_address.into(),
+        ..Default::default()
+    })
+}
+
+fn sent_basic(seen: &[Seen]) -> bool {
+    seen.iter().any(|s| {
+        s.authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic "))
+    })
+}
+
+/// CRI `auth.server_address` names the registry the credentials are for:
+/// for any other host (another name, another port, the same server as
+/// `localhost`) they are not sent and the pull is Unauthenticated; for
+/// this registry, however written (`host:port`, a URL), they are.
+#[tokio::test]
+async fn credentials_go_only_to_the_server_address_they_were_given_for() {
+    let reg = HostileRegistry::start();
+    let (b, mut c, _d) = berthd_on_host("").await.expect("berthd");
+    let image = reg.serve_busybox("private/busybox");
+    reg.require_auth(Some("Basic realm=\"hostile\""));
+    for other in ["other.example:5000", "127.0.0.1", reg.other_host.as_str()] {
+        let e = pull_with(&mut c, &image, basic_for(other))
+            .await
+            .expect_err(other);
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{other}: {e:?}");
+        assert!(store_entries(&b).is_empty(), "{other}");
+        assert!(!sent_basic(&reg.seen()), "{other}: {:?}", reg.seen());
+    }
+    for given in [reg.addr.clone(), format!("http://{}/v2/", reg.addr)] {
+        pull_with(&mut c, &image, basic_for(&given))
+            .await
+            .unwrap_or_else(|e| panic!("{given}: {e:?}"));
+        assert!(sent_basic(&reg.seen()), "{given}");
+        remove(&mut c, &image).await;
+        reg.clear_seen();
+    }
+}
+
+const TLS_CERT: &str = include_str!("testdata/token.crt");
+const TLS_KEY: &[u8] = include_bytes!("testdata/token.pk8");
+
+/// An https mirror of the registry does not get the credentials a pull
+/// brings for the registry (they were given for it, not for a cache run by
+/// someone else): the mirror refuses the anonymous pull and the registry
+/// serves it. With `forward_pull_credentials` on the mirror's entry, the
+/// mirror gets them and serves the pull itself.
+#[tokio::test]
+async fn an_https_mirror_gets_the_pulls_credentials_only_when_configured() {
+    let upstream = HostileRegistry::start();
+    let mirror = HostileRegistry::start_tls(TLS_CERT, TLS_KEY);
+    let image = upstream.serve_busybox("private/busybox");
+    mirror.serve_busybox("private/busybox");
+    for r in [&upstream, &mirror] {
+        r.require_auth(Some("Basic realm=\"hostile\""));
+    }
+    let config = format!(
+        "[registry.\"{}\"]\nmirrors = [\"https://{m}\"]\n[registry.\"{m}\"]\nskip_verify = true\n",
+        upstream.addr,
+        m = mirror.addr
+    );
+    let (b, mut c, _d) = berthd_on_host(&config).await.expect("berthd");
+    pull_with(&mut c, &image, basic_for(""))
+        .await
+        .expect("pulled from the registry after the mirror");
+    let to_mirror = mirror.seen();
+    assert!(!to_mirror.is_empty(), "the mirror was tried first");
+    assert!(!sent_basic(&to_mirror), "{to_mirror:?}");
+    assert!(sent_basic(&upstream.seen()), "{:?}", upstream.seen());
+    drop((b, c));
+
+    let (_b, mut c, _d2) = berthd_on_host(&format!("{config}forward_pull_credentials = true\n"))
+        .await
+        .expect("berthd");
+    upstream.clear_seen();
+    mirror.clear_seen();
+    pull_with(&mut c, &image, basic_for(""))
+        .await
+        .expect("pulled from the mirror");
+    assert!(sent_basic(&mirror.seen()), "{:?}", mirror.seen());
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}

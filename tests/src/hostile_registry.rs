@@ -85,7 +85,8 @@ struct State {
 
 /// A running hostile registry; stops (and releases its port) on drop.
 pub struct HostileRegistry {
-    /// `127.0.0.1:<port>`: the registry's host.
+    /// `127.0.0.1:<port>`: the registry's host (speaking https when
+    /// started by [`HostileRegistry::start_tls`]).
     pub addr: String,
     /// `localhost:<port>`: the same server as another host.
     pub other_host: String,
@@ -164,8 +165,31 @@ pub fn busybox() -> (Blob, Blob) {
 }
 
 impl HostileRegistry {
-    /// Starts serving on a free loopback port, with no routes (404s).
+    /// Starts serving plain http on a free loopback port, with no routes (404s).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Serves https with this certificate (PEM) and PKCS#8 DER key; Berth
+    /// must be told to skip verification (`skip_verify`) for its host.
+    pub fn start_tls(cert_pem: &str, key_pkcs8_der: &[u8]) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der.to_vec()));
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("TLS certificate and key");
+        Self::start_with(Some(Arc::new(config)))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind hostile registry");
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State::default());
@@ -176,8 +200,16 @@ impl HostileRegistry {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let state = served.clone();
-                std::thread::spawn(move || serve(&state, conn));
+                let (state, tls) = (served.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(&state, conn),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve(&state, rustls::StreamOwned::new(session, conn));
+                    }
+                });
             }
         });
         HostileRegistry {
@@ -278,7 +310,7 @@ impl Drop for HostileRegistry {
 }
 
 /// The request head, at most 64 KiB; `None` if the peer went away first.
-fn read_head(conn: &mut TcpStream) -> Option<String> {
+fn read_head(conn: &mut impl Read) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -291,7 +323,7 @@ fn read_head(conn: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
-fn serve(state: &State, mut conn: TcpStream) {
+fn serve(state: &State, mut conn: impl Read + Write) {
     let Some(head) = read_head(&mut conn) else { return };
     let path = head
         .lines()
@@ -399,4 +431,5 @@ fn serve(state: &State, mut conn: TcpStream) {
             )
             .and_then(|()| conn.write_all(b"{}")),
     };
+    let _ = conn.flush();
 }

@@ -38,6 +38,10 @@ pub struct HostConfig {
     pub auth: Secret,
     /// An OAuth2 refresh token for the registry's token endpoint.
     pub identity_token: Secret,
+    /// As a mirror, this host (over https) also receives the credentials a
+    /// pull brings for the registry it mirrors. Off: they were given for
+    /// that registry, and a mirror gets only its own configured ones.
+    pub forward_pull_credentials: bool,
 }
 
 /// A secret from the config: shown as `[redacted]` when serialized (verbose
