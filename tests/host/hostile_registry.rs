@@ -554,3 +554,43 @@ async fn an_https_mirror_gets_the_pulls_credentials_only_when_configured() {
     assert!(sent_basic(&mirror.seen()), "{:?}", mirror.seen());
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 }
+
+/// Blob downloads redirect to storage on another host. When that host
+/// answers 401 with a challenge of its own, the registry's credentials
+/// are not spent on it (its token realm is whatever it names): the pull
+/// fails Unauthenticated and the realm it named hears nothing.
+#[tokio::test]
+async fn a_challenge_from_a_redirect_target_gets_no_credentials() {
+    let reg = HostileRegistry::start();
+    // On the registry's own host name (so the plain-http realm rule lets
+    // it through), but named only by the redirect target.
+    let realm = HostileRegistry::start();
+    realm.route(
+        "/token",
+        Reply::Body {
+            content_type: "application/json".into(),
+            body: Arc::new(br#"{"token":"t"}"#.to_vec()),
+        },
+    );
+    let (b, mut c, _d) = berthd_on_host("").await.expect("berthd");
+    let image = reg.serve_busybox("private/busybox");
+    let (_, layer) = busybox();
+    let elsewhere = format!("/elsewhere/{}", layer.digest);
+    reg.blob(
+        "private/busybox",
+        &layer.digest,
+        Reply::Redirect(format!("http://{}{elsewhere}", reg.other_host)),
+    );
+    reg.route(
+        &elsewhere,
+        Reply::Challenge(format!("Bearer realm=\"http://{}/token\"", realm.addr)),
+    );
+    reg.require_auth(Some("Basic realm=\"hostile\""));
+    let e = pull_with(&mut c, &image, basic_for(""))
+        .await
+        .expect_err("the storage host wants credentials");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(realm.seen().is_empty(), "{:?}", realm.seen());
+    let left = store_entries(&b);
+    assert!(left.is_empty(), "{left:?}");
+}

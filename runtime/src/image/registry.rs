@@ -241,6 +241,7 @@ impl Registry {
             if resp.status() != 401 {
                 return Ok(resp);
             }
+            self.check_challenger(url, &resp)?;
             let challenge = resp
                 .headers()
                 .get("www-authenticate")
@@ -259,6 +260,30 @@ impl Registry {
             self.auth = Some(self.answer(&challenge)?);
         }
         Err(Error::Unauthenticated(format!("GET {url}: unauthorized")))
+    }
+
+    /// A 401 is answered with the registry's credentials only when the
+    /// registry itself sent it: after a redirect (blobs go to storage on
+    /// other hosts) the challenge is the other host's, and its token realm
+    /// could be anyone.
+    fn check_challenger(&self, url: &str, resp: &ureq::http::Response<ureq::Body>) -> Result<()> {
+        use ureq::ResponseExt;
+        let from = resp
+            .get_uri()
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            .unwrap_or_default();
+        let own = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, a)| a)
+            .to_ascii_lowercase();
+        if from == own {
+            return Ok(());
+        }
+        Err(Error::Unauthenticated(format!(
+            "{url}: {from}, where the registry redirected, asks for credentials; the registry's are not sent there"
+        )))
     }
 
     /// The `Authorization` header that answers a `WWW-Authenticate` challenge.
