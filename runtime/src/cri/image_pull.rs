@@ -4,7 +4,7 @@ use berth_proto::cri::{PullImageRequest, PullImageResponse};
 
 use super::Cri;
 use crate::error::{Error, Result};
-use crate::image::registry::Credentials;
+use crate::image::pull_auth::PullAuth;
 
 /// Handles PullImage. The pull runs on the blocking pool; the record's id
 /// (the config digest) is the image_ref kubelet stores.
@@ -14,7 +14,7 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
         .map(|i| i.image)
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Error::InvalidArgument("PullImage without image".into()))?;
-    let creds = Credentials::from_cri(req.auth.as_ref())?;
+    let auth = PullAuth::from_cri(req.auth.as_ref())?;
     let images = cri.images.clone();
     // Set when this future is dropped (kubelet's deadline, a cancelled
     // crictl): the blocking pull sees it between reads and stops.
@@ -22,7 +22,7 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
     let flag = cancel.0.clone();
     let started = std::time::Instant::now();
     let pulled = tokio::task::spawn_blocking(move || {
-        let pulled = images.pull(&image, creds, &flag);
+        let pulled = images.pull(&image, &auth, &flag);
         if let Err(e) = &pulled {
             if flag.load(std::sync::atomic::Ordering::Relaxed) {
                 // Nobody reads this result any more: say how the pull ended.

@@ -38,6 +38,10 @@ pub struct HostConfig {
     pub auth: Secret,
     /// An OAuth2 refresh token for the registry's token endpoint.
     pub identity_token: Secret,
+    /// As a mirror, this host (over https) also receives the credentials a
+    /// pull brings for the registry it mirrors. Off: they were given for
+    /// that registry, and a mirror gets only its own configured ones.
+    pub forward_pull_credentials: bool,
 }
 
 /// A secret from the config: shown as `[redacted]` when serialized (verbose
@@ -221,6 +225,16 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// The whole-request deadline of a manifest, index, config or token
+    /// (small documents, read into memory): each phase's own budget once.
+    /// A layer has no such deadline; `idle_ms` bounds its progress.
+    pub fn document_deadline(&self) -> Duration {
+        ms(self
+            .connect_ms
+            .saturating_add(self.response_header_ms)
+            .saturating_add(self.idle_ms))
+    }
+
     /// Every timeout must be set: zero would mean none.
     pub fn validate(&self) -> Result<()> {
         for (name, ms) in [

@@ -16,6 +16,7 @@ mod layers;
 pub use layers::LAYER_BYTES_DOWNLOADED;
 pub mod limits;
 pub mod manifest;
+pub mod pull_auth;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
@@ -31,7 +32,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::store;
 pub use digest::Digest;
 use reference::Reference;
-use registry::{Credentials, Registry};
+use registry::Registry;
 
 /// The parts of an image config a container needs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -166,25 +167,19 @@ impl ImageStore {
 
     /// Opens a session with the first endpoint (mirrors in order, then the
     /// registry) that serves the reference's manifest.
-    fn connect(&self, r: &Reference, creds: Credentials) -> Result<(Registry, registry::FetchedManifest)> {
+    fn connect(
+        &self,
+        r: &Reference,
+        auth: &pull_auth::PullAuth,
+    ) -> Result<(Registry, registry::FetchedManifest)> {
         let endpoints = hosts::endpoints(&self.hosts, &r.domain, r.registry_host(), r.is_loopback());
         let mut last = None;
         for e in &endpoints {
             let agent = hosts::agent(&self.hosts, &e.host, &self.timeouts)?;
-            // The pull's own credentials win; else the config's for this
-            // endpoint (a mirror by its host, the registry by its domain).
-            // A mirror over plain http never gets the pull's credentials:
-            // they were given for the registry, and http shows them to the
-            // path; it gets only what the config names for its own host.
-            let plain_mirror = e.mirror && e.base.starts_with("http://");
-            let creds = match creds {
-                Credentials::None => {
-                    hosts::credentials(&self.hosts, if e.mirror { &e.host } else { &r.domain })?
-                }
-                _ if plain_mirror => hosts::credentials(&self.hosts, &e.host)?,
-                _ => creds.clone(),
-            };
-            let mut reg = Registry::new(r, e, agent, creds);
+            // The pull's credentials go only to the host they were given
+            // for; every other endpoint gets what the config names for it.
+            let creds = pull_auth::credentials_for(&self.hosts, r, e, auth)?;
+            let mut reg = Registry::new(r, e, agent, creds, &self.timeouts);
             match reg.manifest(r.manifest_ref()) {
                 Ok(m) => {
                     if e.mirror {
@@ -304,7 +299,7 @@ impl ImageStore {
 
     /// Pulls `image` (blocking; run on the blocking pool). Returns the record.
     /// `cancel` (the client went away) stops it, leaving nothing half-made.
-    pub fn pull(&self, image: &str, creds: Credentials, cancel: &AtomicBool) -> Result<ImageRecord> {
+    pub fn pull(&self, image: &str, auth: &pull_auth::PullAuth, cancel: &AtomicBool) -> Result<ImageRecord> {
         let r = Reference::parse(image)?;
         let key = r.tagged().unwrap_or_else(|| r.name());
         let gate = self
@@ -319,7 +314,7 @@ impl ImageStore {
         let _guard = gate.blocking_lock();
         let _no_remove = self.gc_lock.read().expect("gc lock");
         let started = std::time::Instant::now();
-        let (mut reg, mut m) = self.connect(&r, creds)?;
+        let (mut reg, mut m) = self.connect(&r, auth)?;
         // The digest the reference names (an index's, for a multi-arch image):
         // `name@<it>` is what kubelet asks ImageStatus about.
         let top_digest = m.digest.clone();
@@ -489,6 +484,7 @@ fn pick_platform(index: &oci_spec::image::ImageIndex) -> Result<Digest> {
 #[cfg(test)]
 mod tests {
     use super::manifest::{parse_config, parse_index, pick_platform_for};
+    use super::registry::Credentials;
     use super::*;
 
     /// The pull's credentials were given for the registry: a mirror over
@@ -510,11 +506,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path()).unwrap().with_hosts(hosts);
         let r = Reference::parse("reg.invalid/lib/app:1").unwrap();
-        let creds = Credentials::Basic {
-            username: "u".into(),
-            password: "secret".into(),
+        let auth = pull_auth::PullAuth {
+            creds: Credentials::Basic {
+                username: "u".into(),
+                password: "secret".into(),
+            },
+            server_address: String::new(),
         };
-        assert!(store.connect(&r, creds).is_err());
+        assert!(store.connect(&r, &auth).is_err());
         let seen: Vec<String> = rx.try_iter().collect();
         assert!(!seen.is_empty(), "the mirror was not tried");
         for req in seen {

@@ -116,6 +116,20 @@ pub struct Registry {
     creds: Credentials,
     /// The `Authorization` header value in use (after a challenge).
     auth: Option<String>,
+    /// Whole-request deadline for a manifest, config or token response.
+    document_deadline: Duration,
+}
+
+/// What a request fetches: it decides the deadline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// A manifest, index, config or token (at most [`MAX_DOC_BYTES`]):
+    /// bounded as a whole, so a registry that trickles one byte per idle
+    /// period cannot hold the pull (and the image's gate) for ever.
+    Document,
+    /// A layer blob: bounded by progress (the idle timeout), however long
+    /// a large layer on a slow link takes.
+    Layer,
 }
 
 /// A manifest as fetched.
@@ -191,9 +205,11 @@ impl Registry {
         endpoint: &super::hosts::Endpoint,
         agent: ureq::Agent,
         creds: Credentials,
+        timeouts: &super::hosts::Timeouts,
     ) -> Self {
         Registry {
             agent,
+            document_deadline: timeouts.document_deadline(),
             base: endpoint.base.clone(),
             repository: r.repository.clone(),
             auth: match &creds {
@@ -204,9 +220,17 @@ impl Registry {
         }
     }
 
-    fn get(&mut self, url: &str, accept: Option<&str>) -> Result<ureq::http::Response<ureq::Body>> {
+    fn get(
+        &mut self,
+        url: &str,
+        accept: Option<&str>,
+        fetch: Fetch,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         for attempt in 0..2 {
             let mut req = self.agent.get(url);
+            if fetch == Fetch::Document {
+                req = req.config().timeout_global(Some(self.document_deadline)).build();
+            }
             if let Some(a) = accept {
                 req = req.header("Accept", a);
             }
@@ -217,6 +241,7 @@ impl Registry {
             if resp.status() != 401 {
                 return Ok(resp);
             }
+            self.check_challenger(url, &resp)?;
             let challenge = resp
                 .headers()
                 .get("www-authenticate")
@@ -235,6 +260,30 @@ impl Registry {
             self.auth = Some(self.answer(&challenge)?);
         }
         Err(Error::Unauthenticated(format!("GET {url}: unauthorized")))
+    }
+
+    /// A 401 is answered with the registry's credentials only when the
+    /// registry itself sent it: after a redirect (blobs go to storage on
+    /// other hosts) the challenge is the other host's, and its token realm
+    /// could be anyone.
+    fn check_challenger(&self, url: &str, resp: &ureq::http::Response<ureq::Body>) -> Result<()> {
+        use ureq::ResponseExt;
+        let from = resp
+            .get_uri()
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            .unwrap_or_default();
+        let own = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, a)| a)
+            .to_ascii_lowercase();
+        if from == own {
+            return Ok(());
+        }
+        Err(Error::Unauthenticated(format!(
+            "{url}: {from}, where the registry redirected, asks for credentials; the registry's are not sent there"
+        )))
     }
 
     /// The `Authorization` header that answers a `WWW-Authenticate` challenge.
@@ -311,11 +360,21 @@ impl Registry {
                 ("refresh_token", refresh.as_str()),
                 ("client_id", "berth"),
             ]);
-            self.agent.post(&realm).send_form(form)
+            self.agent
+                .post(&realm)
+                .config()
+                .timeout_global(Some(self.document_deadline))
+                .build()
+                .send_form(form)
         } else {
             let query: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let url = format!("{realm}?{}", query.join("&"));
-            let mut req = self.agent.get(&url);
+            let mut req = self
+                .agent
+                .get(&url)
+                .config()
+                .timeout_global(Some(self.document_deadline))
+                .build();
             if let Some(h) = self.creds.basic_header() {
                 req = req.header("Authorization", &h);
             }
@@ -352,7 +411,7 @@ impl Registry {
     /// Fetches a manifest or index by tag or digest; verifies a digest reference.
     pub fn manifest(&mut self, reference: &str) -> Result<FetchedManifest> {
         let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
-        let mut resp = self.get(&url, Some(MANIFEST_ACCEPT))?;
+        let mut resp = self.get(&url, Some(MANIFEST_ACCEPT), Fetch::Document)?;
         match resp.status().as_u16() {
             200 => {}
             404 => {
@@ -394,7 +453,7 @@ impl Registry {
     /// Fetches a small blob (a config) into memory, verified.
     pub fn blob_bytes(&mut self, digest: &Digest) -> Result<Vec<u8>> {
         let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
-        let mut resp = self.get(&url, None)?;
+        let mut resp = self.get(&url, None, Fetch::Document)?;
         if resp.status() != 200 {
             return Err(Error::Image(format!("GET {url}: HTTP {}", resp.status())));
         }
@@ -425,7 +484,7 @@ impl Registry {
         stop: &dyn Fn() -> bool,
     ) -> Result<()> {
         let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
-        let mut resp = self.get(&url, None)?;
+        let mut resp = self.get(&url, None, Fetch::Layer)?;
         if resp.status() != 200 {
             return Err(Error::Image(format!("GET {url}: HTTP {}", resp.status())));
         }
@@ -545,6 +604,7 @@ pub(super) mod tests {
                 password: "secret".into(),
             },
             auth: None,
+            document_deadline: Duration::from_secs(60),
         };
         let got = reg.fetch_token(&format!("realm=\"http://127.0.0.1:{port}/token\",service=\"x\""));
         let e = got.expect_err("basic credentials offered to an http realm");
@@ -609,9 +669,10 @@ pub(super) mod tests {
             repository: "lib/app".into(),
             creds: Credentials::None,
             auth: Some("Bearer registry-secret".into()),
+            document_deadline: Duration::from_secs(60),
         };
         let resp = reg
-            .get(&format!("http://{host}/v2/lib/app/blobs/x"), None)
+            .get(&format!("http://{host}/v2/lib/app/blobs/x"), None, Fetch::Layer)
             .unwrap();
         assert_eq!(resp.status(), 200);
         assert!(reg_seen
