@@ -447,12 +447,19 @@ impl Berthd {
     /// Starts (or restarts, after [`Berthd::kill_hard`]) the berthd process
     /// on this instance's config and state, and waits for it to answer.
     pub async fn spawn(&mut self) -> anyhow::Result<CriClient> {
+        self.spawn_env(&[]).await
+    }
+
+    /// [`Berthd::spawn`] with extra environment variables for this one
+    /// process (e.g. `BERTH_CRASH_AT`).
+    pub async fn spawn_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<CriClient> {
         anyhow::ensure!(self.child.is_none(), "berthd is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("berthd.log"))?;
         let child = Command::new(bin_dir().join("berthd"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(self.dir.path().join("config.toml"))
             .stdin(Stdio::null())
@@ -498,6 +505,22 @@ impl Berthd {
     /// berthd's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits (bounded) until berthd exits by itself and reaps it; its exit
+    /// status, or None if it still runs after `timeout` (it keeps running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.as_mut()?.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Some(status);
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => return None,
+            }
+        }
     }
 
     /// SIGKILLs berthd (simulates a crash) and reaps it.

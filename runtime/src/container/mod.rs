@@ -329,6 +329,7 @@ impl ContainerManager {
         let mut undo = Rollback::new();
         let dir = self.cfg.root.join("containers").join(&id);
         let bundle = self.cfg.state.join("containers").join(&id);
+        crate::crash::point("create_container.intent");
         // Explicit modes, whatever the umask: the container's dirs and its
         // spec (Secrets in env) are root's; the upper dir is the
         // container's `/` and the volumes its empty dirs (root's, 0755).
@@ -352,6 +353,7 @@ impl ContainerManager {
                 let _ = std::fs::remove_dir_all(b);
             });
         }
+        crate::crash::point("create_container.dirs");
         let cgroups = self.sandboxes.cgroups().clone();
         let created = cgroups.ensure(&cgroup_path)?;
         {
@@ -377,6 +379,7 @@ impl ContainerManager {
                 self.cfg.memory_decrease_wait(),
             )?;
         }
+        crate::crash::point("create_container.cgroup");
         let lower: Vec<String> = self
             .images
             .lower_dirs(&image)
@@ -405,6 +408,7 @@ impl ContainerManager {
         let spec_file = bundle.join("config.json");
         store::modes::write_file(&spec_file, &spec_json, store::modes::PRIVATE_FILE)
             .map_err(|e| Error::io(format!("write {}", spec_file.display()), e))?;
+        crate::crash::point("create_container.config");
         let mut shim = Self::shim_of(&sb)?;
         let resp = shim
             .create(shimpb::CreateRequest {
@@ -428,6 +432,7 @@ impl ContainerManager {
                 });
             });
         }
+        crate::crash::point("create_container.shim");
         let record = ContainerRecord {
             id: id.clone(),
             sandbox_id: sbr.id.clone(),
@@ -475,6 +480,7 @@ impl ContainerManager {
             additional_gids: identity.additional_gids,
         };
         store::write_record(&self.record_path(&id), &record)?;
+        crate::crash::point("create_container.record");
         let (changed, _) = watch::channel(ContainerState::Created);
         self.containers.lock().insert(
             id.clone(),
@@ -525,6 +531,7 @@ impl ContainerManager {
         let sb = self.sandboxes.get(&rec.sandbox_id)?;
         let mut shim = Self::shim_of(&sb)?;
         let started = shim.start(shimpb::StartRequest { id: rec.id.clone() }).await;
+        crate::crash::point("start_container.shim");
         let started = match started {
             Ok(r) => r.into_inner(),
             Err(e) => {
@@ -730,6 +737,7 @@ impl ContainerManager {
             })
             .await
             .map_err(shim_error)?;
+            crate::crash::point("stop_container.signal");
             if tokio::time::timeout(timeout, rx.wait_for(|s| *s == ContainerState::Exited))
                 .await
                 .is_ok()
@@ -775,8 +783,10 @@ impl ContainerManager {
                 }
             }
         }
+        crate::crash::point("remove_container.shim");
         let cg = self.sandboxes.cgroups();
         cg.remove(&cg.dir(&rec.cgroup_path))?;
+        crate::crash::point("remove_container.cgroup");
         for d in [&rec.bundle, &rec.dir] {
             if let Err(e) = std::fs::remove_dir_all(d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -784,6 +794,7 @@ impl ContainerManager {
                 }
             }
         }
+        crate::crash::point("remove_container.dirs");
         c.record_file.remove(&self.record_path(&rec.id))?;
         self.containers.lock().remove(&rec.id);
         self.events.container(Kind::Deleted, &rec.id, &rec.sandbox_id);

@@ -366,6 +366,7 @@ impl ImageStore {
             claim.add(claims::Item::Blob(l.digest.clone()));
         }
         self.fetch_layers(&reg, &layers, &limits::ImageBytes::default(), cancel)?;
+        crate::crash::point("pull_image.layers");
         // Every layer may have been in place already: a pull cancelled by now
         // still records nothing (kubelet gave up on it and will retry).
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
@@ -405,6 +406,7 @@ impl ImageStore {
                 store::write_record(&self.meta_path(&Digest::parse(&c.id)?), c)?;
             }
             store::write_record(&self.meta_path(&config_digest), &rec)?;
+            crate::crash::point("pull_image.record");
             images.insert(rec.id.clone(), rec.clone());
         }
         tracing::info!(
@@ -449,6 +451,7 @@ impl ImageStore {
             images.values().flat_map(|r| r.chain_ids.clone()).collect()
         };
         store::remove_record(&self.meta_path(&id))?;
+        crate::crash::point("remove_image.record");
         for c in &rec.chain_ids {
             if !still_used.contains(c) {
                 let _ = std::fs::remove_dir_all(self.snapshot_dir(c));

@@ -412,6 +412,7 @@ impl SandboxManager {
         tokio::task::spawn_blocking(move || cni.del(&list, &a, Some(&result)))
             .await
             .map_err(|e| Error::Internal(format!("CNI DEL task: {e}")))??;
+        crate::crash::point("stop_sandbox.cni_del");
         let rec = {
             let mut r = sb.record.lock();
             if let Some(n) = r.network.as_mut() {
@@ -742,6 +743,7 @@ impl SandboxManager {
         // after a restart): the wait checks the shim's identity, never a
         // bare pid that may since belong to another process.
         wait_gone(rec.shim_pid, &rec.shim_socket).await;
+        crate::crash::point("stop_sandbox.shim");
         self.persist(sb)?;
         if was_ready {
             self.events.sandbox(Kind::Stopped, &rec.id);
@@ -758,6 +760,7 @@ impl SandboxManager {
         for p in rec.ns_paths.values() {
             pin::unpin(p)?;
         }
+        crate::crash::point("remove_sandbox.pins");
         // Before the state dir goes: removing files under a live mount point
         // would empty the tmpfs and then fail with EBUSY.
         if let Some(s) = &rec.shm {
@@ -765,6 +768,7 @@ impl SandboxManager {
         }
         self.cgroups
             .remove_created(&rec.cgroup_created, &self.cgroups.dir(&rec.cgroup_path))?;
+        crate::crash::point("remove_sandbox.cgroup");
         if let Err(e) = std::fs::remove_file(&rec.shim_socket) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 return Err(Error::io(format!("remove {}", rec.shim_socket.display()), e));
@@ -776,6 +780,7 @@ impl SandboxManager {
                 return Err(Error::io(format!("remove {}", dir.display()), e));
             }
         }
+        crate::crash::point("remove_sandbox.state");
         sb.record_file.remove(&self.record_path(&rec.id))?;
         // Read while the sandbox is still known: kubelet drops a DELETED
         // event that has no sandbox status.
