@@ -8,6 +8,8 @@
 #   hack/test.sh --vm       VM integration tests only (skips lints + host tests)
 #   BERTH_VM_FILTER=a,b     only VM tests whose name contains "a" or "b" (refused under CI=true)
 #   BERTH_VM_SUITE_TIMEOUT  seconds each VM test executable may run (default 900)
+#   BERTH_CRITEST=PATH      then run cri-tools' critest (a binary the project does not
+#                           ship) against berthd in the VM: hack/critest.sh
 #
 # Fails closed: every VM test executable must run every test it declares
 # (`--list`), a filter must match at least one test, and CI runs no filter.
@@ -148,4 +150,14 @@ while read -r name declared; do
 done <"$WORK/vm-expected"
 [ $vm_rc -eq 0 ] || die "VM run failed (rc $vm_rc)"
 [ $short -eq 0 ] || die "a VM suite did not run every test it declares"
+
+step "critest (optional)"
+if [ -z "${BERTH_CRITEST:-}" ]; then
+    echo "critest: skipped (set BERTH_CRITEST to a critest binary, see README)"
+elif [ -n "$FILTER" ]; then
+    echo "critest: skipped under BERTH_VM_FILTER"
+else
+    [ -x "$BERTH_CRITEST" ] || die "BERTH_CRITEST=$BERTH_CRITEST is not an executable"
+    CRITEST=$BERTH_CRITEST hack/critest.sh
+fi
 step "all tests passed"

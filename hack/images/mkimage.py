@@ -75,7 +75,8 @@ def tar_layer(entries):
     """entries: list of (path, kind, data/target, mode, uid, gid). Deterministic."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for path, kind, payload, mode, uid, gid in sorted(entries, key=lambda e: e[0]):
+        # Hard links last: a link's target must already be in the archive.
+        for path, kind, payload, mode, uid, gid in sorted(entries, key=lambda e: (e[1] == "hard", e[0])):
             ti = tarfile.TarInfo(path)
             ti.mtime = 0
             ti.mode = mode

@@ -2,7 +2,8 @@
 # Pushes the OCI layouts from OUTDIR/oci into a real registry's storage at
 # OUTDIR/registry: a Debian docker-registry is started on a free loopback port
 # over that directory, skopeo copies every image to <port>/library/<name>:latest
-# (and the tags in its layout's berth-tags), garbles the blobs listed in
+# (and the tags in its layout's berth-tags; a layout with berth-repo goes to
+# that repository with exactly the tags in berth-tags), garbles the blobs listed in
 # berth-corrupt, and the registry is stopped. The VM serves the same directory on 127.0.0.1:5000.
 #   hack/images/registry-seed.sh OUTDIR
 set -euo pipefail
@@ -33,11 +34,16 @@ for _ in $(seq 100); do
 done
 for dir in "$OUT"/oci/*/; do
     name=$(basename "$dir")
+    repo=library/$name tags="latest $(cat "$dir/berth-tags" 2>/dev/null || true)"
+    # A layout naming its repository (critest_images.py) lists its tags exactly.
+    if [ -e "$dir/berth-repo" ]; then
+        repo=$(cat "$dir/berth-repo") tags=$(cat "$dir/berth-tags")
+    fi
     # --all: an image index is pushed with every platform's manifest.
-    for tag in latest $(cat "$dir/berth-tags" 2>/dev/null || true); do
+    for tag in $tags; do
         skopeo --insecure-policy copy --all --quiet --dest-tls-verify=false \
-            "oci:$dir:latest" "docker://127.0.0.1:$PORT/library/$name:$tag"
-        echo "registry-seed: library/$name:$tag"
+            "oci:$dir:latest" "docker://127.0.0.1:$PORT/$repo:$tag"
+        echo "registry-seed: $repo:$tag"
     done
 done
 # Garble the layers a layout lists in berth-corrupt, in place: the registry
