@@ -295,6 +295,7 @@ async fn a_full_log_disk_drops_records_but_never_blocks() {
         Some("size=64k"),
     )
     .expect("mount a 64 KiB tmpfs");
+    let _unmount = Unmount(small.clone());
     let pod = pod_config("fulldisk", &small);
     let sb = c.run_pod(&pod).await.expect("runp");
     // ~1.3 MiB of numbered lines into a 64 KiB filesystem. The container
@@ -342,7 +343,6 @@ async fn a_full_log_disk_drops_records_but_never_blocks() {
     );
     c.remove(&id).await.unwrap();
     c.stop_and_remove_pod(&sb).await.unwrap();
-    let _ = nix::mount::umount2(&small, nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// AppArmor (on in Debian's kernel): a Localhost profile the node loaded
@@ -367,6 +367,19 @@ async fn apparmor_profiles_confine_or_are_refused() {
         .write_all(profile.as_bytes())
         .unwrap();
     assert!(parser.wait().unwrap().success(), "load the test profile");
+    // Unloaded however the test ends: the kernel keeps a loaded profile
+    // until told otherwise, and the next test must not find it.
+    let unload = Cleanup::new(|| {
+        let st = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "echo -n berth-test-deny-tmp > /sys/kernel/security/apparmor/.remove",
+            ])
+            .status();
+        if !st.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("unloading AppArmor profile berth-test-deny-tmp failed: {st:?}");
+        }
+    });
 
     let (b, mut c) = Berthd::start().await.expect("berthd");
     c.pull(&busybox()).await.expect("pull");
@@ -459,6 +472,12 @@ async fn apparmor_profiles_confine_or_are_refused() {
         .containers;
     assert!(left.is_empty(), "{left:?}");
     c.stop_and_remove_pod(&sb).await.unwrap();
+    drop(unload);
+    let loaded = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles").unwrap();
+    assert!(
+        !loaded.contains("berth-test-deny-tmp"),
+        "the guard unloads it: {loaded}"
+    );
 }
 
 /// `tty: true`: the process has a terminal from the container's own devpts
