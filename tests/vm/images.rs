@@ -3,7 +3,9 @@
 //! ImageFsInfo after a real pull.
 //!
 //! Runs inside the VM (`hack/vm`), with `--test-threads=1`: the VM serves
-//! the test images on 127.0.0.1:5000 from /var/lib/registry.
+//! the test images on 127.0.0.1:5000 from /var/lib/registry. A pull
+//! cancelled mid-download is `tests/host/pull_gate.rs` (a registry that
+//! holds the layer, so the cancel never races the pull).
 
 use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
@@ -547,53 +549,4 @@ async fn image_pull_malicious_layers_are_rejected() {
     for stray in ["images/berth-dotdot", "images/snapshots/evil", "shadow"] {
         assert!(!root.join(stray).exists(), "{stray}");
     }
-}
-
-/// A pull whose caller gives up (a 1 ms deadline) stops and leaves no
-/// `.partial` blob, no `.tmp-*` snapshot and no image; a pull after it
-/// works.
-#[tokio::test]
-async fn image_pull_cancelled_leaves_nothing() {
-    let (b, mut c) = Berthd::start().await.expect("berthd");
-    let image = format!("{}/library/noise:latest", registry());
-    // A deadline so short that the server may drop the call before the
-    // pull even starts proves nothing: lengthen it until berthd says it
-    // stopped a pull under way (never one that finished).
-    let mut stopped = false;
-    for ms in [1, 20, 100, 300, 1000] {
-        let mut req = tonic::Request::new(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        });
-        req.set_timeout(Duration::from_millis(ms));
-        let err = c.images.pull_image(req).await.expect_err("deadline");
-        assert!(
-            matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
-            "{err:?}"
-        );
-        // The blocking pull notices the cancel flag between reads, and says so.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !b.log().contains("pull stopped: the caller went away") {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(!b.log().contains("image pulled"), "{ms} ms: the pull finished");
-        if b.log().contains("pull stopped: the caller went away") {
-            stopped = true;
-            break;
-        }
-    }
-    assert!(stopped, "no pull was ever stopped mid-way: {}", b.log());
-    let left = store_leftovers(&b);
-    assert!(left.is_empty(), "{left:?}");
-    assert!(c.list_images().await.expect("ListImages").is_empty());
-    let log = b.log();
-    assert!(!log.contains("image pulled"), "{log}");
-
-    c.pull(&image).await.expect("pull after the cancelled one");
-    let left = store_leftovers(&b);
-    assert_eq!(left.len(), 2, "one snapshot, one record: {left:?}");
 }
