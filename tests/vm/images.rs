@@ -8,10 +8,10 @@
 //! holds the layer, so the cancel never races the pull).
 
 use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use berth_proto::cri;
+use berth_tests::registry::RegistryProcess;
 use berth_tests::*;
 
 /// `berth` / `berth-pass`, bcrypt (cost 5) as docker-registry's htpasswd
@@ -23,70 +23,32 @@ const TEST_CA: &str = include_str!("testdata/ca.crt");
 const TEST_CERT: &str = include_str!("testdata/srv.crt");
 const TEST_KEY: &str = include_str!("testdata/srv.key");
 
-/// A second registry over the same storage (read-only), with basic auth or
-/// TLS; killed on drop.
-struct AuthRegistry {
-    child: Child,
-    dir: tempfile::TempDir,
-    addr: String,
+/// The VM's registry storage, served by the registries the tests start.
+const STORAGE: &str = "/var/lib/registry";
+
+/// A second registry over the same storage (read-only), with htpasswd
+/// basic auth, plain HTTP, on a port it bound itself.
+fn auth_registry() -> RegistryProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, HTPASSWD).unwrap();
+    let extra = format!(
+        "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+        htpasswd.display()
+    );
+    RegistryProcess::serve(Path::new(STORAGE), dir, "", &extra)
 }
 
-impl AuthRegistry {
-    /// With htpasswd basic auth, plain HTTP.
-    fn start(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, HTPASSWD).unwrap();
-        let extra = format!(
-            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-            htpasswd.display()
-        );
-        Self::serve(dir, port, "", &extra)
-    }
-
-    /// Over TLS with the test CA's certificate, no auth.
-    fn start_tls(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("srv.crt"), TEST_CERT).unwrap();
-        std::fs::write(dir.path().join("srv.key"), TEST_KEY).unwrap();
-        let tls = format!(
-            "  tls:\n    certificate: {0}/srv.crt\n    key: {0}/srv.key\n",
-            dir.path().display()
-        );
-        Self::serve(dir, port, &tls, "")
-    }
-
-    fn serve(dir: tempfile::TempDir, port: u16, http_extra: &str, extra: &str) -> Self {
-        let addr = format!("127.0.0.1:{port}");
-        let conf = dir.path().join("registry.yml");
-        std::fs::write(
-            &conf,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {addr}\n{http_extra}{extra}"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "auth registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        AuthRegistry { child, dir, addr }
-    }
-}
-
-impl Drop for AuthRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Over TLS with the test CA's certificate, no auth.
+fn tls_registry() -> RegistryProcess {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("srv.crt"), TEST_CERT).unwrap();
+    std::fs::write(dir.path().join("srv.key"), TEST_KEY).unwrap();
+    let tls = format!(
+        "  tls:\n    certificate: {0}/srv.crt\n    key: {0}/srv.key\n",
+        dir.path().display()
+    );
+    RegistryProcess::serve(Path::new(STORAGE), dir, &tls, "")
 }
 
 async fn pull_with(
@@ -109,7 +71,7 @@ async fn pull_with(
 
 #[tokio::test]
 async fn pulls_with_basic_auth_credentials() {
-    let reg = AuthRegistry::start(5001);
+    let reg = auth_registry();
     let (_b, mut c) = Berthd::start().await.expect("berthd");
     let image = format!("{}/library/busybox:latest", reg.addr);
 
@@ -354,13 +316,16 @@ async fn mirrors_are_tried_in_order() {
 /// `skip_verify`; refused when the CA given is not the one that signed it.
 #[tokio::test]
 async fn tls_registries_with_a_private_ca() {
-    let reg = AuthRegistry::start_tls(5443);
+    let reg = tls_registry();
     let ca = reg.dir.path().join("ca.crt");
     std::fs::write(&ca, TEST_CA).unwrap();
     // The server's own (leaf) certificate is no CA for it.
     let wrong = reg.dir.path().join("srv.crt");
-    let image = "localhost:5443/library/busybox:latest";
-    let host = |line: String| format!("[registry.\"localhost:5443\"]\n{line}\n");
+    // By name: the certificate is for localhost (and 127.0.0.1).
+    let port = reg.addr.rsplit_once(':').unwrap().1;
+    let image = format!("localhost:{port}/library/busybox:latest");
+    let image = image.as_str();
+    let host = |line: String| format!("[registry.\"localhost:{port}\"]\n{line}\n");
     for (name, cfg, ok) in [
         ("ca_file", host(format!("ca_file = \"{}\"", ca.display())), true),
         ("skip_verify", host("skip_verify = true".into()), true),

@@ -417,11 +417,16 @@ async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
     let (b, mut c) = Berthd::start().await.expect("berthd");
     let net = b.net.clone().unwrap();
     c.pull(&busybox()).await.expect("pull");
+    // A host port the kernel picked, held bound for the whole test (as
+    // kubelet once held host ports open): no other process can take it,
+    // and the DNAT rule catches the traffic before this socket would.
+    let reserved = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = reserved.local_addr().unwrap().port();
     let mut pod = pod_config("ported", &b.log_dir());
     pod.port_mappings = vec![cri::PortMapping {
         protocol: cri::Protocol::Tcp as i32,
         container_port: 8080,
-        host_port: 18080,
+        host_port: host_port.into(),
         host_ip: String::new(),
     }];
     let sb = c.run_pod(&pod).await.expect("runp");
@@ -445,7 +450,7 @@ async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
             .collect::<Vec<_>>()
     };
     assert!(
-        rules().iter().any(|r| r.contains("18080")),
+        rules().iter().any(|r| r.contains(&host_port.to_string())),
         "DNAT rule for the pod: {:?}",
         rules()
     );
@@ -453,7 +458,7 @@ async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let got = loop {
         let attempt = std::net::TcpStream::connect_timeout(
-            &format!("{}:18080", net.gateway).parse().unwrap(),
+            &format!("{}:{host_port}", net.gateway).parse().unwrap(),
             Duration::from_secs(2),
         )
         .and_then(|mut s| {
