@@ -4,6 +4,7 @@
 //! processes) for asserting that nothing leaked.
 
 pub mod hostile_registry;
+pub mod gated_registry;
 pub mod prom;
 pub mod registry;
 pub mod spdy;
@@ -536,14 +537,6 @@ static NEXT_NET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 impl Drop for Berthd {
     fn drop(&mut self) {
-        // The bridge is node infrastructure the plugin leaves on DEL; this
-        // berthd's network goes with it.
-        if let Some(n) = &self.net {
-            let _ = Command::new("ip")
-                .args(["link", "del", &n.bridge])
-                .stderr(Stdio::null())
-                .status();
-        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -557,6 +550,15 @@ impl Drop for Berthd {
                 let _ = c.kill();
             }
             let _ = c.wait();
+        }
+        // The bridge is node infrastructure the plugin leaves on DEL; this
+        // berthd's network goes with it -- after berthd has stopped, so no
+        // RunPodSandbox still under way re-creates it behind our back.
+        if let Some(n) = &self.net {
+            let _ = Command::new("ip")
+                .args(["link", "del", &n.bridge])
+                .stderr(Stdio::null())
+                .status();
         }
         if std::thread::panicking() {
             eprintln!("---- berthd log ----\n{}", self.log());
@@ -676,8 +678,30 @@ pub struct Unmount(pub std::path::PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
-        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
-            eprintln!("unmount {}: {e}", self.0.display());
+        match nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            // EINVAL: not a mount point (any more): the test unmounted it.
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => eprintln!("unmount {}: {e}", self.0.display()),
+        }
+    }
+}
+
+/// Runs a cleanup when the test ends, failed assertion included: what a
+/// test leaves on the node (a loaded AppArmor profile, a bridge, a node
+/// directory) must not depend on the test passing.
+pub struct Cleanup(Option<Box<dyn FnOnce()>>);
+
+impl Cleanup {
+    /// Runs `undo` on drop.
+    pub fn new(undo: impl FnOnce() + 'static) -> Self {
+        Cleanup(Some(Box::new(undo)))
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(undo) = self.0.take() {
+            undo();
         }
     }
 }

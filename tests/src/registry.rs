@@ -94,21 +94,14 @@ pub fn tag_digest(repo: &str, tag: &str) -> String {
         .to_string()
 }
 
-/// A free loopback port (bound and released: another process could take
-/// it in between, which a test then reports as a failed start).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// A running `docker-registry serve` over the seeded storage; killed on drop.
 pub struct RegistryProcess {
     child: Child,
     /// Holds its config (and whatever files the caller put there).
     pub dir: tempfile::TempDir,
-    /// `127.0.0.1:<port>`.
+    /// `127.0.0.1:<port>`: a port the registry bound itself (`addr:
+    /// 127.0.0.1:0`) and keeps, read back from its log -- never one picked
+    /// by binding and releasing, which another process could take between.
     pub addr: String,
 }
 
@@ -120,18 +113,30 @@ impl RegistryProcess {
 
     /// With extra top-level config YAML (e.g. an `auth:` section).
     pub fn start_with(extra_yaml: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addr = format!("127.0.0.1:{}", free_port());
+        Self::serve(
+            seeded_storage(),
+            tempfile::tempdir().expect("tempdir"),
+            "",
+            extra_yaml,
+        )
+    }
+
+    /// Serves `storage` (read-only) with its config in `dir` (where the
+    /// caller may have put certificates or an htpasswd file), `http_extra`
+    /// YAML inside the `http:` section (e.g. `  tls: ...`) and `extra_yaml`
+    /// at the top level. The VM suites serve the VM's `/var/lib/registry`.
+    pub fn serve(storage: &Path, dir: tempfile::TempDir, http_extra: &str, extra_yaml: &str) -> Self {
         let conf = dir.path().join("registry.yml");
         std::fs::write(
             &conf,
             format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {addr}\n{extra_yaml}",
-                seeded_storage().display()
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{http_extra}{extra_yaml}",
+                storage.display()
             ),
         )
         .expect("registry config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let log_path = dir.path().join("registry.log");
+        let log = std::fs::File::create(&log_path).expect("registry log");
         let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&conf)
@@ -139,20 +144,18 @@ impl RegistryProcess {
             .stderr(log)
             .spawn()
             .expect("docker-registry (hack/install-deps.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!(
-                    "docker-registry exited with {st}: {}",
-                    std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
-                );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(addr) = listening_address(&text) {
+                break addr;
             }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not start on {addr}"
-            );
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("docker-registry exited with {st}: {text}");
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start: {text}");
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
         RegistryProcess { child, dir, addr }
     }
 
@@ -166,5 +169,31 @@ impl Drop for RegistryProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The address in docker-registry's `listening on 127.0.0.1:<port>` (`, tls`
+/// for TLS) log line.
+fn listening_address(log: &str) -> Option<String> {
+    let rest = &log[log.find("msg=\"listening on ")? + "msg=\"listening on ".len()..];
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    addr.rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p != 0))
+        .then_some(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_address_the_registry_bound() {
+        let log = "time=\"x\" level=info msg=\"listening on 127.0.0.1:33981\" go.version=go1.19.8\n";
+        assert_eq!(super::listening_address(log).as_deref(), Some("127.0.0.1:33981"));
+        let tls = "level=info msg=\"listening on 127.0.0.1:4431, tls\" instance.id=x\n";
+        assert_eq!(super::listening_address(tls).as_deref(), Some("127.0.0.1:4431"));
+        assert_eq!(super::listening_address("level=info msg=\"starting\"\n"), None);
+        assert_eq!(super::listening_address("msg=\"listening on 127.0.0.1:0\""), None);
     }
 }

@@ -53,6 +53,9 @@ async fn try_run(
 async fn hostile_dev_symlink_creates_nothing_on_the_node() {
     let node_dev = Path::new("/tmp/berth-hostile-dev");
     let _ = std::fs::remove_dir_all(node_dev);
+    let _gone = Cleanup::new(move || {
+        let _ = std::fs::remove_dir_all(node_dev);
+    });
     let (b, mut c) = Berthd::start().await.expect("berthd");
     c.pull(&image("hostile-devlink")).await.expect("pull");
     let pod = pod_config("devlink", &b.log_dir());
@@ -92,7 +95,6 @@ async fn hostile_dev_symlink_creates_nothing_on_the_node() {
             "a mount on the node's path"
         );
     }
-    let _ = std::fs::remove_dir_all(node_dev);
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 

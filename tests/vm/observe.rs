@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_proto::cri;
@@ -342,13 +341,20 @@ async fn observe_a_dead_shim_is_a_sandbox_stopped_event() {
     c.stop_and_remove_pod(&sb).await.expect("stop+remove pod");
 }
 
-/// A free loopback port (bound, then released for berthd).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The address berthd's observability listener bound (`http_address` with
+/// port 0: berthd keeps the port the kernel gave it and logs it).
+async fn http_listener_address(b: &Berthd) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = b.log();
+        if let Some(line) = log.lines().find(|l| l.contains("observability listener")) {
+            if let Some(a) = line.split_whitespace().find_map(|w| w.strip_prefix("address=")) {
+                return a.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no listener address logged: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A plain HTTP/1.0 GET: (status, headers (lower-case names), body).
@@ -376,49 +382,17 @@ fn http_get(addr: &str, path: &str, accept: Option<&str>) -> (u16, BTreeMap<Stri
 /// `berth` / `berth-pass`, bcrypt, as docker-registry's htpasswd reads it.
 const HTPASSWD: &str = "berth:$2b$05$AUzg/UMsNVnn1.8Mk8tyf.zWLaX0UJtqZ35QzqSAJg.h6cD08Rsma\n";
 
-/// A read-only htpasswd-protected registry over the VM's image storage.
-struct AuthRegistry {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl AuthRegistry {
-    fn start(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, HTPASSWD).unwrap();
-        let conf = dir.path().join("registry.yml");
-        std::fs::write(
-            &conf,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  \
-                 maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n\
-                 auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                htpasswd.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "auth registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        AuthRegistry { child, _dir: dir }
-    }
-}
-
-impl Drop for AuthRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A read-only htpasswd-protected registry over the VM's image storage, on
+/// a port it bound itself.
+fn auth_registry() -> registry::RegistryProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, HTPASSWD).unwrap();
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+        htpasswd.display()
+    );
+    registry::RegistryProcess::serve(std::path::Path::new("/var/lib/registry"), dir, "", &auth)
 }
 
 fn value(samples: &[prom::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -439,19 +413,21 @@ fn value(samples: &[prom::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 /// password (that really pulls), 406 for an unknown version.
 #[tokio::test]
 async fn observe_metrics_health_and_zpages() {
-    let reg = AuthRegistry::start(5002);
-    let addr = format!("127.0.0.1:{}", free_port());
+    let reg = auth_registry();
     let extra = format!(
-        "http_address = \"{addr}\"\n[registry.\"127.0.0.1:5002\"]\nusername = \"berth\"\npassword = \"berth-pass\"\n"
+        "http_address = \"127.0.0.1:0\"\n[registry.\"{}\"]\nusername = \"berth\"\npassword = \"berth-pass\"\n",
+        reg.addr
     );
     let (b, mut c) = Berthd::start_with(&extra).await.expect("berthd");
+    let addr = http_listener_address(&b).await;
     assert_eq!(http_get(&addr, "/healthz", None).0, 200);
     let (code, _, body) = http_get(&addr, "/readyz", None);
     assert_eq!((code, body.as_str()), (200, "ok"));
 
     // The configured credentials pull from the protected registry with no
     // credentials in the request.
-    let private = "127.0.0.1:5002/library/busybox:latest";
+    let private = format!("{}/library/busybox:latest", reg.addr);
+    let private = private.as_str();
     c.pull(private).await.expect("pull with the config's credentials");
     let missing = c.pull(&format!("{}/library/nope:latest", registry())).await;
     assert!(missing.is_err());
@@ -548,9 +524,9 @@ async fn observe_metrics_health_and_zpages() {
     assert_eq!(v["apiVersion"], "config.k8s.io/v1alpha1");
     assert_eq!(v["metadata"]["name"], "berthd");
     let flags = &v["flags"];
-    assert_eq!(flags["registry.127.0.0.1:5002.password"], "[redacted]");
-    assert_eq!(flags["registry.127.0.0.1:5002.username"], "berth");
-    assert_eq!(flags["http_address"], addr.as_str());
+    assert_eq!(flags[&format!("registry.{}.password", reg.addr)], "[redacted]");
+    assert_eq!(flags[&format!("registry.{}.username", reg.addr)], "berth");
+    assert_eq!(flags["http_address"], "127.0.0.1:0", "as configured");
     assert_eq!(flags["socket"], b.socket.to_string_lossy().as_ref());
     assert!(flags["config"].as_str().unwrap().ends_with("config.toml"));
     // Nor does verbose Status give it away.

@@ -417,11 +417,16 @@ async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
     let (b, mut c) = Berthd::start().await.expect("berthd");
     let net = b.net.clone().unwrap();
     c.pull(&busybox()).await.expect("pull");
+    // A host port the kernel picked, held bound for the whole test (as
+    // kubelet once held host ports open): no other process can take it,
+    // and the DNAT rule catches the traffic before this socket would.
+    let reserved = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = reserved.local_addr().unwrap().port();
     let mut pod = pod_config("ported", &b.log_dir());
     pod.port_mappings = vec![cri::PortMapping {
         protocol: cri::Protocol::Tcp as i32,
         container_port: 8080,
-        host_port: 18080,
+        host_port: host_port.into(),
         host_ip: String::new(),
     }];
     let sb = c.run_pod(&pod).await.expect("runp");
@@ -445,7 +450,7 @@ async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
             .collect::<Vec<_>>()
     };
     assert!(
-        rules().iter().any(|r| r.contains("18080")),
+        rules().iter().any(|r| r.contains(&host_port.to_string())),
         "DNAT rule for the pod: {:?}",
         rules()
     );
@@ -453,7 +458,7 @@ async fn host_port_mapping_reaches_the_pod_and_is_cleaned_up() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let got = loop {
         let attempt = std::net::TcpStream::connect_timeout(
-            &format!("{}:18080", net.gateway).parse().unwrap(),
+            &format!("{}:{host_port}", net.gateway).parse().unwrap(),
             Duration::from_secs(2),
         )
         .and_then(|mut s| {
@@ -786,6 +791,10 @@ async fn host_ipc_and_host_pid_pods_share_the_nodes_namespaces() {
 async fn dual_stack_pods_report_both_addresses() {
     let conf = tempfile::tempdir().unwrap();
     let bridge = "bds0";
+    // Declared before berthd, so dropped after it: no pod is left on it.
+    let _bridge = Cleanup::new(move || {
+        let _ = Command::new("ip").args(["link", "del", bridge]).status();
+    });
     std::fs::write(
         conf.path().join("10-dual.conflist"),
         format!(
@@ -815,7 +824,95 @@ async fn dual_stack_pods_report_both_addresses() {
     assert!(text.contains(&format!("inet {}/24", net.ip)), "{text}");
     assert!(text.contains(&format!("inet6 {}/64", v6[0])), "{text}");
     c.stop_and_remove_pod(&sb).await.unwrap();
-    let _ = Command::new("ip").args(["link", "del", bridge]).status();
+}
+
+/// Output of a command run on the node (it must succeed).
+fn node_cmd(argv: &[&str]) -> String {
+    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// README: the CNI `bandwidth` and `ipRanges` capabilities, with the real
+/// plugins. kubelet's pod CIDR (UpdateRuntimeConfig) overrides the
+/// config's range, and the bandwidth annotations become tbf qdiscs at the
+/// given rates (ingress on the pod's host veth, egress on the plugin's ifb
+/// device); DEL takes the shaping away again.
+#[tokio::test]
+async fn cni_bandwidth_and_ip_ranges_capabilities() {
+    let conf = tempfile::tempdir().unwrap();
+    let bridge = "bbw0";
+    let _bridge = Cleanup::new(move || {
+        let _ = Command::new("ip").args(["link", "del", bridge]).status();
+    });
+    std::fs::write(
+        conf.path().join("10-shaped.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"berth-shaped","plugins":[
+  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+    "capabilities":{{"ipRanges":true}},
+    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.97.0.0/24"}}]],"dataDir":"{ipam}"}}}},
+  {{"type":"bandwidth","capabilities":{{"bandwidth":true}}}}]}}"#,
+            ipam = conf.path().join("ipam").display()
+        ),
+    )
+    .unwrap();
+    let (b, mut c) = Berthd::start_with(&format!("cni_conf_dir = \"{}\"\n", conf.path().display()))
+        .await
+        .expect("berthd");
+    c.runtime
+        .update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: "10.96.7.0/24".into(),
+                }),
+            }),
+        })
+        .await
+        .expect("pod CIDR");
+    let ifbs = || node_cmd(&["ip", "-o", "link", "show", "type", "ifb"]);
+    let ifbs_before = ifbs();
+    let mut pod = pod_config("shaped", &b.log_dir());
+    pod.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+    pod.annotations
+        .insert("kubernetes.io/egress-bandwidth".into(), "5M".into());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let (st, _) = pod_info(&mut c, &sb).await;
+    let ip = st.network.unwrap().ip;
+    assert!(
+        ip.starts_with("10.96.7."),
+        "from the pod CIDR, not the config's 10.97.0.0/24: {ip}"
+    );
+
+    let veths = node_cmd(&["ip", "-o", "link", "show", "master", bridge]);
+    let veth = veths
+        .lines()
+        .find_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no veth on {bridge}: {veths}"));
+    let ingress = node_cmd(&["tc", "qdisc", "show", "dev", &veth]);
+    assert!(
+        ingress.contains("qdisc tbf") && ingress.contains("rate 10Mbit"),
+        "ingress shaping on {veth}: {ingress}"
+    );
+    let ifb = ifbs()
+        .lines()
+        .filter(|l| !ifbs_before.contains(*l))
+        .find_map(|l| l.split(": ").nth(1).map(str::to_string))
+        .unwrap_or_else(|| panic!("no ifb device for egress: {}", ifbs()));
+    let egress = node_cmd(&["tc", "qdisc", "show", "dev", &ifb]);
+    assert!(
+        egress.contains("qdisc tbf") && egress.contains("rate 5Mbit"),
+        "egress shaping on {ifb}: {egress}"
+    );
+
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert_eq!(ifbs(), ifbs_before, "DEL removed the egress device");
 }
 
 /// Starts a long-running container in the pod.

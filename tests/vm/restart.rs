@@ -160,8 +160,8 @@ fn usage(b: &Berthd, shim_pid: u32, pod_cg: &Path) -> Usage {
             .unwrap_or(0)
     };
     Usage {
-        mounts: count_mounts(),
-        processes: count_processes(),
+        mounts: count_mounts(b),
+        processes: count_processes(b, pod_cg),
         pod_cgroups: count_cgroups(pod_cg),
         shim_rss_kib: rss_kib(shim_pid),
         shim_fds: fd_count(shim_pid),
@@ -172,21 +172,35 @@ fn usage(b: &Berthd, shim_pid: u32, pod_cg: &Path) -> Usage {
     }
 }
 
-fn count_mounts() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .count()
+/// Mounts of this berthd (rootfs overlays, netns and shm pins, bind
+/// sources: all under its private dir), not the VM's: other suites'
+/// leftovers or the kernel's own must not move the count.
+fn count_mounts(b: &Berthd) -> usize {
+    mounts_containing(&b.dir.path().to_string_lossy()).len()
 }
 
-/// User-space processes (kernel threads, whose cmdline is empty, come and go).
-fn count_processes() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| !c.is_empty()))
-        .count()
+/// Processes this test made: those in the pod's cgroup tree and this
+/// berthd's shims (kernel threads and other suites' processes come and go).
+fn count_processes(b: &Berthd, pod_cg: &Path) -> usize {
+    let pod = format!(
+        "0::/{}",
+        pod_cg.strip_prefix("/sys/fs/cgroup").unwrap_or(pod_cg).display()
+    );
+    let shims = format!("--socket {}/state/", b.dir.path().display());
+    let mut pids: std::collections::BTreeSet<u32> = processes_matching(&shims)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cg = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+        if cg.lines().any(|l| l == pod || l.starts_with(&format!("{pod}/"))) {
+            pids.insert(pid);
+        }
+    }
+    pids.len()
 }
 
 fn count_cgroups(dir: &Path) -> usize {
@@ -459,6 +473,8 @@ async fn in_place_restart_keeps_the_pod_and_renews_containers() {
         ids = start_pod(&mut c, &sb, &pod, attempt, &empty_dir).await;
     }
     let before = usage(&b, shim_pid, &pod_cg);
+    // The scoped counts see the pod: a count of nothing proves nothing.
+    assert!(before.mounts > 0 && before.processes > 0, "{before:?}");
     let mut cycle = Vec::new();
     for attempt in 24..124u32 {
         let t = Instant::now();

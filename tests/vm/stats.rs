@@ -96,13 +96,24 @@ async fn start_ready(
     id
 }
 
-fn within(value: u64, expected: u64, tolerance: f64) -> bool {
-    let (v, e) = (value as f64, expected as f64);
-    (v - e).abs() <= e * tolerance
+/// CPU the container used (ns, cumulative) and its rate (nano-cores), with
+/// the sample's timestamp.
+fn cpu_of(s: &cri::ContainerStats) -> (u64, Option<u64>, i64) {
+    let cpu = s.cpu.as_ref().expect("cpu of a running container");
+    (
+        val(&cpu.usage_core_nano_seconds).expect("cumulative usage"),
+        val(&cpu.usage_nano_cores),
+        cpu.timestamp,
+    )
 }
 
+/// A busy loop next to an idle container: the counters only grow, the busy
+/// one's usage and rate are strictly above the idle one's, and no rate
+/// exceeds what the VM's CPUs can give (a unit error would). How close the
+/// busy rate comes to one core depends on the machine's load: that figure
+/// is printed as BERTH-BENCH, never asserted.
 #[tokio::test]
-async fn stats_busy_loop_uses_one_core() {
+async fn stats_busy_loop_outuses_an_idle_container() {
     let (b, mut c) = Berthd::start().await.expect("berthd");
     c.pull(&busybox()).await.expect("pull");
     let pod = pod_config("stats-cpu", &b.log_dir());
@@ -117,21 +128,51 @@ async fn stats_busy_loop_uses_one_core() {
         0,
     )
     .await;
-    let first = container_stats(&mut c, &id).await.unwrap();
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let s = container_stats(&mut c, &id).await.unwrap();
-    let elapsed = t0.elapsed();
-    let cpu = s.cpu.as_ref().expect("cpu of a running container");
-    let cores = val(&cpu.usage_nano_cores).expect("a rate once a previous sample exists");
-    // Cross-check with the cumulative counter over our own window.
-    let used_ns = val(&cpu.usage_core_nano_seconds).unwrap()
-        - val(&first.cpu.as_ref().unwrap().usage_core_nano_seconds).unwrap();
-    let own = (used_ns as f64 / elapsed.as_secs_f64()) as u64;
-    println!("BERTH-BENCH busy_loop usage_nano_cores={cores} counter_rate={own}");
-    assert!(within(cores, 1_000_000_000, 0.2), "usage_nano_cores {cores}");
-    assert!(within(own, 1_000_000_000, 0.2), "counter rate {own}");
-    assert!(cpu.timestamp > first.cpu.as_ref().unwrap().timestamp);
+    let idle = start_ready(&mut c, &b, &sb, &pod, "idle", "echo ready; sleep 3600", 0).await;
+    let (spin0, _, spin_t0) = cpu_of(&container_stats(&mut c, &id).await.unwrap());
+    let (idle0, _, _) = cpu_of(&container_stats(&mut c, &idle).await.unwrap());
+    // Until the busy loop has used a whole second of CPU (however long a
+    // loaded machine takes to give it one), then one more sample of each.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let s = loop {
+        let s = container_stats(&mut c, &id).await.unwrap();
+        if cpu_of(&s).0 >= spin0 + 1_000_000_000 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the busy loop got no second of CPU in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let idle_s = container_stats(&mut c, &idle).await.unwrap();
+    let (spin1, spin_rate, spin_t1) = cpu_of(&s);
+    let (idle1, idle_rate, _) = cpu_of(&idle_s);
+    let spin_rate = spin_rate.expect("a rate once a previous sample exists");
+    let idle_rate = idle_rate.expect("a rate once a previous sample exists");
+    let wall_ns = (spin_t1 - spin_t0).max(1) as f64;
+    println!(
+        "BERTH-BENCH busy_loop usage_nano_cores={spin_rate} counter_rate={} idle_usage_nano_cores={idle_rate}",
+        ((spin1 - spin0) as f64 / wall_ns * 1e9) as u64
+    );
+    assert!(spin1 > spin0 && idle1 >= idle0, "cumulative usage only grows");
+    assert!(spin_t1 > spin_t0, "newer sample, newer timestamp");
+    assert!(
+        spin1 - spin0 > idle1 - idle0,
+        "busy used more than idle: {} vs {}",
+        spin1 - spin0,
+        idle1 - idle0
+    );
+    assert!(
+        spin_rate > idle_rate,
+        "busy rate {spin_rate} > idle rate {idle_rate}"
+    );
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(
+        spin_rate <= cpus * 1_000_000_000,
+        "{spin_rate} nano-cores on {cpus} CPUs"
+    );
+    let cpu = s.cpu.as_ref().unwrap();
     let psi = cpu.psi.as_ref().expect("cpu PSI");
     assert!(psi.some.is_some(), "{psi:?}");
     assert_eq!(
@@ -139,24 +180,37 @@ async fn stats_busy_loop_uses_one_core() {
         "spin"
     );
 
-    // The pod cgroup holds the container: about one core too.
+    // The pod cgroup holds both containers: its usage covers theirs, and
+    // its rate (from two samples of the pod) is above the idle one's.
     let p = pod_stats(&mut c, &sb).await.unwrap();
     let linux = p.linux.as_ref().unwrap();
     let pod_cpu = linux.cpu.as_ref().unwrap();
-    assert!(val(&pod_cpu.usage_core_nano_seconds).unwrap() >= val(&cpu.usage_core_nano_seconds).unwrap());
-    assert!(val(&linux.process.as_ref().unwrap().process_count).unwrap() >= 1);
-    assert_eq!(linux.containers.len(), 1);
+    let pod_used0 = val(&pod_cpu.usage_core_nano_seconds).unwrap();
+    assert!(pod_used0 >= spin1 + idle1, "pod {pod_used0} < {spin1} + {idle1}");
+    assert!(val(&linux.process.as_ref().unwrap().process_count).unwrap() >= 2);
+    assert_eq!(linux.containers.len(), 2);
     assert_eq!(p.attributes.as_ref().unwrap().id, sb);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let p = pod_stats(&mut c, &sb).await.unwrap();
-    let pod_cores = val(&p.linux.unwrap().cpu.unwrap().usage_nano_cores).expect("pod rate");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // The rate needs a window of a second or more since that first sample.
+    let pod_cores = loop {
+        let p = pod_stats(&mut c, &sb).await.unwrap();
+        let cpu = p.linux.unwrap().cpu.unwrap();
+        if let Some(rate) = val(&cpu.usage_nano_cores) {
+            assert!(
+                val(&cpu.usage_core_nano_seconds).unwrap() > pod_used0,
+                "pod usage grows"
+            );
+            break rate;
+        }
+        assert!(Instant::now() < deadline, "no pod rate after 300 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(
-        within(pod_cores, 1_000_000_000, 0.2),
-        "pod usage_nano_cores {pod_cores}"
+        pod_cores > idle_rate,
+        "pod usage_nano_cores {pod_cores} vs idle {idle_rate}"
     );
 
     // Filters: id prefix, pod id, labels (ANDed).
-    let idle = start_ready(&mut c, &b, &sb, &pod, "idle", "echo ready; sleep 3600", 0).await;
     let by_pod = list_container_stats(
         &mut c,
         cri::ContainerStatsFilter {

@@ -335,8 +335,11 @@ async fn streaming_tokens_are_refused_after_use_or_expiry() {
     assert_eq!(reused.status, 410, "{reused:?}");
     assert!(reused.body.contains("already used"), "{reused:?}");
 
+    let issued = Instant::now();
     let url = c.exec_url(exec_request(&id, &["true"], false, false)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The condition is the token's age: past its TTL (1000 ms, configured
+    // above) by a margin. A slow machine only makes it older, never younger.
+    tokio::time::sleep_until((issued + Duration::from_millis(1500)).into()).await;
     let expired = WsClient::connect(&url, REMOTE_PROTOCOLS)
         .await
         .err()
