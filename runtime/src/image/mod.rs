@@ -85,8 +85,9 @@ pub struct ImageStore {
     /// Snapshots and blobs in-flight pulls use; what a failed pull leaves
     /// unclaimed and unrecorded is removed as it ends.
     claims: claims::Claims,
-    /// Per-registry mirrors and TLS settings from the config.
-    hosts: hosts::Hosts,
+    /// Per-registry mirrors, TLS settings and credentials from the config;
+    /// SIGHUP swaps them, a pull keeps the ones it started with.
+    hosts: parking_lot::RwLock<Arc<hosts::Hosts>>,
     /// Bounds on layers, bytes, entries and paths of one pull.
     limits: limits::Limits,
     /// Registry connect, response-header and idle timeouts.
@@ -145,9 +146,14 @@ impl ImageStore {
     }
 
     /// Uses these per-registry settings (mirrors, TLS) for pulls.
-    pub fn with_hosts(mut self, hosts: hosts::Hosts) -> Self {
-        self.hosts = hosts;
+    pub fn with_hosts(self, hosts: hosts::Hosts) -> Self {
+        self.set_hosts(hosts);
         self
+    }
+
+    /// Replaces the per-registry settings for pulls that start from now on.
+    pub fn set_hosts(&self, hosts: hosts::Hosts) {
+        *self.hosts.write() = Arc::new(hosts);
     }
 
     /// Uses these registry timeouts (the config's `registry_timeouts`).
@@ -165,10 +171,11 @@ impl ImageStore {
     /// Opens a session with the first endpoint (mirrors in order, then the
     /// registry) that serves the reference's manifest.
     fn connect(&self, r: &Reference, creds: Credentials) -> Result<(Registry, registry::FetchedManifest)> {
-        let endpoints = hosts::endpoints(&self.hosts, &r.domain, r.registry_host(), r.is_loopback());
+        let settings = self.hosts.read().clone();
+        let endpoints = hosts::endpoints(&settings, &r.domain, r.registry_host(), r.is_loopback());
         let mut last = None;
         for e in &endpoints {
-            let agent = hosts::agent(&self.hosts, &e.host, &self.timeouts)?;
+            let agent = hosts::agent(&settings, &e.host, &self.timeouts)?;
             // The pull's own credentials win; else the config's for this
             // endpoint (a mirror by its host, the registry by its domain).
             // A mirror over plain http never gets the pull's credentials:
@@ -177,9 +184,9 @@ impl ImageStore {
             let plain_mirror = e.mirror && e.base.starts_with("http://");
             let creds = match creds {
                 Credentials::None => {
-                    hosts::credentials(&self.hosts, if e.mirror { &e.host } else { &r.domain })?
+                    hosts::credentials(&settings, if e.mirror { &e.host } else { &r.domain })?
                 }
-                _ if plain_mirror => hosts::credentials(&self.hosts, &e.host)?,
+                _ if plain_mirror => hosts::credentials(&settings, &e.host)?,
                 _ => creds.clone(),
             };
             let mut reg = Registry::new(r, e, agent, creds);
