@@ -37,7 +37,6 @@ use config::Config;
 /// Command-line flags; each overrides the config files.
 #[derive(Debug, Parser)]
 #[command(name = "berthd", version, about = "Berth: a Kubernetes CRI container runtime")]
-#[command(args_override_self = true)]
 struct Flags {
     #[command(subcommand)]
     command: Option<Command>,

@@ -218,7 +218,10 @@ fn parse_file(path: &Path, text: &str) -> Result<toml::Table> {
 /// `", line N, key a.b"` for the byte offset `at`: the key is the text
 /// before `=` on that line, under the last `[table]` header above it.
 fn describe_location(text: &str, at: usize) -> String {
-    let at = at.min(text.len());
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
     let line_no = text[..at].matches('\n').count() + 1;
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
@@ -458,6 +461,7 @@ mod tests {
         let e = s.load().unwrap_err().to_string();
         assert!(e.contains("30-typo.toml, line 2, key rooot"), "{e}");
 
+        assert_eq!(describe_location("a = \"ü\"\nb = 1\n", 6), ", line 1, key a");
         let (_dir, s) = setup(None, &[("40-syntax.toml", "log_level = \n")]);
         let e = s.load().unwrap_err().to_string();
         assert!(e.contains("40-syntax.toml, line 1"), "{e}");

@@ -88,3 +88,29 @@ impl ServiceManager {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The unit the package installs says what keeps pods alive across
+    /// berthd restarts (issue 21 lists these).
+    #[test]
+    fn the_unit_file_keeps_pods_out_of_berthds_stop() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/berthd.service");
+        let unit = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+        for want in [
+            "Type=notify",
+            "Delegate=yes",
+            "KillMode=process",
+            "Restart=always",
+            "OOMScoreAdjust=-999",
+            "LimitNOFILE=1048576",
+            "TasksMax=infinity",
+            "WatchdogSec=60",
+            "ExecStart=/usr/bin/berthd",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+        ] {
+            assert!(lines.contains(&want), "berthd.service lacks {want}");
+        }
+    }
+}
