@@ -1,6 +1,12 @@
-//! berthd configuration: an optional TOML file, overridden by flags.
+//! berthd configuration: an optional TOML file and its drop-ins,
+//! overridden by flags (see [`layers`]).
 
-use std::path::{Path, PathBuf};
+pub mod default_file;
+pub mod dump;
+pub mod layers;
+pub mod reload;
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -134,26 +140,13 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Parses a config file's text.
+    /// Parses one config text alone (berthd itself reads files and
+    /// drop-ins through [`layers::Sources`]).
+    #[cfg(test)]
     pub fn from_toml(text: &str) -> Result<Self> {
         let cfg: Config = toml::from_str(text).map_err(|e| Error::InvalidArgument(format!("config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    /// Loads `path`; a missing file at the default path means "all defaults".
-    pub fn load(path: Option<&Path>) -> Result<Self> {
-        let (path, explicit) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-        };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                Self::from_toml(&text).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
-            Err(e) => Err(Error::io(format!("read config {}", path.display()), e)),
-        }
     }
 
     /// Checks values that TOML types alone cannot.
@@ -364,12 +357,5 @@ mod tests {
                 .pod_shm_size_bytes,
             128 << 20
         );
-    }
-
-    #[test]
-    fn missing_default_file_is_fine_but_explicit_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("nope.toml");
-        assert!(Config::load(Some(&missing)).is_err());
     }
 }

@@ -21,6 +21,7 @@ pub mod net;
 pub mod observe;
 mod readiness;
 pub mod sandbox;
+pub mod service;
 mod shim_client;
 pub mod stats;
 pub mod store;

@@ -1,9 +1,11 @@
 //! berthd: Berth's CRI v1 daemon.
 //!
-//! Start-up: read config (file, then flags), check the host (root, Linux
+//! Start-up: read config (file, drop-ins, then flags), check the host (root, Linux
 //! 5.14 or later, overlayfs, cgroup v2 with cpu/memory/pids and cgroup.kill), open
-//! the stores, serve the CRI socket until SIGINT or SIGTERM. Containers live
-//! in per-pod shims, so stopping berthd stops no container.
+//! the stores, clean pod records a reboot left stale, recover, tell systemd
+//! it is ready, serve the CRI socket until SIGINT or SIGTERM (SIGHUP
+//! reloads what it can). Containers live in per-pod shims, so stopping
+//! berthd stops no container.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,97 +13,130 @@ use std::sync::Arc;
 use clap::Parser;
 
 use berthd::{
-    cgroup, config, container, cri, error, events, host_check, image, metrics, net, observe, sandbox, stats,
-    store, stream,
+    cgroup, config, container, cri, error, events, host_check, image, metrics, net, observe, sandbox,
+    service, stats, store, stream,
 };
 
 use config::Config;
 
-/// Command-line flags; each overrides the config file.
+/// Command-line flags; each overrides the config files.
 #[derive(Debug, Parser)]
 #[command(name = "berthd", version, about = "Berth: a Kubernetes CRI container runtime")]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file (TOML). Default /etc/berth/config.toml, if it exists.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Drop-in directory: every *.toml in it, in lexical order, overrides
+    /// the config file. Default: config.d next to the config file.
+    #[arg(long, global = true)]
+    config_dir: Option<PathBuf>,
     /// CRI socket path.
-    #[arg(long)]
+    #[arg(long, global = true)]
     socket: Option<PathBuf>,
     /// Persistent state directory.
-    #[arg(long)]
+    #[arg(long, global = true)]
     root: Option<PathBuf>,
     /// Runtime state directory.
-    #[arg(long)]
+    #[arg(long, global = true)]
     state: Option<PathBuf>,
     /// Log filter (e.g. info, debug, berth_runtime=debug).
-    #[arg(long)]
+    #[arg(long, global = true)]
     log_level: Option<String>,
     /// Log format: text or json.
-    #[arg(long)]
+    #[arg(long, global = true)]
     log_format: Option<String>,
     /// Path of the berth-shim binary.
-    #[arg(long)]
+    #[arg(long, global = true)]
     shim: Option<PathBuf>,
     /// Mount point of cgroup v2.
-    #[arg(long)]
+    #[arg(long, global = true)]
     cgroup_root: Option<PathBuf>,
     /// ip:port of the /metrics, /healthz, /readyz, /statusz, /flagz
     /// listener ("" turns it off).
-    #[arg(long)]
+    #[arg(long, global = true)]
     http_address: Option<String>,
     /// Address of the streaming server (exec/attach/port-forward), e.g.
     /// 127.0.0.1:10010; port 0 picks a free port.
-    #[arg(long)]
+    #[arg(long, global = true)]
     stream_address: Option<std::net::SocketAddr>,
 }
 
-fn effective_config(flags: &Flags) -> error::Result<Config> {
-    let mut cfg = Config::load(flags.config.as_deref())?;
+/// Subcommands; without one berthd runs the daemon.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (files, drop-ins, flags) with the
+    /// source of each value; secrets are redacted.
+    Dump,
+    /// Print the default configuration as a commented file.
+    Default,
+}
+
+/// The config files and the flags, as one set of sources SIGHUP can load
+/// again.
+fn config_sources(flags: &Flags) -> error::Result<config::layers::Sources> {
+    let mut s = config::layers::Sources::new(flags.config.as_deref(), flags.config_dir.as_deref());
     if let Some(v) = &flags.socket {
-        cfg.socket = v.clone();
+        s.flag("socket", v, "--socket")?;
     }
     if let Some(v) = &flags.root {
-        cfg.root = v.clone();
+        s.flag("root", v, "--root")?;
     }
     if let Some(v) = &flags.state {
-        cfg.state = v.clone();
+        s.flag("state", v, "--state")?;
     }
     if let Some(v) = &flags.log_level {
-        cfg.log_level = v.clone();
+        s.flag("log_level", v, "--log-level")?;
     }
     if let Some(v) = &flags.log_format {
-        cfg.log_format = v.clone();
+        s.flag("log_format", v, "--log-format")?;
     }
     if let Some(v) = &flags.shim {
-        cfg.shim_path = v.clone();
+        s.flag("shim_path", v, "--shim")?;
     }
     if let Some(v) = &flags.cgroup_root {
-        cfg.cgroup_root = v.clone();
+        s.flag("cgroup_root", v, "--cgroup-root")?;
     }
     if let Some(v) = &flags.http_address {
-        cfg.http_address = v.clone();
+        s.flag("http_address", v, "--http-address")?;
     }
-    if let Some(v) = flags.stream_address {
-        cfg.stream_address = v;
+    if let Some(v) = &flags.stream_address {
+        s.flag("stream_address", v, "--stream-address")?;
     }
-    cfg.validate()?;
-    Ok(cfg)
+    Ok(s)
 }
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cfg.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
+/// `berthd config ...`: prints and exits.
+fn config_command(cmd: &ConfigCommand, flags: &Flags) -> error::Result<String> {
+    match cmd {
+        ConfigCommand::Default => config::default_file::render(),
+        ConfigCommand::Dump => config::dump::render(&config_sources(flags)?.load()?),
     }
 }
 
-async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
+/// What `run` needs besides the configuration.
+struct Daemon {
+    sources: config::layers::Sources,
+    log: service::logging::LogHandle,
+    service: Arc<service::ServiceManager>,
+    config_file: Option<PathBuf>,
+}
+
+async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
+    let Daemon {
+        sources,
+        log,
+        service,
+        config_file,
+    } = d;
     if !nix::unistd::geteuid().is_root() {
         return Err(error::Error::FailedPrecondition(
             "berthd must run as root (it creates namespaces, mounts and cgroups)".into(),
@@ -130,6 +165,14 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
             .with_limits(cfg.image_limits.clone())
             .with_timeouts(cfg.registry_timeouts.clone()),
     );
+    service::reload::Reloader {
+        sources,
+        running: cfg.clone(),
+        log,
+        images: images.clone(),
+    }
+    .spawn()?;
+    service.spawn_watchdog();
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
     let sandboxes = Arc::new(
         sandbox::SandboxManager::new(cfg.clone(), cgroups, cni, Arc::new(sandbox::shm::RealShmHost))
@@ -193,6 +236,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
     )
     .await?;
     let socket = cfg.socket.clone();
+    let root = cfg.root.clone();
     let event_streams = events.clone();
     let cri = cri::Cri {
         cfg: Arc::new(cfg),
@@ -204,6 +248,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
         metrics,
         streams,
     };
+    clean_after_reboot(&cri, &root).await?;
+    let stopping = service.clone();
     let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("install SIGTERM handler");
@@ -212,29 +258,89 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> error::Result<()> {
             _ = term.recv() => {},
         }
         tracing::info!("shutting down (containers keep running in their shims)");
+        stopping.stopping();
         // Event streams never end on their own; kubelet resubscribes to the
         // next berthd.
         event_streams.close_all();
         let _ = stop_tx.send(true);
     };
     let serving = health.clone();
-    let result = cri::serve(cri, &socket, shutdown, move || serving.set_serving(true)).await;
+    let result = cri::serve(cri, &socket, shutdown, move || {
+        serving.set_serving(true);
+        service.ready();
+    })
+    .await;
     health.set_serving(false);
     result
+}
+
+/// After a reboot the pod records under `root` describe nothing that
+/// runs: every pod is removed the way RemovePodSandbox removes it (CNI
+/// DEL, mounts, cgroups, writable layers, records); images and snapshots
+/// stay. The boot id is stored only when all are gone.
+async fn clean_after_reboot(cri: &cri::Cri, root: &std::path::Path) -> error::Result<()> {
+    let now = match service::boot::current(std::path::Path::new(service::boot::BOOT_ID_PATH)) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "no boot id: a reboot cannot be told from a restart");
+            return Ok(());
+        }
+    };
+    let previous = match service::boot::check(root, &now)? {
+        service::boot::Boot::Rebooted { previous } => previous,
+        service::boot::Boot::Same | service::boot::Boot::Unknown => return service::boot::record(root, &now),
+    };
+    let pods = cri.sandboxes.list();
+    tracing::info!(previous_boot = %previous, pods = pods.len(), "node rebooted; removing stale pods");
+    let mut failed = 0;
+    for sb in pods {
+        let id = sb.record().id;
+        let req = berth_proto::cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        };
+        if let Err(e) = cri::sandbox_remove::handle(cri, req).await {
+            failed += 1;
+            tracing::error!(sandbox = %id, error = %e, "stale pod not removed; retried at the next start");
+        }
+    }
+    if failed == 0 {
+        service::boot::record(root, &now)?;
+    }
+    Ok(())
 }
 
 fn main() {
     // Fixes the start time (statusz, berth_start_time_seconds) first thing.
     let _ = *metrics::STARTED_AT;
+    // Before any thread exists: it edits the environment.
+    let service = Arc::new(service::ServiceManager::from_env());
     let flags = Flags::parse();
-    let cfg = match effective_config(&flags) {
+    if let Some(Command::Config(cmd)) = &flags.command {
+        match config_command(cmd, &flags) {
+            Ok(text) => {
+                print!("{text}");
+                return;
+            }
+            Err(e) => {
+                eprintln!("berthd: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let (sources, cfg) = match config_sources(&flags).and_then(|s| s.load().map(|l| (s, l.config))) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berthd: {e}");
             std::process::exit(2);
         }
     };
-    init_logging(&cfg);
+    let log = service::logging::init(
+        &cfg.log_level,
+        service::logging::Style {
+            json: cfg.log_format == "json",
+            journald: service.journald,
+        },
+    );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), root = %cfg.root.display(), socket = %cfg.socket.display(), "berthd starting");
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -243,11 +349,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let config_file = flags
-        .config
-        .clone()
-        .or_else(|| Some(PathBuf::from(config::DEFAULT_CONFIG_PATH)).filter(|p| p.exists()));
-    if let Err(e) = rt.block_on(run(cfg, config_file)) {
+    let config_file = Some(sources.file.clone()).filter(|p| p.exists());
+    let daemon = Daemon {
+        sources,
+        log,
+        service,
+        config_file,
+    };
+    if let Err(e) = rt.block_on(run(cfg, daemon)) {
         tracing::error!(error = %e, "berthd failed");
         eprintln!("berthd: {e}");
         std::process::exit(1);

@@ -3,8 +3,8 @@
 //! with private directories, and probes of the host (mounts, cgroups,
 //! processes) for asserting that nothing leaked.
 
-pub mod hostile_registry;
 pub mod gated_registry;
+pub mod hostile_registry;
 pub mod prom;
 pub mod registry;
 pub mod spdy;

@@ -32,7 +32,7 @@ mod runtime_service;
 mod sandbox_list;
 mod sandbox_metrics_list;
 mod sandbox_port_forward;
-mod sandbox_remove;
+pub mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stats;
 mod sandbox_stats_list;

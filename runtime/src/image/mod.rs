@@ -86,8 +86,9 @@ pub struct ImageStore {
     /// Snapshots and blobs in-flight pulls use; what a failed pull leaves
     /// unclaimed and unrecorded is removed as it ends.
     claims: claims::Claims,
-    /// Per-registry mirrors and TLS settings from the config.
-    hosts: hosts::Hosts,
+    /// Per-registry mirrors, TLS settings and credentials from the config;
+    /// SIGHUP swaps them, a pull keeps the ones it started with.
+    hosts: parking_lot::RwLock<Arc<hosts::Hosts>>,
     /// Bounds on layers, bytes, entries and paths of one pull.
     limits: limits::Limits,
     /// Registry connect, response-header and idle timeouts.
@@ -148,9 +149,14 @@ impl ImageStore {
     }
 
     /// Uses these per-registry settings (mirrors, TLS) for pulls.
-    pub fn with_hosts(mut self, hosts: hosts::Hosts) -> Self {
-        self.hosts = hosts;
+    pub fn with_hosts(self, hosts: hosts::Hosts) -> Self {
+        self.set_hosts(hosts);
         self
+    }
+
+    /// Replaces the per-registry settings for pulls that start from now on.
+    pub fn set_hosts(&self, hosts: hosts::Hosts) {
+        *self.hosts.write() = Arc::new(hosts);
     }
 
     /// Uses these registry timeouts (the config's `registry_timeouts`).
@@ -172,13 +178,16 @@ impl ImageStore {
         r: &Reference,
         auth: &pull_auth::PullAuth,
     ) -> Result<(Registry, registry::FetchedManifest)> {
-        let endpoints = hosts::endpoints(&self.hosts, &r.domain, r.registry_host(), r.is_loopback());
+        // One snapshot of the hosts settings per pull: a SIGHUP reload
+        // swaps them whole, never in the middle of a pull.
+        let settings = self.hosts.read().clone();
+        let endpoints = hosts::endpoints(&settings, &r.domain, r.registry_host(), r.is_loopback());
         let mut last = None;
         for e in &endpoints {
-            let agent = hosts::agent(&self.hosts, &e.host, &self.timeouts)?;
+            let agent = hosts::agent(&settings, &e.host, &self.timeouts)?;
             // The pull's credentials go only to the host they were given
             // for; every other endpoint gets what the config names for it.
-            let creds = pull_auth::credentials_for(&self.hosts, r, e, auth)?;
+            let creds = pull_auth::credentials_for(&settings, r, e, auth)?;
             let mut reg = Registry::new(r, e, agent, creds, &self.timeouts);
             match reg.manifest(r.manifest_ref()) {
                 Ok(m) => {

@@ -132,7 +132,8 @@ pub fn not_acceptable(e: &negotiate::NotAcceptable) -> Page {
     }
 }
 
-fn is_secret(key: &str) -> bool {
+/// Whether a (dotted) key names a secret.
+pub(crate) fn is_secret(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key);
     SECRET_KEYS.contains(&last)
 }

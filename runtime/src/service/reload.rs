@@ -1,0 +1,81 @@
+//! SIGHUP: load the configuration again from the same files and flags,
+//! apply what can change in a running berthd (the log filter, registry
+//! settings) and log what was applied and what waits for a restart.
+
+use std::sync::Arc;
+
+use super::logging::LogHandle;
+use crate::config::layers::Sources;
+use crate::config::reload::plan;
+use crate::config::Config;
+use crate::image::ImageStore;
+
+/// What a reload can reach.
+pub struct Reloader {
+    /// Where the configuration came from.
+    pub sources: Sources,
+    /// The configuration in effect (start-up values plus applied reloads).
+    pub running: Config,
+    /// The log filter.
+    pub log: LogHandle,
+    /// The image store (registry settings).
+    pub images: Arc<ImageStore>,
+}
+
+impl Reloader {
+    /// Loads and applies once; a configuration that does not load changes
+    /// nothing.
+    pub fn reload(&mut self) {
+        let fresh = match self.sources.load() {
+            Ok(l) => l.config,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload failed; nothing changed");
+                return;
+            }
+        };
+        let p = plan(&self.running, &fresh);
+        if p.is_empty() {
+            tracing::info!("configuration reloaded: nothing changed");
+            return;
+        }
+        let mut applied = Vec::new();
+        if p.apply.iter().any(|k| k == "log_level") {
+            match self.log.set_level(&fresh.log_level) {
+                Ok(()) => {
+                    self.running.log_level = fresh.log_level.clone();
+                    applied.push("log_level".to_string());
+                }
+                Err(e) => tracing::error!(error = %e, "log_level not reloaded"),
+            }
+        }
+        let registries: Vec<String> = p
+            .apply
+            .iter()
+            .filter(|k| k.starts_with("registry."))
+            .cloned()
+            .collect();
+        if !registries.is_empty() {
+            self.images.set_hosts(fresh.registry.clone());
+            self.running.registry = fresh.registry;
+            applied.extend(registries);
+        }
+        tracing::info!(
+            reloaded = ?applied,
+            needs_restart = ?p.restart,
+            "configuration reloaded"
+        );
+    }
+
+    /// Reloads on every SIGHUP. The handler is installed here, before the
+    /// task starts, so a SIGHUP from then on never kills berthd.
+    pub fn spawn(mut self) -> crate::error::Result<()> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| crate::error::Error::io("install SIGHUP handler", e))?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                self.reload();
+            }
+        });
+        Ok(())
+    }
+}
