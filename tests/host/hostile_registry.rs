@@ -594,3 +594,53 @@ async fn a_challenge_from_a_redirect_target_gets_no_credentials() {
     let left = store_entries(&b);
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A pull held up by a slow registry (a layer trickled a byte at a time:
+/// progress, so no timeout fires for hours) holds nothing RemoveImage or
+/// other pulls need: an image is removed and pulled again meanwhile.
+#[tokio::test]
+async fn a_slow_pull_holds_no_lock_removals_or_other_pulls_need() {
+    let reg = HostileRegistry::start();
+    let (b, mut c, _d) = berthd_on_host("").await.expect("berthd");
+    let good = reg.serve_busybox("good/busybox");
+    pull_with(&mut c, &good, None).await.expect("good pull");
+    // A layer of its own (busybox's is unpacked already), trickled forever.
+    let slow_layer = format!("sha256:{}", "5".repeat(64));
+    let config = Blob::new(
+        serde_json::json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "6".repeat(64))]}})
+        .to_string()
+        .into_bytes(),
+    );
+    let repo = "hostile/slow";
+    reg.blob_ok(repo, &config);
+    reg.blob(repo, &slow_layer, Reply::Dribble);
+    reg.manifest_tagged(
+        repo,
+        "latest",
+        &manifest(
+            descriptor(OCI_CONFIG, &config.digest, config.size()),
+            vec![descriptor(OCI_LAYER_GZIP, &slow_layer, 1 << 20)],
+        ),
+    );
+    let slow = {
+        let (mut c, image) = (c.clone(), format!("{}/{repo}:latest", reg.addr));
+        tokio::spawn(async move { pull_with(&mut c, &image, None).await })
+    };
+    // The slow pull is under way once its layer is asked for.
+    let asked = std::time::Instant::now();
+    while !reg.seen().iter().any(|s| s.path.ends_with(&slow_layer)) {
+        assert!(asked.elapsed() < HANG, "the slow layer was never asked for");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::timeout(HANG, remove(&mut c, &good))
+        .await
+        .expect("RemoveImage waited for the slow pull");
+    assert!(c.list_images().await.unwrap().is_empty());
+    pull_with(&mut c, &good, None)
+        .await
+        .expect("a pull while the slow one runs");
+    assert!(!slow.is_finished(), "the slow pull is still under way");
+    slow.abort();
+    drop(b);
+}

@@ -10,7 +10,8 @@
 //! (no claim, no record) and the rename out of the way happen under the
 //! claims lock. A pull that claims before that sees the count above zero
 //! and nothing is removed; one that claims after finds the snapshot gone
-//! and makes it anew.
+//! and makes it anew. RemoveImage decides the same way under the same lock,
+//! so it never waits for a pull (a slow registry holds only its own pull).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -68,6 +69,46 @@ impl ImageStore {
             Item::Snapshot(chain) => self.snapshot_dir(chain),
             Item::Blob(digest) => self.blob_path(digest),
         }
+    }
+}
+
+impl ImageStore {
+    /// RemoveImage's part under the claims lock: forgets the record `id`
+    /// (map and file) and moves out of the way the snapshots and the
+    /// config blob no other image names and no pull under way has claimed
+    /// (a pull that claims later finds them gone and makes them anew).
+    /// Returns the moved snapshot dirs, for the caller to delete unlocked.
+    pub(super) fn remove_unclaimed(&self, id: &Digest) -> crate::error::Result<Vec<PathBuf>> {
+        let claims = self.claims.0.lock().expect("claims lock");
+        let mut images = self.images.lock().expect("images lock");
+        let Some(rec) = images.remove(id.as_str()) else {
+            return Ok(Vec::new());
+        };
+        // Under the images lock, as a pull writes its record.
+        if let Err(e) = store::remove_record(&self.meta_path(id)) {
+            images.insert(rec.id.clone(), rec);
+            return Err(e);
+        }
+        crate::crash::point("remove_image.record");
+        let mut doomed = Vec::new();
+        for chain in &rec.chain_ids {
+            let used = images.values().any(|r| r.chain_ids.contains(chain))
+                || claims.contains_key(&Item::Snapshot(chain.clone()));
+            if used {
+                continue;
+            }
+            let gone = self
+                .root
+                .join("snapshots")
+                .join(format!(".tmp-gone-{}", store::new_id()));
+            if std::fs::rename(self.snapshot_dir(chain), &gone).is_ok() {
+                doomed.push(gone);
+            }
+        }
+        if !claims.contains_key(&Item::Blob(id.clone())) {
+            let _ = std::fs::remove_file(self.blob_path(id));
+        }
+        Ok(doomed)
     }
 }
 
@@ -206,6 +247,39 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left.len(), 1, "no .tmp-gone-* left: {left:?}");
+    }
+
+    /// RemoveImage waits for no pull, and takes nothing a pull under way
+    /// has claimed: that snapshot and config blob stay for it.
+    #[test]
+    fn remove_leaves_what_a_pull_under_way_claimed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let (claimed, own, id) = (chain('1'), chain('2'), chain('3'));
+        let rec = ImageRecord {
+            id: id.to_string(),
+            repo_tags: vec!["docker.io/library/x:latest".into()],
+            repo_digests: vec![],
+            size_bytes: 1,
+            config: ImageConfig::default(),
+            chain_ids: vec![claimed.clone(), own.clone()],
+        };
+        store::write_record(&s.meta_path(&id), &rec).unwrap();
+        s.images.lock().unwrap().insert(id.to_string(), rec);
+        make_snapshot(&s, &claimed);
+        make_snapshot(&s, &own);
+        std::fs::write(s.blob_path(&id), b"{}").unwrap();
+        let mut pull = s.claim();
+        pull.add(Item::Snapshot(claimed.clone()));
+        pull.add(Item::Blob(id.clone()));
+        s.remove("x:latest").unwrap();
+        assert!(s.resolve("x:latest").is_none() && !s.meta_path(&id).exists());
+        assert!(s.snapshot_dir(&claimed).join("etc").exists(), "the pull's");
+        assert!(s.blob_path(&id).exists(), "the pull's config");
+        assert!(!s.snapshot_dir(&own).exists(), "nobody's");
+        // The pull fails: what it claimed is garbage now.
+        drop(pull);
+        assert!(!s.snapshot_dir(&claimed).exists() && !s.blob_path(&id).exists());
     }
 
     #[test]

@@ -80,9 +80,6 @@ pub struct ImageStore {
     pulls_in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Snapshots being made, shared by every pull (images share layers).
     layer_gates: layers::LayerGates,
-    /// Pulls hold it shared, RemoveImage exclusively while it deletes: a
-    /// pull that found a snapshot in place can rely on it staying there.
-    gc_lock: std::sync::RwLock<()>,
     /// Snapshots and blobs in-flight pulls use; what a failed pull leaves
     /// unclaimed and unrecorded is removed as it ends.
     claims: claims::Claims,
@@ -138,7 +135,6 @@ impl ImageStore {
             images: Mutex::new(images),
             pulls_in_flight: Mutex::new(HashMap::new()),
             layer_gates: Default::default(),
-            gc_lock: Default::default(),
             claims: Default::default(),
             hosts: Default::default(),
             limits: Default::default(),
@@ -321,7 +317,6 @@ impl ImageStore {
         // Two pulls of the same reference run one after the other; the second
         // finds every blob and snapshot in place and finishes at once.
         let _guard = gate.blocking_lock();
-        let _no_remove = self.gc_lock.read().expect("gc lock");
         let started = std::time::Instant::now();
         let (mut reg, mut m) = self.connect(&r, auth)?;
         // The digest the reference names (an index's, for a multi-arch image):
@@ -339,8 +334,9 @@ impl ImageStore {
         }
         let parsed = manifest::parse_manifest(&m.bytes)?;
         let config_digest = parsed.config;
-        // Declared after `_no_remove`, so released (and what this pull
-        // alone made removed, should it fail) while RemoveImage still waits.
+        // What this pull uses, claimed before it looks on disk: RemoveImage
+        // leaves it alone, and should the pull fail, what it alone made
+        // goes when the claim is dropped.
         let mut claim = self.claim();
         claim.add(claims::Item::Blob(config_digest.clone()));
         let config_bytes = reg.blob_bytes(&config_digest)?;
@@ -446,27 +442,21 @@ impl ImageStore {
     }
 
     /// Removes an image by id, tag or digest. Unknown images are fine (CRI).
-    /// Snapshots still used by another image stay.
+    /// Snapshots still used by another image, or claimed by a pull under
+    /// way, stay. It waits for no pull: a slow registry holding one pull
+    /// must not hold kubelet's image GC (nor the pulls queued behind it).
     pub fn remove(&self, name: &str) -> Result<()> {
-        let _exclusive = self.gc_lock.write().expect("gc lock");
         let Some(rec) = self.resolve(name) else {
             return Ok(());
         };
         // Every loaded or pulled record's id is a digest.
         let id = Digest::parse(&rec.id)?;
-        let still_used: Vec<Digest> = {
-            let mut images = self.images.lock().expect("images lock");
-            images.remove(&rec.id);
-            images.values().flat_map(|r| r.chain_ids.clone()).collect()
-        };
-        store::remove_record(&self.meta_path(&id))?;
-        crate::crash::point("remove_image.record");
-        for c in &rec.chain_ids {
-            if !still_used.contains(c) {
-                let _ = std::fs::remove_dir_all(self.snapshot_dir(c));
+        for dir in self.remove_unclaimed(&id)? {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                // Start-up GC sweeps `.tmp-*` names.
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove a snapshot");
             }
         }
-        let _ = std::fs::remove_file(self.blob_path(&id));
         Ok(())
     }
 

@@ -2,12 +2,16 @@
 //! against `skopeo copy` + `umoci unpack` of the same image from the same
 //! registry (`hack/bench/pull.sh` runs it in the VM).
 //!
-//! `berth-pull-bench [--socket PATH] [--image REF] [--runs N]`
+//! `berth-pull-bench [--socket PATH] [--image REF] [--runs N] [--against PATH]`
 //!
 //! Each run removes the image (RemoveImage: blobs and snapshots go) and
 //! times PullImage; then times skopeo into a fresh OCI layout plus umoci
 //! into a fresh bundle. The two alternate run by run so neither gets a
 //! warmer cache. Prints medians, the spread and the ratio.
+//!
+//! With `--against PATH` the peer is another berthd (another build) on that
+//! socket instead of skopeo + umoci, and the two take turns at going first:
+//! an A/B of two builds' pulls (`hack/bench/pull-ab.sh`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let mut socket = PathBuf::from("/run/berth/berth.sock");
     let mut image = "127.0.0.1:5000/library/bench-big:latest".to_string();
     let mut runs = 5usize;
+    let mut against: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?;
@@ -42,12 +47,16 @@ async fn main() -> anyhow::Result<()> {
             "--socket" => socket = v.into(),
             "--image" => image = v,
             "--runs" => runs = v.parse()?,
+            "--against" => against = Some(v.into()),
             other => {
-                anyhow::bail!("usage: berth-pull-bench [--socket P] [--image R] [--runs N]; unknown {other}")
+                anyhow::bail!("usage: berth-pull-bench [--socket P] [--image R] [--runs N] [--against P]; unknown {other}")
             }
         }
     }
     let mut c = CriClient::connect(&socket).await?;
+    if let Some(b) = against {
+        return ab(c, CriClient::connect(&b).await?, &image, runs).await;
+    }
     let spec = || {
         Some(cri::ImageSpec {
             image: image.clone(),
@@ -91,6 +100,53 @@ async fn main() -> anyhow::Result<()> {
         "BERTH-BENCH pull image={image} runs={runs} berth_median_ms={bm:.0} (min {bmin:.0}, max {bmax:.0}) \
          skopeo_umoci_median_ms={pm:.0} (min {pmin:.0}, max {pmax:.0}) ratio_peer_over_berth={:.2}",
         pm / bm
+    );
+    Ok(())
+}
+
+/// Removes `image` from the berthd behind `c`, then times its pull.
+async fn timed_pull(c: &mut CriClient, image: &str) -> anyhow::Result<Duration> {
+    c.images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let t = Instant::now();
+    c.pull(image).await?;
+    Ok(t.elapsed())
+}
+
+/// Two berthds pull the same image in turns, each going first every other
+/// run (so neither always finds the registry's files in the page cache).
+async fn ab(mut a: CriClient, mut b: CriClient, image: &str, runs: usize) -> anyhow::Result<()> {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        if run % 2 == 0 {
+            ta.push(timed_pull(&mut a, image).await?);
+            tb.push(timed_pull(&mut b, image).await?);
+        } else {
+            tb.push(timed_pull(&mut b, image).await?);
+            ta.push(timed_pull(&mut a, image).await?);
+        }
+    }
+    let list = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    println!(
+        "BERTH-BENCH pull-ab runs_a_ms={} runs_b_ms={}",
+        list(&ta),
+        list(&tb)
+    );
+    let (ma, mb) = (ms(median(ta)), ms(median(tb)));
+    println!(
+        "BERTH-BENCH pull-ab image={image} runs={runs} a_median_ms={ma:.0} b_median_ms={mb:.0} ratio_b_over_a={:.3}",
+        mb / ma
     );
     Ok(())
 }
