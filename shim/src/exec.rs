@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +87,28 @@ pub fn spawn(
         spec,
     };
     let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode exec config", e))?;
-    let pid_ns = File::open(format!("/proc/{}/ns/pid", c.pid))
-        .map_err(|e| internal("open container pid namespace", e))?;
+    let gone = || {
+        Status::failed_precondition(format!(
+            "container {} is not running (its process has exited)",
+            c.id
+        ))
+    };
+    let pidfd = c
+        .pidfd
+        .as_ref()
+        .ok_or_else(|| Status::internal(format!("container {} has no pidfd", c.id)))?;
+    // The PID namespace is opened by number (no pidfd ioctl for it before
+    // Linux 6.11): it is the container's only if its process was still
+    // there after the open, since a pid is reused only once reaped.
+    let pid_ns = File::open(format!("/proc/{}/ns/pid", c.pid));
+    crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;
+    let pid_ns = pid_ns.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => gone(),
+        _ => internal("open container pid namespace", e),
+    })?;
+    let target = pidfd
+        .try_clone()
+        .map_err(|e| internal("duplicate the pidfd", e))?;
     let (cfg_r, cfg_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
     let pid = crate::spawn::spawn_stage(
@@ -102,9 +122,11 @@ pub fn spawn(
             config: cfg_r,
             sync: sync_w,
             start: devnull()?,
+            target: Some(target),
         },
     )
-    .map_err(|e| internal("clone exec stage", e))?;
+    .map_err(|e| internal("clone exec stage", e))?
+    .pid;
     let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut w = File::from(cfg_w);
         w.write_all(&config_json)?;

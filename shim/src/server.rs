@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,7 +127,9 @@ impl ShimService {
     /// A running container and its spec (exec'd processes take its identity).
     fn running(&self, id: &str) -> Result<(Arc<Container>, Spec), Status> {
         let c = self.container(id)?;
-        if c.state().phase != Phase::Running {
+        // A reaped process whose exit is still being drained counts as
+        // gone: its pid may already be another process's.
+        if c.state().phase != Phase::Running || c.reaped() {
             return Err(Status::failed_precondition(format!(
                 "container {id} is not running"
             )));
@@ -293,7 +295,7 @@ impl Shim for ShimService {
         } else {
             self.pod_pid_ns.as_deref()
         };
-        let pid = spawn_init(
+        let spawned = spawn_init(
             new_pid_ns,
             join,
             ChildFds {
@@ -303,9 +305,11 @@ impl Shim for ShimService {
                 config: cfg_r,
                 sync: sync_w,
                 start: start_r,
+                target: None,
             },
         )
         .map_err(|e| internal("clone container init", e))?;
+        let pid = spawned.pid;
         // Our copies of the child's ends are closed by now (ChildFds dropped),
         // so EOF on sync/stdout/stderr means the child side is gone.
 
@@ -329,8 +333,11 @@ impl Shim for ShimService {
         .await
         .map_err(|e| internal("init setup task", e))?;
 
+        // Through the pidfd: an init that died in setup may be reaped, and
+        // its pid another process's, by now.
+        let pidfd = spawned.pidfd;
         let fail = |msg: String| {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = crate::stop_signal::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
             let reaper = self.reaper.clone();
             tokio::spawn(async move { reaper.wait(pid).await });
             Status::failed_precondition(format!("create container {}: {msg}", req.id))
@@ -359,6 +366,11 @@ impl Shim for ShimService {
         let c = Arc::new(Container::new(
             req.id.clone(),
             pid,
+            Some(
+                pidfd
+                    .try_clone()
+                    .map_err(|e| fail(format!("duplicate the pidfd: {e}")))?,
+            ),
             cgroup_dir,
             File::from(start_w),
             sync_file,
@@ -392,6 +404,7 @@ impl Shim for ShimService {
         let reaper = self.reaper.clone();
         tokio::spawn(async move {
             let exit = reaper.wait(pid).await;
+            c.mark_reaped();
             // What the process wrote before it died reaches the log before
             // its exit is reported. But a process that inherited the pipes
             // and lives on (a background child, in a pod's shared PID
@@ -477,7 +490,8 @@ impl Shim for ShimService {
             (Some(dir), true) => signal_all(dir, sig).map_err(|e| internal("signal cgroup", e))?,
             _ => {
                 let redeliver_for = Duration::from_millis(req.redeliver_ms);
-                match crate::stop_signal::Process::open(c.pid)
+                match c
+                    .process()
                     .and_then(|p| crate::stop_signal::send(p, sig as i32, redeliver_for))
                 {
                     Ok(_) => {}
@@ -533,7 +547,9 @@ impl Shim for ShimService {
                     let _ = signal_all(dir, Signal::SIGKILL);
                 }
                 None => {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+                    let _ = c
+                        .process()
+                        .and_then(|p| crate::stop_signal::Target::signal(&p, libc::SIGKILL));
                 }
             }
             if tokio::time::timeout(DELETE_WAIT, c.wait_exited()).await.is_err() {

@@ -136,6 +136,9 @@ pub mod fds {
     pub const SYNC: i32 = 4;
     /// shim -> init: one byte means "exec now"; EOF means "give up".
     pub const START: i32 = 5;
+    /// exec stage only: a pidfd of the container's first process, whose
+    /// namespaces it joins (a pid could name another process by then).
+    pub const TARGET: i32 = 6;
 }
 
 /// The descriptors the child gets, by their number inside the child.
@@ -152,12 +155,15 @@ pub struct ChildFds {
     pub sync: OwnedFd,
     /// fd 5.
     pub start: OwnedFd,
+    /// fd 6, when given ([`fds::TARGET`]).
+    pub target: Option<OwnedFd>,
 }
 
 /// Clones the init stage. `new_pid_ns` gives the container its own PID
 /// namespace (init becomes its pid 1); `join_pid_ns` puts it in the pod's
-/// shared one instead. Returns the child's pid in the shim's namespace.
-pub fn spawn_init(new_pid_ns: bool, join_pid_ns: Option<&File>, child_fds: ChildFds) -> nix::Result<i32> {
+/// shared one instead. Returns the child's pid in the shim's namespace and
+/// a pidfd of it.
+pub fn spawn_init(new_pid_ns: bool, join_pid_ns: Option<&File>, child_fds: ChildFds) -> nix::Result<Spawned> {
     spawn_stage(Stage::Init, new_pid_ns, join_pid_ns, child_fds)
 }
 
@@ -170,13 +176,24 @@ pub enum Stage {
     Exec,
 }
 
+/// A cloned stage.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid in the shim's PID namespace.
+    pub pid: i32,
+    /// A pidfd made by the clone itself (`CLONE_PIDFD`): it names this
+    /// process even if it dies and is reaped before anyone looks, when its
+    /// pid may already belong to another process.
+    pub pidfd: OwnedFd,
+}
+
 /// Like [`spawn_init`], for either stage.
 pub fn spawn_stage(
     stage: Stage,
     new_pid_ns: bool,
     join_pid_ns: Option<&File>,
     child_fds: ChildFds,
-) -> nix::Result<i32> {
+) -> nix::Result<Spawned> {
     match join_pid_ns {
         None => clone_init(stage, new_pid_ns, child_fds),
         // setns(CLONE_NEWPID) changes where the calling *thread's* children
@@ -225,7 +242,7 @@ pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
     Ok(pid.as_raw())
 }
 
-fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<i32> {
+fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<Spawned> {
     let exe = CString::new("/proc/self/exe").expect("static path");
     let argv0 = CString::new("berth-shim").expect("static");
     let arg1 = CString::new(match stage {
@@ -238,7 +255,7 @@ fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Resul
 
     // Move every source fd above the target range first, so that the dup2
     // sequence in the child can never overwrite a source it still needs.
-    let sources = [
+    let mut sources = vec![
         &child_fds.stdin,
         &child_fds.stdout,
         &child_fds.stderr,
@@ -246,6 +263,7 @@ fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Resul
         &child_fds.sync,
         &child_fds.start,
     ];
+    sources.extend(child_fds.target.as_ref());
     let mut high: Vec<OwnedFd> = Vec::with_capacity(sources.len());
     for s in sources {
         let fd = nix::fcntl::fcntl(s, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))?;
@@ -274,6 +292,79 @@ fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Resul
     });
     // SAFETY: the callback only uses memory prepared above and calls
     // async-signal-safe functions; SIGCHLD makes it a normal reapable child.
-    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD))? };
-    Ok(pid.as_raw())
+    unsafe { clone_with_pidfd(child, &mut stack, flags) }
+}
+
+type CloneCb<'a> = Box<dyn FnMut() -> isize + 'a>;
+
+/// `clone(2)` with `CLONE_PIDFD` (nix's `clone` cannot return the pidfd):
+/// the pidfd comes from the same syscall that made the process, so no
+/// reap-and-reuse of the pid can come in between, as it could before a
+/// later `pidfd_open`.
+///
+/// # Safety
+/// As `nix::sched::clone`: between clone and exec the callback may only make
+/// async-signal-safe calls.
+unsafe fn clone_with_pidfd(mut cb: CloneCb, stack: &mut [u8], flags: CloneFlags) -> nix::Result<Spawned> {
+    extern "C" fn trampoline(data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `data` is the `&mut CloneCb` passed to clone below, alive
+        // in the child's copy of our memory.
+        let cb = unsafe { &mut *(data as *mut CloneCb) };
+        (*cb)() as libc::c_int
+    }
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: the stack top is inside `stack`, aligned down to 16 bytes as
+    // the ABI wants; `cb` and `pidfd` outlive the call (the child runs on
+    // its own copy of memory and execs or exits).
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            trampoline,
+            top as *mut libc::c_void,
+            flags.bits() | libc::CLONE_PIDFD | libc::SIGCHLD,
+            &mut cb as *mut CloneCb as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    if pid < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(Spawned {
+        pid,
+        // SAFETY: CLONE_PIDFD stored a new descriptor, ours alone, at `pidfd`.
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn the_clone_pidfd_names_its_child_until_it_is_reaped() {
+        let mut stack = vec![0u8; 64 * 1024];
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        let child: CloneCb = Box::new(|| unsafe { libc::_exit(7) });
+        let s = unsafe { clone_with_pidfd(child, &mut stack, CloneFlags::empty()) }.expect("clone");
+        // Waiting through the pidfd reaps exactly this child, with its status.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(2) on our pidfd into a live siginfo_t.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                s.pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: waitid filled in a CLD_EXITED siginfo.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        assert_eq!((pid, status), (s.pid, 7));
+        // Reaped: the pidfd now says so, whoever gets the pid next.
+        let e = crate::stop_signal::pidfd_signal(s.pidfd.as_fd(), 0).expect_err("reaped");
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+    }
 }

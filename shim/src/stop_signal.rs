@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// How often a watched init's status is read while its handler is awaited.
@@ -45,6 +45,30 @@ impl Process {
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         Ok(Process { pid, pidfd })
     }
+
+    /// The process `pidfd` holds, whose pid was `pid`.
+    pub fn from_pidfd(pid: i32, pidfd: OwnedFd) -> Self {
+        Process { pid, pidfd }
+    }
+}
+
+/// Sends `sig` (0: only checks) to the process `pidfd` holds: ESRCH once it
+/// has been reaped, whoever has its pid by then.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal(2) on a descriptor we borrow, with no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Target for Process {
@@ -64,20 +88,7 @@ impl Target for Process {
     }
 
     fn signal(&self, sig: i32) -> std::io::Result<()> {
-        // SAFETY: pidfd_send_signal(2) on our pidfd with no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        pidfd_signal(self.pidfd.as_fd(), sig)
     }
 }
 

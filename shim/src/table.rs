@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -38,7 +40,12 @@ pub struct Container {
     /// Container id (berthd's).
     pub id: String,
     /// Pid of the container's init (then of its exec'd process: same pid).
+    /// Only a name for logs and /proc reads checked against `pidfd`: once
+    /// the process is reaped the number may belong to anyone.
     pub pid: i32,
+    /// The process itself, from the clone (None only in unit tests):
+    /// signals and namespace joins go through it, never through `pid`.
+    pub pidfd: Option<OwnedFd>,
     /// Cgroup directory, for signalling every process.
     pub cgroup_dir: Option<std::path::PathBuf>,
     /// Writer end of the start pipe; taken by Start.
@@ -46,6 +53,9 @@ pub struct Container {
     /// Reader end of the sync pipe; used by Start to learn whether exec worked.
     pub sync_pipe: Mutex<Option<File>>,
     state: Mutex<State>,
+    /// Set when the process is reaped, before its output has drained and
+    /// its exit is reported: from then on nothing may be exec'd into it.
+    reaped: AtomicBool,
     exited_tx: watch::Sender<bool>,
 }
 
@@ -54,6 +64,7 @@ impl Container {
     pub fn new(
         id: String,
         pid: i32,
+        pidfd: Option<OwnedFd>,
         cgroup_dir: Option<std::path::PathBuf>,
         start_pipe: File,
         sync_pipe: File,
@@ -62,6 +73,7 @@ impl Container {
         Container {
             id,
             pid,
+            pidfd,
             cgroup_dir,
             start_pipe: Mutex::new(Some(start_pipe)),
             sync_pipe: Mutex::new(Some(sync_pipe)),
@@ -71,6 +83,7 @@ impl Container {
                 started_at: 0,
                 exited_at: 0,
             }),
+            reaped: AtomicBool::new(false),
             exited_tx,
         }
     }
@@ -91,6 +104,26 @@ impl Container {
             }
             p => Err(format!("container {} is {p:?}, not Created", self.id)),
         }
+    }
+
+    /// The process, for signals: a duplicate of its pidfd (by pid only in
+    /// unit tests, which have none).
+    pub fn process(&self) -> std::io::Result<crate::stop_signal::Process> {
+        match &self.pidfd {
+            Some(fd) => Ok(crate::stop_signal::Process::from_pidfd(self.pid, fd.try_clone()?)),
+            None => crate::stop_signal::Process::open(self.pid),
+        }
+    }
+
+    /// The process has been reaped (its exit may not be reported yet).
+    pub fn mark_reaped(&self) {
+        self.reaped.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the process has been reaped: it has no namespaces left to
+    /// join, and its pid may name another process.
+    pub fn reaped(&self) -> bool {
+        self.reaped.load(Ordering::SeqCst)
     }
 
     /// Any -> Exited (idempotent).
@@ -158,6 +191,7 @@ mod tests {
         Container::new(
             "c1".into(),
             42,
+            None,
             None,
             File::from(std::os::fd::OwnedFd::from(w)),
             File::from(std::os::fd::OwnedFd::from(r)),

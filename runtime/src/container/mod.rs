@@ -726,17 +726,18 @@ impl ContainerManager {
         let mut shim = Self::shim_of(&sb)?;
         let mut rx = c.changed.subscribe();
         if !timeout.is_zero() {
-            shim.kill(shimpb::KillRequest {
-                id: rec.id.clone(),
-                signal: rec.stop_signal as u32,
-                all: false,
-                // A stop that arrives before the process installed its
-                // handler must not be lost (critest stops busybox `top`
-                // milliseconds after starting it).
-                redeliver_ms: timeout.as_millis() as u64,
-            })
-            .await
-            .map_err(shim_error)?;
+            unless_removed(
+                shim.kill(shimpb::KillRequest {
+                    id: rec.id.clone(),
+                    signal: rec.stop_signal as u32,
+                    all: false,
+                    // A stop that arrives before the process installed its
+                    // handler must not be lost (critest stops busybox `top`
+                    // milliseconds after starting it).
+                    redeliver_ms: timeout.as_millis() as u64,
+                })
+                .await,
+            )?;
             crate::crash::point("stop_container.signal");
             if tokio::time::timeout(timeout, rx.wait_for(|s| *s == ContainerState::Exited))
                 .await
@@ -745,14 +746,15 @@ impl ContainerManager {
                 return Ok(());
             }
         }
-        shim.kill(shimpb::KillRequest {
-            id: rec.id.clone(),
-            signal: libc::SIGKILL as u32,
-            all: true,
-            redeliver_ms: 0,
-        })
-        .await
-        .map_err(shim_error)?;
+        unless_removed(
+            shim.kill(shimpb::KillRequest {
+                id: rec.id.clone(),
+                signal: libc::SIGKILL as u32,
+                all: true,
+                redeliver_ms: 0,
+            })
+            .await,
+        )?;
         tokio::time::timeout(
             Duration::from_secs(30),
             rx.wait_for(|s| *s == ContainerState::Exited),
@@ -812,6 +814,20 @@ fn oom_kills(cgroup: &Path) -> u64 {
                 .find_map(|l| l.strip_prefix("oom_kill ").map(|v| v.trim().parse().unwrap_or(0)))
         })
         .unwrap_or(0)
+}
+
+/// A kill the shim answers NotFound for: a concurrent RemoveContainer took
+/// the container out of the shim, which killed it first. Not an error for
+/// StopContainer (the CRI's stop of a gone container succeeds), which still
+/// waits for the exit to be recorded.
+fn unless_removed(
+    r: std::result::Result<tonic::Response<shimpb::KillResponse>, tonic::Status>,
+) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(shim_error(s)),
+    }
 }
 
 /// Maps a shim status to our error, keeping client-facing codes meaningful.

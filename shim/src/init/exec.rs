@@ -3,13 +3,18 @@
 //!
 //! The shim clones it straight into the container's PID namespace; as a
 //! fresh single-threaded process it then joins the container's cgroup and
-//! its ipc, uts, net, cgroup and mount namespaces (mount last: after it, the
-//! host's /proc and /sys/fs/cgroup are out of sight), and becomes the
+//! its ipc, uts, net, cgroup and mount namespaces, and becomes the
 //! container's user exactly like the container's own first process.
+//!
+//! The namespaces are joined through a pidfd of the container's process
+//! (fd [`fds::TARGET`], made by the clone that created it), all in one
+//! `setns(2)`, never through `/proc/<pid>/ns`: once the container's process
+//! has exited and been reaped its pid may belong to any process on the
+//! node, whose namespaces an exec must never enter.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -23,50 +28,50 @@ use crate::spawn::fds;
 /// What the shim hands the exec stage on fd 3.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ExecConfig {
-    /// The container's first process, whose namespaces and cgroup we join.
+    /// The pid of the container's first process, whose namespaces and
+    /// cgroup we join; read only through /proc and checked against the
+    /// pidfd on fd [`fds::TARGET`].
     pub target_pid: i32,
     /// The container's spec with the exec'd command as its process.
     pub spec: oci_spec::runtime::Spec,
 }
 
-fn join(target: i32) -> Result<()> {
-    // Open every namespace before entering any: /proc/<pid> is the host's
-    // view and stops being reachable once we are in the container's mounts.
-    let kinds = [
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ];
-    let files: Vec<(File, CloneFlags, &str)> = kinds
-        .iter()
-        .map(|(k, f)| {
-            File::open(format!("/proc/{target}/ns/{k}"))
-                .map(|file| (file, *f, *k))
-                .with_context(|| format!("open {k} namespace of pid {target}"))
-        })
-        .collect::<Result<_>>()?;
+fn join(target: i32, pidfd: &File) -> Result<()> {
     // The container's cgroup, as the host sees it (before the cgroup ns).
-    let cg =
-        std::fs::read_to_string(format!("/proc/{target}/cgroup")).context("read the container's cgroup")?;
+    // Read by pid, so it counts only if the pidfd's process is still there
+    // afterwards: a pid is reused only after its process was reaped.
+    let cg = std::fs::read_to_string(format!("/proc/{target}/cgroup"));
+    crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).context("the container's process has exited")?;
+    let cg = cg.context("read the container's cgroup")?;
     if let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) {
         let procs = PathBuf::from("/sys/fs/cgroup")
             .join(path.trim_start_matches('/'))
             .join("cgroup.procs");
         std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
     }
-    for (file, flag, kind) in files {
-        setns(&file, flag).with_context(|| format!("setns {kind}"))?;
-    }
+    // Every namespace at once, of exactly that process (ESRCH once it has
+    // exited); the mount namespace goes with them, after which the host's
+    // /proc and /sys/fs/cgroup are out of sight.
+    let all = CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWCGROUP
+        | CloneFlags::CLONE_NEWNS;
+    setns(pidfd, all).context("join the container's namespaces (its process has exited?)")?;
     Ok(())
 }
 
 /// Entry point of `berth-shim exec`. Never returns.
 pub fn main() -> ! {
     // SAFETY: the shim put exactly these descriptors at these numbers before exec.
-    let (mut config_in, mut sync) = unsafe { (File::from_raw_fd(fds::CONFIG), File::from_raw_fd(fds::SYNC)) };
-    for fd in [fds::CONFIG, fds::SYNC, fds::START] {
+    let (mut config_in, mut sync, target) = unsafe {
+        (
+            File::from_raw_fd(fds::CONFIG),
+            File::from_raw_fd(fds::SYNC),
+            File::from_raw_fd(fds::TARGET),
+        )
+    };
+    for fd in [fds::CONFIG, fds::SYNC, fds::START, fds::TARGET] {
         let _ = nix::fcntl::fcntl(
             // SAFETY: these descriptors are ours for the life of the process.
             unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
@@ -79,7 +84,7 @@ pub fn main() -> ! {
         .and_then(|()| config_in.read_to_end(&mut raw).context("read exec config"))
         .and_then(|_| serde_json::from_slice::<ExecConfig>(&raw).context("parse exec config"))
         .and_then(|cfg| {
-            join(cfg.target_pid)?;
+            join(cfg.target_pid, &target)?;
             // A terminal from the container's own devpts (now in sight),
             // sent to the shim on fd 0, as the container's init does.
             let terminal = cfg
