@@ -137,6 +137,7 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
         service,
         config_file,
     } = d;
+    let hup = service::reload::hangup()?;
     if !nix::unistd::geteuid().is_root() {
         return Err(error::Error::FailedPrecondition(
             "berthd must run as root (it creates namespaces, mounts and cgroups)".into(),
@@ -171,7 +172,7 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
         log,
         images: images.clone(),
     }
-    .spawn()?;
+    .spawn(hup);
     service.spawn_watchdog();
     let cni = net::cni::Cni::new(cfg.cni_bin_dirs.clone(), Box::new(net::cni::RealExec));
     let sandboxes = Arc::new(

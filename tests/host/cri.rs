@@ -63,6 +63,66 @@ fn berthd_rejects_bad_config_files() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// The shipped binary's `config` commands: drop-ins override the main
+/// file in name order and `dump` names the winner's file; a bad drop-in
+/// stops berthd naming file and key; `default` is contrib/config.toml.
+#[test]
+fn berthd_config_commands_read_drop_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let dropins = dir.path().join("config.d");
+    std::fs::create_dir(&dropins).unwrap();
+    std::fs::write(
+        &cfg,
+        "log_level = \"warn\"\n[registry.\"reg.lab\"]\nusername = \"u\"\npassword = \"pw-secret\"\n",
+    )
+    .unwrap();
+    std::fs::write(dropins.join("20-b.toml"), "log_level = \"debug\"\n").unwrap();
+    std::fs::write(dropins.join("10-a.toml"), "log_level = \"error\"\n").unwrap();
+    let berthd = |args: &[&str]| {
+        Command::new(bin_dir().join("berthd"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = berthd(&["config", "dump"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dump = String::from_utf8(out.stdout).unwrap();
+    let winner = format!(
+        "log_level = \"debug\"  # {}\n",
+        dropins.join("20-b.toml").display()
+    );
+    assert!(dump.contains(&winner), "{dump}");
+    assert!(!dump.contains("pw-secret"), "{dump}");
+    let out = berthd(&["config", "dump", "--socket", "/run/other.sock"]);
+    let dump = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dump.contains("socket = \"/run/other.sock\"  # flag --socket\n"),
+        "{dump}"
+    );
+
+    std::fs::write(dropins.join("30-bad.toml"), "[image_limits]\nmax_layers = -1\n").unwrap();
+    let out = berthd(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("30-bad.toml, line 2, key image_limits.max_layers"),
+        "{err}"
+    );
+
+    let out = Command::new(bin_dir().join("berthd"))
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/config.toml");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(contrib).unwrap()
+    );
+}
+
 #[tokio::test]
 async fn cri_basics_over_the_socket() {
     assert!(is_root(), "this test starts berthd, which needs root");

@@ -555,3 +555,109 @@ async fn observe_metrics_health_and_zpages() {
     c.stop_and_remove_pod(&sb).await.expect("stop+remove pod");
     drop(reg);
 }
+
+/// How often `needle` occurs in berthd's log.
+fn log_count(b: &Berthd, needle: &str) -> usize {
+    b.log().matches(needle).count()
+}
+
+/// SIGHUPs berthd and waits for its `configuration reloaded` line (the
+/// `reloads`-th); returns that line.
+async fn sighup(b: &Berthd, reloads: usize) -> String {
+    // SAFETY: kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(b.pid() as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log_count(b, "configuration reloaded") < reloads {
+        assert!(Instant::now() < deadline, "no reload logged:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.log()
+        .lines()
+        .filter(|l| l.contains("configuration reloaded"))
+        .nth(reloads - 1)
+        .unwrap()
+        .to_string()
+}
+
+/// Config drop-ins override the main file (`config dump` names the
+/// winner's file), and SIGHUP applies a changed log level at once while
+/// reporting what needs a restart. Before SIGHUP was handled, it killed
+/// berthd.
+#[tokio::test]
+async fn observe_sighup_reloads_the_log_level_from_a_drop_in() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let config = b.dir.path().join("config.toml");
+    let dropins = b.dir.path().join("config.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    // The main file says debug; two drop-ins override it in name order.
+    std::fs::write(dropins.join("10-debug.toml"), "log_level = \"debug\"\n").unwrap();
+    std::fs::write(dropins.join("20-quiet.toml"), "log_level = \"info\"\n").unwrap();
+    let dump = Command::new(bin_dir().join("berthd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let dump = String::from_utf8(dump.stdout).unwrap();
+    let winner = format!(
+        "log_level = \"info\"  # {}\n",
+        dropins.join("20-quiet.toml").display()
+    );
+    assert!(dump.contains(&winner), "{dump}");
+
+    let line = sighup(&b, 1).await;
+    assert!(line.contains("reloaded=[\"log_level\"]"), "{line}");
+    c.runtime
+        .version(cri::VersionRequest { version: "v1".into() })
+        .await
+        .unwrap();
+    let calls = log_count(&b, "CRI call");
+    c.runtime
+        .version(cri::VersionRequest { version: "v1".into() })
+        .await
+        .unwrap();
+    assert_eq!(
+        log_count(&b, "CRI call"),
+        calls,
+        "info hides the debug line of each call"
+    );
+
+    // Back to debug, plus a change only a restart applies.
+    std::fs::write(
+        dropins.join("20-quiet.toml"),
+        "log_level = \"debug\"\npod_shm_size_bytes = 1048576\n",
+    )
+    .unwrap();
+    let line = sighup(&b, 2).await;
+    assert!(line.contains("reloaded=[\"log_level\"]"), "{line}");
+    assert!(line.contains("needs_restart=[\"pod_shm_size_bytes\"]"), "{line}");
+    c.runtime
+        .version(cri::VersionRequest { version: "v1".into() })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_count(&b, "CRI call") == calls {
+        assert!(
+            Instant::now() < deadline,
+            "no debug line after the reload:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken drop-in changes nothing and berthd keeps serving.
+    std::fs::write(dropins.join("30-bad.toml"), "log_level = [\n").unwrap();
+    // SAFETY: kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(b.pid() as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log_count(&b, "configuration reload failed") == 0 {
+        assert!(Instant::now() < deadline, "no failure logged:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.log().contains("30-bad.toml"), "the bad file is named");
+    c.runtime
+        .version(cri::VersionRequest { version: "v1".into() })
+        .await
+        .expect("still serving");
+}

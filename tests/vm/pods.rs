@@ -539,6 +539,70 @@ async fn cni_del_is_retried_and_survives_a_berthd_restart() {
     assert!(mounts_containing(&b.dir.path().to_string_lossy()).is_empty());
 }
 
+/// After a reboot the records under root remain while nothing they
+/// describe runs: berthd sees the new boot id and removes every stale pod
+/// the way RemovePodSandbox does (CNI DEL, mounts, records), keeping the
+/// images. The reboot is simulated: berthd, the shim and the container are
+/// killed and the stored boot id is replaced. Before reboot detection the
+/// pod came back listed NotReady.
+#[tokio::test]
+async fn a_reboot_leaves_no_stale_pod() {
+    let (mut b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let veths = host_veths().len();
+    let pod = pod_config("rebooted", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let cfg = container_config("sleeper", &busybox(), &["sleep", "3600"]);
+    let ctr = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&ctr).await.expect("start");
+    assert_eq!(host_veths().len(), veths + 1);
+    let (_, info) = pod_info(&mut c, &sb).await;
+    let shim = info["pid"].as_u64().unwrap() as i32;
+    let boot = b.dir.path().join("root/boot.json");
+    assert!(boot.exists(), "the boot id is stored with the records");
+
+    b.kill_hard();
+    drop(c);
+    // SAFETY: kill(2) of the pod's shim.
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    let pods_cgroup = Path::new("/sys/fs/cgroup").join(b.cgroup_parent.trim_start_matches('/'));
+    std::fs::write(pods_cgroup.join("cgroup.kill"), "1").unwrap();
+    std::fs::write(
+        &boot,
+        r#"{"version":1,"boot_id":"00000000-0000-4000-8000-000000000000"}"#,
+    )
+    .unwrap();
+
+    let mut c = b.spawn().await.expect("start after the reboot");
+    let pods = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pods.items.is_empty(), "{:?}", pods.items);
+    let ctrs = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ctrs.containers.is_empty(), "{:?}", ctrs.containers);
+    assert_eq!(host_veths().len(), veths, "CNI DEL ran for the stale pod");
+    assert!(mounts_containing(&b.dir.path().to_string_lossy()).is_empty());
+    assert!(b.log().contains("node rebooted; removing stale pods"));
+    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert!(
+        std::fs::read_to_string(&boot).unwrap().contains(now.trim()),
+        "the new boot is recorded once the pods are gone"
+    );
+    let images = c.list_images().await.unwrap();
+    assert!(
+        images.iter().any(|i| i.repo_tags.contains(&busybox())),
+        "images stay: {images:?}"
+    );
+}
+
 /// A pod whose shim dies is NotReady, so kubelet recreates it.
 #[tokio::test]
 async fn a_dead_shim_makes_the_pod_not_ready() {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tokio::signal::unix::Signal;
+
 use super::logging::LogHandle;
 use crate::config::layers::Sources;
 use crate::config::reload::plan;
@@ -66,16 +68,20 @@ impl Reloader {
         );
     }
 
-    /// Reloads on every SIGHUP. The handler is installed here, before the
-    /// task starts, so a SIGHUP from then on never kills berthd.
-    pub fn spawn(mut self) -> crate::error::Result<()> {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| crate::error::Error::io("install SIGHUP handler", e))?;
+    /// Reloads on every SIGHUP that `hup` (from [`hangup`]) receives.
+    pub fn spawn(mut self, mut hup: Signal) {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 self.reload();
             }
         });
-        Ok(())
     }
+}
+
+/// Takes SIGHUP over from its default action (terminate); called first
+/// thing at start, so from then on a SIGHUP never kills berthd. Signals
+/// arriving before [`Reloader::spawn`] are kept and reload then.
+pub fn hangup() -> crate::error::Result<Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| crate::error::Error::io("install SIGHUP handler", e))
 }
