@@ -592,7 +592,7 @@ async fn observe_sighup_reloads_the_log_level_from_a_drop_in() {
     // The main file says debug; two drop-ins override it in name order.
     std::fs::write(dropins.join("10-debug.toml"), "log_level = \"debug\"\n").unwrap();
     std::fs::write(dropins.join("20-quiet.toml"), "log_level = \"info\"\n").unwrap();
-    let dump = Command::new(bin_dir().join("berthd"))
+    let dump = std::process::Command::new(bin_dir().join("berthd"))
         .arg("--config")
         .arg(&config)
         .args(["config", "dump"])
