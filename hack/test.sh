@@ -8,6 +8,8 @@
 #   hack/test.sh --vm       VM integration tests only (skips lints + host tests)
 #   BERTH_VM_FILTER=a,b     only VM tests whose name contains "a" or "b" (refused under CI=true)
 #   BERTH_VM_SUITE_TIMEOUT  seconds each VM test executable may run (default 900)
+#   BERTH_CRASH_ROUNDS      rounds of vm_crash's random-kill loop (default 5)
+#   BERTH_CRASH_SEED        its seed (default fixed)
 #
 # Fails closed: every VM test executable must run every test it declares
 # (`--list`), a filter must match at least one test, and CI runs no filter.
@@ -120,6 +122,12 @@ hack/vm/build-initramfs.sh --bin "$BIN" --tests $SELECTED --registry "$WORK/imag
 step "VM integration tests"
 APPEND="berth.suitetimeout=$SUITE_TIMEOUT"
 if [ -n "$FILTER" ]; then APPEND="$APPEND berth.testargs=$FILTER"; fi
+# vm_crash's random-kill loop (README): rounds and seed, passed into the VM.
+for v in BERTH_CRASH_ROUNDS BERTH_CRASH_SEED; do
+    [ -n "${!v:-}" ] || continue
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v=${!v} is not a number"
+    APPEND="$APPEND berth.$(tr '[:upper:]' '[:lower:]' <<<"${v#BERTH_}" | tr -d _)=${!v}"
+done
 set +e
 hack/vm/run.sh --initramfs "$WORK/initramfs.img" --timeout "${BERTH_VM_TIMEOUT:-1800}" \
     --log "$WORK/vm.log" --append "$APPEND"
