@@ -10,6 +10,8 @@
 #   BERTH_VM_SUITE_TIMEOUT  seconds each VM test executable may run (default 900)
 #   BERTH_CRITEST=PATH      then run cri-tools' critest (a binary the project does not
 #                           ship) against berthd in the VM: hack/critest.sh
+#   BERTH_CRASH_ROUNDS      rounds of vm_crash's random-kill loop (default 5)
+#   BERTH_CRASH_SEED        its seed (default fixed)
 #
 # Fails closed: every VM test executable must run every test it declares
 # (`--list`), a filter must match at least one test, and CI runs no filter.
@@ -125,6 +127,12 @@ step "VM integration tests"
 # the seccomp tests need every ABI a node may enable (tests/vm/escape.rs).
 APPEND="berth.suitetimeout=$SUITE_TIMEOUT syscall.x32=y"
 if [ -n "$FILTER" ]; then APPEND="$APPEND berth.testargs=$FILTER"; fi
+# vm_crash's random-kill loop (README): rounds and seed, passed into the VM.
+for v in BERTH_CRASH_ROUNDS BERTH_CRASH_SEED; do
+    [ -n "${!v:-}" ] || continue
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v=${!v} is not a number"
+    APPEND="$APPEND berth.$(tr '[:upper:]' '[:lower:]' <<<"${v#BERTH_}" | tr -d _)=${!v}"
+done
 set +e
 hack/vm/run.sh --initramfs "$WORK/initramfs.img" --timeout "${BERTH_VM_TIMEOUT:-1800}" \
     --log "$WORK/vm.log" --append "$APPEND"

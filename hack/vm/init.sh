@@ -15,6 +15,8 @@
 #   berth.mode=probe      boot and power off at once (KVM probe)
 #   berth.testargs=A,B    name filters passed to each test executable
 #   berth.suitetimeout=S  seconds each test executable may run (default 900)
+#   berth.crashrounds=N   BERTH_CRASH_ROUNDS for the tests (vm_crash's random kills)
+#   berth.crashseed=N     BERTH_CRASH_SEED for the tests
 #
 # Host-side parsing (hack/vm/run.sh, hack/test.sh) relies on these console
 # markers:
@@ -65,6 +67,8 @@ for arg in $(cat /proc/cmdline); do
         berth.mode=*) MODE=${arg#berth.mode=} ;;
         berth.testargs=*) TESTARGS=$(echo "${arg#berth.testargs=}" | tr ',' ' ') ;;
         berth.suitetimeout=*) SUITE_TIMEOUT=${arg#berth.suitetimeout=} ;;
+        berth.crashrounds=*) export BERTH_CRASH_ROUNDS=${arg#berth.crashrounds=} ;;
+        berth.crashseed=*) export BERTH_CRASH_SEED=${arg#berth.crashseed=} ;;
         berth.benchargs=*) BENCHARGS=$(echo "${arg#berth.benchargs=}" | tr ',' ' ') ;;
     esac
 done

@@ -87,6 +87,21 @@ pub fn pod_path(
     }
 }
 
+/// Whether `s` has the shape of a Berth id (64 lowercase hex digits).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The container id a child cgroup of a pod's cgroup is named after, if it
+/// is named the way [`container_path`] names container cgroups.
+pub fn container_id_of(driver: CgroupDriver, name: &str) -> Option<&str> {
+    let id = match driver {
+        CgroupDriver::Cgroupfs => name,
+        CgroupDriver::Systemd => name.strip_prefix("berth-")?.strip_suffix(".scope")?,
+    };
+    is_id(id).then_some(id)
+}
+
 /// A container's cgroup path inside its pod's.
 pub fn container_path(driver: CgroupDriver, pod_path: &str, container_id: &str) -> String {
     let pod = pod_path.trim_end_matches('/');

@@ -221,9 +221,21 @@ impl CgroupManager {
         })
     }
 
-    /// Removes an (empty) cgroup directory; a missing one is fine. Processes
-    /// still inside are killed first with `cgroup.kill`.
+    /// Removes a cgroup directory and the cgroups below it; a missing one is
+    /// fine. Processes still inside are killed with `cgroup.kill`. Children
+    /// go first: rmdir of a cgroup that has a child fails with EBUSY however
+    /// often its processes are killed (a container cgroup left by a
+    /// CreateContainer berthd did not finish made RemovePodSandbox fail
+    /// forever).
     pub fn remove(&self, dir: &Path) -> Result<()> {
+        if !dir.starts_with(&self.root) || dir == self.root {
+            return Err(Error::Internal(format!(
+                "refusing to remove cgroup {} outside {}",
+                dir.display(),
+                self.root.display()
+            )));
+        }
+        self.remove_children_where(dir, |_| true)?;
         for attempt in 0..50 {
             match std::fs::remove_dir(dir) {
                 Ok(()) => return Ok(()),
@@ -240,6 +252,22 @@ impl CgroupManager {
 }
 
 impl CgroupManager {
+    /// Removes the child cgroups of `dir` whose names `pred` accepts (with
+    /// everything below them).
+    pub fn remove_children_where(&self, dir: &Path, pred: impl Fn(&str) -> bool) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("read cgroup {}", dir.display()), e)),
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) && pred(&e.file_name().to_string_lossy()) {
+                self.remove(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes `ensure`: the leaf (the pod's own cgroup) is emptied and removed
     /// if `ensure` created it; then parent cgroups berthd created (for this or
     /// any other pod) are removed once nothing uses them. A parent still in

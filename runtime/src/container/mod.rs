@@ -5,6 +5,7 @@ pub mod apparmor;
 pub mod devices;
 pub mod groups_policy;
 mod image_files;
+mod intent;
 pub mod mounts;
 #[cfg(test)]
 mod record_tests;
@@ -329,6 +330,19 @@ impl ContainerManager {
         let mut undo = Rollback::new();
         let dir = self.cfg.root.join("containers").join(&id);
         let bundle = self.cfg.state.join("containers").join(&id);
+        self.write_intent(&intent::CreateIntent {
+            id: id.clone(),
+            sandbox_id: sbr.id.clone(),
+            cgroup_path: cgroup_path.clone(),
+            dir: dir.clone(),
+            bundle: bundle.clone(),
+        })?;
+        {
+            let p = self.intent_path(&id);
+            undo.push(move || {
+                let _ = store::remove_record(&p);
+            });
+        }
         crate::crash::point("create_container.intent");
         // Explicit modes, whatever the umask: the container's dirs and its
         // spec (Secrets in env) are root's; the upper dir is the
@@ -481,6 +495,10 @@ impl ContainerManager {
         };
         store::write_record(&self.record_path(&id), &record)?;
         crate::crash::point("create_container.record");
+        // The record names everything now; a leftover intent is dropped at start-up.
+        if let Err(e) = store::remove_record(&self.intent_path(&id)) {
+            tracing::warn!(container = %id, error = %e, "removing the container intent failed");
+        }
         let (changed, _) = watch::channel(ContainerState::Created);
         self.containers.lock().insert(
             id.clone(),

@@ -112,3 +112,62 @@ async fn a_panic_while_the_container_map_is_held_leaves_it_usable() {
     assert!(matches!(m.get("nope"), Err(Error::NotFound(_))));
     assert_eq!(m.list().len(), 1);
 }
+
+/// A berthd killed inside CreateContainer after the dirs and the cgroup
+/// were made, before the record: start-up undoes them from the intent (no
+/// RemoveContainer will ever name the container).
+#[tokio::test]
+async fn a_half_made_container_is_undone_from_its_intent() {
+    let d = tempfile::tempdir().unwrap();
+    let m = manager(d.path());
+    let id = "ef".repeat(32);
+    let dir = d.path().join("root/containers").join(&id);
+    let bundle = d.path().join("state/containers").join(&id);
+    let cgroup = d.path().join("cg/pods/pod1").join(&id);
+    for p in [dir.join("upper"), bundle.clone(), cgroup.clone()] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(bundle.join("config.json"), "{}").unwrap();
+    let intent = d.path().join(format!("root/container-intents/{id}.json"));
+    std::fs::create_dir_all(intent.parent().unwrap()).unwrap();
+    std::fs::write(
+        &intent,
+        serde_json::json!({
+            "version": 1, "id": id, "sandbox_id": "pod1", "cgroup_path": format!("/pods/pod1/{id}"),
+            "dir": dir, "bundle": bundle,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(m.recover().await.unwrap(), 0);
+    assert!(
+        !dir.exists() && !bundle.exists(),
+        "writable layer and bundle removed"
+    );
+    assert!(!cgroup.exists(), "container cgroup removed");
+    assert!(d.path().join("cg/pods/pod1").exists(), "the pod's cgroup stays");
+    assert!(!intent.exists(), "intent dropped");
+    assert_eq!(m.recover().await.unwrap(), 0, "idempotent");
+}
+
+/// Container dirs and bundles no record names are removed at start-up;
+/// a recorded container's are kept.
+#[tokio::test]
+async fn start_up_removes_container_dirs_no_record_names() {
+    let d = tempfile::tempdir().unwrap();
+    let m = manager(d.path());
+    let (kept, orphan) = ("ab".repeat(32), "cd".repeat(32));
+    store::write_record(&m.record_path(&kept), &record(&kept, d.path())).unwrap();
+    for id in [&kept, &orphan] {
+        std::fs::create_dir_all(d.path().join("root/containers").join(id).join("upper")).unwrap();
+        std::fs::create_dir_all(d.path().join("state/containers").join(id)).unwrap();
+    }
+    let foreign = d.path().join("state/containers/not-an-id");
+    std::fs::create_dir_all(&foreign).unwrap();
+    assert_eq!(m.recover().await.unwrap(), 1);
+    assert!(d.path().join("root/containers").join(&kept).exists());
+    assert!(d.path().join("state/containers").join(&kept).exists());
+    assert!(!d.path().join("root/containers").join(&orphan).exists());
+    assert!(!d.path().join("state/containers").join(&orphan).exists());
+    assert!(foreign.exists(), "only id-named dirs are berthd's");
+}

@@ -3,6 +3,7 @@
 //! while berthd was away. Running containers are watched again; ones that
 //! exited meanwhile report their real exit code and time.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use berth_proto::shim as shimpb;
@@ -10,15 +11,24 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
-use crate::error::Result;
+use crate::cgroup::driver;
+use crate::error::{Error, Result};
 use crate::store;
 
 impl ContainerManager {
     /// Loads every container record; returns how many were recovered.
     pub async fn recover(self: &Arc<Self>) -> Result<usize> {
+        self.undo_intents().await?;
         let dir = self.cfg.root.join("containers");
         let mut n = 0;
-        for path in store::list_records(&dir)? {
+        let records = store::list_records(&dir)?;
+        // Every record file counts, readable or not (its dirs stay).
+        let known: HashSet<String> = records
+            .iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        self.collect_unnamed(&known)?;
+        for path in records {
             let rec: ContainerRecord = match store::read_record(&path) {
                 Ok(r) => r,
                 Err(e) => {
@@ -83,5 +93,35 @@ impl ContainerManager {
             tracing::info!(container = %rec.id, state = ?c.record().state, "container recovered");
         }
         Ok(n)
+    }
+
+    /// Removes what no container record names: writable layers and bundles
+    /// (`<root>/containers/<id>/`, `<state>/containers/<id>/`) and container
+    /// cgroups inside known pods' cgroups. Intents are undone before, so
+    /// this only meets what a crash left outside them.
+    fn collect_unnamed(&self, known: &HashSet<String>) -> Result<()> {
+        for base in [
+            self.cfg.root.join("containers"),
+            self.cfg.state.join("containers"),
+        ] {
+            for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !driver::is_id(&name) || known.contains(&name) || !e.path().is_dir() {
+                    continue;
+                }
+                std::fs::remove_dir_all(e.path())
+                    .map_err(|err| Error::io(format!("remove {}", e.path().display()), err))?;
+                tracing::warn!(container = %name, dir = %e.path().display(), "removed a container dir no record names");
+            }
+        }
+        let cg = self.sandboxes.cgroups();
+        let drv = self.cfg.cgroup_driver;
+        for sb in self.sandboxes.list() {
+            let pod = cg.dir(&sb.record().cgroup_path);
+            cg.remove_children_where(&pod, |n| {
+                driver::container_id_of(drv, n).is_some_and(|id| !known.contains(id))
+            })?;
+        }
+        Ok(())
     }
 }

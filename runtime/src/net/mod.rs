@@ -3,3 +3,4 @@
 
 pub mod cni;
 pub mod files;
+pub mod plugin_wait;

@@ -4,6 +4,7 @@
 //! pinned by bind mounts under `<state>/sandboxes/<id>/ns/`, so they outlive
 //! every container (and the shim itself) until RemovePodSandbox.
 
+mod collect;
 mod intent;
 mod pin;
 mod recover;
@@ -766,8 +767,16 @@ impl SandboxManager {
         if let Some(s) = &rec.shm {
             shm::teardown(&*self.shm_host, s)?;
         }
-        self.cgroups
-            .remove_created(&rec.cgroup_created, &self.cgroups.dir(&rec.cgroup_path))?;
+        // The pod's containers are removed by now: a container cgroup still
+        // here is one no record names (a CreateContainer berthd did not
+        // finish). Also under a pod cgroup kubelet made, which kubelet
+        // could otherwise never remove.
+        let leaf = self.cgroups.dir(&rec.cgroup_path);
+        let driver = self.cfg.cgroup_driver;
+        self.cgroups.remove_children_where(&leaf, |n| {
+            crate::cgroup::driver::container_id_of(driver, n).is_some()
+        })?;
+        self.cgroups.remove_created(&rec.cgroup_created, &leaf)?;
         crate::crash::point("remove_sandbox.cgroup");
         if let Err(e) = std::fs::remove_file(&rec.shim_socket) {
             if e.kind() != std::io::ErrorKind::NotFound {

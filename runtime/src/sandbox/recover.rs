@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{pin, shm, Sandbox, SandboxManager, SandboxRecord, SandboxState};
 use crate::error::{Error, Result};
@@ -39,8 +40,14 @@ impl SandboxManager {
             .iter()
             .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .collect();
+        // Before any DEL: an ADD a killed berthd left running must finish
+        // first, or what it makes after the DEL outlives the pod.
+        tokio::task::spawn_blocking(|| crate::net::plugin_wait::wait_plugins_gone(Duration::from_secs(60)))
+            .await
+            .map_err(|e| Error::Internal(format!("CNI plugin wait task: {e}")))?;
         self.undo_intents()?;
         self.sweep_orphans(&known)?;
+        self.collect_unnamed(&known)?;
         for path in records {
             let mut rec: SandboxRecord = match store::read_record(&path) {
                 Ok(r) => r,
@@ -204,5 +211,137 @@ mod tests {
         assert!(!intent.exists(), "intent dropped");
         // Idempotent: a second start finds nothing to do.
         assert_eq!(m.recover().await.unwrap(), 0);
+    }
+
+    /// A berthd killed inside CreateContainer left a container cgroup in
+    /// the pod's cgroup that no record names: RemovePodSandbox removes it
+    /// (rmdir of the pod cgroup failed with EBUSY forever before), also
+    /// under a pod cgroup kubelet made (kept for kubelet to remove).
+    #[tokio::test]
+    async fn removing_a_pod_removes_container_cgroups_no_record_names() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            root: d.path().join("root"),
+            state: d.path().join("state"),
+            ..Config::default()
+        };
+        let cg_root = d.path().join("cg");
+        let m = SandboxManager::new(
+            cfg.clone(),
+            CgroupManager::new(&cg_root),
+            Cni::new(vec![], Box::new(RealExec)),
+            Arc::new(shm::fake::FakeShmHost::default()),
+        );
+        for (n, berth_made) in [("ab", true), ("cd", false)] {
+            let id = n.repeat(32);
+            let leaf = cg_root.join("pods").join(&id);
+            let stale = leaf.join("ef".repeat(32));
+            std::fs::create_dir_all(stale.join("child")).unwrap();
+            let rec = SandboxRecord {
+                id: id.clone(),
+                name: format!("pod-{n}"),
+                uid: n.into(),
+                namespace: "default".into(),
+                attempt: 0,
+                hostname: String::new(),
+                log_directory: String::new(),
+                labels: Default::default(),
+                annotations: Default::default(),
+                runtime_handler: String::new(),
+                created_at: 1,
+                state: SandboxState::NotReady,
+                cgroup_path: format!("/pods/{id}"),
+                cgroup_created: if berth_made { vec![leaf.clone()] } else { vec![] },
+                shim_pid: 0,
+                shim_socket: d.path().join(format!("{n}.sock")),
+                ns_paths: Default::default(),
+                pid_mode: Default::default(),
+                resources: None,
+                overhead: None,
+                network: None,
+                files: None,
+                shm: None,
+            };
+            let sb = Arc::new(Sandbox::new(rec, None));
+            m.sandboxes.lock().insert(id.clone(), sb.clone());
+            m.remove(&sb).await.expect("RemovePodSandbox");
+            assert!(!stale.exists(), "stale container cgroup removed");
+            assert_eq!(
+                leaf.exists(),
+                !berth_made,
+                "the pod cgroup goes with the pod only if berthd made it"
+            );
+        }
+    }
+
+    /// Start-up collects the shim and pod cgroup of a pod no record or
+    /// intent names (what a crash outside the intents would leave), and
+    /// leaves a known pod's alone.
+    #[tokio::test]
+    async fn start_up_collects_shims_and_pod_cgroups_no_record_names() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            root: d.path().join("root"),
+            state: d.path().join("state"),
+            default_cgroup_parent: "/berth".into(),
+            ..Config::default()
+        };
+        let cg_root = d.path().join("cg");
+        let m = SandboxManager::new(
+            cfg.clone(),
+            CgroupManager::new(&cg_root),
+            Cni::new(vec![], Box::new(RealExec)),
+            Arc::new(shm::fake::FakeShmHost::default()),
+        );
+        let (orphan, known) = ("cd".repeat(32), "ab".repeat(32));
+        // The known pod: an unreadable record still counts as known.
+        std::fs::create_dir_all(cfg.root.join("sandboxes")).unwrap();
+        std::fs::write(cfg.root.join(format!("sandboxes/{known}.json")), "{").unwrap();
+        let socket = cfg.shim_socket(&orphan);
+        let kept_socket = cfg.shim_socket(&known);
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        std::fs::write(&socket, "").unwrap();
+        std::fs::write(&kept_socket, "").unwrap();
+        let mut shim = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000"])
+            .arg(&socket)
+            .spawn()
+            .unwrap();
+        let orphan_cg = cg_root.join("berth").join(&orphan);
+        std::fs::create_dir_all(orphan_cg.join("ef".repeat(32))).unwrap();
+        let kept_cg = cg_root.join("berth").join(&known);
+        let foreign = cg_root.join("berth/not-berths");
+        std::fs::create_dir_all(&kept_cg).unwrap();
+        std::fs::create_dir_all(&foreign).unwrap();
+
+        assert_eq!(m.recover().await.unwrap(), 0);
+        // Bounded: a shim left running must fail the test, not hang it.
+        let mut status = None;
+        for _ in 0..500 {
+            status = shim.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if status.is_none() {
+            let _ = shim.kill();
+        }
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.and_then(|s| s.signal()),
+            Some(libc::SIGKILL),
+            "orphaned shim killed"
+        );
+        assert!(!socket.exists(), "its socket removed");
+        assert!(!orphan_cg.exists(), "its pod cgroup removed, children first");
+        assert!(kept_socket.exists() && kept_cg.exists(), "a known pod's are kept");
+        assert!(
+            foreign.exists(),
+            "a cgroup not named like berthd's is never touched"
+        );
+        // Idempotent.
+        assert_eq!(m.recover().await.unwrap(), 0);
+        assert!(kept_cg.exists());
     }
 }
