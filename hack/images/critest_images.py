@@ -60,9 +60,9 @@ E2E = "e2e-test-images/"
 CRI_TOOLS = "k8s-staging-cri-tools/"
 
 
-# A program upstream's busybox has and Debian's lacks, taken from the node
-# (util-linux).
-HOST_PROGRAMS = ["/usr/bin/ipcs"]
+# Programs upstream's busybox has and Debian's lacks, taken from the node
+# (util-linux's ipcs, procps' pgrep).
+HOST_PROGRAMS = ["/usr/bin/ipcs", "/usr/bin/pgrep"]
 
 
 def host_program_entries():
@@ -149,6 +149,11 @@ def main():
     nginx = {"Cmd": ["nginx", "-g", "daemon off;"], "StopSignal": "SIGTERM"}
     image(out, "e2e-nginx", E2E + "nginx", ["1.14-2"], web_entries(80), nginx)
     image(out, "hostnet-nginx", CRI_TOOLS + "hostnet-nginx-amd64", ["latest"], web_entries(12003), nginx)
+    # httpd stand-in: a page on port 80 and "httpd" in its log, as Apache's
+    # start-up warning gives the multi-container specs.
+    image(out, "e2e-httpd", E2E + "httpd", ["2.4.39-4"], web_entries(80),
+          {"Cmd": ["sh", "-c", "echo 'httpd: serving on port 80' >&2; "
+                   "exec httpd -f -p 80 -h /usr/share/nginx/html"]})
     for n in ["test-image-1", "test-image-2", "test-image-3", "test-image-latest"]:
         image(out, n, CRI_TOOLS + n, ["latest"], marked(n), {})
     image(out, "test-image-tags", CRI_TOOLS + "test-image-tags", ["1", "2", "3"], marked("same-image"), {})

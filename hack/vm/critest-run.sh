@@ -73,7 +73,8 @@ rc=$?
 echo "CRITEST: exit $rc"
 # One line per spec: state and name, from the JUnit report.
 if [ -f /tmp/critest-junit.xml ]; then
-    tr -d '\n' </tmp/critest-junit.xml | sed 's/<testcase /\n<testcase /g' | sed -n 's/^<testcase name="\([^"]*\)" classname="[^"]*" status="\([a-z]*\)".*/CRITEST: spec \2 \1/p'
+    { tr -d '\n' </tmp/critest-junit.xml; echo; } | sed 's/<testcase /\n<testcase /g' |
+        sed -n 's/^<testcase name="\([^"]*\)" classname="[^"]*" status="\([a-z]*\)".*/CRITEST: spec \2 \1/p'
 fi
 kill "$BERTHD" 2>/dev/null
 wait "$BERTHD" 2>/dev/null
