@@ -80,12 +80,16 @@ for p in "${CNI_PLUGINS[@]}"; do
     cp "$src" "$R/opt/cni/bin/"
     copy_libs "$src"
 done
-# iproute2's ip (tests list veths by type; busybox's ip cannot), replacing
-# busybox's applet.
-IP_BIN=$(command -v ip)
-rm -f "$R/bin/ip"
-cp "$(readlink -f "$IP_BIN")" "$R/bin/ip"
-copy_libs "$R/bin/ip"
+# iproute2's ip (tests list veths by type; busybox's ip cannot) and tc (the
+# CNI bandwidth test reads tbf rates; busybox's tc knows no tbf), replacing
+# busybox's applets.
+for t in ip tc; do
+    bin=$(command -v "$t" || true)
+    [ -n "$bin" ] || { echo "build-initramfs: iproute2's $t not found" >&2; exit 1; }
+    rm -f "$R/bin/$t"
+    cp "$(readlink -f "$bin")" "$R/bin/$t"
+    copy_libs "$R/bin/$t"
+done
 # iptables (nft backend) for the portmap plugin, with its extension modules,
 # which it dlopens (ldd cannot see them).
 mkdir -p "$R/usr/sbin" "$R/usr/lib/x86_64-linux-gnu"

@@ -348,6 +348,66 @@ async fn tls_registries_with_a_private_ca() {
     }
 }
 
+/// A second test CA and a certificate it signed for `registry.berth.test`
+/// (a name, not a loopback address: berthd speaks plain HTTP to loopback
+/// registries that have no TLS settings, so only a non-loopback name makes
+/// it rely on the node's trust).
+const NODE_CA: &str = include_str!("testdata/node-ca.crt");
+const NODE_SRV_CERT: &str = include_str!("testdata/node-srv.crt");
+const NODE_SRV_KEY: &str = include_str!("testdata/node-srv.key");
+
+/// README: "the node's CA bundle". A TLS registry known as
+/// registry.berth.test (an /etc/hosts entry for 127.0.0.1), with no
+/// registry config at all: refused while no CA on the node signed its
+/// certificate, pulled once the test CA is in the node's bundle
+/// (`/etc/ssl/certs/ca-certificates.crt`; the VM has none of its own).
+#[tokio::test]
+async fn tls_registry_trusted_through_the_node_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("srv.crt"), NODE_SRV_CERT).unwrap();
+    std::fs::write(dir.path().join("srv.key"), NODE_SRV_KEY).unwrap();
+    let tls = format!(
+        "  tls:\n    certificate: {0}/srv.crt\n    key: {0}/srv.key\n",
+        dir.path().display()
+    );
+    let reg = RegistryProcess::serve(Path::new(STORAGE), dir, &tls, "");
+    let port = reg.addr.rsplit_once(':').unwrap().1.to_string();
+    let image = format!("registry.berth.test:{port}/library/busybox:latest");
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    let _hosts = {
+        let hosts = hosts.clone();
+        Cleanup::new(move || {
+            let _ = std::fs::write("/etc/hosts", hosts);
+        })
+    };
+    std::fs::write("/etc/hosts", format!("{hosts}127.0.0.1 registry.berth.test\n")).unwrap();
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    assert!(!bundle.exists(), "the VM ships no CA bundle");
+    {
+        // berthd reads the bundle once, at its first TLS pull: a fresh one.
+        let (_b, mut c) = Berthd::start().await.expect("berthd");
+        let e = c.pull(&image).await.expect_err("no CA trusts the test CA yet");
+        let msg = e.message().to_lowercase();
+        assert!(msg.contains("certificate") || msg.contains("issuer"), "{msg}");
+    }
+    std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+    std::fs::write(bundle, NODE_CA).unwrap();
+    let _gone = Cleanup::new(move || {
+        let _ = std::fs::remove_file(bundle);
+    });
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let id = c
+        .pull(&image)
+        .await
+        .expect("pull trusted through the node bundle");
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert!(
+        b.log().contains("registry TLS trusts the system CA bundle"),
+        "{}",
+        b.log()
+    );
+}
+
 /// The digest a tag points at in the VM's registry storage (what the
 /// registry serves for it: a manifest's, or an index's).
 fn registry_digest(repo: &str, tag: &str) -> String {

@@ -791,6 +791,10 @@ async fn host_ipc_and_host_pid_pods_share_the_nodes_namespaces() {
 async fn dual_stack_pods_report_both_addresses() {
     let conf = tempfile::tempdir().unwrap();
     let bridge = "bds0";
+    // Declared before berthd, so dropped after it: no pod is left on it.
+    let _bridge = Cleanup::new(move || {
+        let _ = Command::new("ip").args(["link", "del", bridge]).status();
+    });
     std::fs::write(
         conf.path().join("10-dual.conflist"),
         format!(
@@ -820,7 +824,6 @@ async fn dual_stack_pods_report_both_addresses() {
     assert!(text.contains(&format!("inet {}/24", net.ip)), "{text}");
     assert!(text.contains(&format!("inet6 {}/64", v6[0])), "{text}");
     c.stop_and_remove_pod(&sb).await.unwrap();
-    let _ = Command::new("ip").args(["link", "del", bridge]).status();
 }
 
 /// Starts a long-running container in the pod.

@@ -5,6 +5,7 @@
 //!
 //! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use berth_proto::cri;
@@ -111,6 +112,52 @@ async fn capabilities_no_new_privs_and_oom_score_adj_from_inside() {
     assert_eq!(code, 0, "{out:?}");
     assert_eq!(hex(field(&out, "CapAmb")), 1 << 10, "{out:?}");
     assert_eq!(hex(field(&out, "CapEff")), 1 << 10, "{out:?}");
+
+    // An ambient capability the container does not hold is refused at
+    // CreateContainer (the kernel would silently not raise it), with
+    // nothing created.
+    let before = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len();
+    for (name, add, drop, ambient) in [
+        (
+            "ambient-dropped",
+            &[][..],
+            &["ALL"][..],
+            &["NET_BIND_SERVICE"][..],
+        ),
+        ("ambient-not-added", &[][..], &[][..], &["SYS_ADMIN"][..]),
+    ] {
+        let cfg = with_sc(
+            container_config(name, &busybox(), &status),
+            cri::LinuxContainerSecurityContext {
+                capabilities: caps(add, drop, ambient),
+                run_as_user: Some(cri::Int64Value { value: 1000 }),
+                ..Default::default()
+            },
+        );
+        let e = c.create(&sb, &cfg, &pod).await.expect_err(name);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
+        let want = format!(
+            "ambient capability CAP_{} is not in the container's capability set",
+            ambient[0]
+        );
+        assert!(e.message().contains(&want), "{name}: {e:?}");
+    }
+    let after = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len();
+    assert_eq!(after, before, "refused creates leave no container");
 
     let mut cfg = container_config("oom-adj", &busybox(), &["cat", "/proc/self/oom_score_adj"]);
     cfg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
@@ -478,6 +525,70 @@ async fn apparmor_profiles_confine_or_are_refused() {
         !loaded.contains("berth-test-deny-tmp"),
         "the guard unloads it: {loaded}"
     );
+}
+
+/// A node with AppArmor on but no `apparmor_parser` (README): a container
+/// that asked for no profile still runs, unconfined, and berthd says why;
+/// one that asked for RuntimeDefault is refused with what to install.
+#[tokio::test]
+async fn apparmor_without_apparmor_parser() {
+    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").unwrap_or_default();
+    assert_eq!(enabled.trim(), "Y", "the VM kernel has AppArmor on");
+    let parser = Path::new("/usr/sbin/apparmor_parser");
+    let hidden = Path::new("/usr/sbin/apparmor_parser.hidden-by-test");
+    assert!(parser.exists(), "the VM has apparmor_parser");
+    std::fs::rename(parser, hidden).unwrap();
+    // Put back however the test ends: the other AppArmor tests need it.
+    let _restore = Cleanup::new(move || {
+        if let Err(e) = std::fs::rename(hidden, parser) {
+            eprintln!("restore {}: {e}", parser.display());
+        }
+    });
+    // berth-default may be loaded by an earlier berthd: then the parser
+    // would never be needed.
+    let profiles = "/sys/kernel/security/apparmor/profiles";
+    if std::fs::read_to_string(profiles)
+        .unwrap()
+        .contains("berth-default (")
+    {
+        std::fs::write("/sys/kernel/security/apparmor/.remove", "berth-default").unwrap();
+    }
+    assert!(!std::fs::read_to_string(profiles)
+        .unwrap()
+        .contains("berth-default ("));
+
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("noparser", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let (code, out) = run(
+        &mut c,
+        &b,
+        &sb,
+        &pod,
+        &container_config("no-profile", &busybox(), &["cat", "/proc/self/attr/current"]),
+    )
+    .await;
+    assert_eq!((code, out), (0, vec!["unconfined".to_string()]));
+    let log = b.log();
+    assert!(
+        log.contains("AppArmor default profile unavailable; containers without a profile run unconfined"),
+        "{log}"
+    );
+    let cfg = with_sc(
+        container_config("runtime-default", &busybox(), &["true"]),
+        cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        },
+    );
+    let e = c.create(&sb, &cfg, &pod).await.expect_err("RuntimeDefault");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("install apparmor_parser"), "{e:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
 /// `tty: true`: the process has a terminal from the container's own devpts
