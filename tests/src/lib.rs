@@ -679,8 +679,9 @@ pub struct Unmount(pub std::path::PathBuf);
 impl Drop for Unmount {
     fn drop(&mut self) {
         match nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
-            // EINVAL: not a mount point (any more): the test unmounted it.
-            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            // Not a mount point (any more), or gone: the test (or berthd)
+            // undid it already.
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
             Err(e) => eprintln!("unmount {}: {e}", self.0.display()),
         }
     }
