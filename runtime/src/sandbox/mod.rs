@@ -357,11 +357,11 @@ impl SandboxManager {
             let mut b = serde_json::Map::new();
             if let Some(r) = ingress {
                 b.insert("ingressRate".into(), r.into());
-                b.insert("ingressBurst".into(), (i64::MAX / 8).into());
+                b.insert("ingressBurst".into(), MAX_BURST_BITS.into());
             }
             if let Some(r) = egress {
                 b.insert("egressRate".into(), r.into());
-                b.insert("egressBurst".into(), (i64::MAX / 8).into());
+                b.insert("egressBurst".into(), MAX_BURST_BITS.into());
             }
             caps.insert("bandwidth".to_string(), serde_json::Value::Object(b));
         }
@@ -875,6 +875,12 @@ mod tests {
     }
 }
 
+/// The burst (bits) sent with a bandwidth limit: kubelet's annotations
+/// carry only a rate, and the CNI bandwidth plugin refuses a burst whose
+/// bytes do not fit in 32 bits, so this is the largest it accepts (as
+/// other CRI runtimes send).
+const MAX_BURST_BITS: u64 = u32::MAX as u64;
+
 /// A Kubernetes bandwidth quantity (`10M`, `1Gi`, `500k`) in bits per second.
 fn parse_bandwidth(q: &str) -> Option<i64> {
     let q = q.trim();
@@ -946,6 +952,11 @@ mod net_tests {
         );
         assert_eq!(caps["bandwidth"]["ingressRate"], 10_000_000);
         assert!(caps["bandwidth"].get("egressRate").is_none());
+        // The bandwidth plugin refuses a burst of 4 GB or more ("burst
+        // cannot be more than 4GB": burst / 8 >= u32::MAX); kubelet sets no
+        // burst, so the runtime picks the largest one the plugin takes.
+        let burst = caps["bandwidth"]["ingressBurst"].as_u64().unwrap();
+        assert!(burst > 0 && burst / 8 < u64::from(u32::MAX), "ingressBurst {burst}");
         assert!(!caps.contains_key("ipRanges"));
         m.set_pod_cidr("10.244.0.0/24").unwrap();
         assert_eq!(
