@@ -132,7 +132,12 @@ pub fn send<T: Target>(
          sending it again once a handler is installed"
     );
     let watch = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + redeliver_for;
+        // berthd may pass any grace period a CRI caller asked for; one
+        // beyond what an Instant can hold means "for as long as it lives".
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(redeliver_for)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         while tokio::time::Instant::now() < deadline {
             let status = match target.status() {
                 Ok(s) => s,

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod groups_policy;
 mod image_files;
 mod intent;
+mod millis;
 pub mod mounts;
 #[cfg(test)]
 mod record_tests;
@@ -690,7 +691,7 @@ impl ContainerManager {
             .exec(shimpb::ExecRequest {
                 id: rec.id.clone(),
                 args: cmd,
-                timeout_ms: timeout.map_or(0, |d| d.as_millis() as i64),
+                timeout_ms: timeout.map_or(0, millis::exec_timeout_ms),
             })
             .await
             .map_err(shim_error)?
@@ -752,7 +753,7 @@ impl ContainerManager {
                     // A stop that arrives before the process installed its
                     // handler must not be lost (critest stops busybox `top`
                     // milliseconds after starting it).
-                    redeliver_ms: timeout.as_millis() as u64,
+                    redeliver_ms: millis::redeliver_ms(timeout),
                 })
                 .await,
             )?;

@@ -956,7 +956,10 @@ mod net_tests {
         // cannot be more than 4GB": burst / 8 >= u32::MAX); kubelet sets no
         // burst, so the runtime picks the largest one the plugin takes.
         let burst = caps["bandwidth"]["ingressBurst"].as_u64().unwrap();
-        assert!(burst > 0 && burst / 8 < u64::from(u32::MAX), "ingressBurst {burst}");
+        assert!(
+            burst > 0 && burst / 8 < u64::from(u32::MAX),
+            "ingressBurst {burst}"
+        );
         assert!(!caps.contains_key("ipRanges"));
         m.set_pod_cidr("10.244.0.0/24").unwrap();
         assert_eq!(
