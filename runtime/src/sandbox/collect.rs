@@ -48,7 +48,7 @@ pub(crate) fn orphan_pod_cgroup(driver: CgroupDriver, name: &str, known: &HashSe
 }
 
 /// Pids whose command line has `arg` as one argument.
-fn processes_with_arg(arg: &Path) -> Vec<i32> {
+pub(crate) fn processes_with_arg(arg: &Path) -> Vec<i32> {
     let want = arg.as_os_str().as_encoded_bytes();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return vec![];

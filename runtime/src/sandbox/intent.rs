@@ -98,11 +98,15 @@ impl SandboxManager {
                 tracing::warn!(sandbox = %i.id, error = %e, "CNI DEL of a half-made sandbox failed");
             }
         }
-        if let (Some(pid), Some(socket)) = (i.shim_pid, &i.shim_socket) {
-            if super::recover::shim_alive(pid, socket) {
-                // SAFETY: kill(2) of the shim that serves this sandbox's
-                // socket (checked through its command line just above).
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // By its socket on its command line, not by `shim_pid`: the pid is
+        // recorded after the spawn returns, so a kill in between left a
+        // shim the intent names only by its socket (the random-kill loop
+        // found one).
+        if let Some(socket) = &i.shim_socket {
+            for pid in super::collect::processes_with_arg(socket) {
+                // SAFETY: kill(2) of the process whose command line names
+                // this half-made sandbox's shim socket: its shim.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
         if let Some(s) = &i.shim_socket {
