@@ -890,6 +890,110 @@ async fn dual_stack_pods_report_both_addresses() {
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
+/// Output of a command run on the node (it must succeed).
+fn node_cmd(argv: &[&str]) -> String {
+    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// README: the CNI `bandwidth` and `ipRanges` capabilities, with the real
+/// plugins. kubelet's pod CIDR (UpdateRuntimeConfig) reaches host-local as
+/// `runtimeConfig.ipRanges`, the bandwidth annotations become tbf qdiscs
+/// (ingress on the pod's host veth, egress on the plugin's ifb device), and
+/// DEL takes the shaping away again.
+///
+/// The config lists no range of its own, as a config written for
+/// `ipRanges` does (containerd's templates too): host-local prepends the
+/// runtime's range sets to the config's and gives one address per set, so
+/// a static IPv4 range beside the pod CIDR would give the pod two IPv4
+/// addresses and the bridge two gateways, which it refuses ("already has
+/// an IP address different from ...").
+#[tokio::test]
+async fn cni_bandwidth_and_ip_ranges_capabilities() {
+    let conf = tempfile::tempdir().unwrap();
+    let bridge = "bbw0";
+    // Declared before berthd, so dropped after it: no pod is left on it.
+    let _bridge = Cleanup::new(move || {
+        let _ = Command::new("ip").args(["link", "del", bridge]).status();
+    });
+    std::fs::write(
+        conf.path().join("10-shaped.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"berth-shaped","plugins":[
+  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+    "capabilities":{{"ipRanges":true}},
+    "ipam":{{"type":"host-local","dataDir":"{ipam}"}}}},
+  {{"type":"bandwidth","capabilities":{{"bandwidth":true}}}}]}}"#,
+            ipam = conf.path().join("ipam").display()
+        ),
+    )
+    .unwrap();
+    let (b, mut c) = Berthd::start_with(&format!("cni_conf_dir = \"{}\"\n", conf.path().display()))
+        .await
+        .expect("berthd");
+    c.runtime
+        .update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: "10.96.7.0/24".into(),
+                }),
+            }),
+        })
+        .await
+        .expect("pod CIDR");
+    let ifbs = || node_cmd(&["ip", "-o", "link", "show", "type", "ifb"]);
+    let ifbs_before = ifbs();
+    let mut pod = pod_config("shaped", &b.log_dir());
+    pod.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+    pod.annotations
+        .insert("kubernetes.io/egress-bandwidth".into(), "5M".into());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let (st, _) = pod_info(&mut c, &sb).await;
+    let net = st.network.expect("pod network status");
+    assert!(
+        net.ip.starts_with("10.96.7.") && net.additional_ips.is_empty(),
+        "one address, from the pod CIDR: {net:?}"
+    );
+    // The bridge's gateway is the pod CIDR's too.
+    let gw = node_cmd(&["ip", "-o", "-4", "addr", "show", "dev", bridge]);
+    assert!(gw.contains("inet 10.96.7.1/24"), "{bridge}: {gw}");
+
+    let veths = node_cmd(&["ip", "-o", "link", "show", "master", bridge]);
+    let veth = veths
+        .lines()
+        .find_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no veth on {bridge}: {veths}"));
+    let ingress = node_cmd(&["tc", "qdisc", "show", "dev", &veth]);
+    assert!(
+        ingress.contains("qdisc tbf") && ingress.contains("rate 10Mbit"),
+        "ingress shaping on {veth}: {ingress}"
+    );
+    let ifb = ifbs()
+        .lines()
+        .filter(|l| !ifbs_before.contains(*l))
+        .find_map(|l| {
+            l.split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("no ifb device for egress: {}", ifbs()));
+    let egress = node_cmd(&["tc", "qdisc", "show", "dev", &ifb]);
+    assert!(
+        egress.contains("qdisc tbf") && egress.contains("rate 5Mbit"),
+        "egress shaping on {ifb}: {egress}"
+    );
+
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert_eq!(ifbs(), ifbs_before, "DEL removed the egress device");
+}
+
 /// Starts a long-running container in the pod.
 async fn sleeper(c: &mut CriClient, sb: &str, pod: &cri::PodSandboxConfig, name: &str) -> String {
     let cfg = container_config(name, &busybox(), &["sleep", "3600"]);
