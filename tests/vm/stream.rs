@@ -150,6 +150,24 @@ fn numbers(out: &str) -> Vec<u64> {
     out.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// Reads an attach session's stdout until `done` holds for the numbers on
+/// its complete lines; fails if the session ends or stays silent for `T`.
+async fn read_counter_until(ws: &mut WsClient, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let mut out = String::new();
+    loop {
+        let n = numbers(&out[..out.rfind('\n').map_or(0, |i| i + 1)]);
+        if done(&n) {
+            return n;
+        }
+        match tokio::time::timeout(T, ws.recv()).await {
+            Ok(Some((1, data))) => out.push_str(&String::from_utf8_lossy(&data)),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the attach session ended: {out:?}"),
+            Err(_) => panic!("no output for {T:?}: {out:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn streaming_attach_two_attachers_to_a_counter() {
     let counter = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
@@ -173,24 +191,17 @@ async fn streaming_attach_two_attachers_to_a_counter() {
         assert!(url.contains("/attach/"), "{url}");
         clients.push(WsClient::connect(&url, REMOTE_PROTOCOLS).await.expect("connect"));
     }
-    let mut seen = Vec::new();
-    for ws in &mut clients {
-        // ~2 s of output each, read one after the other: the second
-        // attacher's output waited for it meanwhile.
-        let start = Instant::now();
-        let mut out = String::new();
-        while start.elapsed() < Duration::from_secs(2) {
-            if let Ok(Some((1, data))) = tokio::time::timeout(Duration::from_millis(500), ws.recv()).await {
-                out.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
-        let n = numbers(&out);
-        assert!(n.len() >= 5, "{out:?}");
-        assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "consecutive: {n:?}");
-        seen.push(n);
+    // Read one after the other: the first attacher until it saw five
+    // lines, then the second, whose output waited for it meanwhile, until
+    // it reaches the first one's last line: both saw the same moments of
+    // the same container, and neither lost a line.
+    let first = read_counter_until(&mut clients[0], |n| n.len() >= 5).await;
+    let last = first[first.len() - 1];
+    let second = read_counter_until(&mut clients[1], |n| n.contains(&last)).await;
+    let seen = [first, second];
+    for n in &seen {
+        assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "consecutive: {seen:?}");
     }
-    // Both saw the same moments of the same container.
-    assert!(seen[1].contains(&seen[0][seen[0].len() - 1]), "{seen:?}");
     // The log still got everything.
     let log = log_lines(&b.log_dir().join("attach.log"));
     assert!(numbers(&log.join("\n")).contains(&seen[1][0]), "{log:?}");
