@@ -9,8 +9,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use berth_spdy::{Headers, Role, Session, Stream};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 /// The remotecommand versions client-go offers, newest first.
 pub const REMOTECOMMAND_PROTOCOLS: &[&str] = &[
@@ -21,6 +26,10 @@ pub const REMOTECOMMAND_PROTOCOLS: &[&str] = &[
 ];
 /// The port-forward protocol.
 pub const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
+/// The WebSocket subprotocol of client-go's tunnelling port-forward dialer
+/// (`crictl port-forward --transport websocket`, kubectl ≥ 1.30): the SPDY
+/// port-forward session, carried in binary WebSocket messages.
+pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// An upgraded connection.
 pub struct Upgraded {
@@ -300,6 +309,48 @@ impl PortForward {
         Ok(PortForward { up, next_request: 0 })
     }
 
+    /// The same session through a WebSocket tunnel: a GET upgrading to
+    /// WebSocket with [`TUNNEL_PROTOCOL`], then SPDY inside binary messages.
+    pub async fn start_tunnelled(url: &str) -> anyhow::Result<Self> {
+        let mut req = url.replacen("http://", "ws://", 1).into_client_request()?;
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(TUNNEL_PROTOCOL),
+        );
+        let authority = req.uri().authority().context("no host in the URL")?.to_string();
+        let tcp = TcpStream::connect(&authority)
+            .await
+            .with_context(|| format!("connect {authority}"))?;
+        let (ws, resp) = match tokio_tungstenite::client_async(req, tcp).await {
+            Ok(r) => r,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp.body().as_deref().unwrap_or_default();
+                return Err(Refused {
+                    status: resp.status().as_u16(),
+                    body: String::from_utf8_lossy(body).into_owned(),
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let protocol = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if protocol != TUNNEL_PROTOCOL {
+            bail!("server chose {protocol:?}");
+        }
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(pump_tunnel(ws, theirs));
+        let (session, _incoming) = Session::new(ours, Role::Client);
+        Ok(PortForward {
+            up: Upgraded { session, protocol },
+            next_request: 0,
+        })
+    }
+
     pub async fn connect(&mut self, port: u16) -> anyhow::Result<Forward> {
         let id = self.next_request.to_string();
         self.next_request += 1;
@@ -326,4 +377,35 @@ pub async fn http_get(data: &mut Stream, path: &str) -> anyhow::Result<String> {
         .await
         .context("HTTP response timed out")??;
     Ok(String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Moves the SPDY bytes between `io` and the WebSocket as client-go's
+/// tunnelling connection does: each write one binary message, each binary
+/// message read in order; a Close (or the end) is the end of the stream.
+async fn pump_tunnel(ws: WebSocketStream<TcpStream>, io: DuplexStream) {
+    let (mut sink, mut source) = ws.split();
+    let (mut from_session, mut to_session) = tokio::io::split(io);
+    let up = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n @ 1..) = from_session.read(&mut buf).await {
+            if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    };
+    let down = async move {
+        while let Some(Ok(msg)) = source.next().await {
+            let written = match msg {
+                Message::Binary(b) => to_session.write_all(&b).await,
+                Message::Close(_) => break,
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        let _ = to_session.shutdown().await;
+    };
+    tokio::join!(up, down);
 }

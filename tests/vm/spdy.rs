@@ -2,8 +2,8 @@
 //! kubelet and crictl use by default: the client (`berth_tests::spdy`)
 //! upgrades like client-go and opens one SPDY stream per channel.
 //! Output, stdin, exit codes, TTY with resize, 3 MB through the flow-control
-//! windows, attach, port-forward with concurrent connections and errors,
-//! protocol negotiation, and the streamed-exec latency over SPDY.
+//! windows, attach, port-forward with concurrent connections and errors
+//! (also through client-go's WebSocket tunnel), protocol negotiation, and the streamed-exec latency over SPDY.
 //!
 //! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
 
@@ -234,6 +234,67 @@ async fn spdy_port_forward_to_httpd_in_the_pod() {
     let _ = refused.data.shutdown().await;
     let err = refused.error_text().await;
     assert!(err.contains("error forwarding port 9"), "{err:?}");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// client-go's tunnelling port-forward (`crictl port-forward --transport
+/// websocket`, kubectl ≥ 1.30): the same SPDY session inside binary
+/// WebSocket messages. Two connections at once, a later one, a refused
+/// port; the tunnel protocol opens no exec.
+#[tokio::test]
+async fn spdy_port_forward_through_a_websocket_tunnel() {
+    let httpd =
+        "mkdir -p /www && echo hello-through-the-tunnel > /www/index.html && exec httpd -f -p 8080 -h /www";
+    let (_b, mut c, sb, id) = start_pod_with_container("spdy-tunnel", "", &["sh", "-c", httpd], |_| {}).await;
+    let deadline = Instant::now() + T;
+    while !matches!(
+        c.exec(&id, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
+            .await,
+        Ok((0, _))
+    ) {
+        assert!(Instant::now() < deadline, "httpd did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: sb.clone(),
+            port: vec![8080],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let mut pf = tokio::time::timeout(T, PortForward::start_tunnelled(&url))
+        .await
+        .expect("upgrade in time")
+        .expect("WebSocket upgrade with the tunnel protocol");
+    assert_eq!(pf.up.protocol, TUNNEL_PROTOCOL);
+    let mut one = pf.connect(8080).await.unwrap();
+    let mut two = pf.connect(8080).await.unwrap();
+    let (r1, r2) = tokio::join!(
+        http_get(&mut one.data, "/index.html"),
+        http_get(&mut two.data, "/")
+    );
+    for r in [r1.unwrap(), r2.unwrap()] {
+        assert!(r.starts_with("HTTP/1."), "{r:?}");
+        assert!(r.contains("hello-through-the-tunnel"), "{r:?}");
+    }
+    assert_eq!(one.error_text().await, "");
+    let mut three = pf.connect(8080).await.unwrap();
+    let r = http_get(&mut three.data, "/").await.unwrap();
+    assert!(r.contains("hello-through-the-tunnel"), "{r:?}");
+    let mut refused = pf.connect(9).await.unwrap();
+    let _ = refused.data.shutdown().await;
+    let err = refused.error_text().await;
+    assert!(err.contains("error forwarding port 9"), "{err:?}");
+
+    // An exec URL does not speak the tunnel protocol.
+    let url = c.exec_url(exec_request(&id, &["true"], false, false)).await;
+    let err = PortForward::start_tunnelled(&url).await.err().expect("refused");
+    let refused = err.downcast_ref::<Refused>().expect("an HTTP refusal");
+    assert_eq!(refused.status, 400, "{refused}");
+    assert!(refused.body.contains("v4.channel.k8s.io"), "{refused}");
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
