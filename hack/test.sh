@@ -8,6 +8,9 @@
 #   hack/test.sh --vm       VM integration tests only (skips lints + host tests)
 #   BERTH_VM_FILTER=a,b     only VM tests whose name contains "a" or "b" (refused under CI=true)
 #   BERTH_VM_SUITE_TIMEOUT  seconds each VM test executable may run (default 900)
+#   BERTH_CRICTL=PATH       cri-tools' crictl for the streaming interop test in the VM
+#                           (vm_crictl_interop, hack/vm/crictl-interop.sh); default: crictl
+#                           on PATH; without one the test is skipped with a printed reason
 #   BERTH_CRITEST=PATH      then run cri-tools' critest (a binary the project does not
 #                           ship) against berthd in the VM: hack/critest.sh
 #   BERTH_CRASH_ROUNDS      rounds of vm_crash's random-kill loop (default 5)
@@ -88,6 +91,23 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]==["test"]:
         print(m["executable"])')
 [ -n "$TEST_BINS" ] || die "no VM test executables were built"
+# The real crictl's streaming (exec, attach, port-forward over SPDY and
+# WebSocket) runs as one more VM test when a crictl binary is at hand; the
+# project does not ship one (hack/stream-interop.sh says how to build it).
+CRICTL_BIN=${BERTH_CRICTL:-$(command -v crictl || true)}
+EXTRA_BINS=()
+if [ -n "$CRICTL_BIN" ]; then
+    [ -x "$CRICTL_BIN" ] && [ -f "$CRICTL_BIN" ] || die "BERTH_CRICTL=$CRICTL_BIN is not an executable"
+    # The VM has it as /usr/bin/crictl, whatever the file is called here.
+    rm -rf "$WORK/crictl" && mkdir -p "$WORK/crictl"
+    ln -s "$(readlink -f "$CRICTL_BIN")" "$WORK/crictl/crictl"
+    EXTRA_BINS=(--extra-bin "$WORK/crictl/crictl")
+    cp hack/vm/crictl-interop.sh "$WORK/vm_crictl_interop-sh"
+    TEST_BINS="$TEST_BINS $WORK/vm_crictl_interop-sh"
+    echo "crictl interop: with $CRICTL_BIN ($("$CRICTL_BIN" --version 2>/dev/null || echo "version unknown"))"
+else
+    echo "crictl interop: skipped: no crictl (set BERTH_CRICTL to a crictl binary or put one on PATH; see hack/stream-interop.sh)"
+fi
 # What each executable declares, with the filter applied: the count the VM
 # run must reach. Under a filter, executables with no matching test stay out
 # of the VM; a filter matching nothing fails here, before a VM boots.
@@ -120,7 +140,7 @@ hack/images/registry-seed.sh "$WORK/images"
 step "build: VM initramfs"
 # shellcheck disable=SC2086
 hack/vm/build-initramfs.sh --bin "$BIN" --tests $SELECTED --registry "$WORK/images/registry" \
-    --out "$WORK/initramfs.img"
+    "${EXTRA_BINS[@]}" --out "$WORK/initramfs.img"
 
 step "VM integration tests"
 # syscall.x32=y: Debian's kernel accepts x32 system calls only when asked;

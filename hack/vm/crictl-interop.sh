@@ -4,7 +4,37 @@
 # above all its SPDY and WebSocket streaming (exec, attach, port-forward),
 # which Berth's own Rust client cannot prove interoperable on its own.
 # Prints "INTEROP: ok <step>" per step and exits non-zero on the first failure.
+#
+# hack/test.sh runs it as one more VM test executable, vm_crictl_interop,
+# when a crictl binary is at hand: like a libtest binary it answers
+# `--list [--format terse] [FILTER...]` with "crictl_interop: test" (or
+# nothing when no filter matches) and writes "ok|failed crictl_interop" to
+# `--logfile`, so hack/vm/init.sh counts it like the Rust suites.
 set -u
+NAME=crictl_interop
+LIST=0 LOGFILE="" FILTERS=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --list) LIST=1 ;;
+        --format | --logfile) [ "$1" = --logfile ] && LOGFILE=${2:-}; shift ;;
+        --*) ;;
+        *) FILTERS="$FILTERS $1" ;;
+    esac
+    shift
+done
+SELECTED=yes
+if [ -n "$FILTERS" ]; then
+    SELECTED=no
+    for f in $FILTERS; do
+        case "$NAME" in *"$f"*) SELECTED=yes ;; esac
+    done
+fi
+if [ $LIST = 1 ]; then
+    [ $SELECTED = no ] || echo "$NAME: test"
+    exit 0
+fi
+[ $SELECTED = yes ] || exit 0
+
 CRICTL=/usr/bin/crictl
 IMG=127.0.0.1:5000/library/busybox:latest
 cat >/etc/crictl.yaml <<YAML
@@ -12,10 +42,24 @@ runtime-endpoint: unix:///run/berth/berth.sock
 image-endpoint: unix:///run/berth/berth.sock
 timeout: 60
 YAML
-fail() { echo "INTEROP: FAIL $*"; cat /tmp/berthd.log | tail -40; exit 1; }
+# The suites after this one start their own berthd (one of them on these
+# default paths): leave no pod and no berthd behind, pass or fail.
+BERTHD=""
+cleanup() {
+    $CRICTL rmp -a -f >/dev/null 2>&1
+    [ -z "$BERTHD" ] || { kill "$BERTHD"; wait "$BERTHD"; } 2>/dev/null
+}
+fail() {
+    echo "INTEROP: FAIL $*"
+    tail -40 /tmp/berthd.log
+    cleanup
+    [ -z "$LOGFILE" ] || echo "failed $NAME" >>"$LOGFILE"
+    exit 1
+}
 ok() { echo "INTEROP: ok $*"; }
 
 /berth/bin/berthd --log-level info >/tmp/berthd.log 2>&1 &
+BERTHD=$!
 i=0
 until [ -S /run/berth/berth.sock ]; do
     i=$((i + 1)); [ $i -gt 300 ] && fail "berthd did not start"
@@ -91,4 +135,6 @@ done
 
 $CRICTL stopp "$POD" >/dev/null && $CRICTL rmp "$POD" >/dev/null || fail "stopp/rmp"
 ok "pod removed"
+cleanup
 echo "INTEROP: all ok"
+[ -z "$LOGFILE" ] || echo "ok $NAME" >>"$LOGFILE"
