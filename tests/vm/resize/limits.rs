@@ -32,31 +32,33 @@ pub async fn oom_score_cpuset_and_swap(c: &mut CriClient, dir: &Path, id: &str) 
     update(c, id, with(|_| {})).await.unwrap();
     assert_eq!(oom_score_adj(pid), 0);
 
-    if dir.join("cpuset.cpus").exists() {
-        update(
-            c,
-            id,
-            with(|r| {
-                r.cpuset_cpus = "0".into();
-                r.cpuset_mems = "0".into();
-            }),
-        )
+    // The VM enables every controller the kernel has (hack/vm/init.sh) and
+    // berthd enables cpuset on the way down: a missing file is a failure.
+    assert!(
+        dir.join("cpuset.cpus").exists(),
+        "no cpuset.cpus in {}: the cpuset controller is not enabled",
+        dir.display()
+    );
+    update(
+        c,
+        id,
+        with(|r| {
+            r.cpuset_cpus = "0".into();
+            r.cpuset_mems = "0".into();
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(dir, "cpuset.cpus"), "0");
+    assert_eq!(read(dir, "cpuset.mems"), "0");
+    assert_eq!(read(dir, "cpuset.cpus.effective"), "0");
+    let r = status_resources(c, id).await;
+    assert_eq!((r.cpuset_cpus.as_str(), r.cpuset_mems.as_str()), ("0", "0"));
+    let e = update(c, id, with(|r| r.cpuset_cpus = "999".into()))
         .await
-        .unwrap();
-        assert_eq!(read(dir, "cpuset.cpus"), "0");
-        assert_eq!(read(dir, "cpuset.mems"), "0");
-        assert_eq!(read(dir, "cpuset.cpus.effective"), "0");
-        let r = status_resources(c, id).await;
-        assert_eq!((r.cpuset_cpus.as_str(), r.cpuset_mems.as_str()), ("0", "0"));
-        let e = update(c, id, with(|r| r.cpuset_cpus = "999".into()))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-        assert_eq!(read(dir, "cpuset.cpus"), "0", "unchanged after a bad cpuset");
-        println!("BERTH-RESIZE cpuset: cpus and mems set live and read back");
-    } else {
-        println!("BERTH-RESIZE cpuset: controller not enabled in this VM, skipped");
-    }
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert_eq!(read(dir, "cpuset.cpus"), "0", "unchanged after a bad cpuset");
 
     // CRI's swap limit is memory + swap; cgroup v2 holds swap alone.
     let mem_and_swap = |swap: i64| {
