@@ -280,19 +280,28 @@ async fn layered_images_and_concurrent_pulls() {
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
+/// A loopback TCP port that refuses connections: a socket bound and never
+/// listening, so no other process takes the port while the test holds it.
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}
+
 /// Mirrors are tried in order before the registry: a dead one is skipped,
 /// the next serves (the registry itself here does not exist at all).
 #[tokio::test]
 async fn mirrors_are_tried_in_order() {
+    let ((_r, registry_port), (_m, mirror_port)) = (refusing_port(), refusing_port());
+    let name = format!("127.0.0.1:{registry_port}");
     let cfg = format!(
-        "[registry.\"127.0.0.1:5999\"]\nmirrors = [\"127.0.0.1:5998\", \"{}\"]\n",
+        "[registry.\"{name}\"]\nmirrors = [\"127.0.0.1:{mirror_port}\", \"{}\"]\n",
         registry()
     );
     let (b, mut c) = Berthd::start_with(&cfg).await.expect("berthd");
-    let id = c
-        .pull("127.0.0.1:5999/library/busybox:latest")
-        .await
-        .expect("pull through the mirror");
+    let image = format!("{name}/library/busybox:latest");
+    let id = c.pull(&image).await.expect("pull through the mirror");
     assert!(id.starts_with("sha256:"));
     let log = b.log();
     assert!(log.contains("mirror failed; trying the next"), "{log}");
@@ -301,7 +310,7 @@ async fn mirrors_are_tried_in_order() {
         .images
         .image_status(cri::ImageStatusRequest {
             image: Some(cri::ImageSpec {
-                image: "127.0.0.1:5999/library/busybox:latest".into(),
+                image,
                 ..Default::default()
             }),
             verbose: false,
