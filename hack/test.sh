@@ -166,14 +166,14 @@ short=0
 while read -r name declared; do
     line=$({ grep -a "BERTH-VM: end $name rc=" "$WORK/vm.log" || true; } | tr -d '\r' | tail -1)
     if [ -z "$line" ]; then
-        printf '  %-14s did not run (declares %s)\n' "$name" "$declared"
+        printf '  %-18s did not run (declares %s)\n' "$name" "$declared"
         short=1
         continue
     fi
     rc=$(sed -n 's/.* rc=\([0-9]*\).*/\1/p' <<<"$line")
     passed=$(sed -n 's/.* passed=\([0-9]*\).*/\1/p' <<<"$line")
     secs=$(sed -n 's/.* secs=\([0-9]*\).*/\1/p' <<<"$line")
-    printf '  %-14s %4s of %4s passed, rc %s, %ss\n' "$name" "${passed:-?}" "$declared" "${rc:-?}" "${secs:-?}"
+    printf '  %-18s %4s of %4s passed, rc %s, %ss\n' "$name" "${passed:-?}" "$declared" "${rc:-?}" "${secs:-?}"
     [ "$rc" = 0 ] && [ "$passed" = "$declared" ] || short=1
 done <"$WORK/vm-expected"
 [ $vm_rc -eq 0 ] || die "VM run failed (rc $vm_rc)"
