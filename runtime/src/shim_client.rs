@@ -5,6 +5,7 @@
 //! at berthd's process group never reach it. The shim outliving berthd is what
 //! lets berthd restart without touching running containers.
 
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,9 @@ pub struct NewNamespaces {
 pub struct SpawnedShim {
     /// The shim's pid.
     pub pid: u32,
+    /// A pidfd of the shim, opened before anything could reap it: it names
+    /// the shim, never a process that reuses its pid ([`open_ns`]).
+    pub pidfd: OwnedFd,
 }
 
 /// Connects to a shim's socket (the channel reconnects lazily on its own).
@@ -162,6 +166,16 @@ pub async fn spawn(
         .spawn()
         .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
     let pid = child.id();
+    // Before the reaper thread exists: the child is not reaped yet, so the
+    // pid is still the shim's.
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::io("pidfd_open of the shim", e));
+        }
+    };
     // berthd is the shim's parent while it lives; reap it when it exits so no
     // zombie stays behind. After a berthd restart, init adopts shims instead.
     std::thread::Builder::new()
@@ -176,7 +190,7 @@ pub async fn spawn(
         if socket.exists() {
             if let Ok(mut client) = connect(socket).await {
                 if client.info(berth_proto::shim::InfoRequest {}).await.is_ok() {
-                    return Ok((SpawnedShim { pid }, client));
+                    return Ok((SpawnedShim { pid, pidfd }, client));
                 }
             }
         }
@@ -199,4 +213,75 @@ pub async fn spawn(
 /// `/proc/<pid>/ns/<kind>` of a process.
 pub fn ns_path(pid: u32, kind: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/{kind}"))
+}
+
+/// Opens namespace `kind` of the shim `pid`, for pinning. The file is
+/// opened by number, so it counts only if the process `pidfd` names (the
+/// shim) was not yet reaped after the open: until it is reaped, no other
+/// process can have its pid. A shim that died and whose pid was reused
+/// before the pins were made would otherwise hand the pod another
+/// process's namespaces (the host's network, say).
+pub fn open_ns(pid: u32, pidfd: BorrowedFd<'_>, kind: &str) -> Result<std::fs::File> {
+    let path = ns_path(pid, kind);
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    // SAFETY: pidfd_send_signal(2) with signal 0 only checks that the
+    // pidfd's process exists; no siginfo is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Shim(format!(
+            "the shim (pid {pid}) exited before its {kind} namespace was pinned: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(file)
+}
+
+/// A pidfd of `pid`.
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) with no flags; a descriptor it returns is ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_live_shims_namespace_is_opened() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pidfd = pidfd_open(child.id()).unwrap();
+        let f = open_ns(child.id(), pidfd.as_fd(), "net").expect("open");
+        let want = std::fs::metadata(ns_path(child.id(), "net")).unwrap();
+        assert_eq!(f.metadata().unwrap().ino(), want.ino());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_pid_reused_after_the_shim_was_reaped_is_never_opened() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = pidfd_open(child.id()).unwrap();
+        child.wait().unwrap();
+        // The number now names another process (ours stands in for
+        // whatever reused it): its namespace must not be taken for the
+        // shim's.
+        let reused = std::process::id();
+        let e = open_ns(reused, pidfd.as_fd(), "net").expect_err("a reaped shim's pid was opened");
+        assert!(e.to_string().contains("exited"), "{e}");
+    }
 }

@@ -224,6 +224,12 @@ async fn life_an_exit_is_reported_while_a_background_child_holds_the_output() {
         !processes_matching("sleep 4747").is_empty(),
         "the holder still runs"
     );
+    // The holder keeps the container's namespaces alive, but the container
+    // is over: exec is refused, never run through whatever has the pid.
+    match c.exec(&id, &["hostname"]).await {
+        Err(e) => assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}"),
+        Ok(r) => panic!("exec ran in an exited container: {r:?}"),
+    }
     c.stop_and_remove_pod(&sb).await.unwrap();
     assert!(
         processes_matching("sleep 4747").is_empty(),

@@ -596,7 +596,8 @@ impl SandboxManager {
                 continue;
             }
             let pin_path = state_dir.join("ns").join(kind);
-            pin::pin(&shim_client::ns_path(spawned.pid, kind), &pin_path)?;
+            let file = shim_client::open_ns(spawned.pid, std::os::fd::AsFd::as_fd(&spawned.pidfd), kind)?;
+            pin::pin_file(&file, &pin_path)?;
             let p = pin_path.clone();
             undo.push(move || {
                 let _ = pin::unpin(&p);

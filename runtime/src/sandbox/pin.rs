@@ -16,6 +16,13 @@ pub fn pin(ns: &Path, at: &Path) -> Result<()> {
     })
 }
 
+/// Bind-mounts the open namespace file `ns` onto `at`: what was opened is
+/// what gets pinned, whatever its path names by now.
+pub fn pin_file(ns: &std::fs::File, at: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    pin(Path::new(&format!("/proc/self/fd/{}", ns.as_raw_fd())), at)
+}
+
 /// Unmounts and deletes a pin; a missing pin is fine.
 pub fn unpin(at: &Path) -> Result<()> {
     match umount2(at, MntFlags::MNT_DETACH) {
