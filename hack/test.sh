@@ -8,8 +8,9 @@
 #   hack/test.sh --vm       VM integration tests only (skips lints + host tests)
 #   BERTH_VM_FILTER=a,b     only VM tests whose name contains "a" or "b" (refused under CI=true)
 #   BERTH_VM_SUITE_TIMEOUT  seconds each VM test executable may run (default 900)
-#   BERTH_CRITEST=PATH      then run cri-tools' critest (a binary the project does not
-#                           ship) against berthd in the VM: hack/critest.sh
+#   BERTH_CRITEST=PATH|build  then run cri-tools' critest (which the project does not
+#                           ship) against berthd in the VM with hack/critest.sh: the
+#                           binary at PATH, or `build` for critest.sh's cached build
 #   BERTH_CRASH_ROUNDS      rounds of vm_crash's random-kill loop (default 5)
 #   BERTH_CRASH_SEED        its seed (default fixed)
 #
@@ -161,9 +162,11 @@ done <"$WORK/vm-expected"
 
 step "critest (optional)"
 if [ -z "${BERTH_CRITEST:-}" ]; then
-    echo "critest: skipped (set BERTH_CRITEST to a critest binary, see README)"
+    echo "critest: skipped (set BERTH_CRITEST to a critest binary or to build, see README)"
 elif [ -n "$FILTER" ]; then
     echo "critest: skipped under BERTH_VM_FILTER"
+elif [ "$BERTH_CRITEST" = build ]; then
+    hack/critest.sh
 else
     [ -x "$BERTH_CRITEST" ] || die "BERTH_CRITEST=$BERTH_CRITEST is not an executable"
     CRITEST=$BERTH_CRITEST hack/critest.sh
