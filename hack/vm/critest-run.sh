@@ -81,7 +81,12 @@ run_critest() {
     echo "CRITEST: exit $pass $prc"
     if [ -f "/tmp/critest-$pass.xml" ]; then
         { tr -d '\n' <"/tmp/critest-$pass.xml"; echo; } | sed 's/<testcase /\n<testcase /g' |
-            sed -n "s/^<testcase name=\"\([^\"]*\)\" classname=\"[^\"]*\" status=\"\([a-z]*\)\".*/CRITEST: $pass \2 \1/p"
+            sed -n "s/^<testcase name=\"\([^\"]*\)\" classname=\"[^\"]*\" status=\"\([a-z]*\)\".*/CRITEST: $pass \2 \1/p" \
+            >"/tmp/critest-$pass.lines"
+        cat "/tmp/critest-$pass.lines"
+        # Counts of the It specs (ginkgo's own, without its suite nodes).
+        n() { grep -c "^CRITEST: $pass $1 \[It\]" "/tmp/critest-$pass.lines"; }
+        echo "CRITEST: counts $pass: passed $(n passed) failed $(n failed) skipped $(n skipped)"
     fi
     return $prc
 }
