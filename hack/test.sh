@@ -11,8 +11,9 @@
 #   BERTH_CRICTL=PATH       cri-tools' crictl for the streaming interop test in the VM
 #                           (vm_crictl_interop, hack/vm/crictl-interop.sh); default: crictl
 #                           on PATH; without one the test is skipped with a printed reason
-#   BERTH_CRITEST=PATH      then run cri-tools' critest (a binary the project does not
-#                           ship) against berthd in the VM: hack/critest.sh
+#   BERTH_CRITEST=PATH|build  then run cri-tools' critest (which the project does not
+#                           ship) against berthd in the VM with hack/critest.sh: the
+#                           binary at PATH, or `build` for critest.sh's cached build
 #   BERTH_CRASH_ROUNDS      rounds of vm_crash's random-kill loop (default 5)
 #   BERTH_CRASH_SEED        its seed (default fixed)
 #
@@ -181,9 +182,11 @@ done <"$WORK/vm-expected"
 
 step "critest (optional)"
 if [ -z "${BERTH_CRITEST:-}" ]; then
-    echo "critest: skipped (set BERTH_CRITEST to a critest binary, see README)"
+    echo "critest: skipped (set BERTH_CRITEST to a critest binary or to build, see README)"
 elif [ -n "$FILTER" ]; then
     echo "critest: skipped under BERTH_VM_FILTER"
+elif [ "$BERTH_CRITEST" = build ]; then
+    hack/critest.sh
 else
     [ -x "$BERTH_CRITEST" ] || die "BERTH_CRITEST=$BERTH_CRITEST is not an executable"
     CRITEST=$BERTH_CRITEST hack/critest.sh

@@ -26,6 +26,7 @@ manifest digest, which no other bytes can have.
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mkimage  # noqa: E402  (the sibling builder: layers, layouts)
@@ -126,6 +127,32 @@ def web_entries(port):
     return e
 
 
+# Kubernetes' nonewprivs test image: a set-user-ID-root program that prints
+# its effective uid. Run as uid 1000, it says 0 unless no_new_privs is set
+# (then the kernel ignores the set-user-ID bit and it says 1000).
+NNP_C = r"""#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("Effective uid: %d\n", (int)geteuid()); return 0; }
+"""
+
+
+def nnp_binary():
+    """NNP_C compiled static, so the image needs no libraries."""
+    with tempfile.TemporaryDirectory() as d:
+        src, exe = os.path.join(d, "nnp.c"), os.path.join(d, "nnp")
+        with open(src, "w") as f:
+            f.write(NNP_C)
+        subprocess.run(["cc", "-static", "-Os", "-s", "-o", exe, src], check=True)
+        with open(exe, "rb") as f:
+            return f.read()
+
+
+def nonewprivs_entries():
+    return busybox_entries() + [("usr/local", "dir", None, 0o755, 0, 0),
+                                ("usr/local/bin", "dir", None, 0o755, 0, 0),
+                                ("usr/local/bin/nnp", "file", nnp_binary(), 0o4755, 0, 0)]
+
+
 def image(out, name, repo, tags, entries, config):
     """One layout pushed as repo:tag for each tag."""
     mkimage.build(out, name, entries, config)
@@ -163,6 +190,8 @@ def main():
                     ("test-image-user-uid-group", "1003:1004"),
                     ("test-image-user-username-group", "www-data:1004")]:
         image(out, n, CRI_TOOLS + n, ["latest"], busybox_entries(), {"User": user})
+    image(out, "e2e-nonewprivs", E2E + "nonewprivs", ["1.3"], nonewprivs_entries(),
+          {"Entrypoint": ["/usr/local/bin/nnp"]})
     # adduser -u 1000 default-user; addgroup -g 50000 group-defined-in-image;
     # addgroup default-user group-defined-in-image; USER 1000.
     image(out, "test-image-predefined-group", CRI_TOOLS + "test-image-predefined-group", ["latest"],

@@ -108,6 +108,17 @@ done
 mkdir -p "$R/var/tmp"
 cp /usr/sbin/apparmor_parser "$R/usr/sbin/"
 copy_libs /usr/sbin/apparmor_parser
+# What profiles written for a node include (`#include <tunables/global>`,
+# `<abstractions/base>`, critest's among them) and the parser's own config
+# and feature set: without them apparmor_parser loads only self-contained
+# profiles, and says so on stderr. The cache dir is where `-W` writes.
+mkdir -p "$R/etc/apparmor.d" "$R/var/cache/apparmor"
+for d in /etc/apparmor /usr/share/apparmor-features /etc/apparmor.d/abi /etc/apparmor.d/tunables \
+    /etc/apparmor.d/abstractions; do
+    [ -d "$d" ] || { echo "build-initramfs: $d is missing (Debian's apparmor package)" >&2; exit 1; }
+    mkdir -p "$R$(dirname "$d")"
+    cp -a "$d" "$R$d"
+done
 copy_libs /usr/bin/docker-registry
 if [ -n "$REGISTRY" ]; then
     mkdir -p "$R/var/lib/registry"

@@ -3,7 +3,8 @@
 # the initramfs next to the real critest): starts berthd with registry
 # mirrors that send registry.k8s.io and gcr.io to the VM's registry (which
 # holds hack/images/critest_images.py's stand-ins), so critest pulls its own
-# image names unchanged, then runs critest's validation specs.
+# image names unchanged, then runs critest's validation specs and its
+# benchmarks.
 #
 # Why mirrors and not critest's -registry-prefix: the prefix rewrites only the
 # names critest pulls, not the names several specs then create containers
@@ -54,27 +55,74 @@ until [ -S /run/berth/berth.sock ]; do
     usleep 100000
 done
 
-# The only spec skipped: test-image-digest is pinned by the upstream
-# manifest digest, which no image built here can have. Extra ginkgo flags
-# (a -ginkgo.focus for one spec) come from berth.critestargs.
-EXTRA=""
+# Extra ginkgo flags for the validation pass (a -ginkgo.focus for one
+# spec) come from berth.critestargs; berth.critestbench=0 leaves the
+# benchmark pass out.
+EXTRA="" BENCH=1
 for arg in $(cat /proc/cmdline); do
-    case "$arg" in berth.critestargs=*) EXTRA=$(echo "${arg#berth.critestargs=}" | tr ',' ' ') ;; esac
+    case "$arg" in
+        berth.critestargs=*) EXTRA=$(echo "${arg#berth.critestargs=}" | tr ',' ' ') ;;
+        berth.critestbench=*) BENCH=${arg#berth.critestbench=} ;;
+    esac
 done
-echo "CRITEST: start (extra flags: ${EXTRA:-none})"
+
+# run_critest PASS FLAGS...: one critest run, its JUnit report turned into
+# one "CRITEST: PASS <state> <name>" line per spec; returns critest's status.
+run_critest() {
+    pass=$1
+    shift
+    echo "CRITEST: start $pass (flags: $*)"
+    /usr/bin/critest \
+        -runtime-endpoint unix:///run/berth/berth.sock \
+        -image-endpoint unix:///run/berth/berth.sock \
+        -ginkgo.no-color -ginkgo.timeout 4h -ginkgo.junit-report "/tmp/critest-$pass.xml" \
+        "$@" 2>&1
+    prc=$?
+    echo "CRITEST: exit $pass $prc"
+    if [ -f "/tmp/critest-$pass.xml" ]; then
+        { tr -d '\n' <"/tmp/critest-$pass.xml"; echo; } | sed 's/<testcase /\n<testcase /g' |
+            sed -n "s/^<testcase name=\"\([^\"]*\)\" classname=\"[^\"]*\" status=\"\([a-z]*\)\".*/CRITEST: $pass \2 \1/p" \
+            >"/tmp/critest-$pass.lines"
+        cat "/tmp/critest-$pass.lines"
+        # Counts of the It specs (ginkgo's own, without its suite nodes).
+        n() { grep -c "^CRITEST: $pass $1 \[It\]" "/tmp/critest-$pass.lines"; }
+        echo "CRITEST: counts $pass: passed $(n passed) failed $(n failed) skipped $(n skipped)"
+    fi
+    return $prc
+}
+
+# The validation specs. The one spec skipped here: test-image-digest is
+# pinned by the upstream manifest digest, which no image built here can
+# have. (critest itself skips the benchmarks in this pass.)
 # shellcheck disable=SC2086
-/usr/bin/critest \
-    -runtime-endpoint unix:///run/berth/berth.sock \
-    -image-endpoint unix:///run/berth/berth.sock \
-    -ginkgo.skip 'public image with digest should be pulled and removed' \
-    -ginkgo.no-color -ginkgo.timeout 4h -ginkgo.junit-report /tmp/critest-junit.xml \
-    $EXTRA 2>&1
+run_critest spec -ginkgo.skip 'public image with digest should be pulled and removed' $EXTRA
 rc=$?
-echo "CRITEST: exit $rc"
-# One line per spec: state and name, from the JUnit report.
-if [ -f /tmp/critest-junit.xml ]; then
-    { tr -d '\n' </tmp/critest-junit.xml; echo; } | sed 's/<testcase /\n<testcase /g' |
-        sed -n 's/^<testcase name="\([^"]*\)" classname="[^"]*" status="\([a-z]*\)".*/CRITEST: spec \2 \1/p'
+
+# The benchmarks, which critest runs only under -benchmark and skips
+# unless told how many pods, containers and images to measure: a few of
+# each, from the images the VM serves, with timeouts for TCG. They check
+# that the operations work; their figures mean nothing under emulation.
+cat >/tmp/critest-bench.yaml <<'YAML'
+containersNumber: 3
+containersNumberParallel: 1
+containerBenchmarkTimeoutSeconds: 600
+podsNumber: 3
+podsNumberParallel: 1
+podBenchmarkTimeoutSeconds: 600
+imagesNumber: 3
+imagesNumberParallel: 1
+imageBenchmarkTimeoutSeconds: 600
+imagePullingBenchmarkImage: gcr.io/k8s-staging-cri-tools/test-image-1:latest
+imageListingBenchmarkImages:
+  - gcr.io/k8s-staging-cri-tools/test-image-1:latest
+  - gcr.io/k8s-staging-cri-tools/test-image-2:latest
+  - gcr.io/k8s-staging-cri-tools/test-image-3:latest
+podContainerStartBenchmarkTimeoutSeconds: 600
+YAML
+if [ "$BENCH" = 1 ]; then
+    run_critest benchmark -benchmark -benchmarking-params-file /tmp/critest-bench.yaml || rc=1
+else
+    echo "CRITEST: benchmark pass left out (berth.critestbench=$BENCH)"
 fi
 kill "$BERTHD" 2>/dev/null
 wait "$BERTHD" 2>/dev/null

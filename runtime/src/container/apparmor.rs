@@ -184,12 +184,18 @@ fn requested(sc: Option<&cri::LinuxContainerSecurityContext>) -> Result<Requeste
         return match ProfileType::try_from(p.profile_type) {
             Ok(ProfileType::RuntimeDefault) => Ok(Requested::RuntimeDefault),
             Ok(ProfileType::Unconfined) => Ok(Requested::Unconfined),
-            Ok(ProfileType::Localhost) if !p.localhost_ref.is_empty() => {
-                Ok(Requested::Localhost(p.localhost_ref.clone()))
-            }
-            Ok(ProfileType::Localhost) => Err(Error::InvalidArgument(
-                "AppArmor Localhost profile without a localhost_ref".into(),
-            )),
+            // kubelet sends `localhost/<name>` (the deprecated string's
+            // form) here too; the kernel knows the profile as `<name>`.
+            Ok(ProfileType::Localhost) => match p.localhost_ref.strip_prefix("localhost/") {
+                Some("") => Err(Error::InvalidArgument(
+                    "AppArmor Localhost profile \"localhost/\" names no profile".into(),
+                )),
+                Some(name) => Ok(Requested::Localhost(name.to_string())),
+                None if !p.localhost_ref.is_empty() => Ok(Requested::Localhost(p.localhost_ref.clone())),
+                None => Err(Error::InvalidArgument(
+                    "AppArmor Localhost profile without a localhost_ref".into(),
+                )),
+            },
             Err(_) => Err(Error::InvalidArgument(format!(
                 "unknown AppArmor profile type {}",
                 p.profile_type
@@ -323,6 +329,24 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
         assert!(err.to_string().contains("apparmor_parser"), "{err}");
+    }
+
+    /// kubelet (and critest) send the structured field's localhost_ref as
+    /// `localhost/<name>`, like the deprecated string; the kernel knows the
+    /// profile as `<name>`.
+    #[test]
+    fn localhost_ref_with_the_localhost_prefix_names_the_loaded_profile() {
+        let (_d, aa) = node("Y\n", "deny-write (enforce)\n");
+        let got = aa
+            .profile_for(Some(&sc(ProfileType::Localhost, "localhost/deny-write")))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some("deny-write"));
+        assert_eq!(
+            requested(Some(&sc(ProfileType::Localhost, "deny-write"))).unwrap(),
+            Requested::Localhost("deny-write".into())
+        );
+        let err = requested(Some(&sc(ProfileType::Localhost, "localhost/"))).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 
     #[test]
