@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use crate::cgroup::systemd::{self, holder::Holder, Systemd};
 use crate::cgroup::CgroupManager;
 use crate::error::{IoContext, Result};
 
@@ -46,6 +47,33 @@ pub fn open_procs(cgroups: &CgroupManager) -> Result<File> {
         .write(true)
         .open(&procs)
         .ctx(|| format!("open {}", procs.display()))
+}
+
+/// systemd driver: starts the shim's scope `berth-shim-<pod>.scope` in
+/// the pod's slice (held by a placeholder until the shim has moved itself
+/// in; drop the holder then) and opens its `cgroup.procs`.
+pub async fn open_scope_procs(
+    systemd: &Systemd,
+    cgroups: &CgroupManager,
+    pod_cgroup_path: &str,
+    sandbox_id: &str,
+) -> Result<(File, Holder)> {
+    let unit = systemd::shim_scope(sandbox_id);
+    let holder = Holder::spawn()?;
+    systemd
+        .start_scope(
+            &unit,
+            systemd::slice_of(pod_cgroup_path),
+            &[holder.pid()],
+            vec![("TasksMax", systemd::Value::U64(systemd::properties::INFINITY))],
+        )
+        .await?;
+    let procs = cgroups.dir(pod_cgroup_path).join(&unit).join("cgroup.procs");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .ctx(|| format!("open {}", procs.display()))?;
+    Ok((file, holder))
 }
 
 #[cfg(test)]
