@@ -1,4 +1,6 @@
-//! The cgroup every shim runs in: `berth-shims`, a sibling of berthd's own.
+//! The cgroup every shim runs in: `berth-shims`, a sibling of berthd's own
+//! (cgroupfs driver), or the pod's own `berth-shim-<pod>.scope` in its
+//! slice (systemd driver, [`open_scope_procs`]).
 //!
 //! A shim started by berthd would inherit berthd's cgroup, and a service
 //! manager stopping berthd (systemd kills its unit's whole cgroup) would
