@@ -53,8 +53,27 @@ ctr_pid() { crictl inspect "$1" | sed -n 's/^ *"pid": \([0-9]*\),*$/\1/p' | head
 ctr_state() { crictl inspect -o go-template --template '{{.status.state}}' "$1" 2>/dev/null; }
 rm_all() { crictl rmp -fa >/dev/null 2>&1; }
 
+# --- second boot: the reboot test (the first boot left pods recorded) ------
+MARK=/var/lib/berth-test/reboot-pending
+if [ -e "$MARK" ]; then
+    fail=$(cat "$MARK")
+    rm -f "$MARK"
+    wait_active
+    check "reboot: berthd is active again" '[ "$(systemctl is-active berthd)" = active ]'
+    check "reboot: berthd recognised the reboot" 'journalctl -b -u berthd -o cat | grep -q "node rebooted; removing stale pods"'
+    check "reboot: no pod listed" '[ -z "$(crictl pods -q)" ] && [ -z "$(crictl ps -aq)" ]'
+    check "reboot: no sandbox or container record left" \
+        '! ls /var/lib/berth/sandboxes /var/lib/berth/containers 2>/dev/null | grep -q "\.json$"'
+    check "reboot: no pod cgroup left" '[ -z "$(find /sys/fs/cgroup/berth -mindepth 1 -type d 2>/dev/null)" ]'
+    check "reboot: no IP lease left" '[ -z "$(ls /var/lib/cni/networks/berth 2>/dev/null | grep -E "^[0-9]+\.")" ]'
+    check "reboot: no mount under Berth's root" '! grep -q " /var/lib/berth/" /proc/self/mounts'
+    check "reboot: the image is still there" 'crictl inspecti "$IMG" >/dev/null'
+    exit "$fail"
+fi
+
 # --- the service --------------------------------------------------------
 wait_active
+echo "BOOT berthd active after $(cut -d' ' -f1 /proc/uptime) s of uptime"
 check "berthd is active (READY=1 received)" '[ "$(systemctl is-active berthd)" = active ]'
 check "Type=notify" '[ "$(systemctl show -p Type --value berthd)" = notify ]'
 check "KillMode=process" '[ "$(systemctl show -p KillMode --value berthd)" = process ]'
@@ -149,6 +168,7 @@ printf 'cgroup_driver = "systemd"\n' >/etc/berth/config.d/70-systemd.toml
 systemctl restart berthd
 wait_active
 check "systemd driver: berthd active" '[ "$(systemctl is-active berthd)" = active ]'
+check "systemd driver: RuntimeConfig reports it" 'crictl runtime-config 2>/dev/null | grep -qi systemd'
 SLICE=kubepods-burstable-poduid1.slice
 SLICE_DIR=/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/$SLICE
 pair=$(run_pod sd "$SLICE" 67108864 50000) || echo "FAIL: systemd driver: run pod: $(journalctl -u berthd -o cat | tail -5)"
@@ -158,6 +178,8 @@ cg=$SLICE_DIR/$unit
 check "systemd driver: container running" '[ "$(ctr_state "$sc")" = CONTAINER_RUNNING ]'
 check "systemd driver: $unit active in $SLICE" \
     '[ "$(systemctl is-active "$unit")" = active ] && [ "$(systemctl show -p Slice --value "$unit")" = "$SLICE" ]'
+check "systemd driver: systemctl status shows the container's process" \
+    'systemctl status --no-pager "$unit" | grep -q "$(ctr_pid "$sc")"'
 check "systemd driver: scope Delegate=yes" '[ "$(systemctl show -p Delegate --value "$unit")" = yes ]'
 check "systemd driver: MemoryMax property = memory.max = 64 MiB" \
     '[ "$(systemctl show -p MemoryMax --value "$unit")" = 67108864 ] && [ "$(cat "$cg/memory.max")" = 67108864 ]'
@@ -193,6 +215,8 @@ latency systemd ""
 rm -f /etc/berth/config.d/70-systemd.toml
 systemctl restart berthd
 wait_active
+# Again, after the systemd runs: the first cgroupfs loop ran right after boot.
+latency cgroupfs-again ""
 
 # --- the package: upgrade with pods, remove, purge ---------------------------
 if [ -r /root/berth-upgrade.deb ]; then
@@ -220,4 +244,16 @@ if [ -r /root/berth-upgrade.deb ]; then
     check "purge left no shim running" '! pgrep -x berth-shim >/dev/null'
 fi
 
-exit $fail
+# --- reboot: pods recorded, then the VM powers off; test.sh boots it again ---
+if dpkg -i /root/berth.deb >/tmp/dpkg.log 2>&1 && systemctl start berthd; then
+    wait_active
+    crictl pull "$IMG" >/dev/null 2>&1
+    run_pod rb1 >/dev/null && run_pod rb2 >/dev/null
+    check "reboot: two pods recorded before the reboot" '[ "$(crictl pods -q | wc -l)" = 2 ]'
+    mkdir -p "$(dirname "$MARK")"
+    echo "$fail" >"$MARK"
+    sync
+    exit 100
+fi
+echo "FAIL: reinstall for the reboot test"
+exit 1

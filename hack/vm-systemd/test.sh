@@ -46,10 +46,17 @@ start=$(date +%s)
 set +e
 ${BERTH_VM_WRAP:-} "$HERE/boot.sh" --image "$WORK/root.ext4" --timeout "${BERTH_VM_TIMEOUT:-1500}" >"$ROOT/.work/vm-systemd.log" 2>&1
 rc=$?
+# 100: the first boot left pods recorded for the reboot test; boot again.
+if [ $rc = 100 ]; then
+    ${BERTH_VM_WRAP:-} "$HERE/boot.sh" --image "$WORK/root.ext4" --timeout "${BERTH_VM_TIMEOUT:-1500}" >>"$ROOT/.work/vm-systemd.log" 2>&1
+    rc=$?
+fi
 set -e
-grep -E "^(ok|FAIL|LATENCY)[: ]|BERTH-VM-TEST-EXIT" "$ROOT/.work/vm-systemd.log" | tr -d '\r'
-oks=$(grep -c "^ok: " "$ROOT/.work/vm-systemd.log" || true)
-fails=$(grep -c "^FAIL: " "$ROOT/.work/vm-systemd.log" || true)
+# The test unit's lines reach the console as "[ time] sh[pid]: ok: ...".
+results=$(tr -d '\r' <"$ROOT/.work/vm-systemd.log" | sed -n 's/^.*sh\[[0-9]*\]: \(\(ok\|FAIL\): .*\|LATENCY .*\|BOOT .*\|BERTH-VM-TEST-EXIT: .*\)$/\1/p')
+echo "$results"
+oks=$(grep -c "^ok: " <<<"$results" || true)
+fails=$(grep -c "^FAIL: " <<<"$results" || true)
 step "boot + tests took $(($(date +%s) - start)) s: $oks ok, $fails failed, exit $rc"
 grep -q "BERTH-VM-TEST-EXIT" "$ROOT/.work/vm-systemd.log" || { echo "vm-systemd: the test unit never finished"; exit 1; }
 exit "$rc"
