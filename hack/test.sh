@@ -16,6 +16,8 @@
 #                           binary at PATH, or `build` for critest.sh's cached build
 #   BERTH_CRASH_ROUNDS      rounds of vm_crash's random-kill loop (default 5)
 #   BERTH_CRASH_SEED        its seed (default fixed)
+#   BERTH_SYSTEMD_VM=1      then the systemd-node VM stage: Berth's .deb in a Debian
+#                           VM whose PID 1 is systemd (hack/vm-systemd/test.sh)
 #
 # Fails closed: every VM test executable must run every test it declares
 # (`--list`), a filter must match at least one test, and CI runs no filter.
@@ -190,5 +192,13 @@ elif [ "$BERTH_CRITEST" = build ]; then
 else
     [ -x "$BERTH_CRITEST" ] || die "BERTH_CRITEST=$BERTH_CRITEST is not an executable"
     CRITEST=$BERTH_CRITEST hack/critest.sh
+fi
+step "systemd-node VM (optional)"
+if [ "${BERTH_SYSTEMD_VM:-0}" != 1 ]; then
+    echo "systemd-node VM: skipped (BERTH_SYSTEMD_VM=1 runs it, see README)"
+elif [ -n "$FILTER" ]; then
+    echo "systemd-node VM: skipped under BERTH_VM_FILTER"
+else
+    hack/vm-systemd/test.sh
 fi
 step "all tests passed"

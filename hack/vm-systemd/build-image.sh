@@ -6,6 +6,7 @@
 #
 #   build-image.sh --deb target/debian/berth_<version>_amd64.deb
 #                  [--out FILE] [--size 4G] [--test SCRIPT]
+#                  [--registry DIR] [--upgrade-deb FILE] [--crictl FILE]
 #
 # The Debian base (mmdebstrap from deb.debian.org: systemd, dbus, iproute2,
 # iptables, CNI plugins) is cached as a tarball in $BERTH_VM_CACHE (default
@@ -25,13 +26,17 @@ MIRROR=http://deb.debian.org/debian
 PACKAGES=(systemd systemd-sysv dbus udev kmod iproute2 iptables procps util-linux
           containernetworking-plugins ca-certificates)
 CACHE=${BERTH_VM_CACHE:-/var/cache/berth-vm}
-DEB="" OUT="$REPO/target/vm-systemd/root.ext4" SIZE=4G TEST=""
+DEB="" OUT="$REPO/target/vm-systemd/root.ext4" SIZE=4G TEST="" REGISTRY="" UPGRADE_DEB=""
+CRICTL=${CRICTL:-$(command -v crictl || echo /tmp/crit-bin/crictl)}
 while [ $# -gt 0 ]; do
     case "$1" in
         --deb) DEB=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --size) SIZE=$2; shift 2 ;;
         --test) TEST=$2; shift 2 ;;
+        --registry) REGISTRY=$2; shift 2 ;;
+        --upgrade-deb) UPGRADE_DEB=$2; shift 2 ;;
+        --crictl) CRICTL=$2; shift 2 ;;
         *) echo "build-image: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -79,12 +84,49 @@ ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200 %I $TERM
 UNIT
 
+# What the tests drive pods with: crictl, a bridge network, and Debian's
+# docker-registry serving the seeded test images on 127.0.0.1:5000 (the
+# VM has no network).
+if [ -x "$CRICTL" ]; then
+    install -m 755 "$CRICTL" "$root/usr/local/bin/crictl"
+    printf 'runtime-endpoint: unix:///run/berth/berth.sock\nimage-endpoint: unix:///run/berth/berth.sock\ntimeout: 120\n' \
+        > "$root/etc/crictl.yaml"
+fi
+mkdir -p "$root/etc/cni/net.d"
+cat > "$root/etc/cni/net.d/10-berth.conflist" <<'JSON'
+{"cniVersion": "1.0.0", "name": "berth", "plugins": [
+  {"type": "bridge", "bridge": "berth0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}},
+  {"type": "loopback"}]}
+JSON
+if [ -n "$REGISTRY" ]; then
+    install -m 755 /usr/bin/docker-registry "$root/usr/local/bin/docker-registry"
+    mkdir -p "$root/var/lib/registry"
+    cp -a "$REGISTRY/." "$root/var/lib/registry/"
+    printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\nhttp:\n  addr: 127.0.0.1:5000\n' \
+        > "$root/etc/berth-registry.yml"
+    cat > "$root/etc/systemd/system/berth-registry.service" <<'UNIT'
+[Unit]
+Description=Test image registry on 127.0.0.1:5000
+
+[Service]
+ExecStart=/usr/local/bin/docker-registry serve /etc/berth-registry.yml
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    ln -sf /etc/systemd/system/berth-registry.service \
+        "$root/etc/systemd/system/multi-user.target.wants/berth-registry.service"
+fi
+cp "$DEB" "$root/root/berth.deb"
+[ -z "$UPGRADE_DEB" ] || cp "$UPGRADE_DEB" "$root/root/berth-upgrade.deb"
+
 if [ -n "$TEST" ]; then
     install -m 755 "$TEST" "$root/usr/local/bin/berth-vm-test"
     cat > "$root/etc/systemd/system/berth-vm-test.service" <<'UNIT'
 [Unit]
 Description=Berth systemd-node test run
-After=berthd.service
+After=berthd.service berth-registry.service
 Wants=berthd.service
 
 [Service]

@@ -143,8 +143,12 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
             "berthd must run as root (it creates namespaces, mounts and cgroups)".into(),
         ));
     }
-    let cgroups =
+    let mut cgroups =
         cgroup::CgroupManager::new(&cfg.cgroup_root).with_registry(cfg.root.join("cgroup-parents.json"))?;
+    if cfg.cgroup_driver == cgroup::driver::CgroupDriver::Systemd {
+        cgroups = cgroups.with_systemd(cgroup::systemd::Systemd::connect().await?);
+        tracing::info!("systemd cgroup driver: containers are transient scopes");
+    }
     host_check::check(&host_check::RealHost, &cgroups)?;
     for d in [&cfg.root, &cfg.state] {
         store::modes::create_dir(d, store::modes::PRIVATE_DIR)

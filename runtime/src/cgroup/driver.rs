@@ -6,9 +6,9 @@
 //!   containers go to `<parent>/<container-id>`.
 //! * `systemd`: `cgroup_parent` is a slice name (`kubepods-besteffort-pod<uid>.slice`)
 //!   that systemd places at `/kubepods.slice/kubepods-besteffort.slice/...`;
-//!   containers are `berth-<id>.scope` units inside it. Berth lays the
-//!   directories out exactly where systemd would and writes them itself (it
-//!   does not call systemd over D-Bus).
+//!   containers are `berth-<id>.scope` units inside it, made through
+//!   systemd's D-Bus API ([`super::systemd`]); the paths here are where
+//!   systemd puts them.
 
 use serde::{Deserialize, Serialize};
 

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod reclaim_estimate;
 pub mod resize;
 pub mod resources;
+pub mod systemd;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ pub struct CgroupManager {
     registry: Option<PathBuf>,
     /// Loads and attaches device filters (the kernel's bpf(2) in production).
     device_filter: Arc<dyn DeviceFilterHost>,
+    /// The systemd driver's D-Bus side (`cgroup_driver = "systemd"`): pod
+    /// slices and container and shim scopes are systemd units.
+    systemd: Option<systemd::Systemd>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -53,7 +57,20 @@ impl CgroupManager {
             parents: Arc::default(),
             registry: None,
             device_filter: Arc::new(KernelBpf),
+            systemd: None,
         }
+    }
+
+    /// Makes pod, container and shim cgroups systemd units created through
+    /// `systemd` (the systemd cgroup driver).
+    pub fn with_systemd(mut self, systemd: systemd::Systemd) -> Self {
+        self.systemd = Some(systemd);
+        self
+    }
+
+    /// The systemd driver, when cgroups are systemd units.
+    pub fn systemd(&self) -> Option<&systemd::Systemd> {
+        self.systemd.as_ref()
     }
 
     /// Uses `host` instead of the kernel to attach device filters (tests

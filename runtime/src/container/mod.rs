@@ -370,7 +370,26 @@ impl ContainerManager {
         }
         crate::crash::point("create_container.dirs");
         let cgroups = self.sandboxes.cgroups().clone();
-        let created = cgroups.ensure(&cgroup_path)?;
+        let resources = cfg.linux.as_ref().and_then(|l| l.resources.as_ref());
+        // systemd driver: a scope unit, held open by a placeholder process
+        // until the init stage has joined it (after shim.create below).
+        let (created, scope_holder) = match cgroups.systemd() {
+            Some(sd) => {
+                let desired = resources.map(crate::cgroup::resize::desired).transpose()?;
+                let holder = sd
+                    .start_container_scope(&id, &sbr.cgroup_path, &desired.unwrap_or_default())
+                    .await?;
+                let sd = sd.clone();
+                let unit = crate::cgroup::systemd::container_scope(&id);
+                undo.push(move || {
+                    tokio::spawn(async move {
+                        let _ = sd.stop(&unit).await;
+                    });
+                });
+                (Vec::new(), Some(holder))
+            }
+            None => (cgroups.ensure(&cgroup_path)?, None),
+        };
         {
             let cg = cgroups.clone();
             let leaf = cgroups.dir(&cgroup_path);
@@ -386,7 +405,7 @@ impl ContainerManager {
         }
         // Resources apply from the start (the init stage joins this cgroup
         // before anything runs in it).
-        if let Some(r) = cfg.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        if let Some(r) = resources {
             let desired = crate::cgroup::resize::desired(r)?;
             crate::cgroup::resize::apply(
                 &crate::cgroup::resize::Dir(cgroups.dir(&cgroup_path)),
@@ -438,6 +457,8 @@ impl ContainerManager {
             })
             .await
             .map_err(shim_error)?;
+        // The container's process is in its scope now.
+        drop(scope_holder);
         {
             let mut s = shim.clone();
             let id = id.clone();
@@ -806,6 +827,9 @@ impl ContainerManager {
         }
         crate::crash::point("remove_container.shim");
         let cg = self.sandboxes.cgroups();
+        if let Some(sd) = cg.systemd() {
+            sd.stop(&crate::cgroup::systemd::container_scope(&rec.id)).await?;
+        }
         cg.remove(&cg.dir(&rec.cgroup_path))?;
         crate::crash::point("remove_container.cgroup");
         for d in [&rec.bundle, &rec.dir] {

@@ -174,9 +174,24 @@ impl ContainerManager {
         }
         let wait = self.cfg.memory_decrease_wait();
         let files = Dir(dir);
-        let res = tokio::task::spawn_blocking(move || resize::apply(&files, &desired, wait))
+        // systemd driver: the unit learns the values only once the cgroup
+        // took them (a refused decrease has restored every file by then),
+        // so systemd never holds, and never re-applies, a refused limit.
+        let props = match self.sandboxes.cgroups().systemd() {
+            Some(_) => Some(crate::cgroup::systemd::properties::from_desired(&desired)?.0),
+            None => None,
+        };
+        let mut res = tokio::task::spawn_blocking(move || resize::apply(&files, &desired, wait))
             .await
             .map_err(|e| Error::Internal(format!("resize task: {e}")))?;
+        if let (Ok(_), Some(props), Some(sd)) = (&res, props, self.sandboxes.cgroups().systemd()) {
+            let unit = crate::cgroup::systemd::container_scope(&rec.id);
+            if let Err(e) = sd.set_properties(&unit, props).await {
+                res = Err(Error::Internal(format!(
+                    "the cgroup took the new resources but systemd's SetUnitProperties for {unit} failed: {e}"
+                )));
+            }
+        }
         if res.is_err() {
             if let (Some(pid), Some(old)) = (pid, old_score) {
                 if old != oom_score_adj {

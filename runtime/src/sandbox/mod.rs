@@ -531,19 +531,45 @@ impl SandboxManager {
         )?;
         intent.cgroup_path = Some(cgroup_path.clone());
         self.write_intent(&intent)?;
-        let created = self.cgroups.ensure(&cgroup_path)?;
+        let created = match self.cgroups.systemd() {
+            // A slice kubelet did not make (crictl) is a transient slice;
+            // its limits are properties, which systemd re-applies.
+            Some(sd) => {
+                let slice = crate::cgroup::systemd::slice_of(&cgroup_path);
+                let limits = crate::cgroup::systemd::properties::from_pod_limits(&req.pod_limits);
+                match sd.start_slice(slice, limits).await? {
+                    true => vec![self.cgroups.dir(&cgroup_path)],
+                    false => Vec::new(),
+                }
+            }
+            None => self.cgroups.ensure(&cgroup_path)?,
+        };
         intent.cgroup_created = created.clone();
         self.write_intent(&intent)?;
         crate::crash::point("run_sandbox.cgroup");
-        {
-            let cg = self.cgroups.clone();
-            let created = created.clone();
-            let leaf = self.cgroups.dir(&cgroup_path);
-            undo.push(move || {
-                let _ = cg.remove_created(&created, &leaf);
-            });
+        match self.cgroups.systemd() {
+            Some(sd) if !created.is_empty() => {
+                let (sd, slice) = (
+                    sd.clone(),
+                    crate::cgroup::systemd::slice_of(&cgroup_path).to_string(),
+                );
+                undo.push(move || {
+                    tokio::spawn(async move {
+                        let _ = sd.stop(&slice).await;
+                    });
+                });
+            }
+            Some(_) => {}
+            None => {
+                let cg = self.cgroups.clone();
+                let created = created.clone();
+                let leaf = self.cgroups.dir(&cgroup_path);
+                undo.push(move || {
+                    let _ = cg.remove_created(&created, &leaf);
+                });
+            }
         }
-        if !req.pod_limits.is_empty() {
+        if !req.pod_limits.is_empty() && (self.cgroups.systemd().is_none() || created.is_empty()) {
             req.pod_limits.apply(&self.cgroups.dir(&cgroup_path))?;
         }
 
@@ -565,7 +591,20 @@ impl SandboxManager {
             pid: req.pid_mode == PidMode::Pod,
         };
         let hostname = (!req.hostname.is_empty()).then_some(req.hostname.as_str());
-        let shim_cgroup = shim_cgroup::open_procs(&self.cgroups)?;
+        let (shim_cgroup, shim_holder) = match self.cgroups.systemd() {
+            Some(sd) => {
+                let (procs, holder) =
+                    shim_cgroup::open_scope_procs(sd, &self.cgroups, &cgroup_path, &id).await?;
+                let (sd, unit) = (sd.clone(), crate::cgroup::systemd::shim_scope(&id));
+                undo.push(move || {
+                    tokio::spawn(async move {
+                        let _ = sd.stop(&unit).await;
+                    });
+                });
+                (procs, Some(holder))
+            }
+            None => (shim_cgroup::open_procs(&self.cgroups)?, None),
+        };
         intent.shim_socket = Some(socket.clone());
         self.write_intent(&intent)?;
         let (spawned, mut shim) = shim_client::spawn(
@@ -578,6 +617,8 @@ impl SandboxManager {
             &shim_cgroup,
         )
         .await?;
+        // The shim moved itself into its scope before exec.
+        drop(shim_holder);
         shim_watch::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         intent.shim_pid = Some(spawned.pid);
         self.write_intent(&intent)?;
@@ -777,7 +818,16 @@ impl SandboxManager {
         self.cgroups.remove_children_where(&leaf, |n| {
             crate::cgroup::driver::container_id_of(driver, n).is_some()
         })?;
-        self.cgroups.remove_created(&rec.cgroup_created, &leaf)?;
+        match self.cgroups.systemd() {
+            Some(sd) => {
+                sd.stop(&crate::cgroup::systemd::shim_scope(&rec.id)).await?;
+                if !rec.cgroup_created.is_empty() {
+                    sd.stop(crate::cgroup::systemd::slice_of(&rec.cgroup_path))
+                        .await?;
+                }
+            }
+            None => self.cgroups.remove_created(&rec.cgroup_created, &leaf)?,
+        }
         crate::crash::point("remove_sandbox.cgroup");
         if let Err(e) = std::fs::remove_file(&rec.shim_socket) {
             if e.kind() != std::io::ErrorKind::NotFound {

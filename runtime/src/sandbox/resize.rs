@@ -56,9 +56,25 @@ impl SandboxManager {
         let t = Instant::now();
         let outcome = if applied {
             let wait = self.cfg.memory_decrease_wait();
-            tokio::task::spawn_blocking(move || resize::apply(&resize::Dir(dir), &desired, wait))
-                .await
-                .map_err(|e| Error::Internal(format!("pod resize task: {e}")))?
+            // systemd driver: the slice Berth made learns the values once
+            // the cgroup took them (systemd re-applies its properties).
+            let slice_props = match self.cgroups.systemd() {
+                Some(_) => Some(crate::cgroup::systemd::properties::from_desired(&desired)?.0),
+                None => None,
+            };
+            let mut out =
+                tokio::task::spawn_blocking(move || resize::apply(&resize::Dir(dir), &desired, wait))
+                    .await
+                    .map_err(|e| Error::Internal(format!("pod resize task: {e}")))?;
+            if let (Ok(_), Some(props), Some(sd)) = (&out, slice_props, self.cgroups.systemd()) {
+                let slice = crate::cgroup::systemd::slice_of(&rec.cgroup_path);
+                if let Err(e) = sd.set_properties(slice, props).await {
+                    out = Err(Error::Internal(format!(
+                        "the pod cgroup took the new resources but systemd's SetUnitProperties for {slice} failed: {e}"
+                    )));
+                }
+            }
+            out
         } else {
             Ok(resize::Outcome::default())
         };

@@ -1,4 +1,6 @@
-//! The cgroup every shim runs in: `berth-shims`, a sibling of berthd's own.
+//! The cgroup every shim runs in: `berth-shims`, a sibling of berthd's own
+//! (cgroupfs driver), or the pod's own `berth-shim-<pod>.scope` in its
+//! slice (systemd driver, [`open_scope_procs`]).
 //!
 //! A shim started by berthd would inherit berthd's cgroup, and a service
 //! manager stopping berthd (systemd kills its unit's whole cgroup) would
@@ -12,6 +14,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use crate::cgroup::systemd::{self, holder::Holder, Systemd};
 use crate::cgroup::CgroupManager;
 use crate::error::{IoContext, Result};
 
@@ -46,6 +49,33 @@ pub fn open_procs(cgroups: &CgroupManager) -> Result<File> {
         .write(true)
         .open(&procs)
         .ctx(|| format!("open {}", procs.display()))
+}
+
+/// systemd driver: starts the shim's scope `berth-shim-<pod>.scope` in
+/// the pod's slice (held by a placeholder until the shim has moved itself
+/// in; drop the holder then) and opens its `cgroup.procs`.
+pub async fn open_scope_procs(
+    systemd: &Systemd,
+    cgroups: &CgroupManager,
+    pod_cgroup_path: &str,
+    sandbox_id: &str,
+) -> Result<(File, Holder)> {
+    let unit = systemd::shim_scope(sandbox_id);
+    let holder = Holder::spawn()?;
+    systemd
+        .start_scope(
+            &unit,
+            systemd::slice_of(pod_cgroup_path),
+            &[holder.pid()],
+            vec![("TasksMax", systemd::Value::U64(systemd::properties::INFINITY))],
+        )
+        .await?;
+    let procs = cgroups.dir(pod_cgroup_path).join(&unit).join("cgroup.procs");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .ctx(|| format!("open {}", procs.display()))?;
+    Ok((file, holder))
 }
 
 #[cfg(test)]
