@@ -39,9 +39,6 @@ ALLOWED = [
     "runtime/src/cgroup/reclaim_estimate.rs -> runtime/src/cgroup/resize.rs -> runtime/src/cgroup/reclaim_estimate.rs",
     # Asked doubles as the pod resource record.
     "runtime/src/container/mod.rs -> runtime/src/sandbox/mod.rs -> runtime/src/container/resize.rs -> runtime/src/container/mod.rs",
-    # TLS roots and credentials in registry.rs, is_loopback in hosts.rs.
-    "runtime/src/image/hosts.rs -> runtime/src/image/registry.rs -> runtime/src/image/hosts.rs",
-    "runtime/src/image/hosts.rs -> runtime/src/image/registry.rs -> runtime/src/image/reference.rs -> runtime/src/image/hosts.rs",
     "runtime/src/sandbox/recover.rs -> runtime/src/sandbox/shim_watch.rs -> runtime/src/sandbox/recover.rs",
     # The shim's reshaping (issue 19, shim part): the Stream enum and the sync reader.
     "shim/src/attach.rs -> shim/src/logs.rs -> shim/src/attach.rs",
