@@ -37,8 +37,6 @@ ALLOWED = [
     # cgroup/: the desired-state types and the files that write them.
     "runtime/src/cgroup/desired.rs -> runtime/src/cgroup/resources.rs -> runtime/src/cgroup/desired.rs",
     "runtime/src/cgroup/reclaim_estimate.rs -> runtime/src/cgroup/resize.rs -> runtime/src/cgroup/reclaim_estimate.rs",
-    # Asked doubles as the pod resource record.
-    "runtime/src/container/mod.rs -> runtime/src/sandbox/mod.rs -> runtime/src/container/resize.rs -> runtime/src/container/mod.rs",
     "runtime/src/sandbox/recover.rs -> runtime/src/sandbox/shim_watch.rs -> runtime/src/sandbox/recover.rs",
     # The shim's reshaping (issue 19, shim part): the Stream enum and the sync reader.
     "shim/src/attach.rs -> shim/src/logs.rs -> shim/src/attach.rs",

@@ -4,6 +4,7 @@
 //! temp dir laid out like a cgroup tree; in production the root is
 //! `/sys/fs/cgroup`.
 
+pub mod asked;
 pub mod bpf;
 pub mod desired;
 pub mod device_filter;
