@@ -34,9 +34,6 @@ import sys
 # as this script prints it, so a new cycle anywhere fails, and so does an
 # entry that is gone (delete it then).
 ALLOWED = [
-    # cgroup/: the desired-state types and the files that write them.
-    "runtime/src/cgroup/desired.rs -> runtime/src/cgroup/resources.rs -> runtime/src/cgroup/desired.rs",
-    "runtime/src/cgroup/reclaim_estimate.rs -> runtime/src/cgroup/resize.rs -> runtime/src/cgroup/reclaim_estimate.rs",
     "runtime/src/sandbox/recover.rs -> runtime/src/sandbox/shim_watch.rs -> runtime/src/sandbox/recover.rs",
     # The shim's reshaping (issue 19, shim part): the Stream enum and the sync reader.
     "shim/src/attach.rs -> shim/src/logs.rs -> shim/src/attach.rs",

@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod desired;
 pub mod device_filter;
 pub mod driver;
+pub mod files;
 pub mod reclaim_estimate;
 pub mod resize;
 pub mod resources;
