@@ -68,6 +68,8 @@ echo "VM suites: $(echo $VM_SUITES)"
 if [ "$MODE" != --vm ]; then
     step "lint: cargo fmt"
     cargo fmt --all -- --check
+    step "lint: import cycles"
+    hack/check-cycles.py
     step "lint: cargo clippy"
     cargo clippy --workspace --all-targets -- -D warnings
     # The VM suites are `test = false`, which --all-targets passes over.

@@ -3,6 +3,7 @@
 //! * [`cri`]: the Kubernetes CRI v1 API (`runtime.v1`), wire-compatible with
 //!   k8s.io/cri-api v0.35, which kubelet and crictl speak to `berthd`.
 //! * [`shim`]: Berth's internal API between `berthd` and the per-pod `berth-shim`.
+#![forbid(unsafe_code)]
 #![allow(clippy::all, missing_docs)]
 
 /// CRI v1 messages and the RuntimeService / ImageService clients and servers.

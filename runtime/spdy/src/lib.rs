@@ -14,6 +14,7 @@
 //!   multiplexes [`session::Stream`]s implementing `AsyncRead`/`AsyncWrite`,
 //!   answers pings, honours GOAWAY and RST_STREAM, and does SPDY/3.1 flow
 //!   control (see the module docs for how it copes with peers that do not).
+#![forbid(unsafe_code)]
 
 mod dictionary;
 pub mod frame;

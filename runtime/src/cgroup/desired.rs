@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use berth_proto::cri::LinuxContainerResources;
 
-use super::resources::shares_to_weight;
 use crate::error::{Error, Result};
 
 /// Files a CRI `unified` map may set: these controllers' files only, never
@@ -185,9 +184,46 @@ pub fn desired(r: &LinuxContainerResources) -> Result<Desired> {
     Ok(Desired { memory_max, files })
 }
 
+/// cgroup v1 shares (2..=262144) to cgroup v2 weight (1..=10000); 0 = unset.
+pub fn shares_to_weight(shares: i64) -> u64 {
+    if shares <= 0 {
+        return 0;
+    }
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    // The tiny epsilon keeps exact powers (1024 -> 10^2) from rounding up.
+    let w = (10f64.powf(exponent) - 1e-9).ceil();
+    w.clamp(1.0, 10_000.0) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_convert_like_runc_crun_and_youki() {
+        assert_eq!(shares_to_weight(0), 0);
+        assert_eq!(shares_to_weight(1), 1);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(512), 59);
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(2048), 174);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1_000_000), 10_000);
+        // Monotonic in between.
+        let mut last = 0;
+        for s in [3, 10, 100, 512, 1023, 1025, 2048, 100_000, 262_143] {
+            let w = shares_to_weight(s);
+            assert!(w >= last && (1..=10_000).contains(&w), "{s} -> {w}");
+            last = w;
+        }
+    }
 
     /// Out-of-range and hostile integers are refused with InvalidArgument
     /// naming the field, before any arithmetic.

@@ -4,10 +4,12 @@
 //! temp dir laid out like a cgroup tree; in production the root is
 //! `/sys/fs/cgroup`.
 
+pub mod asked;
 pub mod bpf;
 pub mod desired;
 pub mod device_filter;
 pub mod driver;
+pub mod files;
 pub mod reclaim_estimate;
 pub mod resize;
 pub mod resources;

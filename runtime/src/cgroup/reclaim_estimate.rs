@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use super::resize::Files;
+use super::files::Files;
 
 /// Writeback throughput assumed for dirty pages during the wait (an upper
 /// bound for the block devices containers write to; the reclaim loop finds
@@ -107,24 +107,10 @@ pub fn estimate(files: &dyn Files, host_swap_free_bytes: u64, wait: Duration) ->
     })
 }
 
-/// The host's free swap in bytes (`SwapFree` of `/proc/meminfo`; 0 when it
-/// cannot be read, so anonymous memory is never counted on a guess).
-pub fn host_swap_free_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| {
-                let kb = l.strip_prefix("SwapFree:")?.trim().strip_suffix("kB")?;
-                kb.trim().parse::<u64>().ok()
-            })
-        })
-        .map_or(0, |kb| kb.saturating_mul(1024))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::resize::Dir;
+    use crate::cgroup::files::Dir;
 
     const MIB: u64 = 1 << 20;
 

@@ -27,14 +27,14 @@
 //! against a scripted fake and a temp dir; the VM tests run it on real
 //! cgroups.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri::LinuxContainerResources;
 
+use super::desired::shares_to_weight;
 pub use super::desired::{desired, Desired};
+pub use super::files::{Dir, Files};
 use super::reclaim_estimate;
-use super::resources::shares_to_weight;
 use crate::error::{Error, Result};
 
 /// Usage must be this far below a new, lower memory limit before it is set.
@@ -42,37 +42,6 @@ pub const HEADROOM: u64 = 2 << 20;
 
 /// Default time a memory decrease may wait for reclaim.
 pub const DEFAULT_RECLAIM_WAIT: Duration = Duration::from_secs(5);
-
-/// The files of one cgroup.
-pub trait Files: Send + Sync {
-    /// Reads a control file (trimmed).
-    fn read(&self, name: &str) -> std::io::Result<String>;
-    /// Writes a control file.
-    fn write(&self, name: &str, value: &str) -> std::io::Result<()>;
-    /// Whether the file exists (the controller is enabled).
-    fn exists(&self, name: &str) -> bool;
-    /// Free swap on the host, in bytes: whether anonymous memory can be
-    /// reclaimed at all.
-    fn host_swap_free_bytes(&self) -> u64;
-}
-
-/// A real cgroup directory.
-pub struct Dir(pub PathBuf);
-
-impl Files for Dir {
-    fn read(&self, name: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(self.0.join(name)).map(|s| s.trim().to_string())
-    }
-    fn write(&self, name: &str, value: &str) -> std::io::Result<()> {
-        std::fs::write(self.0.join(name), value)
-    }
-    fn exists(&self, name: &str) -> bool {
-        self.0.join(name).exists()
-    }
-    fn host_swap_free_bytes(&self) -> u64 {
-        reclaim_estimate::host_swap_free_bytes()
-    }
-}
 
 /// What an update did.
 #[derive(Debug, Clone, Default, PartialEq)]

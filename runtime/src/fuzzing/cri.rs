@@ -27,8 +27,8 @@ use crate::container::groups_policy::{self, Enforcement};
 use crate::container::mounts::{self, HostPaths, MountOrigin};
 use crate::container::spec::{self, ImageUsers, SandboxContext};
 use crate::error::{Error, Result};
+use crate::image::auth::Credentials;
 use crate::image::reference::Reference;
-use crate::image::registry::Credentials;
 use crate::image::ImageConfig;
 use crate::sandbox::{sysctl, PidMode};
 

@@ -8,12 +8,14 @@
 //! otherwise.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::Credentials;
+use super::reference::is_loopback;
+use super::tls::{roots_from, system_roots, with_ca_file};
 use crate::error::{Error, Result};
 
 /// One `[registry."<host>"]` table.
@@ -81,11 +83,11 @@ impl std::fmt::Debug for Secret {
 
 /// The configured credentials for `key` (a registry's domain, or a mirror's
 /// host[:port]); anonymous when none are set.
-pub fn credentials(hosts: &Hosts, key: &str) -> Result<super::registry::Credentials> {
+pub fn credentials(hosts: &Hosts, key: &str) -> Result<Credentials> {
     let Some(h) = hosts.get(key) else {
-        return Ok(super::registry::Credentials::None);
+        return Ok(Credentials::None);
     };
-    super::registry::Credentials::from_cri(Some(&berth_proto::cri::AuthConfig {
+    Credentials::from_cri(Some(&berth_proto::cri::AuthConfig {
         username: h.username.clone(),
         password: h.password.expose().to_string(),
         auth: h.auth.expose().to_string(),
@@ -107,7 +109,7 @@ pub fn validate(hosts: &Hosts) -> Result<()> {
             )));
         }
         if let Some(ca) = &h.ca_file {
-            let certs = super::registry::roots_from(ca).map_err(|e| {
+            let certs = roots_from(ca).map_err(|e| {
                 Error::InvalidArgument(format!("config registry {host:?}: ca_file {}: {e}", ca.display()))
             })?;
             if certs.is_empty() {
@@ -186,16 +188,6 @@ pub fn endpoints(hosts: &Hosts, domain: &str, registry_host: &str, loopback: boo
     out
 }
 
-/// A loopback host[:port] (`localhost`, 127.0.0.0/8, ::1).
-pub fn is_loopback(host_port: &str) -> bool {
-    let host = match host_port.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host_port,
-    };
-    let ip = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
-}
-
 /// An HTTP agent for `host` with its TLS settings.
 /// `[registry_timeouts]` (milliseconds). A registry that accepts a
 /// connection and never answers, or stops sending mid-layer, must not hold
@@ -261,7 +253,7 @@ pub fn agent(hosts: &Hosts, host: &str, timeouts: &Timeouts) -> Result<ureq::Age
     } else if let Some(ca) = &h.ca_file {
         tls = tls.root_certs(with_ca_file(ca)?);
     } else {
-        tls = tls.root_certs(super::registry::system_roots().clone());
+        tls = tls.root_certs(system_roots().clone());
     }
     Ok(ureq::Agent::config_builder()
         .tls_config(tls.build())
@@ -284,23 +276,10 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
-/// The node's bundle plus the certificates of `ca`.
-fn with_ca_file(ca: &Path) -> Result<ureq::tls::RootCerts> {
-    let mut certs = super::registry::roots_from(ca)
-        .map_err(|e| Error::Image(format!("ca_file {}: {e}", ca.display())))?;
-    for path in super::registry::SYSTEM_CA_BUNDLES {
-        if let Ok(system) = super::registry::roots_from(Path::new(path)) {
-            if !system.is_empty() {
-                certs.extend(system);
-                break;
-            }
-        }
-    }
-    Ok(ureq::tls::RootCerts::Specific(Arc::new(certs)))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn hosts(toml_text: &str) -> Hosts {
@@ -382,19 +361,16 @@ mod tests {
         );
         validate(&h).unwrap();
         match credentials(&h, "reg.lab").unwrap() {
-            super::super::registry::Credentials::Basic { username, password } => {
+            Credentials::Basic { username, password } => {
                 assert_eq!((username.as_str(), password.as_str()), ("u", "hunter2"))
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             credentials(&h, "tok.lab").unwrap(),
-            super::super::registry::Credentials::IdentityToken(_)
+            Credentials::IdentityToken(_)
         ));
-        assert!(matches!(
-            credentials(&h, "other").unwrap(),
-            super::super::registry::Credentials::None
-        ));
+        assert!(matches!(credentials(&h, "other").unwrap(), Credentials::None));
         let shown = serde_json::to_string(&h).unwrap() + &format!("{h:?}");
         assert!(
             !shown.contains("hunter2") && !shown.contains("refresh-me"),

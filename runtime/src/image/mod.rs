@@ -9,6 +9,7 @@
 //! Snapshots are unpacked into a temp dir and renamed into place, so a
 //! half-unpacked layer is never visible under its final name.
 
+pub mod auth;
 mod claims;
 pub mod digest;
 pub mod hosts;
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod pull_auth;
 pub mod reference;
 pub mod registry;
+mod tls;
 pub mod unpack;
 
 use std::collections::HashMap;
@@ -485,8 +487,8 @@ fn pick_platform(index: &oci_spec::image::ImageIndex) -> Result<Digest> {
 
 #[cfg(test)]
 mod tests {
+    use super::auth::Credentials;
     use super::manifest::{parse_config, parse_index, pick_platform_for};
-    use super::registry::Credentials;
     use super::*;
 
     /// The pull's credentials were given for the registry: a mirror over

@@ -16,9 +16,9 @@
 //! Every endpoint the pull's credentials do not reach uses what the config
 //! sets for it, if anything.
 
+use super::auth::Credentials;
 use super::hosts::{self, Endpoint, Hosts};
 use super::reference::{Reference, DOCKER_HUB};
-use super::registry::Credentials;
 use crate::error::Result;
 
 /// A pull's credentials and the registry host they were given for.

@@ -125,8 +125,18 @@ impl Reference {
     /// Loopback registries are reachable over plain HTTP, as Docker allows.
     pub fn is_loopback(&self) -> bool {
         // An address, not a prefix: `127.evil.example` is a public name.
-        super::hosts::is_loopback(&self.domain)
+        is_loopback(&self.domain)
     }
+}
+
+/// A loopback host[:port] (`localhost`, 127.0.0.0/8, ::1).
+pub fn is_loopback(host_port: &str) -> bool {
+    let host = match host_port.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host_port,
+    };
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+use super::auth::Credentials;
 use super::reference::Reference;
 use super::Digest;
 use crate::error::{Error, Result};
@@ -27,84 +28,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Largest manifest or config we read into memory.
 const MAX_DOC_BYTES: u64 = 8 * 1024 * 1024;
-
-/// What the client (kubelet's image pull secret) gave to log in with.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub enum Credentials {
-    /// Anonymous.
-    #[default]
-    None,
-    /// A username and password (or the `auth` base64 `user:pass` form).
-    Basic {
-        /// User name.
-        username: String,
-        /// Password.
-        password: String,
-    },
-    /// An OAuth2 refresh token for the registry's token endpoint.
-    IdentityToken(String),
-    /// A bearer token for the registry itself.
-    RegistryToken(String),
-}
-
-impl std::fmt::Debug for Credentials {
-    /// Never prints a secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Credentials::None => "None",
-            Credentials::Basic { .. } => "Basic(..)",
-            Credentials::IdentityToken(_) => "IdentityToken(..)",
-            Credentials::RegistryToken(_) => "RegistryToken(..)",
-        })
-    }
-}
-
-impl Credentials {
-    /// From CRI's AuthConfig: a registry token wins, then an identity
-    /// token, then username/password, then the `auth` field.
-    pub fn from_cri(a: Option<&berth_proto::cri::AuthConfig>) -> Result<Self> {
-        use base64::Engine;
-        let Some(a) = a else { return Ok(Credentials::None) };
-        if !a.registry_token.is_empty() {
-            return Ok(Credentials::RegistryToken(a.registry_token.clone()));
-        }
-        if !a.identity_token.is_empty() {
-            return Ok(Credentials::IdentityToken(a.identity_token.clone()));
-        }
-        if !a.username.is_empty() {
-            return Ok(Credentials::Basic {
-                username: a.username.clone(),
-                password: a.password.clone(),
-            });
-        }
-        if !a.auth.is_empty() {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(a.auth.trim())
-                .map_err(|e| Error::InvalidArgument(format!("auth is not base64: {e}")))?;
-            let text = String::from_utf8(raw)
-                .map_err(|_| Error::InvalidArgument("auth is not UTF-8 user:password".into()))?;
-            let (u, p) = text
-                .split_once(':')
-                .ok_or_else(|| Error::InvalidArgument("auth is not user:password".into()))?;
-            return Ok(Credentials::Basic {
-                username: u.to_string(),
-                password: p.to_string(),
-            });
-        }
-        Ok(Credentials::None)
-    }
-
-    fn basic_header(&self) -> Option<String> {
-        use base64::Engine;
-        match self {
-            Credentials::Basic { username, password } => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-            )),
-            _ => None,
-        }
-    }
-}
 
 /// A registry session for one repository. Cloned for parallel layer
 /// downloads: the clones share the connection pool and the token.
@@ -141,60 +64,6 @@ pub struct FetchedManifest {
     pub digest: Digest,
     /// Content-Type the registry sent (or the document's mediaType).
     pub media_type: String,
-}
-
-/// The node's CA bundles, first found wins (Debian/Ubuntu, Fedora/RHEL,
-/// Alpine/Arch): the trust an operator configures with
-/// `update-ca-certificates`, which a private registry's CA is added to.
-pub(super) const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
-
-/// Trust anchors for registry TLS: the system bundle, read once. Only a node
-/// with no bundle at all falls back to the Mozilla roots built into the
-/// binary (logged), so a pull never silently trusts less than the node does.
-pub(super) fn system_roots() -> &'static ureq::tls::RootCerts {
-    static ROOTS: std::sync::OnceLock<ureq::tls::RootCerts> = std::sync::OnceLock::new();
-    ROOTS.get_or_init(|| {
-        for path in SYSTEM_CA_BUNDLES {
-            match roots_from(Path::new(path)) {
-                Ok(certs) if !certs.is_empty() => {
-                    tracing::debug!(
-                        bundle = path,
-                        certs = certs.len(),
-                        "registry TLS trusts the system CA bundle"
-                    );
-                    return ureq::tls::RootCerts::from(certs);
-                }
-                Ok(_) => tracing::warn!(bundle = path, "CA bundle holds no certificate"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(bundle = path, error = %e, "CA bundle unreadable"),
-            }
-        }
-        tracing::warn!("no system CA bundle found; registry TLS uses the built-in Mozilla roots");
-        ureq::tls::RootCerts::WebPki
-    })
-}
-
-/// Every certificate in a PEM bundle (keys and other items are skipped).
-pub(super) fn roots_from(path: &Path) -> std::io::Result<Vec<ureq::tls::Certificate<'static>>> {
-    let pem = std::fs::read(path)?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                ))
-            }
-        }
-    }
-    Ok(certs)
 }
 
 impl Registry {
@@ -569,21 +438,6 @@ fn split_challenge(s: &str) -> Vec<String> {
 pub(super) mod tests {
     use super::*;
 
-    #[test]
-    fn ca_bundles_yield_their_certificates_only() {
-        let dir = tempfile::tempdir().unwrap();
-        // A self-signed CA certificate followed by its private key, as some
-        // hand-made bundles are: the key is skipped, not an error.
-        let one = include_bytes!("testdata/ca-and-key.pem");
-        let bundle = dir.path().join("bundle.pem");
-        std::fs::write(&bundle, [&one[..], &one[..]].concat()).unwrap();
-        assert_eq!(roots_from(&bundle).unwrap().len(), 2);
-        std::fs::write(&bundle, b"").unwrap();
-        assert!(roots_from(&bundle).unwrap().is_empty());
-        let missing = roots_from(&dir.path().join("none.pem")).unwrap_err();
-        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
-    }
-
     /// A token realm over plain http on another host than the registry
     /// never receives basic credentials: the pull is refused instead.
     #[test]
@@ -685,49 +539,6 @@ pub(super) mod tests {
             !req.contains("authorization"),
             "token followed the redirect: {req}"
         );
-    }
-
-    #[test]
-    fn credentials_from_cri_auth() {
-        use berth_proto::cri::AuthConfig;
-        let c = |a: AuthConfig| Credentials::from_cri(Some(&a));
-        assert_eq!(Credentials::from_cri(None).unwrap(), Credentials::None);
-        assert_eq!(c(AuthConfig::default()).unwrap(), Credentials::None);
-        let basic = Credentials::Basic {
-            username: "u".into(),
-            password: "p:w".into(),
-        };
-        let up = AuthConfig {
-            username: "u".into(),
-            password: "p:w".into(),
-            ..Default::default()
-        };
-        assert_eq!(c(up).unwrap(), basic);
-        // `auth` is base64("u:p:w"): the first colon splits.
-        let b64 = AuthConfig {
-            auth: "dTpwOnc=".into(),
-            ..Default::default()
-        };
-        assert_eq!(c(b64).unwrap(), basic);
-        assert_eq!(basic.basic_header().unwrap(), "Basic dTpwOnc=");
-        let bad = AuthConfig {
-            auth: "not base64!".into(),
-            ..Default::default()
-        };
-        assert!(matches!(c(bad), Err(Error::InvalidArgument(_))));
-        let tokens = AuthConfig {
-            username: "u".into(),
-            identity_token: "refresh".into(),
-            ..Default::default()
-        };
-        assert_eq!(c(tokens).unwrap(), Credentials::IdentityToken("refresh".into()));
-        let bearer = AuthConfig {
-            registry_token: "tok".into(),
-            identity_token: "refresh".into(),
-            ..Default::default()
-        };
-        assert_eq!(c(bearer).unwrap(), Credentials::RegistryToken("tok".into()));
-        assert_eq!(format!("{basic:?}"), "Basic(..)", "no secret in logs");
     }
 
     #[test]

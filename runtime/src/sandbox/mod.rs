@@ -161,10 +161,10 @@ pub struct SandboxRecord {
     pub pid_mode: PidMode,
     /// Pod resources from the last UpdatePodSandboxResources.
     #[serde(default)]
-    pub resources: Option<crate::container::resize::Asked>,
+    pub resources: Option<crate::cgroup::asked::Asked>,
     /// Pod overhead from the last UpdatePodSandboxResources.
     #[serde(default)]
-    pub overhead: Option<crate::container::resize::Asked>,
+    pub overhead: Option<crate::cgroup::asked::Asked>,
     /// The CNI attachment; None for host-network pods.
     #[serde(default)]
     pub network: Option<NetworkRecord>,
