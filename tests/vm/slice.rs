@@ -534,62 +534,17 @@ async fn kubelet_style_cgroup_parent_is_created_and_shared_safely() {
 /// systemd would use; pod resources plus overhead limit the pod cgroup.
 #[tokio::test]
 async fn systemd_slices_and_pod_resources() {
-    let (b, mut c) = Berthd::start_with("cgroup_driver = \"systemd\"\n")
+    // The systemd driver talks to systemd over D-Bus (tested in the systemd
+    // VM, hack/vm-systemd); this VM has no systemd, so berthd must refuse
+    // to start and say why rather than write systemd's tree behind its back.
+    let err = Berthd::start_with("cgroup_driver = \"systemd\"\n")
         .await
-        .expect("berthd");
-    let rc = c
-        .runtime
-        .runtime_config(cri::RuntimeConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Systemd as i32);
-    c.pull(&busybox()).await.expect("pull");
-    let top = format!("bt{}", std::process::id());
-    let mut pod = pod_config("sliced", &b.log_dir());
-    {
-        let l = pod.linux.as_mut().unwrap();
-        l.cgroup_parent = format!("{top}-burstable-podu1.slice");
-        l.resources = Some(cri::LinuxContainerResources {
-            cpu_quota: 50_000,
-            cpu_period: 100_000,
-            memory_limit_in_bytes: 128 << 20,
-            ..Default::default()
-        });
-        l.overhead = Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 16 << 20,
-            ..Default::default()
-        });
-    }
-    let sb = c.run_pod(&pod).await.expect("runp");
-    let path = format!("/{top}.slice/{top}-burstable.slice/{top}-burstable-podu1.slice");
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    assert_eq!(
-        std::fs::read_to_string(dir.join("memory.max")).unwrap().trim(),
-        (144u64 << 20).to_string()
+        .err()
+        .expect("berthd started with the systemd driver and no systemd");
+    assert!(
+        format!("{err:#}").contains("systemd cannot be reached"),
+        "unexpected error: {err:#}"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("cpu.max")).unwrap().trim(),
-        "50000 100000"
-    );
-    let id = c
-        .create(&sb, &container_config("app", &busybox(), &["sleep", "300"]), &pod)
-        .await
-        .unwrap();
-    c.start(&id).await.unwrap();
-    let pid = status_info(&c.status(&id).await.unwrap())["pid"]
-        .as_u64()
-        .unwrap();
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert_eq!(cg.trim(), format!("0::{path}/berth-{id}.scope"));
-    // A cgroupfs-style parent is a clear error under the systemd driver.
-    let mut bad = pod_config("notaslice", &b.log_dir());
-    bad.linux.as_mut().unwrap().cgroup_parent = "/kubepods/pod1".into();
-    let e = c.run_pod(&bad).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    c.stop_and_remove_pod(&sb).await.unwrap();
-    assert!(!Path::new("/sys/fs/cgroup").join(format!("{top}.slice")).exists());
-    assert_nothing_left(&b, &path);
 }
 
 /// A container the kernel OOM-kills reports exit 137 and reason OOMKilled
