@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
+use crate::error::{Error, Result};
+
 use crate::fdio::FdStream;
 use crate::reaper::Reaper;
 use crate::spawn::ChildFds;
@@ -50,19 +52,15 @@ pub struct Spawned {
     pub setup: JoinHandle<std::io::Result<Vec<u8>>>,
 }
 
-fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{ctx}: {e}"))
-}
-
 /// A pipe pair, close-on-exec.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e))
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::internal("pipe", e))
 }
 
 /// /dev/null, for a stream nobody wants.
-pub fn devnull() -> Result<OwnedFd, Status> {
+pub fn devnull() -> Result<OwnedFd> {
     Ok(File::open("/dev/null")
-        .map_err(|e| internal("open /dev/null", e))?
+        .map_err(|e| Error::io("open /dev/null", e))?
         .into())
 }
 
@@ -74,7 +72,7 @@ pub fn spawn(
     args: Vec<String>,
     tty: bool,
     stdio: ExecStdio,
-) -> Result<Spawned, Status> {
+) -> Result<Spawned> {
     let mut spec = container_spec.clone();
     // Same process as the container's (user, groups, caps, env, cwd,
     // no_new_privs, rlimits); only the command and the terminal differ.
@@ -86,17 +84,14 @@ pub fn spawn(
         target_pid: c.pid,
         spec,
     };
-    let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode exec config", e))?;
+    let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode exec config", e))?;
     let gone = || {
-        Status::failed_precondition(format!(
+        Error::WrongPhase(format!(
             "container {} is not running (its process has exited)",
             c.id
         ))
     };
-    let pidfd = c
-        .pidfd
-        .as_ref()
-        .ok_or_else(|| Status::internal(format!("container {} has no pidfd", c.id)))?;
+    let pidfd = c.pidfd.as_ref().ok_or_else(|| Error::NoPidfd(c.id.clone()))?;
     // The PID namespace is opened by number (no pidfd ioctl for it before
     // Linux 6.11): it is the container's only if its process was still
     // there after the open, since a pid is reused only once reaped.
@@ -104,11 +99,11 @@ pub fn spawn(
     crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;
     let pid_ns = pid_ns.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => gone(),
-        _ => internal("open container pid namespace", e),
+        _ => Error::io("open container pid namespace", e),
     })?;
     let target = pidfd
         .try_clone()
-        .map_err(|e| internal("duplicate the pidfd", e))?;
+        .map_err(|e| Error::io("duplicate the pidfd", e))?;
     let (cfg_r, cfg_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
     let pid = crate::spawn::spawn_stage(
@@ -125,7 +120,7 @@ pub fn spawn(
             target: Some(target),
         },
     )
-    .map_err(|e| internal("clone exec stage", e))?
+    .map_err(|e| Error::internal("clone exec stage", e))?
     .pid;
     let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut w = File::from(cfg_w);
@@ -151,16 +146,16 @@ pub async fn stream(
     reaper: Reaper,
     start: ExecStart,
     mut input: Streaming<StreamInput>,
-) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>, Status> {
+) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
     if start.args.is_empty() {
-        return Err(Status::invalid_argument("exec needs a command"));
+        return Err(Error::NoCommand);
     }
     let mut console = None;
     let mut stdin_w = None;
     let mut outputs = Vec::new();
     let stdio = if start.tty {
         let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| internal("console socket", e))?;
+            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("console socket", e))?;
         console = Some(ours);
         ExecStdio {
             stdin: theirs.into(),
@@ -168,7 +163,7 @@ pub async fn stream(
             stderr: devnull()?,
         }
     } else {
-        let mut wanted = |want: bool, kind: fn(Vec<u8>) -> Output| -> Result<OwnedFd, Status> {
+        let mut wanted = |want: bool, kind: fn(Vec<u8>) -> Output| -> Result<OwnedFd> {
             if !want {
                 return devnull();
             }
@@ -199,22 +194,22 @@ pub async fn stream(
     let sync = spawned
         .setup
         .await
-        .map_err(|e| internal("exec setup task", e))?
+        .map_err(|e| Error::internal("exec setup task", e))?
         .unwrap_or_default();
     if let Some(msg) = failure(&sync) {
         tokio::spawn(async move { reaper.wait(pid).await });
-        return Err(Status::failed_precondition(format!(
-            "exec in container {}: {msg}",
-            c.id
-        )));
+        return Err(Error::ExecFailed {
+            id: c.id.clone(),
+            message: msg,
+        });
     }
     let master = match master {
         Some(t) => {
             let fd = t
                 .await
-                .map_err(|e| internal("terminal task", e))?
-                .map_err(|e| internal("terminal", e))?;
-            let m = Arc::new(FdStream::new(fd).map_err(|e| internal("terminal", e))?);
+                .map_err(|e| Error::internal("terminal task", e))?
+                .map_err(|e| Error::internal("terminal", e))?;
+            let m = Arc::new(FdStream::new(fd).map_err(|e| Error::io("terminal", e))?);
             if let Some(size) = start.size.filter(|s| s.width > 0 && s.height > 0) {
                 let _ = crate::fdio::set_window_size(&*m, size.width as u16, size.height as u16);
             }
@@ -231,12 +226,14 @@ pub async fn stream(
         }
     }
     for (fd, kind) in outputs {
-        let f = Arc::new(FdStream::new(fd).map_err(|e| internal("output pipe", e))?);
+        let f = Arc::new(FdStream::new(fd).map_err(|e| Error::io("output pipe", e))?);
         pumps.push(tokio::spawn(pump(f, kind, tx.clone())));
     }
     let mut stdin: Option<Arc<FdStream>> = match (&master, stdin_w) {
         (Some(m), _) if start.stdin => Some(m.clone()),
-        (None, Some(w)) => Some(Arc::new(FdStream::new(w).map_err(|e| internal("stdin pipe", e))?)),
+        (None, Some(w)) => Some(Arc::new(
+            FdStream::new(w).map_err(|e| Error::io("stdin pipe", e))?,
+        )),
         _ => None,
     };
     let exited = Arc::new(AtomicBool::new(false));

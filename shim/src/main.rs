@@ -12,6 +12,7 @@
 //! root filesystem, parks until `Start`, then execs the user's process.
 
 mod attach;
+mod error;
 mod exec;
 mod exec_sync;
 mod fdio;

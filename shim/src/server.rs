@@ -15,6 +15,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use tonic::{Request, Response, Status};
 
 use crate::attach::{AttachPoint, Fanout};
+use crate::error::{Error, Result};
 use crate::init::{InitConfig, RootfsMount as InitRootfsMount};
 use crate::logs::{spawn_copier, LogFile, Stream};
 use crate::reaper::{now_ns, Reaper};
@@ -118,21 +119,17 @@ struct ShimService {
 type OutputStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamOutput, Status>> + Send>>;
 
 impl ShimService {
-    fn container(&self, id: &str) -> Result<Arc<Container>, Status> {
-        self.table
-            .get(id)
-            .ok_or_else(|| Status::not_found(format!("container {id} not found in shim")))
+    fn container(&self, id: &str) -> Result<Arc<Container>> {
+        self.table.get(id).ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
     /// A running container and its spec (exec'd processes take its identity).
-    fn running(&self, id: &str) -> Result<(Arc<Container>, Spec), Status> {
+    fn running(&self, id: &str) -> Result<(Arc<Container>, Spec)> {
         let c = self.container(id)?;
         // A reaped process whose exit is still being drained counts as
         // gone: its pid may already be another process's.
         if c.state().phase != Phase::Running || c.reaped() {
-            return Err(Status::failed_precondition(format!(
-                "container {id} is not running"
-            )));
+            return Err(Error::WrongPhase(format!("container {id} is not running")));
         }
         let spec = self
             .specs
@@ -140,7 +137,7 @@ impl ShimService {
             .expect("specs lock")
             .get(id)
             .cloned()
-            .ok_or_else(|| Status::not_found(format!("no spec for container {id}")))?;
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
         Ok((c, spec))
     }
 }
@@ -148,10 +145,6 @@ impl ShimService {
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((r, w))
-}
-
-fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{ctx}: {e}"))
 }
 
 /// Reads what the init stage wrote on the sync pipe up to EOF or `stop_at_ready`.
@@ -222,10 +215,9 @@ impl Shim for ShimService {
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
         let req = req.into_inner();
         if self.table.get(&req.id).is_some() {
-            return Err(Status::already_exists(format!("container {} exists", req.id)));
+            return Err(Error::Exists(req.id).into());
         }
-        let spec: Spec = serde_json::from_slice(&req.spec_json)
-            .map_err(|e| Status::invalid_argument(format!("bad OCI spec: {e}")))?;
+        let spec: Spec = serde_json::from_slice(&req.spec_json).map_err(Error::BadSpec)?;
         let new_pid_ns = spec
             .linux()
             .as_ref()
@@ -253,18 +245,18 @@ impl Shim for ShimService {
             .recursive(true)
             .mode(0o700)
             .create(&cfg.rootfs_dir)
-            .map_err(|e| internal("create rootfs dir", e))?;
-        let log = LogFile::open(&req.log_path).map_err(|e| internal("open log file", e))?;
-        let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode init config", e))?;
+            .map_err(|e| Error::io("create rootfs dir", e))?;
+        let log = LogFile::open(&req.log_path).map_err(|e| Error::io("open log file", e))?;
+        let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode init config", e))?;
 
-        let mk = |what: &str| pipe().map_err(|e| internal(what, e));
+        let mk = |what: &str| pipe().map_err(|e| Error::io(what, e));
         let (cfg_r, cfg_w) = mk("config pipe")?;
         let (sync_r, sync_w) = mk("sync pipe")?;
         let (start_r, start_w) = mk("start pipe")?;
         let (out_r, out_w) = mk("stdout pipe")?;
         let (err_r, err_w) = mk("stderr pipe")?;
         let devnull: OwnedFd = File::open("/dev/null")
-            .map_err(|e| internal("open /dev/null", e))?
+            .map_err(|e| Error::io("open /dev/null", e))?
             .into();
         // A tty container gets, as its stdin, a socket on which its init
         // sends back the terminal it opens inside (init::console).
@@ -280,7 +272,7 @@ impl Shim for ShimService {
         let mut stdin_writer = None;
         let (console, stdin) = if terminal {
             let (ours, theirs) =
-                std::os::unix::net::UnixStream::pair().map_err(|e| internal("console socket", e))?;
+                std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("console socket", e))?;
             (Some(ours), OwnedFd::from(theirs))
         } else if req.stdin {
             let (r, w) = mk("stdin pipe")?;
@@ -308,7 +300,7 @@ impl Shim for ShimService {
                 target: None,
             },
         )
-        .map_err(|e| internal("clone container init", e))?;
+        .map_err(|e| Error::internal("clone container init", e))?;
         let pid = spawned.pid;
         // Our copies of the child's ends are closed by now (ChildFds dropped),
         // so EOF on sync/stdout/stderr means the child side is gone.
@@ -331,7 +323,7 @@ impl Shim for ShimService {
             Ok((sync, got, master))
         })
         .await
-        .map_err(|e| internal("init setup task", e))?;
+        .map_err(|e| Error::internal("init setup task", e))?;
 
         // Through the pidfd: an init that died in setup may be reaped, and
         // its pid another process's, by now.
@@ -340,11 +332,14 @@ impl Shim for ShimService {
             let _ = crate::stop_signal::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
             let reaper = self.reaper.clone();
             tokio::spawn(async move { reaper.wait(pid).await });
-            Status::failed_precondition(format!("create container {}: {msg}", req.id))
+            Error::CreateFailed {
+                id: req.id.clone(),
+                message: msg,
+            }
         };
         let (sync_file, got, master) = match setup {
             Ok(v) => v,
-            Err(e) => return Err(fail(format!("talk to init: {e}"))),
+            Err(e) => return Err(fail(format!("talk to init: {e}")).into()),
         };
         if got != b"R" {
             let msg = String::from_utf8_lossy(got.strip_prefix(b"E").unwrap_or(&got)).into_owned();
@@ -353,14 +348,14 @@ impl Shim for ShimService {
             } else {
                 msg
             };
-            return Err(fail(msg));
+            return Err(fail(msg).into());
         }
 
         // Attachers write keystrokes and resizes to a duplicate of the
         // terminal master; the copier keeps reading the original.
         let terminal = match master.as_ref().map(|m| m.try_clone()) {
             Some(Ok(dup)) => Some(Arc::new(File::from(dup))),
-            Some(Err(e)) => return Err(fail(format!("duplicate the terminal: {e}"))),
+            Some(Err(e)) => return Err(fail(format!("duplicate the terminal: {e}")).into()),
             None => None,
         };
         let c = Arc::new(Container::new(
@@ -376,7 +371,7 @@ impl Shim for ShimService {
             sync_file,
         ));
         if let Err(e) = self.table.insert(c.clone()) {
-            return Err(fail(e));
+            return Err(fail(e).into());
         }
         self.specs
             .lock()
@@ -432,16 +427,12 @@ impl Shim for ShimService {
         let id = req.into_inner().id;
         let c = self.container(&id)?;
         if c.state().phase != Phase::Created {
-            return Err(Status::failed_precondition(format!(
-                "container {id} is not in created state"
-            )));
+            return Err(Error::WrongPhase(format!("container {id} is not in created state")).into());
         }
         let start = c.start_pipe.lock().expect("lock").take();
         let sync = c.sync_pipe.lock().expect("lock").take();
         let (Some(mut start), Some(mut sync)) = (start, sync) else {
-            return Err(Status::failed_precondition(format!(
-                "container {id} is already starting"
-            )));
+            return Err(Error::WrongPhase(format!("container {id} is already starting")).into());
         };
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             start.write_all(b"S")?;
@@ -449,7 +440,7 @@ impl Shim for ShimService {
             read_sync(&mut sync, false)
         })
         .await
-        .map_err(|e| internal("start task", e))?;
+        .map_err(|e| Error::internal("start task", e))?;
         let started_at = now_ns();
         // "I<uid> <gid> <groups>\n" right before exec; anything after it is an error.
         let (identity, result) = match result {
@@ -463,13 +454,11 @@ impl Shim for ShimService {
             Ok(msg) if msg.is_empty() => {}
             Ok(msg) => {
                 let text = String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg)).into_owned();
-                return Err(Status::failed_precondition(format!(
-                    "start container {id}: {text}"
-                )));
+                return Err(Error::StartFailed { id, message: text }.into());
             }
-            Err(e) => return Err(internal("read start result", e)),
+            Err(e) => return Err(Error::io("read start result", e).into()),
         }
-        c.mark_running(started_at).map_err(Status::failed_precondition)?;
+        c.mark_running(started_at).map_err(Error::WrongPhase)?;
         tracing::info!(container = %id, pid = c.pid, "container started");
         Ok(Response::new(StartResponse {
             pid: c.pid as u32,
@@ -481,13 +470,12 @@ impl Shim for ShimService {
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
         let req = req.into_inner();
         let c = self.container(&req.id)?;
-        let sig = Signal::try_from(req.signal as i32)
-            .map_err(|_| Status::invalid_argument(format!("bad signal {}", req.signal)))?;
+        let sig = Signal::try_from(req.signal as i32).map_err(|_| Error::BadSignal(req.signal))?;
         if c.state().phase == Phase::Exited {
             return Ok(Response::new(KillResponse {}));
         }
         match (&c.cgroup_dir, req.all) {
-            (Some(dir), true) => signal_all(dir, sig).map_err(|e| internal("signal cgroup", e))?,
+            (Some(dir), true) => signal_all(dir, sig).map_err(|e| Error::io("signal cgroup", e))?,
             _ => {
                 let redeliver_for = Duration::from_millis(req.redeliver_ms);
                 match c
@@ -496,7 +484,7 @@ impl Shim for ShimService {
                 {
                     Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                    Err(e) => return Err(internal("kill", e)),
+                    Err(e) => return Err(Error::io("kill", e).into()),
                 }
             }
         }
@@ -553,9 +541,11 @@ impl Shim for ShimService {
                 }
             }
             if tokio::time::timeout(DELETE_WAIT, c.wait_exited()).await.is_err() {
-                return Err(Status::deadline_exceeded(format!(
-                    "container {id} did not exit within {DELETE_WAIT:?} of SIGKILL"
-                )));
+                return Err(Error::NotKilled {
+                    id,
+                    waited: DELETE_WAIT,
+                }
+                .into());
             }
         }
         self.table.remove(&id);
@@ -574,7 +564,7 @@ impl Shim for ShimService {
         let req = req.into_inner();
         let (c, spec) = self.running(&req.id)?;
         if req.args.is_empty() {
-            return Err(Status::invalid_argument("exec needs a command"));
+            return Err(Error::NoCommand.into());
         }
         let (out_r, out_w) = crate::exec::pipe()?;
         let (err_r, err_w) = crate::exec::pipe()?;
@@ -583,10 +573,8 @@ impl Shim for ShimService {
             stdout: out_w,
             stderr: err_w,
         };
-        let out_r =
-            crate::fdio::FdStream::new(out_r).map_err(|e| Status::internal(format!("stdout pipe: {e}")))?;
-        let err_r =
-            crate::fdio::FdStream::new(err_r).map_err(|e| Status::internal(format!("stderr pipe: {e}")))?;
+        let out_r = crate::fdio::FdStream::new(out_r).map_err(|e| Error::io("stdout pipe", e))?;
+        let err_r = crate::fdio::FdStream::new(err_r).map_err(|e| Error::io("stderr pipe", e))?;
         let spawned = crate::exec::spawn(&c, &spec, req.args.clone(), false, stdio)?;
         let pid = spawned.pid;
         let started = std::time::Instant::now();
@@ -618,13 +606,14 @@ impl Shim for ShimService {
         let sync = spawned
             .setup
             .await
-            .map_err(|e| internal("exec setup task", e))?
+            .map_err(|e| Error::internal("exec setup task", e))?
             .unwrap_or_default();
         if let Some(msg) = crate::exec::failure(&sync) {
-            return Err(Status::failed_precondition(format!(
-                "exec in container {}: {msg}",
-                req.id
-            )));
+            return Err(Error::ExecFailed {
+                id: req.id,
+                message: msg,
+            }
+            .into());
         }
         tracing::info!(container = %req.id, pid, code = exit.code, timed_out, elapsed_ms = started.elapsed().as_millis() as u64, "exec finished");
         Ok(Response::new(ExecResponse {
@@ -647,9 +636,11 @@ impl Shim for ShimService {
                 input: Some(stream_input::Input::Exec(start)),
             }) => start,
             _ => {
-                return Err(Status::invalid_argument(
-                    "ExecStream must begin with an exec message",
-                ))
+                return Err(Error::BadFirstMessage {
+                    rpc: "ExecStream",
+                    first: "exec",
+                }
+                .into())
             }
         };
         let (c, spec) = self.running(&start.id)?;
@@ -671,9 +662,11 @@ impl Shim for ShimService {
                 input: Some(stream_input::Input::Attach(start)),
             }) => start,
             _ => {
-                return Err(Status::invalid_argument(
-                    "Attach must begin with an attach message",
-                ))
+                return Err(Error::BadFirstMessage {
+                    rpc: "Attach",
+                    first: "attach",
+                }
+                .into())
             }
         };
         let (c, _) = self.running(&start.id)?;
@@ -683,7 +676,7 @@ impl Shim for ShimService {
             .expect("attach lock")
             .get(&start.id)
             .cloned()
-            .ok_or_else(|| Status::not_found(format!("container {} not found in shim", start.id)))?;
+            .ok_or_else(|| Error::NotFound(start.id.clone()))?;
         let rx = crate::attach::session(c, point, start, input);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -701,8 +694,8 @@ impl Shim for ShimService {
             .expect("logs lock")
             .get(&id)
             .cloned()
-            .ok_or_else(|| Status::not_found(format!("container {id} not found in shim")))?;
-        log.reopen().map_err(|e| internal("reopen log file", e))?;
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        log.reopen().map_err(|e| Error::io("reopen log file", e))?;
         tracing::info!(container = %id, "log file reopened");
         Ok(Response::new(ReopenLogResponse {}))
     }
@@ -711,10 +704,7 @@ impl Shim for ShimService {
         let force = req.into_inner().force;
         let live: Vec<_> = self.table.all();
         if !live.is_empty() && !force {
-            return Err(Status::failed_precondition(format!(
-                "shim still has {} container(s); delete them first",
-                live.len()
-            )));
+            return Err(Error::NotEmpty(live.len()).into());
         }
         for c in live {
             if let Some(dir) = &c.cgroup_dir {
