@@ -126,16 +126,9 @@ pub fn spawn(
         let mut w = File::from(cfg_w);
         w.write_all(&config_json)?;
         drop(w);
-        crate::server::read_sync(&mut File::from(sync_r), false)
+        crate::sync::read(&mut File::from(sync_r), false)
     });
     Ok(Spawned { pid, setup })
-}
-
-/// The stage's failure message, if its sync report carries one.
-pub fn failure(sync: &[u8]) -> Option<String> {
-    let (_, rest) = crate::server::split_identity(sync);
-    rest.strip_prefix(b"E")
-        .map(|m| String::from_utf8_lossy(m).into_owned())
 }
 
 /// Starts a streamed exec; the returned receiver is the RPC's output.
@@ -196,7 +189,7 @@ pub async fn stream(
         .await
         .map_err(|e| Error::internal("exec setup task", e))?
         .unwrap_or_default();
-    if let Some(msg) = failure(&sync) {
+    if let Some(msg) = crate::sync::failure(&sync) {
         tokio::spawn(async move { reaper.wait(pid).await });
         return Err(Error::ExecFailed {
             id: c.id.clone(),

@@ -23,6 +23,7 @@ mod reaper;
 mod server;
 mod spawn;
 mod stop_signal;
+mod sync;
 mod table;
 
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The shim's gRPC server (package `berth.shim.v1`) on a unix socket.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -147,45 +147,6 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Reads what the init stage wrote on the sync pipe up to EOF or `stop_at_ready`.
-/// Splits the identity line a stage reports before exec from what follows.
-pub(crate) fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
-    let Some(rest) = msg.strip_prefix(b"I") else {
-        return (None, msg);
-    };
-    let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
-    let line = String::from_utf8_lossy(&rest[..end]).into_owned();
-    let after = rest.get(end + 1..).unwrap_or(&[]);
-    let mut f = line.split(' ');
-    let uid = f.next().and_then(|v| v.parse().ok());
-    let gid = f.next().and_then(|v| v.parse().ok());
-    let groups = f
-        .next()
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|g| g.parse().ok())
-        .collect();
-    match (uid, gid) {
-        (Some(uid), Some(gid)) => (Some(ProcessIdentity { uid, gid, groups }), after),
-        _ => (None, after),
-    }
-}
-
-pub(crate) fn read_sync(f: &mut File, stop_at_ready: bool) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-        if stop_at_ready && out == b"R" {
-            return Ok(out);
-        }
-    }
-}
-
 fn cgroup_dir(spec: &Spec) -> Option<PathBuf> {
     let p = spec.linux().as_ref()?.cgroups_path().clone()?;
     Some(Path::new("/sys/fs/cgroup").join(p.strip_prefix("/").unwrap_or(&p)))
@@ -312,10 +273,10 @@ impl Shim for ShimService {
             w.write_all(&config_json)?;
             drop(w);
             let mut sync = File::from(sync_r);
-            let got = read_sync(&mut sync, true)?;
+            let got = crate::sync::read(&mut sync, true)?;
             // Init sent the terminal before it said "R".
-            let master = match (&console, got.as_slice()) {
-                (Some(sock), b"R") => {
+            let master = match &console {
+                Some(sock) if crate::sync::is_ready(&got) => {
                     Some(crate::init::console::receive(sock).map_err(std::io::Error::other)?)
                 }
                 _ => None,
@@ -341,14 +302,8 @@ impl Shim for ShimService {
             Ok(v) => v,
             Err(e) => return Err(fail(format!("talk to init: {e}")).into()),
         };
-        if got != b"R" {
-            let msg = String::from_utf8_lossy(got.strip_prefix(b"E").unwrap_or(&got)).into_owned();
-            let msg = if msg.is_empty() {
-                "init exited during setup".to_string()
-            } else {
-                msg
-            };
-            return Err(fail(msg).into());
+        if !crate::sync::is_ready(&got) {
+            return Err(fail(crate::sync::setup_failure(&got)).into());
         }
 
         // Attachers write keystrokes and resizes to a duplicate of the
@@ -431,32 +386,21 @@ impl Shim for ShimService {
         }
         let start = c.start_pipe.lock().expect("lock").take();
         let sync = c.sync_pipe.lock().expect("lock").take();
-        let (Some(mut start), Some(mut sync)) = (start, sync) else {
+        let (Some(start), Some(mut sync)) = (start, sync) else {
             return Err(Error::WrongPhase(format!("container {id} is already starting")).into());
         };
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            start.write_all(b"S")?;
-            drop(start);
-            read_sync(&mut sync, false)
+            crate::sync::send_start(start)?;
+            crate::sync::read(&mut sync, false)
         })
         .await
         .map_err(|e| Error::internal("start task", e))?;
         let started_at = now_ns();
-        // "I<uid> <gid> <groups>\n" right before exec; anything after it is an error.
-        let (identity, result) = match result {
-            Ok(msg) => {
-                let (id, rest) = split_identity(&msg);
-                (id, Ok(rest.to_vec()))
-            }
-            Err(e) => (None, Err(e)),
-        };
-        match result {
-            Ok(msg) if msg.is_empty() => {}
-            Ok(msg) => {
-                let text = String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg)).into_owned();
-                return Err(Error::StartFailed { id, message: text }.into());
-            }
-            Err(e) => return Err(Error::io("read start result", e).into()),
+        let report = result.map_err(|e| Error::io("read start result", e))?;
+        // The identity right before exec; anything after it is an error.
+        let (identity, result) = crate::sync::start_result(&report);
+        if let Err(message) = result {
+            return Err(Error::StartFailed { id, message }.into());
         }
         c.mark_running(started_at).map_err(Error::WrongPhase)?;
         tracing::info!(container = %id, pid = c.pid, "container started");
@@ -608,7 +552,7 @@ impl Shim for ShimService {
             .await
             .map_err(|e| Error::internal("exec setup task", e))?
             .unwrap_or_default();
-        if let Some(msg) = crate::exec::failure(&sync) {
+        if let Some(msg) = crate::sync::failure(&sync) {
             return Err(Error::ExecFailed {
                 id: req.id,
                 message: msg,

@@ -128,20 +128,8 @@ unsafe fn exec_self(
     }
 }
 
-/// File descriptor numbers the init stage finds its channels on.
-pub mod fds {
-    /// JSON [`crate::init::InitConfig`], read to EOF.
-    pub const CONFIG: i32 = 3;
-    /// init -> shim: `R` when parked before exec, `E<message>` on failure; closed by a successful exec.
-    pub const SYNC: i32 = 4;
-    /// shim -> init: one byte means "exec now"; EOF means "give up".
-    pub const START: i32 = 5;
-    /// exec stage only: a pidfd of the container's first process, whose
-    /// namespaces it joins (a pid could name another process by then).
-    pub const TARGET: i32 = 6;
-}
-
-/// The descriptors the child gets, by their number inside the child.
+/// The descriptors the child gets, by their number inside the child (see
+/// [`crate::sync::fds`]).
 pub struct ChildFds {
     /// fd 0.
     pub stdin: OwnedFd,
@@ -155,7 +143,7 @@ pub struct ChildFds {
     pub sync: OwnedFd,
     /// fd 5.
     pub start: OwnedFd,
-    /// fd 6, when given ([`fds::TARGET`]).
+    /// fd 6, when given ([`crate::sync::fds::TARGET`]).
     pub target: Option<OwnedFd>,
 }
 

@@ -13,8 +13,8 @@
 //! node, whose namespaces an exec must never enter.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd};
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::process;
 use super::rootfs::Prepared;
-use crate::spawn::fds;
+use crate::sync::{self, fds, Reporter};
 
 /// What the shim hands the exec stage on fd 3.
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,21 +63,18 @@ fn join(target: i32, pidfd: &File) -> Result<()> {
 
 /// Entry point of `berth-shim exec`. Never returns.
 pub fn main() -> ! {
-    // SAFETY: the shim put exactly these descriptors at these numbers before exec.
-    let (mut config_in, mut sync, target) = unsafe {
+    // SAFETY: the shim put exactly these descriptors at these numbers
+    // before exec (exec.rs), and nothing else in this fresh process owns them.
+    let (mut config_in, sync, target) = unsafe {
         (
-            File::from_raw_fd(fds::CONFIG),
-            File::from_raw_fd(fds::SYNC),
-            File::from_raw_fd(fds::TARGET),
+            sync::inherit(fds::CONFIG),
+            sync::inherit(fds::SYNC),
+            sync::inherit(fds::TARGET),
         )
     };
-    for fd in [fds::CONFIG, fds::SYNC, fds::START, fds::TARGET] {
-        let _ = nix::fcntl::fcntl(
-            // SAFETY: these descriptors are ours for the life of the process.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-    }
+    // /dev/null, unused here, but not to be passed on either.
+    sync::close_on_exec(fds::START);
+    let mut sync = Reporter::new(sync);
     let mut raw = Vec::new();
     // Before anything of the container is in reach (see not_dumpable).
     let result: Result<std::convert::Infallible> = super::not_dumpable()
@@ -102,12 +99,10 @@ pub fn main() -> ! {
                 .as_ref()
                 .map(|p| p.cwd().clone())
                 .unwrap_or_else(|| PathBuf::from("/"));
-            let mut report = |line: &str| {
-                let _ = sync.write_all(line.as_bytes());
-            };
+            let mut report = |line: &str| sync.identity(line);
             match process::exec(&cfg.spec, &Prepared { cwd, cwd_fd: None }, &mut report)? {}
         });
     let Err(e) = result;
-    let _ = sync.write_all(format!("E{e:#}").as_bytes());
+    sync.fail(&format!("{e:#}"));
     std::process::exit(127)
 }

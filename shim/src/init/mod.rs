@@ -20,14 +20,12 @@ mod process;
 mod rootfs;
 mod seccomp;
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::io::Read;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spawn::fds;
+use crate::sync::{self, fds, Reporter};
 
 /// What the shim hands the init stage on fd 3.
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,25 +66,19 @@ pub(crate) fn not_dumpable() -> anyhow::Result<()> {
 
 /// Entry point of `berth-shim init`. Never returns.
 pub fn main() -> ! {
-    // SAFETY: the shim put exactly these descriptors at these numbers before exec.
-    let (mut config_in, mut sync, mut start) = unsafe {
+    // SAFETY: the shim put exactly these descriptors at these numbers
+    // before exec (spawn.rs), and nothing else in this fresh process owns them.
+    let (mut config_in, sync, mut start) = unsafe {
         (
-            File::from_raw_fd(fds::CONFIG),
-            File::from_raw_fd(fds::SYNC),
-            File::from_raw_fd(fds::START),
+            sync::inherit(fds::CONFIG),
+            sync::inherit(fds::SYNC),
+            sync::inherit(fds::START),
         )
     };
-    for fd in [fds::CONFIG, fds::SYNC, fds::START] {
-        // The sync pipe must close on a successful exec: that EOF is the
-        // shim's proof that exec worked. The others must not leak either.
-        let _ = nix::fcntl::fcntl(
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-    }
+    let mut sync = Reporter::new(sync);
 
-    let fail = |sync: &mut File, msg: String| -> ! {
-        let _ = sync.write_all(format!("E{msg}").as_bytes());
+    let fail = |sync: &mut Reporter, msg: String| -> ! {
+        sync.fail(&msg);
         std::process::exit(1)
     };
 
@@ -119,25 +111,21 @@ pub fn main() -> ! {
             fail(&mut sync, format!("terminal: {e:#}"));
         }
     }
-    if sync.write_all(b"R").is_err() {
+    if sync.ready().is_err() {
         std::process::exit(1);
     }
 
-    let mut go = [0u8; 1];
-    match start.read(&mut go) {
-        Ok(1) => {}
+    if !sync::wait_for_start(&mut start) {
         // The shim gave up on us (Delete before Start, or the shim died).
-        _ => std::process::exit(1),
+        std::process::exit(1);
     }
     drop(start);
 
-    let mut report = |line: &str| {
-        let _ = sync.write_all(line.as_bytes());
-    };
+    let mut report = |line: &str| sync.identity(line);
     match process::exec(&cfg.spec, &prepared, &mut report) {
         Ok(never) => match never {},
         Err(e) => {
-            let _ = sync.write_all(format!("E{e:#}").as_bytes());
+            sync.fail(&format!("{e:#}"));
             std::process::exit(127)
         }
     }

@@ -35,8 +35,9 @@ pub fn identity_line() -> Result<String> {
     let first = |v: String| v.split_whitespace().next().unwrap_or("").to_string();
     let uid = first(field("Uid:")?);
     let gid = first(field("Gid:")?);
-    let groups = field("Groups:")?.split_whitespace().collect::<Vec<_>>().join(",");
-    Ok(format!("I{uid} {gid} {groups}\n"))
+    let groups = field("Groups:")?;
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    Ok(crate::sync::identity_line(&uid, &gid, &groups))
 }
 
 /// Applies identity and privileges and execs the process. Returns only on
