@@ -9,6 +9,7 @@
 //! the shim's log. The log itself always gets everything.
 
 use std::fs::File;
+use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +20,6 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::{Status, Streaming};
 
 use crate::logs::Stream;
-use crate::table::Container;
 
 /// Chunks an attacher may fall behind before it loses output.
 pub const FANOUT_CHUNKS: usize = 512;
@@ -68,6 +68,18 @@ pub struct AttachPoint {
 }
 
 impl AttachPoint {
+    /// The attach point of a new container: `terminal` is a duplicate of
+    /// its terminal master, `stdin_pipe` the write end of its stdin pipe.
+    pub fn new(terminal: Option<File>, stdin_pipe: Option<File>, stdin: bool, stdin_once: bool) -> Self {
+        AttachPoint {
+            fanout: Fanout::default(),
+            terminal: terminal.map(Arc::new),
+            stdin_pipe: Mutex::new(stdin_pipe.map(Arc::new)),
+            stdin,
+            stdin_once,
+        }
+    }
+
     fn stdin_writer(&self) -> Option<Arc<File>> {
         if !self.stdin {
             return None;
@@ -87,17 +99,19 @@ impl AttachPoint {
     }
 }
 
-/// Runs one attach session; the returned receiver is the RPC's output.
+/// Runs one attach session to the container `id`; the returned receiver is
+/// the RPC's output. `exited` resolves with the container's exit code once
+/// it has exited and its output has drained.
 pub fn session(
-    container: Arc<Container>,
+    id: String,
     point: Arc<AttachPoint>,
+    exited: impl Future<Output = i32> + Send + 'static,
     start: AttachStart,
     mut input: Streaming<StreamInput>,
 ) -> mpsc::Receiver<Result<StreamOutput, Status>> {
     let (tx, rx) = mpsc::channel(64);
     let mut output = point.fanout.subscribe();
     let input_point = point.clone();
-    let id = container.id.clone();
     let feed = tokio::spawn(async move {
         let writer = if start.stdin {
             input_point.stdin_writer()
@@ -147,6 +161,7 @@ pub fn session(
             };
             (wants(s), StreamOutput { output: Some(out) })
         };
+        tokio::pin!(exited);
         let exit = loop {
             tokio::select! {
                 got = output.recv() => match got {
@@ -159,12 +174,12 @@ pub fn session(
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(container = %id, chunks = n, "attacher fell behind; it lost output");
                     }
-                    Err(broadcast::error::RecvError::Closed) => break Some(container.wait_exited().await),
+                    Err(broadcast::error::RecvError::Closed) => break Some((&mut exited).await),
                 },
-                state = container.wait_exited() => break Some(state),
+                code = &mut exited => break Some(code),
             }
         };
-        if let Some(state) = exit {
+        if let Some(exit_code) = exit {
             // The copiers finished before the exit was marked: what is left
             // in the channel is the container's last output.
             while let Ok(chunk) = output.try_recv() {
@@ -175,7 +190,7 @@ pub fn session(
             }
             let _ = tx
                 .send(Ok(StreamOutput {
-                    output: Some(Output::ExitCode(state.exit_code)),
+                    output: Some(Output::ExitCode(exit_code)),
                 }))
                 .await;
         }

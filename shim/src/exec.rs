@@ -17,7 +17,6 @@ use berth_proto::shim::stream_input::Input;
 use berth_proto::shim::stream_output::Output;
 use berth_proto::shim::{ExecStart, StreamInput, StreamOutput};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::Spec;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
@@ -64,16 +63,9 @@ pub fn devnull() -> Result<OwnedFd> {
         .into())
 }
 
-/// Clones `berth-shim exec` into the running container `c` (whose spec is
-/// `container_spec`) to run `args`.
-pub fn spawn(
-    c: &Container,
-    container_spec: &Spec,
-    args: Vec<String>,
-    tty: bool,
-    stdio: ExecStdio,
-) -> Result<Spawned> {
-    let mut spec = container_spec.clone();
+/// Clones `berth-shim exec` into the running container `c` to run `args`.
+pub fn spawn(c: &Container, args: Vec<String>, tty: bool, stdio: ExecStdio) -> Result<Spawned> {
+    let mut spec = c.spec.clone();
     // Same process as the container's (user, groups, caps, env, cwd,
     // no_new_privs, rlimits); only the command and the terminal differ.
     let mut process = spec.process().clone().unwrap_or_default();
@@ -135,7 +127,6 @@ pub fn spawn(
 /// Fails (FailedPrecondition) when the command cannot be exec'd.
 pub async fn stream(
     c: Arc<Container>,
-    spec: &Spec,
     reaper: Reaper,
     start: ExecStart,
     mut input: Streaming<StreamInput>,
@@ -179,7 +170,7 @@ pub async fn stream(
             stderr,
         }
     };
-    let spawned = spawn(&c, spec, start.args.clone(), start.tty, stdio)?;
+    let spawned = spawn(&c, start.args.clone(), start.tty, stdio)?;
     let pid = spawned.pid;
     // The stage sends the terminal before it execs; receive it meanwhile.
     let master =

@@ -14,13 +14,13 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use tonic::{Request, Response, Status};
 
-use crate::attach::{AttachPoint, Fanout};
+use crate::attach::AttachPoint;
 use crate::error::{Error, Result};
 use crate::init::{InitConfig, RootfsMount as InitRootfsMount};
 use crate::logs::{spawn_copier, LogFile, Stream};
 use crate::reaper::{now_ns, Reaper};
 use crate::spawn::{spawn_init, ChildFds};
-use crate::table::{Container, Phase, Table};
+use crate::table::{Container, Created, Phase, Table};
 
 /// How long Delete waits for a killed container to be reaped.
 const DELETE_WAIT: Duration = Duration::from_secs(10);
@@ -77,9 +77,6 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<()>(1);
     let svc = ShimService {
         pod_pid_ns: pod_pid_ns.map(Arc::new),
-        specs: Default::default(),
-        logs: Default::default(),
-        attach: Default::default(),
         sandbox_id: sandbox_id.clone(),
         reaper,
         table: Table::default(),
@@ -103,12 +100,6 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
 struct ShimService {
     /// The pod's shared PID namespace (`shareProcessNamespace`), if any.
     pod_pid_ns: Option<Arc<File>>,
-    /// Each container's log, for ReopenLog.
-    logs: std::sync::Mutex<std::collections::HashMap<String, LogFile>>,
-    /// Each container's output fan-out and stdin, for Attach.
-    attach: std::sync::Mutex<std::collections::HashMap<String, Arc<AttachPoint>>>,
-    /// Each container's spec: exec'd processes run with its identity.
-    specs: std::sync::Mutex<std::collections::HashMap<String, Spec>>,
     sandbox_id: String,
     reaper: Reaper,
     table: Table,
@@ -123,22 +114,15 @@ impl ShimService {
         self.table.get(id).ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    /// A running container and its spec (exec'd processes take its identity).
-    fn running(&self, id: &str) -> Result<(Arc<Container>, Spec)> {
+    /// A running container.
+    fn running(&self, id: &str) -> Result<Arc<Container>> {
         let c = self.container(id)?;
         // A reaped process whose exit is still being drained counts as
         // gone: its pid may already be another process's.
         if c.state().phase != Phase::Running || c.reaped() {
             return Err(Error::WrongPhase(format!("container {id} is not running")));
         }
-        let spec = self
-            .specs
-            .lock()
-            .expect("specs lock")
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        Ok((c, spec))
+        Ok(c)
     }
 }
 
@@ -309,44 +293,35 @@ impl Shim for ShimService {
         // Attachers write keystrokes and resizes to a duplicate of the
         // terminal master; the copier keeps reading the original.
         let terminal = match master.as_ref().map(|m| m.try_clone()) {
-            Some(Ok(dup)) => Some(Arc::new(File::from(dup))),
+            Some(Ok(dup)) => Some(File::from(dup)),
             Some(Err(e)) => return Err(fail(format!("duplicate the terminal: {e}")).into()),
             None => None,
         };
-        let c = Arc::new(Container::new(
-            req.id.clone(),
+        let attach = Arc::new(AttachPoint::new(
+            terminal,
+            stdin_writer.map(File::from),
+            req.stdin,
+            req.stdin_once,
+        ));
+        let fanout = attach.fanout.clone();
+        let c = Arc::new(Container::new(Created {
+            id: req.id.clone(),
             pid,
-            Some(
+            pidfd: Some(
                 pidfd
                     .try_clone()
                     .map_err(|e| fail(format!("duplicate the pidfd: {e}")))?,
             ),
             cgroup_dir,
-            File::from(start_w),
-            sync_file,
-        ));
+            spec: cfg.spec,
+            log: log.clone(),
+            attach,
+            start_pipe: File::from(start_w),
+            sync_pipe: sync_file,
+        }));
         if let Err(e) = self.table.insert(c.clone()) {
             return Err(fail(e).into());
         }
-        self.specs
-            .lock()
-            .expect("specs lock")
-            .insert(req.id.clone(), cfg.spec.clone());
-        self.logs
-            .lock()
-            .expect("logs lock")
-            .insert(req.id.clone(), log.clone());
-        let fanout = Fanout::default();
-        self.attach.lock().expect("attach lock").insert(
-            req.id.clone(),
-            Arc::new(AttachPoint {
-                fanout: fanout.clone(),
-                terminal,
-                stdin_pipe: std::sync::Mutex::new(stdin_writer.map(|w| Arc::new(File::from(w)))),
-                stdin: req.stdin,
-                stdin_once: req.stdin_once,
-            }),
-        );
         let out_done = spawn_copier(out_r, Stream::Stdout, log.clone(), fanout.clone());
         // A terminal merges both streams: its output is logged as stdout.
         let tty_done = master.map(|m| spawn_copier(m, Stream::Stdout, log.clone(), fanout.clone()));
@@ -447,12 +422,7 @@ impl Shim for ShimService {
     async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
         let c = self.container(&req.into_inner().id)?;
         let s = c.state();
-        let log_dropped_records = self
-            .logs
-            .lock()
-            .expect("logs lock")
-            .get(&c.id)
-            .map_or(0, LogFile::dropped_records);
+        let log_dropped_records = c.log.dropped_records();
         Ok(Response::new(StateResponse {
             id: c.id.clone(),
             status: match s.phase {
@@ -493,9 +463,6 @@ impl Shim for ShimService {
             }
         }
         self.table.remove(&id);
-        self.specs.lock().expect("specs lock").remove(&id);
-        self.logs.lock().expect("logs lock").remove(&id);
-        self.attach.lock().expect("attach lock").remove(&id);
         let s = c.state();
         tracing::info!(container = %id, "container deleted");
         Ok(Response::new(DeleteResponse {
@@ -506,7 +473,7 @@ impl Shim for ShimService {
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let req = req.into_inner();
-        let (c, spec) = self.running(&req.id)?;
+        let c = self.running(&req.id)?;
         if req.args.is_empty() {
             return Err(Error::NoCommand.into());
         }
@@ -519,7 +486,7 @@ impl Shim for ShimService {
         };
         let out_r = crate::fdio::FdStream::new(out_r).map_err(|e| Error::io("stdout pipe", e))?;
         let err_r = crate::fdio::FdStream::new(err_r).map_err(|e| Error::io("stderr pipe", e))?;
-        let spawned = crate::exec::spawn(&c, &spec, req.args.clone(), false, stdio)?;
+        let spawned = crate::exec::spawn(&c, req.args.clone(), false, stdio)?;
         let pid = spawned.pid;
         let started = std::time::Instant::now();
         let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
@@ -587,8 +554,8 @@ impl Shim for ShimService {
                 .into())
             }
         };
-        let (c, spec) = self.running(&start.id)?;
-        let rx = crate::exec::stream(c, &spec, self.reaper.clone(), start, input).await?;
+        let c = self.running(&start.id)?;
+        let rx = crate::exec::stream(c, self.reaper.clone(), start, input).await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -613,15 +580,10 @@ impl Shim for ShimService {
                 .into())
             }
         };
-        let (c, _) = self.running(&start.id)?;
-        let point = self
-            .attach
-            .lock()
-            .expect("attach lock")
-            .get(&start.id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(start.id.clone()))?;
-        let rx = crate::attach::session(c, point, start, input);
+        let c = self.running(&start.id)?;
+        let point = c.attach.clone();
+        let exited = async move { c.wait_exited().await.exit_code };
+        let rx = crate::attach::session(start.id.clone(), point, exited, start, input);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -632,14 +594,8 @@ impl Shim for ShimService {
         req: Request<ReopenLogRequest>,
     ) -> Result<Response<ReopenLogResponse>, Status> {
         let id = req.into_inner().id;
-        let log = self
-            .logs
-            .lock()
-            .expect("logs lock")
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(id.clone()))?;
-        log.reopen().map_err(|e| Error::io("reopen log file", e))?;
+        let c = self.container(&id)?;
+        c.log.reopen().map_err(|e| Error::io("reopen log file", e))?;
         tracing::info!(container = %id, "log file reopened");
         Ok(Response::new(ReopenLogResponse {}))
     }
