@@ -1,5 +1,5 @@
-//! Processes exec'd into a running container: the spawn both Exec
-//! (ExecSync) and ExecStream use, and the streamed session.
+//! Processes exec'd into a running container: ExecSync (`Exec`) and
+//! ExecStream, and the spawn both use.
 //!
 //! The exec stage (`init::exec`) joins the container's namespaces and
 //! cgroup and takes the container's identity (user, groups, capabilities,
@@ -9,13 +9,14 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::shim::stream_input::Input;
 use berth_proto::shim::stream_output::Output;
-use berth_proto::shim::{ExecStart, StreamInput, StreamOutput};
+use berth_proto::shim::{ExecRequest, ExecResponse, ExecStart, StreamInput, StreamOutput};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -23,17 +24,19 @@ use tonic::{Status, Streaming};
 
 use crate::error::{Error, Result};
 
+use crate::capture;
 use crate::fdio::FdStream;
+use crate::pod::Pod;
 use crate::reaper::Reaper;
 use crate::spawn::ChildFds;
 use crate::table::Container;
 
 /// How long output may still arrive after the exec'd process exited:
 /// children it left behind may hold its stdio open, and nobody waits for them.
-pub const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// The exec'd process's fds 0-2.
-pub struct ExecStdio {
+struct ExecStdio {
     /// fd 0 (for a terminal: the console socket, see `init::console`).
     pub stdin: OwnedFd,
     /// fd 1.
@@ -43,7 +46,7 @@ pub struct ExecStdio {
 }
 
 /// A started exec stage.
-pub struct Spawned {
+struct Spawned {
     /// Its pid in the shim's PID namespace.
     pub pid: i32,
     /// Resolves with what the stage wrote on its sync pipe up to EOF (the
@@ -52,19 +55,19 @@ pub struct Spawned {
 }
 
 /// A pipe pair, close-on-exec.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::internal("pipe", e))
 }
 
 /// /dev/null, for a stream nobody wants.
-pub fn devnull() -> Result<OwnedFd> {
+fn devnull() -> Result<OwnedFd> {
     Ok(File::open("/dev/null")
         .map_err(|e| Error::io("open /dev/null", e))?
         .into())
 }
 
 /// Clones `berth-shim exec` into the running container `c` to run `args`.
-pub fn spawn(c: &Container, args: Vec<String>, tty: bool, stdio: ExecStdio) -> Result<Spawned> {
+fn spawn(c: &Container, args: Vec<String>, tty: bool, stdio: ExecStdio) -> Result<Spawned> {
     let mut spec = c.spec.clone();
     // Same process as the container's (user, groups, caps, env, cwd,
     // no_new_privs, rlimits); only the command and the terminal differ.
@@ -123,53 +126,102 @@ pub fn spawn(c: &Container, args: Vec<String>, tty: bool, stdio: ExecStdio) -> R
     Ok(Spawned { pid, setup })
 }
 
+/// ExecSync: runs `args` in the container to completion (or its timeout,
+/// then SIGKILL), with stdout and stderr captured up to a cap.
+pub async fn exec_sync(pod: &Pod, req: ExecRequest) -> Result<ExecResponse> {
+    let c = pod.table.running(&req.id)?;
+    if req.args.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let stdio = ExecStdio {
+        stdin: devnull()?,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let out_r = FdStream::new(out_r).map_err(|e| Error::io("stdout pipe", e))?;
+    let err_r = FdStream::new(err_r).map_err(|e| Error::io("stderr pipe", e))?;
+    let spawned = spawn(&c, req.args.clone(), false, stdio)?;
+    let pid = spawned.pid;
+    let started = std::time::Instant::now();
+    let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
+    let reaper = pod.reaper.clone();
+    let wait = reaper.wait(pid);
+    let exited = async {
+        match limit {
+            Some(l) => match tokio::time::timeout(l, wait).await {
+                Ok(e) => (e, false),
+                Err(_) => {
+                    // Kill it and whatever it started in the container since.
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                    (reaper.wait(pid).await, true)
+                }
+            },
+            None => (wait.await, false),
+        }
+    };
+    // Output is capped and read only while the call lasts.
+    let ((exit, timed_out), stdout, stderr) =
+        capture::collect(exited, out_r, err_r, OUTPUT_GRACE, capture::OUTPUT_CAP_BYTES).await;
+    let sync = spawned
+        .setup
+        .await
+        .map_err(|e| Error::internal("exec setup task", e))?
+        .unwrap_or_default();
+    if let Some(msg) = crate::sync::failure(&sync) {
+        return Err(Error::ExecFailed {
+            id: req.id,
+            message: msg,
+        });
+    }
+    tracing::info!(container = %req.id, pid, code = exit.code, timed_out, elapsed_ms = started.elapsed().as_millis() as u64, "exec finished");
+    Ok(ExecResponse {
+        exit_code: exit.code,
+        stdout,
+        stderr,
+        timed_out,
+    })
+}
+
+/// ExecStream: the first message names the container and the command;
+/// the rest is stdin and resizes. The returned receiver is the RPC's output.
+pub async fn exec_stream(
+    pod: &Pod,
+    mut input: Streaming<StreamInput>,
+) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
+    let start = match input.message().await? {
+        Some(StreamInput {
+            input: Some(Input::Exec(start)),
+        }) => start,
+        _ => {
+            return Err(Error::BadFirstMessage {
+                rpc: "ExecStream",
+                first: "exec",
+            })
+        }
+    };
+    let c = pod.table.running(&start.id)?;
+    stream(c, pod.reaper.clone(), start, input).await
+}
+
 /// Starts a streamed exec; the returned receiver is the RPC's output.
 /// Fails (FailedPrecondition) when the command cannot be exec'd.
-pub async fn stream(
+async fn stream(
     c: Arc<Container>,
     reaper: Reaper,
     start: ExecStart,
-    mut input: Streaming<StreamInput>,
+    input: Streaming<StreamInput>,
 ) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
     if start.args.is_empty() {
         return Err(Error::NoCommand);
     }
-    let mut console = None;
-    let mut stdin_w = None;
-    let mut outputs = Vec::new();
-    let stdio = if start.tty {
-        let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("console socket", e))?;
-        console = Some(ours);
-        ExecStdio {
-            stdin: theirs.into(),
-            stdout: devnull()?,
-            stderr: devnull()?,
-        }
-    } else {
-        let mut wanted = |want: bool, kind: fn(Vec<u8>) -> Output| -> Result<OwnedFd> {
-            if !want {
-                return devnull();
-            }
-            let (r, w) = pipe()?;
-            outputs.push((r, kind));
-            Ok(w)
-        };
-        let stdout = wanted(start.stdout, Output::Stdout)?;
-        let stderr = wanted(start.stderr, Output::Stderr)?;
-        let stdin = if start.stdin {
-            let (r, w) = pipe()?;
-            stdin_w = Some(w);
-            r
-        } else {
-            devnull()?
-        };
-        ExecStdio {
-            stdin,
-            stdout,
-            stderr,
-        }
-    };
+    let StreamStdio {
+        stdio,
+        console,
+        outputs,
+        stdin: stdin_w,
+    } = stream_stdio(&start)?;
     let spawned = spawn(&c, start.args.clone(), start.tty, stdio)?;
     let pid = spawned.pid;
     // The stage sends the terminal before it execs; receive it meanwhile.
@@ -213,7 +265,7 @@ pub async fn stream(
         let f = Arc::new(FdStream::new(fd).map_err(|e| Error::io("output pipe", e))?);
         pumps.push(tokio::spawn(pump(f, kind, tx.clone())));
     }
-    let mut stdin: Option<Arc<FdStream>> = match (&master, stdin_w) {
+    let stdin: Option<Arc<FdStream>> = match (&master, stdin_w) {
         (Some(m), _) if start.stdin => Some(m.clone()),
         (None, Some(w)) => Some(Arc::new(
             FdStream::new(w).map_err(|e| Error::io("stdin pipe", e))?,
@@ -223,42 +275,7 @@ pub async fn stream(
     let exited = Arc::new(AtomicBool::new(false));
     let feed_exited = exited.clone();
     let tty = start.tty;
-    let feed = tokio::spawn(async move {
-        loop {
-            match input.message().await {
-                Ok(Some(StreamInput {
-                    input: Some(Input::Stdin(data)),
-                })) => {
-                    if let Some(w) = &stdin {
-                        if w.write_all(&data).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Ok(Some(StreamInput {
-                    input: Some(Input::Resize(size)),
-                })) => {
-                    if let Some(m) = &master {
-                        let _ = crate::fdio::set_window_size(&**m, size.width as u16, size.height as u16);
-                    }
-                }
-                // A terminal has no end of input short of a hangup.
-                Ok(Some(StreamInput {
-                    input: Some(Input::StdinClose(_)),
-                })) if !tty => stdin = None,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    // The caller is gone: close stdin; hang a terminal up,
-                    // as a closed terminal window does.
-                    drop(stdin.take());
-                    if tty && !feed_exited.load(Ordering::SeqCst) {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP);
-                    }
-                    break;
-                }
-            }
-        }
-    });
+    let feed = tokio::spawn(feed(input, stdin, master, tty, pid, feed_exited));
     let id = c.id.clone();
     tokio::spawn(async move {
         let exit = reaper.wait(pid).await;
@@ -277,6 +294,112 @@ pub async fn stream(
         feed.abort();
     });
     Ok(rx)
+}
+
+/// An output the caller wants, by the message kind that carries it.
+type Wanted = (OwnedFd, fn(Vec<u8>) -> Output);
+
+/// A streamed exec's stdio: the stage's fds 0-2, and the shim's ends.
+struct StreamStdio {
+    stdio: ExecStdio,
+    /// A terminal's console socket (the stage sends the master there).
+    console: Option<UnixStream>,
+    /// Read ends of the output pipes the caller wants.
+    outputs: Vec<Wanted>,
+    /// Write end of the stdin pipe, when the caller sends stdin.
+    stdin: Option<OwnedFd>,
+}
+
+/// Pipes for the streams the caller asked for, /dev/null for the rest; a
+/// terminal instead of all three for `tty`.
+fn stream_stdio(start: &ExecStart) -> Result<StreamStdio> {
+    if start.tty {
+        let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("console socket", e))?;
+        return Ok(StreamStdio {
+            stdio: ExecStdio {
+                stdin: theirs.into(),
+                stdout: devnull()?,
+                stderr: devnull()?,
+            },
+            console: Some(ours),
+            outputs: Vec::new(),
+            stdin: None,
+        });
+    }
+    let mut outputs = Vec::new();
+    let mut wanted = |want: bool, kind: fn(Vec<u8>) -> Output| -> Result<OwnedFd> {
+        if !want {
+            return devnull();
+        }
+        let (r, w) = pipe()?;
+        outputs.push((r, kind));
+        Ok(w)
+    };
+    let stdout = wanted(start.stdout, Output::Stdout)?;
+    let stderr = wanted(start.stderr, Output::Stderr)?;
+    let mut stdin_w = None;
+    let stdin = if start.stdin {
+        let (r, w) = pipe()?;
+        stdin_w = Some(w);
+        r
+    } else {
+        devnull()?
+    };
+    Ok(StreamStdio {
+        stdio: ExecStdio {
+            stdin,
+            stdout,
+            stderr,
+        },
+        console: None,
+        outputs,
+        stdin: stdin_w,
+    })
+}
+
+/// Feeds the caller's stdin and resizes to the exec'd process until the
+/// caller goes away; then closes stdin, and hangs a terminal up (as a
+/// closed terminal window does) unless the process has `exited` already.
+async fn feed(
+    mut input: Streaming<StreamInput>,
+    mut stdin: Option<Arc<FdStream>>,
+    master: Option<Arc<FdStream>>,
+    tty: bool,
+    pid: i32,
+    exited: Arc<AtomicBool>,
+) {
+    loop {
+        match input.message().await {
+            Ok(Some(StreamInput {
+                input: Some(Input::Stdin(data)),
+            })) => {
+                if let Some(w) = &stdin {
+                    if w.write_all(&data).await.is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            Ok(Some(StreamInput {
+                input: Some(Input::Resize(size)),
+            })) => {
+                if let Some(m) = &master {
+                    let _ = crate::fdio::set_window_size(&**m, size.width as u16, size.height as u16);
+                }
+            }
+            // A terminal has no end of input short of a hangup.
+            Ok(Some(StreamInput {
+                input: Some(Input::StdinClose(_)),
+            })) if !tty => stdin = None,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                drop(stdin.take());
+                if tty && !exited.load(Ordering::SeqCst) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP);
+                }
+                break;
+            }
+        }
+    }
 }
 
 /// Copies one output stream into the RPC until EOF or until nobody listens

@@ -12,17 +12,23 @@
 //! root filesystem, parks until `Start`, then execs the user's process.
 
 mod attach;
+mod capture;
+mod cgroup;
+mod create;
 mod error;
 mod exec;
-mod exec_sync;
 mod fdio;
 mod init;
+mod lifecycle;
 mod logs;
+mod pod;
 mod pod_init;
 mod reaper;
 mod server;
 mod spawn;
+mod stdio;
 mod stop_signal;
+mod stream;
 mod sync;
 mod table;
 

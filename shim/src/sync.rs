@@ -20,7 +20,7 @@ use berth_proto::shim::ProcessIdentity;
 
 /// File descriptor numbers a stage finds its channels on.
 pub mod fds {
-    /// JSON [`crate::init::InitConfig`] (or `ExecConfig`), read to EOF.
+    /// The stage's JSON config (`InitConfig` or `ExecConfig`), read to EOF.
     pub const CONFIG: i32 = 3;
     /// stage -> shim: the reports of this module; closed by a successful exec.
     pub const SYNC: i32 = 4;

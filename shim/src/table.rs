@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use oci_spec::runtime::Spec;
 use tokio::sync::watch;
 
-use crate::attach::AttachPoint;
+use crate::error::{Error, Result};
 use crate::logs::LogFile;
+use crate::stdio::AttachPoint;
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +190,22 @@ pub struct Table {
 }
 
 impl Table {
+    /// The container `id`, or NotFound.
+    pub fn container(&self, id: &str) -> Result<Arc<Container>> {
+        self.get(id).ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// The container `id` if its process runs (what exec and attach need).
+    pub fn running(&self, id: &str) -> Result<Arc<Container>> {
+        let c = self.container(id)?;
+        // A reaped process whose exit is still being drained counts as
+        // gone: its pid may already be another process's.
+        if c.state().phase != Phase::Running || c.reaped() {
+            return Err(Error::WrongPhase(format!("container {id} is not running")));
+        }
+        Ok(c)
+    }
+
     /// Adds a container; refuses a duplicate id.
     pub fn insert(&self, c: Arc<Container>) -> Result<(), String> {
         let mut m = self.inner.lock().expect("table lock");

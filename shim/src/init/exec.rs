@@ -84,13 +84,7 @@ pub fn main() -> ! {
             join(cfg.target_pid, &target)?;
             // A terminal from the container's own devpts (now in sight),
             // sent to the shim on fd 0, as the container's init does.
-            let terminal = cfg
-                .spec
-                .process()
-                .as_ref()
-                .and_then(|p| p.terminal())
-                .unwrap_or(false);
-            if terminal {
+            if super::wants_terminal(&cfg.spec) {
                 super::console::setup().context("terminal")?;
             }
             let cwd = cfg

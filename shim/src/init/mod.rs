@@ -49,6 +49,15 @@ pub struct RootfsMount {
     pub options: Vec<String>,
 }
 
+/// Whether the spec's process wants a terminal (init and exec stages open
+/// one inside; the shim then gets the master over the console socket).
+pub fn wants_terminal(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
 /// Clears the dumpable flag: from here until the exec of the container's
 /// process (which sets it again by the kernel's rules), a process in the
 /// container with our uid but not CAP_SYS_PTRACE can neither ptrace this
@@ -100,13 +109,7 @@ pub fn main() -> ! {
         Ok(p) => p,
         Err(e) => fail(&mut sync, format!("{e:#}")),
     };
-    let terminal = cfg
-        .spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    if terminal {
+    if wants_terminal(&cfg.spec) {
         if let Err(e) = console::setup() {
             fail(&mut sync, format!("terminal: {e:#}"));
         }
