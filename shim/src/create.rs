@@ -64,8 +64,9 @@ fn wants_own_pid_ns(spec: &Spec) -> bool {
 }
 
 /// What init reads on its config fd.
-fn init_config(req: &CreateRequest, spec: Spec) -> InitConfig {
+fn init_config(req: &CreateRequest, spec: Spec, cgroup_root: &Path) -> InitConfig {
     InitConfig {
+        cgroup_root: cgroup_root.to_path_buf(),
         rootfs_dir: Path::new(&req.bundle).join("rootfs"),
         rootfs_mounts: req
             .rootfs
@@ -169,7 +170,7 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     }
     let spec: Spec = serde_json::from_slice(&req.spec_json).map_err(Error::BadSpec)?;
     let new_pid_ns = wants_own_pid_ns(&spec);
-    let cfg = init_config(&req, spec);
+    let cfg = init_config(&req, spec, &pod.cgroup_root);
     // Under the 0700 bundle dir; 0700 itself whatever the umask.
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -318,4 +319,79 @@ pub async fn start(table: &Table, id: String) -> Result<StartResponse> {
         started_at,
         identity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_proto::shim::RootfsMount as WireMount;
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(namespaces: serde_json::Value) -> Spec {
+        serde_json::from_value(json!({"ociVersion": "1.0.2", "linux": {"namespaces": namespaces}})).unwrap()
+    }
+
+    /// Only a PID namespace without a path is the container's own; one
+    /// with a path (or none) means the pod's shared one.
+    #[test]
+    fn only_an_unnamed_pid_namespace_is_the_containers_own() {
+        assert!(wants_own_pid_ns(&spec(
+            json!([{"type": "pid"}, {"type": "mount"}])
+        )));
+        assert!(!wants_own_pid_ns(&spec(
+            json!([{"type": "pid", "path": "/proc/9/ns/pid"}])
+        )));
+        assert!(!wants_own_pid_ns(&spec(json!([{"type": "mount"}]))));
+    }
+
+    /// Init gets the rootfs under the bundle, the rootfs mounts in order
+    /// and the shim's cgroup root.
+    #[test]
+    fn the_init_config_carries_bundle_mounts_and_cgroup_root() {
+        let req = CreateRequest {
+            id: "c1".into(),
+            bundle: "/run/berth/c1".into(),
+            rootfs: vec![
+                WireMount {
+                    r#type: "overlay".into(),
+                    source: "overlay".into(),
+                    options: vec!["lowerdir=/a".into()],
+                },
+                WireMount {
+                    r#type: "tmpfs".into(),
+                    source: "none".into(),
+                    options: vec![],
+                },
+            ],
+            ..Default::default()
+        };
+        let cfg = init_config(&req, spec(json!([])), Path::new("/mnt/cgroup2"));
+        assert_eq!(cfg.rootfs_dir, Path::new("/run/berth/c1/rootfs"));
+        let mounts: Vec<(&str, &str)> = cfg
+            .rootfs_mounts
+            .iter()
+            .map(|m| (m.fstype.as_str(), m.source.as_str()))
+            .collect();
+        assert_eq!(mounts, [("overlay", "overlay"), ("tmpfs", "none")]);
+        assert_eq!(cfg.rootfs_mounts[0].options, ["lowerdir=/a"]);
+        assert_eq!(cfg.cgroup_root, Path::new("/mnt/cgroup2"));
+    }
+
+    /// A tty container's stdin is the console socket; `stdin: true` keeps
+    /// a pipe's write end for attachers; otherwise stdin is /dev/null.
+    #[test]
+    fn stdin_is_a_console_a_kept_pipe_or_nothing() {
+        let (_, ours) = channels(true, true).unwrap();
+        assert!(ours.console.is_some() && ours.stdin.is_none());
+        let (_, ours) = channels(false, true).unwrap();
+        assert!(ours.console.is_none() && ours.stdin.is_some());
+        let (child, ours) = channels(false, false).unwrap();
+        assert!(ours.console.is_none() && ours.stdin.is_none());
+        let null = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&child.stdin)
+        ));
+        assert_eq!(null.unwrap(), Path::new("/dev/null"));
+    }
 }

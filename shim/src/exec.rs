@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,6 @@ use crate::error::{Error, Result};
 use crate::capture;
 use crate::fdio::FdStream;
 use crate::pod::Pod;
-use crate::reaper::Reaper;
 use crate::spawn::ChildFds;
 use crate::table::Container;
 
@@ -67,7 +67,13 @@ fn devnull() -> Result<OwnedFd> {
 }
 
 /// Clones `berth-shim exec` into the running container `c` to run `args`.
-fn spawn(c: &Container, args: Vec<String>, tty: bool, stdio: ExecStdio) -> Result<Spawned> {
+fn spawn(
+    c: &Container,
+    cgroup_root: &Path,
+    args: Vec<String>,
+    tty: bool,
+    stdio: ExecStdio,
+) -> Result<Spawned> {
     let mut spec = c.spec.clone();
     // Same process as the container's (user, groups, caps, env, cwd,
     // no_new_privs, rlimits); only the command and the terminal differ.
@@ -78,6 +84,7 @@ fn spawn(c: &Container, args: Vec<String>, tty: bool, stdio: ExecStdio) -> Resul
     let cfg = crate::init::exec::ExecConfig {
         target_pid: c.pid,
         spec,
+        cgroup_root: cgroup_root.to_path_buf(),
     };
     let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode exec config", e))?;
     let gone = || {
@@ -142,7 +149,7 @@ pub async fn exec_sync(pod: &Pod, req: ExecRequest) -> Result<ExecResponse> {
     };
     let out_r = FdStream::new(out_r).map_err(|e| Error::io("stdout pipe", e))?;
     let err_r = FdStream::new(err_r).map_err(|e| Error::io("stderr pipe", e))?;
-    let spawned = spawn(&c, req.args.clone(), false, stdio)?;
+    let spawned = spawn(&c, &pod.cgroup_root, req.args.clone(), false, stdio)?;
     let pid = spawned.pid;
     let started = std::time::Instant::now();
     let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
@@ -202,14 +209,14 @@ pub async fn exec_stream(
         }
     };
     let c = pod.table.running(&start.id)?;
-    stream(c, pod.reaper.clone(), start, input).await
+    stream(c, pod, start, input).await
 }
 
 /// Starts a streamed exec; the returned receiver is the RPC's output.
 /// Fails (FailedPrecondition) when the command cannot be exec'd.
 async fn stream(
     c: Arc<Container>,
-    reaper: Reaper,
+    pod: &Pod,
     start: ExecStart,
     input: Streaming<StreamInput>,
 ) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
@@ -222,7 +229,8 @@ async fn stream(
         outputs,
         stdin: stdin_w,
     } = stream_stdio(&start)?;
-    let spawned = spawn(&c, start.args.clone(), start.tty, stdio)?;
+    let spawned = spawn(&c, &pod.cgroup_root, start.args.clone(), start.tty, stdio)?;
+    let reaper = pod.reaper.clone();
     let pid = spawned.pid;
     // The stage sends the terminal before it execs; receive it meanwhile.
     let master =

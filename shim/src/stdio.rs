@@ -94,3 +94,71 @@ impl AttachPoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    fn pipe() -> (File, File) {
+        let (r, w) = std::io::pipe().unwrap();
+        (
+            File::from(std::os::fd::OwnedFd::from(r)),
+            File::from(std::os::fd::OwnedFd::from(w)),
+        )
+    }
+
+    /// `stdin_once`: the first attacher that finishes with stdin closes
+    /// it, and the container reads EOF; later attachers get no writer.
+    #[test]
+    fn stdin_once_closes_the_pipe_after_the_first_attacher() {
+        let (mut r, w) = pipe();
+        let point = AttachPoint::new(None, Some(w), true, true);
+        let writer = point.stdin_writer().expect("a writer");
+        (&*writer).write_all(b"hi").unwrap();
+        drop(writer);
+        point.stdin_done();
+        assert!(point.stdin_writer().is_none());
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hi", "then EOF: no write end is left");
+    }
+
+    /// Without `stdin_once` the pipe stays for the next attacher; a
+    /// container created without stdin never gets a writer.
+    #[test]
+    fn stdin_stays_open_or_is_never_offered() {
+        let (_r, w) = pipe();
+        let point = AttachPoint::new(None, Some(w), true, false);
+        point.stdin_done();
+        assert!(point.stdin_writer().is_some());
+        let (_r, w) = pipe();
+        assert!(AttachPoint::new(None, Some(w), false, false)
+            .stdin_writer()
+            .is_none());
+        // A terminal is stdin for every attacher, stdin_once or not.
+        let (_r, t) = pipe();
+        let point = AttachPoint::new(Some(t), None, true, true);
+        point.stdin_done();
+        assert!(point.stdin_writer().is_some());
+    }
+
+    /// Output nobody attached to is not kept; an attacher that falls
+    /// behind loses the oldest chunks, never blocks the sender.
+    #[tokio::test]
+    async fn the_fanout_never_waits_for_attachers() {
+        let fanout = Fanout::default();
+        fanout.send(Stream::Stdout, b"before anyone");
+        let mut rx = fanout.subscribe();
+        for i in 0..FANOUT_CHUNKS + 3 {
+            fanout.send(Stream::Stderr, i.to_string().as_bytes());
+        }
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(3))
+        ));
+        let (stream, data) = rx.recv().await.unwrap();
+        assert_eq!((stream, &*data), (Stream::Stderr, &b"3"[..]));
+    }
+}

@@ -34,9 +34,11 @@ pub struct ExecConfig {
     pub target_pid: i32,
     /// The container's spec with the exec'd command as its process.
     pub spec: oci_spec::runtime::Spec,
+    /// Where cgroup v2 is mounted on the host (the shim's, from berthd).
+    pub cgroup_root: PathBuf,
 }
 
-fn join(target: i32, pidfd: &File) -> Result<()> {
+fn join(cgroup_root: &std::path::Path, target: i32, pidfd: &File) -> Result<()> {
     // The container's cgroup, as the host sees it (before the cgroup ns).
     // Read by pid, so it counts only if the pidfd's process is still there
     // afterwards: a pid is reused only after its process was reaped.
@@ -44,7 +46,7 @@ fn join(target: i32, pidfd: &File) -> Result<()> {
     crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).context("the container's process has exited")?;
     let cg = cg.context("read the container's cgroup")?;
     if let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) {
-        let procs = PathBuf::from("/sys/fs/cgroup")
+        let procs = cgroup_root
             .join(path.trim_start_matches('/'))
             .join("cgroup.procs");
         std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
@@ -81,7 +83,7 @@ pub fn main() -> ! {
         .and_then(|()| config_in.read_to_end(&mut raw).context("read exec config"))
         .and_then(|_| serde_json::from_slice::<ExecConfig>(&raw).context("parse exec config"))
         .and_then(|cfg| {
-            join(cfg.target_pid, &target)?;
+            join(&cfg.cgroup_root, cfg.target_pid, &target)?;
             // A terminal from the container's own devpts (now in sight),
             // sent to the shim on fd 0, as the container's init does.
             if super::wants_terminal(&cfg.spec) {
@@ -94,7 +96,8 @@ pub fn main() -> ! {
                 .map(|p| p.cwd().clone())
                 .unwrap_or_else(|| PathBuf::from("/"));
             let mut report = |line: &str| sync.identity(line);
-            match process::exec(&cfg.spec, &Prepared { cwd, cwd_fd: None }, &mut report)? {}
+            let prepared = Prepared { cwd, cwd_fd: None };
+            match process::exec(&super::syscall::Linux, &cfg.spec, &prepared, &mut report)? {}
         });
     let Err(e) = result;
     sync.fail(&format!("{e:#}"));

@@ -14,11 +14,14 @@
 
 pub mod console;
 pub mod exec;
+#[cfg(test)]
+mod fake;
 mod inroot;
 mod mounts;
 mod process;
 mod rootfs;
 mod seccomp;
+pub mod syscall;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -36,6 +39,8 @@ pub struct InitConfig {
     pub rootfs_dir: PathBuf,
     /// Mounts making up the rootfs, applied in order at `rootfs_dir`.
     pub rootfs_mounts: Vec<RootfsMount>,
+    /// Where cgroup v2 is mounted on the host (the shim's, from berthd).
+    pub cgroup_root: PathBuf,
 }
 
 /// One rootfs mount (e.g. overlay with lowerdir/upperdir/workdir options).
@@ -105,7 +110,7 @@ pub fn main() -> ! {
         Err(e) => fail(&mut sync, format!("parse init config: {e}")),
     };
 
-    let prepared = match rootfs::prepare(&cfg) {
+    let prepared = match rootfs::prepare(&syscall::Linux, &cfg) {
         Ok(p) => p,
         Err(e) => fail(&mut sync, format!("{e:#}")),
     };
@@ -125,7 +130,7 @@ pub fn main() -> ! {
     drop(start);
 
     let mut report = |line: &str| sync.identity(line);
-    match process::exec(&cfg.spec, &prepared, &mut report) {
+    match process::exec(&syscall::Linux, &cfg.spec, &prepared, &mut report) {
         Ok(never) => match never {},
         Err(e) => {
             sync.fail(&format!("{e:#}"));

@@ -1,23 +1,19 @@
 //! Namespaces, cgroup, root filesystem and mounts for the init stage.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
 
 use super::inroot::{self, fd_path, Create};
 use super::mounts::{mount_holding, parse_options, shorten_lowerdirs};
+use super::syscall::{FileKind, Syscall};
 use super::InitConfig;
-
-/// Where cgroup v2 is mounted on the host.
-const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
 
 /// Device nodes every container gets, bind-mounted from the host (works in any
 /// user namespace, unlike mknod).
@@ -34,7 +30,7 @@ pub struct Prepared {
 }
 
 /// Runs steps 1-3 of the init stage (see the module docs of `init`).
-pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
+pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     let spec = &cfg.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -56,7 +52,8 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         match ns.path() {
             Some(path) => {
                 let f = File::open(path).with_context(|| format!("open namespace {}", path.display()))?;
-                setns(&f, flag).with_context(|| format!("setns {}", path.display()))?;
+                sys.setns(f.as_fd(), flag)
+                    .with_context(|| format!("setns {}", path.display()))?;
             }
             None => {
                 if flag == CloneFlags::CLONE_NEWUTS {
@@ -72,10 +69,12 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
 
     // The container's cgroup, before a cgroup namespace roots itself there.
     if let Some(cg) = linux.cgroups_path() {
-        let procs = Path::new(CGROUP2_ROOT)
+        let procs = cfg
+            .cgroup_root
             .join(cg.strip_prefix("/").unwrap_or(cg))
             .join("cgroup.procs");
-        std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
+        sys.write_file(&procs, b"0")
+            .with_context(|| format!("join cgroup {}", procs.display()))?;
     }
 
     // 2. New namespaces. Mount events stay inside; host events still reach
@@ -83,24 +82,24 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
     // a bind of a shared source joins the source's peer group only if the
     // source's copy here is still shared (rslave would leave it slave+shared
     // and nothing would reach the host).
-    unshare(unshare_flags).context("unshare namespaces")?;
+    sys.unshare(unshare_flags).context("unshare namespaces")?;
     let root_propagation = match linux.rootfs_propagation().as_deref() {
         Some("shared" | "rshared") => MsFlags::MS_SHARED,
         Some("private" | "rprivate") => MsFlags::MS_PRIVATE,
         _ => MsFlags::MS_SLAVE,
     };
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
         MsFlags::MS_REC | root_propagation,
-        None::<&str>,
+        None,
     )
     .with_context(|| format!("set propagation of / to {root_propagation:?}"))?;
-    make_rootfs_parent_private(&cfg.rootfs_dir)?;
+    make_rootfs_parent_private(sys, &cfg.rootfs_dir)?;
     if own_uts {
         if let Some(h) = spec.hostname() {
-            nix::unistd::sethostname(h).context("sethostname")?;
+            sys.sethostname(h).context("sethostname")?;
         }
     }
 
@@ -110,8 +109,8 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         let p = parse_options(&m.options);
         let (data, _lower_fds) = shorten_lowerdirs(&p.data, |d| std::fs::File::open(d).map(OwnedFd::from))
             .with_context(|| format!("open the layers of the {} rootfs", m.fstype))?;
-        mount(
-            Some(m.source.as_str()),
+        sys.mount(
+            Some(Path::new(&m.source)),
             root,
             Some(m.fstype.as_str()),
             p.flags,
@@ -121,24 +120,18 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
     }
     if cfg.rootfs_mounts.is_empty() {
         // pivot_root needs a mount point.
-        mount(
-            Some(root),
-            root,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .context("bind rootfs onto itself")?;
+        sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .context("bind rootfs onto itself")?;
     }
 
     // Every path below is the image's to play tricks with: resolved inside
     // the root by an fd walk and acted on through the fd (see `inroot`).
     let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
     for m in spec.mounts().clone().unwrap_or_default() {
-        mount_one(&root_fd, &m)?;
+        mount_one(sys, &root_fd, &m)?;
     }
-    setup_dev(&root_fd)?;
-    create_devices(&root_fd, linux.devices().as_deref().unwrap_or_default())?;
+    setup_dev(sys, &root_fd)?;
+    create_devices(sys, &root_fd, linux.devices().as_deref().unwrap_or_default())?;
 
     let cwd = spec
         .process()
@@ -149,28 +142,32 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         .with_context(|| format!("working directory {}", cwd.display()))?;
     drop(root_fd);
 
-    pivot_into(root)?;
+    pivot_into(sys, root)?;
 
     for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask_path(Path::new(&p))?;
+        mask_path(sys, Path::new(&p))?;
     }
     for p in linux.readonly_paths().clone().unwrap_or_default() {
-        readonly_path(Path::new(&p))?;
+        readonly_path(sys, Path::new(&p))?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
+            None,
         )
         .context("remount rootfs read-only")?;
     }
     if let Some(sysctls) = linux.sysctl() {
+        // Sorted, so the order is the same on every run.
+        let mut sysctls: Vec<_> = sysctls.iter().collect();
+        sysctls.sort();
         for (k, v) in sysctls {
             let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            std::fs::write(&path, v).with_context(|| format!("set sysctl {k}={v}"))?;
+            sys.write_file(&path, v.as_bytes())
+                .with_context(|| format!("set sysctl {k}={v}"))?;
         }
     }
     Ok(Prepared {
@@ -191,10 +188,10 @@ const KERNEL_FS: &[(nix::sys::statfs::FsType, &str)] = &[
 
 /// Refuses a bind destination that a symlink led onto a kernel filesystem
 /// its name does not point at.
-fn check_bind_destination(dest: &OwnedFd, name: &Path) -> Result<()> {
-    let fs = nix::sys::statfs::fstatfs(dest.as_fd())
-        .with_context(|| format!("statfs mount point {}", name.display()))?
-        .filesystem_type();
+fn check_bind_destination(sys: &dyn Syscall, dest: &OwnedFd, name: &Path) -> Result<()> {
+    let fs = sys
+        .fs_type(dest.as_fd())
+        .with_context(|| format!("statfs mount point {}", name.display()))?;
     let lexical = normalize(name);
     for (magic, base) in KERNEL_FS {
         if fs == *magic && !lexical.starts_with(base) {
@@ -231,43 +228,43 @@ fn dest_fd(root: &OwnedFd, dest: &Path, create: Create) -> Result<OwnedFd> {
 /// Mounts one spec mount inside `root`, through `/proc/self/fd` of the
 /// resolved destination. Follow-up calls (remount, propagation) resolve
 /// the destination again: the first fd points under the new mount.
-fn mount_one(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
+fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
     let name = m.destination();
     let opts = parse_options(&m.options().clone().unwrap_or_default());
     let fstype = m.typ().clone().unwrap_or_else(|| "none".into());
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype));
 
     if opts.bind {
-        let meta = std::fs::metadata(&source).with_context(|| format!("bind source {}", source.display()))?;
-        let create = if meta.is_dir() { Create::Dirs } else { Create::File };
+        let kind = sys
+            .kind(&source, true)
+            .with_context(|| format!("bind source {}", source.display()))?;
+        let create = if kind == FileKind::Dir {
+            Create::Dirs
+        } else {
+            Create::File
+        };
         let dest = dest_fd(root, name, create)?;
-        check_bind_destination(&dest, name)?;
+        check_bind_destination(sys, &dest, name)?;
         let rec = opts.flags & MsFlags::MS_REC;
-        mount(
-            Some(&source),
-            &fd_path(&dest),
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
-        .with_context(|| format!("bind {} to {}", source.display(), name.display()))?;
+        sys.mount(Some(&source), &fd_path(&dest), None, MsFlags::MS_BIND | rec, None)
+            .with_context(|| format!("bind {} to {}", source.display(), name.display()))?;
         // Bind mounts ignore other flags on creation: apply them by remount.
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
             let dest = dest_fd(root, name, Create::Nothing)?;
-            mount(
-                None::<&str>,
+            sys.mount(
+                None,
                 &fd_path(&dest),
-                None::<&str>,
+                None,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-                None::<&str>,
+                None,
             )
             .with_context(|| format!("remount {} with {extra:?}", name.display()))?;
         }
     } else {
         let dest = dest_fd(root, name, Create::Dirs)?;
         let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-        mount(
+        sys.mount(
             Some(&source),
             &fd_path(&dest),
             Some(fstype.as_str()),
@@ -278,20 +275,14 @@ fn mount_one(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
     }
     if !opts.propagation.is_empty() {
         let dest = dest_fd(root, name, Create::Nothing)?;
-        mount(
-            None::<&str>,
-            &fd_path(&dest),
-            None::<&str>,
-            opts.propagation,
-            None::<&str>,
-        )
-        .with_context(|| format!("set propagation of {}", name.display()))?;
+        sys.mount(None, &fd_path(&dest), None, opts.propagation, None)
+            .with_context(|| format!("set propagation of {}", name.display()))?;
     }
     if opts.recursive_readonly {
         // MS_RDONLY on a bind remount covers only the top mount; the
         // submounts an rbind brought along stay writable without this.
         let dest = dest_fd(root, name, Create::Nothing)?;
-        set_readonly_recursive(&fd_path(&dest))
+        set_readonly_recursive(sys, &fd_path(&dest))
             .with_context(|| format!("make {} read-only recursively", name.display()))?;
     }
     Ok(())
@@ -302,62 +293,23 @@ fn mount_one(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
 /// and every bind below would propagate to the host's copy of it. Making just
 /// that one mount private here stops it; the binds' sources keep their own
 /// peer groups.
-fn make_rootfs_parent_private(rootfs_dir: &Path) -> Result<()> {
+fn make_rootfs_parent_private(sys: &dyn Syscall, rootfs_dir: &Path) -> Result<()> {
     let dir = std::fs::canonicalize(rootfs_dir)
         .with_context(|| format!("resolve rootfs dir {}", rootfs_dir.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    let info = sys
+        .read_file(Path::new("/proc/self/mountinfo"))
+        .context("read /proc/self/mountinfo")?;
     if let Some((mount_point, true)) = mount_holding(&info, &dir) {
-        mount(
-            None::<&str>,
-            &mount_point,
-            None::<&str>,
-            MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .with_context(|| format!("make {} private", mount_point.display()))?;
+        sys.mount(None, &mount_point, None, MsFlags::MS_PRIVATE, None)
+            .with_context(|| format!("make {} private", mount_point.display()))?;
     }
     Ok(())
 }
 
-/// `struct mount_attr` of <linux/mount.h> (MOUNT_ATTR_SIZE_VER0, 32 bytes).
-#[repr(C)]
-#[allow(dead_code)] // read by the kernel, never by us
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// MOUNT_ATTR_RDONLY of <linux/mount.h>.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-/// mount_setattr(2) with AT_RECURSIVE and MOUNT_ATTR_RDONLY: the mount at
-/// `path` and every mount below it become read-only (Linux >= 5.12).
-fn set_readonly_recursive(path: &Path) -> Result<()> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .context("mount path contains a NUL byte")?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: c_path is a valid NUL-terminated string and attr a live,
-    // correctly laid out mount_attr whose size is passed; the kernel only
-    // reads both during the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            (libc::AT_RECURSIVE | libc::AT_NO_AUTOMOUNT) as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc == -1 {
-        let e = std::io::Error::last_os_error();
+/// The mount at `path` and every mount below it become read-only
+/// (mount_setattr(2), Linux >= 5.12).
+fn set_readonly_recursive(sys: &dyn Syscall, path: &Path) -> Result<()> {
+    if let Err(e) = sys.set_readonly_recursive(path) {
         if e.raw_os_error() == Some(libc::ENOSYS) {
             bail!("recursive read-only mounts need mount_setattr(2), Linux >= 5.12: {e}");
         }
@@ -368,16 +320,16 @@ fn set_readonly_recursive(path: &Path) -> Result<()> {
 
 /// Minimal /dev: host device nodes bound in, the standard symlinks. The
 /// image's `/dev` (even a symlink) is resolved inside the root.
-fn setup_dev(root: &OwnedFd) -> Result<()> {
+fn setup_dev(sys: &dyn Syscall, root: &OwnedFd) -> Result<()> {
     for name in DEFAULT_DEVICES {
         let target = inroot::resolve(root, &Path::new("/dev").join(name), Create::File)
             .with_context(|| format!("create /dev/{name}"))?;
-        mount(
+        sys.mount(
             Some(&Path::new("/dev").join(name)),
             &fd_path(&target),
-            None::<&str>,
+            None,
             MsFlags::MS_BIND,
-            None::<&str>,
+            None,
         )
         .with_context(|| format!("bind /dev/{name}"))?;
     }
@@ -389,7 +341,7 @@ fn setup_dev(root: &OwnedFd) -> Result<()> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        match nix::unistd::symlinkat(target, &dev, link) {
+        match sys.symlinkat(target, dev.as_fd(), link) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e).with_context(|| format!("symlink /dev/{link}")),
         }
@@ -402,9 +354,9 @@ fn setup_dev(root: &OwnedFd) -> Result<()> {
 /// the spec's. Whether the container may open them is the cgroup device
 /// filter's business (berthd attached it before we joined the cgroup); it
 /// allows mknod of any node. Made with *at calls in the resolved parent.
-fn create_devices(root: &OwnedFd, devices: &[LinuxDevice]) -> Result<()> {
+fn create_devices(sys: &dyn Syscall, root: &OwnedFd, devices: &[LinuxDevice]) -> Result<()> {
     use nix::fcntl::AtFlags;
-    use nix::sys::stat::{fstatat, mknodat};
+    use nix::sys::stat::fstatat;
     for d in devices {
         let path = d.path();
         let kind = match d.typ() {
@@ -428,84 +380,419 @@ fn create_devices(root: &OwnedFd, devices: &[LinuxDevice]) -> Result<()> {
                 .with_context(|| format!("replace {} with the device node", path.display()))?;
         }
         let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-        mknodat(&dir, name, kind, Mode::from_bits_truncate(mode), rdev)
-            .with_context(|| format!("mknod {} {}:{}", path.display(), d.major(), d.minor()))?;
+        sys.mknodat(
+            dir.as_fd(),
+            Path::new(name),
+            kind,
+            Mode::from_bits_truncate(mode),
+            rdev,
+        )
+        .with_context(|| format!("mknod {} {}:{}", path.display(), d.major(), d.minor()))?;
         let node = inroot::resolve(&dir, Path::new(name), Create::Nothing)
             .with_context(|| format!("open device {}", path.display()))?;
         // mknod applies the umask; the spec's bits are the truth.
-        let c = CString::new(fd_path(&node).as_os_str().as_bytes())?;
-        // SAFETY: chmod(2) of a valid NUL-terminated path.
-        if unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("chmod {}", path.display()));
-        }
-        nix::unistd::fchownat(
-            &node,
-            "",
-            Some(d.uid().unwrap_or(0).into()),
-            Some(d.gid().unwrap_or(0).into()),
-            AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .with_context(|| format!("chown {}", path.display()))?;
+        sys.chmod(&fd_path(&node), mode)
+            .with_context(|| format!("chmod {}", path.display()))?;
+        sys.fchown(node.as_fd(), d.uid().unwrap_or(0), d.gid().unwrap_or(0))
+            .with_context(|| format!("chown {}", path.display()))?;
     }
     Ok(())
 }
 
 /// pivot_root(".", ".") then detach the old root: the old root is stacked
 /// under the new one and unmounted lazily, so no put_old directory is needed.
-fn pivot_into(root: &Path) -> Result<()> {
+fn pivot_into(sys: &dyn Syscall, root: &Path) -> Result<()> {
     let old_root = File::open("/").context("open old root")?;
-    nix::unistd::chdir(root).context("chdir rootfs")?;
-    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    sys.chdir(root).context("chdir rootfs")?;
+    sys.pivot_root(Path::new("."), Path::new("."))
+        .context("pivot_root")?;
     // The old root is stacked on the new one now. Under an rshared root its
     // mounts are peers of the host's: make them slaves first so detaching
     // them cannot unmount anything on the host (runc does the same). mount(2)
     // resolves "." to the cwd's own mount, not the one stacked on it, so
     // step into the old root first, or the rslave would hit the new root
     // and every Bidirectional bind under it.
-    nix::unistd::fchdir(&old_root).context("fchdir old root")?;
-    mount(
-        None::<&str>,
-        ".",
-        None::<&str>,
+    sys.fchdir(old_root.as_fd()).context("fchdir old root")?;
+    sys.mount(
+        None,
+        Path::new("."),
+        None,
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
+        None,
     )
     .context("make old root rslave")?;
-    umount2(".", MntFlags::MNT_DETACH).context("detach old root")?;
-    nix::unistd::chdir("/").context("chdir /")?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH)
+        .context("detach old root")?;
+    sys.chdir(Path::new("/")).context("chdir /")?;
     Ok(())
 }
 
 /// Hides a path: /dev/null over files, an empty read-only tmpfs over dirs.
-fn mask_path(p: &Path) -> Result<()> {
-    match std::fs::metadata(p) {
+fn mask_path(sys: &dyn Syscall, p: &Path) -> Result<()> {
+    match sys.kind(p, true) {
         Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        Ok(FileKind::Dir) => sys
+            .mount(
+                Some(Path::new("tmpfs")),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )
             .with_context(|| format!("mask {}", p.display())),
-        Ok(_) => mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        Ok(FileKind::Other) => sys
+            .mount(Some(Path::new("/dev/null")), p, None, MsFlags::MS_BIND, None)
             .with_context(|| format!("mask {}", p.display())),
     }
 }
 
 /// Makes a path read-only with a bind remount.
-fn readonly_path(p: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(p).is_err() {
+fn readonly_path(sys: &dyn Syscall, p: &Path) -> Result<()> {
+    if sys.kind(p, false).is_err() {
         return Ok(());
     }
-    mount(
-        Some(p),
+    sys.mount(Some(p), p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        .with_context(|| format!("bind {} read-only", p.display()))?;
+    sys.mount(
+        None,
         p,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .with_context(|| format!("bind {} read-only", p.display()))?;
-    mount(
-        None::<&str>,
-        p,
-        None::<&str>,
+        None,
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        None::<&str>,
+        None,
     )
     .with_context(|| format!("remount {} read-only", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use nix::sys::statfs::FsType;
+    use serde_json::json;
+
+    use super::*;
+    use crate::init::fake::{Call, Fake};
+    use crate::init::RootfsMount;
+
+    /// DEVPTS_SUPER_MAGIC.
+    const DEVPTS: FsType = FsType(0x1cd1);
+
+    fn config(root: &Path, spec: serde_json::Value) -> InitConfig {
+        InitConfig {
+            spec: serde_json::from_value(spec).expect("spec"),
+            rootfs_dir: root.to_path_buf(),
+            rootfs_mounts: Vec::new(),
+            cgroup_root: PathBuf::from("/cg"),
+        }
+    }
+
+    /// A spec with only what the test names: its own mount namespace, no
+    /// mounts, no devices.
+    fn spec(linux: serde_json::Value, mounts: serde_json::Value, readonly: bool) -> serde_json::Value {
+        let mut linux = linux;
+        if linux.get("namespaces").is_none() {
+            linux["namespaces"] = json!([{"type": "mount"}]);
+        }
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {"cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs", "readonly": readonly},
+            "mounts": mounts,
+            "linux": linux,
+        })
+    }
+
+    fn mount(source: &str, target: &str, fstype: Option<&str>, flags: MsFlags) -> Call {
+        Call::Mount {
+            source: Some(source.to_string()),
+            target: target.to_string(),
+            fstype: fstype.map(str::to_string),
+            flags,
+            data: None,
+        }
+    }
+
+    fn remount(target: &str, flags: MsFlags) -> Call {
+        Call::Mount {
+            source: None,
+            target: target.to_string(),
+            fstype: None,
+            flags,
+            data: None,
+        }
+    }
+
+    fn position(calls: &[Call], want: &Call) -> usize {
+        calls
+            .iter()
+            .position(|c| c == want)
+            .unwrap_or_else(|| panic!("no {want:?} in {calls:#?}"))
+    }
+
+    /// The whole walk for a typical container: join the pod's net ns and
+    /// the cgroup, unshare, rslave /, the rootfs mount, spec mounts, /dev,
+    /// pivot_root with the old root detached, then masked and read-only
+    /// paths, the read-only root, and sysctls last (inside the new /proc).
+    #[test]
+    fn setup_runs_in_the_kernels_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let linux = json!({
+            "namespaces": [
+                {"type": "network", "path": "/proc/self/ns/net"},
+                {"type": "mount"},
+                {"type": "uts"},
+            ],
+            "cgroupsPath": "/berth/pod1/c1",
+            "maskedPaths": ["/proc/kcore", "/proc/acpi", "/proc/missing"],
+            "readonlyPaths": ["/proc/sys"],
+            "sysctl": {"net.ipv4.ip_forward": "1"},
+        });
+        let mounts =
+            json!([{"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]}]);
+        let mut spec = spec(linux, mounts, true);
+        spec["hostname"] = json!("web-0");
+        let mut cfg = config(dir.path(), spec);
+        cfg.rootfs_mounts = vec![RootfsMount {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            options: vec!["lowerdir=/l".into(), "upperdir=/u".into(), "workdir=/w".into()],
+        }];
+        let mut sys = Fake::new(dir.path());
+        sys.kinds.insert("/proc/kcore".into(), FileKind::Other);
+        sys.kinds.insert("/proc/acpi".into(), FileKind::Dir);
+        sys.kinds.insert("/proc/sys".into(), FileKind::Dir);
+
+        let prepared = prepare(&sys, &cfg).expect("prepare");
+        assert_eq!(sys.show(&fd_path(prepared.cwd_fd.as_ref().unwrap())), "rootfs:/");
+
+        let calls = sys.calls();
+        let devices: Vec<Call> = DEFAULT_DEVICES
+            .iter()
+            .map(|d| {
+                mount(
+                    &format!("/dev/{d}"),
+                    &format!("rootfs:/dev/{d}"),
+                    None,
+                    MsFlags::MS_BIND,
+                )
+            })
+            .collect();
+        let rdonly_bind = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        let want_in_order = [
+            Call::Setns(CloneFlags::CLONE_NEWNET),
+            Call::Write("/cg/berth/pod1/c1/cgroup.procs".into(), "0".into()),
+            Call::Unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS),
+            remount("/", MsFlags::MS_REC | MsFlags::MS_SLAVE),
+            // The shared mount holding the rootfs dir, made private.
+            remount("/", MsFlags::MS_PRIVATE),
+            Call::Sethostname("web-0".into()),
+            Call::Mount {
+                source: Some("overlay".into()),
+                target: "rootfs:/".into(),
+                fstype: Some("overlay".into()),
+                flags: MsFlags::empty(),
+                data: Some("lowerdir=/l,upperdir=/u,workdir=/w".into()),
+            },
+            mount("proc", "rootfs:/proc", Some("proc"), MsFlags::MS_NOSUID),
+            devices[0].clone(),
+            devices[5].clone(),
+            Call::Symlink {
+                at: "rootfs:/dev/fd".into(),
+                target: "/proc/self/fd".into(),
+            },
+            Call::Chdir("rootfs:/".into()),
+            Call::PivotRoot(".".into(), ".".into()),
+            Call::Fchdir("/".into()),
+            remount(".", MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            Call::Umount2(".".into(), MntFlags::MNT_DETACH),
+            Call::Chdir("/".into()),
+            mount("/dev/null", "/proc/kcore", None, MsFlags::MS_BIND),
+            mount("tmpfs", "/proc/acpi", Some("tmpfs"), MsFlags::MS_RDONLY),
+            mount("/proc/sys", "/proc/sys", None, MsFlags::MS_BIND | MsFlags::MS_REC),
+            remount("/proc/sys", rdonly_bind | MsFlags::MS_REC),
+            remount("/", rdonly_bind),
+            Call::Write("/proc/sys/net/ipv4/ip_forward".into(), "1".into()),
+        ];
+        let at: Vec<usize> = want_in_order.iter().map(|w| position(&calls, w)).collect();
+        assert!(
+            at.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {at:?}\n{calls:#?}"
+        );
+        // A masked path that does not exist is passed over.
+        assert!(!format!("{calls:?}").contains("/proc/missing"));
+    }
+
+    /// A writable root is never remounted; a read-only one is, after the
+    /// pivot and after every masked and read-only path.
+    #[test]
+    fn only_a_readonly_root_is_remounted_and_last_of_the_mounts() {
+        let ro_root = remount("/", MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY);
+        for readonly in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let linux = json!({"readonlyPaths": ["/proc/bus"]});
+            let cfg = config(dir.path(), spec(linux, json!([]), readonly));
+            let mut sys = Fake::new(dir.path());
+            sys.kinds.insert("/proc/bus".into(), FileKind::Dir);
+            prepare(&sys, &cfg).expect("prepare");
+            let calls = sys.calls();
+            let mounts: Vec<&Call> = calls.iter().filter(|c| matches!(c, Call::Mount { .. })).collect();
+            assert_eq!(calls.contains(&ro_root), readonly, "{calls:#?}");
+            if readonly {
+                assert_eq!(mounts.last(), Some(&&ro_root));
+                assert!(
+                    position(&calls, &Call::PivotRoot(".".into(), ".".into())) < position(&calls, &ro_root)
+                );
+            }
+        }
+    }
+
+    /// Spec mounts go in the spec's order, each complete before the next:
+    /// the bind, the remount that applies its other flags, its
+    /// propagation, then rro; a volume inside a volume lands on the first.
+    #[test]
+    fn bind_mounts_keep_the_spec_order_and_their_flags_follow_each_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = json!([
+            {"destination": "/data", "type": "bind", "source": "/host/a",
+             "options": ["rbind", "ro", "rprivate", "rro"]},
+            {"destination": "/data/sub", "type": "bind", "source": "/host/b", "options": ["bind"]},
+            {"destination": "/etc/hosts", "type": "bind", "source": "/host/hosts", "options": ["bind", "nosuid"]},
+        ]);
+        let cfg = config(dir.path(), spec(json!({}), mounts, false));
+        let mut sys = Fake::new(dir.path());
+        sys.kinds.insert("/host/a".into(), FileKind::Dir);
+        sys.kinds.insert("/host/b".into(), FileKind::Dir);
+        sys.kinds.insert("/host/hosts".into(), FileKind::Other);
+        prepare(&sys, &cfg).expect("prepare");
+        let calls = sys.calls();
+        let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        let want = [
+            mount("/host/a", "rootfs:/data", None, rbind),
+            remount(
+                "rootfs:/data",
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            ),
+            remount("rootfs:/data", MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            Call::ReadonlyRecursive("rootfs:/data".into()),
+            mount("/host/b", "rootfs:/data/sub", None, MsFlags::MS_BIND),
+            mount("/host/hosts", "rootfs:/etc/hosts", None, MsFlags::MS_BIND),
+            remount(
+                "rootfs:/etc/hosts",
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID,
+            ),
+        ];
+        let at: Vec<usize> = want.iter().map(|w| position(&calls, w)).collect();
+        assert!(
+            at.windows(2).all(|w| w[0] + 1 == w[1]),
+            "not back to back: {at:?}\n{calls:#?}"
+        );
+        // A file source gets a file mount point, a dir source a dir.
+        assert!(dir.path().join("etc/hosts").is_file());
+        assert!(dir.path().join("data/sub").is_dir());
+    }
+
+    /// A volume whose destination is a symlink the image planted onto
+    /// /dev/pts (a kernel filesystem its name does not point at) is refused
+    /// before anything is bound there.
+    #[test]
+    fn a_bind_through_a_symlink_onto_devpts_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("dev/pts")).unwrap();
+        symlink("/dev/pts", dir.path().join("data")).unwrap();
+        let mounts =
+            json!([{"destination": "/data", "type": "bind", "source": "/host/a", "options": ["rbind"]}]);
+        let cfg = config(dir.path(), spec(json!({}), mounts, false));
+        let mut sys = Fake::new(dir.path());
+        sys.kinds.insert("/host/a".into(), FileKind::Dir);
+        sys.fs_types.insert("rootfs:/dev/pts".into(), DEVPTS);
+        let err = format!("{:#}", prepare(&sys, &cfg).unwrap_err());
+        assert!(
+            err.contains("mount destination /data resolves into /dev/pts through a symlink: refused"),
+            "{err}"
+        );
+        assert!(
+            !sys.mounts()
+                .iter()
+                .any(|(_, target, _)| target.starts_with("rootfs:/dev")),
+            "nothing was bound: {:#?}",
+            sys.calls()
+        );
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::PivotRoot(..))));
+        // Named for what it is, the same bind is fine.
+        let mounts =
+            json!([{"destination": "/dev/pts", "type": "bind", "source": "/host/a", "options": ["rbind"]}]);
+        let cfg = config(dir.path(), spec(json!({}), mounts, false));
+        prepare(&sys, &cfg).expect("a bind named /dev/pts");
+    }
+
+    /// An image whose /dev is an absolute symlink out of the root: the
+    /// device binds, symlinks and nodes all land inside the root, and
+    /// nothing is made where the link points on the node.
+    #[test]
+    fn an_image_dev_symlink_keeps_dev_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        symlink(outside.path(), dir.path().join("dev")).unwrap();
+        let linux = json!({"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                                         "fileMode": 438, "uid": 0, "gid": 0}]});
+        let cfg = config(dir.path(), spec(linux, json!([]), false));
+        let sys = Fake::new(dir.path());
+        prepare(&sys, &cfg).expect("prepare");
+        let inside = format!("rootfs:{}", outside.path().display());
+        let dev_mounts: Vec<String> = sys
+            .mounts()
+            .into_iter()
+            .filter(|(s, _, _)| s.as_deref().is_some_and(|s| s.starts_with("/dev/")))
+            .map(|(_, t, _)| t)
+            .collect();
+        assert_eq!(dev_mounts.len(), DEFAULT_DEVICES.len());
+        assert!(
+            dev_mounts.iter().all(|t| t.starts_with(&inside)),
+            "{dev_mounts:?}"
+        );
+        let node = format!("{inside}/fuse");
+        let calls = sys.calls();
+        let mknod = position(
+            &calls,
+            &Call::Mknod {
+                at: node.clone(),
+                kind: SFlag::S_IFCHR,
+                mode: 0o666,
+                rdev: makedev(10, 229),
+            },
+        );
+        assert!(mknod < position(&calls, &Call::Chmod(node.clone(), 0o666)));
+        assert!(position(&calls, &Call::Chown(node, 0, 0)) > mknod);
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing on the node"
+        );
+    }
+
+    /// Without a mount namespace of its own nothing is unshared or mounted;
+    /// a failing mount stops setup at once, with the step named.
+    #[test]
+    fn setup_refuses_and_stops_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            dir.path(),
+            spec(json!({"namespaces": [{"type": "uts"}]}), json!([]), false),
+        );
+        let sys = Fake::new(dir.path());
+        let err = prepare(&sys, &cfg).unwrap_err().to_string();
+        assert_eq!(err, "a container needs its own mount namespace");
+        assert!(sys.calls().is_empty(), "{:#?}", sys.calls());
+
+        let mounts = json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
+        let cfg = config(dir.path(), spec(json!({}), mounts, false));
+        let mut sys = Fake::new(dir.path());
+        sys.fail_mount_at = Some("rootfs:/proc".into());
+        let err = format!("{:#}", prepare(&sys, &cfg).unwrap_err());
+        assert!(err.starts_with("mount proc at /proc: EPERM"), "{err}");
+        assert!(
+            !sys.mounts().iter().any(|(_, t, _)| t.starts_with("rootfs:/dev")),
+            "nothing after the failed mount"
+        );
+    }
 }
