@@ -128,10 +128,7 @@ pub async fn spawn(
         .stdout(std::process::Stdio::null())
         .stderr(log_file)
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        .env("PATH", berth_sys::env::DEFAULT_PATH);
     if let Ok(level) = std::env::var("BERTH_SHIM_LOG") {
         cmd.env("BERTH_SHIM_LOG", level);
     }

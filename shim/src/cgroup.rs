@@ -11,7 +11,7 @@ use oci_spec::runtime::Spec;
 /// under `root` (where cgroup v2 is mounted).
 pub fn dir(root: &Path, spec: &Spec) -> Option<PathBuf> {
     let p = spec.linux().as_ref()?.cgroups_path().clone()?;
-    Some(root.join(p.strip_prefix("/").unwrap_or(&p)))
+    Some(berth_sys::cgroup::dir(root, &p))
 }
 
 /// Sends `sig` to every process in the cgroup `dir`; SIGKILL through

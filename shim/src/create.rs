@@ -195,7 +195,7 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     // its pid another process's, by now.
     let pidfd = spawned.pidfd;
     let fail = |msg: String| {
-        let _ = crate::stop_signal::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = berth_sys::pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
         let reaper = pod.reaper.clone();
         tokio::spawn(async move { reaper.wait(pid).await });
         Error::CreateFailed {

@@ -98,7 +98,7 @@ fn spawn(
     // Linux 6.11): it is the container's only if its process was still
     // there after the open, since a pid is reused only once reaped.
     let pid_ns = File::open(format!("/proc/{}/ns/pid", c.pid));
-    crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;
+    berth_sys::pidfd::send_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;
     let pid_ns = pid_ns.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => gone(),
         _ => Error::io("open container pid namespace", e),

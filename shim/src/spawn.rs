@@ -352,7 +352,7 @@ mod tests {
         let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
         assert_eq!((pid, status), (s.pid, 7));
         // Reaped: the pidfd now says so, whoever gets the pid next.
-        let e = crate::stop_signal::pidfd_signal(s.pidfd.as_fd(), 0).expect_err("reaped");
+        let e = berth_sys::pidfd::send_signal(s.pidfd.as_fd(), 0).expect_err("reaped");
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
     }
 }

@@ -43,12 +43,10 @@ fn join(cgroup_root: &std::path::Path, target: i32, pidfd: &File) -> Result<()> 
     // Read by pid, so it counts only if the pidfd's process is still there
     // afterwards: a pid is reused only after its process was reaped.
     let cg = std::fs::read_to_string(format!("/proc/{target}/cgroup"));
-    crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).context("the container's process has exited")?;
+    berth_sys::pidfd::send_signal(pidfd.as_fd(), 0).context("the container's process has exited")?;
     let cg = cg.context("read the container's cgroup")?;
     if let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) {
-        let procs = cgroup_root
-            .join(path.trim_start_matches('/'))
-            .join("cgroup.procs");
+        let procs = berth_sys::cgroup::dir(cgroup_root, std::path::Path::new(path)).join("cgroup.procs");
         std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
     }
     // Every namespace at once, of exactly that process (ESRCH once it has

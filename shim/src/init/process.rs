@@ -20,8 +20,8 @@ use oci_spec::runtime::Spec;
 use super::rootfs::Prepared;
 use super::syscall::Syscall;
 
-/// Default PATH when the spec's environment has none (Docker's default).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// PATH when the spec's environment has none (Docker's default).
+use berth_sys::env::DEFAULT_PATH;
 
 /// The kernel's view of our identity (`crate::sync::identity_line`) from
 /// /proc/self/status (real uid/gid; all supplementary groups).

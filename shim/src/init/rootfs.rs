@@ -11,7 +11,7 @@ use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
 
 use super::inroot::{self, fd_path, Create};
-use super::mounts::{mount_holding, parse_options, shorten_lowerdirs};
+use super::mounts::{parse_options, shorten_lowerdirs};
 use super::syscall::{FileKind, Syscall};
 use super::InitConfig;
 
@@ -69,10 +69,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
 
     // The container's cgroup, before a cgroup namespace roots itself there.
     if let Some(cg) = linux.cgroups_path() {
-        let procs = cfg
-            .cgroup_root
-            .join(cg.strip_prefix("/").unwrap_or(cg))
-            .join("cgroup.procs");
+        let procs = berth_sys::cgroup::dir(&cfg.cgroup_root, cg).join("cgroup.procs");
         sys.write_file(&procs, b"0")
             .with_context(|| format!("join cgroup {}", procs.display()))?;
     }
@@ -299,7 +296,7 @@ fn make_rootfs_parent_private(sys: &dyn Syscall, rootfs_dir: &Path) -> Result<()
     let info = sys
         .read_file(Path::new("/proc/self/mountinfo"))
         .context("read /proc/self/mountinfo")?;
-    if let Some((mount_point, true)) = mount_holding(&info, &dir) {
+    if let Some((mount_point, true)) = berth_sys::mountinfo::holding(&info, &dir) {
         sys.mount(None, &mount_point, None, MsFlags::MS_PRIVATE, None)
             .with_context(|| format!("make {} private", mount_point.display()))?;
     }

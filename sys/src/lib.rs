@@ -1,0 +1,8 @@
+//! `berth-sys`: the low-level host helpers both binaries use, so each is
+//! written once: mountinfo parsing, where cgroup v2 is mounted, the default
+//! `PATH`, and pidfds. Nothing here knows about CRI, OCI or gRPC.
+
+pub mod cgroup;
+pub mod env;
+pub mod mountinfo;
+pub mod pidfd;
