@@ -15,15 +15,16 @@ use crate::pod::Pod;
 use crate::reaper::Reaper;
 use crate::table::Table;
 
-/// Where cgroup v2 is mounted.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
 /// Runs the shim until Shutdown.
-pub fn run(sandbox_id: String, socket: PathBuf, pod_pid_ns: bool) -> anyhow::Result<()> {
+pub fn run(
+    sandbox_id: String,
+    socket: PathBuf,
+    pod_pid_ns: bool,
+    cgroup_root: PathBuf,
+) -> anyhow::Result<()> {
     // Orphans of container processes must be reaped by us, not by host init.
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        anyhow::bail!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        anyhow::bail!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::from(e));
     }
     // The pod's shared PID namespace: its PID 1 must exist before any
     // container and live exactly as long as we do (it exits on EOF of a pipe
@@ -49,10 +50,15 @@ pub fn run(sandbox_id: String, socket: PathBuf, pod_pid_ns: bool) -> anyhow::Res
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(sandbox_id, socket, pod_pid_ns))
+    rt.block_on(serve(sandbox_id, socket, pod_pid_ns, cgroup_root))
 }
 
-async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) -> anyhow::Result<()> {
+async fn serve(
+    sandbox_id: String,
+    socket: PathBuf,
+    pod_pid_ns: Option<File>,
+    cgroup_root: PathBuf,
+) -> anyhow::Result<()> {
     let reaper = Reaper::start()?;
     let _ = std::fs::remove_file(&socket);
     if let Some(dir) = socket.parent() {
@@ -70,11 +76,11 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
             pid_ns: pod_pid_ns,
             reaper,
             table: Table::default(),
-            cgroup_root: PathBuf::from(CGROUP_ROOT),
+            cgroup_root,
         },
         shutdown: shutdown_tx,
     };
-    tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), "shim serving");
+    tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), cgroup_root = %svc.pod.cgroup_root.display(), "shim serving");
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(svc))
         .serve_with_incoming_shutdown(

@@ -71,9 +71,8 @@ pub fn wants_terminal(spec: &oci_spec::runtime::Spec) -> bool {
 /// kernel only clears it by itself on a uid change, so a root container's
 /// stages would otherwise stay dumpable.
 pub(crate) fn not_dumpable() -> anyhow::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        anyhow::bail!("PR_SET_DUMPABLE: {}", std::io::Error::last_os_error());
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        anyhow::bail!("PR_SET_DUMPABLE: {}", std::io::Error::from(e));
     }
     Ok(())
 }
