@@ -12,7 +12,7 @@ use berth_proto::shim::{AttachStart, StreamInput, StreamOutput};
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Status, Streaming};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::stdio::{AttachPoint, Chunk};
 use crate::stream::Stream;
 use crate::table::Table;
@@ -24,17 +24,11 @@ pub async fn attach(
     table: &Table,
     mut input: Streaming<StreamInput>,
 ) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
-    let start = match input.message().await? {
-        Some(StreamInput {
-            input: Some(Input::Attach(start)),
-        }) => start,
-        _ => {
-            return Err(Error::BadFirstMessage {
-                rpc: "Attach",
-                first: "attach",
-            })
-        }
-    };
+    let start = crate::stream::opening(&mut input, "Attach", "attach", |i| match i {
+        Input::Attach(start) => Some(start),
+        _ => None,
+    })
+    .await?;
     let c = table.running(&start.id)?;
     let point = c.attach.clone();
     let exited = async move { c.wait_exited().await.exit_code };

@@ -133,6 +133,16 @@ fn spawn(
     Ok(Spawned { pid, setup })
 }
 
+/// What the stage reported before its exec (or its death): its failure
+/// message, if any.
+async fn stage_failure(setup: JoinHandle<std::io::Result<Vec<u8>>>) -> Result<Option<String>> {
+    let report = setup
+        .await
+        .map_err(|e| Error::internal("exec setup task", e))?
+        .unwrap_or_default();
+    Ok(crate::sync::failure(&report))
+}
+
 /// ExecSync: runs `args` in the container to completion (or its timeout,
 /// then SIGKILL), with stdout and stderr captured up to a cap.
 pub async fn exec_sync(pod: &Pod, req: ExecRequest) -> Result<ExecResponse> {
@@ -171,12 +181,7 @@ pub async fn exec_sync(pod: &Pod, req: ExecRequest) -> Result<ExecResponse> {
     // Output is capped and read only while the call lasts.
     let ((exit, timed_out), stdout, stderr) =
         capture::collect(exited, out_r, err_r, OUTPUT_GRACE, capture::OUTPUT_CAP_BYTES).await;
-    let sync = spawned
-        .setup
-        .await
-        .map_err(|e| Error::internal("exec setup task", e))?
-        .unwrap_or_default();
-    if let Some(msg) = crate::sync::failure(&sync) {
+    if let Some(msg) = stage_failure(spawned.setup).await? {
         return Err(Error::ExecFailed {
             id: req.id,
             message: msg,
@@ -197,17 +202,11 @@ pub async fn exec_stream(
     pod: &Pod,
     mut input: Streaming<StreamInput>,
 ) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
-    let start = match input.message().await? {
-        Some(StreamInput {
-            input: Some(Input::Exec(start)),
-        }) => start,
-        _ => {
-            return Err(Error::BadFirstMessage {
-                rpc: "ExecStream",
-                first: "exec",
-            })
-        }
-    };
+    let start = crate::stream::opening(&mut input, "ExecStream", "exec", |i| match i {
+        Input::Exec(start) => Some(start),
+        _ => None,
+    })
+    .await?;
     let c = pod.table.running(&start.id)?;
     stream(c, pod, start, input).await
 }
@@ -235,12 +234,7 @@ async fn stream(
     // The stage sends the terminal before it execs; receive it meanwhile.
     let master =
         console.map(|sock| tokio::task::spawn_blocking(move || crate::init::console::receive(&sock)));
-    let sync = spawned
-        .setup
-        .await
-        .map_err(|e| Error::internal("exec setup task", e))?
-        .unwrap_or_default();
-    if let Some(msg) = crate::sync::failure(&sync) {
+    if let Some(msg) = stage_failure(spawned.setup).await? {
         tokio::spawn(async move { reaper.wait(pid).await });
         return Err(Error::ExecFailed {
             id: c.id.clone(),
@@ -431,5 +425,90 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn target(fd: &OwnedFd) -> std::path::PathBuf {
+        std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).unwrap()
+    }
+
+    /// Only the streams the caller asked for get pipes; the rest of the
+    /// process's stdio is /dev/null, so nothing it writes there waits on us.
+    #[test]
+    fn a_streamed_exec_gets_pipes_only_for_what_was_asked() {
+        let start = ExecStart {
+            stdout: true,
+            stdin: true,
+            ..Default::default()
+        };
+        let s = stream_stdio(&start).unwrap();
+        assert!(s.console.is_none());
+        assert_eq!(s.outputs.len(), 1, "stdout only");
+        assert_eq!(target(&s.stdio.stderr), Path::new("/dev/null"));
+        assert_ne!(target(&s.stdio.stdout), Path::new("/dev/null"));
+        // What the process writes on its stdout arrives on our read end.
+        let mut w = File::from(s.stdio.stdout);
+        w.write_all(b"out").unwrap();
+        drop(w);
+        let mut got = String::new();
+        File::from(s.outputs.into_iter().next().unwrap().0)
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "out");
+        // Stdin: the caller's bytes reach the process.
+        File::from(s.stdin.unwrap()).write_all(b"in").unwrap();
+        let mut got = [0u8; 2];
+        File::from(s.stdio.stdin).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"in");
+    }
+
+    /// A terminal replaces all three: the console socket is fd 0, and the
+    /// stage's fds 1 and 2 lead nowhere.
+    #[test]
+    fn a_tty_exec_gets_a_console_and_no_pipes() {
+        let start = ExecStart {
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let s = stream_stdio(&start).unwrap();
+        assert!(s.console.is_some() && s.outputs.is_empty() && s.stdin.is_none());
+        assert_eq!(target(&s.stdio.stdout), Path::new("/dev/null"));
+        assert_eq!(target(&s.stdio.stderr), Path::new("/dev/null"));
+    }
+
+    /// The stage's report after an identity line, or without one, or none.
+    #[tokio::test]
+    async fn a_stage_failure_is_read_from_its_report() {
+        let report = |r: &'static [u8]| tokio::spawn(async move { Ok(r.to_vec()) });
+        assert_eq!(stage_failure(report(b"I0 0 \n")).await.unwrap(), None);
+        assert_eq!(
+            stage_failure(report(b"I0 0 \nEexec \"x\": ENOENT"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("exec \"x\": ENOENT")
+        );
+        assert_eq!(
+            stage_failure(report(b"Ethe container's process has exited"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("the container's process has exited")
+        );
+        let gone = tokio::spawn(async { Err(std::io::Error::other("read")) });
+        assert_eq!(
+            stage_failure(gone).await.unwrap(),
+            None,
+            "an unreadable report is no failure"
+        );
     }
 }

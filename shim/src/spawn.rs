@@ -8,27 +8,13 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use nix::sched::CloneFlags;
 
 /// open_tree(2) flags of <linux/mount.h>: a detached copy of the mount.
 const OPEN_TREE_CLONE: libc::c_uint = 1;
-/// mount_setattr(2) attributes of <linux/mount.h>.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 /// Our own binary on a detached, read-only bind mount, made once per shim
 /// (None when the kernel lacks open_tree/mount_setattr, Linux < 5.12).
 ///
@@ -74,27 +60,13 @@ fn open_read_only_exe() -> std::io::Result<OwnedFd> {
     drop(fd);
     // SAFETY: fcntl just returned this new descriptor; we own it.
     let fd = unsafe { OwnedFd::from_raw_fd(high) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: fd is a mount fd we own, attr a live mount_attr whose size is
-    // passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use berth_sys::mount::{set_attr, ATTR_NODEV, ATTR_NOSUID, ATTR_RDONLY};
+    set_attr(
+        Some(fd.as_fd()),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV,
+    )?;
     Ok(fd)
 }
 

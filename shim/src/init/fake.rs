@@ -150,6 +150,14 @@ impl Fake {
     }
 }
 
+/// Where `want` is in `calls`; panics, showing every call, when it is not.
+pub fn position(calls: &[Call], want: &Call) -> usize {
+    calls
+        .iter()
+        .position(|c| c == want)
+        .unwrap_or_else(|| panic!("no {want:?} in {calls:#?}"))
+}
+
 impl Syscall for Fake {
     fn setns(&self, _fd: BorrowedFd<'_>, flag: CloneFlags) -> nix::Result<()> {
         self.note(Call::Setns(flag));

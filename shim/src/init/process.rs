@@ -245,7 +245,7 @@ fn rlimit_resource(name: &str) -> Result<libc::__rlimit_resource_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::fake::{Call, Fake};
+    use crate::init::fake::{position, Call, Fake};
 
     #[test]
     fn finds_programs_on_path() {
@@ -273,13 +273,6 @@ mod tests {
             Err(e) => format!("{e:#}"),
         };
         (err, sys.calls())
-    }
-
-    fn position(calls: &[Call], want: &Call) -> usize {
-        calls
-            .iter()
-            .position(|c| c == want)
-            .unwrap_or_else(|| panic!("no {want:?} in {calls:#?}"))
     }
 
     /// Limits while privileged, the bounding set while CAP_SETPCAP is

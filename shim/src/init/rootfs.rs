@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
+use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
 
 use super::inroot::{self, fd_path, Create};
 use super::mounts::{parse_options, shorten_lowerdirs};
@@ -33,12 +33,57 @@ pub struct Prepared {
 pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     let spec = &cfg.spec;
     let linux = spec.linux().clone().unwrap_or_default();
-    let namespaces = linux.namespaces().clone().unwrap_or_default();
 
-    // 1. Join namespaces that have a path (the pod's), remember which to create.
+    // 1. The pod's namespaces and the container's cgroup.
+    let (unshare_flags, own_uts) = join_namespaces(sys, &linux)?;
+    if !unshare_flags.contains(CloneFlags::CLONE_NEWNS) {
+        bail!("a container needs its own mount namespace");
+    }
+    join_cgroup(sys, cfg, &linux)?;
+
+    // 2. The container's own namespaces.
+    unshare_namespaces(sys, cfg, &linux, unshare_flags)?;
+    if own_uts {
+        if let Some(h) = spec.hostname() {
+            sys.sethostname(h).context("sethostname")?;
+        }
+    }
+
+    // 3. Root filesystem, the spec's mounts and /dev, then pivot_root.
+    let root = &cfg.rootfs_dir;
+    mount_rootfs(sys, cfg)?;
+    // Every path below is the image's to play tricks with: resolved inside
+    // the root by an fd walk and acted on through the fd (see `inroot`).
+    let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
+    for m in spec.mounts().clone().unwrap_or_default() {
+        mount_one(sys, &root_fd, &m)?;
+    }
+    setup_dev(sys, &root_fd)?;
+    create_devices(sys, &root_fd, linux.devices().as_deref().unwrap_or_default())?;
+
+    let cwd = spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().clone())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let cwd_fd = inroot::resolve(&root_fd, &cwd, Create::Dirs)
+        .with_context(|| format!("working directory {}", cwd.display()))?;
+    drop(root_fd);
+
+    pivot_into(sys, root)?;
+    harden(sys, spec, &linux)?;
+    Ok(Prepared {
+        cwd,
+        cwd_fd: Some(cwd_fd),
+    })
+}
+
+/// Joins the namespaces that have a path (the pod's); returns the ones to
+/// create, and whether the UTS namespace is the container's own.
+fn join_namespaces(sys: &dyn Syscall, linux: &Linux) -> Result<(CloneFlags, bool)> {
     let mut unshare_flags = CloneFlags::empty();
     let mut own_uts = false;
-    for ns in &namespaces {
+    for ns in linux.namespaces().as_deref().unwrap_or_default() {
         let flag = match ns.typ() {
             LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
@@ -63,23 +108,26 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
             }
         }
     }
-    if !unshare_flags.contains(CloneFlags::CLONE_NEWNS) {
-        bail!("a container needs its own mount namespace");
-    }
+    Ok((unshare_flags, own_uts))
+}
 
-    // The container's cgroup, before a cgroup namespace roots itself there.
+/// The container's cgroup, before a cgroup namespace roots itself there.
+fn join_cgroup(sys: &dyn Syscall, cfg: &InitConfig, linux: &Linux) -> Result<()> {
     if let Some(cg) = linux.cgroups_path() {
         let procs = berth_sys::cgroup::dir(&cfg.cgroup_root, cg).join("cgroup.procs");
         sys.write_file(&procs, b"0")
             .with_context(|| format!("join cgroup {}", procs.display()))?;
     }
+    Ok(())
+}
 
-    // 2. New namespaces. Mount events stay inside; host events still reach
-    // us. With a Bidirectional mount berthd asks for an rshared root instead:
-    // a bind of a shared source joins the source's peer group only if the
-    // source's copy here is still shared (rslave would leave it slave+shared
-    // and nothing would reach the host).
-    sys.unshare(unshare_flags).context("unshare namespaces")?;
+/// New namespaces. Mount events stay inside; host events still reach us.
+/// With a Bidirectional mount berthd asks for an rshared root instead: a
+/// bind of a shared source joins the source's peer group only if the
+/// source's copy here is still shared (rslave would leave it slave+shared
+/// and nothing would reach the host).
+fn unshare_namespaces(sys: &dyn Syscall, cfg: &InitConfig, linux: &Linux, flags: CloneFlags) -> Result<()> {
+    sys.unshare(flags).context("unshare namespaces")?;
     let root_propagation = match linux.rootfs_propagation().as_deref() {
         Some("shared" | "rshared") => MsFlags::MS_SHARED,
         Some("private" | "rprivate") => MsFlags::MS_PRIVATE,
@@ -93,14 +141,12 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
         None,
     )
     .with_context(|| format!("set propagation of / to {root_propagation:?}"))?;
-    make_rootfs_parent_private(sys, &cfg.rootfs_dir)?;
-    if own_uts {
-        if let Some(h) = spec.hostname() {
-            sys.sethostname(h).context("sethostname")?;
-        }
-    }
+    make_rootfs_parent_private(sys, &cfg.rootfs_dir)
+}
 
-    // 3. Root filesystem.
+/// The rootfs mounts (overlay) at the rootfs dir, in order; a bind of the
+/// dir onto itself when there are none (pivot_root needs a mount point).
+fn mount_rootfs(sys: &dyn Syscall, cfg: &InitConfig) -> Result<()> {
     let root = &cfg.rootfs_dir;
     for m in &cfg.rootfs_mounts {
         let p = parse_options(&m.options);
@@ -116,36 +162,20 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
         .with_context(|| format!("mount {} rootfs at {}", m.fstype, root.display()))?;
     }
     if cfg.rootfs_mounts.is_empty() {
-        // pivot_root needs a mount point.
         sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
             .context("bind rootfs onto itself")?;
     }
+    Ok(())
+}
 
-    // Every path below is the image's to play tricks with: resolved inside
-    // the root by an fd walk and acted on through the fd (see `inroot`).
-    let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
-    for m in spec.mounts().clone().unwrap_or_default() {
-        mount_one(sys, &root_fd, &m)?;
+/// After pivot_root: masked and read-only paths, the read-only root, then
+/// sysctls (through the container's own /proc).
+fn harden(sys: &dyn Syscall, spec: &oci_spec::runtime::Spec, linux: &Linux) -> Result<()> {
+    for p in linux.masked_paths().as_deref().unwrap_or_default() {
+        mask_path(sys, Path::new(p))?;
     }
-    setup_dev(sys, &root_fd)?;
-    create_devices(sys, &root_fd, linux.devices().as_deref().unwrap_or_default())?;
-
-    let cwd = spec
-        .process()
-        .as_ref()
-        .map(|p| p.cwd().clone())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let cwd_fd = inroot::resolve(&root_fd, &cwd, Create::Dirs)
-        .with_context(|| format!("working directory {}", cwd.display()))?;
-    drop(root_fd);
-
-    pivot_into(sys, root)?;
-
-    for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask_path(sys, Path::new(&p))?;
-    }
-    for p in linux.readonly_paths().clone().unwrap_or_default() {
-        readonly_path(sys, Path::new(&p))?;
+    for p in linux.readonly_paths().as_deref().unwrap_or_default() {
+        readonly_path(sys, Path::new(p))?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         sys.mount(
@@ -167,10 +197,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
                 .with_context(|| format!("set sysctl {k}={v}"))?;
         }
     }
-    Ok(Prepared {
-        cwd,
-        cwd_fd: Some(cwd_fd),
-    })
+    Ok(())
 }
 
 /// Filesystems a bind may land on only when its destination names them
@@ -461,335 +488,5 @@ fn readonly_path(sys: &dyn Syscall, p: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::symlink;
-
-    use nix::sys::statfs::FsType;
-    use serde_json::json;
-
-    use super::*;
-    use crate::init::fake::{Call, Fake};
-    use crate::init::RootfsMount;
-
-    /// DEVPTS_SUPER_MAGIC.
-    const DEVPTS: FsType = FsType(0x1cd1);
-
-    fn config(root: &Path, spec: serde_json::Value) -> InitConfig {
-        InitConfig {
-            spec: serde_json::from_value(spec).expect("spec"),
-            rootfs_dir: root.to_path_buf(),
-            rootfs_mounts: Vec::new(),
-            cgroup_root: PathBuf::from("/cg"),
-        }
-    }
-
-    /// A spec with only what the test names: its own mount namespace, no
-    /// mounts, no devices.
-    fn spec(linux: serde_json::Value, mounts: serde_json::Value, readonly: bool) -> serde_json::Value {
-        let mut linux = linux;
-        if linux.get("namespaces").is_none() {
-            linux["namespaces"] = json!([{"type": "mount"}]);
-        }
-        json!({
-            "ociVersion": "1.0.2",
-            "process": {"cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}},
-            "root": {"path": "rootfs", "readonly": readonly},
-            "mounts": mounts,
-            "linux": linux,
-        })
-    }
-
-    fn mount(source: &str, target: &str, fstype: Option<&str>, flags: MsFlags) -> Call {
-        Call::Mount {
-            source: Some(source.to_string()),
-            target: target.to_string(),
-            fstype: fstype.map(str::to_string),
-            flags,
-            data: None,
-        }
-    }
-
-    fn remount(target: &str, flags: MsFlags) -> Call {
-        Call::Mount {
-            source: None,
-            target: target.to_string(),
-            fstype: None,
-            flags,
-            data: None,
-        }
-    }
-
-    fn position(calls: &[Call], want: &Call) -> usize {
-        calls
-            .iter()
-            .position(|c| c == want)
-            .unwrap_or_else(|| panic!("no {want:?} in {calls:#?}"))
-    }
-
-    /// The whole walk for a typical container: join the pod's net ns and
-    /// the cgroup, unshare, rslave /, the rootfs mount, spec mounts, /dev,
-    /// pivot_root with the old root detached, then masked and read-only
-    /// paths, the read-only root, and sysctls last (inside the new /proc).
-    #[test]
-    fn setup_runs_in_the_kernels_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let linux = json!({
-            "namespaces": [
-                {"type": "network", "path": "/proc/self/ns/net"},
-                {"type": "mount"},
-                {"type": "uts"},
-            ],
-            "cgroupsPath": "/berth/pod1/c1",
-            "maskedPaths": ["/proc/kcore", "/proc/acpi", "/proc/missing"],
-            "readonlyPaths": ["/proc/sys"],
-            "sysctl": {"net.ipv4.ip_forward": "1"},
-        });
-        let mounts =
-            json!([{"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]}]);
-        let mut spec = spec(linux, mounts, true);
-        spec["hostname"] = json!("web-0");
-        let mut cfg = config(dir.path(), spec);
-        cfg.rootfs_mounts = vec![RootfsMount {
-            fstype: "overlay".into(),
-            source: "overlay".into(),
-            options: vec!["lowerdir=/l".into(), "upperdir=/u".into(), "workdir=/w".into()],
-        }];
-        let mut sys = Fake::new(dir.path());
-        sys.kinds.insert("/proc/kcore".into(), FileKind::Other);
-        sys.kinds.insert("/proc/acpi".into(), FileKind::Dir);
-        sys.kinds.insert("/proc/sys".into(), FileKind::Dir);
-
-        let prepared = prepare(&sys, &cfg).expect("prepare");
-        assert_eq!(sys.show(&fd_path(prepared.cwd_fd.as_ref().unwrap())), "rootfs:/");
-
-        let calls = sys.calls();
-        let devices: Vec<Call> = DEFAULT_DEVICES
-            .iter()
-            .map(|d| {
-                mount(
-                    &format!("/dev/{d}"),
-                    &format!("rootfs:/dev/{d}"),
-                    None,
-                    MsFlags::MS_BIND,
-                )
-            })
-            .collect();
-        let rdonly_bind = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        let want_in_order = [
-            Call::Setns(CloneFlags::CLONE_NEWNET),
-            Call::Write("/cg/berth/pod1/c1/cgroup.procs".into(), "0".into()),
-            Call::Unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS),
-            remount("/", MsFlags::MS_REC | MsFlags::MS_SLAVE),
-            // The shared mount holding the rootfs dir, made private.
-            remount("/", MsFlags::MS_PRIVATE),
-            Call::Sethostname("web-0".into()),
-            Call::Mount {
-                source: Some("overlay".into()),
-                target: "rootfs:/".into(),
-                fstype: Some("overlay".into()),
-                flags: MsFlags::empty(),
-                data: Some("lowerdir=/l,upperdir=/u,workdir=/w".into()),
-            },
-            mount("proc", "rootfs:/proc", Some("proc"), MsFlags::MS_NOSUID),
-            devices[0].clone(),
-            devices[5].clone(),
-            Call::Symlink {
-                at: "rootfs:/dev/fd".into(),
-                target: "/proc/self/fd".into(),
-            },
-            Call::Chdir("rootfs:/".into()),
-            Call::PivotRoot(".".into(), ".".into()),
-            Call::Fchdir("/".into()),
-            remount(".", MsFlags::MS_SLAVE | MsFlags::MS_REC),
-            Call::Umount2(".".into(), MntFlags::MNT_DETACH),
-            Call::Chdir("/".into()),
-            mount("/dev/null", "/proc/kcore", None, MsFlags::MS_BIND),
-            mount("tmpfs", "/proc/acpi", Some("tmpfs"), MsFlags::MS_RDONLY),
-            mount("/proc/sys", "/proc/sys", None, MsFlags::MS_BIND | MsFlags::MS_REC),
-            remount("/proc/sys", rdonly_bind | MsFlags::MS_REC),
-            remount("/", rdonly_bind),
-            Call::Write("/proc/sys/net/ipv4/ip_forward".into(), "1".into()),
-        ];
-        let at: Vec<usize> = want_in_order.iter().map(|w| position(&calls, w)).collect();
-        assert!(
-            at.windows(2).all(|w| w[0] < w[1]),
-            "out of order: {at:?}\n{calls:#?}"
-        );
-        // A masked path that does not exist is passed over.
-        assert!(!format!("{calls:?}").contains("/proc/missing"));
-    }
-
-    /// A writable root is never remounted; a read-only one is, after the
-    /// pivot and after every masked and read-only path.
-    #[test]
-    fn only_a_readonly_root_is_remounted_and_last_of_the_mounts() {
-        let ro_root = remount("/", MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY);
-        for readonly in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let linux = json!({"readonlyPaths": ["/proc/bus"]});
-            let cfg = config(dir.path(), spec(linux, json!([]), readonly));
-            let mut sys = Fake::new(dir.path());
-            sys.kinds.insert("/proc/bus".into(), FileKind::Dir);
-            prepare(&sys, &cfg).expect("prepare");
-            let calls = sys.calls();
-            let mounts: Vec<&Call> = calls.iter().filter(|c| matches!(c, Call::Mount { .. })).collect();
-            assert_eq!(calls.contains(&ro_root), readonly, "{calls:#?}");
-            if readonly {
-                assert_eq!(mounts.last(), Some(&&ro_root));
-                assert!(
-                    position(&calls, &Call::PivotRoot(".".into(), ".".into())) < position(&calls, &ro_root)
-                );
-            }
-        }
-    }
-
-    /// Spec mounts go in the spec's order, each complete before the next:
-    /// the bind, the remount that applies its other flags, its
-    /// propagation, then rro; a volume inside a volume lands on the first.
-    #[test]
-    fn bind_mounts_keep_the_spec_order_and_their_flags_follow_each_bind() {
-        let dir = tempfile::tempdir().unwrap();
-        let mounts = json!([
-            {"destination": "/data", "type": "bind", "source": "/host/a",
-             "options": ["rbind", "ro", "rprivate", "rro"]},
-            {"destination": "/data/sub", "type": "bind", "source": "/host/b", "options": ["bind"]},
-            {"destination": "/etc/hosts", "type": "bind", "source": "/host/hosts", "options": ["bind", "nosuid"]},
-        ]);
-        let cfg = config(dir.path(), spec(json!({}), mounts, false));
-        let mut sys = Fake::new(dir.path());
-        sys.kinds.insert("/host/a".into(), FileKind::Dir);
-        sys.kinds.insert("/host/b".into(), FileKind::Dir);
-        sys.kinds.insert("/host/hosts".into(), FileKind::Other);
-        prepare(&sys, &cfg).expect("prepare");
-        let calls = sys.calls();
-        let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
-        let want = [
-            mount("/host/a", "rootfs:/data", None, rbind),
-            remount(
-                "rootfs:/data",
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            ),
-            remount("rootfs:/data", MsFlags::MS_PRIVATE | MsFlags::MS_REC),
-            Call::ReadonlyRecursive("rootfs:/data".into()),
-            mount("/host/b", "rootfs:/data/sub", None, MsFlags::MS_BIND),
-            mount("/host/hosts", "rootfs:/etc/hosts", None, MsFlags::MS_BIND),
-            remount(
-                "rootfs:/etc/hosts",
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID,
-            ),
-        ];
-        let at: Vec<usize> = want.iter().map(|w| position(&calls, w)).collect();
-        assert!(
-            at.windows(2).all(|w| w[0] + 1 == w[1]),
-            "not back to back: {at:?}\n{calls:#?}"
-        );
-        // A file source gets a file mount point, a dir source a dir.
-        assert!(dir.path().join("etc/hosts").is_file());
-        assert!(dir.path().join("data/sub").is_dir());
-    }
-
-    /// A volume whose destination is a symlink the image planted onto
-    /// /dev/pts (a kernel filesystem its name does not point at) is refused
-    /// before anything is bound there.
-    #[test]
-    fn a_bind_through_a_symlink_onto_devpts_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("dev/pts")).unwrap();
-        symlink("/dev/pts", dir.path().join("data")).unwrap();
-        let mounts =
-            json!([{"destination": "/data", "type": "bind", "source": "/host/a", "options": ["rbind"]}]);
-        let cfg = config(dir.path(), spec(json!({}), mounts, false));
-        let mut sys = Fake::new(dir.path());
-        sys.kinds.insert("/host/a".into(), FileKind::Dir);
-        sys.fs_types.insert("rootfs:/dev/pts".into(), DEVPTS);
-        let err = format!("{:#}", prepare(&sys, &cfg).unwrap_err());
-        assert!(
-            err.contains("mount destination /data resolves into /dev/pts through a symlink: refused"),
-            "{err}"
-        );
-        assert!(
-            !sys.mounts()
-                .iter()
-                .any(|(_, target, _)| target.starts_with("rootfs:/dev")),
-            "nothing was bound: {:#?}",
-            sys.calls()
-        );
-        assert!(!sys.calls().iter().any(|c| matches!(c, Call::PivotRoot(..))));
-        // Named for what it is, the same bind is fine.
-        let mounts =
-            json!([{"destination": "/dev/pts", "type": "bind", "source": "/host/a", "options": ["rbind"]}]);
-        let cfg = config(dir.path(), spec(json!({}), mounts, false));
-        prepare(&sys, &cfg).expect("a bind named /dev/pts");
-    }
-
-    /// An image whose /dev is an absolute symlink out of the root: the
-    /// device binds, symlinks and nodes all land inside the root, and
-    /// nothing is made where the link points on the node.
-    #[test]
-    fn an_image_dev_symlink_keeps_dev_inside_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        symlink(outside.path(), dir.path().join("dev")).unwrap();
-        let linux = json!({"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
-                                         "fileMode": 438, "uid": 0, "gid": 0}]});
-        let cfg = config(dir.path(), spec(linux, json!([]), false));
-        let sys = Fake::new(dir.path());
-        prepare(&sys, &cfg).expect("prepare");
-        let inside = format!("rootfs:{}", outside.path().display());
-        let dev_mounts: Vec<String> = sys
-            .mounts()
-            .into_iter()
-            .filter(|(s, _, _)| s.as_deref().is_some_and(|s| s.starts_with("/dev/")))
-            .map(|(_, t, _)| t)
-            .collect();
-        assert_eq!(dev_mounts.len(), DEFAULT_DEVICES.len());
-        assert!(
-            dev_mounts.iter().all(|t| t.starts_with(&inside)),
-            "{dev_mounts:?}"
-        );
-        let node = format!("{inside}/fuse");
-        let calls = sys.calls();
-        let mknod = position(
-            &calls,
-            &Call::Mknod {
-                at: node.clone(),
-                kind: SFlag::S_IFCHR,
-                mode: 0o666,
-                rdev: makedev(10, 229),
-            },
-        );
-        assert!(mknod < position(&calls, &Call::Chmod(node.clone(), 0o666)));
-        assert!(position(&calls, &Call::Chown(node, 0, 0)) > mknod);
-        assert_eq!(
-            std::fs::read_dir(outside.path()).unwrap().count(),
-            0,
-            "nothing on the node"
-        );
-    }
-
-    /// Without a mount namespace of its own nothing is unshared or mounted;
-    /// a failing mount stops setup at once, with the step named.
-    #[test]
-    fn setup_refuses_and_stops_early() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(
-            dir.path(),
-            spec(json!({"namespaces": [{"type": "uts"}]}), json!([]), false),
-        );
-        let sys = Fake::new(dir.path());
-        let err = prepare(&sys, &cfg).unwrap_err().to_string();
-        assert_eq!(err, "a container needs its own mount namespace");
-        assert!(sys.calls().is_empty(), "{:#?}", sys.calls());
-
-        let mounts = json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
-        let cfg = config(dir.path(), spec(json!({}), mounts, false));
-        let mut sys = Fake::new(dir.path());
-        sys.fail_mount_at = Some("rootfs:/proc".into());
-        let err = format!("{:#}", prepare(&sys, &cfg).unwrap_err());
-        assert!(err.starts_with("mount proc at /proc: EPERM"), "{err}");
-        assert!(
-            !sys.mounts().iter().any(|(_, t, _)| t.starts_with("rootfs:/dev")),
-            "nothing after the failed mount"
-        );
-    }
-}
+#[path = "rootfs_tests.rs"]
+mod tests;

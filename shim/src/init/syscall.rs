@@ -112,19 +112,6 @@ pub trait Syscall {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Linux;
 
-/// `struct mount_attr` of <linux/mount.h> (MOUNT_ATTR_SIZE_VER0, 32 bytes).
-#[repr(C)]
-#[allow(dead_code)] // read by the kernel, never by us
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// MOUNT_ATTR_RDONLY of <linux/mount.h>.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
 impl Syscall for Linux {
     fn setns(&self, fd: BorrowedFd<'_>, flag: CloneFlags) -> nix::Result<()> {
         nix::sched::setns(fd, flag)
@@ -157,29 +144,12 @@ impl Syscall for Linux {
         let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "mount path contains a NUL byte")
         })?;
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: c_path is a valid NUL-terminated string and attr a live,
-        // correctly laid out mount_attr whose size is passed; the kernel only
-        // reads both during the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                c_path.as_ptr(),
-                (libc::AT_RECURSIVE | libc::AT_NO_AUTOMOUNT) as libc::c_uint,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if rc == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        berth_sys::mount::set_attr(
+            None,
+            &c_path,
+            (libc::AT_RECURSIVE | libc::AT_NO_AUTOMOUNT) as libc::c_uint,
+            berth_sys::mount::ATTR_RDONLY,
+        )
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> nix::Result<()> {
