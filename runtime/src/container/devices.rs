@@ -300,13 +300,13 @@ pub fn add_to_spec(spec: &mut Value, devices: &ContainerDevices) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
     /// A node's /dev as a map; directories are implied by their children.
     #[derive(Default)]
-    struct FakeDev(BTreeMap<PathBuf, HostEntry>);
+    pub(crate) struct FakeDev(BTreeMap<PathBuf, HostEntry>);
 
     impl FakeDev {
         fn dev(mut self, path: &str, kind: DeviceKind, major: u32, minor: u32) -> Self {
@@ -350,7 +350,8 @@ mod tests {
         }
     }
 
-    fn node() -> FakeDev {
+    /// A node's /dev with the usual kinds of entries (spec golden tests use it too).
+    pub(crate) fn node() -> FakeDev {
         use DeviceKind::*;
         FakeDev::default()
             .dev("/dev/null", Char, 1, 3)
@@ -366,7 +367,7 @@ mod tests {
             .other("/etc/hostname")
     }
 
-    fn cri_dev(host: &str, inside: &str, perms: &str) -> cri::Device {
+    pub(crate) fn cri_dev(host: &str, inside: &str, perms: &str) -> cri::Device {
         cri::Device {
             host_path: host.into(),
             container_path: inside.into(),

@@ -15,6 +15,8 @@ pub mod resize;
 mod seccomp;
 pub mod signal;
 pub mod spec;
+#[cfg(test)]
+mod spec_golden_tests;
 mod streaming;
 pub mod user;
 

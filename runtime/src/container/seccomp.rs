@@ -103,7 +103,7 @@ const CLONE_NAMESPACE_FLAGS: &[u64] = &[
 /// profile's `architectures`, as Docker's lists them). berth-shim filters
 /// each of them with the same rules whatever a profile lists; this is what
 /// a reader of the spec sees.
-fn node_architectures() -> &'static [&'static str] {
+pub(super) fn node_architectures() -> &'static [&'static str] {
     if cfg!(target_arch = "x86_64") {
         &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
     } else if cfg!(target_arch = "aarch64") {
