@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use berth_proto::cri;
 use serde_json::{json, Value};
 
-use super::apparmor::AppArmor;
-use super::devices::{self, tests::cri_dev};
-use super::spec::{build_spec, ImageUsers, SandboxContext};
+use super::{build_spec, set_apparmor_profile, set_rlimits, ImageUsers, SandboxContext};
 use crate::config::Rlimit;
+use crate::container::apparmor::AppArmor;
+use crate::container::devices::{self, tests::cri_dev};
 use crate::image::ImageConfig;
 use crate::sandbox::PidMode;
 
@@ -346,16 +346,13 @@ fn full_spec(case: &Case, dir: &Path) -> Value {
     };
     let (mut oci, _id) = build_spec(&case.cfg, &case.image, &case.users, &case.sandbox).unwrap();
     let sc = case.cfg.linux.as_ref().and_then(|l| l.security_context.as_ref());
-    if let Some(profile) = aa.profile_for(sc).unwrap() {
-        oci["process"]["apparmorProfile"] = json!(profile);
-    }
-    if !case.rlimits.is_empty() {
-        oci["process"]["rlimits"] = serde_json::to_value(&case.rlimits).unwrap();
-    }
+    set_apparmor_profile(&mut oci, aa.profile_for(sc).unwrap());
+    set_rlimits(&mut oci, &case.rlimits).unwrap();
     let privileged = sc.is_some_and(|s| s.privileged);
     let devs = devices::resolve(&case.cfg.devices, privileged, &devices::tests::node()).unwrap();
-    devices::add_to_spec(&mut oci, &devs);
-    oci
+    devices::add_to_spec(&mut oci, &devs).unwrap();
+    // What CreateContainer writes for the shim.
+    serde_json::from_slice(&serde_json::to_vec(&oci).unwrap()).unwrap()
 }
 
 /// Capability lists are sets (the shim reads them into one): compared
@@ -364,7 +361,7 @@ fn full_spec(case: &Case, dir: &Path) -> Value {
 /// hold on any node.
 fn normalize(mut spec: Value) -> Value {
     if let Some(arches) = spec.pointer_mut("/linux/seccomp/architectures") {
-        if *arches == json!(super::seccomp::node_architectures()) {
+        if *arches == json!(crate::container::seccomp::node_architectures()) {
             *arches = json!("<node architectures>");
         }
     }
