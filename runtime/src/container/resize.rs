@@ -141,9 +141,8 @@ impl ContainerManager {
             Some(_) => Some(crate::cgroup::systemd::properties::from_desired(&desired)?.0),
             None => None,
         };
-        let mut res = tokio::task::spawn_blocking(move || resize::apply(&files, &desired, wait))
-            .await
-            .map_err(|e| Error::Internal(format!("resize task: {e}")))?;
+        let mut res =
+            crate::blocking::run("resize task", move || resize::apply(&files, &desired, wait)).await?;
         if let (Ok(_), Some(props), Some(sd)) = (&res, props, self.sandboxes.cgroups().systemd()) {
             let unit = crate::cgroup::systemd::container_scope(&rec.id);
             if let Err(e) = sd.set_properties(&unit, props).await {

@@ -8,7 +8,7 @@ use berth_proto::cri::{
 };
 
 use super::Cri;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Walks `dir` (without following symlinks) summing allocated bytes and inodes.
 fn usage(dir: &Path) -> (u64, u64) {
@@ -47,10 +47,9 @@ fn fs_usage(path: &Path) -> FilesystemUsage {
 pub async fn handle(cri: &Cri, _req: ImageFsInfoRequest) -> Result<ImageFsInfoResponse> {
     let images = cri.images.root().to_path_buf();
     let containers = cri.cfg.root.join("containers");
-    tokio::task::spawn_blocking(move || ImageFsInfoResponse {
+    crate::blocking::run("fs info task", move || ImageFsInfoResponse {
         image_filesystems: vec![fs_usage(&images)],
         container_filesystems: vec![fs_usage(&containers)],
     })
     .await
-    .map_err(|e| Error::Internal(format!("fs info task: {e}")))
 }

@@ -26,8 +26,6 @@ pub async fn handle(cri: &Cri, req: RemoveImageRequest) -> Result<RemoveImageRes
         }
     }
     let images = cri.images.clone();
-    tokio::task::spawn_blocking(move || images.remove(&name))
-        .await
-        .map_err(|e| Error::Internal(format!("remove task: {e}")))??;
+    crate::blocking::run("remove task", move || images.remove(&name)).await??;
     Ok(RemoveImageResponse {})
 }

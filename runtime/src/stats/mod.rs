@@ -28,7 +28,6 @@ pub use self::cgroup::CgroupSample;
 pub use self::layer::TreeUsage;
 pub use self::parse::{NetDev, Psi};
 pub use self::targets::{ContainerTarget, PodTarget};
-use crate::error::{Error, Result};
 
 /// Where time comes from: wall time stamps the CRI answers, monotonic time
 /// measures rate windows (a wall-clock step must not fake a CPU spike).
@@ -258,14 +257,6 @@ pub fn read_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
             .flat_map(|r| r.join().expect("stats reader thread panicked"))
             .collect()
     })
-}
-
-/// Runs `f` (file reads that may stall under memory pressure) on the
-/// blocking pool, so no async worker waits on the kernel.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("stats reader: {e}")))
 }
 
 #[cfg(test)]
