@@ -10,7 +10,7 @@
 //! the CRI handlers run them on the blocking pool.
 
 mod cgroup;
-mod layer;
+pub mod du;
 pub mod metrics;
 mod network;
 pub mod parse;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use self::cgroup::CgroupSample;
-pub use self::layer::TreeUsage;
+pub use self::du::TreeUsage;
 pub use self::parse::{NetDev, Psi};
 pub use self::targets::{ContainerTarget, PodTarget};
 
@@ -193,7 +193,7 @@ impl StatsManager {
         let walked: Vec<(String, LayerUsage)> = containers
             .iter()
             .filter_map(|c| {
-                let usage = layer::measure(&c.upper_dir)?;
+                let usage = du::measure(&c.upper_dir)?;
                 Some((
                     c.id.clone(),
                     LayerUsage {
