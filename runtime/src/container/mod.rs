@@ -16,6 +16,7 @@ mod seccomp;
 pub mod signal;
 pub mod spec;
 mod streaming;
+mod teardown;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
