@@ -409,7 +409,7 @@ impl ContainerManager {
         if let Some(r) = resources {
             let desired = crate::cgroup::resize::desired(r)?;
             crate::cgroup::resize::apply(
-                &crate::cgroup::resize::Dir(cgroups.dir(&cgroup_path)),
+                &crate::cgroup::resize::CgroupDir(cgroups.dir(&cgroup_path)),
                 &desired,
                 self.cfg.memory_decrease_wait(),
             )?;

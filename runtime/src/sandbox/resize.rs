@@ -63,7 +63,7 @@ impl SandboxManager {
                 None => None,
             };
             let mut out = crate::blocking::run("pod resize task", move || {
-                resize::apply(&resize::Dir(dir), &desired, wait)
+                resize::apply(&resize::CgroupDir(dir), &desired, wait)
             })
             .await?;
             if let (Ok(_), Some(props), Some(sd)) = (&out, slice_props, self.cgroups.systemd()) {
