@@ -6,6 +6,7 @@
 //! [`fuzzing`]. It is named `berthd` like the binary, so module paths (and
 //! with them tracing targets such as `berthd::image`) stay what they were.
 
+pub mod blocking;
 pub mod cgroup;
 pub mod config;
 pub mod container;

@@ -584,3 +584,35 @@ async fn image_pull_malicious_layers_are_rejected() {
         assert!(!root.join(stray).exists(), "{stray}");
     }
 }
+
+/// RemoveImage refuses an image a container was created from
+/// (FailedPrecondition, naming the image), by tag and by id, and removes it
+/// once the container is gone.
+#[tokio::test]
+async fn image_remove_refuses_an_image_a_container_uses() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    let busybox = format!("{}/library/busybox:latest", registry());
+    let id = c.pull(&busybox).await.expect("pull");
+    let pod = pod_config("image-in-use", &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let ctr = c
+        .create(&sb, &container_config("user", &busybox, &["sleep", "3600"]), &pod)
+        .await
+        .expect("create");
+    let remove = |image: &str| cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+    };
+    for name in [busybox.as_str(), id.as_str()] {
+        let err = c.images.remove_image(remove(name)).await.expect_err("in use");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains(&id), "{err:?}");
+    }
+    assert!(image_status(&mut c, &busybox).await.is_some(), "still there");
+    c.remove(&ctr).await.expect("remove container");
+    c.images.remove_image(remove(&busybox)).await.expect("unused now");
+    assert!(image_status(&mut c, &busybox).await.is_none());
+    c.stop_and_remove_pod(&sb).await.expect("remove pod");
+}

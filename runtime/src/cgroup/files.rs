@@ -17,10 +17,10 @@ pub trait Files: Send + Sync {
     fn host_swap_free_bytes(&self) -> u64;
 }
 
-/// A real cgroup directory.
-pub struct Dir(pub PathBuf);
+/// A real cgroup directory, read and written through its files.
+pub struct CgroupDir(pub PathBuf);
 
-impl Files for Dir {
+impl Files for CgroupDir {
     fn read(&self, name: &str) -> std::io::Result<String> {
         std::fs::read_to_string(self.0.join(name)).map(|s| s.trim().to_string())
     }

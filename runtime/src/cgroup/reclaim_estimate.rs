@@ -110,13 +110,17 @@ pub fn estimate(files: &dyn Files, host_swap_free_bytes: u64, wait: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::files::Dir;
+    use crate::cgroup::files::CgroupDir;
 
     const MIB: u64 = 1 << 20;
 
     /// A temp dir laid out like a cgroup: `memory.current`, `memory.stat`
     /// and, when given, the swap files.
-    fn cgroup(current: u64, stat: &[(&str, u64)], swap: Option<(&str, u64)>) -> (tempfile::TempDir, Dir) {
+    fn cgroup(
+        current: u64,
+        stat: &[(&str, u64)],
+        swap: Option<(&str, u64)>,
+    ) -> (tempfile::TempDir, CgroupDir) {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("memory.current"), format!("{current}\n")).unwrap();
         let text: String = stat.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
@@ -125,7 +129,7 @@ mod tests {
             std::fs::write(d.path().join("memory.swap.max"), format!("{max}\n")).unwrap();
             std::fs::write(d.path().join("memory.swap.current"), format!("{used}\n")).unwrap();
         }
-        let dir = Dir(d.path().to_path_buf());
+        let dir = CgroupDir(d.path().to_path_buf());
         (d, dir)
     }
 

@@ -33,7 +33,7 @@ use berth_proto::cri::LinuxContainerResources;
 
 use super::desired::shares_to_weight;
 pub use super::desired::{desired, Desired};
-pub use super::files::{Dir, Files};
+pub use super::files::{CgroupDir, Files};
 use super::reclaim_estimate;
 use crate::error::{Error, Result};
 

@@ -16,6 +16,7 @@ mod seccomp;
 pub mod signal;
 pub mod spec;
 mod streaming;
+mod teardown;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
@@ -402,7 +403,7 @@ impl ContainerManager {
         if let Some(r) = resources {
             let desired = crate::cgroup::resize::desired(r)?;
             crate::cgroup::resize::apply(
-                &crate::cgroup::resize::Dir(cgroups.dir(&cgroup_path)),
+                &crate::cgroup::resize::CgroupDir(cgroups.dir(&cgroup_path)),
                 &desired,
                 self.cfg.memory_decrease_wait(),
             )?;

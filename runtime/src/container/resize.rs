@@ -13,7 +13,7 @@ use berth_proto::cri::LinuxContainerResources;
 
 use super::{ContainerManager, ContainerState};
 pub use crate::cgroup::asked::Asked;
-use crate::cgroup::resize::{self, Dir};
+use crate::cgroup::resize::{self, CgroupDir};
 use crate::error::{Error, Result};
 
 /// Resizes applied / refused since berthd started.
@@ -23,7 +23,7 @@ pub static RESIZES_REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// Refuses a container limit above its pod's current one: kubelet grows the
 /// pod first, so this means the request would fail half-way (k8s#138760).
-fn check_fits_pod(pod: &Dir, r: &LinuxContainerResources) -> Result<()> {
+fn check_fits_pod(pod: &CgroupDir, r: &LinuxContainerResources) -> Result<()> {
     use resize::Files;
     if r.memory_limit_in_bytes > 0 {
         if let Ok(Ok(pod_max)) = pod.read("memory.max").map(|m| m.parse::<i64>()) {
@@ -89,7 +89,7 @@ impl ContainerManager {
             )));
         }
         let dir = self.sandboxes.cgroups().dir(&rec.cgroup_path);
-        let pod_dir = dir.parent().map(|p| Dir(p.to_path_buf()));
+        let pod_dir = dir.parent().map(|p| CgroupDir(p.to_path_buf()));
         let t = Instant::now();
         let res = match pod_dir.as_ref().map_or(Ok(()), |pod| check_fits_pod(pod, r)) {
             Ok(()) => self.apply_live(&rec, dir, desired, r.oom_score_adj).await,
@@ -133,7 +133,7 @@ impl ContainerManager {
             }
         }
         let wait = self.cfg.memory_decrease_wait();
-        let files = Dir(dir);
+        let files = CgroupDir(dir);
         // systemd driver: the unit learns the values only once the cgroup
         // took them (a refused decrease has restored every file by then),
         // so systemd never holds, and never re-applies, a refused limit.
@@ -141,9 +141,8 @@ impl ContainerManager {
             Some(_) => Some(crate::cgroup::systemd::properties::from_desired(&desired)?.0),
             None => None,
         };
-        let mut res = tokio::task::spawn_blocking(move || resize::apply(&files, &desired, wait))
-            .await
-            .map_err(|e| Error::Internal(format!("resize task: {e}")))?;
+        let mut res =
+            crate::blocking::run("resize task", move || resize::apply(&files, &desired, wait)).await?;
         if let (Ok(_), Some(props), Some(sd)) = (&res, props, self.sandboxes.cgroups().systemd()) {
             let unit = crate::cgroup::systemd::container_scope(&rec.id);
             if let Err(e) = sd.set_properties(&unit, props).await {
@@ -187,7 +186,7 @@ impl ContainerManager {
             return None;
         }
         let asked = rec.resources.as_ref().map_or(0, |a| a.cpu_shares);
-        let mut r = resize::read_back(&Dir(dir), asked);
+        let mut r = resize::read_back(&CgroupDir(dir), asked);
         let running = rec.state == ContainerState::Running && rec.pid > 0;
         r.oom_score_adj = running
             .then(|| read_oom_score_adj(rec.pid))

@@ -6,14 +6,14 @@ use berth_proto::cri::{ContainerStatsRequest, ContainerStatsResponse};
 
 use super::{stats_convert, Cri};
 use crate::error::Result;
-use crate::stats::{self, ContainerTarget};
+use crate::stats::ContainerTarget;
 
 /// Handles ContainerStats.
 pub async fn handle(cri: &Cri, req: ContainerStatsRequest) -> Result<ContainerStatsResponse> {
     let rec = cri.containers.get(&req.container_id)?.record();
     let target = ContainerTarget::of(&rec, cri.sandboxes.cgroups());
     let reader = cri.stats.clone();
-    let usage = stats::blocking(move || reader.container(&target)).await?;
+    let usage = crate::blocking::run("stats reader", move || reader.container(&target)).await?;
     Ok(ContainerStatsResponse {
         stats: Some(stats_convert::container_stats(
             &rec,

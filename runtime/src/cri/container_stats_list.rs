@@ -24,7 +24,10 @@ pub async fn handle(cri: &Cri, req: ListContainerStatsRequest) -> Result<ListCon
     let cgroups = cri.sandboxes.cgroups();
     let targets: Vec<_> = records.iter().map(|r| ContainerTarget::of(r, cgroups)).collect();
     let reader = cri.stats.clone();
-    let usages = stats::blocking(move || stats::read_all(&targets, |t| reader.container(t))).await?;
+    let usages = crate::blocking::run("stats reader", move || {
+        stats::read_all(&targets, |t| reader.container(t))
+    })
+    .await?;
     let mount = stats_convert::layer_mount(cri);
     Ok(ListContainerStatsResponse {
         stats: records

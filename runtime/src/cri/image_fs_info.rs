@@ -1,6 +1,5 @@
 //! ImageFsInfo: bytes and inodes under the image store and the writable layers.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use berth_proto::cri::{
@@ -8,38 +7,20 @@ use berth_proto::cri::{
 };
 
 use super::Cri;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::stats::du;
 
-/// Walks `dir` (without following symlinks) summing allocated bytes and inodes.
-fn usage(dir: &Path) -> (u64, u64) {
-    let mut bytes = 0;
-    let mut inodes = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            inodes += 1;
-            bytes += m.blocks() * 512;
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    (bytes, inodes)
-}
-
+/// The usage of the tree at `path` as the CRI reports it (zero when it does
+/// not exist yet). Walks the tree: call it on the blocking pool.
 fn fs_usage(path: &Path) -> FilesystemUsage {
-    let (b, i) = usage(path);
+    let u = du::measure(path).unwrap_or_default();
     FilesystemUsage {
         timestamp: crate::store::now_ns(),
         fs_id: Some(FilesystemIdentifier {
             mountpoint: path.to_string_lossy().into_owned(),
         }),
-        used_bytes: Some(UInt64Value { value: b }),
-        inodes_used: Some(UInt64Value { value: i }),
+        used_bytes: Some(UInt64Value { value: u.used_bytes }),
+        inodes_used: Some(UInt64Value { value: u.inodes_used }),
     }
 }
 
@@ -47,10 +28,9 @@ fn fs_usage(path: &Path) -> FilesystemUsage {
 pub async fn handle(cri: &Cri, _req: ImageFsInfoRequest) -> Result<ImageFsInfoResponse> {
     let images = cri.images.root().to_path_buf();
     let containers = cri.cfg.root.join("containers");
-    tokio::task::spawn_blocking(move || ImageFsInfoResponse {
+    crate::blocking::run("fs info task", move || ImageFsInfoResponse {
         image_filesystems: vec![fs_usage(&images)],
         container_filesystems: vec![fs_usage(&containers)],
     })
     .await
-    .map_err(|e| Error::Internal(format!("fs info task: {e}")))
 }

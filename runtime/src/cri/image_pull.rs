@@ -21,7 +21,7 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
     let cancel = CancelOnDrop::default();
     let flag = cancel.0.clone();
     let started = std::time::Instant::now();
-    let pulled = tokio::task::spawn_blocking(move || {
+    let pulled = crate::blocking::run("pull task", move || {
         let pulled = images.pull(&image, &auth, &flag);
         if let Err(e) = &pulled {
             if flag.load(std::sync::atomic::Ordering::Relaxed) {
@@ -32,7 +32,6 @@ pub async fn handle(cri: &Cri, req: PullImageRequest) -> Result<PullImageRespons
         pulled
     })
     .await
-    .map_err(|e| Error::Internal(format!("pull task: {e}")))
     .and_then(|r| r);
     cri.metrics
         .observe_pull(pulled.is_ok(), started.elapsed().as_secs_f64());

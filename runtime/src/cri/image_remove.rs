@@ -1,5 +1,7 @@
 //! RemoveImage by id, tag or digest; unknown is OK.
 
+use std::collections::HashSet;
+
 use berth_proto::cri::{RemoveImageRequest, RemoveImageResponse};
 
 use super::Cri;
@@ -12,22 +14,13 @@ pub async fn handle(cri: &Cri, req: RemoveImageRequest) -> Result<RemoveImageRes
         .map(|i| i.image)
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Error::InvalidArgument("RemoveImage without image".into()))?;
-    if let Some(rec) = cri.images.resolve(&name) {
-        let in_use = cri
-            .containers
-            .list()
-            .iter()
-            .any(|c| c.record().image_ref == rec.id);
-        if in_use {
-            return Err(Error::FailedPrecondition(format!(
-                "image {} is used by a container",
-                rec.id
-            )));
-        }
-    }
+    let in_use: HashSet<String> = cri
+        .containers
+        .list()
+        .iter()
+        .map(|c| c.record().image_ref)
+        .collect();
     let images = cri.images.clone();
-    tokio::task::spawn_blocking(move || images.remove(&name))
-        .await
-        .map_err(|e| Error::Internal(format!("remove task: {e}")))??;
+    crate::blocking::run("remove task", move || images.remove_unless_used(&name, &in_use)).await??;
     Ok(RemoveImageResponse {})
 }

@@ -1,5 +1,6 @@
 //! Dispatch of `ImageService` to the per-RPC handlers. No logic lives here: an
-//! RPC that is not implemented yet answers UNIMPLEMENTED naming itself.
+//! RPC that is not implemented yet answers UNIMPLEMENTED naming itself. Each
+//! method hands its handler to [`super::answer`], the one conversion to gRPC.
 
 use berth_proto::cri::image_service_server::ImageService;
 use berth_proto::cri::*;
@@ -13,49 +14,34 @@ impl ImageService for Cri {
         &self,
         req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        super::image_list::handle(self, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        super::answer(super::image_list::handle(self, req.into_inner())).await
     }
 
     async fn image_status(
         &self,
         req: Request<ImageStatusRequest>,
     ) -> Result<Response<ImageStatusResponse>, Status> {
-        super::image_status::handle(self, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        super::answer(super::image_status::handle(self, req.into_inner())).await
     }
 
     async fn pull_image(
         &self,
         req: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
-        super::image_pull::handle(self, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        super::answer(super::image_pull::handle(self, req.into_inner())).await
     }
 
     async fn remove_image(
         &self,
         req: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
-        super::image_remove::handle(self, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        super::answer(super::image_remove::handle(self, req.into_inner())).await
     }
 
     async fn image_fs_info(
         &self,
         req: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        super::image_fs_info::handle(self, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        super::answer(super::image_fs_info::handle(self, req.into_inner())).await
     }
 }

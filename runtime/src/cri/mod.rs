@@ -81,6 +81,18 @@ pub struct Cri {
     pub streams: Arc<crate::stream::StreamServer>,
 }
 
+/// Awaits a handler and makes its result the RPC's answer. Every service
+/// method goes through here, so a handler's [`Error`] becomes a
+/// `tonic::Status` in one way only: `From<Error>` in `error.rs`.
+async fn answer<T>(
+    handled: impl std::future::Future<Output = Result<T>>,
+) -> std::result::Result<tonic::Response<T>, tonic::Status> {
+    handled
+        .await
+        .map(tonic::Response::new)
+        .map_err(tonic::Status::from)
+}
+
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 

@@ -13,11 +13,6 @@ pub async fn handle(cri: &Cri, req: RemovePodSandboxRequest) -> Result<RemovePod
         Err(Error::NotFound(_)) => return Ok(RemovePodSandboxResponse {}),
         Err(e) => return Err(e),
     };
-    let id = sb.record().id;
-    super::sandbox_stop::stop_all_containers(cri, &id).await?;
-    for c in cri.containers.in_sandbox(&id) {
-        cri.containers.remove(&c.record().id).await?;
-    }
-    cri.sandboxes.remove(&sb).await?;
+    cri.sandboxes.remove_pod(&sb, &cri.containers).await?;
     Ok(RemovePodSandboxResponse {})
 }

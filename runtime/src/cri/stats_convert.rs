@@ -190,7 +190,7 @@ pub async fn read_pods(cri: &Cri, pods: Vec<std::sync::Arc<Sandbox>>) -> Result<
         })
         .collect();
     let stats = cri.stats.clone();
-    stats::blocking(move || {
+    crate::blocking::run("stats reader", move || {
         let usages = stats::read_all(&work, |(_, target, _, ctr_targets)| {
             (
                 stats.pod(target),

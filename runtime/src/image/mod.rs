@@ -13,6 +13,7 @@ pub mod auth;
 mod claims;
 pub mod digest;
 pub mod hosts;
+mod in_use;
 mod layers;
 pub use layers::LAYER_BYTES_DOWNLOADED;
 pub mod limits;

@@ -13,6 +13,7 @@ mod shim_cgroup;
 pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
+pub mod teardown;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -326,8 +327,9 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// Runtime config a pod's CNI plugins may ask for by capability.
-    fn capabilities(&self, req: &SandboxRequest) -> BTreeMap<String, serde_json::Value> {
+    /// The CNI runtime config of a pod (port mappings, bandwidth, IP ranges):
+    /// what its plugins may ask for by capability.
+    fn cni_runtime_config(&self, req: &SandboxRequest) -> BTreeMap<String, serde_json::Value> {
         let mut caps = BTreeMap::new();
         if !req.port_mappings.is_empty() {
             let pm: Vec<_> = req
@@ -659,7 +661,7 @@ impl SandboxManager {
                     self.cfg.cni_conf_dir.display()
                 ))
             })?;
-            let capabilities = self.capabilities(&req);
+            let capabilities = self.cni_runtime_config(&req);
             let a = Attachment {
                 container_id: id.clone(),
                 netns: ns_paths.get("net").cloned().unwrap_or_default(),
@@ -997,7 +999,7 @@ mod net_tests {
         };
         req.annotations
             .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
-        let caps = m.capabilities(&req);
+        let caps = m.cni_runtime_config(&req);
         assert_eq!(
             caps["portMappings"],
             serde_json::json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}])
@@ -1015,13 +1017,13 @@ mod net_tests {
         assert!(!caps.contains_key("ipRanges"));
         m.set_pod_cidr("10.244.0.0/24").unwrap();
         assert_eq!(
-            m.capabilities(&SandboxRequest::default())["ipRanges"],
+            m.cni_runtime_config(&SandboxRequest::default())["ipRanges"],
             serde_json::json!([[{"subnet": "10.244.0.0/24"}]])
         );
         assert!(m.set_pod_cidr("10.244.0.0/999").is_err());
         // A berthd started later still knows it.
         assert_eq!(
-            new_manager().capabilities(&SandboxRequest::default())["ipRanges"],
+            new_manager().cni_runtime_config(&SandboxRequest::default())["ipRanges"],
             serde_json::json!([[{"subnet": "10.244.0.0/24"}]])
         );
     }

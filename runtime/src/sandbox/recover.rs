@@ -42,9 +42,10 @@ impl SandboxManager {
             .collect();
         // Before any DEL: an ADD a killed berthd left running must finish
         // first, or what it makes after the DEL outlives the pod.
-        tokio::task::spawn_blocking(|| crate::net::plugin_wait::wait_plugins_gone(Duration::from_secs(60)))
-            .await
-            .map_err(|e| Error::Internal(format!("CNI plugin wait task: {e}")))?;
+        crate::blocking::run("CNI plugin wait task", || {
+            crate::net::plugin_wait::wait_plugins_gone(Duration::from_secs(60))
+        })
+        .await?;
         self.undo_intents()?;
         self.sweep_orphans(&known)?;
         self.collect_unnamed(&known)?;

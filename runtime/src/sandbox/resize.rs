@@ -62,10 +62,10 @@ impl SandboxManager {
                 Some(_) => Some(crate::cgroup::systemd::properties::from_desired(&desired)?.0),
                 None => None,
             };
-            let mut out =
-                tokio::task::spawn_blocking(move || resize::apply(&resize::Dir(dir), &desired, wait))
-                    .await
-                    .map_err(|e| Error::Internal(format!("pod resize task: {e}")))?;
+            let mut out = crate::blocking::run("pod resize task", move || {
+                resize::apply(&resize::CgroupDir(dir), &desired, wait)
+            })
+            .await?;
             if let (Ok(_), Some(props), Some(sd)) = (&out, slice_props, self.cgroups.systemd()) {
                 let slice = crate::cgroup::systemd::slice_of(&rec.cgroup_path);
                 if let Err(e) = sd.set_properties(slice, props).await {

@@ -10,7 +10,7 @@
 //! the CRI handlers run them on the blocking pool.
 
 mod cgroup;
-mod layer;
+pub mod du;
 pub mod metrics;
 mod network;
 pub mod parse;
@@ -25,10 +25,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use self::cgroup::CgroupSample;
-pub use self::layer::TreeUsage;
+pub use self::du::TreeUsage;
 pub use self::parse::{NetDev, Psi};
 pub use self::targets::{ContainerTarget, PodTarget};
-use crate::error::{Error, Result};
 
 /// Where time comes from: wall time stamps the CRI answers, monotonic time
 /// measures rate windows (a wall-clock step must not fake a CPU spike).
@@ -194,7 +193,7 @@ impl StatsManager {
         let walked: Vec<(String, LayerUsage)> = containers
             .iter()
             .filter_map(|c| {
-                let usage = layer::measure(&c.upper_dir)?;
+                let usage = du::measure(&c.upper_dir)?;
                 Some((
                     c.id.clone(),
                     LayerUsage {
@@ -258,14 +257,6 @@ pub fn read_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
             .flat_map(|r| r.join().expect("stats reader thread panicked"))
             .collect()
     })
-}
-
-/// Runs `f` (file reads that may stall under memory pressure) on the
-/// blocking pool, so no async worker waits on the kernel.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("stats reader: {e}")))
 }
 
 #[cfg(test)]

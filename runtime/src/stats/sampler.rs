@@ -44,7 +44,7 @@ pub fn spawn(stats: Arc<StatsManager>, containers: Arc<ContainerManager>, sandbo
             let (ctrs, pods) = targets(&containers, &sandboxes);
             let s = stats.clone();
             let t = std::time::Instant::now();
-            if let Err(e) = super::blocking(move || s.sample_all(&ctrs, &pods)).await {
+            if let Err(e) = crate::blocking::run("stats reader", move || s.sample_all(&ctrs, &pods)).await {
                 tracing::warn!(error = %e, "stats housekeeping round failed");
             }
             tracing::trace!(
