@@ -5,6 +5,7 @@
 
 pub mod gated_registry;
 pub mod hostile_registry;
+pub mod node;
 pub mod prom;
 pub mod registry;
 pub mod spdy;
