@@ -11,6 +11,7 @@ pub mod registry;
 pub mod spdy;
 pub mod stream;
 pub mod token_server;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
