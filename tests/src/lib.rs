@@ -3,6 +3,7 @@
 //! with private directories, and probes of the host (mounts, cgroups,
 //! processes) for asserting that nothing leaked.
 
+pub mod figures;
 pub mod gated_registry;
 pub mod hostile_registry;
 pub mod node;
