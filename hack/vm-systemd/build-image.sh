@@ -123,6 +123,8 @@ cp "$DEB" "$root/root/berth.deb"
 
 if [ -n "$TEST" ]; then
     install -m 755 "$TEST" "$root/usr/local/bin/berth-vm-test"
+    # The checks smoke.sh and node-tests.sh share (they source it).
+    install -D -m 644 "$HERE/service-checks.sh" "$root/usr/local/lib/berth-vm-test/service-checks.sh"
     cat > "$root/etc/systemd/system/berth-vm-test.service" <<'UNIT'
 [Unit]
 Description=Berth systemd-node test run

@@ -74,14 +74,8 @@ fi
 # --- the service --------------------------------------------------------
 wait_active
 echo "BOOT berthd active after $(cut -d' ' -f1 /proc/uptime) s of uptime"
-check "berthd is active (READY=1 received)" '[ "$(systemctl is-active berthd)" = active ]'
-check "Type=notify" '[ "$(systemctl show -p Type --value berthd)" = notify ]'
-check "KillMode=process" '[ "$(systemctl show -p KillMode --value berthd)" = process ]'
-check "Delegate=yes" '[ "$(systemctl show -p Delegate --value berthd)" = yes ]'
-check "watchdog armed" '[ "$(systemctl show -p WatchdogUSec --value berthd)" = 1min ]'
-check "journal has berthd at info priority" 'journalctl -u berthd -p info -o cat | grep -q "CRI server listening"'
-check "no timestamp in journal messages" '! journalctl -u berthd -o cat | grep -qE "^[0-9]{4}-[0-9]{2}-[0-9]{2}T"'
-check "journald consumed the <N> prefixes" '! journalctl -u berthd -o cat | grep -q "^<[0-9]>"'
+. /usr/local/lib/berth-vm-test/service-checks.sh
+service_checks
 check "boot id stored" '[ -s /var/lib/berth/boot.json ]'
 i=0
 until crictl pull "$IMG" >/dev/null 2>&1 || [ $i -gt 60 ]; do sleep 1; i=$((i + 1)); done

@@ -13,14 +13,8 @@ wait_active() {
     while [ "$(systemctl is-active berthd)" != active ] && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
 }
 wait_active
-check "berthd is active (READY=1 received)" '[ "$(systemctl is-active berthd)" = active ]'
-check "Type=notify" '[ "$(systemctl show -p Type --value berthd)" = notify ]'
-check "KillMode=process" '[ "$(systemctl show -p KillMode --value berthd)" = process ]'
-check "Delegate=yes" '[ "$(systemctl show -p Delegate --value berthd)" = yes ]'
-check "watchdog armed" '[ "$(systemctl show -p WatchdogUSec --value berthd)" = 1min ]'
-check "journal has berthd at info priority" 'journalctl -u berthd -p info -o cat | grep -q "CRI server listening"'
-check "no timestamp in journal messages" '! journalctl -u berthd -o cat | grep -qE "^[0-9]{4}-[0-9]{2}-[0-9]{2}T"'
-check "journald consumed the <N> prefixes" '! journalctl -u berthd -o cat | grep -q "^<[0-9]>"'
+. /usr/local/lib/berth-vm-test/service-checks.sh
+service_checks
 mkdir -p /etc/berth/config.d
 printf 'log_level = "debug"\n' > /etc/berth/config.d/50-debug.toml
 check "config dump names the drop-in" 'berthd config dump | grep -q "log_level = \"debug\"  # /etc/berth/config.d/50-debug.toml"'

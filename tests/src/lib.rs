@@ -3,13 +3,16 @@
 //! with private directories, and probes of the host (mounts, cgroups,
 //! processes) for asserting that nothing leaked.
 
+pub mod figures;
 pub mod gated_registry;
 pub mod hostile_registry;
+pub mod node;
 pub mod prom;
 pub mod registry;
 pub mod spdy;
 pub mod stream;
 pub mod token_server;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -409,3 +409,18 @@ async fn pump_tunnel(ws: WebSocketStream<TcpStream>, io: DuplexStream) {
     };
     tokio::join!(up, down);
 }
+
+/// Runs `cmd` in container `id` over SPDY to its end, with stdout and
+/// stderr (no tty, no stdin); panics if it fails or takes over 30 s.
+pub async fn exec(c: &mut crate::CriClient, id: &str, cmd: &[&str]) -> StreamResult {
+    let url = c.exec_url(crate::exec_request(id, cmd, false, false)).await;
+    let opts = StreamOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    tokio::time::timeout(Duration::from_secs(30), run(&url, &opts))
+        .await
+        .expect("exec finished")
+        .expect("exec")
+}

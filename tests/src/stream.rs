@@ -209,3 +209,11 @@ impl ExecOutput {
 pub fn resize_message(width: u16, height: u16) -> Vec<u8> {
     format!("{{\"Width\":{width},\"Height\":{height}}}\n").into_bytes()
 }
+
+/// Runs a non-interactive exec in container `id` to its end over
+/// `protocols` (collecting for at most 20 s).
+pub async fn exec(c: &mut crate::CriClient, id: &str, cmd: &[&str], protocols: &[&str]) -> ExecOutput {
+    let url = c.exec_url(crate::exec_request(id, cmd, false, false)).await;
+    let mut ws = WsClient::connect(&url, protocols).await.expect("connect");
+    ExecOutput::from_channels(ws.collect(Duration::from_secs(20)).await)
+}

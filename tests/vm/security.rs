@@ -6,7 +6,7 @@
 //! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_proto::cri;
 use berth_tests::*;
@@ -693,5 +693,112 @@ async fn long_lines_are_split_and_streams_keep_their_order() {
         ]
     );
     c.remove(&id).await.unwrap();
+    c.stop_and_remove_pod(&sb).await.unwrap();
+}
+
+/// Seccomp: RuntimeDefault denies what Docker's default denies (EPERM),
+/// Unconfined installs nothing, a Localhost profile is read from the node;
+/// ExecSync runs under the container's filter too.
+#[tokio::test]
+async fn seccomp_profiles_apply() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let pod = pod_config("seccomp", &b.log_dir());
+    let sb = c.run_pod(&pod).await.unwrap();
+    let local = b.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &local,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+    )
+    .unwrap();
+    let script = "grep '^Seccomp:' /proc/self/status; \
+                  mkdir /tmp/d && echo mkdir-ok || echo mkdir-denied; \
+                  unshare -U true && echo unshare-ok || echo unshare-denied; \
+                  sleep 300";
+    let cases = [
+        (
+            "rd",
+            cri::SecurityProfile {
+                profile_type: 0,
+                localhost_ref: String::new(),
+            },
+            ["Seccomp:\t2", "mkdir-ok", "unshare-denied"],
+        ),
+        (
+            "unconfined",
+            cri::SecurityProfile {
+                profile_type: 1,
+                localhost_ref: String::new(),
+            },
+            ["Seccomp:\t0", "mkdir-ok", "unshare-ok"],
+        ),
+        (
+            "local",
+            cri::SecurityProfile {
+                profile_type: 2,
+                localhost_ref: local.to_string_lossy().into_owned(),
+            },
+            ["Seccomp:\t2", "mkdir-denied", "unshare-ok"],
+        ),
+    ];
+    for (name, profile, want) in cases {
+        let mut cfg = container_config(name, &busybox(), &["sh", "-c", script]);
+        // A user namespace needs no capability: only the filter can refuse it.
+        cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(profile),
+            ..Default::default()
+        });
+        let id = c.create(&sb, &cfg, &pod).await.unwrap();
+        c.start(&id).await.unwrap();
+        let log_path = b.log_dir().join(format!("{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let out = loop {
+            let out: Vec<String> = std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(parse_cri_log_line)
+                .filter(|l| l.1 == "stdout")
+                .map(|l| l.3)
+                .collect();
+            if out.len() >= 3 {
+                break out;
+            }
+            assert!(Instant::now() < deadline, "{name}: {out:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(out[..3], want, "{name}");
+        let exec = c
+            .runtime
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec!["grep".into(), "^Seccomp:".into(), "/proc/self/status".into()],
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            String::from_utf8_lossy(&exec.stdout).trim(),
+            want[0],
+            "{name}: ExecSync under the same filter"
+        );
+        c.stop(&id, 0).await.unwrap();
+    }
+    // A missing Localhost profile is a clear error, nothing created.
+    let mut cfg = container_config("missing", &busybox(), &["true"]);
+    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: 2,
+            localhost_ref: "/nonexistent/profile.json".into(),
+        }),
+        ..Default::default()
+    });
+    let e = c.create(&sb, &cfg, &pod).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("/nonexistent/profile.json"),
+        "{}",
+        e.message()
+    );
     c.stop_and_remove_pod(&sb).await.unwrap();
 }

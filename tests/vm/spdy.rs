@@ -5,42 +5,31 @@
 //! windows, attach, port-forward with concurrent connections and errors
 //! (also through client-go's WebSocket tunnel), protocol negotiation, and the streamed-exec latency over SPDY.
 //!
+//! The port-forward and latency cases are written once for every transport
+//! (`berth_tests::transport`); this suite instantiates them for SPDY.
+//!
 //! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_proto::cri;
 use berth_tests::spdy::*;
+use berth_tests::transport::{latency_exec_sync_vs_streamed_exec, port_forward_to_httpd, Transport};
 use berth_tests::*;
-use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Runs `cmd` over SPDY with stdout and stderr (no tty, no stdin).
-async fn spdy_exec(c: &mut CriClient, id: &str, cmd: &[&str]) -> StreamResult {
-    let url = c.exec_url(exec_request(id, cmd, false, false)).await;
-    let opts = StreamOptions {
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
-    tokio::time::timeout(T, run(&url, &opts))
-        .await
-        .expect("exec finished")
-        .expect("exec")
-}
 
 #[tokio::test]
 async fn spdy_exec_output_exit_codes_and_stdin() {
     let (_b, mut c, sb, id) = start_pod_with_container("spdy-exec", "", &["sleep", "3600"], |_| {}).await;
-    let out = spdy_exec(&mut c, &id, &["sh", "-c", "echo hello; echo oops >&2"]).await;
+    let out = exec(&mut c, &id, &["sh", "-c", "echo hello; echo oops >&2"]).await;
     assert_eq!(out.protocol, "v4.channel.k8s.io");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n", "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n", "{out:?}");
     assert_eq!(out.error, r#"{"metadata":{},"status":"Success"}"#);
     assert_eq!(out.exit_code().unwrap(), 0);
 
-    let out = spdy_exec(&mut c, &id, &["sh", "-c", "echo partial; exit 3"]).await;
+    let out = exec(&mut c, &id, &["sh", "-c", "echo partial; exit 3"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "partial\n");
     assert_eq!(out.exit_code().unwrap(), 3, "{out:?}");
     assert!(out.error.contains("NonZeroExitCode"), "{}", out.error);
@@ -65,7 +54,7 @@ async fn spdy_exec_output_exit_codes_and_stdin() {
 
     // 3 MB of output: several times the 64 KiB SPDY windows, which the
     // client reopens with WINDOW_UPDATE as it reads.
-    let out = spdy_exec(
+    let out = exec(
         &mut c,
         &id,
         &["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"],
@@ -183,112 +172,16 @@ async fn spdy_attach_to_a_counter() {
 
 #[tokio::test]
 async fn spdy_port_forward_to_httpd_in_the_pod() {
-    let httpd = "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec httpd -f -p 8080 -h /www";
-    let (_b, mut c, sb, id) = start_pod_with_container("spdy-pf", "", &["sh", "-c", httpd], |_| {}).await;
-    let deadline = Instant::now() + T;
-    while !matches!(
-        c.exec(&id, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
-            .await,
-        Ok((0, _))
-    ) {
-        assert!(Instant::now() < deadline, "httpd did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let pf_url = |c: &mut CriClient| {
-        let mut c = c.clone();
-        let sb = sb.clone();
-        async move {
-            c.runtime
-                .port_forward(cri::PortForwardRequest {
-                    pod_sandbox_id: sb,
-                    port: vec![8080],
-                })
-                .await
-                .expect("PortForward")
-                .into_inner()
-                .url
-        }
-    };
-    let mut pf = PortForward::start(&pf_url(&mut c).await).await.expect("upgrade");
-    // Two connections open at once, then used.
-    let mut one = pf.connect(8080).await.unwrap();
-    let mut two = pf.connect(8080).await.unwrap();
-    let (r1, r2) = tokio::join!(
-        http_get(&mut one.data, "/index.html"),
-        http_get(&mut two.data, "/")
-    );
-    for r in [r1.unwrap(), r2.unwrap()] {
-        assert!(r.starts_with("HTTP/1."), "{r:?}");
-        assert!(r.contains("hello-from-httpd"), "{r:?}");
-    }
-    assert_eq!(one.error_text().await, "");
-    // A third, later connection on the same session.
-    let mut three = pf.connect(8080).await.unwrap();
-    assert!(http_get(&mut three.data, "/")
-        .await
-        .unwrap()
-        .contains("hello-from-httpd"));
-
-    // Nothing listens on port 9: the pair's error stream says so.
-    let mut refused = pf.connect(9).await.unwrap();
-    let _ = refused.data.shutdown().await;
-    let err = refused.error_text().await;
-    assert!(err.contains("error forwarding port 9"), "{err:?}");
+    let (_b, mut c, sb, _id) = port_forward_to_httpd(Transport::Spdy, "spdy-pf").await;
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
 /// client-go's tunnelling port-forward (`crictl port-forward --transport
 /// websocket`, kubectl ≥ 1.30): the same SPDY session inside binary
-/// WebSocket messages. Two connections at once, a later one, a refused
-/// port; the tunnel protocol opens no exec.
+/// WebSocket messages; the tunnel protocol opens no exec.
 #[tokio::test]
 async fn spdy_port_forward_through_a_websocket_tunnel() {
-    let httpd =
-        "mkdir -p /www && echo hello-through-the-tunnel > /www/index.html && exec httpd -f -p 8080 -h /www";
-    let (_b, mut c, sb, id) = start_pod_with_container("spdy-tunnel", "", &["sh", "-c", httpd], |_| {}).await;
-    let deadline = Instant::now() + T;
-    while !matches!(
-        c.exec(&id, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
-            .await,
-        Ok((0, _))
-    ) {
-        assert!(Instant::now() < deadline, "httpd did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let url = c
-        .runtime
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: sb.clone(),
-            port: vec![8080],
-        })
-        .await
-        .expect("PortForward")
-        .into_inner()
-        .url;
-    let mut pf = tokio::time::timeout(T, PortForward::start_tunnelled(&url))
-        .await
-        .expect("upgrade in time")
-        .expect("WebSocket upgrade with the tunnel protocol");
-    assert_eq!(pf.up.protocol, TUNNEL_PROTOCOL);
-    let mut one = pf.connect(8080).await.unwrap();
-    let mut two = pf.connect(8080).await.unwrap();
-    let (r1, r2) = tokio::join!(
-        http_get(&mut one.data, "/index.html"),
-        http_get(&mut two.data, "/")
-    );
-    for r in [r1.unwrap(), r2.unwrap()] {
-        assert!(r.starts_with("HTTP/1."), "{r:?}");
-        assert!(r.contains("hello-through-the-tunnel"), "{r:?}");
-    }
-    assert_eq!(one.error_text().await, "");
-    let mut three = pf.connect(8080).await.unwrap();
-    let r = http_get(&mut three.data, "/").await.unwrap();
-    assert!(r.contains("hello-through-the-tunnel"), "{r:?}");
-    let mut refused = pf.connect(9).await.unwrap();
-    let _ = refused.data.shutdown().await;
-    let err = refused.error_text().await;
-    assert!(err.contains("error forwarding port 9"), "{err:?}");
-
+    let (_b, mut c, sb, id) = port_forward_to_httpd(Transport::SpdyTunnel, "spdy-tunnel").await;
     // An exec URL does not speak the tunnel protocol.
     let url = c.exec_url(exec_request(&id, &["true"], false, false)).await;
     let err = PortForward::start_tunnelled(&url).await.err().expect("refused");
@@ -343,28 +236,5 @@ async fn spdy_protocol_negotiation() {
 
 #[tokio::test]
 async fn spdy_latency_exec_sync_vs_streamed_exec() {
-    let (_b, mut c, sb, id) = start_pod_with_container("spdy-latency", "", &["sleep", "3600"], |_| {}).await;
-    const RUNS: usize = 20;
-    let (mut sync, mut streamed) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        let t = Instant::now();
-        let (code, out) = c.exec(&id, &["echo", "hello"]).await.unwrap();
-        sync.push(t.elapsed());
-        assert_eq!((code, out.as_str()), (0, "hello\n"));
-
-        let t = Instant::now();
-        let out = spdy_exec(&mut c, &id, &["echo", "hello"]).await;
-        streamed.push(t.elapsed());
-        assert_eq!(
-            (out.stdout.as_slice(), out.exit_code().unwrap()),
-            (&b"hello\n"[..], 0)
-        );
-    }
-    let (ms, mst) = (median(sync), median(streamed));
-    println!(
-        "LATENCY echo hello over {RUNS} runs: ExecSync median {:.1} ms, streamed exec (Exec RPC + SPDY/3.1 v4) median {:.1} ms",
-        ms.as_secs_f64() * 1e3,
-        mst.as_secs_f64() * 1e3
-    );
-    c.stop_and_remove_pod(&sb).await.unwrap();
+    latency_exec_sync_vs_streamed_exec(Transport::Spdy, "spdy-latency", "SPDY/3.1 v4").await;
 }

@@ -4,27 +4,24 @@
 //! codes, TTY with stdin and resize, two attachers, port-forward to a
 //! busybox httpd, token refusals, and the ExecSync vs streamed exec latency.
 //!
+//! The port-forward and latency cases are written once for every transport
+//! (`berth_tests::transport`); this suite instantiates them for WebSocket.
+//!
 //! Runs inside the VM (`hack/vm`), with `--test-threads=1`.
 
 use std::time::{Duration, Instant};
 
 use berth_proto::cri;
 use berth_tests::stream::*;
+use berth_tests::transport::{latency_exec_sync_vs_streamed_exec, port_forward_to_httpd, Transport};
 use berth_tests::*;
 
 const T: Duration = Duration::from_secs(20);
 
-/// Runs a non-interactive exec to the end over `protocols`.
-async fn run_exec(c: &mut CriClient, id: &str, cmd: &[&str], protocols: &[&str]) -> ExecOutput {
-    let url = c.exec_url(exec_request(id, cmd, false, false)).await;
-    let mut ws = WsClient::connect(&url, protocols).await.expect("connect");
-    ExecOutput::from_channels(ws.collect(T).await)
-}
-
 #[tokio::test]
 async fn streaming_exec_echo_hello_without_tty() {
     let (_b, mut c, sb, id) = start_pod_with_container("exec-echo", "", &["sleep", "3600"], |_| {}).await;
-    let out = run_exec(
+    let out = exec(
         &mut c,
         &id,
         &["sh", "-c", "echo hello; echo oops >&2"],
@@ -37,7 +34,7 @@ async fn streaming_exec_echo_hello_without_tty() {
     assert_eq!(out.exit_code(), Some(0));
 
     // The base64 variant carries the same bytes in text messages.
-    let out = run_exec(&mut c, &id, &["echo", "hello"], &["v4.base64.channel.k8s.io"]).await;
+    let out = exec(&mut c, &id, &["echo", "hello"], &["v4.base64.channel.k8s.io"]).await;
     assert_eq!(
         (out.stdout.as_str(), out.exit_code()),
         ("hello\n", Some(0)),
@@ -45,7 +42,7 @@ async fn streaming_exec_echo_hello_without_tty() {
     );
 
     // Pre-v4 clients get no Status on success.
-    let out = run_exec(&mut c, &id, &["echo", "hello"], &["channel.k8s.io"]).await;
+    let out = exec(&mut c, &id, &["echo", "hello"], &["channel.k8s.io"]).await;
     assert_eq!(
         (out.stdout.as_str(), out.error_text.as_str()),
         ("hello\n", ""),
@@ -53,7 +50,7 @@ async fn streaming_exec_echo_hello_without_tty() {
     );
 
     // The exec'd process is the container's: same cgroup and namespaces.
-    let out = run_exec(
+    let out = exec(
         &mut c,
         &id,
         &["sh", "-c", "cat /proc/self/cgroup; readlink /proc/self/ns/net"],
@@ -77,7 +74,7 @@ async fn streaming_exec_echo_hello_without_tty() {
 #[tokio::test]
 async fn streaming_exec_failing_command_reports_its_exit_code() {
     let (_b, mut c, sb, id) = start_pod_with_container("exec-fail", "", &["sleep", "3600"], |_| {}).await;
-    let out = run_exec(
+    let out = exec(
         &mut c,
         &id,
         &["sh", "-c", "echo partial; exit 3"],
@@ -93,7 +90,7 @@ async fn streaming_exec_failing_command_reports_its_exit_code() {
     assert_eq!(out.exit_code(), Some(3));
 
     // A command that cannot be exec'd is an internal error naming it.
-    let out = run_exec(&mut c, &id, &["/no/such/binary"], REMOTE_PROTOCOLS).await;
+    let out = exec(&mut c, &id, &["/no/such/binary"], REMOTE_PROTOCOLS).await;
     let s = out.status.clone().expect("status JSON");
     assert_eq!(
         (s["status"].as_str(), s["reason"].as_str()),
@@ -254,71 +251,7 @@ async fn streaming_attach_stdin_reaches_the_container() {
 
 #[tokio::test]
 async fn streaming_port_forward_to_httpd_in_the_pod() {
-    let httpd = "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec httpd -f -p 8080 -h /www";
-    let (_b, mut c, sb, id) = start_pod_with_container("pf", "", &["sh", "-c", httpd], |_| {}).await;
-    // httpd listens on the pod's loopback only from inside the pod.
-    let deadline = Instant::now() + T;
-    while !matches!(
-        c.exec(&id, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
-            .await,
-        Ok((0, _))
-    ) {
-        assert!(Instant::now() < deadline, "httpd did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let url = c
-        .runtime
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: sb.clone(),
-            port: vec![8080],
-        })
-        .await
-        .expect("PortForward")
-        .into_inner()
-        .url;
-    // Two connections to the same port at once: channel pairs (0,1), (2,3).
-    let mut ws = WsClient::connect(&format!("{url}?port=8080&port=8080"), &["v4.channel.k8s.io"])
-        .await
-        .expect("connect");
-    let mut firsts = Vec::new();
-    for _ in 0..4 {
-        firsts.push(ws.recv().await.expect("port announcement"));
-    }
-    let port = 8080u16.to_le_bytes().to_vec();
-    assert_eq!(
-        firsts,
-        vec![(0, port.clone()), (1, port.clone()), (2, port.clone()), (3, port)]
-    );
-    ws.send(0, b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
-    ws.send(2, b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-    let got = ws.collect(T).await;
-    for ch in [0u8, 2] {
-        let body = String::from_utf8_lossy(got.get(&ch).map(Vec::as_slice).unwrap_or_default()).into_owned();
-        assert!(body.starts_with("HTTP/1."), "channel {ch}: {body:?}");
-        assert!(body.contains("hello-from-httpd"), "channel {ch}: {body:?}");
-    }
-    assert!(
-        got.get(&1).is_none_or(|e| e.is_empty()) && got.get(&3).is_none_or(|e| e.is_empty()),
-        "{got:?}"
-    );
-
-    // Nothing listens on port 9: the error channel says so.
-    let url = c
-        .runtime
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: sb.clone(),
-            port: vec![9],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
-    let mut ws = WsClient::connect(&url, &["v4.channel.k8s.io"])
-        .await
-        .expect("connect");
-    let got = ws.collect(T).await;
-    let err = String::from_utf8_lossy(&got[&1][2..]).into_owned();
-    assert!(err.contains("error forwarding port 9"), "{err:?}");
+    let (_b, mut c, sb, _id) = port_forward_to_httpd(Transport::WebSocket, "pf").await;
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
@@ -443,28 +376,7 @@ async fn spdy_upgrade_status(url: &str) -> String {
 
 #[tokio::test]
 async fn streaming_latency_exec_sync_vs_streamed_exec() {
-    let (_b, mut c, sb, id) = start_pod_with_container("latency", "", &["sleep", "3600"], |_| {}).await;
-    const RUNS: usize = 20;
-    let mut sync = Vec::new();
-    let mut streamed = Vec::new();
-    for _ in 0..RUNS {
-        let t = Instant::now();
-        let (code, out) = c.exec(&id, &["echo", "hello"]).await.unwrap();
-        sync.push(t.elapsed());
-        assert_eq!((code, out.as_str()), (0, "hello\n"));
-
-        let t = Instant::now();
-        let out = run_exec(&mut c, &id, &["echo", "hello"], REMOTE_PROTOCOLS).await;
-        streamed.push(t.elapsed());
-        assert_eq!((out.stdout.as_str(), out.exit_code()), ("hello\n", Some(0)));
-    }
-    let (ms, mst) = (median(sync), median(streamed));
-    println!(
-        "LATENCY echo hello over {RUNS} runs: ExecSync median {:.1} ms, streamed exec (Exec RPC + WebSocket v5) median {:.1} ms",
-        ms.as_secs_f64() * 1e3,
-        mst.as_secs_f64() * 1e3
-    );
-    c.stop_and_remove_pod(&sb).await.unwrap();
+    latency_exec_sync_vs_streamed_exec(Transport::WebSocket, "latency", "WebSocket v5").await;
 }
 
 /// Threads of a process, from `/proc/<pid>/status`.

@@ -16,12 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri;
+use berth_tests::figures::percentile_ms;
 use berth_tests::{container_config, pod_config, CriClient};
-
-fn pct(mut v: Vec<Duration>, p: usize) -> f64 {
-    v.sort();
-    v[((v.len() * p).div_ceil(100)).max(1) - 1].as_secs_f64() * 1e3
-}
 
 fn containers(image: &str, attempt: u32) -> Vec<cri::ContainerConfig> {
     [
@@ -161,8 +157,8 @@ async fn main() -> anyhow::Result<()> {
     }
     c.stop_and_remove_pod(&sb).await?;
 
-    let (mi, pi) = (pct(inplace.clone(), 50), pct(inplace, 99));
-    let (mr, pr) = (pct(recreate.clone(), 50), pct(recreate, 99));
+    let (mi, pi) = (percentile_ms(inplace.clone(), 50), percentile_ms(inplace, 99));
+    let (mr, pr) = (percentile_ms(recreate.clone(), 50), percentile_ms(recreate, 99));
     println!(
         "BERTH-BENCH restart cycles={cycles} in_place_median_ms={mi:.1} in_place_p99_ms={pi:.1} \
          recreate_median_ms={mr:.1} recreate_p99_ms={pr:.1} ratio_median={:.2}",
@@ -196,8 +192,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "BERTH-BENCH restart_fleet pods={pods} all_done_ms={:.1} per_pod_median_ms={:.1} per_pod_p99_ms={:.1}",
         total.as_secs_f64() * 1e3,
-        pct(each.clone(), 50),
-        pct(each, 99)
+        percentile_ms(each.clone(), 50),
+        percentile_ms(each, 99)
     );
     for (_, sb, _) in set {
         c.stop_and_remove_pod(&sb).await?;

@@ -18,11 +18,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri;
+use berth_tests::figures::ms;
 use berth_tests::{median, CriClient};
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output()?;

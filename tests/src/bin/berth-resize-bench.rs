@@ -14,13 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_proto::cri;
+use berth_tests::figures::ms;
 use berth_tests::{container_config, median, pod_config, CriClient};
 
 const MIB: i64 = 1 << 20;
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn high_events(dir: &Path) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(dir.join("memory.events"))?;
