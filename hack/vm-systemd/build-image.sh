@@ -123,6 +123,7 @@ cp "$DEB" "$root/root/berth.deb"
 
 if [ -n "$TEST" ]; then
     install -m 755 "$TEST" "$root/usr/local/bin/berth-vm-test"
+    install -m 755 "$(dirname "$0")/../bench/cgroup-driver.sh" "$root/usr/local/bin/berth-bench-cgroup-driver"
     cat > "$root/etc/systemd/system/berth-vm-test.service" <<'UNIT'
 [Unit]
 Description=Berth systemd-node test run
