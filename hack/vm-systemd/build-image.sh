@@ -125,6 +125,7 @@ if [ -n "$TEST" ]; then
     install -m 755 "$TEST" "$root/usr/local/bin/berth-vm-test"
     # The checks smoke.sh and node-tests.sh share (they source it).
     install -D -m 644 "$HERE/service-checks.sh" "$root/usr/local/lib/berth-vm-test/service-checks.sh"
+    install -m 755 "$(dirname "$0")/../bench/cgroup-driver.sh" "$root/usr/local/bin/berth-bench-cgroup-driver"
     cat > "$root/etc/systemd/system/berth-vm-test.service" <<'UNIT'
 [Unit]
 Description=Berth systemd-node test run

@@ -143,10 +143,23 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
             "berthd must run as root (it creates namespaces, mounts and cgroups)".into(),
         ));
     }
+    // SIGHUP compares new files with what was configured, not detected.
+    let configured = cfg.clone();
+    let mut cfg = cfg;
     let mut cgroups =
         cgroup::CgroupManager::new(&cfg.cgroup_root).with_registry(cfg.root.join("cgroup-parents.json"))?;
-    if cfg.cgroup_driver == cgroup::driver::CgroupDriver::Systemd {
-        cgroups = cgroups.with_systemd(cgroup::systemd::Systemd::connect().await?);
+    // Resolved before any manager gets a copy of the config: past here
+    // the driver is cgroupfs or systemd, never auto.
+    let chosen = cgroup::detect::choose(
+        cfg.cgroup_driver,
+        cgroup::detect::booted_with_systemd(),
+        cgroup::systemd::Systemd::connect,
+    )
+    .await?;
+    cfg.cgroup_driver = chosen.driver;
+    tracing::info!(driver = ?chosen.driver, reason = %chosen.reason, "cgroup driver");
+    if let Some(sd) = chosen.systemd {
+        cgroups = cgroups.with_systemd(sd);
         tracing::info!("systemd cgroup driver: containers are transient scopes");
     }
     host_check::check(&host_check::RealHost, &cgroups)?;
@@ -172,7 +185,7 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
     );
     service::reload::Reloader {
         sources,
-        running: cfg.clone(),
+        running: configured,
         log,
         images: images.clone(),
     }

@@ -661,3 +661,27 @@ async fn observe_sighup_reloads_the_log_level_from_a_drop_in() {
         .await
         .expect("still serving");
 }
+
+/// Nothing in the config names a cgroup driver and this VM's init is not
+/// systemd: berthd detects cgroupfs, says why in its log, and tells
+/// kubelet through RuntimeConfig.
+#[tokio::test]
+async fn observe_runtime_config_reports_the_detected_cgroupfs_driver() {
+    let (b, mut c) = Berthd::start().await.unwrap();
+    let rc = c
+        .runtime
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+    let log = b.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cgroup driver") && l.contains("not booted with systemd")),
+        "{log}"
+    );
+}

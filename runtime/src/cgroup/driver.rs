@@ -18,8 +18,12 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
-    /// Plain paths.
+    /// Not set: berthd picks one at start ([`super::detect`]) and every
+    /// manager sees the result. Anything handed an unresolved `Auto` (a
+    /// hand-built test config) names cgroups as cgroupfs does.
     #[default]
+    Auto,
+    /// Plain paths.
     Cgroupfs,
     /// systemd slice names.
     Systemd,
@@ -67,10 +71,10 @@ pub fn pod_path(
     default_parent: &str,
 ) -> Result<String> {
     match driver {
-        CgroupDriver::Cgroupfs if cgroup_parent.is_empty() => {
+        CgroupDriver::Cgroupfs | CgroupDriver::Auto if cgroup_parent.is_empty() => {
             Ok(format!("{}/{sandbox_id}", default_parent.trim_end_matches('/')))
         }
-        CgroupDriver::Cgroupfs => {
+        CgroupDriver::Cgroupfs | CgroupDriver::Auto => {
             if !cgroup_parent.starts_with('/') || cgroup_parent.ends_with(".slice") {
                 return Err(Error::InvalidArgument(format!(
                     "cgroup_parent {cgroup_parent:?}: the cgroupfs driver takes an absolute path \
@@ -96,7 +100,7 @@ pub fn is_id(s: &str) -> bool {
 /// is named the way [`container_path`] names container cgroups.
 pub fn container_id_of(driver: CgroupDriver, name: &str) -> Option<&str> {
     let id = match driver {
-        CgroupDriver::Cgroupfs => name,
+        CgroupDriver::Cgroupfs | CgroupDriver::Auto => name,
         CgroupDriver::Systemd => name.strip_prefix("berth-")?.strip_suffix(".scope")?,
     };
     is_id(id).then_some(id)
@@ -106,7 +110,7 @@ pub fn container_id_of(driver: CgroupDriver, name: &str) -> Option<&str> {
 pub fn container_path(driver: CgroupDriver, pod_path: &str, container_id: &str) -> String {
     let pod = pod_path.trim_end_matches('/');
     match driver {
-        CgroupDriver::Cgroupfs => format!("{pod}/{container_id}"),
+        CgroupDriver::Cgroupfs | CgroupDriver::Auto => format!("{pod}/{container_id}"),
         CgroupDriver::Systemd => format!("{pod}/berth-{container_id}.scope"),
     }
 }

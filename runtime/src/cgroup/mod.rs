@@ -7,6 +7,7 @@
 pub mod asked;
 pub mod bpf;
 pub mod desired;
+pub mod detect;
 pub mod device_filter;
 pub mod driver;
 pub mod files;

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// One line of documentation per key (dotted for nested tables). A key
 /// without an entry is still printed, just without its line.
 const DESCRIPTIONS: &[(&str, &str)] = &[
-    ("cgroup_driver", "How kubelet names pod cgroups: \"cgroupfs\" (paths) or \"systemd\" (slices); must match kubelet's cgroupDriver."),
+    ("cgroup_driver", "How pod cgroups are named and made: \"cgroupfs\" (paths), \"systemd\" (slices, units over D-Bus) or \"auto\":\n systemd when the node booted with systemd (/run/systemd/system) and D-Bus answers, else cgroupfs.\n RuntimeConfig reports the driver in use; kubelet's cgroupDriver must match it."),
     ("cgroup_root", "Where cgroup v2 is mounted."),
     ("cni_bin_dirs", "CNI plugin directories, searched in order."),
     ("cni_conf_dir", "CNI network configuration directory (NetworkReady is false while it is empty)."),

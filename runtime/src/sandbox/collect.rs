@@ -32,7 +32,7 @@ pub(crate) fn orphan_socket<'a>(file_name: &'a str, known: &HashSet<String>) -> 
 /// for a sandbox it does not know.
 pub(crate) fn orphan_pod_cgroup(driver: CgroupDriver, name: &str, known: &HashSet<String>) -> bool {
     match driver {
-        CgroupDriver::Cgroupfs => driver::is_id(name) && !known.contains(name),
+        CgroupDriver::Cgroupfs | CgroupDriver::Auto => driver::is_id(name) && !known.contains(name),
         CgroupDriver::Systemd => {
             let Some(prefix) = name
                 .strip_prefix("berth-pod")
@@ -63,8 +63,9 @@ pub(crate) fn processes_with_arg(arg: &Path) -> Vec<i32> {
 }
 
 impl SandboxManager {
-    /// Kills shims serving sockets of unknown pods, removes those sockets
-    /// and the pod cgroups under the default parent that no record names.
+    /// Kills shims serving sockets of unknown pods, removes those sockets,
+    /// the pod cgroups under the default parent that no record names and
+    /// the other driver's unused shim cgroup.
     /// Returns how many things it collected.
     pub(crate) fn collect_unnamed(&self, known: &HashSet<String>) -> Result<usize> {
         let mut n = 0;
@@ -88,8 +89,14 @@ impl SandboxManager {
             let _ = std::fs::remove_file(e.path());
             n += 1;
         }
+        // After a switch from cgroupfs; kept while a live pod's shim is in it.
+        if self.cfg.cgroup_driver == CgroupDriver::Systemd
+            && super::shim_cgroup::remove_unused_sibling(&self.cgroups)?
+        {
+            n += 1;
+        }
         let parent_path = match self.cfg.cgroup_driver {
-            CgroupDriver::Cgroupfs => self.cfg.default_cgroup_parent.clone(),
+            CgroupDriver::Cgroupfs | CgroupDriver::Auto => self.cfg.default_cgroup_parent.clone(),
             CgroupDriver::Systemd => driver::pod_path(CgroupDriver::Systemd, "", &"0".repeat(64), "")?
                 .rsplit_once('/')
                 .map(|(p, _)| p.to_string())

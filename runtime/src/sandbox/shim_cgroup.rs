@@ -51,6 +51,38 @@ pub fn open_procs(cgroups: &CgroupManager) -> Result<File> {
         .ctx(|| format!("open {}", procs.display()))
 }
 
+/// systemd driver, at start-up: removes the `berth-shims` cgroup a
+/// cgroupfs-driver berthd left (an operator switched drivers) when no shim
+/// is in it. A shim still there belongs to a live pod, so the cgroup is
+/// kept, and the kernel would refuse the rmdir anyway (EBUSY). The reverse
+/// switch leaves nothing: systemd drops a `berth-shim-<pod>.scope` itself
+/// once its last process exits. Returns whether it removed the cgroup.
+pub fn remove_unused_sibling(cgroups: &CgroupManager) -> Result<bool> {
+    remove_unused(&cgroups.dir(&path_for(&own_cgroup()?)))
+}
+
+fn remove_unused(dir: &Path) -> Result<bool> {
+    let procs = match std::fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).ctx(|| format!("read {}/cgroup.procs", dir.display())),
+    };
+    if !procs.trim().is_empty() {
+        tracing::info!(cgroup = %dir.display(), "keeping the cgroupfs driver's shim cgroup: live pods' shims run in it");
+        return Ok(false);
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {
+            tracing::info!(cgroup = %dir.display(), "removed the cgroupfs driver's unused shim cgroup");
+            Ok(true)
+        }
+        // A shim moved in between the read and the rmdir.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => Ok(false),
+        Err(e) => Err(e).ctx(|| format!("remove {}", dir.display())),
+    }
+}
+
 /// systemd driver: starts the shim's scope `berth-shim-<pod>.scope` in
 /// the pod's slice (held by a placeholder until the shim has moved itself
 /// in; drop the holder then) and opens its `cgroup.procs`.
@@ -90,5 +122,23 @@ mod tests {
         );
         assert_eq!(path_for("/berthd"), "/berth-shims");
         assert_eq!(path_for("/"), "/berth-shims");
+    }
+
+    #[test]
+    fn an_unused_shim_cgroup_goes_and_a_used_one_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let used = tmp.path().join("used");
+        std::fs::create_dir(&used).unwrap();
+        std::fs::write(used.join("cgroup.procs"), "4242\n").unwrap();
+        assert!(!remove_unused(&used).unwrap());
+        assert!(
+            used.join("cgroup.procs").exists(),
+            "a live pod's shim cgroup is never touched"
+        );
+        let unused = tmp.path().join("unused");
+        std::fs::create_dir(&unused).unwrap();
+        assert!(remove_unused(&unused).unwrap());
+        assert!(!unused.exists());
+        assert!(!remove_unused(&unused).unwrap(), "absent: nothing to do");
     }
 }
