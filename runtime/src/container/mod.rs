@@ -33,7 +33,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{Events, Kind};
 use crate::image::{ImageRecord, ImageStore};
-use crate::sandbox::{Rollback, Sandbox, SandboxManager};
+use crate::rollback::Rollback;
+use crate::sandbox::{Sandbox, SandboxManager};
 use crate::shim_client::Shim;
 use crate::store;
 

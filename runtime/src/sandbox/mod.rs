@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::events::{Events, Kind};
 use crate::net::cni::{self, Attachment, Cni};
 use crate::net::files::{self, Dns, PodFiles};
+use crate::rollback::Rollback;
 use crate::shim_client::{self, NewNamespaces, Shim};
 use crate::store;
 
@@ -226,39 +227,6 @@ impl Sandbox {
     pub fn is_ready(&self) -> bool {
         let r = self.record.lock();
         r.state == SandboxState::Ready && recover::shim_alive(r.shim_pid, &r.shim_socket)
-    }
-}
-
-/// Undo steps for a multi-step operation; runs them in reverse unless disarmed.
-#[must_use]
-pub struct Rollback(Vec<Box<dyn FnOnce() + Send>>);
-
-impl Rollback {
-    /// Nothing to undo yet.
-    pub fn new() -> Self {
-        Rollback(Vec::new())
-    }
-    /// Registers the undo of a step that just succeeded.
-    pub fn push(&mut self, f: impl FnOnce() + Send + 'static) {
-        self.0.push(Box::new(f));
-    }
-    /// Success: keep everything.
-    pub fn disarm(mut self) {
-        self.0.clear();
-    }
-}
-
-impl Default for Rollback {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for Rollback {
-    fn drop(&mut self) {
-        while let Some(f) = self.0.pop() {
-            f();
-        }
     }
 }
 
@@ -897,33 +865,6 @@ async fn wait_gone(pid: u32, socket: &Path) {
         tracing::warn!(pid, "shim still present 1s after shutdown; killing it");
         // SAFETY: kill(2); the pid was just seen to be this pod's shim.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[test]
-    fn rollback_runs_in_reverse_unless_disarmed() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        {
-            let mut r = Rollback::new();
-            for i in 0..3 {
-                let l = log.clone();
-                r.push(move || l.lock().push(i));
-            }
-        }
-        assert_eq!(*log.lock(), vec![2, 1, 0]);
-        let n = Arc::new(AtomicUsize::new(0));
-        let mut r = Rollback::new();
-        let n2 = n.clone();
-        r.push(move || {
-            n2.fetch_add(1, Ordering::SeqCst);
-        });
-        r.disarm();
-        assert_eq!(n.load(Ordering::SeqCst), 0);
     }
 }
 
