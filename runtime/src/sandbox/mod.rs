@@ -10,6 +10,7 @@ mod pin;
 mod recover;
 pub mod resize;
 mod shim_cgroup;
+mod shim_proc;
 pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
@@ -226,7 +227,7 @@ impl Sandbox {
     /// Ready, and the shim process still exists.
     pub fn is_ready(&self) -> bool {
         let r = self.record.lock();
-        r.state == SandboxState::Ready && recover::shim_alive(r.shim_pid, &r.shim_socket)
+        r.state == SandboxState::Ready && shim_proc::shim_alive(r.shim_pid, &r.shim_socket)
     }
 }
 
@@ -851,17 +852,17 @@ fn load_pod_cidr(path: &Path) -> String {
 
 /// Waits (bounded) until the pod's shim has gone, then kills it if it has
 /// not. The shim is recognised by its socket path on its command line
-/// ([`recover::shim_alive`]): a pid reused by another process since (a second
+/// ([`shim_proc::shim_alive`]): a pid reused by another process since (a second
 /// StopPodSandbox, kubelet retrying a NotReady pod) is never waited for or
 /// killed.
 async fn wait_gone(pid: u32, socket: &Path) {
     for _ in 0..500 {
-        if !recover::shim_alive(pid, socket) {
+        if !shim_proc::shim_alive(pid, socket) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    if recover::shim_alive(pid, socket) {
+    if shim_proc::shim_alive(pid, socket) {
         tracing::warn!(pid, "shim still present 1s after shutdown; killing it");
         // SAFETY: kill(2); the pid was just seen to be this pod's shim.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
