@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod net;
 pub mod observe;
 mod readiness;
+pub mod rollback;
 pub mod sandbox;
 pub mod service;
 mod shim_client;

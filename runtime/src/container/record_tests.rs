@@ -1,6 +1,8 @@
 //! The container record on disk against concurrent writers and removal.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;

@@ -11,22 +11,13 @@
 //! mounts are undone here, since no RemovePodSandbox will ever name it.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::shim_proc::shim_alive;
 use super::{pin, shm, Sandbox, SandboxManager, SandboxRecord, SandboxState};
 use crate::error::{Error, Result};
 use crate::{shim_client, store};
-
-/// Whether `pid` is the shim serving `socket`.
-pub(crate) fn shim_alive(pid: u32, socket: &Path) -> bool {
-    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let sock = socket.as_os_str().as_encoded_bytes();
-    cmd.split(|b| *b == 0).any(|arg| arg == sock)
-}
 
 impl SandboxManager {
     /// Loads every sandbox record; returns how many were recovered.

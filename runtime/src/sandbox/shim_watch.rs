@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{recover, Sandbox, SandboxState};
+use super::{shim_proc, Sandbox, SandboxState};
 use crate::events::{Events, Kind};
 
 /// Shims berthd started (one per RunPodSandbox) since it started.
@@ -41,7 +41,7 @@ async fn exited(pid: u32, socket: &Path) {
     };
     // Checked after the pidfd pins the process: if it is the shim now, the
     // pidfd is the shim's.
-    if !recover::shim_alive(pid, socket) {
+    if !shim_proc::shim_alive(pid, socket) {
         return;
     }
     // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and names
@@ -55,7 +55,7 @@ async fn exited(pid: u32, socket: &Path) {
         Err(e) => {
             // No epoll for this fd: fall back to looking now and then.
             tracing::debug!(error = %e, "pidfd not pollable; polling the shim");
-            while recover::shim_alive(pid, socket) {
+            while shim_proc::shim_alive(pid, socket) {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
@@ -98,7 +98,7 @@ mod tests {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + DEADLINE;
-        while !recover::shim_alive(child.id(), Path::new(socket)) {
+        while !shim_proc::shim_alive(child.id(), Path::new(socket)) {
             assert!(Instant::now() < deadline, "fake shim did not start");
             std::thread::sleep(Duration::from_millis(1));
         }
