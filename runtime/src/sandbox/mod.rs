@@ -13,6 +13,7 @@ mod shim_cgroup;
 pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
+pub mod userns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
