@@ -841,3 +841,96 @@ async fn user_namespace_options_are_validated_and_refused_cleanly() {
     assert!(e.message().contains("differs from its pod's"), "{}", e.message());
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
+
+/// A pod asking for the user namespace kubelet gives `hostUsers: false`.
+fn pod_with_kubelet_userns(b: &Berthd, name: &str) -> cri::PodSandboxConfig {
+    let range = || {
+        vec![cri::IdMapping {
+            host_id: 65536,
+            container_id: 0,
+            length: 65536,
+        }]
+    };
+    let mut pod = pod_config(name, &b.log_dir());
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            userns_options: Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids: range(),
+                gids: range(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    pod
+}
+
+fn sh(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+}
+
+/// The start-up probe: berthd's root on the VM's tmpfs cannot be idmapped
+/// on a kernel before 6.3, and berthd's log and the refusal of a
+/// hostUsers: false pod name tmpfs and the kernel; moved onto a
+/// loop-mounted ext4 filesystem, the probe finds idmapping works.
+#[tokio::test]
+async fn user_namespace_probe_names_the_filesystem_and_kernel() {
+    let (mut b, mut c) = Berthd::start().await.expect("berthd");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let tmpfs_idmaps = (v.next().unwrap(), v.next().unwrap()) >= (6, 3);
+    let e = c
+        .run_pod(&pod_with_kubelet_userns(&b, "probe-tmpfs"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    println!("BERTH-USERNS tmpfs: {}", e.message());
+    let want = if tmpfs_idmaps {
+        "user namespaces supported (tmpfs".to_string()
+    } else {
+        format!(
+            "cannot be idmapped (tmpfs filesystem): Invalid argument (os error 22) (tmpfs on kernel {})",
+            release.trim()
+        )
+    };
+    assert!(e.message().contains(&want), "{}", e.message());
+    assert!(b.log().contains(&want), "{}", b.log());
+
+    // The same berthd state on ext4 (busybox mke2fs, mounted by the ext4 driver).
+    b.kill_hard();
+    let img = b.dir.path().join("root.img");
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    let root = b.dir.path().join("root");
+    sh("mke2fs", &["-F", &img.to_string_lossy()]);
+    sh(
+        "mount",
+        &[
+            "-t",
+            "ext4",
+            "-o",
+            "loop",
+            &img.to_string_lossy(),
+            &root.to_string_lossy(),
+        ],
+    );
+    let mut c = b.spawn().await.expect("berthd on ext4");
+    let e = c
+        .run_pod(&pod_with_kubelet_userns(&b, "probe-ext4"))
+        .await
+        .unwrap_err();
+    println!("BERTH-USERNS ext4: {}", e.message());
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("user namespaces supported (ext4 on kernel"),
+        "{}",
+        e.message()
+    );
+    assert!(e.message().contains("not supported yet"), "{}", e.message());
+    b.kill_hard();
+    sh("umount", &[&root.to_string_lossy()]);
+}

@@ -79,6 +79,8 @@ pub struct Cri {
     pub metrics: Arc<Metrics>,
     /// The streaming server (Exec, Attach, PortForward URLs).
     pub streams: Arc<crate::stream::StreamServer>,
+    /// Whether pods could get user namespaces here (the start-up probe).
+    pub userns: crate::sandbox::userns_probe::UsernsSupport,
 }
 
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).

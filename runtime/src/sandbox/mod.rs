@@ -14,6 +14,7 @@ pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
 pub mod userns;
+pub mod userns_probe;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
