@@ -931,6 +931,17 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
         e.message()
     );
     assert!(e.message().contains("not supported yet"), "{}", e.message());
+    // The pod side is not built: Status must not advertise the feature.
+    let st = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!st.runtime_handlers.is_empty(), "{st:?}");
+    for h in &st.runtime_handlers {
+        assert!(!h.features.as_ref().unwrap().user_namespaces, "{h:?}");
+    }
     b.kill_hard();
     sh("umount", &[&root.to_string_lossy()]);
 }
