@@ -256,7 +256,14 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
     let socket = cfg.socket.clone();
     let root = cfg.root.clone();
     let event_streams = events.clone();
+    let userns = sandbox::userns_probe::probe(&sandbox::userns_probe::RealProbe, &cfg.root);
+    if userns.supported {
+        tracing::info!(fs = %userns.fs, kernel = %userns.kernel, "{}", userns.describe());
+    } else {
+        tracing::warn!(fs = %userns.fs, kernel = %userns.kernel, "{}", userns.describe());
+    }
     let cri = cri::Cri {
+        userns,
         cfg: Arc::new(cfg),
         images,
         sandboxes,

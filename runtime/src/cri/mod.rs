@@ -79,6 +79,8 @@ pub struct Cri {
     pub metrics: Arc<Metrics>,
     /// The streaming server (Exec, Attach, PortForward URLs).
     pub streams: Arc<crate::stream::StreamServer>,
+    /// Whether pods could get user namespaces here (the start-up probe).
+    pub userns: crate::sandbox::userns_probe::UsernsSupport,
 }
 
 /// Awaits a handler and makes its result the RPC's answer. Every service

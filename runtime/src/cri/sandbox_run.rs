@@ -5,7 +5,7 @@ use berth_proto::cri::{NamespaceMode, Protocol, RunPodSandboxRequest, RunPodSand
 use super::Cri;
 use crate::error::{Error, Result};
 use crate::net::files::Dns;
-use crate::sandbox::{PidMode, PortMapping, SandboxRequest};
+use crate::sandbox::{userns, PidMode, PortMapping, SandboxRequest};
 
 /// Handles RunPodSandbox.
 pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandboxResponse> {
@@ -43,6 +43,16 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             )))
         }
     };
+    // Checked before anything is created; a valid POD request is refused
+    // until the pod's user namespace and idmapped root are implemented, so
+    // a pod asking for one never silently runs as the node's root. The
+    // message carries the start-up probe's finding for this node.
+    if userns::validate(ns.userns_options.as_ref())?.is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "user namespaces are not supported yet by berth (hostUsers: false); this node: {}",
+            cri.userns.describe()
+        )));
+    }
     let id = cri
         .sandboxes
         .run(SandboxRequest {

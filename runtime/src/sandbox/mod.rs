@@ -19,6 +19,8 @@ pub mod shim_watch;
 pub mod shm;
 pub mod sysctl;
 pub mod teardown;
+pub mod userns;
+pub mod userns_probe;
 
 use std::collections::HashMap;
 use std::sync::Arc;

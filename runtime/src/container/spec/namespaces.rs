@@ -7,13 +7,22 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceTyp
 
 use super::SandboxContext;
 use crate::error::{Error, Result};
-use crate::sandbox::PidMode;
+use crate::sandbox::{userns, PidMode};
 
 /// The namespaces, in the order the shim enters them.
 pub(super) fn namespaces(
     cfg: &cri::ContainerConfig,
     sandbox: &SandboxContext,
 ) -> Result<Vec<LinuxNamespace>> {
+    // Every pod runs in the node's user namespace today (RunPodSandbox
+    // refuses mode POD), so a container may only repeat that.
+    let userns = cfg
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref());
+    userns::check_container(userns, None)?;
     let own = |kind| LinuxNamespaceBuilder::default().typ(kind).build();
     let mut out = vec![own(LinuxNamespaceType::Mount), own(LinuxNamespaceType::Cgroup)];
     // No "pid" entry: the container is cloned into the shim's children's PID
