@@ -227,6 +227,7 @@ impl ContainerManager {
 
     /// CreateContainer.
     pub async fn create(&self, sandbox_id: &str, cfg: &cri::ContainerConfig) -> Result<String> {
+        let mut steps = crate::metrics::steps::Steps::begin("create_container", "validate");
         let upgraded = groups_policy::enforce(cfg, self.cfg.supplemental_groups_enforcement)?;
         let cfg = upgraded.as_ref().unwrap_or(cfg);
         let sb = self.sandboxes.get(sandbox_id)?;
@@ -268,6 +269,7 @@ impl ContainerManager {
             },
         )?;
 
+        steps.next("spec");
         let id = store::new_id();
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &sbr.cgroup_path, &id);
@@ -328,6 +330,7 @@ impl ContainerManager {
                 .into_owned()
         };
 
+        steps.next("intent");
         let mut undo = Rollback::new();
         let dir = self.cfg.root.join("containers").join(&id);
         let bundle = self.cfg.state.join("containers").join(&id);
@@ -348,6 +351,7 @@ impl ContainerManager {
         // Explicit modes, whatever the umask: the container's dirs and its
         // spec (Secrets in env) are root's; the upper dir is the
         // container's `/` and the volumes its empty dirs (root's, 0755).
+        steps.next("dirs");
         let volume_dirs = volumes.iter().map(|v| (PathBuf::from(&v.host_path), 0o755));
         for (d, mode) in [
             (dir.clone(), store::modes::PRIVATE_DIR),
@@ -369,6 +373,7 @@ impl ContainerManager {
             });
         }
         crate::crash::point("create_container.dirs");
+        steps.next("cgroup");
         let cgroups = self.sandboxes.cgroups().clone();
         let resources = cfg.linux.as_ref().and_then(|l| l.resources.as_ref());
         // systemd driver: a scope unit, held open by a placeholder process
@@ -400,6 +405,7 @@ impl ContainerManager {
         // Before the init stage joins the cgroup, so no process of the
         // container ever runs unfiltered. Removing the cgroup (the undo
         // above) detaches the filter. Privileged containers get none.
+        steps.next("device_filter");
         if let Some(rules) = &devices.rules {
             cgroups.install_device_filter(&cgroup_path, rules)?;
         }
@@ -414,6 +420,7 @@ impl ContainerManager {
             )?;
         }
         crate::crash::point("create_container.cgroup");
+        steps.next("config_json");
         let lower: Vec<String> = self
             .images
             .lower_dirs(&image)
@@ -443,6 +450,7 @@ impl ContainerManager {
         store::modes::write_file(&spec_file, &spec_json, store::modes::PRIVATE_FILE)
             .map_err(|e| Error::io(format!("write {}", spec_file.display()), e))?;
         crate::crash::point("create_container.config");
+        steps.next("shim_create");
         let mut shim = Self::shim_of(&sb)?;
         let resp = shim
             .create(shimpb::CreateRequest {
@@ -469,6 +477,7 @@ impl ContainerManager {
             });
         }
         crate::crash::point("create_container.shim");
+        steps.next("record");
         let record = ContainerRecord {
             id: id.clone(),
             sandbox_id: sbr.id.clone(),
@@ -560,6 +569,7 @@ impl ContainerManager {
 
     /// StartContainer.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+        let mut steps = crate::metrics::steps::Steps::begin("start_container", "validate");
         let c = self.get(id)?;
         let rec = c.record();
         if rec.state != ContainerState::Created {
@@ -570,6 +580,7 @@ impl ContainerManager {
         }
         let sb = self.sandboxes.get(&rec.sandbox_id)?;
         let mut shim = Self::shim_of(&sb)?;
+        steps.next("shim_start");
         let started = shim.start(shimpb::StartRequest { id: rec.id.clone() }).await;
         crate::crash::point("start_container.shim");
         let started = match started {
@@ -590,6 +601,7 @@ impl ContainerManager {
                 return Err(shim_error(e));
             }
         };
+        steps.next("record");
         {
             let mut r = c.record.lock();
             r.state = ContainerState::Running;

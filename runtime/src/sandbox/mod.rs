@@ -453,6 +453,7 @@ impl SandboxManager {
 
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
     pub async fn run(&self, req: SandboxRequest) -> Result<String> {
+        let mut steps = crate::metrics::steps::Steps::begin("run_pod_sandbox", "validate");
         let id = store::new_id();
         // Held until the sandbox is in the map (or everything is undone):
         // a concurrent RunPodSandbox of the same pod gets AlreadyExists.
@@ -486,6 +487,7 @@ impl SandboxManager {
             .collect();
             sysctl::validate(&req.sysctls, &owned)?;
         }
+        steps.next("intent");
         let mut undo = Rollback::new();
         let mut intent = intent::RunIntent {
             id: id.clone(),
@@ -508,6 +510,7 @@ impl SandboxManager {
                 let _ = std::fs::remove_dir_all(d);
             });
         }
+        steps.next("shm");
         let pod_shm = shm::setup(
             &*self.shm_host,
             &state_dir,
@@ -523,6 +526,7 @@ impl SandboxManager {
             });
         }
 
+        steps.next("cgroup");
         let cgroup_path = crate::cgroup::driver::pod_path(
             self.cfg.cgroup_driver,
             &req.cgroup_parent,
@@ -573,6 +577,7 @@ impl SandboxManager {
             req.pod_limits.apply(&self.cgroups.dir(&cgroup_path))?;
         }
 
+        steps.next("shim_spawn");
         let socket = self.cfg.shim_socket(&id);
         if let Some(dir) = socket.parent() {
             crate::store::modes::create_dir(dir, crate::store::modes::PRIVATE_DIR)
@@ -631,6 +636,7 @@ impl SandboxManager {
             });
         }
 
+        steps.next("ns_pins");
         let mut ns_paths = BTreeMap::new();
         for (kind, wanted) in [("net", ns.net), ("ipc", ns.ipc), ("uts", ns.uts)] {
             if !wanted {
@@ -649,6 +655,7 @@ impl SandboxManager {
         crate::crash::point("run_sandbox.pins");
         sysctl::apply(&req.sysctls, &ns_paths)?;
 
+        steps.next("cni_add");
         let network = if req.host_network {
             None
         } else {
@@ -703,6 +710,7 @@ impl SandboxManager {
                 torn_down: false,
             })
         };
+        steps.next("pod_files");
         let ips = network.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
         let hostname = if req.hostname.is_empty() {
             nix::unistd::gethostname()
@@ -720,6 +728,7 @@ impl SandboxManager {
             Path::new("/etc"),
         )?;
 
+        steps.next("record");
         let record = SandboxRecord {
             id: id.clone(),
             name: req.name,
@@ -751,6 +760,7 @@ impl SandboxManager {
         if let Err(e) = store::remove_record(&self.intent_path(&id)) {
             tracing::warn!(sandbox = %id, error = %e, "removing the sandbox intent failed");
         }
+        steps.next("shim_info");
         // Make sure the shim is still healthy after pinning.
         shim.info(berth_proto::shim::InfoRequest {})
             .await
@@ -770,6 +780,7 @@ impl SandboxManager {
     /// Stops the shim and marks the sandbox NotReady. The caller stops the
     /// containers first. Namespaces stay pinned until remove. Idempotent.
     pub async fn stop(&self, sb: &Sandbox) -> Result<()> {
+        let mut steps = crate::metrics::steps::Steps::begin("stop_pod_sandbox", "shim_shutdown");
         let shim = sb.shim.lock().take();
         if let Some(mut shim) = shim {
             let _ = shim
@@ -785,20 +796,24 @@ impl SandboxManager {
         // Also when no client was held (a shim berthd could not reconnect to
         // after a restart): the wait checks the shim's identity, never a
         // bare pid that may since belong to another process.
+        steps.next("shim_wait_gone");
         wait_gone(rec.shim_pid, &rec.shim_socket).await;
         crate::crash::point("stop_sandbox.shim");
+        steps.next("record");
         self.persist(sb)?;
         if was_ready {
             self.events.sandbox(Kind::Stopped, &rec.id);
         }
         // After the containers are gone; a failure is returned so kubelet
         // retries StopPodSandbox, and remove cannot skip it.
+        steps.next("cni_del");
         self.teardown_network(sb).await
     }
 
     /// Removes a stopped sandbox: namespace pins, cgroup, state. Idempotent.
     pub async fn remove(&self, sb: &Sandbox) -> Result<()> {
         self.stop(sb).await?;
+        let mut steps = crate::metrics::steps::Steps::begin("remove_pod_sandbox", "ns_unpin");
         let rec = sb.record();
         for p in rec.ns_paths.values() {
             pin::unpin(p)?;
@@ -813,6 +828,7 @@ impl SandboxManager {
         // here is one no record names (a CreateContainer berthd did not
         // finish). Also under a pod cgroup kubelet made, which kubelet
         // could otherwise never remove.
+        steps.next("cgroup");
         let leaf = self.cgroups.dir(&rec.cgroup_path);
         let driver = self.cfg.cgroup_driver;
         self.cgroups.remove_children_where(&leaf, |n| {
@@ -829,6 +845,7 @@ impl SandboxManager {
             None => self.cgroups.remove_created(&rec.cgroup_created, &leaf)?,
         }
         crate::crash::point("remove_sandbox.cgroup");
+        steps.next("state");
         if let Err(e) = std::fs::remove_file(&rec.shim_socket) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 return Err(Error::io(format!("remove {}", rec.shim_socket.display()), e));
