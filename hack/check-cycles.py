@@ -35,9 +35,6 @@ import sys
 # entry that is gone (delete it then).
 ALLOWED = [
     "runtime/src/sandbox/recover.rs -> runtime/src/sandbox/shim_watch.rs -> runtime/src/sandbox/recover.rs",
-    # The shim's reshaping (issue 19, shim part): the Stream enum and the sync reader.
-    "shim/src/attach.rs -> shim/src/logs.rs -> shim/src/attach.rs",
-    "shim/src/exec.rs -> shim/src/server.rs -> shim/src/exec.rs",
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -94,9 +94,12 @@ fn loopback_up() -> std::io::Result<()> {
 }
 
 /// Spawns `berth-shim serve` in new namespaces, moved into the cgroup whose
-/// `cgroup.procs` is `cgroup_procs`, and waits until it answers.
+/// `cgroup.procs` is `cgroup_procs`, and waits until it answers. The shim
+/// finds its containers' cgroups under `cgroup_root` (berthd's).
+#[allow(clippy::too_many_arguments)]
 pub async fn spawn(
     shim_bin: &Path,
+    cgroup_root: &Path,
     sandbox_id: &str,
     socket: &Path,
     log: &Path,
@@ -128,14 +131,13 @@ pub async fn spawn(
         .arg("--socket")
         .arg(socket)
         .args(ns.pid.then_some("--pod-pid-ns"))
+        .arg("--cgroup-root")
+        .arg(cgroup_root)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log_file)
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        .env("PATH", berth_sys::env::DEFAULT_PATH);
     if let Ok(level) = std::env::var("BERTH_SHIM_LOG") {
         cmd.env("BERTH_SHIM_LOG", level);
     }
@@ -195,8 +197,10 @@ pub async fn spawn(
             }
         }
         if Instant::now() > deadline {
-            // SAFETY: plain kill(2) of the child we just started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             return Err(Error::Shim(format!(
                 "shim for sandbox {sandbox_id} did not start serving within {SHIM_START_TIMEOUT:?} (log: {})",
                 log.display()

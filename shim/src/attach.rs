@@ -1,16 +1,10 @@
 //! Attach: copies a running container's output to any number of attachers
-//! and feeds their input to its stdin.
-//!
-//! The log copier (logs.rs) stays the only reader of the container's pipes
-//! or terminal; each chunk it reads is also offered to a broadcast channel.
-//! Offering never waits: a container must never be slowed by an attacher
-//! (the same rule as a full log disk), so an attacher that falls more than
-//! [`FANOUT_CHUNKS`] chunks behind loses the oldest ones, and is told so in
-//! the shim's log. The log itself always gets everything.
+//! and feeds their input to its stdin, through the container's
+//! [`AttachPoint`] (see `stdio` for how output reaches it).
 
-use std::fs::File;
+use std::future::Future;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use berth_proto::shim::stream_input::Input;
 use berth_proto::shim::stream_output::Output;
@@ -18,86 +12,42 @@ use berth_proto::shim::{AttachStart, StreamInput, StreamOutput};
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Status, Streaming};
 
-use crate::logs::Stream;
-use crate::table::Container;
+use crate::error::Result;
+use crate::stdio::{AttachPoint, Chunk};
+use crate::stream::Stream;
+use crate::table::Table;
 
-/// Chunks an attacher may fall behind before it loses output.
-pub const FANOUT_CHUNKS: usize = 512;
-
-/// One piece of output, from the stream it was read on.
-pub type Chunk = (Stream, Arc<[u8]>);
-
-/// The broadcast side of a container's output.
-#[derive(Clone)]
-pub struct Fanout(broadcast::Sender<Chunk>);
-
-impl Default for Fanout {
-    fn default() -> Self {
-        Fanout(broadcast::channel(FANOUT_CHUNKS).0)
-    }
+/// Attach: the first message names the running container and which
+/// streams the attacher wants; the rest is stdin and resizes. The returned
+/// receiver is the RPC's output.
+pub async fn attach(
+    table: &Table,
+    mut input: Streaming<StreamInput>,
+) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
+    let start = crate::stream::opening(&mut input, "Attach", "attach", |i| match i {
+        Input::Attach(start) => Some(start),
+        _ => None,
+    })
+    .await?;
+    let c = table.running(&start.id)?;
+    let point = c.attach.clone();
+    let exited = async move { c.wait_exited().await.exit_code };
+    Ok(session(start.id.clone(), point, exited, start, input))
 }
 
-impl Fanout {
-    /// Offers `data` to the current attachers (copied only when there are some).
-    pub fn send(&self, stream: Stream, data: &[u8]) {
-        if self.0.receiver_count() > 0 {
-            let _ = self.0.send((stream, Arc::from(data)));
-        }
-    }
-
-    /// A new attacher: output from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Chunk> {
-        self.0.subscribe()
-    }
-}
-
-/// What attachers of one container share.
-pub struct AttachPoint {
-    /// The container's output.
-    pub fanout: Fanout,
-    /// A duplicate of the terminal master (tty containers): keystrokes and
-    /// resizes go there. Blocking, like the copier's descriptor it shares.
-    pub terminal: Option<Arc<File>>,
-    /// Write end of the stdin pipe (`stdin: true` without a terminal); gone
-    /// once a `stdin_once` container's first attacher closed it.
-    pub stdin_pipe: Mutex<Option<Arc<File>>>,
-    /// The container was created with `stdin: true`.
-    pub stdin: bool,
-    /// The container was created with `stdin_once: true`.
-    pub stdin_once: bool,
-}
-
-impl AttachPoint {
-    fn stdin_writer(&self) -> Option<Arc<File>> {
-        if !self.stdin {
-            return None;
-        }
-        match &self.terminal {
-            Some(t) => Some(t.clone()),
-            None => self.stdin_pipe.lock().expect("stdin lock").clone(),
-        }
-    }
-
-    /// An attacher is done with stdin: a `stdin_once` container's stdin
-    /// closes (it reads EOF once no write is in flight).
-    fn stdin_done(&self) {
-        if self.stdin_once && self.terminal.is_none() {
-            self.stdin_pipe.lock().expect("stdin lock").take();
-        }
-    }
-}
-
-/// Runs one attach session; the returned receiver is the RPC's output.
-pub fn session(
-    container: Arc<Container>,
+/// Runs one attach session to the container `id`; the returned receiver is
+/// the RPC's output. `exited` resolves with the container's exit code once
+/// it has exited and its output has drained.
+fn session(
+    id: String,
     point: Arc<AttachPoint>,
+    exited: impl Future<Output = i32> + Send + 'static,
     start: AttachStart,
     mut input: Streaming<StreamInput>,
 ) -> mpsc::Receiver<Result<StreamOutput, Status>> {
     let (tx, rx) = mpsc::channel(64);
     let mut output = point.fanout.subscribe();
     let input_point = point.clone();
-    let id = container.id.clone();
     let feed = tokio::spawn(async move {
         let writer = if start.stdin {
             input_point.stdin_writer()
@@ -147,6 +97,7 @@ pub fn session(
             };
             (wants(s), StreamOutput { output: Some(out) })
         };
+        tokio::pin!(exited);
         let exit = loop {
             tokio::select! {
                 got = output.recv() => match got {
@@ -159,12 +110,12 @@ pub fn session(
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(container = %id, chunks = n, "attacher fell behind; it lost output");
                     }
-                    Err(broadcast::error::RecvError::Closed) => break Some(container.wait_exited().await),
+                    Err(broadcast::error::RecvError::Closed) => break Some((&mut exited).await),
                 },
-                state = container.wait_exited() => break Some(state),
+                code = &mut exited => break Some(code),
             }
         };
-        if let Some(state) = exit {
+        if let Some(exit_code) = exit {
             // The copiers finished before the exit was marked: what is left
             // in the channel is the container's last output.
             while let Ok(chunk) = output.try_recv() {
@@ -175,7 +126,7 @@ pub fn session(
             }
             let _ = tx
                 .send(Ok(StreamOutput {
-                    output: Some(Output::ExitCode(state.exit_code)),
+                    output: Some(Output::ExitCode(exit_code)),
                 }))
                 .await;
         }

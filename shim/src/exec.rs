@@ -1,5 +1,5 @@
-//! Processes exec'd into a running container: the spawn both Exec
-//! (ExecSync) and ExecStream use, and the streamed session.
+//! Processes exec'd into a running container: ExecSync (`Exec`) and
+//! ExecStream, and the spawn both use.
 //!
 //! The exec stage (`init::exec`) joins the container's namespaces and
 //! cgroup and takes the container's identity (user, groups, capabilities,
@@ -9,30 +9,34 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::shim::stream_input::Input;
 use berth_proto::shim::stream_output::Output;
-use berth_proto::shim::{ExecStart, StreamInput, StreamOutput};
+use berth_proto::shim::{ExecRequest, ExecResponse, ExecStart, StreamInput, StreamOutput};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::Spec;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
+use crate::error::{Error, Result};
+
+use crate::capture;
 use crate::fdio::FdStream;
-use crate::reaper::Reaper;
+use crate::pod::Pod;
 use crate::spawn::ChildFds;
 use crate::table::Container;
 
 /// How long output may still arrive after the exec'd process exited:
 /// children it left behind may hold its stdio open, and nobody waits for them.
-pub const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// The exec'd process's fds 0-2.
-pub struct ExecStdio {
+struct ExecStdio {
     /// fd 0 (for a terminal: the console socket, see `init::console`).
     pub stdin: OwnedFd,
     /// fd 1.
@@ -42,7 +46,7 @@ pub struct ExecStdio {
 }
 
 /// A started exec stage.
-pub struct Spawned {
+struct Spawned {
     /// Its pid in the shim's PID namespace.
     pub pid: i32,
     /// Resolves with what the stage wrote on its sync pipe up to EOF (the
@@ -50,32 +54,27 @@ pub struct Spawned {
     pub setup: JoinHandle<std::io::Result<Vec<u8>>>,
 }
 
-fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{ctx}: {e}"))
-}
-
 /// A pipe pair, close-on-exec.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e))
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::internal("pipe", e))
 }
 
 /// /dev/null, for a stream nobody wants.
-pub fn devnull() -> Result<OwnedFd, Status> {
+fn devnull() -> Result<OwnedFd> {
     Ok(File::open("/dev/null")
-        .map_err(|e| internal("open /dev/null", e))?
+        .map_err(|e| Error::io("open /dev/null", e))?
         .into())
 }
 
-/// Clones `berth-shim exec` into the running container `c` (whose spec is
-/// `container_spec`) to run `args`.
-pub fn spawn(
+/// Clones `berth-shim exec` into the running container `c` to run `args`.
+fn spawn(
     c: &Container,
-    container_spec: &Spec,
+    cgroup_root: &Path,
     args: Vec<String>,
     tty: bool,
     stdio: ExecStdio,
-) -> Result<Spawned, Status> {
-    let mut spec = container_spec.clone();
+) -> Result<Spawned> {
+    let mut spec = c.spec.clone();
     // Same process as the container's (user, groups, caps, env, cwd,
     // no_new_privs, rlimits); only the command and the terminal differ.
     let mut process = spec.process().clone().unwrap_or_default();
@@ -85,30 +84,28 @@ pub fn spawn(
     let cfg = crate::init::exec::ExecConfig {
         target_pid: c.pid,
         spec,
+        cgroup_root: cgroup_root.to_path_buf(),
     };
-    let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode exec config", e))?;
+    let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode exec config", e))?;
     let gone = || {
-        Status::failed_precondition(format!(
+        Error::WrongPhase(format!(
             "container {} is not running (its process has exited)",
             c.id
         ))
     };
-    let pidfd = c
-        .pidfd
-        .as_ref()
-        .ok_or_else(|| Status::internal(format!("container {} has no pidfd", c.id)))?;
+    let pidfd = c.pidfd.as_ref().ok_or_else(|| Error::NoPidfd(c.id.clone()))?;
     // The PID namespace is opened by number (no pidfd ioctl for it before
     // Linux 6.11): it is the container's only if its process was still
     // there after the open, since a pid is reused only once reaped.
     let pid_ns = File::open(format!("/proc/{}/ns/pid", c.pid));
-    crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;
+    berth_sys::pidfd::send_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;
     let pid_ns = pid_ns.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => gone(),
-        _ => internal("open container pid namespace", e),
+        _ => Error::io("open container pid namespace", e),
     })?;
     let target = pidfd
         .try_clone()
-        .map_err(|e| internal("duplicate the pidfd", e))?;
+        .map_err(|e| Error::io("duplicate the pidfd", e))?;
     let (cfg_r, cfg_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
     let pid = crate::spawn::spawn_stage(
@@ -125,96 +122,132 @@ pub fn spawn(
             target: Some(target),
         },
     )
-    .map_err(|e| internal("clone exec stage", e))?
+    .map_err(|e| Error::internal("clone exec stage", e))?
     .pid;
     let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut w = File::from(cfg_w);
         w.write_all(&config_json)?;
         drop(w);
-        crate::server::read_sync(&mut File::from(sync_r), false)
+        crate::sync::read(&mut File::from(sync_r), false)
     });
     Ok(Spawned { pid, setup })
 }
 
-/// The stage's failure message, if its sync report carries one.
-pub fn failure(sync: &[u8]) -> Option<String> {
-    let (_, rest) = crate::server::split_identity(sync);
-    rest.strip_prefix(b"E")
-        .map(|m| String::from_utf8_lossy(m).into_owned())
+/// What the stage reported before its exec (or its death): its failure
+/// message, if any.
+async fn stage_failure(setup: JoinHandle<std::io::Result<Vec<u8>>>) -> Result<Option<String>> {
+    let report = setup
+        .await
+        .map_err(|e| Error::internal("exec setup task", e))?
+        .unwrap_or_default();
+    Ok(crate::sync::failure(&report))
+}
+
+/// ExecSync: runs `args` in the container to completion (or its timeout,
+/// then SIGKILL), with stdout and stderr captured up to a cap.
+pub async fn exec_sync(pod: &Pod, req: ExecRequest) -> Result<ExecResponse> {
+    let c = pod.table.running(&req.id)?;
+    if req.args.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let stdio = ExecStdio {
+        stdin: devnull()?,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let out_r = FdStream::new(out_r).map_err(|e| Error::io("stdout pipe", e))?;
+    let err_r = FdStream::new(err_r).map_err(|e| Error::io("stderr pipe", e))?;
+    let spawned = spawn(&c, &pod.cgroup_root, req.args.clone(), false, stdio)?;
+    let pid = spawned.pid;
+    let started = std::time::Instant::now();
+    let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
+    let reaper = pod.reaper.clone();
+    let wait = reaper.wait(pid);
+    let exited = async {
+        match limit {
+            Some(l) => match tokio::time::timeout(l, wait).await {
+                Ok(e) => (e, false),
+                Err(_) => {
+                    // Kill it and whatever it started in the container since.
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                    (reaper.wait(pid).await, true)
+                }
+            },
+            None => (wait.await, false),
+        }
+    };
+    // Output is capped and read only while the call lasts.
+    let ((exit, timed_out), stdout, stderr) =
+        capture::collect(exited, out_r, err_r, OUTPUT_GRACE, capture::OUTPUT_CAP_BYTES).await;
+    if let Some(msg) = stage_failure(spawned.setup).await? {
+        return Err(Error::ExecFailed {
+            id: req.id,
+            message: msg,
+        });
+    }
+    tracing::info!(container = %req.id, pid, code = exit.code, timed_out, elapsed_ms = started.elapsed().as_millis() as u64, "exec finished");
+    Ok(ExecResponse {
+        exit_code: exit.code,
+        stdout,
+        stderr,
+        timed_out,
+    })
+}
+
+/// ExecStream: the first message names the container and the command;
+/// the rest is stdin and resizes. The returned receiver is the RPC's output.
+pub async fn exec_stream(
+    pod: &Pod,
+    mut input: Streaming<StreamInput>,
+) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
+    let start = crate::stream::opening(&mut input, "ExecStream", "exec", |i| match i {
+        Input::Exec(start) => Some(start),
+        _ => None,
+    })
+    .await?;
+    let c = pod.table.running(&start.id)?;
+    stream(c, pod, start, input).await
 }
 
 /// Starts a streamed exec; the returned receiver is the RPC's output.
 /// Fails (FailedPrecondition) when the command cannot be exec'd.
-pub async fn stream(
+async fn stream(
     c: Arc<Container>,
-    spec: &Spec,
-    reaper: Reaper,
+    pod: &Pod,
     start: ExecStart,
-    mut input: Streaming<StreamInput>,
-) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>, Status> {
+    input: Streaming<StreamInput>,
+) -> Result<mpsc::Receiver<Result<StreamOutput, Status>>> {
     if start.args.is_empty() {
-        return Err(Status::invalid_argument("exec needs a command"));
+        return Err(Error::NoCommand);
     }
-    let mut console = None;
-    let mut stdin_w = None;
-    let mut outputs = Vec::new();
-    let stdio = if start.tty {
-        let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| internal("console socket", e))?;
-        console = Some(ours);
-        ExecStdio {
-            stdin: theirs.into(),
-            stdout: devnull()?,
-            stderr: devnull()?,
-        }
-    } else {
-        let mut wanted = |want: bool, kind: fn(Vec<u8>) -> Output| -> Result<OwnedFd, Status> {
-            if !want {
-                return devnull();
-            }
-            let (r, w) = pipe()?;
-            outputs.push((r, kind));
-            Ok(w)
-        };
-        let stdout = wanted(start.stdout, Output::Stdout)?;
-        let stderr = wanted(start.stderr, Output::Stderr)?;
-        let stdin = if start.stdin {
-            let (r, w) = pipe()?;
-            stdin_w = Some(w);
-            r
-        } else {
-            devnull()?
-        };
-        ExecStdio {
-            stdin,
-            stdout,
-            stderr,
-        }
-    };
-    let spawned = spawn(&c, spec, start.args.clone(), start.tty, stdio)?;
+    let StreamStdio {
+        stdio,
+        console,
+        outputs,
+        stdin: stdin_w,
+    } = stream_stdio(&start)?;
+    let spawned = spawn(&c, &pod.cgroup_root, start.args.clone(), start.tty, stdio)?;
+    let reaper = pod.reaper.clone();
     let pid = spawned.pid;
     // The stage sends the terminal before it execs; receive it meanwhile.
     let master =
         console.map(|sock| tokio::task::spawn_blocking(move || crate::init::console::receive(&sock)));
-    let sync = spawned
-        .setup
-        .await
-        .map_err(|e| internal("exec setup task", e))?
-        .unwrap_or_default();
-    if let Some(msg) = failure(&sync) {
+    if let Some(msg) = stage_failure(spawned.setup).await? {
         tokio::spawn(async move { reaper.wait(pid).await });
-        return Err(Status::failed_precondition(format!(
-            "exec in container {}: {msg}",
-            c.id
-        )));
+        return Err(Error::ExecFailed {
+            id: c.id.clone(),
+            message: msg,
+        });
     }
     let master = match master {
         Some(t) => {
             let fd = t
                 .await
-                .map_err(|e| internal("terminal task", e))?
-                .map_err(|e| internal("terminal", e))?;
-            let m = Arc::new(FdStream::new(fd).map_err(|e| internal("terminal", e))?);
+                .map_err(|e| Error::internal("terminal task", e))?
+                .map_err(|e| Error::internal("terminal", e))?;
+            let m = Arc::new(FdStream::new(fd).map_err(|e| Error::io("terminal", e))?);
             if let Some(size) = start.size.filter(|s| s.width > 0 && s.height > 0) {
                 let _ = crate::fdio::set_window_size(&*m, size.width as u16, size.height as u16);
             }
@@ -231,53 +264,20 @@ pub async fn stream(
         }
     }
     for (fd, kind) in outputs {
-        let f = Arc::new(FdStream::new(fd).map_err(|e| internal("output pipe", e))?);
+        let f = Arc::new(FdStream::new(fd).map_err(|e| Error::io("output pipe", e))?);
         pumps.push(tokio::spawn(pump(f, kind, tx.clone())));
     }
-    let mut stdin: Option<Arc<FdStream>> = match (&master, stdin_w) {
+    let stdin: Option<Arc<FdStream>> = match (&master, stdin_w) {
         (Some(m), _) if start.stdin => Some(m.clone()),
-        (None, Some(w)) => Some(Arc::new(FdStream::new(w).map_err(|e| internal("stdin pipe", e))?)),
+        (None, Some(w)) => Some(Arc::new(
+            FdStream::new(w).map_err(|e| Error::io("stdin pipe", e))?,
+        )),
         _ => None,
     };
     let exited = Arc::new(AtomicBool::new(false));
     let feed_exited = exited.clone();
     let tty = start.tty;
-    let feed = tokio::spawn(async move {
-        loop {
-            match input.message().await {
-                Ok(Some(StreamInput {
-                    input: Some(Input::Stdin(data)),
-                })) => {
-                    if let Some(w) = &stdin {
-                        if w.write_all(&data).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Ok(Some(StreamInput {
-                    input: Some(Input::Resize(size)),
-                })) => {
-                    if let Some(m) = &master {
-                        let _ = crate::fdio::set_window_size(&**m, size.width as u16, size.height as u16);
-                    }
-                }
-                // A terminal has no end of input short of a hangup.
-                Ok(Some(StreamInput {
-                    input: Some(Input::StdinClose(_)),
-                })) if !tty => stdin = None,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    // The caller is gone: close stdin; hang a terminal up,
-                    // as a closed terminal window does.
-                    drop(stdin.take());
-                    if tty && !feed_exited.load(Ordering::SeqCst) {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP);
-                    }
-                    break;
-                }
-            }
-        }
-    });
+    let feed = tokio::spawn(feed(input, stdin, master, tty, pid, feed_exited));
     let id = c.id.clone();
     tokio::spawn(async move {
         let exit = reaper.wait(pid).await;
@@ -296,6 +296,112 @@ pub async fn stream(
         feed.abort();
     });
     Ok(rx)
+}
+
+/// An output the caller wants, by the message kind that carries it.
+type Wanted = (OwnedFd, fn(Vec<u8>) -> Output);
+
+/// A streamed exec's stdio: the stage's fds 0-2, and the shim's ends.
+struct StreamStdio {
+    stdio: ExecStdio,
+    /// A terminal's console socket (the stage sends the master there).
+    console: Option<UnixStream>,
+    /// Read ends of the output pipes the caller wants.
+    outputs: Vec<Wanted>,
+    /// Write end of the stdin pipe, when the caller sends stdin.
+    stdin: Option<OwnedFd>,
+}
+
+/// Pipes for the streams the caller asked for, /dev/null for the rest; a
+/// terminal instead of all three for `tty`.
+fn stream_stdio(start: &ExecStart) -> Result<StreamStdio> {
+    if start.tty {
+        let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("console socket", e))?;
+        return Ok(StreamStdio {
+            stdio: ExecStdio {
+                stdin: theirs.into(),
+                stdout: devnull()?,
+                stderr: devnull()?,
+            },
+            console: Some(ours),
+            outputs: Vec::new(),
+            stdin: None,
+        });
+    }
+    let mut outputs = Vec::new();
+    let mut wanted = |want: bool, kind: fn(Vec<u8>) -> Output| -> Result<OwnedFd> {
+        if !want {
+            return devnull();
+        }
+        let (r, w) = pipe()?;
+        outputs.push((r, kind));
+        Ok(w)
+    };
+    let stdout = wanted(start.stdout, Output::Stdout)?;
+    let stderr = wanted(start.stderr, Output::Stderr)?;
+    let mut stdin_w = None;
+    let stdin = if start.stdin {
+        let (r, w) = pipe()?;
+        stdin_w = Some(w);
+        r
+    } else {
+        devnull()?
+    };
+    Ok(StreamStdio {
+        stdio: ExecStdio {
+            stdin,
+            stdout,
+            stderr,
+        },
+        console: None,
+        outputs,
+        stdin: stdin_w,
+    })
+}
+
+/// Feeds the caller's stdin and resizes to the exec'd process until the
+/// caller goes away; then closes stdin, and hangs a terminal up (as a
+/// closed terminal window does) unless the process has `exited` already.
+async fn feed(
+    mut input: Streaming<StreamInput>,
+    mut stdin: Option<Arc<FdStream>>,
+    master: Option<Arc<FdStream>>,
+    tty: bool,
+    pid: i32,
+    exited: Arc<AtomicBool>,
+) {
+    loop {
+        match input.message().await {
+            Ok(Some(StreamInput {
+                input: Some(Input::Stdin(data)),
+            })) => {
+                if let Some(w) = &stdin {
+                    if w.write_all(&data).await.is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            Ok(Some(StreamInput {
+                input: Some(Input::Resize(size)),
+            })) => {
+                if let Some(m) = &master {
+                    let _ = crate::fdio::set_window_size(&**m, size.width as u16, size.height as u16);
+                }
+            }
+            // A terminal has no end of input short of a hangup.
+            Ok(Some(StreamInput {
+                input: Some(Input::StdinClose(_)),
+            })) if !tty => stdin = None,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                drop(stdin.take());
+                if tty && !exited.load(Ordering::SeqCst) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP);
+                }
+                break;
+            }
+        }
+    }
 }
 
 /// Copies one output stream into the RPC until EOF or until nobody listens
@@ -319,5 +425,90 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn target(fd: &OwnedFd) -> std::path::PathBuf {
+        std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).unwrap()
+    }
+
+    /// Only the streams the caller asked for get pipes; the rest of the
+    /// process's stdio is /dev/null, so nothing it writes there waits on us.
+    #[test]
+    fn a_streamed_exec_gets_pipes_only_for_what_was_asked() {
+        let start = ExecStart {
+            stdout: true,
+            stdin: true,
+            ..Default::default()
+        };
+        let s = stream_stdio(&start).unwrap();
+        assert!(s.console.is_none());
+        assert_eq!(s.outputs.len(), 1, "stdout only");
+        assert_eq!(target(&s.stdio.stderr), Path::new("/dev/null"));
+        assert_ne!(target(&s.stdio.stdout), Path::new("/dev/null"));
+        // What the process writes on its stdout arrives on our read end.
+        let mut w = File::from(s.stdio.stdout);
+        w.write_all(b"out").unwrap();
+        drop(w);
+        let mut got = String::new();
+        File::from(s.outputs.into_iter().next().unwrap().0)
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "out");
+        // Stdin: the caller's bytes reach the process.
+        File::from(s.stdin.unwrap()).write_all(b"in").unwrap();
+        let mut got = [0u8; 2];
+        File::from(s.stdio.stdin).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"in");
+    }
+
+    /// A terminal replaces all three: the console socket is fd 0, and the
+    /// stage's fds 1 and 2 lead nowhere.
+    #[test]
+    fn a_tty_exec_gets_a_console_and_no_pipes() {
+        let start = ExecStart {
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let s = stream_stdio(&start).unwrap();
+        assert!(s.console.is_some() && s.outputs.is_empty() && s.stdin.is_none());
+        assert_eq!(target(&s.stdio.stdout), Path::new("/dev/null"));
+        assert_eq!(target(&s.stdio.stderr), Path::new("/dev/null"));
+    }
+
+    /// The stage's report after an identity line, or without one, or none.
+    #[tokio::test]
+    async fn a_stage_failure_is_read_from_its_report() {
+        let report = |r: &'static [u8]| tokio::spawn(async move { Ok(r.to_vec()) });
+        assert_eq!(stage_failure(report(b"I0 0 \n")).await.unwrap(), None);
+        assert_eq!(
+            stage_failure(report(b"I0 0 \nEexec \"x\": ENOENT"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("exec \"x\": ENOENT")
+        );
+        assert_eq!(
+            stage_failure(report(b"Ethe container's process has exited"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("the container's process has exited")
+        );
+        let gone = tokio::spawn(async { Err(std::io::Error::other("read")) });
+        assert_eq!(
+            stage_failure(gone).await.unwrap(),
+            None,
+            "an unreadable report is no failure"
+        );
     }
 }

@@ -108,6 +108,7 @@ mod tests {
             .unwrap();
         let master = FdStream::new(OwnedFd::from(master)).unwrap();
         set_window_size(&master, 120, 40).unwrap();
+        // SAFETY: an all-zero winsize is a valid value to overwrite.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: TIOCGWINSZ writes one winsize.
         assert_eq!(

@@ -14,26 +14,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::stream::Stream;
+
 /// Lines longer than this are split into `P` records (kubelet's default is 16 KiB).
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
-
-/// Which stream a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// The container's fd 1.
-    Stdout,
-    /// The container's fd 2.
-    Stderr,
-}
-
-impl Stream {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
 
 /// A CRI log file shared by a container's streams.
 #[derive(Clone)]
@@ -190,7 +174,7 @@ pub fn spawn_copier(
     pipe: OwnedFd,
     stream: Stream,
     log: LogFile,
-    attachers: crate::attach::Fanout,
+    attachers: crate::stdio::Fanout,
 ) -> tokio::sync::oneshot::Receiver<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {

@@ -12,16 +12,24 @@
 //! root filesystem, parks until `Start`, then execs the user's process.
 
 mod attach;
+mod capture;
+mod cgroup;
+mod create;
+mod error;
 mod exec;
-mod exec_sync;
 mod fdio;
 mod init;
+mod lifecycle;
 mod logs;
+mod pod;
 mod pod_init;
 mod reaper;
 mod server;
 mod spawn;
+mod stdio;
 mod stop_signal;
+mod stream;
+mod sync;
 mod table;
 
 use std::path::PathBuf;
@@ -33,18 +41,27 @@ struct ServeArgs {
     socket: PathBuf,
     /// berthd unshared a PID namespace for our children: start its PID 1.
     pod_pid_ns: bool,
+    /// Where cgroup v2 is mounted (berthd's `cgroup_root`).
+    cgroup_root: PathBuf,
 }
 
 fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
     let mut sandbox_id = None;
     let mut socket = None;
     let mut pod_pid_ns = false;
+    let mut cgroup_root = PathBuf::from(berth_sys::cgroup::DEFAULT_ROOT);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--id" => sandbox_id = it.next().cloned(),
             "--socket" => socket = it.next().map(PathBuf::from),
             "--pod-pid-ns" => pod_pid_ns = true,
+            "--cgroup-root" => {
+                cgroup_root = it
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| anyhow::anyhow!("--cgroup-root needs a path"))?
+            }
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
@@ -52,6 +69,7 @@ fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
         sandbox_id: sandbox_id.ok_or_else(|| anyhow::anyhow!("--id is required"))?,
         socket: socket.ok_or_else(|| anyhow::anyhow!("--socket is required"))?,
         pod_pid_ns,
+        cgroup_root,
     })
 }
 
@@ -70,7 +88,12 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = server::run(serve.sandbox_id, serve.socket, serve.pod_pid_ns) {
+            if let Err(e) = server::run(
+                serve.sandbox_id,
+                serve.socket,
+                serve.pod_pid_ns,
+                serve.cgroup_root,
+            ) {
                 eprintln!("berth-shim: {e:#}");
                 std::process::exit(1);
             }
@@ -78,11 +101,47 @@ fn main() {
         Some("--version") => println!("berth-shim {}", env!("CARGO_PKG_VERSION")),
         _ => {
             eprintln!(
-                "usage: berth-shim serve --id SANDBOX_ID --socket PATH [--pod-pid-ns]\n       \
+                "usage: berth-shim serve --id SANDBOX_ID --socket PATH [--pod-pid-ns] [--cgroup-root PATH]\n       \
                  berth-shim init   (internal: container first stage)\n       \
                  berth-shim --version"
             );
             std::process::exit(2);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// berthd passes its cgroup root; a shim started without one (by an
+    /// older berthd) uses the standard mount point.
+    #[test]
+    fn serve_takes_the_cgroup_root_from_berthd() {
+        let s = parse_serve(&args(&["--id", "p1", "--socket", "/run/s.sock"])).unwrap();
+        assert_eq!(s.cgroup_root, PathBuf::from("/sys/fs/cgroup"));
+        assert!(!s.pod_pid_ns);
+        let s = parse_serve(&args(&[
+            "--id",
+            "p1",
+            "--socket",
+            "/run/s.sock",
+            "--pod-pid-ns",
+            "--cgroup-root",
+            "/mnt/cg2",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (s.sandbox_id.as_str(), s.cgroup_root),
+            ("p1", PathBuf::from("/mnt/cg2"))
+        );
+        assert!(s.pod_pid_ns);
+        let e = parse_serve(&args(&["--id", "p1", "--socket", "/s", "--cgroup-root"])).unwrap_err();
+        assert_eq!(e.to_string(), "--cgroup-root needs a path");
+        assert!(parse_serve(&args(&["--id", "p1"])).is_err());
     }
 }

@@ -73,14 +73,11 @@ fn confine() -> Result<()> {
     for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
         anyhow::ensure!(caps::read(None, set)?.is_empty(), "{set:?} capabilities remain");
     }
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            anyhow::bail!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
-        }
-        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
-            anyhow::bail!("PR_SET_DUMPABLE: {}", std::io::Error::last_os_error());
-        }
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        anyhow::bail!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::from(e));
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        anyhow::bail!("PR_SET_DUMPABLE: {}", std::io::Error::from(e));
     }
     Ok(())
 }

@@ -1,39 +1,30 @@
-//! The shim's gRPC server (package `berth.shim.v1`) on a unix socket.
+//! The shim's gRPC server (package `berth.shim.v1`) on a unix socket: start
+//! up, then each RPC handed to the module that owns it (create.rs,
+//! lifecycle.rs, exec.rs, attach.rs, the container's log).
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use berth_proto::shim::shim_server::{Shim, ShimServer};
 use berth_proto::shim::*;
-use nix::sys::signal::Signal;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use tonic::{Request, Response, Status};
 
-use crate::attach::{AttachPoint, Fanout};
-use crate::init::{InitConfig, RootfsMount as InitRootfsMount};
-use crate::logs::{spawn_copier, LogFile, Stream};
-use crate::reaper::{now_ns, Reaper};
-use crate::spawn::{spawn_init, ChildFds};
-use crate::table::{Container, Phase, Table};
-
-/// How long Delete waits for a killed container to be reaped.
-const DELETE_WAIT: Duration = Duration::from_secs(10);
-
-/// How long a reaped container's output may keep draining before its exit
-/// is reported anyway.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+use crate::error::{Error, Result};
+use crate::pod::Pod;
+use crate::reaper::Reaper;
+use crate::table::Table;
 
 /// Runs the shim until Shutdown.
-pub fn run(sandbox_id: String, socket: PathBuf, pod_pid_ns: bool) -> anyhow::Result<()> {
+pub fn run(
+    sandbox_id: String,
+    socket: PathBuf,
+    pod_pid_ns: bool,
+    cgroup_root: PathBuf,
+) -> anyhow::Result<()> {
     // Orphans of container processes must be reaped by us, not by host init.
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        anyhow::bail!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        anyhow::bail!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::from(e));
     }
     // The pod's shared PID namespace: its PID 1 must exist before any
     // container and live exactly as long as we do (it exits on EOF of a pipe
@@ -59,10 +50,15 @@ pub fn run(sandbox_id: String, socket: PathBuf, pod_pid_ns: bool) -> anyhow::Res
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(sandbox_id, socket, pod_pid_ns))
+    rt.block_on(serve(sandbox_id, socket, pod_pid_ns, cgroup_root))
 }
 
-async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) -> anyhow::Result<()> {
+async fn serve(
+    sandbox_id: String,
+    socket: PathBuf,
+    pod_pid_ns: Option<File>,
+    cgroup_root: PathBuf,
+) -> anyhow::Result<()> {
     let reaper = Reaper::start()?;
     let _ = std::fs::remove_file(&socket);
     if let Some(dir) = socket.parent() {
@@ -75,16 +71,16 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
     let listener = tokio::net::UnixListener::bind(&socket)?;
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<()>(1);
     let svc = ShimService {
-        pod_pid_ns: pod_pid_ns.map(Arc::new),
-        specs: Default::default(),
-        logs: Default::default(),
-        attach: Default::default(),
-        sandbox_id: sandbox_id.clone(),
-        reaper,
-        table: Table::default(),
+        pod: Pod {
+            sandbox_id: sandbox_id.clone(),
+            pid_ns: pod_pid_ns,
+            reaper,
+            table: Table::default(),
+            cgroup_root,
+        },
         shutdown: shutdown_tx,
     };
-    tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), "shim serving");
+    tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), cgroup_root = %svc.pod.cgroup_root.display(), "shim serving");
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(svc))
         .serve_with_incoming_shutdown(
@@ -100,113 +96,15 @@ async fn serve(sandbox_id: String, socket: PathBuf, pod_pid_ns: Option<File>) ->
 }
 
 struct ShimService {
-    /// The pod's shared PID namespace (`shareProcessNamespace`), if any.
-    pod_pid_ns: Option<Arc<File>>,
-    /// Each container's log, for ReopenLog.
-    logs: std::sync::Mutex<std::collections::HashMap<String, LogFile>>,
-    /// Each container's output fan-out and stdin, for Attach.
-    attach: std::sync::Mutex<std::collections::HashMap<String, Arc<AttachPoint>>>,
-    /// Each container's spec: exec'd processes run with its identity.
-    specs: std::sync::Mutex<std::collections::HashMap<String, Spec>>,
-    sandbox_id: String,
-    reaper: Reaper,
-    table: Table,
+    pod: Pod,
     shutdown: tokio::sync::mpsc::Sender<()>,
 }
 
 /// The output of ExecStream and Attach.
 type OutputStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamOutput, Status>> + Send>>;
 
-impl ShimService {
-    fn container(&self, id: &str) -> Result<Arc<Container>, Status> {
-        self.table
-            .get(id)
-            .ok_or_else(|| Status::not_found(format!("container {id} not found in shim")))
-    }
-
-    /// A running container and its spec (exec'd processes take its identity).
-    fn running(&self, id: &str) -> Result<(Arc<Container>, Spec), Status> {
-        let c = self.container(id)?;
-        // A reaped process whose exit is still being drained counts as
-        // gone: its pid may already be another process's.
-        if c.state().phase != Phase::Running || c.reaped() {
-            return Err(Status::failed_precondition(format!(
-                "container {id} is not running"
-            )));
-        }
-        let spec = self
-            .specs
-            .lock()
-            .expect("specs lock")
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("no spec for container {id}")))?;
-        Ok((c, spec))
-    }
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    Ok((r, w))
-}
-
-fn internal(ctx: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{ctx}: {e}"))
-}
-
-/// Reads what the init stage wrote on the sync pipe up to EOF or `stop_at_ready`.
-/// Splits the identity line a stage reports before exec from what follows.
-pub(crate) fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
-    let Some(rest) = msg.strip_prefix(b"I") else {
-        return (None, msg);
-    };
-    let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
-    let line = String::from_utf8_lossy(&rest[..end]).into_owned();
-    let after = rest.get(end + 1..).unwrap_or(&[]);
-    let mut f = line.split(' ');
-    let uid = f.next().and_then(|v| v.parse().ok());
-    let gid = f.next().and_then(|v| v.parse().ok());
-    let groups = f
-        .next()
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|g| g.parse().ok())
-        .collect();
-    match (uid, gid) {
-        (Some(uid), Some(gid)) => (Some(ProcessIdentity { uid, gid, groups }), after),
-        _ => (None, after),
-    }
-}
-
-pub(crate) fn read_sync(f: &mut File, stop_at_ready: bool) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-        if stop_at_ready && out == b"R" {
-            return Ok(out);
-        }
-    }
-}
-
-fn cgroup_dir(spec: &Spec) -> Option<PathBuf> {
-    let p = spec.linux().as_ref()?.cgroups_path().clone()?;
-    Some(Path::new("/sys/fs/cgroup").join(p.strip_prefix("/").unwrap_or(&p)))
-}
-
-fn signal_all(dir: &Path, sig: Signal) -> std::io::Result<()> {
-    if sig == Signal::SIGKILL && dir.join("cgroup.kill").exists() {
-        return std::fs::write(dir.join("cgroup.kill"), b"1");
-    }
-    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-    }
-    Ok(())
+fn output(rx: tokio::sync::mpsc::Receiver<Result<StreamOutput, Status>>) -> Response<OutputStream> {
+    Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 #[tonic::async_trait]
@@ -215,424 +113,50 @@ impl Shim for ShimService {
         Ok(Response::new(InfoResponse {
             shim_pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            sandbox_id: self.sandbox_id.clone(),
+            sandbox_id: self.pod.sandbox_id.clone(),
         }))
     }
 
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
-        let req = req.into_inner();
-        if self.table.get(&req.id).is_some() {
-            return Err(Status::already_exists(format!("container {} exists", req.id)));
-        }
-        let spec: Spec = serde_json::from_slice(&req.spec_json)
-            .map_err(|e| Status::invalid_argument(format!("bad OCI spec: {e}")))?;
-        let new_pid_ns = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .map(|ns| {
-                ns.iter()
-                    .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
-            })
-            .unwrap_or(false);
-        let cfg = InitConfig {
-            rootfs_dir: Path::new(&req.bundle).join("rootfs"),
-            rootfs_mounts: req
-                .rootfs
-                .iter()
-                .map(|m| InitRootfsMount {
-                    fstype: m.r#type.clone(),
-                    source: m.source.clone(),
-                    options: m.options.clone(),
-                })
-                .collect(),
-            spec,
-        };
-        // Under the 0700 bundle dir; 0700 itself whatever the umask.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.rootfs_dir)
-            .map_err(|e| internal("create rootfs dir", e))?;
-        let log = LogFile::open(&req.log_path).map_err(|e| internal("open log file", e))?;
-        let config_json = serde_json::to_vec(&cfg).map_err(|e| internal("encode init config", e))?;
-
-        let mk = |what: &str| pipe().map_err(|e| internal(what, e));
-        let (cfg_r, cfg_w) = mk("config pipe")?;
-        let (sync_r, sync_w) = mk("sync pipe")?;
-        let (start_r, start_w) = mk("start pipe")?;
-        let (out_r, out_w) = mk("stdout pipe")?;
-        let (err_r, err_w) = mk("stderr pipe")?;
-        let devnull: OwnedFd = File::open("/dev/null")
-            .map_err(|e| internal("open /dev/null", e))?
-            .into();
-        // A tty container gets, as its stdin, a socket on which its init
-        // sends back the terminal it opens inside (init::console).
-        let terminal = cfg
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false);
-        // `stdin: true` without a terminal: a pipe whose write end the shim
-        // keeps, so the process's stdin stays open (reads block, as with no
-        // attacher on the other runtimes) instead of reading EOF.
-        let mut stdin_writer = None;
-        let (console, stdin) = if terminal {
-            let (ours, theirs) =
-                std::os::unix::net::UnixStream::pair().map_err(|e| internal("console socket", e))?;
-            (Some(ours), OwnedFd::from(theirs))
-        } else if req.stdin {
-            let (r, w) = mk("stdin pipe")?;
-            stdin_writer = Some(w);
-            (None, r)
-        } else {
-            (None, devnull)
-        };
-
-        let join = if new_pid_ns {
-            None
-        } else {
-            self.pod_pid_ns.as_deref()
-        };
-        let spawned = spawn_init(
-            new_pid_ns,
-            join,
-            ChildFds {
-                stdin,
-                stdout: out_w,
-                stderr: err_w,
-                config: cfg_r,
-                sync: sync_w,
-                start: start_r,
-                target: None,
-            },
-        )
-        .map_err(|e| internal("clone container init", e))?;
-        let pid = spawned.pid;
-        // Our copies of the child's ends are closed by now (ChildFds dropped),
-        // so EOF on sync/stdout/stderr means the child side is gone.
-
-        let cgroup_dir = cgroup_dir(&cfg.spec);
-        type Setup = (File, Vec<u8>, Option<OwnedFd>);
-        let setup = tokio::task::spawn_blocking(move || -> std::io::Result<Setup> {
-            let mut w = File::from(cfg_w);
-            w.write_all(&config_json)?;
-            drop(w);
-            let mut sync = File::from(sync_r);
-            let got = read_sync(&mut sync, true)?;
-            // Init sent the terminal before it said "R".
-            let master = match (&console, got.as_slice()) {
-                (Some(sock), b"R") => {
-                    Some(crate::init::console::receive(sock).map_err(std::io::Error::other)?)
-                }
-                _ => None,
-            };
-            Ok((sync, got, master))
-        })
-        .await
-        .map_err(|e| internal("init setup task", e))?;
-
-        // Through the pidfd: an init that died in setup may be reaped, and
-        // its pid another process's, by now.
-        let pidfd = spawned.pidfd;
-        let fail = |msg: String| {
-            let _ = crate::stop_signal::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
-            let reaper = self.reaper.clone();
-            tokio::spawn(async move { reaper.wait(pid).await });
-            Status::failed_precondition(format!("create container {}: {msg}", req.id))
-        };
-        let (sync_file, got, master) = match setup {
-            Ok(v) => v,
-            Err(e) => return Err(fail(format!("talk to init: {e}"))),
-        };
-        if got != b"R" {
-            let msg = String::from_utf8_lossy(got.strip_prefix(b"E").unwrap_or(&got)).into_owned();
-            let msg = if msg.is_empty() {
-                "init exited during setup".to_string()
-            } else {
-                msg
-            };
-            return Err(fail(msg));
-        }
-
-        // Attachers write keystrokes and resizes to a duplicate of the
-        // terminal master; the copier keeps reading the original.
-        let terminal = match master.as_ref().map(|m| m.try_clone()) {
-            Some(Ok(dup)) => Some(Arc::new(File::from(dup))),
-            Some(Err(e)) => return Err(fail(format!("duplicate the terminal: {e}"))),
-            None => None,
-        };
-        let c = Arc::new(Container::new(
-            req.id.clone(),
-            pid,
-            Some(
-                pidfd
-                    .try_clone()
-                    .map_err(|e| fail(format!("duplicate the pidfd: {e}")))?,
-            ),
-            cgroup_dir,
-            File::from(start_w),
-            sync_file,
-        ));
-        if let Err(e) = self.table.insert(c.clone()) {
-            return Err(fail(e));
-        }
-        self.specs
-            .lock()
-            .expect("specs lock")
-            .insert(req.id.clone(), cfg.spec.clone());
-        self.logs
-            .lock()
-            .expect("logs lock")
-            .insert(req.id.clone(), log.clone());
-        let fanout = Fanout::default();
-        self.attach.lock().expect("attach lock").insert(
-            req.id.clone(),
-            Arc::new(AttachPoint {
-                fanout: fanout.clone(),
-                terminal,
-                stdin_pipe: std::sync::Mutex::new(stdin_writer.map(|w| Arc::new(File::from(w)))),
-                stdin: req.stdin,
-                stdin_once: req.stdin_once,
-            }),
-        );
-        let out_done = spawn_copier(out_r, Stream::Stdout, log.clone(), fanout.clone());
-        // A terminal merges both streams: its output is logged as stdout.
-        let tty_done = master.map(|m| spawn_copier(m, Stream::Stdout, log.clone(), fanout.clone()));
-        let err_done = spawn_copier(err_r, Stream::Stderr, log, fanout);
-        let reaper = self.reaper.clone();
-        tokio::spawn(async move {
-            let exit = reaper.wait(pid).await;
-            c.mark_reaped();
-            // What the process wrote before it died reaches the log before
-            // its exit is reported. But a process that inherited the pipes
-            // and lives on (a background child, in a pod's shared PID
-            // namespace) must not keep the exit unreported: drain for a
-            // bounded time; the copiers go on logging whatever comes later.
-            let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-                let _ = out_done.await;
-                let _ = err_done.await;
-                if let Some(t) = tty_done {
-                    let _ = t.await;
-                }
-            })
-            .await;
-            if drained.is_err() {
-                tracing::info!(container = %c.id, pid, "output still open after the exit (a process holds the pipes); reporting the exit anyway");
-            }
-            c.mark_exited(exit.code, exit.at_ns);
-            tracing::info!(container = %c.id, pid, code = exit.code, "container exited");
-        });
-        tracing::info!(container = %req.id, pid, "container created");
-        Ok(Response::new(CreateResponse { pid: pid as u32 }))
+        Ok(Response::new(
+            crate::create::create(&self.pod, req.into_inner()).await?,
+        ))
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
-        let id = req.into_inner().id;
-        let c = self.container(&id)?;
-        if c.state().phase != Phase::Created {
-            return Err(Status::failed_precondition(format!(
-                "container {id} is not in created state"
-            )));
-        }
-        let start = c.start_pipe.lock().expect("lock").take();
-        let sync = c.sync_pipe.lock().expect("lock").take();
-        let (Some(mut start), Some(mut sync)) = (start, sync) else {
-            return Err(Status::failed_precondition(format!(
-                "container {id} is already starting"
-            )));
-        };
-        let result = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            start.write_all(b"S")?;
-            drop(start);
-            read_sync(&mut sync, false)
-        })
-        .await
-        .map_err(|e| internal("start task", e))?;
-        let started_at = now_ns();
-        // "I<uid> <gid> <groups>\n" right before exec; anything after it is an error.
-        let (identity, result) = match result {
-            Ok(msg) => {
-                let (id, rest) = split_identity(&msg);
-                (id, Ok(rest.to_vec()))
-            }
-            Err(e) => (None, Err(e)),
-        };
-        match result {
-            Ok(msg) if msg.is_empty() => {}
-            Ok(msg) => {
-                let text = String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg)).into_owned();
-                return Err(Status::failed_precondition(format!(
-                    "start container {id}: {text}"
-                )));
-            }
-            Err(e) => return Err(internal("read start result", e)),
-        }
-        c.mark_running(started_at).map_err(Status::failed_precondition)?;
-        tracing::info!(container = %id, pid = c.pid, "container started");
-        Ok(Response::new(StartResponse {
-            pid: c.pid as u32,
-            started_at,
-            identity,
-        }))
+        Ok(Response::new(
+            crate::create::start(&self.pod.table, req.into_inner().id).await?,
+        ))
     }
 
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
-        let req = req.into_inner();
-        let c = self.container(&req.id)?;
-        let sig = Signal::try_from(req.signal as i32)
-            .map_err(|_| Status::invalid_argument(format!("bad signal {}", req.signal)))?;
-        if c.state().phase == Phase::Exited {
-            return Ok(Response::new(KillResponse {}));
-        }
-        match (&c.cgroup_dir, req.all) {
-            (Some(dir), true) => signal_all(dir, sig).map_err(|e| internal("signal cgroup", e))?,
-            _ => {
-                let redeliver_for = Duration::from_millis(req.redeliver_ms);
-                match c
-                    .process()
-                    .and_then(|p| crate::stop_signal::send(p, sig as i32, redeliver_for))
-                {
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                    Err(e) => return Err(internal("kill", e)),
-                }
-            }
-        }
+        crate::lifecycle::kill(&self.pod.table, req.into_inner())?;
         Ok(Response::new(KillResponse {}))
     }
 
     async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
-        let c = self.container(&req.into_inner().id)?;
-        let s = c.wait_exited().await;
-        Ok(Response::new(WaitResponse {
-            exit_code: s.exit_code,
-            exited_at: s.exited_at,
-        }))
+        Ok(Response::new(
+            crate::lifecycle::wait(&self.pod.table, &req.into_inner().id).await?,
+        ))
     }
 
     async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
-        let c = self.container(&req.into_inner().id)?;
-        let s = c.state();
-        let log_dropped_records = self
-            .logs
-            .lock()
-            .expect("logs lock")
-            .get(&c.id)
-            .map_or(0, LogFile::dropped_records);
-        Ok(Response::new(StateResponse {
-            id: c.id.clone(),
-            status: match s.phase {
-                Phase::Created => berth_proto::shim::Status::Created,
-                Phase::Running => berth_proto::shim::Status::Running,
-                Phase::Exited => berth_proto::shim::Status::Exited,
-            } as i32,
-            pid: c.pid as u32,
-            exit_code: s.exit_code,
-            started_at: s.started_at,
-            exited_at: s.exited_at,
-            log_dropped_records,
-        }))
+        Ok(Response::new(crate::lifecycle::state(
+            &self.pod.table,
+            &req.into_inner().id,
+        )?))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let id = req.into_inner().id;
-        let c = self.container(&id)?;
-        if c.state().phase != Phase::Exited {
-            // A parked init gives up when its start pipe closes; a running one is killed.
-            drop(c.start_pipe.lock().expect("lock").take());
-            match &c.cgroup_dir {
-                Some(dir) => {
-                    let _ = signal_all(dir, Signal::SIGKILL);
-                }
-                None => {
-                    let _ = c
-                        .process()
-                        .and_then(|p| crate::stop_signal::Target::signal(&p, libc::SIGKILL));
-                }
-            }
-            if tokio::time::timeout(DELETE_WAIT, c.wait_exited()).await.is_err() {
-                return Err(Status::deadline_exceeded(format!(
-                    "container {id} did not exit within {DELETE_WAIT:?} of SIGKILL"
-                )));
-            }
-        }
-        self.table.remove(&id);
-        self.specs.lock().expect("specs lock").remove(&id);
-        self.logs.lock().expect("logs lock").remove(&id);
-        self.attach.lock().expect("attach lock").remove(&id);
-        let s = c.state();
-        tracing::info!(container = %id, "container deleted");
-        Ok(Response::new(DeleteResponse {
-            exit_code: s.exit_code,
-            exited_at: s.exited_at,
-        }))
+        Ok(Response::new(
+            crate::lifecycle::delete(&self.pod.table, req.into_inner().id).await?,
+        ))
     }
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        let req = req.into_inner();
-        let (c, spec) = self.running(&req.id)?;
-        if req.args.is_empty() {
-            return Err(Status::invalid_argument("exec needs a command"));
-        }
-        let (out_r, out_w) = crate::exec::pipe()?;
-        let (err_r, err_w) = crate::exec::pipe()?;
-        let stdio = crate::exec::ExecStdio {
-            stdin: crate::exec::devnull()?,
-            stdout: out_w,
-            stderr: err_w,
-        };
-        let out_r =
-            crate::fdio::FdStream::new(out_r).map_err(|e| Status::internal(format!("stdout pipe: {e}")))?;
-        let err_r =
-            crate::fdio::FdStream::new(err_r).map_err(|e| Status::internal(format!("stderr pipe: {e}")))?;
-        let spawned = crate::exec::spawn(&c, &spec, req.args.clone(), false, stdio)?;
-        let pid = spawned.pid;
-        let started = std::time::Instant::now();
-        let limit = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
-        let reaper = self.reaper.clone();
-        let wait = reaper.wait(pid);
-        let exited = async {
-            match limit {
-                Some(l) => match tokio::time::timeout(l, wait).await {
-                    Ok(e) => (e, false),
-                    Err(_) => {
-                        // Kill it and whatever it started in the container since.
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-                        (reaper.wait(pid).await, true)
-                    }
-                },
-                None => (wait.await, false),
-            }
-        };
-        // Output is capped and read only while the call lasts.
-        let ((exit, timed_out), stdout, stderr) = crate::exec_sync::collect(
-            exited,
-            out_r,
-            err_r,
-            crate::exec::OUTPUT_GRACE,
-            crate::exec_sync::OUTPUT_CAP_BYTES,
-        )
-        .await;
-        let sync = spawned
-            .setup
-            .await
-            .map_err(|e| internal("exec setup task", e))?
-            .unwrap_or_default();
-        if let Some(msg) = crate::exec::failure(&sync) {
-            return Err(Status::failed_precondition(format!(
-                "exec in container {}: {msg}",
-                req.id
-            )));
-        }
-        tracing::info!(container = %req.id, pid, code = exit.code, timed_out, elapsed_ms = started.elapsed().as_millis() as u64, "exec finished");
-        Ok(Response::new(ExecResponse {
-            exit_code: exit.code,
-            stdout,
-            stderr,
-            timed_out,
-        }))
+        Ok(Response::new(
+            crate::exec::exec_sync(&self.pod, req.into_inner()).await?,
+        ))
     }
 
     type ExecStreamStream = OutputStream;
@@ -641,22 +165,9 @@ impl Shim for ShimService {
         &self,
         req: Request<tonic::Streaming<StreamInput>>,
     ) -> Result<Response<OutputStream>, Status> {
-        let mut input = req.into_inner();
-        let start = match input.message().await? {
-            Some(StreamInput {
-                input: Some(stream_input::Input::Exec(start)),
-            }) => start,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "ExecStream must begin with an exec message",
-                ))
-            }
-        };
-        let (c, spec) = self.running(&start.id)?;
-        let rx = crate::exec::stream(c, &spec, self.reaper.clone(), start, input).await?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(output(
+            crate::exec::exec_stream(&self.pod, req.into_inner()).await?,
+        ))
     }
 
     type AttachStream = OutputStream;
@@ -665,29 +176,9 @@ impl Shim for ShimService {
         &self,
         req: Request<tonic::Streaming<StreamInput>>,
     ) -> Result<Response<OutputStream>, Status> {
-        let mut input = req.into_inner();
-        let start = match input.message().await? {
-            Some(StreamInput {
-                input: Some(stream_input::Input::Attach(start)),
-            }) => start,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "Attach must begin with an attach message",
-                ))
-            }
-        };
-        let (c, _) = self.running(&start.id)?;
-        let point = self
-            .attach
-            .lock()
-            .expect("attach lock")
-            .get(&start.id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("container {} not found in shim", start.id)))?;
-        let rx = crate::attach::session(c, point, start, input);
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(output(
+            crate::attach::attach(&self.pod.table, req.into_inner()).await?,
+        ))
     }
 
     async fn reopen_log(
@@ -695,33 +186,14 @@ impl Shim for ShimService {
         req: Request<ReopenLogRequest>,
     ) -> Result<Response<ReopenLogResponse>, Status> {
         let id = req.into_inner().id;
-        let log = self
-            .logs
-            .lock()
-            .expect("logs lock")
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("container {id} not found in shim")))?;
-        log.reopen().map_err(|e| internal("reopen log file", e))?;
+        let c = self.pod.table.container(&id)?;
+        c.log.reopen().map_err(|e| Error::io("reopen log file", e))?;
         tracing::info!(container = %id, "log file reopened");
         Ok(Response::new(ReopenLogResponse {}))
     }
 
     async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
-        let force = req.into_inner().force;
-        let live: Vec<_> = self.table.all();
-        if !live.is_empty() && !force {
-            return Err(Status::failed_precondition(format!(
-                "shim still has {} container(s); delete them first",
-                live.len()
-            )));
-        }
-        for c in live {
-            if let Some(dir) = &c.cgroup_dir {
-                let _ = signal_all(dir, Signal::SIGKILL);
-            }
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
-        }
+        crate::lifecycle::kill_all(&self.pod.table, req.into_inner().force)?;
         let _ = self.shutdown.try_send(());
         Ok(Response::new(ShutdownResponse {}))
     }

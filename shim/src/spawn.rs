@@ -8,27 +8,13 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use nix::sched::CloneFlags;
 
 /// open_tree(2) flags of <linux/mount.h>: a detached copy of the mount.
 const OPEN_TREE_CLONE: libc::c_uint = 1;
-/// mount_setattr(2) attributes of <linux/mount.h>.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 /// Our own binary on a detached, read-only bind mount, made once per shim
 /// (None when the kernel lacks open_tree/mount_setattr, Linux < 5.12).
 ///
@@ -74,27 +60,13 @@ fn open_read_only_exe() -> std::io::Result<OwnedFd> {
     drop(fd);
     // SAFETY: fcntl just returned this new descriptor; we own it.
     let fd = unsafe { OwnedFd::from_raw_fd(high) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: fd is a mount fd we own, attr a live mount_attr whose size is
-    // passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use berth_sys::mount::{set_attr, ATTR_NODEV, ATTR_NOSUID, ATTR_RDONLY};
+    set_attr(
+        Some(fd.as_fd()),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV,
+    )?;
     Ok(fd)
 }
 
@@ -128,20 +100,8 @@ unsafe fn exec_self(
     }
 }
 
-/// File descriptor numbers the init stage finds its channels on.
-pub mod fds {
-    /// JSON [`crate::init::InitConfig`], read to EOF.
-    pub const CONFIG: i32 = 3;
-    /// init -> shim: `R` when parked before exec, `E<message>` on failure; closed by a successful exec.
-    pub const SYNC: i32 = 4;
-    /// shim -> init: one byte means "exec now"; EOF means "give up".
-    pub const START: i32 = 5;
-    /// exec stage only: a pidfd of the container's first process, whose
-    /// namespaces it joins (a pid could name another process by then).
-    pub const TARGET: i32 = 6;
-}
-
-/// The descriptors the child gets, by their number inside the child.
+/// The descriptors the child gets, by their number inside the child (see
+/// [`crate::sync::fds`]).
 pub struct ChildFds {
     /// fd 0.
     pub stdin: OwnedFd,
@@ -155,7 +115,7 @@ pub struct ChildFds {
     pub sync: OwnedFd,
     /// fd 5.
     pub start: OwnedFd,
-    /// fd 6, when given ([`fds::TARGET`]).
+    /// fd 6, when given ([`crate::sync::fds::TARGET`]).
     pub target: Option<OwnedFd>,
 }
 
@@ -364,7 +324,7 @@ mod tests {
         let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
         assert_eq!((pid, status), (s.pid, 7));
         // Reaped: the pidfd now says so, whoever gets the pid next.
-        let e = crate::stop_signal::pidfd_signal(s.pidfd.as_fd(), 0).expect_err("reaped");
+        let e = berth_sys::pidfd::send_signal(s.pidfd.as_fd(), 0).expect_err("reaped");
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
     }
 }

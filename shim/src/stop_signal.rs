@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 /// How often a watched init's status is read while its handler is awaited.
@@ -36,13 +36,7 @@ pub struct Process {
 impl Process {
     /// Opens `pid` (ESRCH when it is gone).
     pub fn open(pid: i32) -> std::io::Result<Self> {
-        // SAFETY: pidfd_open(2) with integer arguments; the result is a new fd we own.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by the kernel and is owned by nobody else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let pidfd = berth_sys::pidfd::open(pid)?;
         Ok(Process { pid, pidfd })
     }
 
@@ -50,25 +44,6 @@ impl Process {
     pub fn from_pidfd(pid: i32, pidfd: OwnedFd) -> Self {
         Process { pid, pidfd }
     }
-}
-
-/// Sends `sig` (0: only checks) to the process `pidfd` holds: ESRCH once it
-/// has been reaped, whoever has its pid by then.
-pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> std::io::Result<()> {
-    // SAFETY: pidfd_send_signal(2) on a descriptor we borrow, with no siginfo.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 impl Target for Process {
@@ -88,7 +63,7 @@ impl Target for Process {
     }
 
     fn signal(&self, sig: i32) -> std::io::Result<()> {
-        pidfd_signal(self.pidfd.as_fd(), sig)
+        berth_sys::pidfd::send_signal(self.pidfd.as_fd(), sig)
     }
 }
 

@@ -2,6 +2,11 @@
 //!
 //! Created -> Running -> Exited, or Created -> Exited when the init stage dies
 //! before exec. Transitions are methods that refuse illegal moves.
+//!
+//! One [`Container`] record holds everything the shim keeps for a
+//! container (process, spec, log, attach point, phase), and the [`Table`]
+//! holds the records behind one lock: a container is added and removed
+//! whole, so no RPC can see a part of it without the rest.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,7 +14,12 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use oci_spec::runtime::Spec;
 use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::logs::LogFile;
+use crate::stdio::AttachPoint;
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +58,12 @@ pub struct Container {
     pub pidfd: Option<OwnedFd>,
     /// Cgroup directory, for signalling every process.
     pub cgroup_dir: Option<std::path::PathBuf>,
+    /// The container's spec: exec'd processes take its identity.
+    pub spec: Spec,
+    /// Its CRI log, for ReopenLog and the dropped-record count.
+    pub log: LogFile,
+    /// Its output fan-out and stdin, for Attach.
+    pub attach: Arc<AttachPoint>,
     /// Writer end of the start pipe; taken by Start.
     pub start_pipe: Mutex<Option<File>>,
     /// Reader end of the sync pipe; used by Start to learn whether exec worked.
@@ -59,24 +75,42 @@ pub struct Container {
     exited_tx: watch::Sender<bool>,
 }
 
+/// What Create made of a container whose init is parked.
+pub struct Created {
+    /// Container id (berthd's).
+    pub id: String,
+    /// Pid of its init.
+    pub pid: i32,
+    /// Its init, from the clone.
+    pub pidfd: Option<OwnedFd>,
+    /// Its cgroup directory.
+    pub cgroup_dir: Option<std::path::PathBuf>,
+    /// Its spec.
+    pub spec: Spec,
+    /// Its log.
+    pub log: LogFile,
+    /// Its attach point.
+    pub attach: Arc<AttachPoint>,
+    /// Writer end of the start pipe.
+    pub start_pipe: File,
+    /// Reader end of the sync pipe.
+    pub sync_pipe: File,
+}
+
 impl Container {
     /// A container parked in the init stage.
-    pub fn new(
-        id: String,
-        pid: i32,
-        pidfd: Option<OwnedFd>,
-        cgroup_dir: Option<std::path::PathBuf>,
-        start_pipe: File,
-        sync_pipe: File,
-    ) -> Self {
+    pub fn new(c: Created) -> Self {
         let (exited_tx, _) = watch::channel(false);
         Container {
-            id,
-            pid,
-            pidfd,
-            cgroup_dir,
-            start_pipe: Mutex::new(Some(start_pipe)),
-            sync_pipe: Mutex::new(Some(sync_pipe)),
+            id: c.id,
+            pid: c.pid,
+            pidfd: c.pidfd,
+            cgroup_dir: c.cgroup_dir,
+            spec: c.spec,
+            log: c.log,
+            attach: c.attach,
+            start_pipe: Mutex::new(Some(c.start_pipe)),
+            sync_pipe: Mutex::new(Some(c.sync_pipe)),
             state: Mutex::new(State {
                 phase: Phase::Created,
                 exit_code: 0,
@@ -156,6 +190,22 @@ pub struct Table {
 }
 
 impl Table {
+    /// The container `id`, or NotFound.
+    pub fn container(&self, id: &str) -> Result<Arc<Container>> {
+        self.get(id).ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// The container `id` if its process runs (what exec and attach need).
+    pub fn running(&self, id: &str) -> Result<Arc<Container>> {
+        let c = self.container(id)?;
+        // A reaped process whose exit is still being drained counts as
+        // gone: its pid may already be another process's.
+        if c.state().phase != Phase::Running || c.reaped() {
+            return Err(Error::WrongPhase(format!("container {id} is not running")));
+        }
+        Ok(c)
+    }
+
     /// Adds a container; refuses a duplicate id.
     pub fn insert(&self, c: Arc<Container>) -> Result<(), String> {
         let mut m = self.inner.lock().expect("table lock");
@@ -188,14 +238,17 @@ mod tests {
 
     fn container() -> Container {
         let (r, w) = std::io::pipe().unwrap();
-        Container::new(
-            "c1".into(),
-            42,
-            None,
-            None,
-            File::from(std::os::fd::OwnedFd::from(w)),
-            File::from(std::os::fd::OwnedFd::from(r)),
-        )
+        Container::new(Created {
+            id: "c1".into(),
+            pid: 42,
+            pidfd: None,
+            cgroup_dir: None,
+            spec: Spec::default(),
+            log: LogFile::open("").unwrap(),
+            attach: Arc::new(AttachPoint::new(None, None, false, false)),
+            start_pipe: File::from(std::os::fd::OwnedFd::from(w)),
+            sync_pipe: File::from(std::os::fd::OwnedFd::from(r)),
+        })
     }
 
     #[test]

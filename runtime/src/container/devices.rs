@@ -12,7 +12,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth_proto::cri;
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources, Spec,
+};
 
 use crate::cgroup::device_filter::{default_rules, Access, DeviceKind, DeviceRule};
 use crate::error::{Error, Result};
@@ -265,48 +267,71 @@ fn walk(host: &dyn HostDevices, dir: &Path, inside: &Path, out: &mut Vec<DeviceN
 /// Records the devices in the OCI spec: `linux.devices` (the nodes the
 /// shim creates) and `linux.resources.devices` (the filter, for the record:
 /// berthd installs it on the cgroup itself).
-pub fn add_to_spec(spec: &mut Value, devices: &ContainerDevices) {
-    let nodes: Vec<Value> = devices
+pub fn add_to_spec(spec: &mut Spec, devices: &ContainerDevices) -> Result<()> {
+    let built = |e: oci_spec::OciSpecError| Error::Internal(format!("device in spec: {e}"));
+    let nodes = devices
         .nodes
         .iter()
         .map(|n| {
-            json!({
-                "path": n.path, "type": n.kind.letter().to_string(), "major": n.major, "minor": n.minor,
-                "fileMode": n.file_mode, "uid": n.uid, "gid": n.gid,
-            })
+            LinuxDeviceBuilder::default()
+                .path(n.path.clone())
+                .typ(device_type(n.kind))
+                .major(i64::from(n.major))
+                .minor(i64::from(n.minor))
+                .file_mode(n.file_mode)
+                .uid(n.uid)
+                .gid(n.gid)
+                .build()
         })
-        .collect();
-    let cgroup: Vec<Value> = match &devices.rules {
-        None => vec![json!({"allow": true, "access": "rwm"})],
-        Some(rules) => std::iter::once(json!({"allow": false, "access": "rwm"}))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(built)?;
+    let rule = |allow: bool, access: String| LinuxDeviceCgroupBuilder::default().allow(allow).access(access);
+    let cgroup = match &devices.rules {
+        None => vec![rule(true, "rwm".into()).build()],
+        Some(rules) => std::iter::once(rule(false, "rwm".into()).build())
             .chain(rules.iter().map(|r| {
-                let mut v = json!({"allow": true, "access": r.access.to_string()});
+                let mut b = rule(true, r.access.to_string());
                 if let Some(k) = r.kind {
-                    v["type"] = json!(k.letter().to_string());
+                    b = b.typ(device_type(k));
                 }
                 if let Some(m) = r.major {
-                    v["major"] = json!(m);
+                    b = b.major(i64::from(m));
                 }
                 if let Some(m) = r.minor {
-                    v["minor"] = json!(m);
+                    b = b.minor(i64::from(m));
                 }
-                v
+                b.build()
             }))
             .collect(),
-    };
-    let linux = &mut spec["linux"];
-    linux["devices"] = json!(nodes);
-    linux["resources"]["devices"] = json!(cgroup);
+    }
+    .into_iter()
+    .collect::<std::result::Result<Vec<_>, _>>()
+    .map_err(built)?;
+    let linux = spec.linux_mut().get_or_insert_with(super::spec::empty_linux);
+    linux.set_devices(Some(nodes));
+    linux
+        .resources_mut()
+        .get_or_insert_with(LinuxResources::default)
+        .set_devices(Some(cgroup));
+    Ok(())
+}
+
+fn device_type(kind: DeviceKind) -> LinuxDeviceType {
+    match kind {
+        DeviceKind::Block => LinuxDeviceType::B,
+        DeviceKind::Char => LinuxDeviceType::C,
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use serde_json::json;
     use std::collections::BTreeMap;
 
     /// A node's /dev as a map; directories are implied by their children.
     #[derive(Default)]
-    struct FakeDev(BTreeMap<PathBuf, HostEntry>);
+    pub(crate) struct FakeDev(BTreeMap<PathBuf, HostEntry>);
 
     impl FakeDev {
         fn dev(mut self, path: &str, kind: DeviceKind, major: u32, minor: u32) -> Self {
@@ -350,7 +375,8 @@ mod tests {
         }
     }
 
-    fn node() -> FakeDev {
+    /// A node's /dev with the usual kinds of entries (spec golden tests use it too).
+    pub(crate) fn node() -> FakeDev {
         use DeviceKind::*;
         FakeDev::default()
             .dev("/dev/null", Char, 1, 3)
@@ -366,7 +392,7 @@ mod tests {
             .other("/etc/hostname")
     }
 
-    fn cri_dev(host: &str, inside: &str, perms: &str) -> cri::Device {
+    pub(crate) fn cri_dev(host: &str, inside: &str, perms: &str) -> cri::Device {
         cri::Device {
             host_path: host.into(),
             container_path: inside.into(),
@@ -445,8 +471,10 @@ mod tests {
             ],
             "no console, ptmx, pts or links"
         );
-        let mut spec = json!({"linux": {}});
-        add_to_spec(&mut spec, &d);
+        let mut spec = Spec::default();
+        spec.set_linux(None);
+        add_to_spec(&mut spec, &d).unwrap();
+        let spec = serde_json::to_value(&spec).unwrap();
         assert_eq!(
             spec["linux"]["resources"]["devices"],
             json!([{"allow": true, "access": "rwm"}])
@@ -456,13 +484,10 @@ mod tests {
     #[test]
     fn spec_records_nodes_and_the_allow_list() {
         let d = resolve(&[cri_dev("/dev/loop0", "/dev/xd", "rw")], false, &node()).unwrap();
-        let mut spec = json!({
-            "ociVersion": "1.0.2",
-            "root": {"path": "rootfs"},
-            "linux": {"cgroupsPath": "/x"},
-        });
-        add_to_spec(&mut spec, &d);
-        let parsed: oci_spec::runtime::Spec = serde_json::from_value(spec.clone()).unwrap();
+        let mut parsed = Spec::default();
+        parsed.set_linux(None);
+        add_to_spec(&mut parsed, &d).unwrap();
+        let spec = serde_json::to_value(&parsed).unwrap();
         let linux = parsed.linux().as_ref().unwrap();
         let devs = linux.devices().as_ref().unwrap();
         assert_eq!(devs.len(), 1);

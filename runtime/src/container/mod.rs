@@ -300,14 +300,8 @@ impl ContainerManager {
             },
         )?;
         let sc = cfg.linux.as_ref().and_then(|l| l.security_context.as_ref());
-        if let Some(profile) = self.apparmor.profile_for(sc)? {
-            oci["process"]["apparmorProfile"] = serde_json::json!(profile);
-        }
-        if !self.cfg.container_rlimits.is_empty() {
-            // Node policy (config), the same for every container.
-            oci["process"]["rlimits"] = serde_json::to_value(&self.cfg.container_rlimits)
-                .map_err(|e| Error::Internal(format!("encode rlimits: {e}")))?;
-        }
+        spec::set_apparmor_profile(&mut oci, self.apparmor.profile_for(sc)?);
+        spec::set_rlimits(&mut oci, &self.cfg.container_rlimits)?;
         groups_policy::note_implicit_groups(&meta.name, &image.id, &identity.implicit_gids);
         let privileged = cfg
             .linux
@@ -316,7 +310,7 @@ impl ContainerManager {
             .is_some_and(|s| s.privileged);
         // Checked before any step, so a missing or bad device leaves nothing.
         let devices = devices::resolve(&cfg.devices, privileged, self.host_devices.as_ref())?;
-        devices::add_to_spec(&mut oci, &devices);
+        devices::add_to_spec(&mut oci, &devices)?;
         // CRI's stop_signal wins, then the image's STOPSIGNAL, then SIGTERM.
         let stop_signal = signal::from_cri(cfg.stop_signal)
             .or_else(|| signal::parse(&image.config.stop_signal))

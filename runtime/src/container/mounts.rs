@@ -189,73 +189,11 @@ fn propagation_name(p: i32) -> &'static str {
         .unwrap_or("an unknown propagation")
 }
 
-/// One line of mountinfo, the parts the checks need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfoEntry {
-    /// Where it is mounted (octal escapes decoded).
-    pub mount_point: PathBuf,
-    /// Has a `shared:N` optional field: events propagate to and from peers.
-    pub shared: bool,
-    /// Has a `master:N` optional field: events arrive from the master.
-    pub slave: bool,
-}
-
-/// Parses `/proc/self/mountinfo` (proc(5): field 5 is the mount point, then
-/// options, then optional fields up to a lone `-`).
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfoEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let mount_point = fields.get(4)?;
-            let optional = fields.get(6..)?.iter().take_while(|f| **f != "-");
-            let (mut shared, mut slave) = (false, false);
-            for f in optional {
-                shared |= f.starts_with("shared:");
-                slave |= f.starts_with("master:");
-            }
-            Some(MountInfoEntry {
-                mount_point: PathBuf::from(unescape_octal(mount_point)),
-                shared,
-                slave,
-            })
-        })
-        .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
-            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The mount holding `path` (a resolved absolute path): the last-listed
-/// entry with the longest mount point that is a prefix of it, which is the
-/// topmost one when mounts are stacked.
-pub fn mount_containing<'a>(entries: &'a [MountInfoEntry], path: &Path) -> Option<&'a MountInfoEntry> {
-    let mut best: Option<&MountInfoEntry> = None;
-    for e in entries {
-        if path.starts_with(&e.mount_point)
-            && best.is_none_or(|b| e.mount_point.components().count() >= b.mount_point.components().count())
-        {
-            best = Some(e);
-        }
-    }
-    best
-}
+/// One line of mountinfo, its parser, and the mount holding a path
+/// (shared with berth-shim).
+pub use berth_sys::mountinfo::{
+    containing as mount_containing, parse as parse_mountinfo, Entry as MountInfoEntry,
+};
 
 /// CRI/containerd: Bidirectional needs the host source on a shared mount
 /// (else container mounts could never reach the host); HostToContainer needs

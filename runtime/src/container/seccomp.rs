@@ -17,7 +17,11 @@
 //!   InvalidArgument naming it.
 
 use berth_proto::cri;
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompOperator,
+    LinuxSyscall,
+};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 
@@ -103,47 +107,64 @@ const CLONE_NAMESPACE_FLAGS: &[u64] = &[
 /// profile's `architectures`, as Docker's lists them). berth-shim filters
 /// each of them with the same rules whatever a profile lists; this is what
 /// a reader of the spec sees.
-fn node_architectures() -> &'static [&'static str] {
+pub(super) fn node_architectures() -> &'static [Arch] {
     if cfg!(target_arch = "x86_64") {
-        &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+        &[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
     } else if cfg!(target_arch = "aarch64") {
-        &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+        &[Arch::ScmpArchAarch64, Arch::ScmpArchArm]
     } else {
         &[]
     }
 }
 
+/// A rule: `names` fail with `errno`, if `args` match.
+fn errno_rule(names: Vec<String>, errno: i32, args: Option<Vec<LinuxSeccompArg>>) -> LinuxSyscall {
+    let mut rule = LinuxSyscall::default();
+    rule.set_names(names);
+    rule.set_action(LinuxSeccompAction::ScmpActErrno);
+    rule.set_errno_ret(Some(errno as u32));
+    rule.set_args(args);
+    rule
+}
+
 /// The runtime default profile for a container with capabilities `caps`.
-pub fn runtime_default(caps: &[String]) -> Value {
-    let names: Vec<&str> = DENIED
+pub fn runtime_default(caps: &[String]) -> LinuxSeccomp {
+    let names: Vec<String> = DENIED
         .iter()
         .filter(|(_, cap)| cap.is_none_or(|c| !caps.iter().any(|have| have == c)))
-        .map(|(n, _)| *n)
+        .map(|(n, _)| n.to_string())
         .collect();
-    let mut syscalls = vec![json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM})];
+    let mut syscalls = vec![errno_rule(names, libc::EPERM, None)];
     if !caps.iter().any(|c| c == "CAP_SYS_ADMIN") {
         // One rule a flag: a rule's conditions are ANDed, rules are ORed.
-        for flag in CLONE_NAMESPACE_FLAGS {
-            syscalls.push(json!({
-                "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-                "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-            }));
+        for &flag in CLONE_NAMESPACE_FLAGS {
+            let arg = LinuxSeccompArgBuilder::default()
+                .index(0_usize)
+                .value(flag)
+                .value_two(flag)
+                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                .build()
+                .expect("every field of a seccomp argument is given");
+            syscalls.push(errno_rule(vec!["clone".into()], libc::EPERM, Some(vec![arg])));
         }
         // clone3 passes its flags in memory, which seccomp cannot read:
         // ENOSYS makes the C library fall back to clone, filtered above.
-        syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+        syscalls.push(errno_rule(vec!["clone3".into()], libc::ENOSYS, None));
     }
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": node_architectures(),
-        "syscalls": syscalls,
-    })
+    let mut profile = LinuxSeccomp::default();
+    profile.set_default_action(LinuxSeccompAction::ScmpActAllow);
+    profile.set_architectures(Some(node_architectures().to_vec()));
+    profile.set_syscalls(Some(syscalls));
+    profile
 }
 
 /// The `linux.seccomp` for a container, or None for no filter. Reads the
 /// deprecated `seccomp_profile_path` too: older kubelets still send only it.
 #[allow(deprecated)]
-pub fn profile(sc: Option<&cri::LinuxContainerSecurityContext>, caps: &[String]) -> Result<Option<Value>> {
+pub fn profile(
+    sc: Option<&cri::LinuxContainerSecurityContext>,
+    caps: &[String],
+) -> Result<Option<LinuxSeccomp>> {
     let Some(sc) = sc else { return Ok(None) };
     if sc.privileged {
         return Ok(None);
@@ -184,12 +205,14 @@ pub fn profile(sc: Option<&cri::LinuxContainerSecurityContext>, caps: &[String])
                 .map_err(|e| Error::InvalidArgument(format!("seccomp localhost profile {path}: {e}")))?;
             let v: Value = serde_json::from_slice(&text)
                 .map_err(|e| Error::InvalidArgument(format!("seccomp localhost profile {path}: {e}")))?;
-            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone()).map_err(|e| {
+            // Fields oci-spec does not know (Docker's archMap, comments)
+            // are dropped here: the shim never read them.
+            let profile = serde_json::from_value::<LinuxSeccomp>(v).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "seccomp localhost profile {path} is not an OCI/Docker profile: {e}"
                 ))
             })?;
-            Ok(Some(v))
+            Ok(Some(profile))
         }
     }
 }
@@ -197,6 +220,12 @@ pub fn profile(sc: Option<&cri::LinuxContainerSecurityContext>, caps: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The profile as the shim receives it, for JSON-shaped assertions.
+    fn as_json(p: LinuxSeccomp) -> Value {
+        serde_json::to_value(p).unwrap()
+    }
 
     #[allow(deprecated)]
     fn sc(
@@ -219,12 +248,14 @@ mod tests {
     #[test]
     fn profiles_by_kind() {
         let rd = Some(cri::SecurityProfile::default());
-        let p = profile(Some(&sc(rd.clone(), "", false)), &[]).unwrap().unwrap();
+        let p = as_json(profile(Some(&sc(rd.clone(), "", false)), &[]).unwrap().unwrap());
         assert!(names(&p).contains(&"mount".to_string()) && names(&p).contains(&"keyctl".to_string()));
         // CAP_SYS_ADMIN lifts the mount family, not keyctl.
-        let p = profile(Some(&sc(rd.clone(), "", false)), &["CAP_SYS_ADMIN".into()])
-            .unwrap()
-            .unwrap();
+        let p = as_json(
+            profile(Some(&sc(rd.clone(), "", false)), &["CAP_SYS_ADMIN".into()])
+                .unwrap()
+                .unwrap(),
+        );
         assert!(!names(&p).contains(&"mount".to_string()) && names(&p).contains(&"keyctl".to_string()));
         let clone_rules = |p: &Value| {
             p["syscalls"]
@@ -235,7 +266,7 @@ mod tests {
                 .count()
         };
         assert_eq!(clone_rules(&p), 0, "CAP_SYS_ADMIN may create namespaces");
-        let plain = runtime_default(&[]);
+        let plain = as_json(runtime_default(&[]));
         assert_eq!(clone_rules(&plain), CLONE_NAMESPACE_FLAGS.len() + 1);
         let user_ns = plain["syscalls"]
             .as_array()
@@ -293,7 +324,7 @@ mod tests {
         let p = profile(Some(&sc(lh(f.to_str().unwrap()), "", false)), &[])
             .unwrap()
             .unwrap();
-        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
         let e = profile(Some(&sc(lh("/nonexistent.json"), "", false)), &[])
             .unwrap_err()
             .to_string();

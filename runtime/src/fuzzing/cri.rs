@@ -317,11 +317,15 @@ fn check_container(cfg: &cri::ContainerConfig) {
         let built = spec::build_spec(cfg, &image, &users, &sandbox);
         assert_client_error("spec", &built);
         let Ok((oci, _)) = built else { continue };
-        let cwd = oci["process"]["cwd"].as_str().unwrap_or_default();
-        assert!(cwd.starts_with('/'), "working dir {cwd:?}");
-        for m in oci["mounts"].as_array().into_iter().flatten() {
-            if m["type"] == "bind" && m["destination"] != "/dev/shm" {
-                assert_destination_allowed(m["destination"].as_str().unwrap_or_default(), MountOrigin::Cri);
+        let cwd = oci
+            .process()
+            .as_ref()
+            .map(|p| p.cwd().clone())
+            .unwrap_or_default();
+        assert!(cwd.starts_with("/"), "working dir {cwd:?}");
+        for m in oci.mounts().iter().flatten() {
+            if m.typ().as_deref() == Some("bind") && m.destination().as_os_str() != "/dev/shm" {
+                assert_destination_allowed(&m.destination().to_string_lossy(), MountOrigin::Cri);
             }
         }
     }

@@ -614,6 +614,7 @@ impl SandboxManager {
         self.write_intent(&intent)?;
         let (spawned, mut shim) = shim_client::spawn(
             &self.cfg.resolve_shim(),
+            &self.cfg.cgroup_root,
             &id,
             &socket,
             &state_dir.join("shim.log"),

@@ -13,8 +13,8 @@
 //! node, whose namespaces an exec must never enter.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd};
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::process;
 use super::rootfs::Prepared;
-use crate::spawn::fds;
+use crate::sync::{self, fds, Reporter};
 
 /// What the shim hands the exec stage on fd 3.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,19 +34,19 @@ pub struct ExecConfig {
     pub target_pid: i32,
     /// The container's spec with the exec'd command as its process.
     pub spec: oci_spec::runtime::Spec,
+    /// Where cgroup v2 is mounted on the host (the shim's, from berthd).
+    pub cgroup_root: PathBuf,
 }
 
-fn join(target: i32, pidfd: &File) -> Result<()> {
+fn join(cgroup_root: &std::path::Path, target: i32, pidfd: &File) -> Result<()> {
     // The container's cgroup, as the host sees it (before the cgroup ns).
     // Read by pid, so it counts only if the pidfd's process is still there
     // afterwards: a pid is reused only after its process was reaped.
     let cg = std::fs::read_to_string(format!("/proc/{target}/cgroup"));
-    crate::stop_signal::pidfd_signal(pidfd.as_fd(), 0).context("the container's process has exited")?;
+    berth_sys::pidfd::send_signal(pidfd.as_fd(), 0).context("the container's process has exited")?;
     let cg = cg.context("read the container's cgroup")?;
     if let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) {
-        let procs = PathBuf::from("/sys/fs/cgroup")
-            .join(path.trim_start_matches('/'))
-            .join("cgroup.procs");
+        let procs = berth_sys::cgroup::dir(cgroup_root, std::path::Path::new(path)).join("cgroup.procs");
         std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
     }
     // Every namespace at once, of exactly that process (ESRCH once it has
@@ -63,37 +63,28 @@ fn join(target: i32, pidfd: &File) -> Result<()> {
 
 /// Entry point of `berth-shim exec`. Never returns.
 pub fn main() -> ! {
-    // SAFETY: the shim put exactly these descriptors at these numbers before exec.
-    let (mut config_in, mut sync, target) = unsafe {
+    // SAFETY: the shim put exactly these descriptors at these numbers
+    // before exec (exec.rs), and nothing else in this fresh process owns them.
+    let (mut config_in, sync, target) = unsafe {
         (
-            File::from_raw_fd(fds::CONFIG),
-            File::from_raw_fd(fds::SYNC),
-            File::from_raw_fd(fds::TARGET),
+            sync::inherit(fds::CONFIG),
+            sync::inherit(fds::SYNC),
+            sync::inherit(fds::TARGET),
         )
     };
-    for fd in [fds::CONFIG, fds::SYNC, fds::START, fds::TARGET] {
-        let _ = nix::fcntl::fcntl(
-            // SAFETY: these descriptors are ours for the life of the process.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-    }
+    // /dev/null, unused here, but not to be passed on either.
+    sync::close_on_exec(fds::START);
+    let mut sync = Reporter::new(sync);
     let mut raw = Vec::new();
     // Before anything of the container is in reach (see not_dumpable).
     let result: Result<std::convert::Infallible> = super::not_dumpable()
         .and_then(|()| config_in.read_to_end(&mut raw).context("read exec config"))
         .and_then(|_| serde_json::from_slice::<ExecConfig>(&raw).context("parse exec config"))
         .and_then(|cfg| {
-            join(cfg.target_pid, &target)?;
+            join(&cfg.cgroup_root, cfg.target_pid, &target)?;
             // A terminal from the container's own devpts (now in sight),
             // sent to the shim on fd 0, as the container's init does.
-            let terminal = cfg
-                .spec
-                .process()
-                .as_ref()
-                .and_then(|p| p.terminal())
-                .unwrap_or(false);
-            if terminal {
+            if super::wants_terminal(&cfg.spec) {
                 super::console::setup().context("terminal")?;
             }
             let cwd = cfg
@@ -102,12 +93,11 @@ pub fn main() -> ! {
                 .as_ref()
                 .map(|p| p.cwd().clone())
                 .unwrap_or_else(|| PathBuf::from("/"));
-            let mut report = |line: &str| {
-                let _ = sync.write_all(line.as_bytes());
-            };
-            match process::exec(&cfg.spec, &Prepared { cwd, cwd_fd: None }, &mut report)? {}
+            let mut report = |line: &str| sync.identity(line);
+            let prepared = Prepared { cwd, cwd_fd: None };
+            match process::exec(&super::syscall::Linux, &cfg.spec, &prepared, &mut report)? {}
         });
     let Err(e) = result;
-    let _ = sync.write_all(format!("E{e:#}").as_bytes());
+    sync.fail(&format!("{e:#}"));
     std::process::exit(127)
 }

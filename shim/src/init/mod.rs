@@ -14,20 +14,21 @@
 
 pub mod console;
 pub mod exec;
+#[cfg(test)]
+mod fake;
 mod inroot;
 mod mounts;
 mod process;
 mod rootfs;
 mod seccomp;
+pub mod syscall;
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::io::Read;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spawn::fds;
+use crate::sync::{self, fds, Reporter};
 
 /// What the shim hands the init stage on fd 3.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +39,8 @@ pub struct InitConfig {
     pub rootfs_dir: PathBuf,
     /// Mounts making up the rootfs, applied in order at `rootfs_dir`.
     pub rootfs_mounts: Vec<RootfsMount>,
+    /// Where cgroup v2 is mounted on the host (the shim's, from berthd).
+    pub cgroup_root: PathBuf,
 }
 
 /// One rootfs mount (e.g. overlay with lowerdir/upperdir/workdir options).
@@ -51,6 +54,15 @@ pub struct RootfsMount {
     pub options: Vec<String>,
 }
 
+/// Whether the spec's process wants a terminal (init and exec stages open
+/// one inside; the shim then gets the master over the console socket).
+pub fn wants_terminal(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
 /// Clears the dumpable flag: from here until the exec of the container's
 /// process (which sets it again by the kernel's rules), a process in the
 /// container with our uid but not CAP_SYS_PTRACE can neither ptrace this
@@ -59,34 +71,27 @@ pub struct RootfsMount {
 /// kernel only clears it by itself on a uid change, so a root container's
 /// stages would otherwise stay dumpable.
 pub(crate) fn not_dumpable() -> anyhow::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        anyhow::bail!("PR_SET_DUMPABLE: {}", std::io::Error::last_os_error());
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        anyhow::bail!("PR_SET_DUMPABLE: {}", std::io::Error::from(e));
     }
     Ok(())
 }
 
 /// Entry point of `berth-shim init`. Never returns.
 pub fn main() -> ! {
-    // SAFETY: the shim put exactly these descriptors at these numbers before exec.
-    let (mut config_in, mut sync, mut start) = unsafe {
+    // SAFETY: the shim put exactly these descriptors at these numbers
+    // before exec (spawn.rs), and nothing else in this fresh process owns them.
+    let (mut config_in, sync, mut start) = unsafe {
         (
-            File::from_raw_fd(fds::CONFIG),
-            File::from_raw_fd(fds::SYNC),
-            File::from_raw_fd(fds::START),
+            sync::inherit(fds::CONFIG),
+            sync::inherit(fds::SYNC),
+            sync::inherit(fds::START),
         )
     };
-    for fd in [fds::CONFIG, fds::SYNC, fds::START] {
-        // The sync pipe must close on a successful exec: that EOF is the
-        // shim's proof that exec worked. The others must not leak either.
-        let _ = nix::fcntl::fcntl(
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-    }
+    let mut sync = Reporter::new(sync);
 
-    let fail = |sync: &mut File, msg: String| -> ! {
-        let _ = sync.write_all(format!("E{msg}").as_bytes());
+    let fail = |sync: &mut Reporter, msg: String| -> ! {
+        sync.fail(&msg);
         std::process::exit(1)
     };
 
@@ -104,40 +109,30 @@ pub fn main() -> ! {
         Err(e) => fail(&mut sync, format!("parse init config: {e}")),
     };
 
-    let prepared = match rootfs::prepare(&cfg) {
+    let prepared = match rootfs::prepare(&syscall::Linux, &cfg) {
         Ok(p) => p,
         Err(e) => fail(&mut sync, format!("{e:#}")),
     };
-    let terminal = cfg
-        .spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    if terminal {
+    if wants_terminal(&cfg.spec) {
         if let Err(e) = console::setup() {
             fail(&mut sync, format!("terminal: {e:#}"));
         }
     }
-    if sync.write_all(b"R").is_err() {
+    if sync.ready().is_err() {
         std::process::exit(1);
     }
 
-    let mut go = [0u8; 1];
-    match start.read(&mut go) {
-        Ok(1) => {}
+    if !sync::wait_for_start(&mut start) {
         // The shim gave up on us (Delete before Start, or the shim died).
-        _ => std::process::exit(1),
+        std::process::exit(1);
     }
     drop(start);
 
-    let mut report = |line: &str| {
-        let _ = sync.write_all(line.as_bytes());
-    };
-    match process::exec(&cfg.spec, &prepared, &mut report) {
+    let mut report = |line: &str| sync.identity(line);
+    match process::exec(&syscall::Linux, &cfg.spec, &prepared, &mut report) {
         Ok(never) => match never {},
         Err(e) => {
-            let _ = sync.write_all(format!("E{e:#}").as_bytes());
+            sync.fail(&format!("{e:#}"));
             std::process::exit(127)
         }
     }

@@ -1,6 +1,4 @@
-//! OCI mount options -> mount(2) flags, and path resolution inside the rootfs.
-
-use std::path::{Path, PathBuf};
+//! OCI mount options -> mount(2) flags, and overlay options that fit mount(2).
 
 use nix::mount::MsFlags;
 
@@ -141,56 +139,6 @@ where
     Ok((data, fds))
 }
 
-/// The mount point of the mount holding `path`, and whether it is shared,
-/// from mountinfo text (proc(5): field 5 is the mount point, optional
-/// fields such as `shared:N` run up to a lone `-`). The longest matching
-/// mount point wins; among equals the last listed, the topmost.
-pub fn mount_holding(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
-    let mut best: Option<(PathBuf, bool)> = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(mp), Some(optional)) = (fields.get(4), fields.get(6..)) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape_octal(mp));
-        if !path.starts_with(&mp) {
-            continue;
-        }
-        if best
-            .as_ref()
-            .is_some_and(|(b, _)| b.components().count() > mp.components().count())
-        {
-            continue;
-        }
-        let shared = optional
-            .iter()
-            .take_while(|f| **f != "-")
-            .any(|f| f.starts_with("shared:"));
-        best = Some((mp, shared));
-    }
-    best
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
-            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,28 +163,11 @@ mod tests {
     }
 
     #[test]
-    fn rro_and_the_mount_holding_a_path() {
+    fn rro_is_recursive_read_only() {
         let p = parse_options(&["rbind".into(), "rprivate".into(), "ro".into(), "rro".into()]);
         assert!(p.recursive_readonly);
         assert_eq!(p.flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
         assert!(!parse_options(&["ro".into()]).recursive_readonly);
-        let info = "\
-22 1 0:20 / / rw shared:1 - tmpfs newroot rw
-30 22 0:25 / /run rw shared:9 - tmpfs run rw
-31 30 0:26 / /run/a\\040b rw - tmpfs x rw
-";
-        assert_eq!(
-            mount_holding(info, Path::new("/run/berth/c/rootfs")),
-            Some((PathBuf::from("/run"), true))
-        );
-        assert_eq!(
-            mount_holding(info, Path::new("/run/a b/rootfs")),
-            Some((PathBuf::from("/run/a b"), false))
-        );
-        assert_eq!(
-            mount_holding(info, Path::new("/var")),
-            Some((PathBuf::from("/"), true))
-        );
     }
 
     #[test]

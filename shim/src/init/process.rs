@@ -8,23 +8,27 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{Capability, CapsHashSet};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::Spec;
 
 use super::rootfs::Prepared;
+use super::syscall::Syscall;
 
-/// Default PATH when the spec's environment has none (Docker's default).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// PATH when the spec's environment has none (Docker's default).
+use berth_sys::env::DEFAULT_PATH;
 
-/// The kernel's view of our identity: `I<uid> <gid> <g1,g2,...>` from
+/// The kernel's view of our identity (`crate::sync::identity_line`) from
 /// /proc/self/status (real uid/gid; all supplementary groups).
-pub fn identity_line() -> Result<String> {
-    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+pub fn identity_line(sys: &dyn Syscall) -> Result<String> {
+    let status = sys
+        .read_file(Path::new("/proc/self/status"))
+        .context("read /proc/self/status")?;
     let field = |name: &str| -> Result<String> {
         status
             .lines()
@@ -35,13 +39,19 @@ pub fn identity_line() -> Result<String> {
     let first = |v: String| v.split_whitespace().next().unwrap_or("").to_string();
     let uid = first(field("Uid:")?);
     let gid = first(field("Gid:")?);
-    let groups = field("Groups:")?.split_whitespace().collect::<Vec<_>>().join(",");
-    Ok(format!("I{uid} {gid} {groups}\n"))
+    let groups = field("Groups:")?;
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    Ok(crate::sync::identity_line(&uid, &gid, &groups))
 }
 
 /// Applies identity and privileges and execs the process. Returns only on
 /// error. `report` receives [`identity_line`] right before the exec.
-pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> Result<Infallible> {
+pub fn exec(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    prepared: &Prepared,
+    report: &mut dyn FnMut(&str),
+) -> Result<Infallible> {
     let process = spec.process().clone().context("spec has no process")?;
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
@@ -51,20 +61,16 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
 
     for rl in process.rlimits().clone().unwrap_or_default() {
         let res = rlimit_resource(&rl.typ().to_string())?;
-        let lim = libc::rlimit {
-            rlim_cur: rl.soft(),
-            rlim_max: rl.hard(),
-        };
-        // SAFETY: plain syscall with a valid pointer.
-        if unsafe { libc::setrlimit(res, &lim) } != 0 {
-            bail!("setrlimit {:?}: {}", rl.typ(), std::io::Error::last_os_error());
+        if let Err(e) = sys.setrlimit(res, rl.soft(), rl.hard()) {
+            bail!("setrlimit {:?}: {e}", rl.typ());
         }
     }
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).context("write oom_score_adj")?;
+        sys.write_file(Path::new("/proc/self/oom_score_adj"), adj.to_string().as_bytes())
+            .context("write oom_score_adj")?;
     }
     if let Some(profile) = process.apparmor_profile() {
-        set_apparmor_exec_profile(profile)?;
+        set_apparmor_exec_profile(sys, profile)?;
     }
 
     // Seccomp while still privileged (installing a filter needs
@@ -72,7 +78,7 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
     // nothing below uses a syscall a profile may reasonably deny.
     if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         let filters = super::seccomp::compile(profile)?;
-        super::seccomp::apply(&filters)?;
+        sys.seccomp(&filters)?;
     }
 
     let caps_spec = process.capabilities().clone();
@@ -80,7 +86,7 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
         let keep = to_caps(c.bounding().as_ref())?;
         for cap in caps::all() {
             if !keep.contains(&cap) {
-                caps::drop(None, CapSet::Bounding, cap)
+                sys.drop_bounding(cap)
                     .with_context(|| format!("drop {cap} from bounding set"))?;
             }
         }
@@ -95,35 +101,35 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
         .map(Gid::from_raw)
         .collect();
     groups.dedup();
-    nix::unistd::setgroups(&groups).context("setgroups")?;
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-        bail!("PR_SET_KEEPCAPS: {}", std::io::Error::last_os_error());
+    sys.setgroups(&groups).context("setgroups")?;
+    if let Err(e) = sys.set_keepcaps() {
+        bail!("PR_SET_KEEPCAPS: {e}");
     }
-    let gid = Gid::from_raw(user.gid());
-    nix::unistd::setresgid(gid, gid, gid).context("setresgid")?;
-    let uid = Uid::from_raw(user.uid());
-    nix::unistd::setresuid(uid, uid, uid).context("setresuid")?;
+    sys.setresgid(Gid::from_raw(user.gid())).context("setresgid")?;
+    sys.setresuid(Uid::from_raw(user.uid())).context("setresuid")?;
 
     if let Some(c) = &caps_spec {
         let permitted = to_caps(c.permitted().as_ref())?;
         let effective = to_caps(c.effective().as_ref())?;
         let inheritable = to_caps(c.inheritable().as_ref())?;
-        set_capabilities(&effective, &permitted, &inheritable)?;
-        for cap in to_caps(c.ambient().as_ref())? {
-            caps::raise(None, CapSet::Ambient, cap).with_context(|| format!("raise ambient {cap}"))?;
+        set_capabilities(sys, &effective, &permitted, &inheritable)?;
+        // Ambient capabilities in a fixed order (the set is unordered).
+        let mut ambient: Vec<Capability> = to_caps(c.ambient().as_ref())?.into_iter().collect();
+        ambient.sort_by_key(|c| c.index());
+        for cap in ambient {
+            sys.raise_ambient(cap)
+                .with_context(|| format!("raise ambient {cap}"))?;
         }
     }
     if process.no_new_privileges().unwrap_or(false) {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            bail!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
+        if let Err(e) = sys.set_no_new_privs() {
+            bail!("PR_SET_NO_NEW_PRIVS: {e}");
         }
     }
 
     match &prepared.cwd_fd {
-        Some(fd) => nix::unistd::fchdir(fd),
-        None => nix::unistd::chdir(&prepared.cwd),
+        Some(fd) => sys.fchdir(fd.as_fd()),
+        None => sys.chdir(&prepared.cwd),
     }
     .with_context(|| format!("chdir to working directory {}", prepared.cwd.display()))?;
 
@@ -132,7 +138,7 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
-    let program = find_program(&args[0], &path_var)?;
+    let program = find_program(sys, &args[0], &path_var)?;
     let c_prog = CString::new(program.as_os_str().as_encoded_bytes())?;
     let c_args: Vec<CString> = args
         .iter()
@@ -142,19 +148,19 @@ pub fn exec(spec: &Spec, prepared: &Prepared, report: &mut dyn FnMut(&str)) -> R
         .iter()
         .map(|a| CString::new(a.as_str()))
         .collect::<Result<_, _>>()?;
-    report(&identity_line()?);
-    let err = nix::unistd::execve(&c_prog, &c_args, &c_env).unwrap_err();
+    report(&identity_line(sys)?);
+    let err = sys.execve(&c_prog, &c_args, &c_env);
     bail!("exec {:?}: {err}", args[0])
 }
 
 /// Asks AppArmor to confine the process in `profile` from its next execve
 /// (berthd checked that the profile is loaded). The per-LSM file exists
 /// since Linux 5.8; older kernels only have the shared one.
-fn set_apparmor_exec_profile(profile: &str) -> Result<()> {
+fn set_apparmor_exec_profile(sys: &dyn Syscall, profile: &str) -> Result<()> {
     let cmd = format!("exec {profile}");
     let mut last = None;
     for attr in ["/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"] {
-        match std::fs::write(attr, &cmd) {
+        match sys.write_file(Path::new(attr), cmd.as_bytes()) {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }
@@ -167,13 +173,13 @@ fn set_apparmor_exec_profile(profile: &str) -> Result<()> {
 
 /// Finds `name` like execvp does: a name with a slash is used as is,
 /// otherwise the first executable match in `path_var`.
-pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
+pub fn find_program(sys: &dyn Syscall, name: &str, path_var: &str) -> Result<PathBuf> {
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
     for dir in path_var.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(name);
-        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() && candidate.is_file() {
+        if sys.is_executable(&candidate) {
             return Ok(candidate);
         }
     }
@@ -185,47 +191,15 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
 /// whenever the still-full effective set is not a subset of a shrunk permitted
 /// set, so the three must change together.
 fn set_capabilities(
+    sys: &dyn Syscall,
     effective: &CapsHashSet,
     permitted: &CapsHashSet,
     inheritable: &CapsHashSet,
 ) -> Result<()> {
     let mask = |set: &CapsHashSet| set.iter().fold(0u64, |m, c| m | c.bitmask());
     let (e, p, i) = (mask(effective), mask(permitted), mask(inheritable));
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    }; // _LINUX_CAPABILITY_VERSION_3
-    let data = [
-        Data {
-            effective: e as u32,
-            permitted: p as u32,
-            inheritable: i as u32,
-        },
-        Data {
-            effective: (e >> 32) as u32,
-            permitted: (p >> 32) as u32,
-            inheritable: (i >> 32) as u32,
-        },
-    ];
-    // SAFETY: capset(2) reads a v3 header and two data structs we own.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-    if rc != 0 {
-        bail!(
-            "capset(effective={e:#x}, permitted={p:#x}, inheritable={i:#x}): {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(err) = sys.capset(e, p, i) {
+        bail!("capset(effective={e:#x}, permitted={p:#x}, inheritable={i:#x}): {err}");
     }
     Ok(())
 }
@@ -271,6 +245,7 @@ fn rlimit_resource(name: &str) -> Result<libc::__rlimit_resource_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::fake::{position, Call, Fake};
 
     #[test]
     fn finds_programs_on_path() {
@@ -279,10 +254,114 @@ mod tests {
         std::fs::write(&bin, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let path = format!("/nonexistent:{}", dir.path().display());
-        assert_eq!(find_program("tool", &path).unwrap(), bin);
-        assert_eq!(find_program("/bin/x", "").unwrap(), PathBuf::from("/bin/x"));
-        let err = find_program("missing", &path).unwrap_err().to_string();
+        let sys = crate::init::syscall::Linux;
+        assert_eq!(find_program(&sys, "tool", &path).unwrap(), bin);
+        assert_eq!(find_program(&sys, "/bin/x", "").unwrap(), PathBuf::from("/bin/x"));
+        let err = find_program(&sys, "missing", &path).unwrap_err().to_string();
         assert!(err.contains("not found"), "{err}");
+    }
+
+    fn exec_with(sys: &Fake, spec: serde_json::Value) -> (String, Vec<Call>) {
+        let spec: Spec = serde_json::from_value(spec).expect("spec");
+        let prepared = Prepared {
+            cwd: PathBuf::from("/work"),
+            cwd_fd: None,
+        };
+        let mut report = |line: &str| sys.note(Call::Report(line.to_string()));
+        let err = match exec(sys, &spec, &prepared, &mut report) {
+            Ok(never) => match never {},
+            Err(e) => format!("{e:#}"),
+        };
+        (err, sys.calls())
+    }
+
+    /// Limits while privileged, the bounding set while CAP_SETPCAP is
+    /// still there, groups then gid then uid with KEEPCAPS, the capability
+    /// sets in one capset, no_new_privs, the cwd, the identity report, exec.
+    #[test]
+    fn identity_and_privileges_change_in_the_kernels_order() {
+        let mut sys = Fake::default();
+        sys.executables.insert(PathBuf::from("/usr/bin/tool"));
+        sys.files.insert(
+            PathBuf::from("/proc/self/status"),
+            "Name:\ttool\nUid:\t1000\t1000\t1000\t1000\nGid:\t3000\t3000\t3000\t3000\nGroups:\t10 20 \n"
+                .into(),
+        );
+        let chown = Capability::CAP_CHOWN.bitmask();
+        let (err, calls) = exec_with(
+            &sys,
+            serde_json::json!({
+                "ociVersion": "1.0.2",
+                "process": {
+                    "cwd": "/work",
+                    "args": ["tool", "-v"],
+                    "env": ["PATH=/bin:/usr/bin"],
+                    "user": {"uid": 1000, "gid": 3000, "additionalGids": [10, 10, 20]},
+                    "capabilities": {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"],
+                                     "permitted": ["CAP_CHOWN"], "ambient": ["CAP_CHOWN"]},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048}],
+                    "oomScoreAdj": 5,
+                    "noNewPrivileges": true,
+                },
+            }),
+        );
+        assert_eq!(err, "exec \"tool\": ENOEXEC: Exec format error");
+        let want = [
+            Call::Setrlimit(libc::RLIMIT_NOFILE, 1024, 2048),
+            Call::Write("/proc/self/oom_score_adj".into(), "5".into()),
+            Call::DropBounding(Capability::CAP_SYS_ADMIN),
+            Call::Setgroups(vec![10, 20]),
+            Call::Keepcaps,
+            Call::Setresgid(3000),
+            Call::Setresuid(1000),
+            Call::Capset(chown, chown, 0),
+            Call::RaiseAmbient(Capability::CAP_CHOWN),
+            Call::NoNewPrivs,
+            Call::Chdir("/work".into()),
+            Call::Report("I1000 3000 10,20\n".into()),
+            Call::Execve("/usr/bin/tool".into(), vec!["tool".into(), "-v".into()]),
+        ];
+        let at: Vec<usize> = want.iter().map(|w| position(&calls, w)).collect();
+        assert!(
+            at.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {at:?}\n{calls:#?}"
+        );
+        let dropped = calls
+            .iter()
+            .filter(|c| matches!(c, Call::DropBounding(_)))
+            .count();
+        assert_eq!(dropped, caps::all().len() - 1, "every capability but CAP_CHOWN");
+        assert!(!calls.contains(&Call::DropBounding(Capability::CAP_CHOWN)));
+        let last_drop = calls
+            .iter()
+            .rposition(|c| matches!(c, Call::DropBounding(_)))
+            .unwrap();
+        assert!(last_drop < position(&calls, &Call::Setresuid(1000)));
+    }
+
+    /// A command not found is reported before anything is exec'd or any
+    /// identity reported; without a spec PATH the default one is searched.
+    #[test]
+    fn a_missing_program_fails_before_exec() {
+        let sys = Fake::default();
+        let (err, calls) = exec_with(
+            &sys,
+            serde_json::json!({
+                "ociVersion": "1.0.2",
+                "process": {"cwd": "/", "args": ["nope"], "user": {"uid": 0, "gid": 0}},
+            }),
+        );
+        assert_eq!(
+            err,
+            format!("executable file \"nope\" not found in $PATH ({DEFAULT_PATH})")
+        );
+        assert!(!calls
+            .iter()
+            .any(|c| matches!(c, Call::Execve(..) | Call::Report(_))));
+        // No capabilities in the spec: the sets are left as they are.
+        assert!(!calls
+            .iter()
+            .any(|c| matches!(c, Call::Capset(..) | Call::DropBounding(_))));
     }
 
     #[test]

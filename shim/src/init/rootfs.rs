@@ -1,23 +1,19 @@
 //! Namespaces, cgroup, root filesystem and mounts for the init stage.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
+use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceType, LinuxNamespaceType};
 
 use super::inroot::{self, fd_path, Create};
-use super::mounts::{mount_holding, parse_options, shorten_lowerdirs};
+use super::mounts::{parse_options, shorten_lowerdirs};
+use super::syscall::{FileKind, Syscall};
 use super::InitConfig;
-
-/// Where cgroup v2 is mounted on the host.
-const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
 
 /// Device nodes every container gets, bind-mounted from the host (works in any
 /// user namespace, unlike mknod).
@@ -34,15 +30,60 @@ pub struct Prepared {
 }
 
 /// Runs steps 1-3 of the init stage (see the module docs of `init`).
-pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
+pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     let spec = &cfg.spec;
     let linux = spec.linux().clone().unwrap_or_default();
-    let namespaces = linux.namespaces().clone().unwrap_or_default();
 
-    // 1. Join namespaces that have a path (the pod's), remember which to create.
+    // 1. The pod's namespaces and the container's cgroup.
+    let (unshare_flags, own_uts) = join_namespaces(sys, &linux)?;
+    if !unshare_flags.contains(CloneFlags::CLONE_NEWNS) {
+        bail!("a container needs its own mount namespace");
+    }
+    join_cgroup(sys, cfg, &linux)?;
+
+    // 2. The container's own namespaces.
+    unshare_namespaces(sys, cfg, &linux, unshare_flags)?;
+    if own_uts {
+        if let Some(h) = spec.hostname() {
+            sys.sethostname(h).context("sethostname")?;
+        }
+    }
+
+    // 3. Root filesystem, the spec's mounts and /dev, then pivot_root.
+    let root = &cfg.rootfs_dir;
+    mount_rootfs(sys, cfg)?;
+    // Every path below is the image's to play tricks with: resolved inside
+    // the root by an fd walk and acted on through the fd (see `inroot`).
+    let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
+    for m in spec.mounts().clone().unwrap_or_default() {
+        mount_one(sys, &root_fd, &m)?;
+    }
+    setup_dev(sys, &root_fd)?;
+    create_devices(sys, &root_fd, linux.devices().as_deref().unwrap_or_default())?;
+
+    let cwd = spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().clone())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let cwd_fd = inroot::resolve(&root_fd, &cwd, Create::Dirs)
+        .with_context(|| format!("working directory {}", cwd.display()))?;
+    drop(root_fd);
+
+    pivot_into(sys, root)?;
+    harden(sys, spec, &linux)?;
+    Ok(Prepared {
+        cwd,
+        cwd_fd: Some(cwd_fd),
+    })
+}
+
+/// Joins the namespaces that have a path (the pod's); returns the ones to
+/// create, and whether the UTS namespace is the container's own.
+fn join_namespaces(sys: &dyn Syscall, linux: &Linux) -> Result<(CloneFlags, bool)> {
     let mut unshare_flags = CloneFlags::empty();
     let mut own_uts = false;
-    for ns in &namespaces {
+    for ns in linux.namespaces().as_deref().unwrap_or_default() {
         let flag = match ns.typ() {
             LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
@@ -56,7 +97,8 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         match ns.path() {
             Some(path) => {
                 let f = File::open(path).with_context(|| format!("open namespace {}", path.display()))?;
-                setns(&f, flag).with_context(|| format!("setns {}", path.display()))?;
+                sys.setns(f.as_fd(), flag)
+                    .with_context(|| format!("setns {}", path.display()))?;
             }
             None => {
                 if flag == CloneFlags::CLONE_NEWUTS {
@@ -66,52 +108,52 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
             }
         }
     }
-    if !unshare_flags.contains(CloneFlags::CLONE_NEWNS) {
-        bail!("a container needs its own mount namespace");
-    }
+    Ok((unshare_flags, own_uts))
+}
 
-    // The container's cgroup, before a cgroup namespace roots itself there.
+/// The container's cgroup, before a cgroup namespace roots itself there.
+fn join_cgroup(sys: &dyn Syscall, cfg: &InitConfig, linux: &Linux) -> Result<()> {
     if let Some(cg) = linux.cgroups_path() {
-        let procs = Path::new(CGROUP2_ROOT)
-            .join(cg.strip_prefix("/").unwrap_or(cg))
-            .join("cgroup.procs");
-        std::fs::write(&procs, b"0").with_context(|| format!("join cgroup {}", procs.display()))?;
+        let procs = berth_sys::cgroup::dir(&cfg.cgroup_root, cg).join("cgroup.procs");
+        sys.write_file(&procs, b"0")
+            .with_context(|| format!("join cgroup {}", procs.display()))?;
     }
+    Ok(())
+}
 
-    // 2. New namespaces. Mount events stay inside; host events still reach
-    // us. With a Bidirectional mount berthd asks for an rshared root instead:
-    // a bind of a shared source joins the source's peer group only if the
-    // source's copy here is still shared (rslave would leave it slave+shared
-    // and nothing would reach the host).
-    unshare(unshare_flags).context("unshare namespaces")?;
+/// New namespaces. Mount events stay inside; host events still reach us.
+/// With a Bidirectional mount berthd asks for an rshared root instead: a
+/// bind of a shared source joins the source's peer group only if the
+/// source's copy here is still shared (rslave would leave it slave+shared
+/// and nothing would reach the host).
+fn unshare_namespaces(sys: &dyn Syscall, cfg: &InitConfig, linux: &Linux, flags: CloneFlags) -> Result<()> {
+    sys.unshare(flags).context("unshare namespaces")?;
     let root_propagation = match linux.rootfs_propagation().as_deref() {
         Some("shared" | "rshared") => MsFlags::MS_SHARED,
         Some("private" | "rprivate") => MsFlags::MS_PRIVATE,
         _ => MsFlags::MS_SLAVE,
     };
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
         MsFlags::MS_REC | root_propagation,
-        None::<&str>,
+        None,
     )
     .with_context(|| format!("set propagation of / to {root_propagation:?}"))?;
-    make_rootfs_parent_private(&cfg.rootfs_dir)?;
-    if own_uts {
-        if let Some(h) = spec.hostname() {
-            nix::unistd::sethostname(h).context("sethostname")?;
-        }
-    }
+    make_rootfs_parent_private(sys, &cfg.rootfs_dir)
+}
 
-    // 3. Root filesystem.
+/// The rootfs mounts (overlay) at the rootfs dir, in order; a bind of the
+/// dir onto itself when there are none (pivot_root needs a mount point).
+fn mount_rootfs(sys: &dyn Syscall, cfg: &InitConfig) -> Result<()> {
     let root = &cfg.rootfs_dir;
     for m in &cfg.rootfs_mounts {
         let p = parse_options(&m.options);
         let (data, _lower_fds) = shorten_lowerdirs(&p.data, |d| std::fs::File::open(d).map(OwnedFd::from))
             .with_context(|| format!("open the layers of the {} rootfs", m.fstype))?;
-        mount(
-            Some(m.source.as_str()),
+        sys.mount(
+            Some(Path::new(&m.source)),
             root,
             Some(m.fstype.as_str()),
             p.flags,
@@ -120,63 +162,42 @@ pub fn prepare(cfg: &InitConfig) -> Result<Prepared> {
         .with_context(|| format!("mount {} rootfs at {}", m.fstype, root.display()))?;
     }
     if cfg.rootfs_mounts.is_empty() {
-        // pivot_root needs a mount point.
-        mount(
-            Some(root),
-            root,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .context("bind rootfs onto itself")?;
+        sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .context("bind rootfs onto itself")?;
     }
+    Ok(())
+}
 
-    // Every path below is the image's to play tricks with: resolved inside
-    // the root by an fd walk and acted on through the fd (see `inroot`).
-    let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
-    for m in spec.mounts().clone().unwrap_or_default() {
-        mount_one(&root_fd, &m)?;
+/// After pivot_root: masked and read-only paths, the read-only root, then
+/// sysctls (through the container's own /proc).
+fn harden(sys: &dyn Syscall, spec: &oci_spec::runtime::Spec, linux: &Linux) -> Result<()> {
+    for p in linux.masked_paths().as_deref().unwrap_or_default() {
+        mask_path(sys, Path::new(p))?;
     }
-    setup_dev(&root_fd)?;
-    create_devices(&root_fd, linux.devices().as_deref().unwrap_or_default())?;
-
-    let cwd = spec
-        .process()
-        .as_ref()
-        .map(|p| p.cwd().clone())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let cwd_fd = inroot::resolve(&root_fd, &cwd, Create::Dirs)
-        .with_context(|| format!("working directory {}", cwd.display()))?;
-    drop(root_fd);
-
-    pivot_into(root)?;
-
-    for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask_path(Path::new(&p))?;
-    }
-    for p in linux.readonly_paths().clone().unwrap_or_default() {
-        readonly_path(Path::new(&p))?;
+    for p in linux.readonly_paths().as_deref().unwrap_or_default() {
+        readonly_path(sys, Path::new(p))?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
+            None,
         )
         .context("remount rootfs read-only")?;
     }
     if let Some(sysctls) = linux.sysctl() {
+        // Sorted, so the order is the same on every run.
+        let mut sysctls: Vec<_> = sysctls.iter().collect();
+        sysctls.sort();
         for (k, v) in sysctls {
             let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            std::fs::write(&path, v).with_context(|| format!("set sysctl {k}={v}"))?;
+            sys.write_file(&path, v.as_bytes())
+                .with_context(|| format!("set sysctl {k}={v}"))?;
         }
     }
-    Ok(Prepared {
-        cwd,
-        cwd_fd: Some(cwd_fd),
-    })
+    Ok(())
 }
 
 /// Filesystems a bind may land on only when its destination names them
@@ -191,10 +212,10 @@ const KERNEL_FS: &[(nix::sys::statfs::FsType, &str)] = &[
 
 /// Refuses a bind destination that a symlink led onto a kernel filesystem
 /// its name does not point at.
-fn check_bind_destination(dest: &OwnedFd, name: &Path) -> Result<()> {
-    let fs = nix::sys::statfs::fstatfs(dest.as_fd())
-        .with_context(|| format!("statfs mount point {}", name.display()))?
-        .filesystem_type();
+fn check_bind_destination(sys: &dyn Syscall, dest: &OwnedFd, name: &Path) -> Result<()> {
+    let fs = sys
+        .fs_type(dest.as_fd())
+        .with_context(|| format!("statfs mount point {}", name.display()))?;
     let lexical = normalize(name);
     for (magic, base) in KERNEL_FS {
         if fs == *magic && !lexical.starts_with(base) {
@@ -231,43 +252,43 @@ fn dest_fd(root: &OwnedFd, dest: &Path, create: Create) -> Result<OwnedFd> {
 /// Mounts one spec mount inside `root`, through `/proc/self/fd` of the
 /// resolved destination. Follow-up calls (remount, propagation) resolve
 /// the destination again: the first fd points under the new mount.
-fn mount_one(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
+fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
     let name = m.destination();
     let opts = parse_options(&m.options().clone().unwrap_or_default());
     let fstype = m.typ().clone().unwrap_or_else(|| "none".into());
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype));
 
     if opts.bind {
-        let meta = std::fs::metadata(&source).with_context(|| format!("bind source {}", source.display()))?;
-        let create = if meta.is_dir() { Create::Dirs } else { Create::File };
+        let kind = sys
+            .kind(&source, true)
+            .with_context(|| format!("bind source {}", source.display()))?;
+        let create = if kind == FileKind::Dir {
+            Create::Dirs
+        } else {
+            Create::File
+        };
         let dest = dest_fd(root, name, create)?;
-        check_bind_destination(&dest, name)?;
+        check_bind_destination(sys, &dest, name)?;
         let rec = opts.flags & MsFlags::MS_REC;
-        mount(
-            Some(&source),
-            &fd_path(&dest),
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
-        .with_context(|| format!("bind {} to {}", source.display(), name.display()))?;
+        sys.mount(Some(&source), &fd_path(&dest), None, MsFlags::MS_BIND | rec, None)
+            .with_context(|| format!("bind {} to {}", source.display(), name.display()))?;
         // Bind mounts ignore other flags on creation: apply them by remount.
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
             let dest = dest_fd(root, name, Create::Nothing)?;
-            mount(
-                None::<&str>,
+            sys.mount(
+                None,
                 &fd_path(&dest),
-                None::<&str>,
+                None,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-                None::<&str>,
+                None,
             )
             .with_context(|| format!("remount {} with {extra:?}", name.display()))?;
         }
     } else {
         let dest = dest_fd(root, name, Create::Dirs)?;
         let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-        mount(
+        sys.mount(
             Some(&source),
             &fd_path(&dest),
             Some(fstype.as_str()),
@@ -278,20 +299,14 @@ fn mount_one(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
     }
     if !opts.propagation.is_empty() {
         let dest = dest_fd(root, name, Create::Nothing)?;
-        mount(
-            None::<&str>,
-            &fd_path(&dest),
-            None::<&str>,
-            opts.propagation,
-            None::<&str>,
-        )
-        .with_context(|| format!("set propagation of {}", name.display()))?;
+        sys.mount(None, &fd_path(&dest), None, opts.propagation, None)
+            .with_context(|| format!("set propagation of {}", name.display()))?;
     }
     if opts.recursive_readonly {
         // MS_RDONLY on a bind remount covers only the top mount; the
         // submounts an rbind brought along stay writable without this.
         let dest = dest_fd(root, name, Create::Nothing)?;
-        set_readonly_recursive(&fd_path(&dest))
+        set_readonly_recursive(sys, &fd_path(&dest))
             .with_context(|| format!("make {} read-only recursively", name.display()))?;
     }
     Ok(())
@@ -302,62 +317,23 @@ fn mount_one(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
 /// and every bind below would propagate to the host's copy of it. Making just
 /// that one mount private here stops it; the binds' sources keep their own
 /// peer groups.
-fn make_rootfs_parent_private(rootfs_dir: &Path) -> Result<()> {
+fn make_rootfs_parent_private(sys: &dyn Syscall, rootfs_dir: &Path) -> Result<()> {
     let dir = std::fs::canonicalize(rootfs_dir)
         .with_context(|| format!("resolve rootfs dir {}", rootfs_dir.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    if let Some((mount_point, true)) = mount_holding(&info, &dir) {
-        mount(
-            None::<&str>,
-            &mount_point,
-            None::<&str>,
-            MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .with_context(|| format!("make {} private", mount_point.display()))?;
+    let info = sys
+        .read_file(Path::new("/proc/self/mountinfo"))
+        .context("read /proc/self/mountinfo")?;
+    if let Some((mount_point, true)) = berth_sys::mountinfo::holding(&info, &dir) {
+        sys.mount(None, &mount_point, None, MsFlags::MS_PRIVATE, None)
+            .with_context(|| format!("make {} private", mount_point.display()))?;
     }
     Ok(())
 }
 
-/// `struct mount_attr` of <linux/mount.h> (MOUNT_ATTR_SIZE_VER0, 32 bytes).
-#[repr(C)]
-#[allow(dead_code)] // read by the kernel, never by us
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// MOUNT_ATTR_RDONLY of <linux/mount.h>.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-/// mount_setattr(2) with AT_RECURSIVE and MOUNT_ATTR_RDONLY: the mount at
-/// `path` and every mount below it become read-only (Linux >= 5.12).
-fn set_readonly_recursive(path: &Path) -> Result<()> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .context("mount path contains a NUL byte")?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: c_path is a valid NUL-terminated string and attr a live,
-    // correctly laid out mount_attr whose size is passed; the kernel only
-    // reads both during the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            (libc::AT_RECURSIVE | libc::AT_NO_AUTOMOUNT) as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc == -1 {
-        let e = std::io::Error::last_os_error();
+/// The mount at `path` and every mount below it become read-only
+/// (mount_setattr(2), Linux >= 5.12).
+fn set_readonly_recursive(sys: &dyn Syscall, path: &Path) -> Result<()> {
+    if let Err(e) = sys.set_readonly_recursive(path) {
         if e.raw_os_error() == Some(libc::ENOSYS) {
             bail!("recursive read-only mounts need mount_setattr(2), Linux >= 5.12: {e}");
         }
@@ -368,16 +344,16 @@ fn set_readonly_recursive(path: &Path) -> Result<()> {
 
 /// Minimal /dev: host device nodes bound in, the standard symlinks. The
 /// image's `/dev` (even a symlink) is resolved inside the root.
-fn setup_dev(root: &OwnedFd) -> Result<()> {
+fn setup_dev(sys: &dyn Syscall, root: &OwnedFd) -> Result<()> {
     for name in DEFAULT_DEVICES {
         let target = inroot::resolve(root, &Path::new("/dev").join(name), Create::File)
             .with_context(|| format!("create /dev/{name}"))?;
-        mount(
+        sys.mount(
             Some(&Path::new("/dev").join(name)),
             &fd_path(&target),
-            None::<&str>,
+            None,
             MsFlags::MS_BIND,
-            None::<&str>,
+            None,
         )
         .with_context(|| format!("bind /dev/{name}"))?;
     }
@@ -389,7 +365,7 @@ fn setup_dev(root: &OwnedFd) -> Result<()> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        match nix::unistd::symlinkat(target, &dev, link) {
+        match sys.symlinkat(target, dev.as_fd(), link) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e).with_context(|| format!("symlink /dev/{link}")),
         }
@@ -402,9 +378,9 @@ fn setup_dev(root: &OwnedFd) -> Result<()> {
 /// the spec's. Whether the container may open them is the cgroup device
 /// filter's business (berthd attached it before we joined the cgroup); it
 /// allows mknod of any node. Made with *at calls in the resolved parent.
-fn create_devices(root: &OwnedFd, devices: &[LinuxDevice]) -> Result<()> {
+fn create_devices(sys: &dyn Syscall, root: &OwnedFd, devices: &[LinuxDevice]) -> Result<()> {
     use nix::fcntl::AtFlags;
-    use nix::sys::stat::{fstatat, mknodat};
+    use nix::sys::stat::fstatat;
     for d in devices {
         let path = d.path();
         let kind = match d.typ() {
@@ -428,84 +404,89 @@ fn create_devices(root: &OwnedFd, devices: &[LinuxDevice]) -> Result<()> {
                 .with_context(|| format!("replace {} with the device node", path.display()))?;
         }
         let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-        mknodat(&dir, name, kind, Mode::from_bits_truncate(mode), rdev)
-            .with_context(|| format!("mknod {} {}:{}", path.display(), d.major(), d.minor()))?;
+        sys.mknodat(
+            dir.as_fd(),
+            Path::new(name),
+            kind,
+            Mode::from_bits_truncate(mode),
+            rdev,
+        )
+        .with_context(|| format!("mknod {} {}:{}", path.display(), d.major(), d.minor()))?;
         let node = inroot::resolve(&dir, Path::new(name), Create::Nothing)
             .with_context(|| format!("open device {}", path.display()))?;
         // mknod applies the umask; the spec's bits are the truth.
-        let c = CString::new(fd_path(&node).as_os_str().as_bytes())?;
-        // SAFETY: chmod(2) of a valid NUL-terminated path.
-        if unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("chmod {}", path.display()));
-        }
-        nix::unistd::fchownat(
-            &node,
-            "",
-            Some(d.uid().unwrap_or(0).into()),
-            Some(d.gid().unwrap_or(0).into()),
-            AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .with_context(|| format!("chown {}", path.display()))?;
+        sys.chmod(&fd_path(&node), mode)
+            .with_context(|| format!("chmod {}", path.display()))?;
+        sys.fchown(node.as_fd(), d.uid().unwrap_or(0), d.gid().unwrap_or(0))
+            .with_context(|| format!("chown {}", path.display()))?;
     }
     Ok(())
 }
 
 /// pivot_root(".", ".") then detach the old root: the old root is stacked
 /// under the new one and unmounted lazily, so no put_old directory is needed.
-fn pivot_into(root: &Path) -> Result<()> {
+fn pivot_into(sys: &dyn Syscall, root: &Path) -> Result<()> {
     let old_root = File::open("/").context("open old root")?;
-    nix::unistd::chdir(root).context("chdir rootfs")?;
-    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    sys.chdir(root).context("chdir rootfs")?;
+    sys.pivot_root(Path::new("."), Path::new("."))
+        .context("pivot_root")?;
     // The old root is stacked on the new one now. Under an rshared root its
     // mounts are peers of the host's: make them slaves first so detaching
     // them cannot unmount anything on the host (runc does the same). mount(2)
     // resolves "." to the cwd's own mount, not the one stacked on it, so
     // step into the old root first, or the rslave would hit the new root
     // and every Bidirectional bind under it.
-    nix::unistd::fchdir(&old_root).context("fchdir old root")?;
-    mount(
-        None::<&str>,
-        ".",
-        None::<&str>,
+    sys.fchdir(old_root.as_fd()).context("fchdir old root")?;
+    sys.mount(
+        None,
+        Path::new("."),
+        None,
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
+        None,
     )
     .context("make old root rslave")?;
-    umount2(".", MntFlags::MNT_DETACH).context("detach old root")?;
-    nix::unistd::chdir("/").context("chdir /")?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH)
+        .context("detach old root")?;
+    sys.chdir(Path::new("/")).context("chdir /")?;
     Ok(())
 }
 
 /// Hides a path: /dev/null over files, an empty read-only tmpfs over dirs.
-fn mask_path(p: &Path) -> Result<()> {
-    match std::fs::metadata(p) {
+fn mask_path(sys: &dyn Syscall, p: &Path) -> Result<()> {
+    match sys.kind(p, true) {
         Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        Ok(FileKind::Dir) => sys
+            .mount(
+                Some(Path::new("tmpfs")),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )
             .with_context(|| format!("mask {}", p.display())),
-        Ok(_) => mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        Ok(FileKind::Other) => sys
+            .mount(Some(Path::new("/dev/null")), p, None, MsFlags::MS_BIND, None)
             .with_context(|| format!("mask {}", p.display())),
     }
 }
 
 /// Makes a path read-only with a bind remount.
-fn readonly_path(p: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(p).is_err() {
+fn readonly_path(sys: &dyn Syscall, p: &Path) -> Result<()> {
+    if sys.kind(p, false).is_err() {
         return Ok(());
     }
-    mount(
-        Some(p),
+    sys.mount(Some(p), p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        .with_context(|| format!("bind {} read-only", p.display()))?;
+    sys.mount(
+        None,
         p,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .with_context(|| format!("bind {} read-only", p.display()))?;
-    mount(
-        None::<&str>,
-        p,
-        None::<&str>,
+        None,
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        None::<&str>,
+        None,
     )
     .with_context(|| format!("remount {} read-only", p.display()))
 }
+
+#[cfg(test)]
+#[path = "rootfs_tests.rs"]
+mod tests;

@@ -1,5 +1,5 @@
-//! ExecSync's output: both pipes read on the shim's runtime (no thread per
-//! pipe), each kept up to a cap, and never read past the call.
+//! ExecSync's output capture: both pipes read on the shim's runtime (no
+//! thread per pipe), each kept up to a cap, and never read past the call.
 //!
 //! The command's output is untrusted: `yes` would otherwise fill the shim's
 //! memory, and a child the command left running (`sleep 1000 &`) holds the

@@ -1,0 +1,397 @@
+//! Create and Start: a container's init stage cloned, set up and parked
+//! (Create), then told to exec the user's process (Start).
+//!
+//! Create clones `berth-shim init` with its channels on the numbers of
+//! [`crate::sync::fds`], hands it the spec, and waits for its ready report
+//! (and, for a tty container, the terminal it opened inside). Only then is
+//! the container put in the table, whole, with its log copiers running and
+//! a task that marks it exited once it is reaped and its output drained.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::shim::{CreateRequest, CreateResponse, StartResponse};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::init::{InitConfig, RootfsMount};
+use crate::logs::{spawn_copier, LogFile};
+use crate::pod::Pod;
+use crate::reaper::{now_ns, Reaper};
+use crate::spawn::{spawn_init, ChildFds};
+use crate::stdio::AttachPoint;
+use crate::stream::Stream;
+use crate::table::{Container, Created, Phase, Table};
+
+/// How long a reaped container's output may keep draining before its exit
+/// is reported anyway.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// The shim's ends of a new container's channels.
+struct Ours {
+    config: OwnedFd,
+    sync: OwnedFd,
+    start: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    /// A tty container's console socket: its init sends the terminal here.
+    console: Option<UnixStream>,
+    /// The write end of the stdin pipe (`stdin: true` without a terminal).
+    stdin: Option<OwnedFd>,
+}
+
+/// What init's setup came to: the sync pipe (for Start), its report, and
+/// the terminal master it sent (tty containers).
+type Setup = (File, Vec<u8>, Option<OwnedFd>);
+
+/// Whether the spec asks for a PID namespace of the container's own.
+fn wants_own_pid_ns(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+        })
+        .unwrap_or(false)
+}
+
+/// What init reads on its config fd.
+fn init_config(req: &CreateRequest, spec: Spec, cgroup_root: &Path) -> InitConfig {
+    InitConfig {
+        cgroup_root: cgroup_root.to_path_buf(),
+        rootfs_dir: Path::new(&req.bundle).join("rootfs"),
+        rootfs_mounts: req
+            .rootfs
+            .iter()
+            .map(|m| RootfsMount {
+                fstype: m.r#type.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
+            .collect(),
+        spec,
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((r, w))
+}
+
+/// Makes every channel of a new container: the child's ends (by their
+/// number inside the child) and ours.
+fn channels(terminal: bool, stdin: bool) -> Result<(ChildFds, Ours)> {
+    let mk = |what: &str| pipe().map_err(|e| Error::io(what, e));
+    let (cfg_r, cfg_w) = mk("config pipe")?;
+    let (sync_r, sync_w) = mk("sync pipe")?;
+    let (start_r, start_w) = mk("start pipe")?;
+    let (out_r, out_w) = mk("stdout pipe")?;
+    let (err_r, err_w) = mk("stderr pipe")?;
+    let devnull: OwnedFd = File::open("/dev/null")
+        .map_err(|e| Error::io("open /dev/null", e))?
+        .into();
+    // A tty container gets, as its stdin, a socket on which its init
+    // sends back the terminal it opens inside (init::console).
+    // `stdin: true` without a terminal: a pipe whose write end the shim
+    // keeps, so the process's stdin stays open (reads block, as with no
+    // attacher on the other runtimes) instead of reading EOF.
+    let mut stdin_writer = None;
+    let (console, child_stdin) = if terminal {
+        let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("console socket", e))?;
+        (Some(ours), OwnedFd::from(theirs))
+    } else if stdin {
+        let (r, w) = mk("stdin pipe")?;
+        stdin_writer = Some(w);
+        (None, r)
+    } else {
+        (None, devnull)
+    };
+    let child = ChildFds {
+        stdin: child_stdin,
+        stdout: out_w,
+        stderr: err_w,
+        config: cfg_r,
+        sync: sync_w,
+        start: start_r,
+        target: None,
+    };
+    let ours = Ours {
+        config: cfg_w,
+        sync: sync_r,
+        start: start_w,
+        stdout: out_r,
+        stderr: err_r,
+        console,
+        stdin: stdin_writer,
+    };
+    Ok((child, ours))
+}
+
+/// Hands init its config and waits, off the runtime, for its ready report
+/// (and the terminal it sends before it).
+async fn setup(
+    config: OwnedFd,
+    config_json: Vec<u8>,
+    sync: OwnedFd,
+    console: Option<UnixStream>,
+) -> Result<std::io::Result<Setup>> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<Setup> {
+        let mut w = File::from(config);
+        w.write_all(&config_json)?;
+        drop(w);
+        let mut sync = File::from(sync);
+        let got = crate::sync::read(&mut sync, true)?;
+        // Init sent the terminal before it said it is ready.
+        let master = match &console {
+            Some(sock) if crate::sync::is_ready(&got) => {
+                Some(crate::init::console::receive(sock).map_err(std::io::Error::other)?)
+            }
+            _ => None,
+        };
+        Ok((sync, got, master))
+    })
+    .await
+    .map_err(|e| Error::internal("init setup task", e))
+}
+
+/// Create: clones the container's init, waits until it is parked, and
+/// records the container.
+pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
+    if pod.table.get(&req.id).is_some() {
+        return Err(Error::Exists(req.id));
+    }
+    let spec: Spec = serde_json::from_slice(&req.spec_json).map_err(Error::BadSpec)?;
+    let new_pid_ns = wants_own_pid_ns(&spec);
+    let cfg = init_config(&req, spec, &pod.cgroup_root);
+    // Under the 0700 bundle dir; 0700 itself whatever the umask.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.rootfs_dir)
+        .map_err(|e| Error::io("create rootfs dir", e))?;
+    let log = LogFile::open(&req.log_path).map_err(|e| Error::io("open log file", e))?;
+    let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode init config", e))?;
+    let (child, ours) = channels(crate::init::wants_terminal(&cfg.spec), req.stdin)?;
+
+    let join = if new_pid_ns { None } else { pod.pid_ns.as_ref() };
+    let spawned =
+        spawn_init(new_pid_ns, join, child).map_err(|e| Error::internal("clone container init", e))?;
+    let pid = spawned.pid;
+    // Our copies of the child's ends are closed by now (ChildFds dropped),
+    // so EOF on sync/stdout/stderr means the child side is gone.
+
+    let cgroup_dir = crate::cgroup::dir(&pod.cgroup_root, &cfg.spec);
+    let setup = setup(ours.config, config_json, ours.sync, ours.console).await?;
+
+    // Through the pidfd: an init that died in setup may be reaped, and
+    // its pid another process's, by now.
+    let pidfd = spawned.pidfd;
+    let fail = |msg: String| {
+        let _ = berth_sys::pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let reaper = pod.reaper.clone();
+        tokio::spawn(async move { reaper.wait(pid).await });
+        Error::CreateFailed {
+            id: req.id.clone(),
+            message: msg,
+        }
+    };
+    let (sync_file, got, master) = match setup {
+        Ok(v) => v,
+        Err(e) => return Err(fail(format!("talk to init: {e}"))),
+    };
+    if !crate::sync::is_ready(&got) {
+        return Err(fail(crate::sync::setup_failure(&got)));
+    }
+
+    // Attachers write keystrokes and resizes to a duplicate of the
+    // terminal master; the copier keeps reading the original.
+    let terminal = match master.as_ref().map(|m| m.try_clone()) {
+        Some(Ok(dup)) => Some(File::from(dup)),
+        Some(Err(e)) => return Err(fail(format!("duplicate the terminal: {e}"))),
+        None => None,
+    };
+    let attach = Arc::new(AttachPoint::new(
+        terminal,
+        ours.stdin.map(File::from),
+        req.stdin,
+        req.stdin_once,
+    ));
+    let fanout = attach.fanout.clone();
+    let c = Arc::new(Container::new(Created {
+        id: req.id.clone(),
+        pid,
+        pidfd: Some(
+            pidfd
+                .try_clone()
+                .map_err(|e| fail(format!("duplicate the pidfd: {e}")))?,
+        ),
+        cgroup_dir,
+        spec: cfg.spec,
+        log: log.clone(),
+        attach,
+        start_pipe: File::from(ours.start),
+        sync_pipe: sync_file,
+    }));
+    if let Err(e) = pod.table.insert(c.clone()) {
+        return Err(fail(e));
+    }
+    let mut copiers = vec![spawn_copier(
+        ours.stdout,
+        Stream::Stdout,
+        log.clone(),
+        fanout.clone(),
+    )];
+    copiers.push(spawn_copier(
+        ours.stderr,
+        Stream::Stderr,
+        log.clone(),
+        fanout.clone(),
+    ));
+    // A terminal merges both streams: its output is logged as stdout.
+    copiers.extend(master.map(|m| spawn_copier(m, Stream::Stdout, log, fanout)));
+    tokio::spawn(watch_exit(pod.reaper.clone(), c, copiers));
+    tracing::info!(container = %req.id, pid, "container created");
+    Ok(CreateResponse { pid: pid as u32 })
+}
+
+/// Marks `c` exited once its process is reaped and its output copiers
+/// are done.
+async fn watch_exit(reaper: Reaper, c: Arc<Container>, copiers: Vec<oneshot::Receiver<()>>) {
+    let pid = c.pid;
+    let exit = reaper.wait(pid).await;
+    c.mark_reaped();
+    // What the process wrote before it died reaches the log before
+    // its exit is reported. But a process that inherited the pipes
+    // and lives on (a background child, in a pod's shared PID
+    // namespace) must not keep the exit unreported: drain for a
+    // bounded time; the copiers go on logging whatever comes later.
+    let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+        for done in copiers {
+            let _ = done.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(container = %c.id, pid, "output still open after the exit (a process holds the pipes); reporting the exit anyway");
+    }
+    c.mark_exited(exit.code, exit.at_ns);
+    tracing::info!(container = %c.id, pid, code = exit.code, "container exited");
+}
+
+/// Start: tells the parked init to exec and reports how that went.
+pub async fn start(table: &Table, id: String) -> Result<StartResponse> {
+    let c = table.container(&id)?;
+    if c.state().phase != Phase::Created {
+        return Err(Error::WrongPhase(format!(
+            "container {id} is not in created state"
+        )));
+    }
+    let start = c.start_pipe.lock().expect("lock").take();
+    let sync = c.sync_pipe.lock().expect("lock").take();
+    let (Some(start), Some(mut sync)) = (start, sync) else {
+        return Err(Error::WrongPhase(format!("container {id} is already starting")));
+    };
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        crate::sync::send_start(start)?;
+        crate::sync::read(&mut sync, false)
+    })
+    .await
+    .map_err(|e| Error::internal("start task", e))?;
+    let started_at = now_ns();
+    let report = result.map_err(|e| Error::io("read start result", e))?;
+    // The identity right before exec; anything after it is an error.
+    let (identity, result) = crate::sync::start_result(&report);
+    if let Err(message) = result {
+        return Err(Error::StartFailed { id, message });
+    }
+    c.mark_running(started_at).map_err(Error::WrongPhase)?;
+    tracing::info!(container = %id, pid = c.pid, "container started");
+    Ok(StartResponse {
+        pid: c.pid as u32,
+        started_at,
+        identity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_proto::shim::RootfsMount as WireMount;
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(namespaces: serde_json::Value) -> Spec {
+        serde_json::from_value(json!({"ociVersion": "1.0.2", "linux": {"namespaces": namespaces}})).unwrap()
+    }
+
+    /// Only a PID namespace without a path is the container's own; one
+    /// with a path (or none) means the pod's shared one.
+    #[test]
+    fn only_an_unnamed_pid_namespace_is_the_containers_own() {
+        assert!(wants_own_pid_ns(&spec(
+            json!([{"type": "pid"}, {"type": "mount"}])
+        )));
+        assert!(!wants_own_pid_ns(&spec(
+            json!([{"type": "pid", "path": "/proc/9/ns/pid"}])
+        )));
+        assert!(!wants_own_pid_ns(&spec(json!([{"type": "mount"}]))));
+    }
+
+    /// Init gets the rootfs under the bundle, the rootfs mounts in order
+    /// and the shim's cgroup root.
+    #[test]
+    fn the_init_config_carries_bundle_mounts_and_cgroup_root() {
+        let req = CreateRequest {
+            id: "c1".into(),
+            bundle: "/run/berth/c1".into(),
+            rootfs: vec![
+                WireMount {
+                    r#type: "overlay".into(),
+                    source: "overlay".into(),
+                    options: vec!["lowerdir=/a".into()],
+                },
+                WireMount {
+                    r#type: "tmpfs".into(),
+                    source: "none".into(),
+                    options: vec![],
+                },
+            ],
+            ..Default::default()
+        };
+        let cfg = init_config(&req, spec(json!([])), Path::new("/mnt/cgroup2"));
+        assert_eq!(cfg.rootfs_dir, Path::new("/run/berth/c1/rootfs"));
+        let mounts: Vec<(&str, &str)> = cfg
+            .rootfs_mounts
+            .iter()
+            .map(|m| (m.fstype.as_str(), m.source.as_str()))
+            .collect();
+        assert_eq!(mounts, [("overlay", "overlay"), ("tmpfs", "none")]);
+        assert_eq!(cfg.rootfs_mounts[0].options, ["lowerdir=/a"]);
+        assert_eq!(cfg.cgroup_root, Path::new("/mnt/cgroup2"));
+    }
+
+    /// A tty container's stdin is the console socket; `stdin: true` keeps
+    /// a pipe's write end for attachers; otherwise stdin is /dev/null.
+    #[test]
+    fn stdin_is_a_console_a_kept_pipe_or_nothing() {
+        let (_, ours) = channels(true, true).unwrap();
+        assert!(ours.console.is_some() && ours.stdin.is_none());
+        let (_, ours) = channels(false, true).unwrap();
+        assert!(ours.console.is_none() && ours.stdin.is_some());
+        let (child, ours) = channels(false, false).unwrap();
+        assert!(ours.console.is_none() && ours.stdin.is_none());
+        let null = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&child.stdin)
+        ));
+        assert_eq!(null.unwrap(), Path::new("/dev/null"));
+    }
+}

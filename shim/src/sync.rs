@@ -1,0 +1,263 @@
+//! The sync protocol between the shim and a first stage (`berth-shim init`
+//! or `berth-shim exec`), both sides of it, and the fd numbers it runs on.
+//!
+//! The stage reads its JSON config on [`fds::CONFIG`] to EOF and reports on
+//! [`fds::SYNC`], a close-on-exec pipe:
+//! - `R`: init is set up and parked (create); it then waits for one byte on
+//!   [`fds::START`] (EOF there means "give up": Delete before Start);
+//! - `I<uid> <gid> <g1,g2,...>\n`: the identity the kernel gave the process,
+//!   written right before the exec;
+//! - `E<message>`: a failure, for berthd verbatim; the stage then exits.
+//!
+//! A successful exec closes the sync pipe, so EOF after an identity line and
+//! nothing else is the shim's proof that the user's process runs.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+
+use berth_proto::shim::ProcessIdentity;
+
+/// File descriptor numbers a stage finds its channels on.
+pub mod fds {
+    /// The stage's JSON config (`InitConfig` or `ExecConfig`), read to EOF.
+    pub const CONFIG: i32 = 3;
+    /// stage -> shim: the reports of this module; closed by a successful exec.
+    pub const SYNC: i32 = 4;
+    /// shim -> init: one byte means "exec now"; EOF means "give up".
+    pub const START: i32 = 5;
+    /// exec stage only: a pidfd of the container's first process, whose
+    /// namespaces it joins (a pid could name another process by then).
+    pub const TARGET: i32 = 6;
+}
+
+/// Init is set up and parked.
+const READY: &[u8] = b"R";
+/// The shim's "exec now".
+const START: &[u8] = b"S";
+/// Starts an identity line.
+const IDENTITY: u8 = b'I';
+/// Starts a failure message.
+const ERROR: u8 = b'E';
+
+// ---- The stage's side ----
+
+/// Takes over the descriptor `fd` the shim placed before exec, and marks
+/// it close-on-exec: the sync pipe must close on a successful exec (that
+/// EOF is the shim's proof), and no channel may leak into the container.
+///
+/// # Safety
+/// `fd` is open and nothing else in this process owns it.
+pub unsafe fn inherit(fd: RawFd) -> File {
+    close_on_exec(fd);
+    // SAFETY: the caller promised `fd` is open and ours alone.
+    unsafe { File::from_raw_fd(fd) }
+}
+
+/// Marks `fd` close-on-exec if it is open (the exec stage gets /dev/null
+/// on [`fds::START`], which it never reads but must not pass on).
+pub fn close_on_exec(fd: RawFd) {
+    // SAFETY: the borrow lasts only for this fcntl(2); on a closed number
+    // the call fails with EBADF and nothing happens.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+}
+
+/// The stage's end of the sync pipe.
+pub struct Reporter<W: Write = File>(W);
+
+impl<W: Write> Reporter<W> {
+    /// Reports on `w` (the file from [`inherit`]`(fds::SYNC)`).
+    pub fn new(w: W) -> Self {
+        Reporter(w)
+    }
+
+    /// Init is set up and parked; an error means the shim is gone.
+    pub fn ready(&mut self) -> std::io::Result<()> {
+        self.0.write_all(READY)
+    }
+
+    /// The identity line, right before the exec.
+    pub fn identity(&mut self, line: &str) {
+        let _ = self.0.write_all(line.as_bytes());
+    }
+
+    /// A failure, for berthd verbatim (the stage exits next).
+    pub fn fail(&mut self, message: &str) {
+        let mut msg = Vec::with_capacity(message.len() + 1);
+        msg.push(ERROR);
+        msg.extend_from_slice(message.as_bytes());
+        let _ = self.0.write_all(&msg);
+    }
+}
+
+/// The identity line for `uid`, `gid` and supplementary `groups` as the
+/// kernel lists them (`/proc/self/status`).
+pub fn identity_line(uid: &str, gid: &str, groups: &[&str]) -> String {
+    format!("{}{uid} {gid} {}\n", IDENTITY as char, groups.join(","))
+}
+
+/// Init parks here until the shim says start: true for "exec now", false
+/// when the start pipe closed (the shim gave up on us or died).
+pub fn wait_for_start(start: &mut impl Read) -> bool {
+    let mut go = [0u8; 1];
+    matches!(start.read(&mut go), Ok(1))
+}
+
+// ---- The shim's side ----
+
+/// Tells a parked init to exec, and closes the start pipe.
+pub fn send_start(mut start: File) -> std::io::Result<()> {
+    start.write_all(START)
+}
+
+/// Reads what the stage wrote on the sync pipe, up to EOF or, with
+/// `stop_at_ready`, up to init's ready report.
+pub fn read(f: &mut impl Read, stop_at_ready: bool) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        if stop_at_ready && out == READY {
+            return Ok(out);
+        }
+    }
+}
+
+/// Whether create's report says init is parked.
+pub fn is_ready(report: &[u8]) -> bool {
+    report == READY
+}
+
+/// What create's report says went wrong (it was not [`is_ready`]).
+pub fn setup_failure(report: &[u8]) -> String {
+    let msg = String::from_utf8_lossy(report.strip_prefix(&[ERROR]).unwrap_or(report)).into_owned();
+    if msg.is_empty() {
+        "init exited during setup".to_string()
+    } else {
+        msg
+    }
+}
+
+/// Splits the identity line a stage reports before exec from what follows.
+pub fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
+    let Some(rest) = msg.strip_prefix(&[IDENTITY]) else {
+        return (None, msg);
+    };
+    let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+    let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+    let after = rest.get(end + 1..).unwrap_or(&[]);
+    let mut f = line.split(' ');
+    let uid = f.next().and_then(|v| v.parse().ok());
+    let gid = f.next().and_then(|v| v.parse().ok());
+    let groups = f
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    match (uid, gid) {
+        (Some(uid), Some(gid)) => (Some(ProcessIdentity { uid, gid, groups }), after),
+        _ => (None, after),
+    }
+}
+
+/// Start's report: the identity, and the failure text when anything but
+/// the identity came before EOF.
+pub fn start_result(report: &[u8]) -> (Option<ProcessIdentity>, Result<(), String>) {
+    let (identity, rest) = split_identity(report);
+    if rest.is_empty() {
+        return (identity, Ok(()));
+    }
+    let text = String::from_utf8_lossy(rest.strip_prefix(&[ERROR]).unwrap_or(rest)).into_owned();
+    (identity, Err(text))
+}
+
+/// An exec stage's failure message, if its report carries one.
+pub fn failure(report: &[u8]) -> Option<String> {
+    let (_, rest) = split_identity(report);
+    rest.strip_prefix(&[ERROR])
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the stage writes, as the shim reads it back.
+    fn round_trip(stage: impl FnOnce(&mut Reporter<&mut Vec<u8>>)) -> Vec<u8> {
+        let mut wire = Vec::new();
+        stage(&mut Reporter::new(&mut wire));
+        read(&mut wire.as_slice(), false).unwrap()
+    }
+
+    #[test]
+    fn a_parked_init_is_ready_and_stops_the_read() {
+        let got = round_trip(|r| r.ready().unwrap());
+        assert!(is_ready(&got));
+        // The read stops at R while init stays parked with the pipe open.
+        let (r, w) = std::io::pipe().unwrap();
+        let mut rep = Reporter::new(w);
+        rep.ready().unwrap();
+        assert_eq!(read(&mut { r }, true).unwrap(), b"R");
+        drop(rep);
+    }
+
+    #[test]
+    fn a_setup_failure_is_berthds_message_verbatim() {
+        let got = round_trip(|r| r.fail("mount point /data: refused"));
+        assert!(!is_ready(&got));
+        assert_eq!(setup_failure(&got), "mount point /data: refused");
+        // Died without a word (killed, or the pipe closed early).
+        assert_eq!(setup_failure(b""), "init exited during setup");
+    }
+
+    #[test]
+    fn a_started_process_reports_its_identity_then_eof() {
+        let got = round_trip(|r| r.identity(&identity_line("1000", "1000", &["10", "20"])));
+        let (id, result) = start_result(&got);
+        let id = id.expect("identity");
+        assert_eq!((id.uid, id.gid, id.groups), (1000, 1000, vec![10, 20]));
+        assert_eq!(result, Ok(()));
+        assert_eq!(failure(&got), None);
+    }
+
+    #[test]
+    fn an_exec_failure_after_the_identity_is_the_error() {
+        let got = round_trip(|r| {
+            r.identity(&identity_line("0", "0", &[]));
+            r.fail("exec \"nope\": ENOENT");
+        });
+        let (id, result) = start_result(&got);
+        assert_eq!(id.map(|i| (i.uid, i.gid, i.groups)), Some((0, 0, vec![])));
+        assert_eq!(result, Err("exec \"nope\": ENOENT".to_string()));
+        assert_eq!(failure(&got).as_deref(), Some("exec \"nope\": ENOENT"));
+        // Before any identity (setup of an exec stage failed).
+        assert_eq!(failure(b"Ejoin cgroup").as_deref(), Some("join cgroup"));
+    }
+
+    #[test]
+    fn garbage_from_the_stage_is_no_identity() {
+        assert!(split_identity(b"Ix y\n").0.is_none());
+        let (id, result) = start_result(b"hello");
+        assert!(id.is_none());
+        assert_eq!(result, Err("hello".to_string()));
+    }
+
+    #[test]
+    fn init_starts_on_one_byte_and_gives_up_on_eof() {
+        let (r, w) = std::io::pipe().unwrap();
+        send_start(File::from(std::os::fd::OwnedFd::from(w))).unwrap();
+        let mut r = r;
+        assert!(wait_for_start(&mut r));
+        assert!(
+            !wait_for_start(&mut r),
+            "EOF after the start byte: the pipe closed"
+        );
+        assert!(!wait_for_start(&mut std::io::empty()));
+    }
+}

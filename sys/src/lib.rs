@@ -1,0 +1,10 @@
+//! `berth-sys`: the low-level host helpers both binaries use, so each is
+//! written once: mountinfo parsing, where cgroup v2 is mounted, the default
+//! `PATH`, mount_setattr(2) and pidfds. Nothing here knows about CRI, OCI
+//! or gRPC.
+
+pub mod cgroup;
+pub mod env;
+pub mod mount;
+pub mod mountinfo;
+pub mod pidfd;
