@@ -6,9 +6,14 @@
 # bridge+portmap CNI network and the busybox image from the VM's registry.
 # Prints "BERTH-BENCH:" lines (hack/bench/lifecycle.sh keeps only those).
 #   berth-crictl-bench RUNS CONCURRENT [--socket ...]
-# Times are net of crictl's own start-up: the median of `crictl version`
-# (one cheap RPC) is measured per runtime and subtracted once per crictl
-# call. Not a test: nothing here asserts a time.
+# Client-side times are net of crictl's own start-up: the median of `crictl
+# version` (one cheap RPC) is measured per runtime and subtracted once per
+# crictl call; on a loaded host that estimate is noisy (it can even make a
+# median negative). So the "server" lines also give each runtime's own
+# per-RPC mean, from its gRPC latency histogram (Berth's
+# berth_cri_request_duration_seconds, containerd's
+# grpc_server_handling_seconds), which crictl's start-up does not touch.
+# Not a test: nothing here asserts a time.
 set -u
 RUNS=${1:-5} CONC=${2:-50}
 CRICTL=/usr/bin/crictl
@@ -40,6 +45,8 @@ done
 mkdir -p /etc/containerd /var/lib/containerd /run/containerd
 cat >/etc/containerd/config.toml <<'TOML'
 version = 2
+[metrics]
+  address = "127.0.0.1:1338"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "127.0.0.1:5000/library/pause:latest"
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -229,6 +236,24 @@ steps() {
         END { for (s in k) print s, v[s, "sum"], v[s, "count"] }' | sort
 }
 
+# Each CRI RPC's latency sum and count, as "rpc sum count" lines.
+rpcs() {
+    case $1 in
+        berth) url=http://127.0.0.1:9099/metrics m=berth_cri_request_duration_seconds l=rpc ;;
+        *) url=http://127.0.0.1:1338/v1/metrics m=grpc_server_handling_seconds l=grpc_method ;;
+    esac
+    wget -q -O - $url | awk -v m="$m" -v l="$l" '
+        index($0, m "_sum{") == 1 || index($0, m "_count{") == 1 {
+            match($0, l "=\"[^\"]*\""); r = substr($0, RSTART + length(l) + 2, RLENGTH - length(l) - 3)
+            kind = (index($0, m "_sum{") == 1) ? "sum" : "count"
+            v[r, kind] += $NF; k[r] = 1 }
+        END { for (r in k) print r, v[r, "sum"], v[r, "count"] }'
+}
+# Appends the per-RPC deltas between two rpcs() snapshots to $W/$rt.srv.
+rpc_delta() {
+    awk 'NR == FNR { s[$1] = $2; c[$1] = $3; next } { print $1, $2 - s[$1], $3 - c[$1] }' "$2" "$3" >>"$W/$1.srv"
+}
+
 say "crictl baseline ms: berth=$(base berth) runc=$(base runc) crun=$(base crun)"
 steps >"$W/steps.before"
 r=1
@@ -239,7 +264,12 @@ while [ $r -le "$RUNS" ]; do
         2) order="runc crun berth" ;;
         0) order="crun berth runc" ;;
     esac
-    for rt in $order; do one_run "$rt" "$r"; done
+    for rt in $order; do
+        { echo "- 0 0"; rpcs "$rt"; } >"$W/srv.before"
+        one_run "$rt" "$r"
+        rpcs "$rt" >"$W/srv.after"
+        rpc_delta "$rt" "$W/srv.before" "$W/srv.after"
+    done
     r=$((r + 1))
 done
 steps >"$W/steps.after"
@@ -252,6 +282,15 @@ for row in runp create start createstart stoprm restart; do
         eval "MED_$rt=$2"
     done
     say "$line ratio_runc=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_runc + 0.001)}") ratio_crun=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_crun + 0.001)}")"
+done
+# Each runtime's own mean per RPC (server side, no crictl start-up).
+for m in RunPodSandbox CreateContainer StartContainer StopContainer RemoveContainer StopPodSandbox RemovePodSandbox; do
+    line="server $m"
+    for rt in berth runc crun; do
+        line="$line $(awk -v m=$m -v rt=$rt '$1 == m { s += $2; c += $3 }
+            END { if (c > 0) printf "%s:mean_ms=%.1f,n=%d", rt, s * 1000 / c, c; else printf "%s:n=0", rt }' "$W/$rt.srv")"
+    done
+    say "$line"
 done
 # Berth's breakdown: mean per step over this bench's calls (the histogram's
 # sum/count delta).
