@@ -82,7 +82,9 @@ us() { echo "${EPOCHREALTIME%.*}${EPOCHREALTIME#*.}"; }
 cri() {
     rt=$1; shift
     case $rt in berth) ep=$BERTH ;; *) ep=$CTRD ;; esac
-    $CRICTL -r "$ep" -i "$ep" --timeout 60s "$@"
+    # Bounded: a call stuck past crictl's own timeout (seen with 50 pods
+    # at once under TCG) must not hang the bench.
+    timeout 300 $CRICTL -r "$ep" -i "$ep" --timeout 60s "$@"
 }
 handler() { case $1 in berth) echo "" ;; *) echo "--runtime $1" ;; esac; }
 
