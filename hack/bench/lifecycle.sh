@@ -1,21 +1,67 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): pod and container lifecycle latencies (medians of
-# RunPodSandbox with CNI, create+start, stop+remove of a container and of a
-# pod) and berthd's and one shim's RSS with N pods, in the VM with berthd's
-# defaults and the VM's bridge CNI network. Prints BERTH-BENCH lines; fails
-# if a call fails or anything is left behind.
-#   hack/bench/lifecycle.sh [RUNS] [PODS]     (defaults 20 and 10)
+# Benchmark (not a test): pod and container start-up latency, step by step,
+# against containerd 1.6 (Debian's, with runc and with crun), in the TCG VM
+# (2 vCPU) on the same bridge+portmap CNI config and the same busybox image
+# from the VM's local registry. The VM runs hack/bench/lifecycle-vm.sh,
+# which drives every runtime with the same crictl sequences, alternating
+# runtimes within each run, and prints medians, p90s, ratios, Berth's
+# per-step breakdown (berth_step_duration_seconds) and 50 concurrent pods.
+#   N=20 hack/bench/lifecycle.sh          (N runs, default 5; CONC pods at once, default 50)
+# crictl: $CRICTL, else /tmp/crit-bin/crictl, else crictl on PATH (build it
+# as hack/stream-interop.sh says). Without it, the script says so and runs
+# Berth's own client (berth-lifecycle-bench) for Berth alone.
+# Run it under /work/tools/vmslot where VM slots are shared.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${1:-20} PODS=${2:-10}
+N=${N:-5} CONC=${CONC:-50} PODS=${PODS:-10}
 WORK=$PWD/.work
 BIN=$WORK/lifecycle-bench-bin
+IMG=$WORK/lifecycle-bench-initramfs.img
 rm -rf "$BIN" && mkdir -p "$BIN"
+CRICTL=${CRICTL:-}
+[ -n "$CRICTL" ] || { [ -x /tmp/crit-bin/crictl ] && CRICTL=/tmp/crit-bin/crictl; } || true
+[ -n "$CRICTL" ] || CRICTL=$(command -v crictl || true)
 hack/install-deps.sh >/dev/null
 cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
-cp target/release/berthd target/release/berth-shim target/release/berth-lifecycle-bench "$BIN/"
+cp target/release/berthd target/release/berth-shim "$BIN/"
 hack/images/build.sh "$WORK/images" >/dev/null
+
+if [ -z "$CRICTL" ]; then
+    echo "lifecycle.sh: no crictl (set CRICTL, or build it as hack/stream-interop.sh says):" \
+        "measuring Berth alone with its own client, no containerd comparison" >&2
+    cp target/release/berth-lifecycle-bench "$BIN/"
+    hack/images/registry-seed.sh "$WORK/images" >/dev/null
+    hack/vm/build-initramfs.sh --bin "$BIN" --registry "$WORK/images/registry" --out "$IMG"
+    hack/vm/run.sh --initramfs "$IMG" --timeout 1800 --log "$WORK/lifecycle-bench-vm.log" \
+        --append "berth.mode=bench berth.benchargs=lifecycle,--runs,$N,--pods,$PODS" |
+        grep -a -E "BERTH-BENCH|BERTH-VM: exit|rror|run.sh:"
+    exit 0
+fi
+
+# containerd, its runc v2 shim, runc and crun from Debian.
+need=()
+for p in containerd runc crun; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+fi
+# containerd's sandbox image: a pause stand-in (busybox sleeping) in the
+# same registry, as the VM has no internet.
+python3 - "$WORK/images/oci" <<'PY'
+import sys
+sys.path.insert(0, "hack/images")
+import mkimage
+mkimage.build(sys.argv[1], "pause", mkimage.base_entries(mkimage.PASSWD, mkimage.GROUP),
+              {"Cmd": ["sleep", "2147483647"]})
+PY
 hack/images/registry-seed.sh "$WORK/images" >/dev/null
-hack/vm/build-initramfs.sh --bin "$BIN" --registry "$WORK/images/registry" --out "$WORK/lifecycle-bench-initramfs.img"
-hack/vm/run.sh --initramfs "$WORK/lifecycle-bench-initramfs.img" --timeout 1800 --log "$WORK/lifecycle-bench-vm.log" \
-    --append "berth.mode=bench berth.benchargs=lifecycle,--runs,$RUNS,--pods,$PODS" | grep -a -E "BERTH-BENCH|BERTH-VM: exit|rror|run.sh:"
+install -m 755 hack/bench/lifecycle-vm.sh "$BIN/berth-crictl-bench"
+extra=()
+for b in "$CRICTL" /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc /usr/bin/crun; do
+    extra+=(--extra-bin "$b")
+done
+hack/vm/build-initramfs.sh --bin "$BIN" --registry "$WORK/images/registry" --out "$IMG" "${extra[@]}"
+echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg), N=$N, CONC=$CONC"
+hack/vm/run.sh --initramfs "$IMG" --timeout 3600 --log "$WORK/lifecycle-bench-vm.log" \
+    --append "berth.mode=bench berth.benchargs=crictl,$N,$CONC" |
+    grep -a -E "BERTH-BENCH|BERTH-VM: exit|rror|run.sh:"
+echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"

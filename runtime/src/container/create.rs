@@ -25,6 +25,7 @@ use crate::store;
 impl ContainerManager {
     /// CreateContainer.
     pub async fn create(&self, sandbox_id: &str, cfg: &cri::ContainerConfig) -> Result<String> {
+        let mut steps = crate::metrics::steps::Steps::begin("create_container", "validate");
         let upgraded = groups_policy::enforce(cfg, self.cfg.supplemental_groups_enforcement)?;
         let cfg = upgraded.as_ref().unwrap_or(cfg);
         let c = self.check_create(sandbox_id, cfg)?;
@@ -35,6 +36,7 @@ impl ContainerManager {
         let id = store::new_id();
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &c.sbr.cgroup_path, &id);
+        steps.next("spec");
         let built = self.build_oci(&id, cfg, &c, &cgroup_path)?;
         let nc = NewContainer {
             dir: self.cfg.root.join("containers").join(&id),
@@ -48,14 +50,18 @@ impl ContainerManager {
             log_path: log_path_of(cfg, &c.sbr),
         };
 
+        steps.next("dirs");
         let mut undo = Rollback::new();
         self.make_container_dirs(&mut undo, &nc, &c.sbr, &built.volumes)?;
+        steps.next("cgroup");
         let scope_holder = self
             .make_container_cgroup(&mut undo, &nc, cfg, &c.sbr, &built.devices)
             .await?;
+        steps.next("shim_create");
         let pid = self
             .create_in_shim(&mut undo, &nc, cfg, &c, &built.oci, scope_holder)
             .await?;
+        steps.next("record");
         let record = new_record(cfg, &c, nc, built.identity, pid);
         self.commit_container(undo, record, &c.meta.name)
     }

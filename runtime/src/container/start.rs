@@ -12,6 +12,7 @@ use crate::store;
 impl ContainerManager {
     /// StartContainer.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+        let mut steps = crate::metrics::steps::Steps::begin("start_container", "validate");
         let c = self.get(id)?;
         let rec = c.record();
         if rec.state != ContainerState::Created {
@@ -22,6 +23,7 @@ impl ContainerManager {
         }
         let sb = self.sandboxes.get(&rec.sandbox_id)?;
         let mut shim = Self::shim_of(&sb)?;
+        steps.next("shim_start");
         let started = shim.start(shimpb::StartRequest { id: rec.id.clone() }).await;
         crate::crash::point("start_container.shim");
         let started = match started {
@@ -42,6 +44,7 @@ impl ContainerManager {
                 return Err(shim_error(e));
             }
         };
+        steps.next("record");
         {
             let mut r = c.record.lock();
             r.state = ContainerState::Running;

@@ -8,6 +8,7 @@
 //! the managers need no metrics handle and a scrape always shows the truth.
 
 mod node;
+pub mod steps;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -111,6 +112,11 @@ impl Metrics {
             "berth_image_pull_duration_seconds",
             "Duration of successful image pulls",
             pull_seconds.clone(),
+        );
+        registry.register(
+            "berth_step_duration_seconds",
+            "Duration of each step of the lifecycle calls (RunPodSandbox, CreateContainer, ...), by rpc and step",
+            steps::family().clone(),
         );
         let recovery = Arc::new(Recovery::default());
         registry.register_collector(Box::new(node::NodeCollector {
@@ -270,6 +276,34 @@ mod tests {
                 samples.iter().any(|s| s.name == family),
                 "{family} missing:\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn step_histograms_render_as_prometheus_histograms() {
+        let m = metrics();
+        {
+            let mut s = steps::Steps::begin("test_render", "one");
+            s.next("two");
+        }
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE berth_step_duration_seconds histogram"),
+            "{text}"
+        );
+        let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let get = |n: &str, l: &[(&str, &str)]| {
+            sample(&samples, n, l).unwrap_or_else(|| panic!("{n} {l:?} missing:\n{text}"))
+        };
+        for step in ["one", "two"] {
+            let labels = [("rpc", "test_render"), ("step", step)];
+            assert_eq!(get("berth_step_duration_seconds_count", &labels), 1.0);
+            // Buckets are cumulative: the widest finite one and +Inf hold
+            // the one observation (a step of this test takes far under 10 s).
+            let le = |b: &'static str| [labels[0], labels[1], ("le", b)];
+            assert_eq!(get("berth_step_duration_seconds_bucket", &le("10")), 1.0);
+            assert_eq!(get("berth_step_duration_seconds_bucket", &le("+Inf")), 1.0);
+            assert!(get("berth_step_duration_seconds_sum", &labels) >= 0.0);
         }
     }
 

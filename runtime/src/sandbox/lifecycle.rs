@@ -12,6 +12,7 @@ impl SandboxManager {
     /// Stops the shim and marks the sandbox NotReady. The caller stops the
     /// containers first. Namespaces stay pinned until remove. Idempotent.
     pub async fn stop(&self, sb: &Sandbox) -> Result<()> {
+        let mut steps = crate::metrics::steps::Steps::begin("stop_pod_sandbox", "shim_shutdown");
         let shim = sb.shim.lock().take();
         if let Some(mut shim) = shim {
             let _ = shim
@@ -27,20 +28,24 @@ impl SandboxManager {
         // Also when no client was held (a shim berthd could not reconnect to
         // after a restart): the wait checks the shim's identity, never a
         // bare pid that may since belong to another process.
+        steps.next("shim_wait_gone");
         wait_gone(rec.shim_pid, &rec.shim_socket).await;
         crate::crash::point("stop_sandbox.shim");
+        steps.next("record");
         self.persist(sb)?;
         if was_ready {
             self.events.sandbox(Kind::Stopped, &rec.id);
         }
         // After the containers are gone; a failure is returned so kubelet
         // retries StopPodSandbox, and remove cannot skip it.
+        steps.next("cni_del");
         self.teardown_network(sb).await
     }
 
     /// Removes a stopped sandbox: namespace pins, cgroup, state. Idempotent.
     pub async fn remove(&self, sb: &Sandbox) -> Result<()> {
         self.stop(sb).await?;
+        let mut steps = crate::metrics::steps::Steps::begin("remove_pod_sandbox", "ns_unpin");
         let rec = sb.record();
         for p in rec.ns_paths.values() {
             pin::unpin(p)?;
@@ -55,6 +60,7 @@ impl SandboxManager {
         // here is one no record names (a CreateContainer berthd did not
         // finish). Also under a pod cgroup kubelet made, which kubelet
         // could otherwise never remove.
+        steps.next("cgroup");
         let leaf = self.cgroups.dir(&rec.cgroup_path);
         let driver = self.cfg.cgroup_driver;
         self.cgroups.remove_children_where(&leaf, |n| {
@@ -71,6 +77,7 @@ impl SandboxManager {
             None => self.cgroups.remove_created(&rec.cgroup_created, &leaf)?,
         }
         crate::crash::point("remove_sandbox.cgroup");
+        steps.next("state");
         if let Err(e) = std::fs::remove_file(&rec.shim_socket) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 return Err(Error::io(format!("remove {}", rec.shim_socket.display()), e));

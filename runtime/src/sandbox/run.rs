@@ -36,6 +36,7 @@ struct PodCgroup {
 impl SandboxManager {
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
     pub async fn run(&self, req: SandboxRequest) -> Result<String> {
+        let mut steps = crate::metrics::steps::Steps::begin("run_pod_sandbox", "validate");
         let id = store::new_id();
         // Held until the sandbox is in the map (or everything is undone):
         // a concurrent RunPodSandbox of the same pod gets AlreadyExists.
@@ -48,19 +49,26 @@ impl SandboxManager {
             intent: intent::RunIntent::default(),
         };
         p.intent.id = p.id.clone();
+        steps.next("state_dir");
         let pod_shm = self.make_state_dir(&mut p, &req)?;
+        steps.next("cgroup");
         let cgroup = self.make_pod_cgroup(&mut p, &req).await?;
+        steps.next("shim_spawn");
         let socket = self.cfg.shim_socket(&p.id);
         let (spawned, shim) = self.start_shim(&mut p, &req, &cgroup.path, &socket).await?;
+        steps.next("ns_pins");
         let ns_paths = pin_namespaces(&mut p, &spawned, &req)?;
         crate::crash::point("run_sandbox.pins");
         sysctl::apply(&req.sysctls, &ns_paths)?;
+        steps.next("cni_add");
         let network = match req.host_network {
             true => None,
             false => Some(self.attach_network(&mut p, &req, &ns_paths).await?),
         };
+        steps.next("pod_files");
         let ips = network.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
         let pod_files = write_pod_files(&p.state_dir, &req, &ips)?;
+        steps.next("record");
         let record = SandboxRecord {
             id: p.id.clone(),
             name: req.name,
@@ -86,7 +94,7 @@ impl SandboxManager {
             files: Some(pod_files),
             shm: Some(pod_shm),
         };
-        self.commit_sandbox(p, record, shim).await
+        self.commit_sandbox(p, record, shim, &mut steps).await
     }
 
     /// Reserves the pod's name and attempt; AlreadyExists when another
@@ -328,7 +336,13 @@ impl SandboxManager {
 
     /// Writes the record (the sandbox exists from here on), drops the intent,
     /// checks the shim and publishes the sandbox.
-    async fn commit_sandbox(&self, p: Progress, record: SandboxRecord, mut shim: Shim) -> Result<String> {
+    async fn commit_sandbox(
+        &self,
+        p: Progress,
+        record: SandboxRecord,
+        mut shim: Shim,
+        steps: &mut crate::metrics::steps::Steps,
+    ) -> Result<String> {
         let id = p.id;
         store::write_record(&self.record_path(&id), &record)?;
         crate::crash::point("run_sandbox.record");
@@ -337,6 +351,7 @@ impl SandboxManager {
             tracing::warn!(sandbox = %id, error = %e, "removing the sandbox intent failed");
         }
         // Make sure the shim is still healthy after pinning.
+        steps.next("shim_info");
         shim.info(berth_proto::shim::InfoRequest {})
             .await
             .map_err(|e| Error::Shim(e.message().to_string()))?;

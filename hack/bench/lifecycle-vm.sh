@@ -1,0 +1,307 @@
+#!/bin/sh
+# Runs inside the test VM (hack/bench/lifecycle.sh puts it in the initramfs
+# as /berth/bin/berth-crictl-bench; hack/vm/init.sh's bench mode runs it):
+# the same crictl sequences against berthd and against containerd 1.6 with
+# runc and with crun, alternating runtimes within each run, on the VM's
+# bridge+portmap CNI network and the busybox image from the VM's registry.
+# Prints "BERTH-BENCH:" lines (hack/bench/lifecycle.sh keeps only those).
+#   berth-crictl-bench RUNS CONCURRENT [--socket ...]
+# Client-side times are net of crictl's own start-up: the median of `crictl
+# version` (one cheap RPC) is measured per runtime and subtracted once per
+# crictl call; on a loaded host that estimate is noisy (it can even make a
+# median negative). So the "server" lines also give each runtime's own
+# per-RPC mean, from its gRPC latency histogram (Berth's
+# berth_cri_request_duration_seconds, containerd's
+# grpc_server_handling_seconds), which crictl's start-up does not touch.
+# Not a test: nothing here asserts a time.
+set -u
+RUNS=${1:-5} CONC=${2:-50}
+CRICTL=/usr/bin/crictl
+IMG=127.0.0.1:5000/library/busybox:latest
+BERTH=unix:///run/berth/berth.sock
+CTRD=unix:///run/containerd/containerd.sock
+W=/tmp/bench
+mkdir -p $W /tmp/logs
+# Endpoints are given per call; the file only keeps crictl from warning.
+echo "timeout: 60" >/etc/crictl.yaml
+say() { echo "BERTH-BENCH: $*"; }
+die() { say "FAIL $*"; tail -30 /tmp/berthd.log /tmp/containerd.log 2>/dev/null; exit 1; }
+
+# berthd again, with the metrics listener (the step histograms) on.
+kill "$(pidof berthd)" 2>/dev/null
+while pidof berthd >/dev/null; do usleep 100000; done
+/berth/bin/berthd --log-level info --http-address 127.0.0.1:9099 >/tmp/berthd.log 2>&1 &
+i=0
+until wget -q -O /dev/null http://127.0.0.1:9099/metrics 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 300 ] && die "berthd did not restart"
+    usleep 100000
+done
+
+# containerd 1.6: the same CNI config and plugins, the same registry (plain
+# HTTP mirror), a pause stand-in from that registry, runc and crun as two
+# runtime handlers of the runc v2 shim.
+# containerd copies the node's resolv.conf into every pod (Berth too).
+[ -e /etc/resolv.conf ] || echo "nameserver 127.0.0.1" >/etc/resolv.conf
+mkdir -p /etc/containerd /var/lib/containerd /run/containerd
+cat >/etc/containerd/config.toml <<'TOML'
+version = 2
+[metrics]
+  address = "127.0.0.1:1338"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "127.0.0.1:5000/library/pause:latest"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "/usr/bin/runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]
+        BinaryName = "/usr/bin/crun"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."127.0.0.1:5000"]
+    endpoint = ["http://127.0.0.1:5000"]
+TOML
+containerd >/tmp/containerd.log 2>&1 &
+i=0
+until $CRICTL -r $CTRD version >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 600 ] && die "containerd did not start"
+    usleep 100000
+done
+$CRICTL -r $BERTH --timeout 120s pull $IMG >/dev/null || die "berth pull"
+$CRICTL -r $CTRD --timeout 120s pull $IMG >/dev/null || die "containerd pull"
+$CRICTL -r $CTRD --timeout 120s pull 127.0.0.1:5000/library/pause:latest >/dev/null || die "containerd pull pause"
+
+# Microseconds since the epoch (busybox sh).
+us() { echo "${EPOCHREALTIME%.*}${EPOCHREALTIME#*.}"; }
+# crictl against runtime $1 ("berth", "runc", "crun").
+cri() {
+    rt=$1; shift
+    case $rt in berth) ep=$BERTH ;; *) ep=$CTRD ;; esac
+    # Bounded: a call stuck past crictl's own timeout (seen with 50 pods
+    # at once under TCG) must not hang the bench.
+    timeout 300 $CRICTL -r "$ep" -i "$ep" --timeout 60s "$@"
+}
+handler() { case $1 in berth) echo "" ;; *) echo "--runtime $1" ;; esac; }
+
+pod_json() { # name
+    cat <<JSON
+{"metadata": {"name": "$1", "namespace": "bench", "uid": "uid-$1", "attempt": 0},
+ "log_directory": "/tmp/logs/$1", "linux": {"security_context": {"namespace_options": {"network": 0}}}}
+JSON
+}
+ctr_json() { # name command...
+    n=$1; shift
+    args=""
+    for a in "$@"; do args="$args${args:+, }\"$a\""; done
+    cat <<JSON
+{"metadata": {"name": "$n"}, "image": {"image": "$IMG"}, "command": [$args], "log_path": "$n.log"}
+JSON
+}
+
+# Records one sample (milliseconds) of row $2 for runtime $1.
+rec() { echo "$3" >>"$W/$1.$2"; }
+ms() { echo $((($2 - $1) / 1000)); }
+
+# The crictl start-up baseline per runtime (median of 9 `version` calls).
+for rt in berth runc crun; do
+    : >"$W/$rt.base"
+    for _ in 1 2 3 4 5 6 7 8 9; do
+        a=$(us); cri $rt version >/dev/null; b=$(us)
+        ms "$a" "$b" >>"$W/$rt.base"
+    done
+    eval "BASE_$rt=$(sort -n "$W/$rt.base" | sed -n 5p)"
+done
+base() { eval "echo \$BASE_$1"; }
+net() { # runtime ms calls
+    echo $(($2 - $(base "$1") * $3))
+}
+
+# One run of the single-pod rows for runtime $1, run number $2.
+one_run() {
+    rt=$1 n=$2 name=b-$1-$2
+    pod_json "$name" >"$W/pod.json"
+    ctr_json c sleep 3600 >"$W/ctr.json"
+    # shellcheck disable=SC2046
+    a=$(us); pod=$(cri "$rt" runp $(handler "$rt") "$W/pod.json") || die "$rt runp"; b=$(us)
+    rec "$rt" runp "$(net "$rt" "$(ms "$a" "$b")" 1)"
+    a=$(us); ctr=$(cri "$rt" create "$pod" "$W/ctr.json" "$W/pod.json") || die "$rt create"; b=$(us)
+    cri "$rt" start "$ctr" >/dev/null || die "$rt start"; c=$(us)
+    rec "$rt" create "$(net "$rt" "$(ms "$a" "$b")" 1)"
+    rec "$rt" start "$(net "$rt" "$(ms "$b" "$c")" 1)"
+    rec "$rt" createstart "$(net "$rt" "$(ms "$a" "$c")" 2)"
+    cri "$rt" stop -t 0 "$ctr" >/dev/null || die "$rt stop"
+    cri "$rt" rm "$ctr" >/dev/null || die "$rt rm"
+    a=$(us)
+    cri "$rt" stopp "$pod" >/dev/null || die "$rt stopp"
+    cri "$rt" rmp "$pod" >/dev/null || die "$rt rmp"
+    b=$(us)
+    rec "$rt" stoprm "$(net "$rt" "$(ms "$a" "$b")" 2)"
+    restart_run "$rt" "$n"
+}
+
+# Waits until container $2 of runtime $1 has exited; echoes the polls made.
+wait_exit() {
+    k=0
+    while :; do
+        k=$((k + 1))
+        s=$(cri "$1" inspect -o go-template --template '{{.status.state}}' "$2") || die "$1 inspect"
+        [ "$s" = CONTAINER_EXITED ] && break
+        [ $k -gt 600 ] && die "$1: $2 never exited"
+    done
+    echo $k
+}
+
+# kubelet's in-place restart of a 3-container pod: stop 3, remove 3,
+# create+start the init container and wait for its exit, create+start two more.
+restart_run() {
+    rt=$1 name=r-$1-$2
+    pod_json "$name" >"$W/rpod.json"
+    ctr_json init true >"$W/init.json"
+    ctr_json a sleep 3600 >"$W/a.json"
+    ctr_json b sleep 3600 >"$W/b.json"
+    # shellcheck disable=SC2046
+    pod=$(cri "$rt" runp $(handler "$rt") "$W/rpod.json") || die "$rt runp"
+    ids=""
+    for c in init a b; do
+        id=$(cri "$rt" create "$pod" "$W/$c.json" "$W/rpod.json") || die "$rt create $c"
+        cri "$rt" start "$id" >/dev/null || die "$rt start $c"
+        [ $c = init ] && wait_exit "$rt" "$id" >/dev/null
+        ids="$ids $id"
+    done
+    a=$(us) calls=0
+    for id in $ids; do cri "$rt" stop -t 0 "$id" >/dev/null || die "$rt stop"; calls=$((calls + 1)); done
+    for id in $ids; do cri "$rt" rm "$id" >/dev/null || die "$rt rm"; calls=$((calls + 1)); done
+    for c in init a b; do
+        id=$(cri "$rt" create "$pod" "$W/$c.json" "$W/rpod.json") || die "$rt create $c"
+        cri "$rt" start "$id" >/dev/null || die "$rt start $c"
+        calls=$((calls + 2))
+        if [ $c = init ]; then
+            polls=$(wait_exit "$rt" "$id")
+            calls=$((calls + polls))
+        fi
+    done
+    b=$(us)
+    rec "$rt" restart "$(net "$rt" "$(ms "$a" "$b")" "$calls")"
+    cri "$rt" stopp "$pod" >/dev/null && cri "$rt" rmp "$pod" >/dev/null || die "$rt restart cleanup"
+}
+
+# $CONC pods at once, one container each, one client per pod.
+concurrent() {
+    rt=$1
+    rm -f "$W/$rt.conc"
+    a=$(us)
+    i=0
+    while [ $i -lt "$CONC" ]; do
+        (
+            name=p-$rt-$i
+            pod_json "$name" >"$W/$name.pod.json"
+            ctr_json c sleep 3600 >"$W/$name.ctr.json"
+            s=$(us)
+            # shellcheck disable=SC2046
+            pod=$(cri "$rt" runp $(handler "$rt") "$W/$name.pod.json") &&
+                ctr=$(cri "$rt" create "$pod" "$W/$name.ctr.json" "$W/$name.pod.json") &&
+                cri "$rt" start "$ctr" >/dev/null && echo "$(net "$rt" "$(ms "$s" "$(us)")" 3)" >>"$W/$rt.conc"
+        ) &
+        i=$((i + 1))
+    done
+    wait
+    b=$(us)
+    ok=$(wc -l <"$W/$rt.conc")
+    say "concurrent $rt pods=$CONC running=$ok wall_ms=$(ms "$a" "$b") $(stats <"$W/$rt.conc" | awk '{print "p50_ms=" $2 " p99_ms=" $4}')"
+    cri "$rt" rmp -a -f >/dev/null 2>&1
+}
+
+# "n median p90 p99" of the numbers on stdin.
+stats() {
+    sort -n | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "0 - - -"; exit }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        p90 = v[int(NR * 0.9 + 0.999)]; p99 = v[int(NR * 0.99 + 0.999)]
+        print NR, m, p90, p99 }'
+}
+
+# The step histograms' sums and counts, as "rpc step sum count" lines.
+steps() {
+    # A first line, so awk's NR == FNR test holds for a file with no series yet.
+    echo "- - 0 0"
+    wget -q -O - http://127.0.0.1:9099/metrics | awk '
+        /^berth_step_duration_seconds_(sum|count)\{/ {
+            match($0, /rpc="[^"]*"/); rpc = substr($0, RSTART + 5, RLENGTH - 6)
+            match($0, /step="[^"]*"/); step = substr($0, RSTART + 6, RLENGTH - 7)
+            kind = ($0 ~ /_sum\{/) ? "sum" : "count"
+            v[rpc " " step, kind] = $NF; k[rpc " " step] = 1 }
+        END { for (s in k) print s, v[s, "sum"], v[s, "count"] }' | sort
+}
+
+# Each CRI RPC's latency sum and count, as "rpc sum count" lines.
+rpcs() {
+    case $1 in
+        berth) url=http://127.0.0.1:9099/metrics m=berth_cri_request_duration_seconds l=rpc ;;
+        *) url=http://127.0.0.1:1338/v1/metrics m=grpc_server_handling_seconds l=grpc_method ;;
+    esac
+    wget -q -O - $url | awk -v m="$m" -v l="$l" '
+        index($0, m "_sum{") == 1 || index($0, m "_count{") == 1 {
+            match($0, l "=\"[^\"]*\""); r = substr($0, RSTART + length(l) + 2, RLENGTH - length(l) - 3)
+            kind = (index($0, m "_sum{") == 1) ? "sum" : "count"
+            v[r, kind] += $NF; k[r] = 1 }
+        END { for (r in k) print r, v[r, "sum"], v[r, "count"] }'
+}
+# Appends the per-RPC deltas between two rpcs() snapshots to $W/$rt.srv.
+rpc_delta() {
+    awk 'NR == FNR { s[$1] = $2; c[$1] = $3; next } { print $1, $2 - s[$1], $3 - c[$1] }' "$2" "$3" >>"$W/$1.srv"
+}
+
+say "crictl baseline ms: berth=$(base berth) runc=$(base runc) crun=$(base crun)"
+steps >"$W/steps.before"
+r=1
+while [ $r -le "$RUNS" ]; do
+    # Alternate which runtime goes first, so none always runs on a warmer VM.
+    case $((r % 3)) in
+        1) order="berth runc crun" ;;
+        2) order="runc crun berth" ;;
+        0) order="crun berth runc" ;;
+    esac
+    for rt in $order; do
+        { echo "- 0 0"; rpcs "$rt"; } >"$W/srv.before"
+        one_run "$rt" "$r"
+        rpcs "$rt" >"$W/srv.after"
+        rpc_delta "$rt" "$W/srv.before" "$W/srv.after"
+    done
+    r=$((r + 1))
+done
+steps >"$W/steps.after"
+
+for row in runp create start createstart stoprm restart; do
+    line="row $row"
+    for rt in berth runc crun; do
+        set -- $(stats <"$W/$rt.$row")
+        line="$line $rt:n=$1,median=$2,p90=$3"
+        eval "MED_$rt=$2"
+    done
+    say "$line ratio_runc=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_runc + 0.001)}") ratio_crun=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_crun + 0.001)}")"
+done
+# Each runtime's own mean per RPC (server side, no crictl start-up).
+for m in RunPodSandbox CreateContainer StartContainer StopContainer RemoveContainer StopPodSandbox RemovePodSandbox; do
+    line="server $m"
+    for rt in berth runc crun; do
+        line="$line $(awk -v m=$m -v rt=$rt '$1 == m { s += $2; c += $3 }
+            END { if (c > 0) printf "%s:mean_ms=%.1f,n=%d", rt, s * 1000 / c, c; else printf "%s:n=0", rt }' "$W/$rt.srv")"
+    done
+    say "$line"
+done
+# Berth's breakdown: mean per step over this bench's calls (the histogram's
+# sum/count delta).
+awk 'NR == FNR { s[$1 " " $2] = $3; c[$1 " " $2] = $4; next }
+     { k = $1 " " $2; n = $4 - c[k]; if (n > 0)
+         printf "BERTH-BENCH: step %s %s mean_ms=%.2f n=%d\n", $1, $2, ($3 - s[k]) * 1000 / n, n }' \
+    "$W/steps.before" "$W/steps.after"
+
+for rt in berth runc crun; do concurrent "$rt"; done
+say "berthd rss_kb=$(awk '/VmRSS/ {print $2}' /proc/"$(pidof berthd)"/status)"
+say "done"
+exit 0
