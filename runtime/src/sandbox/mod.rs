@@ -5,7 +5,9 @@
 //! every container (and the shim itself) until RemovePodSandbox.
 
 mod collect;
+mod ids;
 mod intent;
+mod leases;
 mod pin;
 mod recover;
 pub mod resize;
@@ -453,7 +455,7 @@ impl SandboxManager {
 
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
     pub async fn run(&self, req: SandboxRequest) -> Result<String> {
-        let id = store::new_id();
+        let id = ids::new_id(&ids::key(&self.cfg.root)?)?;
         // Held until the sandbox is in the map (or everything is undone):
         // a concurrent RunPodSandbox of the same pod gets AlreadyExists.
         let _name = self.names.reserve(
