@@ -447,6 +447,96 @@ async fn crash_image_points_leave_nothing() {
     points(&["pull_image", "remove_image"]).await;
 }
 
+/// A pod whose record and intent are both gone (a berthd killed on a path
+/// the intents do not cover, or a record lost with its disk): no CRI call
+/// will ever name it, so start-up must find its shim, cgroup and network by
+/// what Berth recognises as its own, including the IP lease and portmap
+/// chains, which name the pod only by its (tagged) id.
+#[tokio::test]
+async fn crash_a_pod_no_record_or_intent_names_is_collected_with_its_lease() {
+    let (mut b, mut c) = Berthd::start().await.expect("berthd");
+    let nat_before = b
+        .net
+        .as_ref()
+        .map(|n| portmap_lines(&n.subnet))
+        .unwrap_or_default();
+    let pod = crash_pod(&b, "unnamed", 21900);
+    let id = c.run_pod(&pod).await.expect("RunPodSandbox");
+    let leases = entries(&b.dir.path().join("ipam/berth-test"));
+    assert!(
+        leases.iter().any(|l| l.parse::<std::net::IpAddr>().is_ok()),
+        "the pod holds no IP lease to lose: {leases:?}"
+    );
+    b.kill_hard();
+    drop(c);
+    let root = b.dir.path().join("root");
+    std::fs::remove_file(root.join(format!("sandboxes/{id}.json"))).expect("remove the sandbox record");
+    for d in ["sandbox-intents", "container-intents"] {
+        for f in entries(&root.join(d)) {
+            let _ = std::fs::remove_file(root.join(d).join(f));
+        }
+    }
+    let mut c = b.spawn().await.expect("berthd restarts");
+    let found = leaks(&b, &mut c, &nat_before).await;
+    reap_leftovers(&b);
+    assert!(found.is_empty(), "left behind by a pod nothing names: {found:?}");
+}
+
+/// CreateContainer calls whose callers gave up at every moment of the call
+/// (kubelet's context deadline): each either made a container kubelet can
+/// list and remove, or left nothing; the pod's teardown then leaves nothing.
+#[tokio::test]
+async fn crash_cancelled_create_container_calls_leave_nothing() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let nat_before = b
+        .net
+        .as_ref()
+        .map(|n| portmap_lines(&n.subnet))
+        .unwrap_or_default();
+    let pod = crash_pod(&b, "cancel", 21901);
+    let sb = c.run_pod(&pod).await.expect("RunPodSandbox");
+    let mut outcomes = Vec::new();
+    for (i, ms) in [1u64, 3, 10, 30, 60, 100, 200, 400].into_iter().enumerate() {
+        let mut cfg = sleeper();
+        cfg.metadata = Some(cri::ContainerMetadata {
+            name: format!("app{i}"),
+            attempt: 0,
+        });
+        let create = c.runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(cfg),
+            sandbox_config: Some(pod.clone()),
+        });
+        // Dropping the call's future resets the stream, as a caller's
+        // deadline does: the server's handler future is dropped with it.
+        let r = tokio::time::timeout(Duration::from_millis(ms), create).await;
+        outcomes.push((ms, r.map(|r| r.is_ok()).ok()));
+    }
+    eprintln!("cancelled creates (ms, answered ok?): {outcomes:?}");
+    // What a cancelled call made in the background has settled by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let listed = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    for ctr in &listed {
+        c.runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: ctr.id.clone(),
+            })
+            .await
+            .expect("RemoveContainer of a listed container");
+    }
+    c.stop_and_remove_pod(&sb).await.expect("pod teardown");
+    let found = leaks(&b, &mut c, &nat_before).await;
+    reap_leftovers(&b);
+    assert!(found.is_empty(), "left behind by cancelled creates: {found:?}");
+}
+
 /// A small deterministic generator (xorshift64*): the same seed gives the
 /// same kill moments.
 struct Rng(u64);

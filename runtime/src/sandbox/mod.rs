@@ -5,7 +5,9 @@
 //! every container (and the shim itself) until RemovePodSandbox.
 
 mod collect;
+mod ids;
 mod intent;
+mod leases;
 mod lifecycle;
 mod network;
 mod pin;

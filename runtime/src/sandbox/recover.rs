@@ -40,6 +40,7 @@ impl SandboxManager {
         self.undo_intents()?;
         self.sweep_orphans(&known)?;
         self.collect_unnamed(&known)?;
+        self.collect_leases(&known)?;
         for path in records {
             let mut rec: SandboxRecord = match store::read_record(&path) {
                 Ok(r) => r,

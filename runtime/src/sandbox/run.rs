@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{intent, pin, shim_cgroup, shim_watch, shm, sysctl};
+use super::{ids, intent, pin, shim_cgroup, shim_watch, shm, sysctl};
 use super::{NetworkRecord, PidMode, Sandbox, SandboxManager, SandboxRecord, SandboxRequest, SandboxState};
 use crate::error::{Error, Result};
 use crate::events::Kind;
@@ -37,7 +37,7 @@ impl SandboxManager {
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
     pub async fn run(&self, req: SandboxRequest) -> Result<String> {
         let mut steps = crate::metrics::steps::Steps::begin("run_pod_sandbox", "validate");
-        let id = store::new_id();
+        let id = ids::new_id(&ids::key(&self.cfg.root)?)?;
         // Held until the sandbox is in the map (or everything is undone):
         // a concurrent RunPodSandbox of the same pod gets AlreadyExists.
         let _name = self.reserve_pod_name(&req)?;
