@@ -30,9 +30,15 @@ pub struct SystemBus {
 impl SystemBus {
     /// Connects and subscribes to the manager's signals.
     pub async fn connect() -> Result<Self> {
+        Self::connect_with(std::path::Path::new(PRIVATE_SOCKET)).await
+    }
+
+    /// [`Self::connect`] with systemd's private socket at `private_socket`
+    /// (a parameter so the fallback is tested against a real peer).
+    async fn connect_with(private_socket: &std::path::Path) -> Result<Self> {
         let bus_err = match Connection::system().await {
             Ok(conn) => {
-                let b = SystemBus { conn, via_bus: true };
+                let b = SystemBus { conn, via_bus: false };
                 match b.call("Subscribe", &()).await {
                     Ok(_) => return Ok(b),
                     Err(e) => e.to_string(),
@@ -40,25 +46,31 @@ impl SystemBus {
             }
             Err(e) => e.to_string(),
         };
-        let private = async {
-            let stream = tokio::net::UnixStream::connect(PRIVATE_SOCKET)
-                .await
-                .map_err(|e| e.to_string())?;
-            let conn = zbus::connection::Builder::unix_stream(stream)
-                .p2p()
-                .build()
-                .await
-                .map_err(|e| e.to_string())?;
-            let b = SystemBus { conn, via_bus: false };
-            b.call("Subscribe", &()).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(b)
-        };
-        private.await.map_err(|private_err| {
-            Error::FailedPrecondition(format!(
-                "cgroup_driver = \"systemd\" but systemd cannot be reached (is PID 1 systemd?): \
-                 system bus: {bus_err}; {PRIVATE_SOCKET}: {private_err}"
-            ))
-        })
+        Self::connect_private(private_socket)
+            .await
+            .map_err(|private_err| {
+                Error::FailedPrecondition(format!(
+                    "cgroup_driver = \"systemd\" but systemd cannot be reached (is PID 1 systemd?): \
+                 system bus: {bus_err}; {}: {private_err}",
+                    private_socket.display()
+                ))
+            })
+    }
+
+    /// Straight to systemd over its peer-to-peer socket: no bus daemon, so
+    /// calls carry no destination.
+    async fn connect_private(path: &std::path::Path) -> std::result::Result<Self, String> {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let conn = zbus::connection::Builder::unix_stream(stream)
+            .p2p()
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        let b = SystemBus { conn, via_bus: false };
+        b.call("Subscribe", &()).await.map_err(|e| e.to_string())?;
+        Ok(b)
     }
 
     async fn call<B>(&self, method: &str, body: &B) -> Result<zbus::Message>
@@ -201,5 +213,64 @@ mod tests {
             "ay"
         );
         assert_eq!(to_zvalue(&Value::U64(1)).value_signature().to_string(), "t");
+    }
+
+    /// A peer that answers systemd's Manager methods on a p2p socket, as
+    /// systemd does on /run/systemd/private; it reports each call's member
+    /// and whether it carried a destination.
+    async fn fake_private_systemd(
+        path: &std::path::Path,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<(String, bool)> {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let conn = zbus::connection::Builder::unix_stream(stream)
+                .server(zbus::Guid::generate())
+                .unwrap()
+                .p2p()
+                .build()
+                .await
+                .unwrap();
+            let mut calls = MessageStream::from(&conn);
+            while let Some(Ok(msg)) = calls.next().await {
+                let h = msg.header();
+                if h.message_type() != zbus::message::Type::MethodCall {
+                    continue;
+                }
+                let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+                let _ = tx.send((member, h.destination().is_some()));
+                conn.reply(&h, &()).await.unwrap();
+            }
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn the_private_socket_is_used_without_a_bus_and_calls_carry_no_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private");
+        let mut calls = fake_private_systemd(&path).await;
+        let bus = SystemBus::connect_private(&path)
+            .await
+            .expect("connect over the private socket");
+        assert!(!bus.via_bus);
+        assert_eq!(calls.recv().await, Some(("Subscribe".to_string(), false)));
+        bus.stop_unit("berth-x.scope").await.unwrap_or_default();
+        assert_eq!(calls.recv().await, Some(("StopUnit".to_string(), false)));
+    }
+
+    #[tokio::test]
+    async fn neither_bus_nor_private_socket_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-socket");
+        // The host's system bus, if any, has no systemd behind it here
+        // (the unit tests run where PID 1 is not systemd), so both fail.
+        if std::path::Path::new("/run/systemd/system").is_dir() {
+            return;
+        }
+        let e = SystemBus::connect_with(&missing).await.unwrap_err().to_string();
+        assert!(e.contains("systemd cannot be reached"), "{e}");
+        assert!(e.contains("no-such-socket"), "{e}");
     }
 }
