@@ -100,6 +100,18 @@ pub(crate) fn key(root: &Path) -> Result<[u8; KEY]> {
     }
 }
 
+impl super::SandboxManager {
+    /// The node key, read from disk (or made) by the first RunPodSandbox
+    /// only: it never changes while berthd runs.
+    pub(crate) fn id_key(&self) -> Result<[u8; KEY]> {
+        if let Some(k) = self.id_key.get() {
+            return Ok(*k);
+        }
+        let k = key(&self.cfg.root)?;
+        Ok(*self.id_key.get_or_init(|| k))
+    }
+}
+
 fn random(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }

@@ -51,6 +51,8 @@ pub struct SandboxManager {
     names: store::names::Reservations,
     /// Where lifecycle events go (GetContainerEvents).
     events: Arc<Events>,
+    /// The node key sandbox ids are tagged with, read (or made) once.
+    id_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl SandboxManager {
@@ -67,6 +69,7 @@ impl SandboxManager {
             sandboxes: Mutex::new(HashMap::new()),
             names: Default::default(),
             events: Arc::new(Events::default()),
+            id_key: std::sync::OnceLock::new(),
         }
     }
 

@@ -37,7 +37,7 @@ impl SandboxManager {
     /// Creates namespaces, cgroup and shim; nothing is left behind on failure.
     pub async fn run(&self, req: SandboxRequest) -> Result<String> {
         let mut steps = crate::metrics::steps::Steps::begin("run_pod_sandbox", "validate");
-        let id = ids::new_id(&ids::key(&self.cfg.root)?)?;
+        let id = ids::new_id(&self.id_key()?)?;
         // Held until the sandbox is in the map (or everything is undone):
         // a concurrent RunPodSandbox of the same pod gets AlreadyExists.
         let _name = self.reserve_pod_name(&req)?;
