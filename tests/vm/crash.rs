@@ -514,8 +514,14 @@ async fn crash_cancelled_create_container_calls_leave_nothing() {
         outcomes.push((ms, r.map(|r| r.is_ok()).ok()));
     }
     eprintln!("cancelled creates (ms, answered ok?): {outcomes:?}");
-    // What a cancelled call made in the background has settled by now.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A create whose caller left may still be running: it holds its intent
+    // until it has finished or undone everything.
+    let intents = b.dir.path().join("root/container-intents");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !entries(&intents).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let listed = c
         .runtime
         .list_containers(cri::ListContainersRequest::default())

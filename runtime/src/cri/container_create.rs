@@ -15,6 +15,16 @@ pub async fn handle(cri: &Cri, req: CreateContainerRequest) -> Result<CreateCont
             "CreateContainer without pod_sandbox_id".into(),
         ));
     }
-    let id = cri.containers.create(&req.pod_sandbox_id, &cfg).await?;
+    // Runs to its end even when the caller goes away (kubelet's deadline
+    // drops this future): a create dropped while the shim is still making
+    // its half of the container leaves that half (files in the bundle, a
+    // parked init) where berthd's undo cannot reach it. A create that
+    // finishes after its caller left is listed like any other container,
+    // so kubelet removes it.
+    let containers = cri.containers.clone();
+    let sandbox = req.pod_sandbox_id;
+    let id = tokio::spawn(async move { containers.create(&sandbox, &cfg).await })
+        .await
+        .map_err(|e| Error::Internal(format!("CreateContainer task: {e}")))??;
     Ok(CreateContainerResponse { container_id: id })
 }
