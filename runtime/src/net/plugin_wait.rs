@@ -33,7 +33,15 @@ pub fn wait_plugins_gone(timeout: Duration) -> Vec<u32> {
     let deadline = Instant::now() + timeout;
     let mut logged = false;
     loop {
-        let pids = plugin_pids();
+        let mut pids = plugin_pids();
+        if pids.is_empty() {
+            // A process in the middle of an exec (a plugin's shell running
+            // its last command, a plugin starting its IPAM plugin) can read
+            // an empty environ for an instant: "none left" must hold on a
+            // second look too.
+            std::thread::sleep(Duration::from_millis(50));
+            pids = plugin_pids();
+        }
         if pids.is_empty() || Instant::now() >= deadline {
             if !pids.is_empty() {
                 tracing::warn!(
