@@ -312,13 +312,82 @@ pub async fn start(table: &Table, id: String) -> Result<StartResponse> {
     if let Err(message) = result {
         return Err(Error::StartFailed { id, message });
     }
-    c.mark_running(started_at).map_err(Error::WrongPhase)?;
+    c.mark_started(started_at).map_err(Error::WrongPhase)?;
     tracing::info!(container = %id, pid = c.pid, "container started");
     Ok(StartResponse {
         pid: c.pid as u32,
         started_at,
         identity,
     })
+}
+
+#[cfg(test)]
+mod start_tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::logs::LogFile;
+
+    /// A table holding one container parked in its init stage, with the
+    /// init's ends of the start and sync pipes.
+    fn parked(
+        id: &str,
+        start_w: std::io::PipeWriter,
+        sync_r: std::io::PipeReader,
+    ) -> (Table, Arc<Container>) {
+        let table = Table::default();
+        let c = Arc::new(Container::new(Created {
+            id: id.into(),
+            pid: 42,
+            pidfd: None,
+            cgroup_dir: None,
+            spec: Spec::default(),
+            log: LogFile::open("").unwrap(),
+            attach: Arc::new(AttachPoint::new(None, None, false, false)),
+            start_pipe: File::from(OwnedFd::from(start_w)),
+            sync_pipe: File::from(OwnedFd::from(sync_r)),
+        }));
+        table.insert(c.clone()).unwrap();
+        (table, c)
+    }
+
+    /// A process that execs and exits at once is reaped, and marked
+    /// Exited, while StartContainer still waits for the init's report.
+    /// The start succeeded: it must not fail with "Exited, not Created".
+    #[tokio::test]
+    async fn an_exit_reaped_before_the_start_report_is_a_started_container() {
+        let (mut start_r, start_w) = std::io::pipe().unwrap();
+        let (sync_r, sync_w) = std::io::pipe().unwrap();
+        let (table, c) = parked("fast", start_w, sync_r);
+        let starting = tokio::spawn(async move { start(&table, "fast".into()).await });
+        // The init stage gets the go, execs (its report is empty: no
+        // identity, no error), exits and is reaped before the report is read.
+        tokio::task::spawn_blocking(move || {
+            let mut go = [0u8; 1];
+            start_r.read_exact(&mut go).unwrap();
+        })
+        .await
+        .unwrap();
+        c.mark_exited(0, now_ns());
+        drop(sync_w);
+        let started = starting.await.unwrap().expect("the start stands");
+        assert_eq!(started.pid, 42);
+        let s = c.state();
+        assert_eq!(s.phase, Phase::Exited);
+        assert!(s.started_at > 0 && s.started_at <= s.exited_at);
+    }
+
+    /// A container killed before StartContainer stays unstarted.
+    #[tokio::test]
+    async fn exited_before_start_cannot_start() {
+        let (_start_r, start_w) = std::io::pipe().unwrap();
+        let (sync_r, _sync_w) = std::io::pipe().unwrap();
+        let (table, c) = parked("killed", start_w, sync_r);
+        c.mark_exited(137, now_ns());
+        let err = start(&table, "killed".into()).await.unwrap_err();
+        assert!(err.to_string().contains("not in created state"), "{err}");
+        assert_eq!(c.state().started_at, 0);
+    }
 }
 
 #[cfg(test)]

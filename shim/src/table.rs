@@ -127,13 +127,21 @@ impl Container {
         self.state.lock().expect("state lock").clone()
     }
 
-    /// Created -> Running.
-    pub fn mark_running(&self, at_ns: i64) -> Result<(), String> {
+    /// Records a start whose exec the init stage confirmed. Created ->
+    /// Running; but a process that execs and exits at once can be reaped
+    /// (and marked Exited) before StartContainer gets here: it did start,
+    /// so the start stands and keeps its exit, with the start time no
+    /// later than the exit.
+    pub fn mark_started(&self, at_ns: i64) -> Result<(), String> {
         let mut s = self.state.lock().expect("state lock");
         match s.phase {
             Phase::Created => {
                 s.phase = Phase::Running;
                 s.started_at = at_ns;
+                Ok(())
+            }
+            Phase::Exited if s.started_at == 0 => {
+                s.started_at = at_ns.min(s.exited_at);
                 Ok(())
             }
             p => Err(format!("container {} is {p:?}, not Created", self.id)),
@@ -255,8 +263,8 @@ mod tests {
     fn lifecycle_transitions() {
         let c = container();
         assert_eq!(c.state().phase, Phase::Created);
-        c.mark_running(5).unwrap();
-        assert!(c.mark_running(6).is_err(), "cannot start twice");
+        c.mark_started(5).unwrap();
+        assert!(c.mark_started(6).is_err(), "cannot start twice");
         c.mark_exited(3, 9);
         c.mark_exited(4, 10);
         let s = c.state();
@@ -267,10 +275,13 @@ mod tests {
     }
 
     #[test]
-    fn exited_before_start_cannot_start() {
+    fn a_start_confirmed_after_a_fast_exit_keeps_the_exit() {
         let c = container();
-        c.mark_exited(1, 2);
-        assert!(c.mark_running(3).is_err());
+        c.mark_exited(0, 10);
+        c.mark_started(12).unwrap();
+        let s = c.state();
+        assert_eq!((s.phase, s.started_at, s.exited_at), (Phase::Exited, 10, 10));
+        assert!(c.mark_started(13).is_err(), "cannot start twice");
     }
 
     #[test]
