@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use berth_proto::shim as shimpb;
 
+use super::state::Exit;
 use super::{millis, shim_error, ContainerManager, ContainerState};
 use crate::error::{Error, Result};
 use crate::events::Kind;
@@ -29,18 +30,16 @@ impl ContainerManager {
                         let _ = shim.delete(shimpb::DeleteRequest { id: rec.id.clone() }).await;
                     }
                 }
-                {
-                    let mut r = c.record.lock();
-                    if r.state == ContainerState::Created {
-                        r.state = ContainerState::Exited;
-                        r.finished_at = store::now_ns();
-                        r.exit_code = 0;
-                        r.reason = "Completed".into();
-                    }
-                }
-                self.events.container(Kind::Stopped, &rec.id, &rec.sandbox_id);
-                c.changed.send_replace(ContainerState::Exited);
-                return self.persist(&c);
+                self.to_exited(
+                    &c,
+                    Exit {
+                        code: 0,
+                        at: store::now_ns(),
+                        reason: "Completed".into(),
+                        message: String::new(),
+                    },
+                )?;
+                return Ok(());
             }
             ContainerState::Running => {}
         }

@@ -21,6 +21,7 @@ mod seccomp;
 pub mod signal;
 pub mod spec;
 mod start;
+mod state;
 mod streaming;
 mod teardown;
 pub mod user;

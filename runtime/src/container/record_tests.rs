@@ -173,3 +173,83 @@ async fn start_up_removes_container_dirs_no_record_names() {
     assert!(!d.path().join("state/containers").join(&orphan).exists());
     assert!(foreign.exists(), "only id-named dirs are berthd's");
 }
+
+fn exit(code: i32, at: i64) -> state::Exit {
+    state::Exit {
+        code,
+        at,
+        reason: "Error".into(),
+        message: String::new(),
+    }
+}
+
+fn on_disk(m: &ContainerManager, id: &str) -> ContainerRecord {
+    crate::store::read_record(&m.record_path(id)).unwrap()
+}
+
+/// The first exit recorded is the container's exit: a later writer (the
+/// exit watch after StartContainer's error path, recovery after a stop)
+/// cannot overwrite its code and time, in memory or on disk.
+#[tokio::test]
+async fn the_first_exit_wins() {
+    let d = tempfile::tempdir().unwrap();
+    let m = manager(d.path());
+    let mut rec = record("c1", d.path());
+    rec.state = ContainerState::Running;
+    let c = insert(&m, rec);
+    assert!(m.to_exited(&c, exit(137, 10)).unwrap());
+    assert!(!m.to_exited(&c, exit(0, 20)).unwrap());
+    let r = c.record();
+    assert_eq!(
+        (r.state, r.exit_code, r.finished_at),
+        (ContainerState::Exited, 137, 10)
+    );
+    let r = on_disk(&m, "c1");
+    assert_eq!(
+        (r.state, r.exit_code, r.finished_at),
+        (ContainerState::Exited, 137, 10)
+    );
+    assert_eq!(*c.changed.borrow(), ContainerState::Exited);
+}
+
+/// A start that lost to a stop leaves the container exited.
+#[tokio::test]
+async fn an_exited_container_does_not_come_back_to_running() {
+    let d = tempfile::tempdir().unwrap();
+    let m = manager(d.path());
+    let mut rec = record("c1", d.path());
+    rec.state = ContainerState::Created;
+    let c = insert(&m, rec);
+    assert!(m.to_exited(&c, exit(0, 5)).unwrap());
+    let started = state::Started {
+        at: 6,
+        pid: 42,
+        user: None,
+    };
+    assert!(!m.to_running(&c, started).unwrap());
+    let r = c.record();
+    assert_eq!((r.state, r.pid, r.started_at), (ContainerState::Exited, 0, 2));
+}
+
+/// Created -> Running is recorded and persisted with the start's facts.
+#[tokio::test]
+async fn a_start_is_persisted_with_its_facts() {
+    let d = tempfile::tempdir().unwrap();
+    let m = manager(d.path());
+    let mut rec = record("c1", d.path());
+    rec.state = ContainerState::Created;
+    let c = insert(&m, rec);
+    let started = state::Started {
+        at: 7,
+        pid: 42,
+        user: Some(ProcessUser {
+            uid: 1,
+            gid: 2,
+            groups: vec![3],
+        }),
+    };
+    assert!(m.to_running(&c, started).unwrap());
+    let r = on_disk(&m, "c1");
+    assert_eq!((r.state, r.pid, r.started_at), (ContainerState::Running, 42, 7));
+    assert_eq!(r.process_user.map(|u| u.groups), Some(vec![3]));
+}

@@ -10,6 +10,7 @@ use berth_proto::shim as shimpb;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::state::{Exit, Started};
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::cgroup::driver;
 use crate::error::{Error, Result};
@@ -65,29 +66,25 @@ impl ContainerManager {
                     } else {
                         if rec.state == ContainerState::Created {
                             // Started just before berthd went down.
-                            let mut r = c.record.lock();
-                            r.state = ContainerState::Running;
-                            r.started_at = st.started_at;
-                            r.pid = st.pid;
-                            drop(r);
-                            c.changed.send_replace(ContainerState::Running);
-                            self.persist(&c)?;
+                            let started = Started {
+                                at: st.started_at,
+                                pid: st.pid,
+                                user: None,
+                            };
+                            self.to_running(&c, started)?;
                         }
                         // Wait answers at once for a container that already exited.
                         self.watch_exit(c.clone(), shim);
                     }
                 }
                 _ => {
-                    {
-                        let mut r = c.record.lock();
-                        r.state = ContainerState::Exited;
-                        r.exit_code = 255;
-                        r.finished_at = store::now_ns();
-                        r.reason = "Unknown".into();
-                        r.message = "the pod's shim was gone when berthd restarted; exit status lost".into();
-                    }
-                    c.changed.send_replace(ContainerState::Exited);
-                    self.persist(&c)?;
+                    let lost = Exit {
+                        code: 255,
+                        at: store::now_ns(),
+                        reason: "Unknown".into(),
+                        message: "the pod's shim was gone when berthd restarted; exit status lost".into(),
+                    };
+                    self.to_exited(&c, lost)?;
                 }
             }
             tracing::info!(container = %rec.id, state = ?c.record().state, "container recovered");

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use berth_proto::shim as shimpb;
 
+use super::state::{Exit, Started};
 use super::{shim_error, ContainerManager, ContainerState, ProcessUser};
 use crate::error::{Error, Result};
-use crate::events::Kind;
 use crate::store;
 
 impl ContainerManager {
@@ -30,42 +30,51 @@ impl ContainerManager {
             Ok(r) => r.into_inner(),
             Err(e) => {
                 // The process will never run: record why, as kubelet expects.
-                {
-                    let mut r = c.record.lock();
-                    r.state = ContainerState::Exited;
-                    r.exit_code = 128;
-                    r.finished_at = store::now_ns();
-                    r.reason = "StartError".into();
-                    r.message = e.message().to_string();
-                }
-                self.events.container(Kind::Stopped, &rec.id, &rec.sandbox_id);
-                c.changed.send_replace(ContainerState::Exited);
-                self.persist(&c)?;
+                self.to_exited(
+                    &c,
+                    Exit {
+                        code: 128,
+                        at: store::now_ns(),
+                        reason: "StartError".into(),
+                        message: e.message().to_string(),
+                    },
+                )?;
                 return Err(shim_error(e));
             }
         };
         steps.next("record");
-        {
-            let mut r = c.record.lock();
-            r.state = ContainerState::Running;
-            r.started_at = started.started_at;
-            r.pid = started.pid;
-            r.process_user = started.identity.map(|i| ProcessUser {
+        // Before the exit watch exists, so STOPPED can never precede STARTED.
+        let started = Started {
+            at: started.started_at,
+            pid: started.pid,
+            user: started.identity.map(|i| ProcessUser {
                 uid: i.uid,
                 gid: i.gid,
                 groups: i.groups,
-            });
+            }),
+        };
+        if !self.to_running(&c, started)? {
+            // A StopContainer recorded the exit while the start was under
+            // way: stopped stays stopped, the process must not run on.
+            let _ = shim
+                .kill(shimpb::KillRequest {
+                    id: rec.id.clone(),
+                    signal: libc::SIGKILL as u32,
+                    all: true,
+                    redeliver_ms: 0,
+                })
+                .await;
+            return Err(Error::FailedPrecondition(format!(
+                "container {} was stopped while it started",
+                rec.id
+            )));
         }
-        c.changed.send_replace(ContainerState::Running);
-        // Before the exit watch exists, so STOPPED can never precede STARTED.
-        self.events.container(Kind::Started, &rec.id, &rec.sandbox_id);
         {
             // Under the resize lock: an update that saw Created has
             // recorded its values by now, a later one sees Running.
             let _serial = c.resize.lock().await;
             self.apply_pending_oom_score_adj(&c.record());
         }
-        self.persist(&c)?;
         self.watch_exit(c, shim);
         tracing::info!(container = %rec.id, "container started");
         Ok(())

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use berth_proto::shim as shimpb;
 
-use super::{Container, ContainerManager, ContainerState};
-use crate::events::Kind;
+use super::state::Exit;
+use super::{Container, ContainerManager};
 use crate::shim_client::Shim;
 use crate::store;
 
@@ -32,23 +32,17 @@ impl ContainerManager {
             // from StopContainer is not an OOM kill.
             let cgroup = mgr.sandboxes.cgroups().dir(&c.record().cgroup_path);
             let oom_killed = code != 0 && oom_kills(&cgroup) > 0;
-            {
-                let mut r = c.record.lock();
-                r.state = ContainerState::Exited;
-                r.exit_code = code;
-                r.finished_at = at;
-                r.reason = match (code, oom_killed) {
+            let exit = Exit {
+                code,
+                at,
+                reason: match (code, oom_killed) {
                     (0, _) => "Completed".into(),
                     (_, true) => "OOMKilled".into(),
                     _ => "Error".into(),
-                };
-                r.message = msg;
-            }
-            // Before StopContainer is woken: its caller's RemoveContainer
-            // (DELETED) must come after this STOPPED.
-            mgr.events.container(Kind::Stopped, &id, &c.record().sandbox_id);
-            c.changed.send_replace(ContainerState::Exited);
-            if let Err(e) = mgr.persist(&c) {
+                },
+                message: msg,
+            };
+            if let Err(e) = mgr.to_exited(&c, exit) {
                 tracing::warn!(container = %id, error = %e, "persist exit");
             }
             tracing::info!(container = %id, code, "container exited");
