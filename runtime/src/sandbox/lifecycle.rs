@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{pin, shim_proc, shm, Sandbox, SandboxManager, SandboxState};
+use super::{pin, shim_proc, shm, Sandbox, SandboxManager};
 use crate::error::{Error, Result};
 use crate::events::Kind;
 
@@ -19,12 +19,7 @@ impl SandboxManager {
                 .shutdown(berth_proto::shim::ShutdownRequest { force: true })
                 .await;
         }
-        let (rec, was_ready) = {
-            let mut r = sb.record.lock();
-            let was_ready = r.state == SandboxState::Ready;
-            r.state = SandboxState::NotReady;
-            (r.clone(), was_ready)
-        };
+        let (rec, was_ready) = sb.mark_not_ready();
         // Also when no client was held (a shim berthd could not reconnect to
         // after a restart): the wait checks the shim's identity, never a
         // bare pid that may since belong to another process.

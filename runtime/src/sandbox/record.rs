@@ -206,6 +206,17 @@ impl Sandbox {
         self.shim.lock().clone()
     }
 
+    /// Ready -> NotReady, the sandbox's one transition after RunPodSandbox
+    /// made it (NotReady is final: a stopped pod is never Ready again).
+    /// Returns the record as it now is and whether this call made the move
+    /// (only that caller publishes STOPPED).
+    pub fn mark_not_ready(&self) -> (SandboxRecord, bool) {
+        let mut r = self.record.lock();
+        let moved = r.state == SandboxState::Ready;
+        r.state = SandboxState::NotReady;
+        (r.clone(), moved)
+    }
+
     /// Ready, and the shim process still exists.
     pub fn is_ready(&self) -> bool {
         let r = self.record.lock();
@@ -227,5 +238,35 @@ impl SandboxManager {
 
     pub(super) fn state_dir(&self, id: &str) -> PathBuf {
         self.cfg.state.join("sandboxes").join(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready() -> Sandbox {
+        let rec: SandboxRecord = serde_json::from_value(serde_json::json!({
+            "id": "p1", "name": "p", "uid": "u", "namespace": "ns", "attempt": 0,
+            "hostname": "p", "log_directory": "", "labels": {}, "annotations": {},
+            "runtime_handler": "", "created_at": 1, "state": "Ready", "cgroup_path": "/p1",
+            "cgroup_created": [], "shim_pid": 0, "shim_socket": "/nonexistent", "ns_paths": {},
+        }))
+        .unwrap();
+        Sandbox::new(rec, None)
+    }
+
+    /// Two StopPodSandbox calls (kubelet's stopp, then the one inside rmp):
+    /// only the first moves the pod, so STOPPED is published once.
+    #[test]
+    fn only_the_first_stop_moves_a_pod_to_not_ready() {
+        let sb = ready();
+        let (rec, moved) = sb.mark_not_ready();
+        assert!(moved);
+        assert_eq!(rec.state, SandboxState::NotReady);
+        let (rec, moved) = sb.mark_not_ready();
+        assert!(!moved);
+        assert_eq!(rec.state, SandboxState::NotReady);
+        assert!(!sb.is_ready());
     }
 }
