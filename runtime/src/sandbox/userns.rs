@@ -7,6 +7,7 @@
 //! network behind. CONTAINER and TARGET are refused, as the CRI says.
 
 use berth_proto::cri::{IdMapping, NamespaceMode, UserNamespace};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -16,7 +17,7 @@ pub const RANGE: u32 = 65536;
 
 /// One contiguous range: container ids `container_id..container_id+length`
 /// are host ids `host_id..host_id+length`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMap {
     /// First id inside the namespace.
     pub container_id: u32,
@@ -27,7 +28,7 @@ pub struct IdMap {
 }
 
 /// A pod's own user namespace: its uid and gid ranges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodUserns {
     /// The uid range.
     pub uid: IdMap,
