@@ -351,6 +351,75 @@ async fn userns_pod_mounts_are_owned_by_the_pod() {
     c.stop_and_remove_pod(&sb).await.expect("remove pod");
 }
 
+/// berthd killed at each step of RunPodSandbox and RemovePodSandbox of a
+/// user-namespaced pod: after a restart and kubelet's clean-up nothing of
+/// it is left, the user namespace pin included, and such a pod runs again.
+#[tokio::test]
+async fn userns_pod_crashes_leave_no_pin() {
+    use std::os::unix::process::ExitStatusExt;
+    let (mut b, _, _ext4) = berthd_on_ext4().await;
+    let state = b.dir.path().join("state");
+    let points = [
+        "run_sandbox.intent",
+        "run_sandbox.cgroup",
+        "run_sandbox.shim",
+        "run_sandbox.pins",
+        "run_sandbox.cni_add",
+        "run_sandbox.record",
+        "remove_sandbox.pins",
+        "remove_sandbox.state",
+    ];
+    let mut found = Vec::new();
+    for (n, point) in points.into_iter().enumerate() {
+        b.kill_hard();
+        let mut c = b
+            .spawn_env(&[("BERTH_CRASH_AT", point)])
+            .await
+            .expect("berthd with the crash point");
+        let pod = userns_pod(&b, &format!("uns-crash-{n}"));
+        let reached = match point.starts_with("remove") {
+            false => c.run_pod(&pod).await.is_err(),
+            true => {
+                let sb = c.run_pod(&pod).await.expect("run pod");
+                c.stop_and_remove_pod(&sb).await.is_err()
+            }
+        };
+        let st = b.wait_exit(std::time::Duration::from_secs(60));
+        if !reached || st.and_then(|s| s.signal()) != Some(libc::SIGABRT) {
+            found.push(format!("{point}: not reached ({st:?})"));
+        }
+        b.kill_hard();
+        let mut c = b.spawn().await.expect("berthd restarts");
+        // kubelet removes what it finds and runs the pod again.
+        let listed = c
+            .runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        for p in listed.items {
+            if let Err(e) = c.stop_and_remove_pod(&p.id).await {
+                found.push(format!("{point}: removing {}: {}", p.id, e.message()));
+            }
+        }
+        match c.run_pod(&pod).await {
+            Ok(sb) => c.stop_and_remove_pod(&sb).await.expect("remove"),
+            Err(e) => found.push(format!("{point}: the pod does not run again: {}", e.message())),
+        }
+        let mounts = mounts_containing(&state.to_string_lossy());
+        if !mounts.is_empty() {
+            found.push(format!("{point}: mounts left: {mounts:?}"));
+        }
+        let dirs: Vec<_> = std::fs::read_dir(state.join("sandboxes"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if !dirs.is_empty() {
+            found.push(format!("{point}: sandbox state dirs left: {dirs:?}"));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
 /// `<root>/containers/<id>/upper`.
 fn upper_dir(b: &Berthd, id: &str) -> PathBuf {
     let d = b.dir.path().join("root/containers").join(id).join("upper");
