@@ -892,19 +892,19 @@ async fn user_namespace_options_are_validated_and_refused_cleanly() {
             "container id must be 0",
         ),
         (
-            "short",
-            userns(cri::NamespaceMode::Pod, ok(), vec![map(65536, 0, 100)]),
-            "length must be 65536",
+            "empty",
+            userns(cri::NamespaceMode::Pod, ok(), vec![map(65536, 0, 0)]),
+            "length must not be 0",
         ),
         (
             "hostroot",
             userns(cri::NamespaceMode::Pod, vec![map(0, 0, 65536)], ok()),
-            "non-zero multiple",
+            "host id must not be 0",
         ),
         (
-            "unaligned",
-            userns(cri::NamespaceMode::Pod, vec![map(70000, 0, 65536)], ok()),
-            "non-zero multiple",
+            "overflow",
+            userns(cri::NamespaceMode::Pod, vec![map(u32::MAX, 0, 65536)], ok()),
+            "run past the 32-bit id space",
         ),
     ];
     for (name, u, want) in invalid {
@@ -986,8 +986,8 @@ fn sh(cmd: &str, args: &[&str]) {
 /// The start-up probe: berthd's root on the VM's tmpfs cannot be idmapped
 /// on a kernel before 6.3, and berthd's log and the refusal of a
 /// hostUsers: false pod name tmpfs and the kernel; moved onto a
-/// loop-mounted ext4 filesystem, the probe finds idmapping works and the
-/// pod runs.
+/// loop-mounted ext4 filesystem, the probe finds idmapping works, the
+/// pod runs and Status advertises user namespaces (not on tmpfs).
 #[tokio::test]
 async fn user_namespace_probe_names_the_filesystem_and_kernel() {
     let (mut b, mut c) = Berthd::start().await.expect("berthd");
@@ -1013,6 +1013,16 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
     };
     assert!(e.message().contains(&want), "{}", e.message());
     assert!(b.log().contains(&want), "{}", b.log());
+    let st = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    for h in &st.runtime_handlers {
+        let f = h.features.as_ref().unwrap();
+        assert_eq!(f.user_namespaces, tmpfs_idmaps, "{h:?}");
+    }
 
     // The same berthd state on ext4 (busybox mke2fs, mounted by the ext4 driver).
     b.kill_hard();
@@ -1042,7 +1052,7 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
         .await
         .expect("a hostUsers: false pod runs on ext4");
     c.stop_and_remove_pod(&sb).await.unwrap();
-    // Not every mount is idmapped yet: Status must not advertise the feature.
+    // Status advertises the feature on ext4 (and did not on tmpfs).
     let st = c
         .runtime
         .status(cri::StatusRequest::default())
@@ -1051,7 +1061,7 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
         .into_inner();
     assert!(!st.runtime_handlers.is_empty(), "{st:?}");
     for h in &st.runtime_handlers {
-        assert!(!h.features.as_ref().unwrap().user_namespaces, "{h:?}");
+        assert!(h.features.as_ref().unwrap().user_namespaces, "{h:?}");
     }
     b.kill_hard();
     sh("umount", &[&root.to_string_lossy()]);

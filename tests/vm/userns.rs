@@ -248,6 +248,46 @@ async fn userns_pod_survives_a_berthd_restart_and_leaves_no_pin() {
     assert_eq!(mounts_containing(&state), Vec::<String>::new(), "pins left");
 }
 
+/// critest's mapping (`0 1000 100000`, neither kubelet's size nor its
+/// alignment) is a valid CRI request: the container sees exactly it, and
+/// Status advertises user namespaces on this root.
+#[tokio::test]
+async fn userns_pod_takes_any_single_range_from_container_id_0() {
+    let (b, mut c, _ext4) = berthd_on_ext4().await;
+    let st = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        st.runtime_handlers
+            .iter()
+            .all(|h| h.features.as_ref().unwrap().user_namespaces),
+        "{st:?}"
+    );
+    let range = || {
+        vec![cri::IdMapping {
+            host_id: 1000,
+            container_id: 0,
+            length: 100_000,
+        }]
+    };
+    let mut pod = pod_config("uns-critest", &b.log_dir());
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(userns_options(range(), range())),
+        ..Default::default()
+    });
+    let sb = c.run_pod(&pod).await.expect("run pod");
+    let cfg = container(&pod, "uns-critest", &["cat", "/proc/self/uid_map"]);
+    let (_, st) = c.run_to_exit(&sb, &cfg, &pod).await.expect("run");
+    assert_eq!(st.exit_code, 0);
+    let out = log_lines(&b.log_dir().join("uns-critest.log")).join("\n");
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert!(fields.ends_with(&["0", "1000", "100000"]), "{out}");
+    c.stop_and_remove_pod(&sb).await.expect("remove pod");
+}
+
 /// A container must repeat its pod's user namespace, and a pod with one
 /// cannot share the node's network.
 #[tokio::test]
@@ -453,4 +493,40 @@ fn layer_file_owner(b: &Berthd, rel: &str) -> (u32, u32) {
         .iter()
         .find_map(|d| walk(d, rel, 3))
         .expect("busybox layer on disk")
+}
+
+/// Figures for the closing note, printed, never asserted:
+/// RunPodSandbox and create+start medians with and without a user
+/// namespace, on the same ext4 root.
+#[tokio::test]
+async fn userns_latency_figures() {
+    use std::time::{Duration, Instant};
+    let (b, mut c, _ext4) = berthd_on_ext4().await;
+    for userns in [false, true] {
+        let (mut runp, mut create_start) = (Vec::<Duration>::new(), Vec::<Duration>::new());
+        for i in 0..5 {
+            let name = format!("uns-fig-{userns}-{i}");
+            let pod = match userns {
+                true => userns_pod(&b, &name),
+                false => pod_config(&name, &b.log_dir()),
+            };
+            let t = Instant::now();
+            let sb = c.run_pod(&pod).await.expect("run pod");
+            runp.push(t.elapsed());
+            let cfg = match userns {
+                true => container(&pod, &name, &["sleep", "1000"]),
+                false => container_config(&name, &busybox(), &["sleep", "1000"]),
+            };
+            let t = Instant::now();
+            let id = c.create(&sb, &cfg, &pod).await.expect("create");
+            c.start(&id).await.expect("start");
+            create_start.push(t.elapsed());
+            c.stop_and_remove_pod(&sb).await.expect("remove pod");
+        }
+        println!(
+            "BERTH-USERNS-FIGURES userns={userns}: RunPodSandbox median {:.1} ms, create+start median {:.1} ms (5 each, TCG VM)",
+            figures::ms(median(runp)),
+            figures::ms(median(create_start))
+        );
+    }
 }
