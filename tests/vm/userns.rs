@@ -216,8 +216,14 @@ async fn userns_pod_survives_a_berthd_restart_and_leaves_no_pin() {
     let (mut b, mut c, _ext4) = berthd_on_ext4().await;
     let pod = userns_pod(&b, "uns-restart");
     let sb = c.run_pod(&pod).await.expect("run pod");
-    let (_, info) = c.pod_status(&sb).await.expect("pod status");
+    let (st, info) = c.pod_status(&sb).await.expect("pod status");
     println!("BERTH-USERNS pod namespaces: {}", info["namespaces"]);
+    let opts = st.linux.unwrap().namespaces.unwrap().options.unwrap();
+    let u = opts
+        .userns_options
+        .expect("PodSandboxStatus names the user namespace");
+    assert_eq!(u.mode, cri::NamespaceMode::Pod as i32);
+    assert_eq!((u.uids[0].host_id, u.gids[0].host_id), (HOST_UID, HOST_GID));
     let pin = b.dir.path().join("state/sandboxes").join(&sb).join("ns/user");
     assert!(
         mounts_containing(&pin.to_string_lossy()).len() == 1,
@@ -529,4 +535,86 @@ async fn userns_latency_figures() {
             figures::ms(median(create_start))
         );
     }
+}
+
+/// Two pods with different ranges share a hostPath: a 0600 file one
+/// pod's root writes there is owned by that pod's host uid and the other
+/// pod's root cannot read it (whether its container has a PID namespace of
+/// its own or shares the pod's). A pod sysctl lands in the pod's network
+/// namespace (owned by its user namespace), and a second container of the
+/// same pod (kubelet's restart, attempt 1) runs as the same mapped root.
+#[tokio::test]
+async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
+    let (b, mut c, _ext4) = berthd_on_ext4().await;
+    let host = b.dir.path().join("shared");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(b.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let with_host = |mut cfg: cri::ContainerConfig| {
+        cfg.mounts.push(cri::Mount {
+            container_path: "/host".into(),
+            host_path: host.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+        cfg
+    };
+
+    let mut pod_a = userns_pod(&b, "uns-a");
+    pod_a.linux.as_mut().unwrap().sysctls = [(
+        "net.ipv4.ip_unprivileged_port_start".to_string(),
+        "80".to_string(),
+    )]
+    .into_iter()
+    .collect();
+    let sb_a = c.run_pod(&pod_a).await.expect("run pod a");
+    let cfg = with_host(container(
+        &pod_a,
+        "uns-a",
+        &[
+            "sh",
+            "-c",
+            "umask 077; echo a > /host/a-secret && cat /proc/sys/net/ipv4/ip_unprivileged_port_start",
+        ],
+    ));
+    let (_, st) = c.run_to_exit(&sb_a, &cfg, &pod_a).await.expect("run a");
+    let out = log_lines(&b.log_dir().join("uns-a.log"));
+    assert_eq!(st.exit_code, 0, "{out:?}");
+    assert_eq!(out.last().map(String::as_str), Some("80"), "{out:?}");
+    let m = std::fs::metadata(host.join("a-secret")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (HOST_UID, 0o600));
+
+    let other = |host_id| {
+        vec![cri::IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65536,
+        }]
+    };
+    let mut pod_b = pod_config("uns-b", &b.log_dir());
+    pod_b.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(userns_options(other(5 * 65536), other(6 * 65536))),
+        ..Default::default()
+    });
+    let sb_b = c.run_pod(&pod_b).await.expect("run pod b");
+    // Pod b's container has a PID namespace of its own (pod a's share one).
+    let mut cfg = with_host(container(&pod_b, "uns-b", &["cat", "/host/a-secret"]));
+    let sc = cfg.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    sc.namespace_options.as_mut().unwrap().pid = cri::NamespaceMode::Container as i32;
+    let (_, st) = c.run_to_exit(&sb_b, &cfg, &pod_b).await.expect("run b");
+    let out = log_lines(&b.log_dir().join("uns-b.log"));
+    assert_ne!(st.exit_code, 0, "pod b read pod a's file: {out:?}");
+    assert!(out.iter().any(|l| l.contains("Permission denied")), "{out:?}");
+
+    // kubelet's restart of pod a's container: attempt 1 in the same pod.
+    let mut again = container(&pod_a, "uns-a2", &["sh", "-c", "id -u; cat /host/a-secret"]);
+    again.metadata.as_mut().unwrap().attempt = 1;
+    let (_, st) = c
+        .run_to_exit(&sb_a, &with_host(again), &pod_a)
+        .await
+        .expect("run a again");
+    let out = log_lines(&b.log_dir().join("uns-a2.log"));
+    assert_eq!(st.exit_code, 0, "{out:?}");
+    assert_eq!(out, ["0", "a"]);
+    c.stop_and_remove_pod(&sb_a).await.expect("remove a");
+    c.stop_and_remove_pod(&sb_b).await.expect("remove b");
 }

@@ -134,6 +134,20 @@ pub fn refuse_node_access(cfg: &cri::ContainerConfig, u: Option<&PodUserns>) -> 
     Ok(())
 }
 
+/// The pod's options as PodSandboxStatus reports them (None: the node's).
+pub fn to_cri(u: Option<&PodUserns>) -> Option<cri::UserNamespace> {
+    let m = |m: &IdMap| cri::IdMapping {
+        host_id: m.host_id,
+        container_id: m.container_id,
+        length: m.length,
+    };
+    u.map(|u| cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: vec![m(&u.uid)],
+        gids: vec![m(&u.gid)],
+    })
+}
+
 /// The fds the shim joins instead of creating namespaces of its own.
 pub fn join_fds(ns: &PodNamespaces) -> JoinNamespaces {
     let raw = |f: &OwnedFd| f.as_raw_fd();
@@ -248,6 +262,13 @@ mod tests {
             assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
         }
         refuse_node_access(&cri::ContainerConfig::default(), Some(&pod())).unwrap();
+    }
+
+    #[test]
+    fn status_reports_what_was_validated() {
+        let back = to_cri(Some(&pod())).unwrap();
+        assert_eq!(super::super::userns::validate(Some(&back)).unwrap(), Some(pod()));
+        assert_eq!(to_cri(None), None);
     }
 
     #[test]
