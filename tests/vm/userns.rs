@@ -162,6 +162,24 @@ async fn userns_pod_runs_as_the_mapped_root() {
     let fields: Vec<&str> = gid_map.split_whitespace().collect();
     assert_eq!(fields, ["0", &HOST_GID.to_string(), "65536"], "{gid_map}");
     assert_eq!(exec_out(&mut c, &id, "id -u; id -g").await, "0\n0");
+    // Streamed exec enters the user namespace too, over WebSocket and SPDY.
+    let cmd = ["sh", "-c", "id -u; cat /proc/self/uid_map"];
+    let ws = berth_tests::stream::exec(&mut c, &id, &cmd, berth_tests::stream::REMOTE_PROTOCOLS).await;
+    assert_eq!(ws.exit_code(), Some(0), "{ws:?}");
+    let url = c.exec_url(exec_request(&id, &cmd, false, false)).await;
+    let opts = berth_tests::spdy::StreamOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let spdy = berth_tests::spdy::run(&url, &opts).await.expect("SPDY exec");
+    for out in [
+        ws.stdout.clone(),
+        String::from_utf8_lossy(&spdy.stdout).into_owned(),
+    ] {
+        let fields: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fields, ["0", "0", &HOST_UID.to_string(), "65536"], "{out}");
+    }
 
     // The container's process, seen from the node.
     let pid = node_pid(&mut c, &id).await;
