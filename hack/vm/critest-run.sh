@@ -47,6 +47,17 @@ mirrors = ["http://127.0.0.1:5000"]
 mirrors = ["http://127.0.0.1:5000"]
 TOML
 
+# /var/lib on ext4: the VM's tmpfs cannot be idmapped before Linux 6.3, so
+# Berth's root there would not support user namespaces, and critest checks
+# idmap support on /var/lib before its UserNamespaces POD spec.
+if [ "$(stat -f -c %T /var/lib)" = tmpfs ]; then
+    truncate -s 4G /tmp/var-lib.img && mke2fs -F -q /tmp/var-lib.img &&
+        mkdir -p /tmp/var-lib.old && cp -a /var/lib/. /tmp/var-lib.old/ &&
+        mount -t ext4 -o loop /tmp/var-lib.img /var/lib && cp -a /tmp/var-lib.old/. /var/lib/ ||
+        fail "could not put /var/lib on ext4"
+    echo "CRITEST: /var/lib on ext4 ($(stat -f -c %T /var/lib))"
+fi
+
 /berth/bin/berthd --log-level info >/tmp/berthd.log 2>&1 &
 BERTHD=$!
 i=0

@@ -39,6 +39,21 @@ pub struct NewNamespaces {
     /// with its PID 1; a multi-threaded process cannot unshare one for its
     /// children, so it is not done here).
     pub pid: bool,
+    /// Existing namespaces to join instead of creating `net`, `ipc` and
+    /// `uts` (those a pod's own user namespace owns); the fds stay open in
+    /// berthd until spawn returns.
+    pub join: Option<JoinNamespaces>,
+}
+
+/// Open namespace fds a new shim joins (see [`NewNamespaces::join`]).
+#[derive(Debug, Clone, Copy)]
+pub struct JoinNamespaces {
+    /// The network namespace.
+    pub net: RawFd,
+    /// The IPC namespace.
+    pub ipc: RawFd,
+    /// The UTS namespace.
+    pub uts: RawFd,
 }
 
 /// A freshly started shim.
@@ -142,9 +157,10 @@ pub async fn spawn(
         cmd.env("BERTH_SHIM_LOG", level);
     }
     let net = ns.net;
+    let join = ns.join;
     let procs_fd = std::os::fd::AsRawFd::as_raw_fd(cgroup_procs);
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe syscalls (write, setsid, unshare, sethostname,
+    // async-signal-safe syscalls (write, setsid, unshare or setns, sethostname,
     // socket/ioctl); `procs_fd` stays open in berthd until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
@@ -154,7 +170,16 @@ pub async fn spawn(
                 return Err(std::io::Error::last_os_error());
             }
             nix::unistd::setsid().map_err(std::io::Error::from)?;
-            nix::sched::unshare(flags).map_err(std::io::Error::from)?;
+            match join {
+                None => nix::sched::unshare(flags).map_err(std::io::Error::from)?,
+                Some(j) => {
+                    for fd in [j.net, j.ipc, j.uts] {
+                        if libc::setns(fd, 0) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+            }
             if let Some(h) = &hostname {
                 nix::unistd::sethostname(h).map_err(std::io::Error::from)?;
             }

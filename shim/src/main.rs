@@ -31,6 +31,7 @@ mod stop_signal;
 mod stream;
 mod sync;
 mod table;
+mod userns;
 
 use std::path::PathBuf;
 

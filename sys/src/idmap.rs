@@ -13,6 +13,8 @@ use std::path::Path;
 /// MOUNT_ATTR_IDMAP of <linux/mount.h>.
 pub const ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// MOVE_MOUNT_F_EMPTY_PATH of <linux/mount.h>.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
 #[repr(C)]
@@ -26,11 +28,54 @@ struct MountAttr {
 /// A new user namespace whose `uid_map` and `gid_map` are the given lines
 /// (`"<inside> <outside> <count>\n"`), held by an fd of its `ns/user`.
 ///
-/// A forked child unshares it and waits on a pipe while this process (root
-/// in the parent namespace) writes its maps and opens it; the child then
-/// exits. The child only calls async-signal-safe functions, so this is
-/// safe in a threaded process.
+/// setgroups(2) is denied in it: nothing runs there but the probe.
 pub fn userns_fd(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
+    let mut fds = unshare_in_child(0, uid_map, gid_map, true, &["user"])?;
+    Ok(fds.remove(0))
+}
+
+/// A pod's namespaces: its user namespace with the pod's mappings and the
+/// network, IPC and UTS namespaces it owns.
+#[derive(Debug)]
+pub struct PodNamespaces {
+    /// `ns/user`.
+    pub user: OwnedFd,
+    /// `ns/net`, owned by `user`.
+    pub net: OwnedFd,
+    /// `ns/ipc`, owned by `user`.
+    pub ipc: OwnedFd,
+    /// `ns/uts`, owned by `user`.
+    pub uts: OwnedFd,
+}
+
+/// Creates a pod's user namespace with the given maps and, in the same
+/// unshare(2), network, IPC and UTS namespaces owned by it. setgroups(2)
+/// stays allowed: the maps are written by a process privileged in the
+/// parent namespace, and a container's supplementary groups need it.
+pub fn pod_namespaces(uid_map: &str, gid_map: &str) -> io::Result<PodNamespaces> {
+    let flags = libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut fds =
+        unshare_in_child(flags, uid_map, gid_map, false, &["user", "net", "ipc", "uts"])?.into_iter();
+    let mut next = || fds.next().ok_or_else(|| io::Error::other("namespace fd missing"));
+    Ok(PodNamespaces {
+        user: next()?,
+        net: next()?,
+        ipc: next()?,
+        uts: next()?,
+    })
+}
+
+/// A forked child unshares a user namespace (plus `flags`) and waits on a
+/// pipe while this process (root in the parent namespace) writes its maps
+/// and opens its `ns/<kind>` files; the child then exits. The child only
+/// calls async-signal-safe functions, so this is safe in a threaded process.
+fn unshare_in_child(
+    flags: libc::c_int,
+    uid_map: &str,
+    gid_map: &str,
+    deny_setgroups: bool,
+    kinds: &[&str],
+) -> io::Result<Vec<OwnedFd>> {
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     // SAFETY: the child only calls unshare, write, read and _exit.
@@ -41,7 +86,7 @@ pub fn userns_fd(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     if pid == 0 {
         // SAFETY: async-signal-safe calls on fds this process owns.
         unsafe {
-            let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER) == 0);
+            let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER | flags) == 0);
             libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
             let mut b = 0u8;
             libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
@@ -53,21 +98,47 @@ pub fn userns_fd(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
         let mut ok = [0u8];
         File::from(ready_r).read_exact(&mut ok)?;
         if ok[0] != 1 {
-            return Err(io::Error::other(
-                "unshare(CLONE_NEWUSER) failed in the probe child",
-            ));
+            return Err(io::Error::other("unshare(CLONE_NEWUSER) failed in the child"));
         }
         let proc = format!("/proc/{pid}");
         std::fs::write(format!("{proc}/uid_map"), uid_map)?;
-        std::fs::write(format!("{proc}/setgroups"), "deny")?;
+        if deny_setgroups {
+            std::fs::write(format!("{proc}/setgroups"), "deny")?;
+        }
         std::fs::write(format!("{proc}/gid_map"), gid_map)?;
-        Ok(OwnedFd::from(File::open(format!("{proc}/ns/user"))?))
+        kinds
+            .iter()
+            .map(|k| File::open(format!("{proc}/ns/{k}")).map(OwnedFd::from))
+            .collect::<io::Result<Vec<_>>>()
     })();
     let _ = File::from(go_w).write_all(&[1]);
     let mut status = 0;
     // SAFETY: `pid` is our own child, reaped exactly once.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     out
+}
+
+/// Over-mounts `dir` (in the caller's mount namespace) with an idmapped
+/// clone of its own mount, so `dir` shows files through `userns`' maps.
+/// Only for a private mount namespace: the new mount must not propagate.
+pub fn idmap_in_place(dir: &Path, userns: impl AsFd) -> io::Result<()> {
+    let tree = idmapped_clone(dir, userns)?;
+    let target = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: both strings are NUL-terminated and `tree` is an open fd.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A detached clone of the mount at `dir`, idmapped through `userns`; the
@@ -163,6 +234,30 @@ mod tests {
                 let m = seen.unwrap().unwrap();
                 assert_eq!((m.uid(), m.gid()), (65536, 131072));
             }
+        }
+    }
+
+    /// The pod's network, IPC and UTS namespaces are owned by its user
+    /// namespace (NS_GET_USERNS names the very namespace `user` holds), and
+    /// the user namespace has exactly the maps written.
+    #[test]
+    fn pod_namespaces_are_owned_by_the_pods_user_namespace() {
+        let Ok(ns) = pod_namespaces("0 65536 65536\n", "0 131072 65536\n") else {
+            assert!(!nix_is_root(), "root must be able to create a pod's namespaces");
+            return;
+        };
+        let ino = |fd: &OwnedFd| {
+            use std::os::unix::fs::MetadataExt;
+            File::from(fd.try_clone().unwrap()).metadata().unwrap().ino()
+        };
+        const NS_GET_USERNS: libc::c_ulong = 0xb701;
+        for owned in [&ns.net, &ns.ipc, &ns.uts] {
+            // SAFETY: an ioctl without arguments on an open nsfs fd.
+            let fd = unsafe { libc::ioctl(owned.as_raw_fd(), NS_GET_USERNS as _) };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            // SAFETY: the ioctl returned a new fd.
+            let owner = unsafe { OwnedFd::from_raw_fd(fd) };
+            assert_eq!(ino(&owner), ino(&ns.user));
         }
     }
 

@@ -830,7 +830,7 @@ fn shim_count() -> usize {
 
 /// `userns_options`: CONTAINER, TARGET and every malformed POD mapping are
 /// InvalidArgument naming the fault; a valid POD request (what kubelet sends
-/// for hostUsers: false) is FailedPrecondition until user namespaces work;
+/// for hostUsers: false) is FailedPrecondition on a root that cannot be idmapped;
 /// none of them leaves a sandbox, cgroup, shim or mount behind. NODE runs
 /// as before, and a container cannot ask for a user namespace its pod lacks.
 #[tokio::test]
@@ -892,19 +892,19 @@ async fn user_namespace_options_are_validated_and_refused_cleanly() {
             "container id must be 0",
         ),
         (
-            "short",
-            userns(cri::NamespaceMode::Pod, ok(), vec![map(65536, 0, 100)]),
-            "length must be 65536",
+            "empty",
+            userns(cri::NamespaceMode::Pod, ok(), vec![map(65536, 0, 0)]),
+            "length must not be 0",
         ),
         (
             "hostroot",
             userns(cri::NamespaceMode::Pod, vec![map(0, 0, 65536)], ok()),
-            "non-zero multiple",
+            "host id must not be 0",
         ),
         (
-            "unaligned",
-            userns(cri::NamespaceMode::Pod, vec![map(70000, 0, 65536)], ok()),
-            "non-zero multiple",
+            "overflow",
+            userns(cri::NamespaceMode::Pod, vec![map(u32::MAX, 0, 65536)], ok()),
+            "run past the 32-bit id space",
         ),
     ];
     for (name, u, want) in invalid {
@@ -916,8 +916,13 @@ async fn user_namespace_options_are_validated_and_refused_cleanly() {
         .run_pod(&with("valid", userns(cri::NamespaceMode::Pod, ok(), ok())))
         .await
         .unwrap_err();
+    // The VM's tmpfs root cannot be idmapped (vm_userns runs such pods on ext4).
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("not supported yet"), "{}", e.message());
+    assert!(
+        e.message().contains("hostUsers: false cannot be honoured"),
+        "{}",
+        e.message()
+    );
     let left = c
         .runtime
         .list_pod_sandbox(cri::ListPodSandboxRequest::default())
@@ -981,7 +986,8 @@ fn sh(cmd: &str, args: &[&str]) {
 /// The start-up probe: berthd's root on the VM's tmpfs cannot be idmapped
 /// on a kernel before 6.3, and berthd's log and the refusal of a
 /// hostUsers: false pod name tmpfs and the kernel; moved onto a
-/// loop-mounted ext4 filesystem, the probe finds idmapping works.
+/// loop-mounted ext4 filesystem, the probe finds idmapping works, the
+/// pod runs and Status advertises user namespaces (not on tmpfs).
 #[tokio::test]
 async fn user_namespace_probe_names_the_filesystem_and_kernel() {
     let (mut b, mut c) = Berthd::start().await.expect("berthd");
@@ -1007,6 +1013,16 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
     };
     assert!(e.message().contains(&want), "{}", e.message());
     assert!(b.log().contains(&want), "{}", b.log());
+    let st = c
+        .runtime
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    for h in &st.runtime_handlers {
+        let f = h.features.as_ref().unwrap();
+        assert_eq!(f.user_namespaces, tmpfs_idmaps, "{h:?}");
+    }
 
     // The same berthd state on ext4 (busybox mke2fs, mounted by the ext4 driver).
     b.kill_hard();
@@ -1026,19 +1042,17 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
         ],
     );
     let mut c = b.spawn().await.expect("berthd on ext4");
-    let e = c
+    assert!(
+        b.log().contains("user namespaces supported (ext4 on kernel"),
+        "{}",
+        b.log()
+    );
+    let sb = c
         .run_pod(&pod_with_kubelet_userns(&b, "probe-ext4"))
         .await
-        .unwrap_err();
-    println!("BERTH-USERNS ext4: {}", e.message());
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    assert!(
-        e.message().contains("user namespaces supported (ext4 on kernel"),
-        "{}",
-        e.message()
-    );
-    assert!(e.message().contains("not supported yet"), "{}", e.message());
-    // The pod side is not built: Status must not advertise the feature.
+        .expect("a hostUsers: false pod runs on ext4");
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    // Status advertises the feature on ext4 (and did not on tmpfs).
     let st = c
         .runtime
         .status(cri::StatusRequest::default())
@@ -1047,7 +1061,7 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
         .into_inner();
     assert!(!st.runtime_handlers.is_empty(), "{st:?}");
     for h in &st.runtime_handlers {
-        assert!(!h.features.as_ref().unwrap().user_namespaces, "{h:?}");
+        assert!(h.features.as_ref().unwrap().user_namespaces, "{h:?}");
     }
     b.kill_hard();
     sh("umount", &[&root.to_string_lossy()]);

@@ -156,6 +156,7 @@ impl ContainerManager {
                 pod_files: sbr.files.clone(),
                 pid_mode: sbr.pid_mode,
                 shm: sbr.shm.clone(),
+                userns: sbr.userns,
             },
         )?;
         let sc = cfg.linux.as_ref().and_then(|l| l.security_context.as_ref());
@@ -217,6 +218,7 @@ impl ContainerManager {
             store::modes::create_dir(&d, mode)
                 .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
+        crate::sandbox::userns_pod::own_upper(&dir.join("upper"), sbr.userns.as_ref())?;
         {
             let (a, b) = (dir.clone(), bundle.clone());
             undo.push(move || {

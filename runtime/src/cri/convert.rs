@@ -87,6 +87,7 @@ pub fn pod_sandbox_status(sb: &Sandbox) -> cri::PodSandboxStatus {
                         crate::sandbox::PidMode::Node => cri::NamespaceMode::Node,
                     } as i32,
                     ipc: mode("ipc"),
+                    userns_options: crate::sandbox::userns_pod::to_cri(r.userns.as_ref()),
                     ..Default::default()
                 }),
             }),

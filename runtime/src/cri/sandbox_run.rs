@@ -43,16 +43,18 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             )))
         }
     };
-    // Checked before anything is created; a valid POD request is refused
-    // until the pod's user namespace and idmapped root are implemented, so
-    // a pod asking for one never silently runs as the node's root. The
-    // message carries the start-up probe's finding for this node.
-    if userns::validate(ns.userns_options.as_ref())?.is_some() {
-        return Err(Error::FailedPrecondition(format!(
-            "user namespaces are not supported yet by berth (hostUsers: false); this node: {}",
-            cri.userns.describe()
-        )));
-    }
+    // Checked before anything is created; where the start-up probe found
+    // no idmapping the refusal carries its finding for this node.
+    let host_network = ns.network == NamespaceMode::Node as i32;
+    let host_ipc = ns.ipc == NamespaceMode::Node as i32;
+    let pod_userns = crate::sandbox::userns_pod::admit(
+        userns::validate(ns.userns_options.as_ref())?,
+        &cri.userns,
+        host_network,
+        host_ipc,
+        pid_mode,
+        linux.security_context.as_ref().is_some_and(|s| s.privileged),
+    )?;
     let id = cri
         .sandboxes
         .run(SandboxRequest {
@@ -66,8 +68,8 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
             labels: cfg.labels.into_iter().collect(),
             annotations: cfg.annotations.into_iter().collect(),
             runtime_handler: req.runtime_handler,
-            host_network: ns.network == NamespaceMode::Node as i32,
-            host_ipc: ns.ipc == NamespaceMode::Node as i32,
+            host_network,
+            host_ipc,
             pid_mode,
             pod_limits: crate::cgroup::resources::Limits::pod(
                 linux.resources.as_ref(),
@@ -96,6 +98,7 @@ pub async fn handle(cri: &Cri, req: RunPodSandboxRequest) -> Result<RunPodSandbo
                 })
                 .collect(),
             sysctls: linux.sysctls.into_iter().collect(),
+            userns: pod_userns,
         })
         .await?;
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })

@@ -81,7 +81,8 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: *crate::container::mounts::RECURSIVE_READ_ONLY_SUPPORTED,
-                user_namespaces: false,
+                // Only where the start-up probe could idmap Berth's root.
+                user_namespaces: cri.userns.supported,
             }),
         }],
         // supplementalGroupsPolicy is advertised once Strict is verified end to end.

@@ -313,6 +313,7 @@ fn check_container(cfg: &cri::ContainerConfig) {
             pod_files: None,
             pid_mode,
             shm: None,
+            userns: None,
         };
         let built = spec::build_spec(cfg, &image, &users, &sandbox);
         assert_client_error("spec", &built);

@@ -22,6 +22,7 @@ pub mod shm;
 pub mod sysctl;
 pub mod teardown;
 pub mod userns;
+pub mod userns_pod;
 pub mod userns_probe;
 
 use std::collections::HashMap;

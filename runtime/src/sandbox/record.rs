@@ -72,6 +72,8 @@ pub struct SandboxRequest {
     pub port_mappings: Vec<PortMapping>,
     /// Pod sysctls (namespaced only).
     pub sysctls: BTreeMap<String, String>,
+    /// The pod's own user namespace (mode POD); None: the node's.
+    pub userns: Option<super::userns::PodUserns>,
 }
 
 /// One CRI port mapping.
@@ -159,6 +161,10 @@ pub struct SandboxRecord {
     /// (their containers keep a tmpfs each).
     #[serde(default)]
     pub shm: Option<shm::PodShm>,
+    /// The pod's own user namespace (pinned as `ns_paths["user"]`); None:
+    /// the node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<super::userns::PodUserns>,
 }
 
 impl SandboxRecord {

@@ -96,7 +96,7 @@ impl SandboxManager {
                 continue;
             }
             let d = e.path();
-            for kind in ["net", "ipc", "uts"] {
+            for kind in ["net", "ipc", "uts", "user"] {
                 pin::unpin(&d.join("ns").join(kind))?;
             }
             shm::teardown(
@@ -269,6 +269,7 @@ mod tests {
                 network: None,
                 files: None,
                 shm: None,
+                userns: None,
             };
             let sb = Arc::new(Sandbox::new(rec, None));
             m.sandboxes.lock().insert(id.clone(), sb.clone());

@@ -24,6 +24,8 @@ struct Progress {
     undo: Rollback,
     intent: intent::RunIntent,
     state_dir: PathBuf,
+    /// The pod's own user namespace and the namespaces it owns (mode POD).
+    userns: Option<berth_sys::idmap::PodNamespaces>,
 }
 
 /// The pod cgroup a run made or joined.
@@ -47,17 +49,26 @@ impl SandboxManager {
             id,
             undo: Rollback::new(),
             intent: intent::RunIntent::default(),
+            userns: None,
         };
         p.intent.id = p.id.clone();
         steps.next("state_dir");
         let pod_shm = self.make_state_dir(&mut p, &req)?;
+        steps.next("userns");
+        let userns = super::userns_pod::create_and_pin(&p.state_dir, req.userns.as_ref(), &mut p.undo)?;
+        let user_pin = userns.map(|(ns, at)| {
+            p.userns = Some(ns);
+            at
+        });
         steps.next("cgroup");
         let cgroup = self.make_pod_cgroup(&mut p, &req).await?;
         steps.next("shim_spawn");
         let socket = self.cfg.shim_socket(&p.id);
         let (spawned, shim) = self.start_shim(&mut p, &req, &cgroup.path, &socket).await?;
         steps.next("ns_pins");
-        let ns_paths = pin_namespaces(&mut p, &spawned, &req)?;
+        let mut ns_paths = pin_namespaces(&mut p, &spawned, &req)?;
+        ns_paths.extend(user_pin.map(|at| ("user".to_string(), at)));
+        p.userns = None;
         crate::crash::point("run_sandbox.pins");
         sysctl::apply(&req.sysctls, &ns_paths)?;
         steps.next("cni_add");
@@ -68,6 +79,7 @@ impl SandboxManager {
         steps.next("pod_files");
         let ips = network.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
         let pod_files = write_pod_files(&p.state_dir, &req, &ips)?;
+        super::userns_pod::own_pod_files(&pod_files, &pod_shm, req.userns.as_ref())?;
         steps.next("record");
         let record = SandboxRecord {
             id: p.id.clone(),
@@ -93,6 +105,7 @@ impl SandboxManager {
             network,
             files: Some(pod_files),
             shm: Some(pod_shm),
+            userns: req.userns,
         };
         self.commit_sandbox(p, record, shim, &mut steps).await
     }
@@ -255,7 +268,10 @@ impl SandboxManager {
             &id,
             socket,
             &p.state_dir.join("shim.log"),
-            new_namespaces(req),
+            NewNamespaces {
+                join: p.userns.as_ref().map(super::userns_pod::join_fds),
+                ..new_namespaces(req)
+            },
             hostname,
             &shim_cgroup,
         )
@@ -375,6 +391,7 @@ fn new_namespaces(req: &SandboxRequest) -> NewNamespaces {
         ipc: !req.host_ipc,
         uts: !req.host_network,
         pid: req.pid_mode == PidMode::Pod,
+        join: None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! network behind. CONTAINER and TARGET are refused, as the CRI says.
 
 use berth_proto::cri::{IdMapping, NamespaceMode, UserNamespace};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -16,7 +17,7 @@ pub const RANGE: u32 = 65536;
 
 /// One contiguous range: container ids `container_id..container_id+length`
 /// are host ids `host_id..host_id+length`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMap {
     /// First id inside the namespace.
     pub container_id: u32,
@@ -27,7 +28,7 @@ pub struct IdMap {
 }
 
 /// A pod's own user namespace: its uid and gid ranges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodUserns {
     /// The uid range.
     pub uid: IdMap,
@@ -79,8 +80,11 @@ pub fn check_container(opts: Option<&UserNamespace>, pod: Option<&PodUserns>) ->
     )))
 }
 
-/// The one range kubelet sends: container id 0, `RANGE` ids, at a non-zero
-/// host id aligned to `RANGE` (host id 0 would be the node's root).
+/// One range starting at container id 0, at a non-zero host id (host id 0
+/// would be the node's root), within the 32-bit id space. kubelet sends
+/// `RANGE` ids at a multiple of `RANGE`; other sizes and alignments are
+/// accepted as the CRI allows them (critest's own POD spec maps
+/// `0 1000 100000`).
 fn one_range(kind: &str, maps: &[IdMapping]) -> Result<IdMap> {
     let [m] = maps else {
         return Err(Error::InvalidArgument(format!(
@@ -92,13 +96,16 @@ fn one_range(kind: &str, maps: &[IdMapping]) -> Result<IdMap> {
     if m.container_id != 0 {
         return bad(format!("container id must be 0, got {}", m.container_id));
     }
-    if m.length != RANGE {
-        return bad(format!("length must be {RANGE}, got {}", m.length));
+    if m.length == 0 {
+        return bad("length must not be 0".into());
     }
-    if m.host_id == 0 || m.host_id % RANGE != 0 {
+    if m.host_id == 0 {
+        return bad("host id must not be 0 (the node's root)".into());
+    }
+    if m.host_id.checked_add(m.length).is_none() {
         return bad(format!(
-            "host id must be a non-zero multiple of {RANGE}, got {}",
-            m.host_id
+            "host ids {}+{} run past the 32-bit id space",
+            m.host_id, m.length
         ));
     }
     Ok(IdMap {
@@ -180,6 +187,14 @@ mod tests {
             }
         );
         assert_eq!(u.gid.host_id, 3 * RANGE);
+        // critest's mapping: neither 65536 long nor aligned.
+        let c = validate(Some(&pod(
+            vec![map(0, 1000, 100_000)],
+            vec![map(0, 1000, 100_000)],
+        )))
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.uid.host_id, c.uid.length), (1000, 100_000));
     }
 
     #[test]
@@ -213,18 +228,17 @@ mod tests {
                 "uid mapping: container id must be 0, got 1",
             ),
             (
-                pod(ok(), vec![map(0, RANGE, 1000)]),
-                "gid mapping: length must be 65536, got 1000",
+                pod(ok(), vec![map(0, RANGE, 0)]),
+                "gid mapping: length must not be 0",
             ),
             (
                 pod(vec![map(0, 0, RANGE)], ok()),
-                "non-zero multiple of 65536, got 0",
+                "uid mapping: host id must not be 0",
             ),
             (
-                pod(vec![map(0, 1000, RANGE)], ok()),
-                "non-zero multiple of 65536, got 1000",
+                pod(ok(), vec![map(0, u32::MAX, RANGE)]),
+                "host ids 4294967295+65536 run past",
             ),
-            (pod(ok(), vec![map(0, u32::MAX, RANGE)]), "got 4294967295"),
         ];
         for (opts, want) in cases {
             let msg = refused(&opts);

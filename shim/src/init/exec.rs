@@ -81,6 +81,8 @@ pub fn main() -> ! {
         .and_then(|()| config_in.read_to_end(&mut raw).context("read exec config"))
         .and_then(|_| serde_json::from_slice::<ExecConfig>(&raw).context("parse exec config"))
         .and_then(|cfg| {
+            // Opened by pid before `join` checks the pidfd.
+            let userns = crate::userns::open_of_target(&cfg.spec, cfg.target_pid)?;
             join(&cfg.cgroup_root, cfg.target_pid, &target)?;
             // A terminal from the container's own devpts (now in sight),
             // sent to the shim on fd 0, as the container's init does.
@@ -94,7 +96,11 @@ pub fn main() -> ! {
                 .map(|p| p.cwd().clone())
                 .unwrap_or_else(|| PathBuf::from("/"));
             let mut report = |line: &str| sync.identity(line);
-            let prepared = Prepared { cwd, cwd_fd: None };
+            let prepared = Prepared {
+                cwd,
+                cwd_fd: None,
+                userns,
+            };
             match process::exec(&super::syscall::Linux, &cfg.spec, &prepared, &mut report)? {}
         });
     let Err(e) = result;

@@ -73,6 +73,9 @@ pub fn exec(
         set_apparmor_exec_profile(sys, profile)?;
     }
 
+    if let Some(u) = &prepared.userns {
+        crate::userns::enter(sys, u)?;
+    }
     // Seccomp while still privileged (installing a filter needs
     // CAP_SYS_ADMIN or no_new_privs, and no_new_privs is the spec's choice):
     // nothing below uses a syscall a profile may reasonably deny.
@@ -266,6 +269,7 @@ mod tests {
         let prepared = Prepared {
             cwd: PathBuf::from("/work"),
             cwd_fd: None,
+            userns: None,
         };
         let mut report = |line: &str| sys.note(Call::Report(line.to_string()));
         let err = match exec(sys, &spec, &prepared, &mut report) {

@@ -27,6 +27,8 @@ pub struct Prepared {
     /// The working directory as resolved inside the root before pivot_root
     /// (an O_PATH fd, for fchdir): no name is looked up again.
     pub cwd_fd: Option<OwnedFd>,
+    /// The pod's user namespace, entered right before the exec.
+    pub userns: Option<File>,
 }
 
 /// Runs steps 1-3 of the init stage (see the module docs of `init`).
@@ -35,6 +37,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     let linux = spec.linux().clone().unwrap_or_default();
 
     // 1. The pod's namespaces and the container's cgroup.
+    let userns = crate::userns::open(&linux)?;
     let (unshare_flags, own_uts) = join_namespaces(sys, &linux)?;
     if !unshare_flags.contains(CloneFlags::CLONE_NEWNS) {
         bail!("a container needs its own mount namespace");
@@ -51,7 +54,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
 
     // 3. Root filesystem, the spec's mounts and /dev, then pivot_root.
     let root = &cfg.rootfs_dir;
-    mount_rootfs(sys, cfg)?;
+    mount_rootfs(sys, cfg, userns.as_ref())?;
     // Every path below is the image's to play tricks with: resolved inside
     // the root by an fd walk and acted on through the fd (see `inroot`).
     let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
@@ -75,6 +78,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     Ok(Prepared {
         cwd,
         cwd_fd: Some(cwd_fd),
+        userns,
     })
 }
 
@@ -90,8 +94,9 @@ fn join_namespaces(sys: &dyn Syscall, linux: &Linux) -> Result<(CloneFlags, bool
             LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
             LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
             LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-            // The PID namespace was chosen at clone time; others unsupported for now.
-            LinuxNamespaceType::Pid => continue,
+            // The PID namespace was chosen at clone time; the user
+            // namespace is entered last (crate::userns).
+            LinuxNamespaceType::Pid | LinuxNamespaceType::User => continue,
             other => bail!("namespace type {other:?} is not supported"),
         };
         match ns.path() {
@@ -146,10 +151,13 @@ fn unshare_namespaces(sys: &dyn Syscall, cfg: &InitConfig, linux: &Linux, flags:
 
 /// The rootfs mounts (overlay) at the rootfs dir, in order; a bind of the
 /// dir onto itself when there are none (pivot_root needs a mount point).
-fn mount_rootfs(sys: &dyn Syscall, cfg: &InitConfig) -> Result<()> {
+fn mount_rootfs(sys: &dyn Syscall, cfg: &InitConfig, userns: Option<&File>) -> Result<()> {
     let root = &cfg.rootfs_dir;
     for m in &cfg.rootfs_mounts {
         let p = parse_options(&m.options);
+        if let Some(u) = userns {
+            crate::userns::idmap_layers(&p.data, u)?;
+        }
         let (data, _lower_fds) = shorten_lowerdirs(&p.data, |d| std::fs::File::open(d).map(OwnedFd::from))
             .with_context(|| format!("open the layers of the {} rootfs", m.fstype))?;
         sys.mount(

@@ -80,6 +80,7 @@ fn pod_sandbox() -> SandboxContext {
             source: sb.join("shm"),
             owned: true,
         }),
+        userns: None,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct SandboxContext {
     pub pid_mode: crate::sandbox::PidMode,
     /// The pod's /dev/shm; None: a tmpfs of the container's own.
     pub shm: Option<crate::sandbox::shm::PodShm>,
+    /// The pod's own user namespace (pinned as `ns_paths["user"]`).
+    pub userns: Option<crate::sandbox::userns::PodUserns>,
 }
 
 /// The image's user database, if it has one.

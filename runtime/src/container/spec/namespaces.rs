@@ -14,21 +14,32 @@ pub(super) fn namespaces(
     cfg: &cri::ContainerConfig,
     sandbox: &SandboxContext,
 ) -> Result<Vec<LinuxNamespace>> {
-    // Every pod runs in the node's user namespace today (RunPodSandbox
-    // refuses mode POD), so a container may only repeat that.
+    // A container may only repeat its pod's user namespace.
     let userns = cfg
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref())
         .and_then(|n| n.userns_options.as_ref());
-    userns::check_container(userns, None)?;
+    userns::check_container(userns, sandbox.userns.as_ref())?;
+    crate::sandbox::userns_pod::refuse_node_access(cfg, sandbox.userns.as_ref())?;
     let own = |kind| LinuxNamespaceBuilder::default().typ(kind).build();
     let mut out = vec![own(LinuxNamespaceType::Mount), own(LinuxNamespaceType::Cgroup)];
     // No "pid" entry: the container is cloned into the shim's children's PID
     // namespace, which is the pod's (POD) or the node's (NODE).
     if new_pid_namespace(cfg, sandbox.pid_mode)? {
         out.insert(0, own(LinuxNamespaceType::Pid));
+    }
+    // The pod's user namespace leads the list; the shim enters it last,
+    // after building the container (see shim/src/userns.rs).
+    if let Some(p) = sandbox.ns_paths.get("user") {
+        out.insert(
+            0,
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .path(p.clone())
+                .build(),
+        );
     }
     for (kind, typ) in [
         ("net", LinuxNamespaceType::Network),
@@ -96,5 +107,49 @@ mod tests {
         assert!(e.to_string().contains("does not fit"), "{e}");
         assert!(new_pid_namespace(&with(cri::NamespaceMode::Node), PidMode::Pod).is_err());
         assert!(new_pid_namespace(&with(cri::NamespaceMode::Target), PidMode::Container).is_err());
+    }
+
+    /// A pod with its own user namespace: the container's spec names the
+    /// pin first, and the container must repeat the pod's mappings.
+    #[test]
+    fn a_pods_user_namespace_leads_the_list() {
+        let range = vec![cri::IdMapping {
+            host_id: 65536,
+            container_id: 0,
+            length: 65536,
+        }];
+        let opts = cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: range.clone(),
+            gids: range,
+        };
+        let pod = userns::validate(Some(&opts)).unwrap();
+        let sandbox = SandboxContext {
+            ns_paths: [("user", "/s/ns/user"), ("net", "/s/ns/net")]
+                .into_iter()
+                .map(|(k, p)| (k.to_string(), p.into()))
+                .collect(),
+            userns: pod,
+            ..Default::default()
+        };
+        let cfg = cri::ContainerConfig {
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        pid: cri::NamespaceMode::Container as i32,
+                        userns_options: Some(opts),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ns = namespaces(&cfg, &sandbox).unwrap();
+        assert_eq!(ns[0].typ(), LinuxNamespaceType::User);
+        assert_eq!(ns[0].path().as_deref(), Some(std::path::Path::new("/s/ns/user")));
+        let e = namespaces(&cri::ContainerConfig::default(), &sandbox).unwrap_err();
+        assert!(e.to_string().contains("differs from its pod's"), "{e}");
     }
 }

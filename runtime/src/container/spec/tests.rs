@@ -117,6 +117,7 @@ fn builds_a_valid_spec_with_sandbox_namespaces() {
             source: "/run/berth/sandboxes/x/shm".into(),
             owned: true,
         }),
+        userns: None,
     };
     let (spec, id) = built(build_spec(&c, &image(), &ImageUsers::default(), &sb)).unwrap();
     let mounts = spec["mounts"].as_array().unwrap();
