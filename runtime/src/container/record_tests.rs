@@ -57,6 +57,7 @@ fn record(id: &str, dir: &Path) -> ContainerRecord {
         uid: 0,
         gid: 0,
         additional_gids: vec![],
+        image_volumes: vec![],
     }
 }
 
@@ -172,4 +173,14 @@ async fn start_up_removes_container_dirs_no_record_names() {
     assert!(!d.path().join("root/containers").join(&orphan).exists());
     assert!(!d.path().join("state/containers").join(&orphan).exists());
     assert!(foreign.exists(), "only id-named dirs are berthd's");
+}
+
+/// A record written before image volumes existed reads back with none.
+#[test]
+fn an_older_record_has_no_image_volumes() {
+    let d = tempfile::tempdir().unwrap();
+    let mut v = serde_json::to_value(record(&"ab".repeat(32), d.path())).unwrap();
+    assert!(v.as_object_mut().unwrap().remove("image_volumes").is_some());
+    let r: ContainerRecord = serde_json::from_value(v).unwrap();
+    assert!(r.image_volumes.is_empty());
 }
