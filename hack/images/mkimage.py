@@ -37,6 +37,10 @@ Images:
 
   hostile-*     (containers block, see build_hostile_containers): a /dev
                 symlink to a node path, VOLUMEs over /proc/self/attr and /dev/pts
+  volume-data   an image volume's content (KEP-4639), two layers: files, a
+                subdirectory, an executable script, a symlink to / and one
+                to ../.. (subPaths that must not leave the image)
+  volume-single the same first layer alone (a one-layer image volume)
   layers-127    127 layers (Docker's maximum): /layers/0 in the bottom one
                 (with busybox), /layers/N in layer N
 
@@ -293,6 +297,16 @@ def main():
                                 ("evil/berth-pwned", "file", b"pwned\n", 0o644, 0, 0)], {})
     build(out, "evil-hardlink", [("data", "dir", None, 0o755, 0, 0),
                                  ("data/shadow", "hard", up + "etc/shadow", 0o644, 0, 0)], {})
+    # Image volumes (KEP-4639): data, not a root filesystem. The script is
+    # executable, so only the mount's noexec stops it.
+    vol_base = [("data", "dir", None, 0o755, 0, 0), ("data/hello.txt", "file", b"hello from an image\n", 0o644, 0, 0),
+                ("data/sub", "dir", None, 0o755, 0, 0), ("data/sub/inner.txt", "file", b"inner\n", 0o644, 0, 0),
+                ("run.sh", "file", b"#!/bin/sh\necho ran\n", 0o755, 0, 0),
+                ("to-root", "sym", "/", 0o777, 0, 0), ("up", "sym", "../..", 0o777, 0, 0),
+                ("to-sub", "sym", "data/sub", 0o777, 0, 0)]
+    vol_top = [("data", "dir", None, 0o755, 0, 0), ("data/top.txt", "file", b"top layer\n", 0o644, 0, 0)]
+    build(out, "volume-data", [vol_base, vol_top], {})
+    build(out, "volume-single", vol_base, {})
     build_hostile(out)
     build_hostile_containers(out)
 

@@ -11,6 +11,7 @@ use berth_proto::shim as shimpb;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::image_volume;
 use super::user::Identity;
 use super::{devices, groups_policy, image_files, intent, mounts, resize, shim_error, signal, spec};
 use super::{Container, ContainerManager, ContainerRecord, ContainerState, MountRecord};
@@ -53,6 +54,7 @@ impl ContainerManager {
         steps.next("dirs");
         let mut undo = Rollback::new();
         self.make_container_dirs(&mut undo, &nc, &c.sbr, &built.volumes)?;
+        self.mount_image_volumes(&mut undo, &nc.dir, &built.image_volumes)?;
         steps.next("cgroup");
         let scope_holder = self
             .make_container_cgroup(&mut undo, &nc, cfg, &c.sbr, &built.devices)
@@ -62,7 +64,8 @@ impl ContainerManager {
             .create_in_shim(&mut undo, &nc, cfg, &c, &built.oci, scope_holder)
             .await?;
         steps.next("record");
-        let record = new_record(cfg, &c, nc, built.identity, pid);
+        let mut record = new_record(cfg, &c, nc, built.identity, pid);
+        record.image_volumes = image_volume::records(&built.image_volumes);
         self.commit_container(undo, record, &c.meta.name)
     }
 
@@ -135,7 +138,19 @@ impl ContainerManager {
         let users = self.image_users(image);
         // The spec sees host paths resolved and the image's VOLUMEs added;
         // the record (ContainerStatus) keeps the mounts as kubelet asked.
-        let cri_mounts = mounts::resolve(&cfg.mounts, &mounts::RealHost)?;
+        let host_mounts: Vec<cri::Mount> = cfg
+            .mounts
+            .iter()
+            .filter(|m| !image_volume::is_image(m))
+            .cloned()
+            .collect();
+        let cri_mounts = mounts::resolve(&host_mounts, &mounts::RealHost)?;
+        let image_volumes = image_volume::plan(
+            &cfg.mounts,
+            &self.images,
+            &self.cfg.root.join("containers").join(id),
+        )?;
+        let cri_mounts = image_volume::spec_mounts(&cfg.mounts, cri_mounts, &image_volumes);
         let volumes = mounts::image_volumes(
             &image.config.volumes,
             &cfg.mounts,
@@ -159,6 +174,7 @@ impl ContainerManager {
                 userns: sbr.userns,
             },
         )?;
+        image_volume::harden(&mut oci, &image_volumes);
         let sc = cfg.linux.as_ref().and_then(|l| l.security_context.as_ref());
         spec::set_apparmor_profile(&mut oci, self.apparmor.profile_for(sc)?);
         spec::set_rlimits(&mut oci, &self.cfg.container_rlimits)?;
@@ -176,6 +192,7 @@ impl ContainerManager {
             identity,
             devices,
             volumes,
+            image_volumes,
         })
     }
 
@@ -424,6 +441,8 @@ struct Built {
     devices: devices::ContainerDevices,
     /// The image's VOLUMEs as CRI mounts (their dirs are made per container).
     volumes: Vec<cri::Mount>,
+    /// Image volumes (KEP-4639), mounted after the container's dir exists.
+    image_volumes: Vec<image_volume::Planned>,
 }
 
 /// Where a new container's pieces go.
@@ -504,5 +523,7 @@ fn new_record(
         uid: identity.uid,
         gid: identity.gid,
         additional_gids: identity.additional_gids,
+        // CreateContainer fills them in from what it mounted.
+        image_volumes: Vec::new(),
     }
 }

@@ -1,7 +1,8 @@
 //! CreateContainer's intent record: what the call is about to make (the
-//! writable layer and bundle dirs, the container cgroup, the shim's parked
-//! init), written before the first side effect and removed once the
-//! container record exists. A berthd killed in between leaves the intent;
+//! writable layer and bundle dirs, the image volumes mounted below the
+//! former, the container cgroup, the shim's parked init), written before
+//! the first side effect and removed once the container record exists.
+//! A berthd killed in between leaves the intent;
 //! start-up recovery undoes what it names, since no RemoveContainer will
 //! ever name a container that has no record (and a container cgroup left
 //! under the pod cgroup would make RemovePodSandbox fail with EBUSY).
@@ -78,6 +79,9 @@ impl ContainerManager {
         if !i.cgroup_path.is_empty() {
             let cg = self.sandboxes.cgroups();
             cg.remove(&cg.dir(&i.cgroup_path))?;
+        }
+        if !i.dir.as_os_str().is_empty() {
+            super::image_volume::unmount_all(&i.dir)?;
         }
         for d in [&i.bundle, &i.dir] {
             if d.as_os_str().is_empty() {

@@ -113,6 +113,7 @@ impl ContainerManager {
         }
         cg.remove(&cg.dir(&rec.cgroup_path))?;
         crate::crash::point("remove_container.cgroup");
+        super::image_volume::unmount_all(&rec.dir)?;
         for d in [&rec.bundle, &rec.dir] {
             if let Err(e) = std::fs::remove_dir_all(d) {
                 if e.kind() != std::io::ErrorKind::NotFound {

@@ -7,6 +7,7 @@ pub mod devices;
 mod exec;
 pub mod groups_policy;
 mod image_files;
+pub mod image_volume;
 mod intent;
 mod lifecycle;
 mod log;

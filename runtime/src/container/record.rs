@@ -83,6 +83,9 @@ pub struct ContainerRecord {
     pub gid: u32,
     /// Supplementary groups.
     pub additional_gids: Vec<u32>,
+    /// Image volumes (KEP-4639) it mounts: their images are in use.
+    #[serde(default)]
+    pub image_volumes: Vec<super::image_volume::ImageVolumeRecord>,
 }
 
 /// An identity read from the kernel.

@@ -57,6 +57,7 @@ fn record(id: &str, dir: &Path) -> ContainerRecord {
         uid: 0,
         gid: 0,
         additional_gids: vec![],
+        image_volumes: vec![],
     }
 }
 
@@ -252,4 +253,14 @@ async fn a_start_is_persisted_with_its_facts() {
     let r = on_disk(&m, "c1");
     assert_eq!((r.state, r.pid, r.started_at), (ContainerState::Running, 42, 7));
     assert_eq!(r.process_user.map(|u| u.groups), Some(vec![3]));
+}
+
+/// A record written before image volumes existed reads back with none.
+#[test]
+fn an_older_record_has_no_image_volumes() {
+    let d = tempfile::tempdir().unwrap();
+    let mut v = serde_json::to_value(record(&"ab".repeat(32), d.path())).unwrap();
+    assert!(v.as_object_mut().unwrap().remove("image_volumes").is_some());
+    let r: ContainerRecord = serde_json::from_value(v).unwrap();
+    assert!(r.image_volumes.is_empty());
 }

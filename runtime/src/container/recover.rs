@@ -106,6 +106,7 @@ impl ContainerManager {
                 if !driver::is_id(&name) || known.contains(&name) || !e.path().is_dir() {
                     continue;
                 }
+                super::image_volume::unmount_all(&e.path())?;
                 std::fs::remove_dir_all(e.path())
                     .map_err(|err| Error::io(format!("remove {}", e.path().display()), err))?;
                 tracing::warn!(container = %name, dir = %e.path().display(), "removed a container dir no record names");

@@ -1,6 +1,6 @@
 //! RemoveImage by id, tag or digest; unknown is OK.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use berth_proto::cri::{RemoveImageRequest, RemoveImageResponse};
 
@@ -14,11 +14,19 @@ pub async fn handle(cri: &Cri, req: RemoveImageRequest) -> Result<RemoveImageRes
         .map(|i| i.image)
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Error::InvalidArgument("RemoveImage without image".into()))?;
-    let in_use: HashSet<String> = cri
+    // Image id -> a container using it: its rootfs, or an image volume.
+    let in_use: HashMap<String, String> = cri
         .containers
         .list()
         .iter()
-        .map(|c| c.record().image_ref)
+        .flat_map(|c| {
+            let r = c.record();
+            let volumes = r.image_volumes.iter().map(|v| v.image_id.clone());
+            std::iter::once(r.image_ref.clone())
+                .chain(volumes)
+                .map(|image| (image, r.id.clone()))
+                .collect::<Vec<_>>()
+        })
         .collect();
     let images = cri.images.clone();
     crate::blocking::run("remove task", move || images.remove_unless_used(&name, &in_use)).await??;
