@@ -262,7 +262,7 @@ impl SandboxManager {
         .await?;
         // The shim moved itself into its scope before exec.
         drop(shim_holder);
-        shim_watch::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::counters::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         p.intent.shim_pid = Some(spawned.pid);
         self.write_intent(&p.intent)?;
         crate::crash::point("run_sandbox.shim");
