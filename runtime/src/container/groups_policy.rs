@@ -7,23 +7,10 @@
 use std::sync::atomic::Ordering;
 
 use berth_proto::cri;
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::supplemental_groups::Enforcement;
 use crate::error::{Error, Result};
 use crate::metrics::counters::MERGED_IMAGE_GROUPS;
-
-/// What a node does with containers that ask for Merge.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Enforcement {
-    /// Honour the request (Kubernetes' default behaviour).
-    #[default]
-    Off,
-    /// Run Merge requests as Strict (logged).
-    Upgrade,
-    /// Refuse Merge requests with InvalidArgument.
-    Reject,
-}
 
 fn is_strict(cfg: &cri::ContainerConfig) -> bool {
     cfg.linux
