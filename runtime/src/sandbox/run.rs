@@ -269,8 +269,11 @@ impl SandboxManager {
         {
             let pid = spawned.pid;
             p.undo.push(move || {
-                // SAFETY: kill(2) of the shim we started.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                // The shim we started.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             });
         }
         Ok((spawned, shim))
