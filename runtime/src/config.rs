@@ -1,15 +1,25 @@
 //! berthd configuration: an optional TOML file and its drop-ins,
 //! overridden by flags (see [`layers`]).
 
+pub mod cgroup_driver;
 pub mod default_file;
+pub mod defaults;
 pub mod dump;
+pub mod image_limits;
 pub mod layers;
+pub mod registry;
 pub mod reload;
+pub mod secret;
+pub mod supplemental_groups;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use self::cgroup_driver::CgroupDriver;
+use self::image_limits::Limits;
+use self::registry::{Hosts, Timeouts};
+use self::supplemental_groups::Enforcement;
 use crate::error::{Error, Result};
 
 /// Where berthd looks for its config file when `--config` is not given.
@@ -40,12 +50,12 @@ pub struct Config {
     pub default_cgroup_parent: String,
     /// Node-wide supplementalGroupsPolicy: `off` (honour each container's
     /// request), `upgrade` (run Merge as Strict) or `reject` (refuse Merge).
-    pub supplemental_groups_enforcement: crate::container::groups_policy::Enforcement,
+    pub supplemental_groups_enforcement: Enforcement,
     /// How long a memory-limit decrease may wait for the kernel to reclaim
     /// before it is refused (milliseconds).
     pub memory_decrease_wait_ms: u64,
     /// How kubelet names pod cgroups: `cgroupfs` (paths) or `systemd` (slices).
-    pub cgroup_driver: crate::cgroup::driver::CgroupDriver,
+    pub cgroup_driver: CgroupDriver,
     /// CNI network configuration directory.
     pub cni_conf_dir: PathBuf,
     /// CNI plugin directories, searched in order.
@@ -55,11 +65,11 @@ pub struct Config {
     pub container_rlimits: Vec<Rlimit>,
     /// Per-registry settings: `[registry."<host>"]` with `mirrors`,
     /// `plain_http`, `ca_file`, `skip_verify`.
-    pub registry: crate::image::hosts::Hosts,
+    pub registry: Hosts,
     /// `[image_limits]`: bounds on what one image pull may unpack.
-    pub image_limits: crate::image::limits::Limits,
+    pub image_limits: Limits,
     /// `[registry_timeouts]`: connect, response-header and idle timeouts.
-    pub registry_timeouts: crate::image::hosts::Timeouts,
+    pub registry_timeouts: Timeouts,
     /// Size of each pod's /dev/shm tmpfs (bytes).
     pub pod_shm_size_bytes: u64,
     /// `ip:port` of the observability listener (`/metrics`, `/healthz`,
@@ -122,7 +132,7 @@ impl Default for Config {
             cgroup_root: "/sys/fs/cgroup".into(),
             default_cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
             cgroup_driver: Default::default(),
-            memory_decrease_wait_ms: crate::cgroup::resize::DEFAULT_RECLAIM_WAIT.as_millis() as u64,
+            memory_decrease_wait_ms: defaults::DEFAULT_RECLAIM_WAIT.as_millis() as u64,
             supplemental_groups_enforcement: Default::default(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
@@ -130,10 +140,10 @@ impl Default for Config {
             registry: Default::default(),
             image_limits: Default::default(),
             registry_timeouts: Default::default(),
-            pod_shm_size_bytes: crate::sandbox::shm::DEFAULT_SIZE_BYTES,
+            pod_shm_size_bytes: defaults::DEFAULT_SHM_SIZE_BYTES,
             http_address: String::new(),
             stream_address: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
-            stream_token_ttl_ms: crate::stream::tokens::DEFAULT_TTL.as_millis() as u64,
+            stream_token_ttl_ms: defaults::DEFAULT_STREAM_TOKEN_TTL.as_millis() as u64,
             stream_idle_timeout_ms: berth_spdy::session::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
         }
     }
@@ -149,7 +159,10 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks values that TOML types alone cannot.
+    /// Checks values that TOML types alone cannot. Checks that need a
+    /// manager's logic (a registry's CA file parses, its credentials decode)
+    /// are run by the loader ([`layers::Sources::check`]), since config
+    /// imports nothing of the managers.
     pub fn validate(&self) -> Result<()> {
         for (name, p) in [
             ("root", &self.root),
@@ -184,7 +197,6 @@ impl Config {
                 "config pod_shm_size_bytes must be greater than 0".into(),
             ));
         }
-        crate::image::hosts::validate(&self.registry)?;
         self.image_limits.validate()?;
         self.registry_timeouts.validate()?;
         let mut seen = std::collections::HashSet::new();

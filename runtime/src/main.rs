@@ -84,6 +84,7 @@ enum ConfigCommand {
 /// again.
 fn config_sources(flags: &Flags) -> error::Result<config::layers::Sources> {
     let mut s = config::layers::Sources::new(flags.config.as_deref(), flags.config_dir.as_deref());
+    s.check = |c| image::hosts::validate(&c.registry);
     if let Some(v) = &flags.socket {
         s.flag("socket", v, "--socket")?;
     }

@@ -63,6 +63,33 @@ fn berthd_rejects_bad_config_files() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// Registry settings are checked with the image manager's logic when the
+/// config loads (a CA file must hold a certificate), and the error names
+/// the file that set them.
+#[test]
+fn berthd_checks_registry_settings_when_it_loads_the_config() {
+    // An empty CA file: the TOML is well-formed, only the image manager's
+    // check can tell it holds no certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tempfile::NamedTempFile::new_in(&dir).unwrap();
+    let text = format!(
+        "[registry.\"reg.lab\"]\nca_file = {:?}\n",
+        ca.path().display().to_string()
+    );
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(bin_dir().join("berthd"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no certificate"), "{err}");
+    assert!(err.contains(&format!("(set in {})", cfg.display())), "{err}");
+}
+
 /// The shipped binary's `config` commands: drop-ins override the main
 /// file in name order and `dump` names the winner's file; a bad drop-in
 /// stops berthd naming file and key; `default` is contrib/config.toml.

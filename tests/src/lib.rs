@@ -541,8 +541,11 @@ static NEXT_NET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 impl Drop for Berthd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            // Our own child.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             // berthd exits within its 3 s shutdown grace; never hang a test run.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {

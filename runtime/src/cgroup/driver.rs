@@ -10,24 +10,8 @@
 //!   systemd's D-Bus API ([`super::systemd`]); the paths here are where
 //!   systemd puts them.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::cgroup_driver::CgroupDriver;
 use crate::error::{Error, Result};
-
-/// Which naming scheme pod cgroups follow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupDriver {
-    /// Not set: berthd picks one at start ([`super::detect`]) and every
-    /// manager sees the result. Anything handed an unresolved `Auto` (a
-    /// hand-built test config) names cgroups as cgroupfs does.
-    #[default]
-    Auto,
-    /// Plain paths.
-    Cgroupfs,
-    /// systemd slice names.
-    Systemd,
-}
 
 /// Expands a systemd slice name to its path: `a-b-c.slice` is
 /// `/a.slice/a-b.slice/a-b-c.slice`; `-.slice` is the root.

@@ -40,8 +40,7 @@ use crate::error::{Error, Result};
 /// Usage must be this far below a new, lower memory limit before it is set.
 pub const HEADROOM: u64 = 2 << 20;
 
-/// Default time a memory decrease may wait for reclaim.
-pub const DEFAULT_RECLAIM_WAIT: Duration = Duration::from_secs(5);
+pub use crate::config::defaults::DEFAULT_RECLAIM_WAIT;
 
 /// What an update did.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -4,8 +4,8 @@
 //! keys that name secrets are redacted again here).
 
 use super::layers::{KeyPath, Loaded};
+use super::secret::{is_secret, REDACTED};
 use crate::error::{Error, Result};
-use crate::image::hosts::REDACTED;
 
 /// Renders `loaded` as annotated TOML.
 pub fn render(loaded: &Loaded) -> Result<String> {
@@ -67,10 +67,6 @@ pub fn key_text(k: &str) -> String {
     } else {
         toml::Value::String(k.to_string()).to_string()
     }
-}
-
-fn is_secret(key: &str) -> bool {
-    crate::observe::zpages::is_secret(key)
 }
 
 #[cfg(test)]

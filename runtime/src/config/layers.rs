@@ -57,6 +57,10 @@ pub struct Sources {
     pub dropin_dir: PathBuf,
     /// Flag overrides, applied last: (top-level key, value, flag name).
     pub flags: Vec<(String, toml::Value, &'static str)>,
+    /// Checks of the merged config beyond [`Config::validate`] that need a
+    /// manager's logic (set by berthd's `main`; config imports no manager).
+    /// Run after it, and their errors name their sources the same way.
+    pub check: fn(&Config) -> Result<()>,
 }
 
 /// The effective configuration and where each of its values came from.
@@ -96,6 +100,7 @@ impl Sources {
             file_required,
             dropin_dir,
             flags: Vec::new(),
+            check: |_| Ok(()),
         }
     }
 
@@ -185,7 +190,7 @@ impl Sources {
         let config: Config = toml::Value::Table(merged)
             .try_into()
             .map_err(|e: toml::de::Error| Error::InvalidArgument(format!("config: {}", e.message())))?;
-        if let Err(e) = config.validate() {
+        if let Err(e) = config.validate().and_then(|()| (self.check)(&config)) {
             return Err(blame(e, &origins));
         }
         Ok(Loaded {
@@ -428,6 +433,7 @@ mod tests {
             file_required: false,
             dropin_dir: dir.path().join("none.d"),
             flags: Vec::new(),
+            check: |_| Ok(()),
         };
         let l = s.load().unwrap();
         assert_eq!(l.config, Config::default());
@@ -481,6 +487,27 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("config.toml"), "log_level is not to blame: {e}");
+    }
+
+    #[test]
+    fn the_loaders_own_check_runs_on_the_merged_config_and_is_blamed_too() {
+        let (_dir, mut s) = setup(
+            None,
+            &[("10.toml", "[registry.\"reg.lab\"]\nplain_http = true\n")],
+        );
+        s.load().unwrap();
+        s.check = |c| match c.registry.contains_key("reg.lab") {
+            true => Err(Error::InvalidArgument(
+                "config registry \"reg.lab\": refused".into(),
+            )),
+            false => Ok(()),
+        };
+        let e = s.load().unwrap_err().to_string();
+        assert!(e.contains("refused"), "{e}");
+        assert!(
+            e.contains(&format!("set in {}", s.dropin_dir.join("10.toml").display())),
+            "{e}"
+        );
     }
 
     #[test]

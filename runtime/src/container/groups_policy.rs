@@ -4,28 +4,13 @@
 //! and every container where Merge actually added groups is logged and
 //! counted, so they can find the pods Strict would change before enforcing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use berth_proto::cri;
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::supplemental_groups::Enforcement;
 use crate::error::{Error, Result};
-
-/// What a node does with containers that ask for Merge.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Enforcement {
-    /// Honour the request (Kubernetes' default behaviour).
-    #[default]
-    Off,
-    /// Run Merge requests as Strict (logged).
-    Upgrade,
-    /// Refuse Merge requests with InvalidArgument.
-    Reject,
-}
-
-/// Containers whose groups Merge extended from an image (since start).
-pub static MERGED_IMAGE_GROUPS: AtomicU64 = AtomicU64::new(0);
+use crate::metrics::counters::MERGED_IMAGE_GROUPS;
 
 fn is_strict(cfg: &cri::ContainerConfig) -> bool {
     cfg.linux

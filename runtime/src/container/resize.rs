@@ -6,7 +6,7 @@
 //! record lock that ContainerStatus/ListContainers take is held for copies
 //! only, so a slow resize never stalls status calls (containerd#9770).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use berth_proto::cri::LinuxContainerResources;
@@ -15,11 +15,7 @@ use super::{ContainerManager, ContainerState};
 pub use crate::cgroup::asked::Asked;
 use crate::cgroup::resize::{self, CgroupDir};
 use crate::error::{Error, Result};
-
-/// Resizes applied / refused since berthd started.
-pub static RESIZES_APPLIED: AtomicU64 = AtomicU64::new(0);
-/// See [`RESIZES_APPLIED`].
-pub static RESIZES_REFUSED: AtomicU64 = AtomicU64::new(0);
+use crate::metrics::counters::{RESIZES_APPLIED, RESIZES_REFUSED};
 
 /// Refuses a container limit above its pod's current one: kubelet grows the
 /// pod first, so this means the request would fail half-way (k8s#138760).

@@ -9,6 +9,7 @@ use berth_proto::cri::{
 
 use super::Cri;
 use crate::error::Result;
+use crate::metrics::counters;
 
 /// Handles Status.
 pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
@@ -52,10 +53,10 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
         info.insert(
             "resize".to_string(),
             serde_json::json!({
-                "applied": crate::container::resize::RESIZES_APPLIED.load(std::sync::atomic::Ordering::Relaxed),
-                "refused": crate::container::resize::RESIZES_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
-                "podApplied": crate::sandbox::resize::POD_RESIZES_APPLIED.load(std::sync::atomic::Ordering::Relaxed),
-                "podRefused": crate::sandbox::resize::POD_RESIZES_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+                "applied": counters::RESIZES_APPLIED.load(std::sync::atomic::Ordering::Relaxed),
+                "refused": counters::RESIZES_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+                "podApplied": counters::POD_RESIZES_APPLIED.load(std::sync::atomic::Ordering::Relaxed),
+                "podRefused": counters::POD_RESIZES_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
                 "memoryDecreaseWaitMs": cri.cfg.memory_decrease_wait_ms,
             })
             .to_string(),
@@ -66,7 +67,7 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             "supplementalGroups".to_string(),
             serde_json::json!({
                 "enforcement": cri.cfg.supplemental_groups_enforcement,
-                "mergedImageGroupsContainers": crate::container::groups_policy::MERGED_IMAGE_GROUPS
+                "mergedImageGroupsContainers": counters::MERGED_IMAGE_GROUPS
                     .load(std::sync::atomic::Ordering::Relaxed),
             })
             .to_string(),

@@ -7,79 +7,14 @@
 //! speaks TLS verified against the node's CA bundle unless its entry says
 //! otherwise.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use super::auth::Credentials;
 use super::reference::is_loopback;
 use super::tls::{roots_from, system_roots, with_ca_file};
+pub use crate::config::registry::{HostConfig, Hosts, Timeouts};
+pub use crate::config::secret::{Secret, REDACTED};
 use crate::error::{Error, Result};
-
-/// One `[registry."<host>"]` table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HostConfig {
-    /// Mirrors (`host[:port]`, or a URL with `http://`/`https://`) tried in
-    /// order; the registry itself comes last.
-    pub mirrors: Vec<String>,
-    /// Speak plain HTTP to this host.
-    pub plain_http: bool,
-    /// A PEM file of CAs trusted for this host, besides the node's bundle.
-    pub ca_file: Option<PathBuf>,
-    /// Do not verify this host's certificate (self-signed lab registries).
-    pub skip_verify: bool,
-    /// User for basic credentials, used only when a pull brings none of its
-    /// own (kubelet sends a pod's image pull secrets with the pull).
-    pub username: String,
-    /// Password for `username`.
-    pub password: Secret,
-    /// `base64(user:password)`, as in a Docker config's `auth`.
-    pub auth: Secret,
-    /// An OAuth2 refresh token for the registry's token endpoint.
-    pub identity_token: Secret,
-    /// As a mirror, this host (over https) also receives the credentials a
-    /// pull brings for the registry it mirrors. Off: they were given for
-    /// that registry, and a mirror gets only its own configured ones.
-    pub forward_pull_credentials: bool,
-}
-
-/// A secret from the config: shown as `[redacted]` when serialized (verbose
-/// Status, /flagz) or debug-printed, so it never leaves berthd.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-/// What a set secret looks like wherever config is shown.
-pub const REDACTED: &str = "[redacted]";
-
-impl Secret {
-    /// The secret itself (for the registry client only).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    fn shown(&self) -> &'static str {
-        if self.0.is_empty() {
-            ""
-        } else {
-            REDACTED
-        }
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.shown())
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.shown())
-    }
-}
 
 /// The configured credentials for `key` (a registry's domain, or a mirror's
 /// host[:port]); anonymous when none are set.
@@ -95,9 +30,6 @@ pub fn credentials(hosts: &Hosts, key: &str) -> Result<Credentials> {
         ..Default::default()
     }))
 }
-
-/// Every host's settings, keyed by `host[:port]` (`docker.io` for Docker Hub).
-pub type Hosts = BTreeMap<String, HostConfig>;
 
 /// Checks the settings at start-up: CA files must hold certificates,
 /// mirrors must be host names or http(s) URLs.
@@ -188,62 +120,6 @@ pub fn endpoints(hosts: &Hosts, domain: &str, registry_host: &str, loopback: boo
     out
 }
 
-/// An HTTP agent for `host` with its TLS settings.
-/// `[registry_timeouts]` (milliseconds). A registry that accepts a
-/// connection and never answers, or stops sending mid-layer, must not hold
-/// a pull forever, nor the per-image and per-layer gates other pulls of
-/// the same image or layer wait on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Timeouts {
-    /// DNS, TCP connect and TLS handshake.
-    pub connect_ms: u64,
-    /// From sending a request to receiving the response's headers.
-    pub response_header_ms: u64,
-    /// Longest pause in any read or write (also while waiting for
-    /// headers). It bounds progress, not duration: a layer download that
-    /// keeps receiving takes as long as it needs.
-    pub idle_ms: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect_ms: 30_000,
-            response_header_ms: 60_000,
-            idle_ms: 60_000,
-        }
-    }
-}
-
-impl Timeouts {
-    /// The whole-request deadline of a manifest, index, config or token
-    /// (small documents, read into memory): each phase's own budget once.
-    /// A layer has no such deadline; `idle_ms` bounds its progress.
-    pub fn document_deadline(&self) -> Duration {
-        ms(self
-            .connect_ms
-            .saturating_add(self.response_header_ms)
-            .saturating_add(self.idle_ms))
-    }
-
-    /// Every timeout must be set: zero would mean none.
-    pub fn validate(&self) -> Result<()> {
-        for (name, ms) in [
-            ("connect_ms", self.connect_ms),
-            ("response_header_ms", self.response_header_ms),
-            ("idle_ms", self.idle_ms),
-        ] {
-            if ms == 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "config registry_timeouts.{name} must be greater than 0"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The HTTP client for `host`: its TLS settings and the timeouts.
 pub fn agent(hosts: &Hosts, host: &str, timeouts: &Timeouts) -> Result<ureq::Agent> {
     let h = hosts.get(host).cloned().unwrap_or_default();
@@ -279,6 +155,8 @@ fn ms(v: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use serde::Deserialize;
 
     use super::*;
 

@@ -11,14 +11,12 @@ use super::limits::{ImageBytes, Limits};
 use super::registry::Registry;
 use super::{unpack, Digest, ImageStore};
 use crate::error::{Error, IoContext, Result};
+use crate::metrics::counters::LAYER_BYTES_DOWNLOADED;
 use crate::store;
 
 /// Layers fetched at once: enough to hide registry latency, few enough not
 /// to starve a small node's disk and CPU (gunzip) while pods start.
 pub const PARALLEL_LAYERS: usize = 3;
-
-/// Layer blob bytes downloaded (size-checked) since berthd started.
-pub static LAYER_BYTES_DOWNLOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// One layer of a manifest.
 #[derive(Debug, Clone)]

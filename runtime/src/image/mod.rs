@@ -15,7 +15,6 @@ pub mod digest;
 pub mod hosts;
 mod in_use;
 mod layers;
-pub use layers::LAYER_BYTES_DOWNLOADED;
 pub mod limits;
 pub mod manifest;
 pub mod pull_auth;

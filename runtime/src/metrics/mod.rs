@@ -7,6 +7,7 @@
 //! group merges, shims, events) are read at scrape time by a collector, so
 //! the managers need no metrics handle and a scrape always shows the truth.
 
+pub mod counters;
 mod node;
 pub mod steps;
 

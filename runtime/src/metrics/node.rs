@@ -1,6 +1,6 @@
 //! The scrape-time half of the metrics: the node's pods and containers by
-//! state, and the counters the managers keep themselves (atomics next to the
-//! code that counts, so no manager needs a metrics handle).
+//! state, and the counters the managers bump themselves (atomics in
+//! [`super::counters`], so no manager needs a metrics handle).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::Recovery;
+use super::{counters, Recovery};
 use crate::container::{ContainerManager, ContainerState};
 use crate::events::Events;
 use crate::sandbox::SandboxManager;
@@ -162,11 +162,10 @@ impl Collector for NodeCollector {
             &mut enc,
             "berth_image_pull_bytes",
             "Layer bytes downloaded (size-checked) by image pulls",
-            load(&crate::image::LAYER_BYTES_DOWNLOADED),
+            load(&counters::LAYER_BYTES_DOWNLOADED),
         )?;
         {
-            use crate::container::resize::{RESIZES_APPLIED, RESIZES_REFUSED};
-            use crate::sandbox::resize::{POD_RESIZES_APPLIED, POD_RESIZES_REFUSED};
+            use counters::{POD_RESIZES_APPLIED, POD_RESIZES_REFUSED, RESIZES_APPLIED, RESIZES_REFUSED};
             let mut m = enc.encode_descriptor(
                 "berth_resizes",
                 "In-place resizes (UpdateContainerResources, UpdatePodSandboxResources) applied or refused",
@@ -186,10 +185,10 @@ impl Collector for NodeCollector {
             &mut enc,
             "berth_supplemental_groups_merged",
             "Containers whose groups the Merge supplementalGroupsPolicy extended from the image's /etc/group",
-            load(&crate::container::groups_policy::MERGED_IMAGE_GROUPS),
+            load(&counters::MERGED_IMAGE_GROUPS),
         )?;
         {
-            use crate::sandbox::shim_watch::{SHIMS_LOST, SHIMS_RECONNECTED, SHIMS_STARTED};
+            use counters::{SHIMS_LOST, SHIMS_RECONNECTED, SHIMS_STARTED};
             counter(
                 &mut enc,
                 "berth_shims_started",

@@ -11,24 +11,14 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::negotiate::{self, Format, GROUP, VERSION};
+use crate::config::secret::{is_secret, REDACTED};
 use crate::config::Config;
-use crate::image::hosts::REDACTED;
 
 /// The component name z-pages report.
 pub const COMPONENT: &str = "berthd";
 
 /// The warning Kubernetes puts on every plain-text z-page.
 const WARNING: &str = "Warning: This endpoint is not meant to be machine parseable, has no formatting compatibility guarantees and is for debugging purposes only.";
-
-/// Keys whose values are secrets wherever they appear.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "auth",
-    "identity_token",
-    "registry_token",
-    "token",
-    "secret",
-];
 
 /// What the z-pages show; fixed at start-up.
 #[derive(Debug, Clone)]
@@ -130,12 +120,6 @@ pub fn not_acceptable(e: &negotiate::NotAcceptable) -> Page {
         })
         .to_string(),
     }
-}
-
-/// Whether a (dotted) key names a secret.
-pub(crate) fn is_secret(key: &str) -> bool {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    SECRET_KEYS.contains(&last)
 }
 
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {

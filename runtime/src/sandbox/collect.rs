@@ -81,9 +81,12 @@ impl SandboxManager {
                 continue;
             }
             for pid in processes_with_arg(&e.path()) {
-                // SAFETY: kill(2) of a process whose command line names a
-                // shim socket of a pod no record names: an orphaned shim.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // A process whose command line names a shim socket of a pod
+                // no record names: an orphaned shim.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 tracing::warn!(pid, socket = %e.path().display(), "killed the shim of a pod no record names");
             }
             let _ = std::fs::remove_file(e.path());

@@ -104,9 +104,12 @@ impl SandboxManager {
         // found one).
         if let Some(socket) = &i.shim_socket {
             for pid in super::collect::processes_with_arg(socket) {
-                // SAFETY: kill(2) of the process whose command line names
-                // this half-made sandbox's shim socket: its shim.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // The process whose command line names this half-made
+                // sandbox's shim socket: its shim.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         if let Some(s) = &i.shim_socket {

@@ -110,7 +110,10 @@ async fn wait_gone(pid: u32, socket: &Path) {
     }
     if shim_proc::shim_alive(pid, socket) {
         tracing::warn!(pid, "shim still present 1s after shutdown; killing it");
-        // SAFETY: kill(2); the pid was just seen to be this pod's shim.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // The pid was just seen to be this pod's shim.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

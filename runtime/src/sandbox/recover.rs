@@ -55,7 +55,7 @@ impl SandboxManager {
                     match shim_client::connect(&rec.shim_socket).await {
                         Ok(s) => {
                             shim = Some(s);
-                            super::shim_watch::SHIMS_RECONNECTED
+                            crate::metrics::counters::SHIMS_RECONNECTED
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         Err(e) => tracing::warn!(sandbox = %rec.id, error = %e, "shim alive but unreachable"),

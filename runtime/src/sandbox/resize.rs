@@ -5,7 +5,7 @@
 //! which PodSandboxStatus/ListPodSandbox never take; the cgroup writes and
 //! the reclaim wait run on a blocking thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use berth_proto::cri::LinuxContainerResources;
@@ -13,11 +13,7 @@ use berth_proto::cri::LinuxContainerResources;
 use super::{Sandbox, SandboxManager};
 use crate::cgroup::resize;
 use crate::error::{Error, Result};
-
-/// Pod-level resizes applied (or recorded) since berthd started.
-pub static POD_RESIZES_APPLIED: AtomicU64 = AtomicU64::new(0);
-/// Pod-level resizes refused since berthd started.
-pub static POD_RESIZES_REFUSED: AtomicU64 = AtomicU64::new(0);
+use crate::metrics::counters::{POD_RESIZES_APPLIED, POD_RESIZES_REFUSED};
 
 /// Pod resources plus overhead: what the pod cgroup is limited to.
 fn pod_total(

@@ -278,15 +278,18 @@ impl SandboxManager {
         .await?;
         // The shim moved itself into its scope before exec.
         drop(shim_holder);
-        shim_watch::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::counters::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         p.intent.shim_pid = Some(spawned.pid);
         self.write_intent(&p.intent)?;
         crate::crash::point("run_sandbox.shim");
         {
             let pid = spawned.pid;
             p.undo.push(move || {
-                // SAFETY: kill(2) of the shim we started.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                // The shim we started.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             });
         }
         Ok((spawned, shim))

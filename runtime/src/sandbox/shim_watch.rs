@@ -8,18 +8,12 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{shim_proc, Sandbox, SandboxState};
 use crate::events::{Events, Kind};
-
-/// Shims berthd started (one per RunPodSandbox) since it started.
-pub static SHIMS_STARTED: AtomicU64 = AtomicU64::new(0);
-/// Shims that exited without StopPodSandbox asking them to.
-pub static SHIMS_LOST: AtomicU64 = AtomicU64::new(0);
-/// Shims found running and reconnected at start-up.
-pub static SHIMS_RECONNECTED: AtomicU64 = AtomicU64::new(0);
+use crate::metrics::counters::SHIMS_LOST;
 
 /// A pidfd for `pid`.
 fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {

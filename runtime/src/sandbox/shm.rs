@@ -15,11 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The size of a pod's `/dev/shm` unless configured otherwise: 64 MiB, the
-/// default of containerd (`defaultShmSize`), CRI-O (`shm_size`) and Docker.
-/// Pods that need more mount a memory-backed emptyDir at `/dev/shm`, which
-/// replaces this one (a CRI mount of the same path wins).
-pub const DEFAULT_SIZE_BYTES: u64 = 64 * 1024 * 1024;
+pub use crate::config::defaults::DEFAULT_SHM_SIZE_BYTES as DEFAULT_SIZE_BYTES;
 
 /// The node's `/dev/shm`, bound into host-IPC pods.
 pub const HOST_DEV_SHM: &str = "/dev/shm";

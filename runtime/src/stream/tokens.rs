@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-/// How long a token stays valid by default.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+pub use crate::config::defaults::DEFAULT_STREAM_TOKEN_TTL as DEFAULT_TTL;
 
 /// Most tokens pending at once; more is a client bug or an attack.
 pub const MAX_PENDING: usize = 1000;

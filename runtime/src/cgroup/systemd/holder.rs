@@ -62,11 +62,10 @@ impl Holder {
 impl Drop for Holder {
     /// Kills and reaps the holder.
     fn drop(&mut self) {
-        // SAFETY: kill(2) and waitpid(2) of our own child, by its pid, once.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
+        // Our own child, by its pid, once.
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
 }
 
@@ -87,8 +86,10 @@ mod tests {
         }
         assert_eq!(comm().trim(), "berth-hold");
         // SIGTERM is blocked in the holder: it stays.
-        // SAFETY: signal to our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         assert!(!state.contains(") Z "), "{state}");
