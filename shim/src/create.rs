@@ -326,7 +326,6 @@ mod start_tests {
     use std::io::Read;
 
     use super::*;
-    use crate::logs::LogFile;
 
     /// A table holding one container parked in its init stage, with the
     /// init's ends of the start and sync pipes.
@@ -336,17 +335,11 @@ mod start_tests {
         sync_r: std::io::PipeReader,
     ) -> (Table, Arc<Container>) {
         let table = Table::default();
-        let c = Arc::new(Container::new(Created {
-            id: id.into(),
-            pid: 42,
-            pidfd: None,
-            cgroup_dir: None,
-            spec: Spec::default(),
-            log: LogFile::open("").unwrap(),
-            attach: Arc::new(AttachPoint::new(None, None, false, false)),
-            start_pipe: File::from(OwnedFd::from(start_w)),
-            sync_pipe: File::from(OwnedFd::from(sync_r)),
-        }));
+        let c = Arc::new(Container::parked_for_test(
+            id,
+            File::from(OwnedFd::from(start_w)),
+            File::from(OwnedFd::from(sync_r)),
+        ));
         table.insert(c.clone()).unwrap();
         (table, c)
     }

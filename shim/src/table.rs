@@ -241,22 +241,35 @@ impl Table {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn container() -> Container {
-        let (r, w) = std::io::pipe().unwrap();
+impl Container {
+    /// A container parked in its init stage (pid 42, no pidfd, no cgroup,
+    /// no log), for unit tests, holding the shim's ends of the given pipes.
+    pub fn parked_for_test(id: &str, start_pipe: File, sync_pipe: File) -> Container {
         Container::new(Created {
-            id: "c1".into(),
+            id: id.into(),
             pid: 42,
             pidfd: None,
             cgroup_dir: None,
             spec: Spec::default(),
             log: LogFile::open("").unwrap(),
             attach: Arc::new(AttachPoint::new(None, None, false, false)),
-            start_pipe: File::from(std::os::fd::OwnedFd::from(w)),
-            sync_pipe: File::from(std::os::fd::OwnedFd::from(r)),
+            start_pipe,
+            sync_pipe,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container() -> Container {
+        let (r, w) = std::io::pipe().unwrap();
+        Container::parked_for_test(
+            "c1",
+            File::from(std::os::fd::OwnedFd::from(w)),
+            File::from(std::os::fd::OwnedFd::from(r)),
+        )
     }
 
     #[test]
