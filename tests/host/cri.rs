@@ -199,24 +199,14 @@ async fn cri_basics_over_the_socket() {
     // An invalid config does not make the network ready; a valid one
     // written later is picked up without a restart.
     std::fs::write(cni.path().join("05-broken.conflist"), "{").unwrap();
-    let s = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let s = c.runtime_status().await.unwrap();
     assert!(!s.status.unwrap().conditions.iter().all(|c| c.status));
     std::fs::write(
         cni.path().join("10-bridge.conflist"),
         r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"}]}"#,
     )
     .unwrap();
-    let s = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let s = c.runtime_status().await.unwrap();
     assert!(s.status.unwrap().conditions.iter().all(|c| c.status));
 
     let rc = c
@@ -381,12 +371,7 @@ async fn cri_basics_over_the_socket() {
 /// Field numbers that kubelet relies on, checked on encoded bytes.
 /// The RuntimeReady condition of berthd's Status.
 async fn runtime_ready(c: &mut berth_tests::CriClient) -> cri::RuntimeCondition {
-    let s = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let s = c.runtime_status().await.unwrap();
     s.status
         .unwrap()
         .conditions

@@ -216,6 +216,15 @@ impl CriClient {
         }
     }
 
+    /// The runtime's Status (not verbose).
+    pub async fn runtime_status(&mut self) -> Result<cri::StatusResponse, tonic::Status> {
+        Ok(self
+            .runtime
+            .status(cri::StatusRequest::default())
+            .await?
+            .into_inner())
+    }
+
     /// Every image ListImages reports.
     pub async fn list_images(&mut self) -> Result<Vec<cri::Image>, tonic::Status> {
         Ok(self

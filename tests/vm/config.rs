@@ -40,12 +40,7 @@ async fn berthd_runs_with_no_config_and_no_flags() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let st = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let st = c.runtime_status().await.unwrap();
     let ready: Vec<_> = st
         .status
         .unwrap()

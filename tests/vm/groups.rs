@@ -116,12 +116,7 @@ async fn merge_and_strict_like_the_conformance_tests() {
     for img in ["busybox-groups", "busybox-nogroup"] {
         c.pull(&image(img)).await.expect("pull");
     }
-    let st = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let st = c.runtime_status().await.unwrap();
     assert!(
         st.features.unwrap().supplemental_groups_policy,
         "feature advertised"

@@ -1013,12 +1013,7 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
     };
     assert!(e.message().contains(&want), "{}", e.message());
     assert!(b.log().contains(&want), "{}", b.log());
-    let st = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let st = c.runtime_status().await.unwrap();
     for h in &st.runtime_handlers {
         let f = h.features.as_ref().unwrap();
         assert_eq!(f.user_namespaces, tmpfs_idmaps, "{h:?}");
@@ -1053,12 +1048,7 @@ async fn user_namespace_probe_names_the_filesystem_and_kernel() {
         .expect("a hostUsers: false pod runs on ext4");
     c.stop_and_remove_pod(&sb).await.unwrap();
     // Status advertises the feature on ext4 (and did not on tmpfs).
-    let st = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let st = c.runtime_status().await.unwrap();
     assert!(!st.runtime_handlers.is_empty(), "{st:?}");
     for h in &st.runtime_handlers {
         assert!(h.features.as_ref().unwrap().user_namespaces, "{h:?}");

@@ -278,12 +278,7 @@ async fn userns_pod_survives_a_berthd_restart_and_leaves_no_pin() {
 #[tokio::test]
 async fn userns_pod_takes_any_single_range_from_container_id_0() {
     let (b, mut c, _ext4) = berthd_on_ext4().await;
-    let st = c
-        .runtime
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let st = c.runtime_status().await.unwrap();
     assert!(
         st.runtime_handlers
             .iter()
