@@ -85,6 +85,8 @@ pub struct Config {
     /// either way this long is closed (kubelet's
     /// `streamingConnectionIdleTimeout`, 4 h by default).
     pub stream_idle_timeout_ms: u64,
+    /// CDI spec directories; a later one's device replaces an earlier's.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -145,6 +147,7 @@ impl Default for Config {
             stream_address: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
             stream_token_ttl_ms: defaults::DEFAULT_STREAM_TOKEN_TTL.as_millis() as u64,
             stream_idle_timeout_ms: berth_spdy::session::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         }
     }
 }

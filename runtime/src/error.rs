@@ -53,6 +53,9 @@ pub enum Error {
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A CDI device could not be resolved or applied.
+    #[error(transparent)]
+    Cdi(#[from] crate::cdi::CdiError),
 }
 
 /// Result alias for berthd.
@@ -81,6 +84,17 @@ impl Error {
             Error::Image(_) | Error::Network(_) => Code::Unknown,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            // A bad name is the caller's; an unknown device is NotFound (the
+            // plugin that named it has not written its spec); a broken or
+            // unusable spec file is the node's to fix.
+            Error::Cdi(e) => match e {
+                crate::cdi::CdiError::BadName { .. } => Code::InvalidArgument,
+                crate::cdi::CdiError::UnknownDevice { .. } => Code::NotFound,
+                crate::cdi::CdiError::BadSpec { .. }
+                | crate::cdi::CdiError::Conflict { .. }
+                | crate::cdi::CdiError::HooksUnsupported { .. }
+                | crate::cdi::CdiError::BadEdit { .. } => Code::FailedPrecondition,
+            },
         }
     }
 }

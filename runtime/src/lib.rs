@@ -7,6 +7,7 @@
 //! with them tracing targets such as `berthd::image`) stay what they were.
 
 pub mod blocking;
+pub mod cdi;
 pub mod cgroup;
 pub mod config;
 pub mod container;

@@ -185,7 +185,16 @@ impl ContainerManager {
             .and_then(|l| l.security_context.as_ref())
             .is_some_and(|s| s.privileged);
         // Checked before any step, so a missing or bad device leaves nothing.
-        let devices = devices::resolve(&cfg.devices, privileged, self.host_devices.as_ref())?;
+        let mut devices = devices::resolve(&cfg.devices, privileged, self.host_devices.as_ref())?;
+        let cdi_names: Vec<String> = cfg.cdi_devices.iter().map(|d| d.name.clone()).collect();
+        let cdi_edits = self.cdi.resolve(&cdi_names)?;
+        crate::cdi::apply::apply(
+            &cdi_edits,
+            &mut oci,
+            &mut devices,
+            self.host_devices.as_ref(),
+            &mounts::RealHost,
+        )?;
         devices::add_to_spec(&mut oci, &devices)?;
         Ok(Built {
             oci,

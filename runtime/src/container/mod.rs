@@ -60,12 +60,15 @@ pub struct ContainerManager {
     host_devices: Arc<dyn devices::HostDevices>,
     /// Where lifecycle events go (GetContainerEvents).
     events: Arc<Events>,
+    /// The node's CDI spec files (`CDI_devices`).
+    cdi: crate::cdi::Cdi,
 }
 
 impl ContainerManager {
     /// A manager over the given stores.
     pub fn new(cfg: Config, images: Arc<ImageStore>, sandboxes: Arc<SandboxManager>) -> Self {
         ContainerManager {
+            cdi: crate::cdi::Cdi::new(cfg.cdi_spec_dirs.clone()),
             cfg,
             images,
             sandboxes,
@@ -82,6 +85,11 @@ impl ContainerManager {
     pub fn with_events(mut self, events: Arc<Events>) -> Self {
         self.events = events;
         self
+    }
+
+    /// The node's CDI specs (verbose Status reports them).
+    pub fn cdi(&self) -> &crate::cdi::Cdi {
+        &self.cdi
     }
 
     /// Looks a container up by id or unique prefix.

@@ -61,6 +61,11 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             })
             .to_string(),
         );
+        // The CDI spec directories and what they hold (re-read if changed).
+        info.insert(
+            "cdi".to_string(),
+            serde_json::to_string(&cri.containers.cdi().summary()).unwrap_or_default(),
+        );
         // Containers whose groups Merge extended from their image: the pods
         // that enforcing Strict would change.
         info.insert(
