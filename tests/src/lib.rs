@@ -3,6 +3,8 @@
 //! with private directories, and probes of the host (mounts, cgroups,
 //! processes) for asserting that nothing leaked.
 
+#![forbid(unsafe_code)]
+
 pub mod figures;
 pub mod gated_registry;
 pub mod hostile_registry;

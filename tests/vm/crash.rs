@@ -89,8 +89,17 @@ fn portmap_lines(subnet: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// The test network's port-map NAT rules now ([`portmap_lines`]; none
+/// without a network): taken before a test's first pod, for [`leaks`].
+fn nat_rules(b: &Berthd) -> std::collections::BTreeSet<String> {
+    b.net
+        .as_ref()
+        .map(|n| portmap_lines(&n.subnet))
+        .unwrap_or_default()
+}
+
 /// What this berthd left behind, one line per leak (empty: nothing).
-/// `nat_before`: [`portmap_lines`] before the test's first pod.
+/// `nat_before`: [`nat_rules`] before the test's first pod.
 async fn leaks(
     b: &Berthd,
     c: &mut CriClient,
@@ -352,11 +361,7 @@ async fn one_point(point: &str, n: usize) -> Vec<String> {
         c.pull(&busybox()).await.expect("pull");
     }
     let pod = crash_pod(&b, &format!("crash-{n}"), 21000 + n as i32);
-    let nat_before = b
-        .net
-        .as_ref()
-        .map(|n| portmap_lines(&n.subnet))
-        .unwrap_or_default();
+    let nat_before = nat_rules(&b);
     b.kill_hard();
     let mut c = b
         .spawn_env(&[("BERTH_CRASH_AT", point)])
@@ -455,11 +460,7 @@ async fn crash_image_points_leave_nothing() {
 #[tokio::test]
 async fn crash_a_pod_no_record_or_intent_names_is_collected_with_its_lease() {
     let (mut b, mut c) = Berthd::start().await.expect("berthd");
-    let nat_before = b
-        .net
-        .as_ref()
-        .map(|n| portmap_lines(&n.subnet))
-        .unwrap_or_default();
+    let nat_before = nat_rules(&b);
     let pod = crash_pod(&b, "unnamed", 21900);
     let id = c.run_pod(&pod).await.expect("RunPodSandbox");
     let leases = entries(&b.dir.path().join("ipam/berth-test"));
@@ -489,11 +490,7 @@ async fn crash_a_pod_no_record_or_intent_names_is_collected_with_its_lease() {
 async fn crash_cancelled_create_container_calls_leave_nothing() {
     let (b, mut c) = Berthd::start().await.expect("berthd");
     c.pull(&busybox()).await.expect("pull");
-    let nat_before = b
-        .net
-        .as_ref()
-        .map(|n| portmap_lines(&n.subnet))
-        .unwrap_or_default();
+    let nat_before = nat_rules(&b);
     let pod = crash_pod(&b, "cancel", 21901);
     let sb = c.run_pod(&pod).await.expect("RunPodSandbox");
     let mut outcomes = Vec::new();
@@ -595,11 +592,7 @@ async fn crash_random_kills_during_pod_churn_leave_nothing() {
     let mut rng = Rng(seed.max(1));
     let (mut b, mut c) = Berthd::start().await.expect("berthd");
     c.pull(&busybox()).await.expect("pull");
-    let nat_before = b
-        .net
-        .as_ref()
-        .map(|n| portmap_lines(&n.subnet))
-        .unwrap_or_default();
+    let nat_before = nat_rules(&b);
     let mut leaky_rounds = Vec::new();
     let loop_start = std::time::Instant::now();
     let mut round_ms = Vec::new();

@@ -12,6 +12,8 @@
 //! then `--pods` pods restarted in place at the same time.
 //! Prints medians, p99s and the ratio.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

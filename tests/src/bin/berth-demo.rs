@@ -3,6 +3,8 @@
 //!
 //! `berth-demo [--socket PATH] [--image REF]`
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

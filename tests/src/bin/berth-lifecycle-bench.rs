@@ -10,6 +10,8 @@
 //! each, and berthd's and one shim's RSS. A benchmark, not a test: it
 //! asserts only that every call succeeded and nothing was left behind.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

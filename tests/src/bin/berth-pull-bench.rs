@@ -13,6 +13,8 @@
 //! socket instead of skopeo + umoci, and the two take turns at going first:
 //! an A/B of two builds' pulls (`hack/bench/pull-ab.sh`).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};

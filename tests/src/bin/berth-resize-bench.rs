@@ -10,6 +10,8 @@
 //! decrease to 128 MiB, which fits, timed, and the raise back. Prints
 //! medians and the `high` events per refusal.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
