@@ -292,6 +292,25 @@ pub fn exec_request(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::Exec
     }
 }
 
+/// `sh -c script` in a running container through ExecSync (which joins the
+/// container's cgroup, so its device filter applies): the exit code and
+/// stdout followed by stderr.
+pub async fn sh_joined(c: &mut CriClient, id: &str, script: &str) -> (i32, String) {
+    let r = c
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&r.stderr));
+    (r.exit_code, out)
+}
+
 /// A berthd (with `extra_config` appended to its config) running one pod
 /// named `name` with one started busybox container running `argv`, after
 /// `edit` adjusted its config. Returns (berthd, client, sandbox id, container id).

@@ -16,26 +16,6 @@ fn busybox() -> String {
     format!("{}/library/busybox:latest", registry())
 }
 
-/// ExecSync of a shell script, stdout and stderr joined.
-async fn sh(c: &mut CriClient, id: &str, script: &str) -> (i32, String) {
-    let r = c
-        .runtime
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 20,
-        })
-        .await
-        .expect("exec")
-        .into_inner();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
-    );
-    (r.exit_code, out)
-}
-
 /// A spec dir holding `berth.test/dev`: device `null0` is the host's
 /// /dev/null as /dev/berth-test0 plus the VM's RAM disk (b 1:0) readable
 /// only; every device of the file gets a mount of `share/` and an env var.
@@ -92,7 +72,7 @@ async fn cdi_device_mount_and_env_reach_the_container() {
         .expect("create with a CDI device");
     c.start(&id).await.unwrap();
 
-    let (code, out) = sh(
+    let (code, out) = sh_joined(
         &mut c,
         &id,
         "echo env=$BERTH_CDI; cat /cdi-share/marker; \
@@ -122,7 +102,7 @@ async fn cdi_device_mount_and_env_reach_the_container() {
     // and the RAM disk's numbers are refused.
     let other = c.create(&sb, &sleeper("plain", &[]), &pod).await.unwrap();
     c.start(&other).await.unwrap();
-    let (_, out) = sh(
+    let (_, out) = sh_joined(
         &mut c,
         &other,
         "echo env=$BERTH_CDI; test -e /dev/berth-test0 && echo node-present; \

@@ -16,27 +16,6 @@ fn busybox() -> String {
     format!("{}/library/busybox:latest", registry())
 }
 
-/// Like [`exec_sh`], stdout and stderr joined; runs through ExecSync
-/// (which joins the container's cgroup, so the same device filter applies).
-async fn exec_sh_joined(c: &mut CriClient, id: &str, script: &str) -> (i32, String) {
-    let r = c
-        .runtime
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 20,
-        })
-        .await
-        .expect("exec")
-        .into_inner();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
-    );
-    (r.exit_code, out)
-}
-
 /// A running `sleep` container with `devices` and, optionally, privileged.
 async fn device_container(
     c: &mut CriClient,
@@ -110,11 +89,11 @@ async fn devices_default_filter_refuses_host_disks() {
     );
     assert!(out.contains("zero: 4") && out.contains("urandom: 4"), "{out}");
     assert!(out.contains("null-ok"), "{out}");
-    let (code, out) = exec_sh_joined(&mut c, &id, "head -c1 /tmp/ram >/dev/null").await;
+    let (code, out) = sh_joined(&mut c, &id, "head -c1 /tmp/ram >/dev/null").await;
     assert_ne!(code, 0, "ExecSync is filtered too: {out}");
     assert!(out.contains("Operation not permitted"), "{out}");
     // A host block device is not even in an unprivileged container's /dev.
-    let (_, out) = exec_sh_joined(&mut c, &id, "test -e /dev/ram0 && echo present || echo absent").await;
+    let (_, out) = sh_joined(&mut c, &id, "test -e /dev/ram0 && echo present || echo absent").await;
     assert_eq!(out.trim(), "absent");
     c.stop(&id, 0).await.unwrap();
     c.stop_and_remove_pod(&sb).await.unwrap();
@@ -173,15 +152,15 @@ async fn devices_cri_devices_get_their_permissions() {
     };
 
     let ro = device_container(&mut c, &sb, &pod, "ro", vec![dev("/dev/xdisk", "r")], false).await;
-    let (code, out) = exec_sh_joined(&mut c, &ro, "ls -l /dev/xdisk; head -c10 /dev/xdisk; echo").await;
+    let (code, out) = sh_joined(&mut c, &ro, "ls -l /dev/xdisk; head -c10 /dev/xdisk; echo").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with('b'), "a block node: {out}");
     assert!(out.contains("berth-disk"), "{out}");
-    let (code, out) = exec_sh_joined(&mut c, &ro, "printf W >/dev/xdisk").await;
+    let (code, out) = sh_joined(&mut c, &ro, "printf W >/dev/xdisk").await;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("Operation not permitted"), "{out}");
     let minor: u32 = disk.dev.trim_start_matches("/dev/loop").parse().unwrap();
-    let (code, out) = exec_sh_joined(
+    let (code, out) = sh_joined(
         &mut c,
         &ro,
         &format!("mknod /tmp/again b 7 {minor} && printf W >/tmp/again"),
@@ -192,7 +171,7 @@ async fn devices_cri_devices_get_their_permissions() {
     c.stop(&ro, 0).await.unwrap();
 
     let rw = device_container(&mut c, &sb, &pod, "rw", vec![dev("/dev/wdisk", "rw")], false).await;
-    let (code, out) = exec_sh_joined(&mut c, &rw, "printf WRITTEN >/dev/wdisk && head -c10 /dev/wdisk").await;
+    let (code, out) = sh_joined(&mut c, &rw, "printf WRITTEN >/dev/wdisk && head -c10 /dev/wdisk").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(out, "WRITTENisk");
     let mut head = [0u8; 7];
@@ -215,7 +194,7 @@ async fn devices_privileged_container_gets_host_devices() {
     let sb = c.run_pod(&pod).await.unwrap();
     assert!(Path::new("/dev/ram0").exists(), "the VM's RAM disk");
     let id = device_container(&mut c, &sb, &pod, "priv", vec![], true).await;
-    let (code, out) = exec_sh_joined(
+    let (code, out) = sh_joined(
         &mut c,
         &id,
         "ls -l /dev/ram0 /dev/loop0 && head -c512 /dev/ram0 | wc -c && \

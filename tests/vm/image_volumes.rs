@@ -43,23 +43,6 @@ fn image_mount(container_path: &str, image: &str, sub_path: &str) -> cri::Mount 
     }
 }
 
-/// `sh -c script` in a running container: exit code and stdout+stderr.
-async fn sh(c: &mut CriClient, id: &str, script: &str) -> (i32, String) {
-    let r = c
-        .runtime
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 20,
-        })
-        .await
-        .expect("exec")
-        .into_inner();
-    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-    out.push_str(&String::from_utf8_lossy(&r.stderr));
-    (r.exit_code, out)
-}
-
 async fn remove_image(c: &mut CriClient, image: &str) -> Result<(), tonic::Status> {
     c.images
         .remove_image(cri::RemoveImageRequest {
@@ -111,7 +94,7 @@ async fn image_volume_reads_files_read_only_noexec() {
     let id = c.create(&sb, &cfg, &pod).await.expect("create");
     c.start(&id).await.expect("start");
 
-    let (rc, out) = sh(
+    let (rc, out) = sh_joined(
         &mut c,
         &id,
         "set -e; cat /vol/data/hello.txt /vol/data/top.txt /sub/inner.txt /linked/inner.txt \
@@ -125,19 +108,19 @@ async fn image_volume_reads_files_read_only_noexec() {
     );
 
     for dir in ["/vol", "/sub", "/single"] {
-        let (rc, out) = sh(&mut c, &id, &format!("touch {dir}/new")).await;
+        let (rc, out) = sh_joined(&mut c, &id, &format!("touch {dir}/new")).await;
         assert_ne!(rc, 0, "{dir}: {out}");
         assert!(out.contains("Read-only file system"), "{dir}: {out}");
     }
     // The script is a valid one (sh runs it), yet it cannot be executed.
-    let (rc, out) = sh(&mut c, &id, "sh /vol/run.sh").await;
+    let (rc, out) = sh_joined(&mut c, &id, "sh /vol/run.sh").await;
     assert_eq!((rc, out.as_str()), (0, "ran\n"));
     for script in ["/vol/run.sh", "/single/run.sh"] {
-        let (rc, out) = sh(&mut c, &id, script).await;
+        let (rc, out) = sh_joined(&mut c, &id, script).await;
         assert_eq!(rc, 126, "{script}: {out}");
         assert!(out.contains("Permission denied"), "{script}: {out}");
     }
-    let (_, mountinfo) = sh(&mut c, &id, "cat /proc/self/mountinfo").await;
+    let (_, mountinfo) = sh_joined(&mut c, &id, "cat /proc/self/mountinfo").await;
     for dir in ["/vol", "/sub", "/linked", "/single"] {
         let line = mountinfo
             .lines()
@@ -187,7 +170,7 @@ async fn image_volume_keeps_its_image_until_the_container_goes() {
     let mut c = b.spawn().await.expect("berthd restarts");
     let e = remove_image(&mut c, &volume_data()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    let (rc, out) = sh(&mut c, &id, "cat /vol/hello.txt").await;
+    let (rc, out) = sh_joined(&mut c, &id, "cat /vol/hello.txt").await;
     assert_eq!((rc, out.as_str()), (0, "hello from an image\n"));
     assert!(
         !volume_mounts(&b).is_empty(),
