@@ -203,7 +203,7 @@ fn bad_names_are_invalid_arguments_and_never_paths() {
 }
 
 #[test]
-fn hooks_and_unsupported_edits_are_refused_naming_file_and_device() {
+fn unsupported_edits_are_refused_naming_file_and_device_hooks_resolve() {
     let t = tempfile::tempdir().unwrap();
     let hooked = r#"{"cdiVersion": "0.6.0", "kind": "vendor.com/h",
         "devices": [{"name": "plain", "containerEdits": {}},
@@ -215,12 +215,22 @@ fn hooks_and_unsupported_edits_are_refused_naming_file_and_device() {
         "\"containerEdits\": {\"env\": [\"GPU_DRIVER=1\"]}",
         "\"containerEdits\": {\"hooks\": [{\"hookName\": \"poststop\", \"path\": \"/bin/true\"}]}",
     );
-    let wide_file = write(t.path(), "wide.json", &spec_wide);
+    write(t.path(), "wide.json", &spec_wide);
     let cdi = Cdi::new(vec![t.path().into()]);
     assert!(cdi.resolve(&names(&["vendor.com/h=plain"])).is_ok());
+    let sets = cdi
+        .resolve(&names(&["vendor.com/h=hooked", "vendor.com/gpu=g0"]))
+        .expect("hooks are supported");
+    let hooks: Vec<_> = sets
+        .iter()
+        .flat_map(|s| s.edits.hooks.iter().map(|h| h.hook_name.clone()))
+        .collect();
+    assert_eq!(
+        hooks,
+        ["createContainer", "poststop"],
+        "device's and spec-wide hooks"
+    );
     for (dev, f, says) in [
-        ("vendor.com/h=hooked", &file, "CDI hooks are not supported yet"),
-        ("vendor.com/gpu=g0", &wide_file, "CDI hooks are not supported yet"),
         ("vendor.com/h=rdt", &file, "intelRdt edits are not supported"),
         ("vendor.com/h=net", &file, "netDevices edits are not supported"),
     ] {
@@ -495,6 +505,26 @@ fn a_bad_edit_fails_and_changes_nothing() {
             serde_json::json!({"mounts": [{"hostPath": "/usr/lib/libgpu", "containerPath": "/x", "options": ["bind", "size=1"]}]}),
             "size=1",
         ),
+        (
+            serde_json::json!({"hooks": [{"hookName": "createContainer", "path": "bin/hook"}]}),
+            "hook path \"bin/hook\" must be an absolute path",
+        ),
+        (
+            serde_json::json!({"hooks": [{"hookName": "onBoot", "path": "/bin/hook"}]}),
+            "hook name \"onBoot\"",
+        ),
+        (
+            serde_json::json!({"hooks": [{"hookName": "poststop", "path": "/bin/hook", "args": ["a\u{0}b"]}]}),
+            "NUL",
+        ),
+        (
+            serde_json::json!({"hooks": [{"hookName": "poststop", "path": "/bin/hook", "env": ["NOVALUE"]}]}),
+            "not NAME=value",
+        ),
+        (
+            serde_json::json!({"hooks": [{"hookName": "poststop", "path": "/bin/hook", "timeout": 0}]}),
+            "greater than zero",
+        ),
     ] {
         let sets = [
             edit_set(serde_json::json!({"env": ["OK=1"], "deviceNodes": [good_node.clone()]})),
@@ -518,3 +548,62 @@ fn a_bad_edit_fails_and_changes_nothing() {
         assert_eq!(devices, filtered(), "{edits}: devices unchanged");
     }
 }
+
+/// Hooks land in the spec at their moments, in request order, after any
+/// the spec had; args, env and timeout as written.
+#[test]
+fn apply_adds_hooks_at_their_moments_in_order() {
+    let sets = [
+        edit_set(serde_json::json!({"hooks": [
+            {"hookName": "createRuntime", "path": "/usr/bin/a", "args": ["a", "--x"], "env": ["K=v"], "timeout": 5},
+            {"hookName": "poststop", "path": "/usr/bin/b"},
+            {"hookName": "prestart", "path": "/usr/bin/p"}
+        ]})),
+        edit_set(serde_json::json!({"hooks": [
+            {"hookName": "createRuntime", "path": "/usr/bin/c"},
+            {"hookName": "createContainer", "path": "/usr/bin/d"},
+            {"hookName": "startContainer", "path": "/usr/bin/e"},
+            {"hookName": "poststart", "path": "/usr/bin/f"}
+        ]})),
+    ];
+    let mut spec = base_spec();
+    apply(
+        &sets,
+        &mut spec,
+        &mut filtered(),
+        &FakeNode::new(),
+        &FakeNode::new(),
+    )
+    .unwrap();
+    let hooks = spec.hooks().clone().expect("hooks in the spec");
+    let paths = |l: &Option<Vec<oci_spec::runtime::Hook>>| -> Vec<String> {
+        l.iter()
+            .flatten()
+            .map(|h| h.path().display().to_string())
+            .collect()
+    };
+    assert_eq!(paths(hooks.create_runtime()), ["/usr/bin/a", "/usr/bin/c"]);
+    assert_eq!(paths(hooks.create_container()), ["/usr/bin/d"]);
+    assert_eq!(paths(hooks.start_container()), ["/usr/bin/e"]);
+    assert_eq!(paths(hooks.poststart()), ["/usr/bin/f"]);
+    assert_eq!(paths(hooks.poststop()), ["/usr/bin/b"]);
+    #[allow(deprecated)]
+    let prestart = paths(hooks.prestart());
+    assert_eq!(prestart, ["/usr/bin/p"]);
+    let a = &hooks.create_runtime().as_ref().unwrap()[0];
+    assert_eq!(a.args().clone().unwrap(), ["a", "--x"]);
+    assert_eq!(a.env().clone().unwrap(), ["K=v"]);
+    assert_eq!(a.timeout(), Some(5));
+    // No hooks requested: the spec gets no hooks object at all.
+    let mut plain = base_spec();
+    apply(
+        &[edit_set(serde_json::json!({"env": ["A=1"]}))],
+        &mut plain,
+        &mut filtered(),
+        &FakeNode::new(),
+        &FakeNode::new(),
+    )
+    .unwrap();
+    assert!(plain.hooks().is_none());
+}
+
