@@ -92,7 +92,6 @@ impl Error {
                 crate::cdi::CdiError::UnknownDevice { .. } => Code::NotFound,
                 crate::cdi::CdiError::BadSpec { .. }
                 | crate::cdi::CdiError::Conflict { .. }
-                | crate::cdi::CdiError::HooksUnsupported { .. }
                 | crate::cdi::CdiError::BadEdit { .. } => Code::FailedPrecondition,
             },
         }

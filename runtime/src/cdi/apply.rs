@@ -1,5 +1,6 @@
 //! Makes resolved CDI edits on a container: env, device nodes (and the
-//! device filter's rules for exactly them), bind mounts, extra groups.
+//! device filter's rules for exactly them), bind mounts, extra groups and
+//! OCI hooks (run by the shim).
 //!
 //! Every edit is checked and every host path looked up before the spec is
 //! touched, so an error leaves the spec as it was; CreateContainer calls
@@ -48,6 +49,7 @@ struct Planned {
     nodes: Vec<(DeviceNode, Option<Access>)>,
     mounts: Vec<Mount>,
     gids: Vec<u32>,
+    hooks: Vec<(super::hooks::Moment, oci_spec::runtime::Hook)>,
 }
 
 /// Applies `sets` to the container's spec and devices, or changes nothing.
@@ -79,6 +81,9 @@ pub fn apply(
         }
         plan.gids
             .extend(set.edits.additional_gids.iter().filter(|g| **g != 0));
+        for h in &set.edits.hooks {
+            plan.hooks.push(super::hooks::oci_hook(h).map_err(bad)?);
+        }
     }
 
     let process = spec.process_mut().get_or_insert_with(Default::default);
@@ -108,6 +113,7 @@ pub fn apply(
         mounts.retain(|x| x.destination() != m.destination());
         mounts.push(m);
     }
+    super::hooks::add(spec, plan.hooks);
 
     for (node, access) in plan.nodes {
         if let (Some(rules), Some(access)) = (devices.rules.as_mut(), access) {

@@ -42,14 +42,6 @@ pub enum CdiError {
         /// The other.
         second: PathBuf,
     },
-    /// The device (or its spec's common edits) has OCI hooks.
-    #[error("CDI hooks are not supported yet: device {name:?} in {} has hooks", file.display())]
-    HooksUnsupported {
-        /// The device.
-        name: String,
-        /// Its spec file.
-        file: PathBuf,
-    },
     /// An edit of the device cannot be applied (a missing host path, a bad
     /// node, an edit kind berth does not support).
     #[error("CDI device {name:?} in {}: {reason}", file.display())]

@@ -5,13 +5,13 @@
 //! [`Cdi::resolve`] turns the requested names into the edits of their spec
 //! files, all of them or an error; [`apply`] makes those edits on the
 //! container's OCI spec and device list before CreateContainer has done
-//! anything, so a bad device leaves nothing behind. Hooks are not run yet
-//! (they need the shim to run them at their OCI moments): a device with
-//! hooks is refused, never applied without them.
+//! anything, so a bad device leaves nothing behind. A device's hooks go
+//! into the spec; the shim runs them at their OCI moments.
 
 pub mod apply;
 mod cache;
 mod error;
+pub mod hooks;
 pub mod name;
 pub mod spec;
 #[cfg(test)]
@@ -164,12 +164,6 @@ fn check_supported(
     file: &std::path::Path,
     edits: &ContainerEdits,
 ) -> Result<(), CdiError> {
-    if !edits.hooks.is_empty() {
-        return Err(CdiError::HooksUnsupported {
-            name: name.to_string(),
-            file: file.to_path_buf(),
-        });
-    }
     let unsupported = if edits.intel_rdt.is_some() {
         "intelRdt"
     } else if !edits.net_devices.is_empty() {

@@ -63,7 +63,7 @@ pub struct ContainerEdits {
     /// Mounts to add.
     #[serde(default)]
     pub mounts: Vec<Mount>,
-    /// OCI hooks: parsed so a file is checked whole, refused when applied.
+    /// OCI hooks, run by the shim at their moments.
     #[serde(default)]
     pub hooks: Vec<Hook>,
     /// Groups the process gets (0 is ignored, as the spec says).
