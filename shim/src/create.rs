@@ -77,6 +77,7 @@ fn init_config(req: &CreateRequest, spec: Spec, cgroup_root: &Path) -> InitConfi
                 options: m.options.clone(),
             })
             .collect(),
+        hook_state: crate::hooks::State::for_spec(&spec, &req.id, &req.bundle),
         spec,
     }
 }
@@ -142,13 +143,17 @@ async fn setup(
     config_json: Vec<u8>,
     sync: OwnedFd,
     console: Option<UnixStream>,
+    at_create: Option<crate::hooks::AtCreate>,
 ) -> Result<std::io::Result<Setup>> {
     tokio::task::spawn_blocking(move || -> std::io::Result<Setup> {
         let mut w = File::from(config);
         w.write_all(&config_json)?;
         drop(w);
         let mut sync = File::from(sync);
-        let got = crate::sync::read(&mut sync, true)?;
+        let got = match at_create {
+            Some(hooks) => hooks.read_setup(&mut sync)?,
+            None => crate::sync::read(&mut sync, true)?,
+        };
         // Init sent the terminal before it said it is ready.
         let master = match &console {
             Some(sock) if crate::sync::is_ready(&got) => {
@@ -189,7 +194,8 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     // so EOF on sync/stdout/stderr means the child side is gone.
 
     let cgroup_dir = crate::cgroup::dir(&pod.cgroup_root, &cfg.spec);
-    let setup = setup(ours.config, config_json, ours.sync, ours.console).await?;
+    let at_create = crate::hooks::AtCreate::new(&cfg, &ours.start, pid, &pod.reaper);
+    let setup = setup(ours.config, config_json, ours.sync, ours.console, at_create).await?;
 
     // Through the pidfd: an init that died in setup may be reaped, and
     // its pid another process's, by now.
@@ -239,6 +245,7 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
         attach,
         start_pipe: File::from(ours.start),
         sync_pipe: sync_file,
+        hooks: crate::hooks::Attached::new(cfg.hook_state, &pod.reaper),
     }));
     if let Err(e) = pod.table.insert(c.clone()) {
         return Err(fail(e));
@@ -282,6 +289,7 @@ async fn watch_exit(reaper: Reaper, c: Arc<Container>, copiers: Vec<oneshot::Rec
     if drained.is_err() {
         tracing::info!(container = %c.id, pid, "output still open after the exit (a process holds the pipes); reporting the exit anyway");
     }
+    crate::hooks::after_exit(&c).await;
     c.mark_exited(exit.code, exit.at_ns);
     tracing::info!(container = %c.id, pid, code = exit.code, "container exited");
 }
@@ -313,6 +321,7 @@ pub async fn start(table: &Table, id: String) -> Result<StartResponse> {
         return Err(Error::StartFailed { id, message });
     }
     c.mark_started(started_at).map_err(Error::WrongPhase)?;
+    crate::hooks::after_start(&c).await;
     tracing::info!(container = %id, pid = c.pid, "container started");
     Ok(StartResponse {
         pid: c.pid as u32,

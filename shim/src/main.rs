@@ -18,6 +18,7 @@ mod create;
 mod error;
 mod exec;
 mod fdio;
+mod hooks;
 mod init;
 mod lifecycle;
 mod logs;
@@ -89,6 +90,7 @@ fn main() {
                     std::process::exit(2);
                 }
             };
+            hooks::remember_runtime_namespaces();
             if let Err(e) = server::run(
                 serve.sandbox_id,
                 serve.socket,

@@ -7,7 +7,9 @@
 //!   [`fds::START`] (EOF there means "give up": Delete before Start);
 //! - `I<uid> <gid> <g1,g2,...>\n`: the identity the kernel gave the process,
 //!   written right before the exec;
-//! - `E<message>`: a failure, for berthd verbatim; the stage then exits.
+//! - `E<message>`: a failure, for berthd verbatim; the stage then exits;
+//! - `H`: init asks for the createRuntime hooks and waits for `C` on
+//!   [`fds::START`] (`crate::hooks`).
 //!
 //! A successful exec closes the sync pipe, so EOF after an identity line and
 //! nothing else is the shim's proof that the user's process runs.
@@ -32,7 +34,7 @@ pub mod fds {
 }
 
 /// Init is set up and parked.
-const READY: &[u8] = b"R";
+pub(crate) const READY: &[u8] = b"R";
 /// The shim's "exec now".
 const START: &[u8] = b"S";
 /// Starts an identity line.
@@ -126,6 +128,29 @@ pub fn read(f: &mut impl Read, stop_at_ready: bool) -> std::io::Result<Vec<u8>> 
             return Ok(out);
         }
     }
+}
+
+/// Like [`read`], stopping when what was read is one of `stops`.
+pub fn read_until(f: &mut impl Read, stops: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1];
+    loop {
+        if f.read(&mut buf)? == 0 {
+            return Ok(out);
+        }
+        out.push(buf[0]);
+        if stops.contains(&out.as_slice()) {
+            return Ok(out);
+        }
+    }
+}
+
+/// The report a stage would write for a failure with `message`.
+pub fn failure_report(message: &str) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(message.len() + 1);
+    msg.push(ERROR);
+    msg.extend_from_slice(message.as_bytes());
+    msg
 }
 
 /// Whether create's report says init is parked.

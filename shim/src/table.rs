@@ -68,6 +68,8 @@ pub struct Container {
     pub start_pipe: Mutex<Option<File>>,
     /// Reader end of the sync pipe; used by Start to learn whether exec worked.
     pub sync_pipe: Mutex<Option<File>>,
+    /// Its poststart and poststop hooks' state (None: no hooks).
+    pub hooks: Option<Arc<crate::hooks::Attached>>,
     state: Mutex<State>,
     /// Set when the process is reaped, before its output has drained and
     /// its exit is reported: from then on nothing may be exec'd into it.
@@ -95,6 +97,8 @@ pub struct Created {
     pub start_pipe: File,
     /// Reader end of the sync pipe.
     pub sync_pipe: File,
+    /// Its hooks (None: none).
+    pub hooks: Option<Arc<crate::hooks::Attached>>,
 }
 
 impl Container {
@@ -111,6 +115,7 @@ impl Container {
             attach: c.attach,
             start_pipe: Mutex::new(Some(c.start_pipe)),
             sync_pipe: Mutex::new(Some(c.sync_pipe)),
+            hooks: c.hooks,
             state: Mutex::new(State {
                 phase: Phase::Created,
                 exit_code: 0,
@@ -255,6 +260,7 @@ impl Container {
             attach: Arc::new(AttachPoint::new(None, None, false, false)),
             start_pipe,
             sync_pipe,
+            hooks: None,
         })
     }
 }

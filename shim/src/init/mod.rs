@@ -41,6 +41,9 @@ pub struct InitConfig {
     pub rootfs_mounts: Vec<RootfsMount>,
     /// Where cgroup v2 is mounted on the host (the shim's, from berthd).
     pub cgroup_root: PathBuf,
+    /// The state the spec's hooks get (None: the spec has none).
+    #[serde(default)]
+    pub hook_state: Option<crate::hooks::State>,
 }
 
 /// One rootfs mount (e.g. overlay with lowerdir/upperdir/workdir options).
@@ -127,6 +130,9 @@ pub fn main() -> ! {
         std::process::exit(1);
     }
     drop(start);
+    if let Err(e) = crate::hooks::in_init::before_exec(&cfg) {
+        fail(&mut sync, e);
+    }
 
     let mut report = |line: &str| sync.identity(line);
     match process::exec(&syscall::Linux, &cfg.spec, &prepared, &mut report) {

@@ -19,6 +19,7 @@ fn config(root: &Path, spec: serde_json::Value) -> InitConfig {
         rootfs_dir: root.to_path_buf(),
         rootfs_mounts: Vec::new(),
         cgroup_root: PathBuf::from("/cg"),
+        hook_state: None,
     }
 }
 
