@@ -8,6 +8,7 @@
 //! anything, so a bad device leaves nothing behind. A device's hooks go
 //! into the spec; the shim runs them at their OCI moments.
 
+pub mod annotations;
 pub mod apply;
 mod cache;
 mod error;

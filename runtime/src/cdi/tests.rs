@@ -607,3 +607,45 @@ fn apply_adds_hooks_at_their_moments_in_order() {
     assert!(plain.hooks().is_none());
 }
 
+/// `cdi.k8s.io/` annotations request devices after `CDI_devices`, keys in
+/// order; other annotations are ignored; a bad name names its key.
+#[test]
+fn annotations_request_devices_and_bad_names_name_the_key() {
+    use std::collections::HashMap;
+    let ann: HashMap<String, String> = [
+        ("cdi.k8s.io/b", "vendor.com/gpu=g1"),
+        ("cdi.k8s.io/a", "vendor.com/gpu=g0, example.org/nic=n0:1"),
+        ("io.kubernetes.other", "not=a/device"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let got = annotations::requested(&names(&["vendor.com/gpu=g1"]), &ann).unwrap();
+    assert_eq!(
+        got,
+        [
+            "vendor.com/gpu=g1",
+            "vendor.com/gpu=g0",
+            "example.org/nic=n0:1",
+            "vendor.com/gpu=g1"
+        ]
+    );
+    // Resolved, duplicates once.
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "gpu.json", &gpu_json("G0=1"));
+    write(t.path(), "nic.yml", NIC_YAML);
+    let sets = Cdi::new(vec![t.path().into()]).resolve(&got).unwrap();
+    assert_eq!(envs(&sets), ["GPU_DRIVER=1", "G1=1", "G0=1", "NIC=0"]);
+
+    let bad: HashMap<String, String> = [(
+        "cdi.k8s.io/x".to_string(),
+        "vendor.com/gpu=g0,../../etc".to_string(),
+    )]
+    .into();
+    let e = annotations::requested(&[], &bad).unwrap_err();
+    assert!(
+        e.to_string().contains("cdi.k8s.io/x") && e.to_string().contains("../../etc"),
+        "{e}"
+    );
+    assert_eq!(Error::from(e).code(), tonic::Code::InvalidArgument);
+}

@@ -187,6 +187,7 @@ impl ContainerManager {
         // Checked before any step, so a missing or bad device leaves nothing.
         let mut devices = devices::resolve(&cfg.devices, privileged, self.host_devices.as_ref())?;
         let cdi_names: Vec<String> = cfg.cdi_devices.iter().map(|d| d.name.clone()).collect();
+        let cdi_names = crate::cdi::annotations::requested(&cdi_names, &cfg.annotations)?;
         let cdi_edits = self.cdi.resolve(&cdi_names)?;
         crate::cdi::apply::apply(
             &cdi_edits,
