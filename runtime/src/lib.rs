@@ -26,6 +26,7 @@ pub mod rollback;
 pub mod sandbox;
 pub mod service;
 mod shim_client;
+mod shim_ready;
 pub mod stats;
 pub mod store;
 pub mod stream;

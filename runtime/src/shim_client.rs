@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_proto::shim::shim_client::ShimClient;
 use hyper_util::rt::TokioIo;
@@ -148,6 +148,8 @@ pub async fn spawn(
         .args(ns.pid.then_some("--pod-pid-ns"))
         .arg("--cgroup-root")
         .arg(cgroup_root)
+        .arg("--ready-fd")
+        .arg(crate::shim_ready::READY_FD.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log_file)
@@ -159,9 +161,13 @@ pub async fn spawn(
     let net = ns.net;
     let join = ns.join;
     let procs_fd = std::os::fd::AsRawFd::as_raw_fd(cgroup_procs);
+    let (ready_read, ready_write) =
+        crate::shim_ready::pipe().map_err(|e| Error::io("pipe for the shim's readiness", e))?;
+    let ready_fd = ready_write.as_raw_fd();
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe syscalls (write, setsid, unshare or setns, sethostname,
-    // socket/ioctl); `procs_fd` stays open in berthd until spawn returns.
+    // socket/ioctl, dup2); `procs_fd` and `ready_fd` stay open in berthd
+    // until the child is spawned.
     unsafe {
         cmd.pre_exec(move || {
             // "0" moves the writer: the shim leaves berthd's cgroup before
@@ -186,12 +192,15 @@ pub async fn spawn(
             if net {
                 loopback_up()?;
             }
-            Ok(())
+            // Last: READY_FD may be the number `procs_fd` had.
+            crate::shim_ready::install_in_child(ready_fd)
         });
     }
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
+    // Only the shim holds the write end now: its exit is EOF here.
+    drop(ready_write);
     let pid = child.id();
     // Before the reaper thread exists: the child is not reaped yet, so the
     // pid is still the shim's.
@@ -212,30 +221,56 @@ pub async fn spawn(
         })
         .map_err(|e| Error::io("spawn shim reaper thread", e))?;
 
-    let deadline = Instant::now() + SHIM_START_TIMEOUT;
-    loop {
-        if socket.exists() {
-            if let Ok(mut client) = connect(socket).await {
-                if client.info(berth_proto::shim::InfoRequest {}).await.is_ok() {
-                    return Ok((SpawnedShim { pid, pidfd }, client));
-                }
-            }
+    let kill = || {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    let startup =
+        tokio::task::spawn_blocking(move || crate::shim_ready::wait(&ready_read, SHIM_START_TIMEOUT))
+            .await
+            .map_err(|e| Error::Shim(format!("waiting for the shim: {e}")))
+            .and_then(|r| r.map_err(|e| Error::io("wait for the shim to serve", e)));
+    match startup {
+        Ok(crate::shim_ready::Startup::Ready) => {}
+        Ok(crate::shim_ready::Startup::Closed) => {
+            kill();
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(Error::Shim(format!("shim exited at start: {}", tail.trim())));
         }
-        if Instant::now() > deadline {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        Ok(crate::shim_ready::Startup::TimedOut) => {
+            kill();
             return Err(Error::Shim(format!(
                 "shim for sandbox {sandbox_id} did not start serving within {SHIM_START_TIMEOUT:?} (log: {})",
                 log.display()
             )));
         }
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(Error::Shim(format!("shim exited at start: {}", tail.trim())));
+        Err(e) => {
+            kill();
+            return Err(e);
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The socket listens: one connect, and the Info call proves it answers.
+    let answered = match connect(socket).await {
+        Ok(mut client) => client
+            .info(berth_proto::shim::InfoRequest {})
+            .await
+            .map(|_| client)
+            .map_err(|e| {
+                Error::Shim(format!(
+                    "shim for sandbox {sandbox_id} does not answer: {}",
+                    e.message()
+                ))
+            }),
+        Err(e) => Err(e),
+    };
+    match answered {
+        Ok(client) => Ok((SpawnedShim { pid, pidfd }, client)),
+        Err(e) => {
+            kill();
+            Err(e)
+        }
     }
 }
 
