@@ -199,10 +199,35 @@ restart_run() {
     cri "$rt" stopp "$pod" >/dev/null && cri "$rt" rmp "$pod" >/dev/null || die "$rt restart cleanup"
 }
 
+# What every process of the node waits on, to tell a stall (all asleep)
+# from slowness: state and kernel wait channel per process, berthd's
+# threads, and berthd's last log lines.
+stall_report() {
+    say "stall report after ${1}s: processes (pid state wchan comm):"
+    for d in /proc/[0-9]*; do
+        read -r st <"$d/stat" 2>/dev/null || continue
+        c=${st#*(}; c=${c%%)*}; rest=${st##*) }
+        case $c in kworker* | ksoftirq* | migration* | rcu* | cpuhp* | idle_inject* | kthreadd) continue ;; esac
+        echo "BERTH-BENCH:   ${d#/proc/} ${rest%% *} $(cat "$d/wchan" 2>/dev/null) $c"
+    done
+    bp=$(pidof berthd)
+    for t in /proc/"$bp"/task/*; do
+        read -r st <"$t/stat" 2>/dev/null || continue
+        c=${st#*(}; c=${c%%)*}; rest=${st##*) }
+        echo "BERTH-BENCH:   berthd thread ${t##*/} ${rest%% *} $(cat "$t/wchan" 2>/dev/null) $c"
+    done
+    tail -15 /tmp/berthd.log | sed 's/^/BERTH-BENCH:   berthd.log: /'
+}
+
 # $CONC pods at once, one container each, one client per pod.
 concurrent() {
-    rt=$1
+    rt=$1 pids=""
     rm -f "$W/$rt.conc"
+    # A watchdog: a phase still running after 4 and 8 minutes says what
+    # every process waits on (the 50-pod phase once went silent with the
+    # VM idle, and nothing told where).
+    ( sleep 240 && stall_report 240 && sleep 240 && stall_report 480 ) &
+    dog=$!
     a=$(us)
     i=0
     while [ $i -lt "$CONC" ]; do
@@ -217,11 +242,13 @@ concurrent() {
                 cri "$rt" start "$ctr" >/dev/null && echo "$(net "$rt" "$(ms "$s" "$(us)")" 3)" >>"$W/$rt.conc"; } \
                 2>"$W/$name.err" || say "concurrent $rt $name failed: $(tail -1 "$W/$name.err")"
         ) &
+        pids="$pids $!"
         i=$((i + 1))
     done
-    wait
+    for p in $pids; do wait "$p"; done
     b=$(us)
-    ok=$(wc -l <"$W/$rt.conc")
+    kill "$dog" 2>/dev/null
+    ok=$(wc -l <"$W/$rt.conc" 2>/dev/null || echo 0)
     say "concurrent $rt pods=$CONC running=$ok wall_ms=$(ms "$a" "$b") $(stats <"$W/$rt.conc" | awk '{print "p50_ms=" $2 " p99_ms=" $4}')"
     cri "$rt" rmp -a -f >/dev/null 2>&1
 }
