@@ -5,7 +5,9 @@
 # runc and with crun, alternating runtimes within each run, on the VM's
 # bridge+portmap CNI network and the busybox image from the VM's registry.
 # Prints "BERTH-BENCH:" lines (hack/bench/lifecycle.sh keeps only those).
-#   berth-crictl-bench RUNS CONCURRENT [--socket ...]
+#   berth-crictl-bench RUNS CONCURRENT [RUNTIMES] [--socket ...]
+# RUNTIMES: which of berth, runc, crun to measure, joined by "+" (default
+# berth+runc+crun); without runc and crun containerd is not started.
 # Client-side times are net of crictl's own start-up: the median of `crictl
 # version` (one cheap RPC) is measured per runtime and subtracted once per
 # crictl call; on a loaded host that estimate is noisy (it can even make a
@@ -16,6 +18,11 @@
 # Not a test: nothing here asserts a time.
 set -u
 RUNS=${1:-5} CONC=${2:-50}
+case ${3:-} in
+    "" | --*) RTS="berth runc crun" ;;
+    *) RTS=$(echo "$3" | tr '+' ' ') ;;
+esac
+has() { case " $RTS " in *" $1 "*) return 0 ;; esac; return 1; }
 CRICTL=/usr/bin/crictl
 IMG=127.0.0.1:5000/library/busybox:latest
 BERTH=unix:///run/berth/berth.sock
@@ -42,6 +49,7 @@ done
 # runtime handlers of the runc v2 shim.
 # containerd copies the node's resolv.conf into every pod (Berth too).
 [ -e /etc/resolv.conf ] || echo "nameserver 127.0.0.1" >/etc/resolv.conf
+if has runc || has crun; then
 mkdir -p /etc/containerd /var/lib/containerd /run/containerd
 cat >/etc/containerd/config.toml <<'TOML'
 version = 2
@@ -72,9 +80,10 @@ until $CRICTL -r $CTRD version >/dev/null 2>&1; do
     i=$((i + 1)); [ $i -gt 600 ] && die "containerd did not start"
     usleep 100000
 done
-$CRICTL -r $BERTH --timeout 120s pull $IMG >/dev/null || die "berth pull"
 $CRICTL -r $CTRD --timeout 120s pull $IMG >/dev/null || die "containerd pull"
 $CRICTL -r $CTRD --timeout 120s pull 127.0.0.1:5000/library/pause:latest >/dev/null || die "containerd pull pause"
+fi
+$CRICTL -r $BERTH --timeout 120s pull $IMG >/dev/null || die "berth pull"
 
 # Microseconds since the epoch (busybox sh).
 us() { echo "${EPOCHREALTIME%.*}${EPOCHREALTIME#*.}"; }
@@ -108,7 +117,7 @@ rec() { echo "$3" >>"$W/$1.$2"; }
 ms() { echo $((($2 - $1) / 1000)); }
 
 # The crictl start-up baseline per runtime (median of 9 `version` calls).
-for rt in berth runc crun; do
+for rt in $RTS; do
     : >"$W/$rt.base"
     for _ in 1 2 3 4 5 6 7 8 9; do
         a=$(us); cri $rt version >/dev/null; b=$(us)
@@ -190,10 +199,35 @@ restart_run() {
     cri "$rt" stopp "$pod" >/dev/null && cri "$rt" rmp "$pod" >/dev/null || die "$rt restart cleanup"
 }
 
+# What every process of the node waits on, to tell a stall (all asleep)
+# from slowness: state and kernel wait channel per process, berthd's
+# threads, and berthd's last log lines.
+stall_report() {
+    say "stall report after ${1}s: processes (pid state wchan comm):"
+    for d in /proc/[0-9]*; do
+        read -r st <"$d/stat" 2>/dev/null || continue
+        c=${st#*(}; c=${c%%)*}; rest=${st##*) }
+        case $c in kworker* | ksoftirq* | migration* | rcu* | cpuhp* | idle_inject* | kthreadd) continue ;; esac
+        echo "BERTH-BENCH:   ${d#/proc/} ${rest%% *} $(cat "$d/wchan" 2>/dev/null) $c"
+    done
+    bp=$(pidof berthd)
+    for t in /proc/"$bp"/task/*; do
+        read -r st <"$t/stat" 2>/dev/null || continue
+        c=${st#*(}; c=${c%%)*}; rest=${st##*) }
+        echo "BERTH-BENCH:   berthd thread ${t##*/} ${rest%% *} $(cat "$t/wchan" 2>/dev/null) $c"
+    done
+    tail -15 /tmp/berthd.log | sed 's/^/BERTH-BENCH:   berthd.log: /'
+}
+
 # $CONC pods at once, one container each, one client per pod.
 concurrent() {
-    rt=$1
+    rt=$1 pids=""
     rm -f "$W/$rt.conc"
+    # A watchdog: a phase still running after 4 and 8 minutes says what
+    # every process waits on (the 50-pod phase once went silent with the
+    # VM idle, and nothing told where).
+    ( sleep 240 && stall_report 240 && sleep 240 && stall_report 480 ) &
+    dog=$!
     a=$(us)
     i=0
     while [ $i -lt "$CONC" ]; do
@@ -203,15 +237,18 @@ concurrent() {
             ctr_json c sleep 3600 >"$W/$name.ctr.json"
             s=$(us)
             # shellcheck disable=SC2046
-            pod=$(cri "$rt" runp $(handler "$rt") "$W/$name.pod.json") &&
+            { pod=$(cri "$rt" runp $(handler "$rt") "$W/$name.pod.json") &&
                 ctr=$(cri "$rt" create "$pod" "$W/$name.ctr.json" "$W/$name.pod.json") &&
-                cri "$rt" start "$ctr" >/dev/null && echo "$(net "$rt" "$(ms "$s" "$(us)")" 3)" >>"$W/$rt.conc"
+                cri "$rt" start "$ctr" >/dev/null && echo "$(net "$rt" "$(ms "$s" "$(us)")" 3)" >>"$W/$rt.conc"; } \
+                2>"$W/$name.err" || say "concurrent $rt $name failed: $(tail -1 "$W/$name.err")"
         ) &
+        pids="$pids $!"
         i=$((i + 1))
     done
-    wait
+    for p in $pids; do wait "$p"; done
     b=$(us)
-    ok=$(wc -l <"$W/$rt.conc")
+    kill "$dog" 2>/dev/null
+    ok=$(wc -l <"$W/$rt.conc" 2>/dev/null || echo 0)
     say "concurrent $rt pods=$CONC running=$ok wall_ms=$(ms "$a" "$b") $(stats <"$W/$rt.conc" | awk '{print "p50_ms=" $2 " p99_ms=" $4}')"
     cri "$rt" rmp -a -f >/dev/null 2>&1
 }
@@ -256,7 +293,9 @@ rpc_delta() {
     awk 'NR == FNR { s[$1] = $2; c[$1] = $3; next } { print $1, $2 - s[$1], $3 - c[$1] }' "$2" "$3" >>"$W/$1.srv"
 }
 
-say "crictl baseline ms: berth=$(base berth) runc=$(base runc) crun=$(base crun)"
+line="crictl baseline ms:"
+for rt in $RTS; do line="$line $rt=$(base "$rt")"; done
+say "$line"
 steps >"$W/steps.before"
 r=1
 while [ $r -le "$RUNS" ]; do
@@ -267,6 +306,7 @@ while [ $r -le "$RUNS" ]; do
         0) order="crun berth runc" ;;
     esac
     for rt in $order; do
+        has "$rt" || continue
         { echo "- 0 0"; rpcs "$rt"; } >"$W/srv.before"
         one_run "$rt" "$r"
         rpcs "$rt" >"$W/srv.after"
@@ -278,30 +318,41 @@ steps >"$W/steps.after"
 
 for row in runp create start createstart stoprm restart; do
     line="row $row"
-    for rt in berth runc crun; do
-        set -- $(stats <"$W/$rt.$row")
+    MED_berth=0 MED_runc=0 MED_crun=0
+    for rt in $RTS; do
+        set -- $(stats <"$W/$rt.$row" 2>/dev/null)
         line="$line $rt:n=$1,median=$2,p90=$3"
         eval "MED_$rt=$2"
     done
-    say "$line ratio_runc=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_runc + 0.001)}") ratio_crun=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_crun + 0.001)}")"
+    has berth && has runc && line="$line ratio_runc=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_runc + 0.001)}")"
+    has berth && has crun && line="$line ratio_crun=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_crun + 0.001)}")"
+    say "$line"
 done
 # Each runtime's own mean per RPC (server side, no crictl start-up).
 for m in RunPodSandbox CreateContainer StartContainer StopContainer RemoveContainer StopPodSandbox RemovePodSandbox; do
     line="server $m"
-    for rt in berth runc crun; do
+    for rt in $RTS; do
         line="$line $(awk -v m=$m -v rt=$rt '$1 == m { s += $2; c += $3 }
-            END { if (c > 0) printf "%s:mean_ms=%.1f,n=%d", rt, s * 1000 / c, c; else printf "%s:n=0", rt }' "$W/$rt.srv")"
+            END { if (c > 0) printf "%s:mean_ms=%.1f,n=%d", rt, s * 1000 / c, c; else printf "%s:n=0", rt }' "$W/$rt.srv" 2>/dev/null)"
     done
     say "$line"
 done
 # Berth's breakdown: mean per step over this bench's calls (the histogram's
-# sum/count delta).
-awk 'NR == FNR { s[$1 " " $2] = $3; c[$1 " " $2] = $4; next }
-     { k = $1 " " $2; n = $4 - c[k]; if (n > 0)
-         printf "BERTH-BENCH: step %s %s mean_ms=%.2f n=%d\n", $1, $2, ($3 - s[k]) * 1000 / n, n }' \
-    "$W/steps.before" "$W/steps.after"
+# sum/count delta); $3 prefixes the lines.
+breakdown() {
+    awk -v tag="$3" 'NR == FNR { s[$1 " " $2] = $3; c[$1 " " $2] = $4; next }
+         { k = $1 " " $2; n = $4 - c[k]; if (n > 0)
+             printf "BERTH-BENCH: %s %s %s mean_ms=%.2f n=%d\n", tag, $1, $2, ($3 - s[k]) * 1000 / n, n }' \
+        "$1" "$2"
+}
+breakdown "$W/steps.before" "$W/steps.after" step
 
-for rt in berth runc crun; do concurrent "$rt"; done
+for rt in $RTS; do
+    [ "$rt" = berth ] && steps >"$W/steps.before"
+    concurrent "$rt"
+    # Where Berth's time went with $CONC pods at once.
+    [ "$rt" = berth ] && steps >"$W/steps.after" && breakdown "$W/steps.before" "$W/steps.after" concstep
+done
 say "berthd rss_kb=$(awk '/VmRSS/ {print $2}' /proc/"$(pidof berthd)"/status)"
 say "done"
 exit 0

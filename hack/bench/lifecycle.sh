@@ -7,6 +7,8 @@
 # runtimes within each run, and prints medians, p90s, ratios, Berth's
 # per-step breakdown (berth_step_duration_seconds) and 50 concurrent pods.
 #   N=20 hack/bench/lifecycle.sh          (N runs, default 5; CONC pods at once, default 50)
+#   RUNTIMES=berth N=3 CONC=50 hack/bench/lifecycle.sh   (one runtime alone: any of
+#   berth, runc, crun joined by "+" or ","; default all three)
 # crictl: $CRICTL, else /tmp/crit-bin/crictl, else crictl on PATH (build it
 # as hack/stream-interop.sh says). Without it, the script says so and runs
 # Berth's own client (berth-lifecycle-bench) for Berth alone.
@@ -14,9 +16,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-5} CONC=${CONC:-50} PODS=${PODS:-10}
+RUNTIMES=$(echo "${RUNTIMES:-berth+runc+crun}" | tr ',' '+')
+[[ $RUNTIMES =~ ^(berth|runc|crun)(\+(berth|runc|crun))*$ ]] ||
+    { echo "lifecycle.sh: RUNTIMES=$RUNTIMES: berth, runc, crun joined by + or ," >&2; exit 2; }
 WORK=$PWD/.work
 BIN=$WORK/lifecycle-bench-bin
 IMG=$WORK/lifecycle-bench-initramfs.img
+# Its own image dir: a VM test run of the same worktree may be building
+# $WORK/images at the same time.
+IMAGES=$WORK/lifecycle-bench-images
 rm -rf "$BIN" && mkdir -p "$BIN"
 CRICTL=${CRICTL:-}
 [ -n "$CRICTL" ] || { [ -x /tmp/crit-bin/crictl ] && CRICTL=/tmp/crit-bin/crictl; } || true
@@ -24,14 +32,14 @@ CRICTL=${CRICTL:-}
 hack/install-deps.sh >/dev/null
 cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
 cp target/release/berthd target/release/berth-shim "$BIN/"
-hack/images/build.sh "$WORK/images" >/dev/null
+hack/images/build.sh "$IMAGES" >/dev/null
 
 if [ -z "$CRICTL" ]; then
     echo "lifecycle.sh: no crictl (set CRICTL, or build it as hack/stream-interop.sh says):" \
         "measuring Berth alone with its own client, no containerd comparison" >&2
     cp target/release/berth-lifecycle-bench "$BIN/"
-    hack/images/registry-seed.sh "$WORK/images" >/dev/null
-    hack/vm/build-initramfs.sh --bin "$BIN" --registry "$WORK/images/registry" --out "$IMG"
+    hack/images/registry-seed.sh "$IMAGES" >/dev/null
+    hack/vm/build-initramfs.sh --bin "$BIN" --registry "$IMAGES/registry" --out "$IMG"
     hack/vm/run.sh --initramfs "$IMG" --timeout 1800 --log "$WORK/lifecycle-bench-vm.log" \
         --append "berth.mode=bench berth.benchargs=lifecycle,--runs,$N,--pods,$PODS" |
         grep -a -E "BERTH-BENCH|BERTH-VM: exit|rror|run.sh:"
@@ -46,22 +54,22 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # containerd's sandbox image: a pause stand-in (busybox sleeping) in the
 # same registry, as the VM has no internet.
-python3 - "$WORK/images/oci" <<'PY'
+python3 - "$IMAGES/oci" <<'PY'
 import sys
 sys.path.insert(0, "hack/images")
 import mkimage
 mkimage.build(sys.argv[1], "pause", mkimage.base_entries(mkimage.PASSWD, mkimage.GROUP),
               {"Cmd": ["sleep", "2147483647"]})
 PY
-hack/images/registry-seed.sh "$WORK/images" >/dev/null
+hack/images/registry-seed.sh "$IMAGES" >/dev/null
 install -m 755 hack/bench/lifecycle-vm.sh "$BIN/berth-crictl-bench"
 extra=()
 for b in "$CRICTL" /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc /usr/bin/crun; do
     extra+=(--extra-bin "$b")
 done
-hack/vm/build-initramfs.sh --bin "$BIN" --registry "$WORK/images/registry" --out "$IMG" "${extra[@]}"
-echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg), N=$N, CONC=$CONC"
+hack/vm/build-initramfs.sh --bin "$BIN" --registry "$IMAGES/registry" --out "$IMG" "${extra[@]}"
+echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg), N=$N, CONC=$CONC, RUNTIMES=$RUNTIMES"
 hack/vm/run.sh --initramfs "$IMG" --timeout 3600 --log "$WORK/lifecycle-bench-vm.log" \
-    --append "berth.mode=bench berth.benchargs=crictl,$N,$CONC" |
+    --append "berth.mode=bench berth.benchargs=crictl,$N,$CONC,$RUNTIMES" |
     grep -a -E "BERTH-BENCH|BERTH-VM: exit|rror|run.sh:"
 echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"

@@ -26,6 +26,8 @@ pub mod rollback;
 pub mod sandbox;
 pub mod service;
 mod shim_client;
+mod shim_ready;
+mod shim_start_load;
 pub mod stats;
 pub mod store;
 pub mod stream;

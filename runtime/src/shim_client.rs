@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_proto::shim::shim_client::ShimClient;
 use hyper_util::rt::TokioIo;
@@ -22,9 +22,6 @@ pub type Shim = ShimClient<Channel>;
 /// cap (16 MiB each) and room to spare. tonic's default, 4 MiB, failed any
 /// exec that printed more.
 const MAX_SHIM_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
-
-/// How long a new shim may take to start serving.
-const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Namespaces a new shim gets.
 #[derive(Debug, Clone, Copy)]
@@ -108,11 +105,27 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A shim that was exec'd but may not serve yet. Its namespaces exist
+/// already (unshared before exec), so berthd pins them and runs CNI ADD
+/// while the shim starts; [`StartingShim::serving`] then waits for it.
+#[must_use = "a started shim must be waited for (or it is killed by the caller's undo)"]
+#[derive(Debug)]
+pub struct StartingShim {
+    pid: u32,
+    ready: OwnedFd,
+    slot: crate::shim_start_load::StartSlot,
+    sandbox_id: String,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
 /// Spawns `berth-shim serve` in new namespaces, moved into the cgroup whose
-/// `cgroup.procs` is `cgroup_procs`, and waits until it answers. The shim
-/// finds its containers' cgroups under `cgroup_root` (berthd's).
+/// `cgroup.procs` is `cgroup_procs`, and returns once it was exec'd (its
+/// namespaces exist from here on); [`StartingShim::serving`] waits until it
+/// answers. The shim finds its containers' cgroups under `cgroup_root`
+/// (berthd's). Waits first for a start slot ([`crate::shim_start_load`]).
 #[allow(clippy::too_many_arguments)]
-pub async fn spawn(
+pub async fn start(
     shim_bin: &Path,
     cgroup_root: &Path,
     sandbox_id: &str,
@@ -121,7 +134,76 @@ pub async fn spawn(
     ns: NewNamespaces,
     hostname: Option<&str>,
     cgroup_procs: &std::fs::File,
-) -> Result<(SpawnedShim, Shim)> {
+) -> Result<(SpawnedShim, StartingShim)> {
+    let slot = crate::shim_start_load::StartSlot::acquire().await;
+    // Fork, unshare (a new network namespace alone takes milliseconds) and
+    // exec run on the blocking pool: spawn() returns only after the exec,
+    // and no async worker may wait for that. The task owns copies of every
+    // descriptor it uses, so a cancelled call cannot close them under it.
+    let procs = cgroup_procs
+        .try_clone()
+        .map_err(|e| Error::io("dup the shim cgroup's cgroup.procs", e))?;
+    let join = ns.join.map(dup_join).transpose()?;
+    let ns = NewNamespaces {
+        join: join.as_ref().map(|[net, ipc, uts]| JoinNamespaces {
+            net: net.as_raw_fd(),
+            ipc: ipc.as_raw_fd(),
+            uts: uts.as_raw_fd(),
+        }),
+        ..ns
+    };
+    let (bin, root, id) = (
+        shim_bin.to_path_buf(),
+        cgroup_root.to_path_buf(),
+        sandbox_id.to_string(),
+    );
+    let (sock, log_path, host) = (
+        socket.to_path_buf(),
+        log.to_path_buf(),
+        hostname.map(str::to_string),
+    );
+    let (spawned, ready) = crate::blocking::run("shim fork+exec task", move || {
+        let started = fork_exec(&bin, &root, &id, &sock, &log_path, ns, host.as_deref(), &procs);
+        drop(join);
+        started
+    })
+    .await??;
+    let starting = StartingShim {
+        pid: spawned.pid,
+        ready,
+        slot,
+        sandbox_id: sandbox_id.to_string(),
+        socket: socket.to_path_buf(),
+        log: log.to_path_buf(),
+    };
+    Ok((spawned, starting))
+}
+
+/// Owned copies of the namespace fds a shim joins.
+fn dup_join(j: JoinNamespaces) -> Result<[OwnedFd; 3]> {
+    let dup = |fd: RawFd| {
+        // SAFETY: the caller keeps `fd` open until start() returns (see
+        // NewNamespaces::join); the copy is ours.
+        unsafe { BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("dup a namespace fd for the shim", e))
+    };
+    Ok([dup(j.net)?, dup(j.ipc)?, dup(j.uts)?])
+}
+
+/// Fork and exec of the shim; returns it with the read end of its
+/// readiness pipe.
+#[allow(clippy::too_many_arguments)]
+fn fork_exec(
+    shim_bin: &Path,
+    cgroup_root: &Path,
+    sandbox_id: &str,
+    socket: &Path,
+    log: &Path,
+    ns: NewNamespaces,
+    hostname: Option<&str>,
+    cgroup_procs: &std::fs::File,
+) -> Result<(SpawnedShim, OwnedFd)> {
     use std::os::unix::process::CommandExt;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -148,6 +230,8 @@ pub async fn spawn(
         .args(ns.pid.then_some("--pod-pid-ns"))
         .arg("--cgroup-root")
         .arg(cgroup_root)
+        .arg("--ready-fd")
+        .arg(crate::shim_ready::READY_FD.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log_file)
@@ -159,9 +243,13 @@ pub async fn spawn(
     let net = ns.net;
     let join = ns.join;
     let procs_fd = std::os::fd::AsRawFd::as_raw_fd(cgroup_procs);
+    let (ready_read, ready_write) =
+        crate::shim_ready::pipe().map_err(|e| Error::io("pipe for the shim's readiness", e))?;
+    let ready_fd = ready_write.as_raw_fd();
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe syscalls (write, setsid, unshare or setns, sethostname,
-    // socket/ioctl); `procs_fd` stays open in berthd until spawn returns.
+    // socket/ioctl, dup2); `procs_fd` and `ready_fd` stay open in berthd
+    // until the child is spawned.
     unsafe {
         cmd.pre_exec(move || {
             // "0" moves the writer: the shim leaves berthd's cgroup before
@@ -186,12 +274,15 @@ pub async fn spawn(
             if net {
                 loopback_up()?;
             }
-            Ok(())
+            // Last: READY_FD may be the number `procs_fd` had.
+            crate::shim_ready::install_in_child(ready_fd)
         });
     }
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
+    // Only the shim holds the write end now: its exit is EOF here.
+    drop(ready_write);
     let pid = child.id();
     // Before the reaper thread exists: the child is not reaped yet, so the
     // pid is still the shim's.
@@ -212,31 +303,76 @@ pub async fn spawn(
         })
         .map_err(|e| Error::io("spawn shim reaper thread", e))?;
 
-    let deadline = Instant::now() + SHIM_START_TIMEOUT;
-    loop {
-        if socket.exists() {
-            if let Ok(mut client) = connect(socket).await {
-                if client.info(berth_proto::shim::InfoRequest {}).await.is_ok() {
-                    return Ok((SpawnedShim { pid, pidfd }, client));
-                }
-            }
-        }
-        if Instant::now() > deadline {
+    Ok((SpawnedShim { pid, pidfd }, ready_read))
+}
+
+impl StartingShim {
+    /// Waits until the shim serves and answers an Info call; kills it on
+    /// any failure. The wait is a blocking read of the readiness pipe, off
+    /// the async runtime; EOF (the shim died) ends it at once.
+    pub async fn serving(self) -> Result<Shim> {
+        let StartingShim {
+            pid,
+            ready,
+            slot,
+            sandbox_id,
+            socket,
+            log,
+        } = self;
+        let timeout = slot.timeout();
+        let kill = || {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            return Err(Error::Shim(format!(
-                "shim for sandbox {sandbox_id} did not start serving within {SHIM_START_TIMEOUT:?} (log: {})",
-                log.display()
-            )));
+        };
+        let startup = tokio::task::spawn_blocking(move || crate::shim_ready::wait(&ready, timeout))
+            .await
+            .map_err(|e| Error::Shim(format!("waiting for the shim: {e}")))
+            .and_then(|r| r.map_err(|e| Error::io("wait for the shim to serve", e)));
+        let answered = answer(startup, &sandbox_id, &socket, &log, timeout).await;
+        // Serving (or failed): the next shim may start.
+        drop(slot);
+        if answered.is_err() {
+            kill();
         }
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        answered
+    }
+}
+
+/// From the pipe's verdict to a connected client that answered Info.
+async fn answer(
+    startup: Result<crate::shim_ready::Startup>,
+    sandbox_id: &str,
+    socket: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Shim> {
+    match startup? {
+        crate::shim_ready::Startup::Ready => {}
+        crate::shim_ready::Startup::Closed => {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
             return Err(Error::Shim(format!("shim exited at start: {}", tail.trim())));
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        crate::shim_ready::Startup::TimedOut => {
+            return Err(Error::Shim(format!(
+                "shim for sandbox {sandbox_id} did not start serving within {timeout:?} (log: {})",
+                log.display()
+            )));
+        }
     }
+    // The socket listens: one connect, and the Info call proves it answers.
+    let mut client = connect(socket).await?;
+    client
+        .info(berth_proto::shim::InfoRequest {})
+        .await
+        .map_err(|e| {
+            Error::Shim(format!(
+                "shim for sandbox {sandbox_id} does not answer: {}",
+                e.message()
+            ))
+        })?;
+    Ok(client)
 }
 
 /// `/proc/<pid>/ns/<kind>` of a process.
@@ -299,6 +435,62 @@ mod tests {
         assert_eq!(f.metadata().unwrap().ino(), want.ino());
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// A stand-in shim that writes its readiness byte after `delay_s` and
+    /// never binds a socket.
+    fn slow_shim(dir: &Path, delay_s: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("slow-shim");
+        std::fs::write(
+            &bin,
+            format!("#!/bin/sh\nsleep {delay_s}\nprintf R >&3\nexec sleep 30\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    const NO_NAMESPACES: NewNamespaces = NewNamespaces {
+        net: false,
+        ipc: false,
+        uts: false,
+        pid: false,
+        join: None,
+    };
+
+    /// start() returns once the shim was exec'd, before it serves, so its
+    /// namespaces can be pinned (and CNI ADD run) while it starts; a live
+    /// shim slower than the idle-node timeout while 50 pods start is waited
+    /// for, not killed (with a fixed 10 s, 5 of 50 pods failed). It served
+    /// here, so the error is the missing socket, not a timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_shim_under_load_is_waited_for_and_pinnable_before_it_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = slow_shim(dir.path(), 11);
+        let procs = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let _load = crate::shim_start_load::pretend_starting(49);
+        let (spawned, starting) = start(
+            &bin,
+            dir.path(),
+            "p1",
+            &dir.path().join("s.sock"),
+            &dir.path().join("shim.log"),
+            NO_NAMESPACES,
+            None,
+            &procs,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            crate::shim_ready::wait(&starting.ready, Duration::ZERO).unwrap(),
+            crate::shim_ready::Startup::TimedOut,
+            "start() waited for the shim to serve"
+        );
+        open_ns(spawned.pid, spawned.pidfd.as_fd(), "net").expect("the shim's namespace before it serves");
+        let e = starting.serving().await.unwrap_err().to_string();
+        assert!(!e.contains("did not start serving"), "{e}");
+        assert!(e.contains("connect"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod lifecycle;
 mod logs;
 mod pod;
 mod pod_init;
+mod ready;
 mod reaper;
 mod server;
 mod spawn;
@@ -45,6 +46,8 @@ struct ServeArgs {
     pod_pid_ns: bool,
     /// Where cgroup v2 is mounted (berthd's `cgroup_root`).
     cgroup_root: PathBuf,
+    /// An inherited pipe to write one byte to once the socket is bound.
+    ready_fd: Option<std::os::fd::RawFd>,
 }
 
 fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
@@ -52,6 +55,7 @@ fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
     let mut socket = None;
     let mut pod_pid_ns = false;
     let mut cgroup_root = PathBuf::from(berth_sys::cgroup::DEFAULT_ROOT);
+    let mut ready_fd = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -64,6 +68,13 @@ fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
                     .map(PathBuf::from)
                     .ok_or_else(|| anyhow::anyhow!("--cgroup-root needs a path"))?
             }
+            "--ready-fd" => {
+                ready_fd = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| anyhow::anyhow!("--ready-fd needs a descriptor number"))?,
+                )
+            }
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
@@ -72,6 +83,7 @@ fn parse_serve(args: &[String]) -> anyhow::Result<ServeArgs> {
         socket: socket.ok_or_else(|| anyhow::anyhow!("--socket is required"))?,
         pod_pid_ns,
         cgroup_root,
+        ready_fd,
     })
 }
 
@@ -90,12 +102,21 @@ fn main() {
                     std::process::exit(2);
                 }
             };
+            // First thing: close-on-exec before any child is started.
+            let ready = match serve.ready_fd.map(ready::take).transpose() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("berth-shim: --ready-fd: {e}");
+                    std::process::exit(2);
+                }
+            };
             hooks::remember_runtime_namespaces();
             if let Err(e) = server::run(
                 serve.sandbox_id,
                 serve.socket,
                 serve.pod_pid_ns,
                 serve.cgroup_root,
+                ready,
             ) {
                 eprintln!("berth-shim: {e:#}");
                 std::process::exit(1);
@@ -104,7 +125,7 @@ fn main() {
         Some("--version") => println!("berth-shim {}", env!("CARGO_PKG_VERSION")),
         _ => {
             eprintln!(
-                "usage: berth-shim serve --id SANDBOX_ID --socket PATH [--pod-pid-ns] [--cgroup-root PATH]\n       \
+                "usage: berth-shim serve --id SANDBOX_ID --socket PATH [--pod-pid-ns] [--cgroup-root PATH] [--ready-fd N]\n       \
                  berth-shim init   (internal: container first stage)\n       \
                  berth-shim --version"
             );
@@ -146,5 +167,15 @@ mod tests {
         let e = parse_serve(&args(&["--id", "p1", "--socket", "/s", "--cgroup-root"])).unwrap_err();
         assert_eq!(e.to_string(), "--cgroup-root needs a path");
         assert!(parse_serve(&args(&["--id", "p1"])).is_err());
+        assert_eq!(s_ready(&["--ready-fd", "3"]), Some(3));
+        assert_eq!(s_ready(&[]), None);
+        let e = parse_serve(&args(&["--id", "p1", "--socket", "/s", "--ready-fd", "x"])).unwrap_err();
+        assert_eq!(e.to_string(), "--ready-fd needs a descriptor number");
+    }
+
+    fn s_ready(extra: &[&str]) -> Option<std::os::fd::RawFd> {
+        let mut a = vec!["--id", "p1", "--socket", "/s"];
+        a.extend_from_slice(extra);
+        parse_serve(&args(&a)).unwrap().ready_fd
     }
 }

@@ -21,6 +21,7 @@ pub fn run(
     socket: PathBuf,
     pod_pid_ns: bool,
     cgroup_root: PathBuf,
+    ready: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<()> {
     // Orphans of container processes must be reaped by us, not by host init.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
@@ -50,7 +51,7 @@ pub fn run(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(sandbox_id, socket, pod_pid_ns, cgroup_root))
+    rt.block_on(serve(sandbox_id, socket, pod_pid_ns, cgroup_root, ready))
 }
 
 async fn serve(
@@ -58,6 +59,7 @@ async fn serve(
     socket: PathBuf,
     pod_pid_ns: Option<File>,
     cgroup_root: PathBuf,
+    ready: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<()> {
     let reaper = Reaper::start()?;
     let _ = std::fs::remove_file(&socket);
@@ -81,6 +83,11 @@ async fn serve(
         shutdown: shutdown_tx,
     };
     tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), cgroup_root = %svc.pod.cgroup_root.display(), "shim serving");
+    // The socket is bound and listening: a connect from berthd now queues
+    // until tonic accepts it.
+    if let Some(fd) = ready {
+        crate::ready::signal(fd)?;
+    }
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(svc))
         .serve_with_incoming_shutdown(

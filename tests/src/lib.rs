@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fds;
 pub mod figures;
 pub mod gated_registry;
 pub mod hostile_registry;

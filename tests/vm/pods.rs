@@ -1147,3 +1147,50 @@ async fn pods_share_dev_shm_and_ipc_and_host_ipc_pods_see_the_nodes() {
     );
     assert!(mounts_containing(&b.dir.path().to_string_lossy()).is_empty());
 }
+
+/// berthd hands each new shim the write end of its readiness pipe as fd 3
+/// (`--ready-fd 3`). Seen from outside, once the pods serve: no process of
+/// either pod (the shim, a shared-PID pod's PID 1, the containers) holds a
+/// pipe write end nobody reads (what a leaked readiness pipe would be), and
+/// each container process holds only 0, 1 and 2. (Listing `/proc/$$/fd/*`
+/// inside a container shows the shell's own directory handle as fd 3;
+/// reading another process's fds from outside does not.)
+#[tokio::test]
+async fn no_readiness_pipe_reaches_a_shim_child_or_container() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    for (name, mode, secs) in [
+        ("fds-shared", cri::NamespaceMode::Pod, "3601"),
+        ("fds-private", cri::NamespaceMode::Container, "3602"),
+    ] {
+        let mut pod = pod_config(name, &b.log_dir());
+        let linux = pod.linux.get_or_insert_with(Default::default);
+        let sc = linux.security_context.get_or_insert_with(Default::default);
+        sc.namespace_options.get_or_insert_with(Default::default).pid = mode as i32;
+        let sb = c.run_pod(&pod).await.expect("runp");
+        let cfg = container_config(name, &busybox(), &["sleep", secs]);
+        let id = c.create(&sb, &cfg, &pod).await.expect("create");
+        c.start(&id).await.expect("start");
+
+        let shims = processes_matching(&format!("serve --id {sb} "));
+        assert_eq!(shims.len(), 1, "one shim for {sb}: {shims:?}");
+        let tree = fds::process_tree(shims[0].0);
+        let sleeper: Vec<u32> = processes_matching(&format!("sleep {secs}"))
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| tree.contains(p))
+            .collect();
+        assert_eq!(sleeper.len(), 1, "{name}: the container below its shim: {tree:?}");
+        assert_eq!(
+            fds::fd_numbers(sleeper[0]),
+            [0, 1, 2].into(),
+            "{name}: the container's descriptors"
+        );
+        let leaked = fds::unread_pipe_writers(&tree);
+        assert!(
+            leaked.is_empty(),
+            "{name}: pipe write ends nobody reads: {leaked:?}"
+        );
+        c.stop_and_remove_pod(&sb).await.expect("stopp+rmp");
+    }
+}

@@ -10,6 +10,7 @@ mod intent;
 mod leases;
 mod lifecycle;
 mod network;
+mod overlap;
 mod pin;
 mod record;
 mod recover;

@@ -1,5 +1,7 @@
 //! RunPodSandbox: state dir, /dev/shm, pod cgroup, shim, namespace pins,
-//! sysctls, CNI ADD, pod files, record, in that order. Each step writes the
+//! sysctls, CNI ADD, pod files, record, in that order, except that CNI ADD
+//! runs while the shim starts (its namespaces exist from its exec, before
+//! it serves; `sandbox/overlap.rs`). Each step writes the
 //! run intent before its side effect (start-up recovery undoes what a killed
 //! berthd left) and pushes its undo, so a failure leaves nothing behind.
 
@@ -14,7 +16,7 @@ use crate::events::Kind;
 use crate::net::cni::{self, Attachment};
 use crate::net::files::{self, PodFiles};
 use crate::rollback::Rollback;
-use crate::shim_client::{self, NewNamespaces, Shim, SpawnedShim};
+use crate::shim_client::{self, NewNamespaces, Shim, SpawnedShim, StartingShim};
 use crate::store;
 
 /// A RunPodSandbox under way: its id, the undo of every step done so far,
@@ -64,18 +66,21 @@ impl SandboxManager {
         let cgroup = self.make_pod_cgroup(&mut p, &req).await?;
         steps.next("shim_spawn");
         let socket = self.cfg.shim_socket(&p.id);
-        let (spawned, shim) = self.start_shim(&mut p, &req, &cgroup.path, &socket).await?;
+        let (spawned, starting) = self.start_shim(&mut p, &req, &cgroup.path, &socket).await?;
         steps.next("ns_pins");
         let mut ns_paths = pin_namespaces(&mut p, &spawned, &req)?;
         ns_paths.extend(user_pin.map(|at| ("user".to_string(), at)));
         p.userns = None;
         crate::crash::point("run_sandbox.pins");
         sysctl::apply(&req.sysctls, &ns_paths)?;
-        steps.next("cni_add");
-        let network = match req.host_network {
-            true => None,
-            false => Some(self.attach_network(&mut p, &req, &ns_paths).await?),
-        };
+        steps.next("cni_add_and_shim_ready");
+        let (shim, network) = super::overlap::network_while_shim_starts(starting, async {
+            match req.host_network {
+                true => Ok(None),
+                false => self.attach_network(&mut p, &req, &ns_paths).await.map(Some),
+            }
+        })
+        .await?;
         steps.next("pod_files");
         let ips = network.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
         let pod_files = write_pod_files(&p.state_dir, &req, &ips)?;
@@ -107,7 +112,7 @@ impl SandboxManager {
             shm: Some(pod_shm),
             userns: req.userns,
         };
-        self.commit_sandbox(p, record, shim, &mut steps).await
+        self.commit_sandbox(p, record, shim).await
     }
 
     /// Reserves the pod's name and attempt; AlreadyExists when another
@@ -233,7 +238,7 @@ impl SandboxManager {
         req: &SandboxRequest,
         cgroup_path: &str,
         socket: &Path,
-    ) -> Result<(SpawnedShim, Shim)> {
+    ) -> Result<(SpawnedShim, StartingShim)> {
         let id = p.id.clone();
         if let Some(dir) = socket.parent() {
             crate::store::modes::create_dir(dir, crate::store::modes::PRIVATE_DIR)
@@ -262,7 +267,7 @@ impl SandboxManager {
         };
         p.intent.shim_socket = Some(socket.to_path_buf());
         self.write_intent(&p.intent)?;
-        let (spawned, shim) = shim_client::spawn(
+        let (spawned, starting) = shim_client::start(
             &self.cfg.resolve_shim(),
             &self.cfg.cgroup_root,
             &id,
@@ -292,7 +297,7 @@ impl SandboxManager {
                 );
             });
         }
-        Ok((spawned, shim))
+        Ok((spawned, starting))
     }
 
     /// CNI ADD into the pinned network namespace.
@@ -353,15 +358,10 @@ impl SandboxManager {
         })
     }
 
-    /// Writes the record (the sandbox exists from here on), drops the intent,
-    /// checks the shim and publishes the sandbox.
-    async fn commit_sandbox(
-        &self,
-        p: Progress,
-        record: SandboxRecord,
-        mut shim: Shim,
-        steps: &mut crate::metrics::steps::Steps,
-    ) -> Result<String> {
+    /// Writes the record (the sandbox exists from here on), drops the intent
+    /// and publishes the sandbox. The shim answered Info after the pins were
+    /// made (`StartingShim::serving`), so it is not asked again here.
+    async fn commit_sandbox(&self, p: Progress, record: SandboxRecord, shim: Shim) -> Result<String> {
         let id = p.id;
         store::write_record(&self.record_path(&id), &record)?;
         crate::crash::point("run_sandbox.record");
@@ -369,11 +369,6 @@ impl SandboxManager {
         if let Err(e) = store::remove_record(&self.intent_path(&id)) {
             tracing::warn!(sandbox = %id, error = %e, "removing the sandbox intent failed");
         }
-        // Make sure the shim is still healthy after pinning.
-        steps.next("shim_info");
-        shim.info(berth_proto::shim::InfoRequest {})
-            .await
-            .map_err(|e| Error::Shim(e.message().to_string()))?;
         let sb = Arc::new(Sandbox::new(record, Some(shim)));
         self.sandboxes.lock().insert(id.clone(), sb.clone());
         p.undo.disarm();
