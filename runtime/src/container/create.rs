@@ -145,6 +145,8 @@ impl ContainerManager {
             .cloned()
             .collect();
         let cri_mounts = mounts::resolve(&host_mounts, &mounts::RealHost)?;
+        let user_pin = sbr.ns_paths.get("user").map(|p| p.as_path());
+        super::idmap_mounts::check(&cri_mounts, sbr.userns.as_ref(), user_pin)?;
         let image_volumes = image_volume::plan(
             &cfg.mounts,
             &self.images,
