@@ -891,3 +891,62 @@ async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
     c.stop_and_remove_pod(&sb_a).await.expect("remove a");
     c.stop_and_remove_pod(&sb_b).await.expect("remove b");
 }
+
+/// An image volume (an overlay of the image's snapshots on the node) of a
+/// user-namespaced pod is idmapped like every volume: its root-owned files
+/// are root's inside. Where the kernel cannot idmap an overlay mount, the
+/// container is refused with FailedPrecondition naming the volume and the
+/// filesystem, and nothing of it is left.
+#[tokio::test]
+async fn userns_pod_image_volume_is_idmapped_or_refused() {
+    let (b, mut c, _ext4) = berthd_on_ext4().await;
+    let data = format!("{}/library/volume-data:latest", registry());
+    c.pull(&data).await.expect("pull");
+    let pod = userns_pod(&b, "uns-imgvol");
+    let sb = c.run_pod(&pod).await.expect("run pod");
+    let mut cfg = container(&pod, "uns-imgvol", &["sleep", "1000"]);
+    cfg.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: data.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    match c.create(&sb, &cfg, &pod).await {
+        Ok(id) => {
+            c.start(&id).await.expect("start");
+            assert_eq!(
+                exec_out(
+                    &mut c,
+                    &id,
+                    "stat -c '%u %g' /vol/data/hello.txt; cat /vol/data/hello.txt"
+                )
+                .await,
+                "0 0\nhello from an image"
+            );
+        }
+        Err(e) => {
+            println!(
+                "BERTH-USERNS image volume refused: {:?}: {}",
+                e.code(),
+                e.message()
+            );
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            for word in ["/vol", "overlay"] {
+                assert!(e.message().contains(word), "{word:?} not in {}", e.message());
+            }
+            let listed = c
+                .runtime
+                .list_containers(cri::ListContainersRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(listed.containers.is_empty(), "{:?}", listed.containers);
+            let left = mounts_containing(&b.dir.path().join("root/containers").to_string_lossy());
+            assert!(left.is_empty(), "image volume mounts left: {left:?}");
+        }
+    }
+    c.stop_and_remove_pod(&sb).await.expect("remove pod");
+}
