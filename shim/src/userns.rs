@@ -77,6 +77,46 @@ pub fn idmap_layers(data: &str, userns: &File) -> Result<()> {
     Ok(())
 }
 
+/// The idmapping a bind mount's options ask for: `ridmap` (with its
+/// submounts) or `idmap` (the top mount only), runc's words for "idmapped
+/// through the container's user namespace". berthd puts one on every
+/// volume of a user-namespaced pod. None: bind as it is.
+pub fn idmap_option(options: &[String]) -> Option<bool> {
+    options.iter().rev().find_map(|o| match o.as_str() {
+        "ridmap" => Some(true),
+        "idmap" => Some(false),
+        _ => None,
+    })
+}
+
+/// Binds `source` onto the open mount point `dest`, idmapped through the
+/// pod's user namespace (so the node's ids 0..n are the container's, as
+/// kubelet expects of its volumes). Built detached and moved in: it is
+/// never visible unmapped. A filesystem that cannot be idmapped (tmpfs
+/// before Linux 6.3) fails the container naming the mount; berthd checks
+/// the same before creating anything, so this is the last line.
+pub fn bind_idmapped(
+    source: &Path,
+    dest: impl AsFd,
+    recursive: bool,
+    userns: Option<&File>,
+    name: &Path,
+) -> Result<()> {
+    let Some(u) = userns else {
+        bail!(
+            "mount {}: idmap asked for a container without its pod's user namespace",
+            name.display()
+        );
+    };
+    berth_sys::idmap::bind_idmapped(source, dest, u.as_fd(), recursive).with_context(|| {
+        format!(
+            "idmap bind {} to {} for the pod's user namespace",
+            source.display(),
+            name.display()
+        )
+    })
+}
+
 /// Enters the pod's user namespace: full capabilities there, none on the
 /// node; the caller then sets the container's ids and capabilities.
 pub fn enter(sys: &dyn Syscall, userns: &File) -> Result<()> {
@@ -113,6 +153,21 @@ mod tests {
         let e = open(&linux(Some("/proc/self/ns/user"), Some("rshared"))).unwrap_err();
         assert!(e.to_string().contains("shared mount propagation"), "{e}");
         assert!(open(&linux(Some("/proc/self/ns/user"), None)).unwrap().is_some());
+    }
+
+    #[test]
+    fn idmap_options_say_how_deep() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(idmap_option(&o(&["rbind", "rprivate", "rw"])), None);
+        assert_eq!(idmap_option(&o(&["rbind", "ridmap"])), Some(true));
+        assert_eq!(idmap_option(&o(&["bind", "idmap", "ro"])), Some(false));
+    }
+
+    #[test]
+    fn idmap_without_the_pods_user_namespace_is_refused() {
+        let dest = File::open("/").unwrap();
+        let e = bind_idmapped(Path::new("/"), &dest, true, None, Path::new("/v")).unwrap_err();
+        assert!(e.to_string().contains("without its pod's user namespace"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub const ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 /// MOVE_MOUNT_F_EMPTY_PATH of <linux/mount.h>.
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+/// MOVE_MOUNT_T_EMPTY_PATH of <linux/mount.h>.
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
 #[repr(C)]
@@ -144,14 +146,25 @@ pub fn idmap_in_place(dir: &Path, userns: impl AsFd) -> io::Result<()> {
 /// A detached clone of the mount at `dir`, idmapped through `userns`; the
 /// clone disappears when the returned fd is closed.
 pub fn idmapped_clone(dir: &Path, userns: impl AsFd) -> io::Result<OwnedFd> {
+    idmapped_tree(dir, userns, false)
+}
+
+/// Like [`idmapped_clone`], with the mounts below `dir` too when
+/// `recursive` (an rbind): every one of them must be idmappable.
+pub fn idmapped_tree(dir: &Path, userns: impl AsFd, recursive: bool) -> io::Result<OwnedFd> {
     let path = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let rec = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
     // SAFETY: `path` is NUL-terminated; the kernel returns a new fd or -1.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec,
         )
     };
     if fd < 0 {
@@ -172,7 +185,7 @@ pub fn idmapped_clone(dir: &Path, userns: impl AsFd) -> io::Result<OwnedFd> {
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
+            libc::AT_EMPTY_PATH | rec as libc::c_int,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -181,6 +194,29 @@ pub fn idmapped_clone(dir: &Path, userns: impl AsFd) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(tree)
+}
+
+/// Binds `source` (with its submounts when `recursive`) onto the open
+/// directory or file `target`, idmapped through `userns`: a bind mount
+/// whose files show through the namespace's maps. The bind is built
+/// detached and attached in one move, so it is never visible unmapped.
+pub fn bind_idmapped(source: &Path, target: impl AsFd, userns: impl AsFd, recursive: bool) -> io::Result<()> {
+    let tree = idmapped_tree(source, userns, recursive)?;
+    // SAFETY: "" is NUL-terminated and both fds are open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {

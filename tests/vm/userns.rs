@@ -56,6 +56,14 @@ async fn berthd_on_ext4() -> (Berthd, CriClient, Ext4Root) {
     (b, c, guard)
 }
 
+/// A directory for volumes on berthd's ext4 root (the VM's own
+/// filesystem cannot be idmapped), made as kubelet makes its dirs.
+fn ext4_dir(b: &Berthd, rel: &str) -> PathBuf {
+    let d = b.dir.path().join("root/test-volumes").join(rel);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// Unmounts berthd's ext4 root.
 struct Ext4Root(PathBuf);
 
@@ -328,53 +336,97 @@ async fn userns_mismatches_are_invalid() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 }
 
-/// The pod's own files and /dev/shm are root's inside; a hostPath is bound
-/// as it is (not idmapped): what root inside writes there is the pod's
-/// host uid's on the node, and a root-only file of the node stays
-/// unreadable. Privileged containers and devices are refused.
+/// Every volume kubelet binds in (a hostPath, an emptyDir, which kubelet
+/// sends as a hostPath bind from /var/lib/kubelet/pods, and the
+/// termination-log file) is idmapped through the pod's user namespace, the
+/// way kubelet expects since it no longer chowns volumes: the node's ids
+/// 0..65535 are the container's, so root inside owns the node's root
+/// files there (kubelet's secrets and tokens) and what it writes is owned
+/// by 0 on the node, never by the pod's transient range; an id outside
+/// the mapping (another pod's range) is nobody's inside and stays
+/// unreadable. The pod's own files and /dev/shm are root's inside too.
+/// Privileged containers and devices are refused.
 #[tokio::test]
-async fn userns_pod_mounts_are_owned_by_the_pod() {
+async fn userns_pod_volumes_are_idmapped() {
+    use std::os::unix::fs::PermissionsExt;
     let (b, mut c, _ext4) = berthd_on_ext4().await;
-    let host = b.dir.path().join("hostpath");
-    std::fs::create_dir(&host).unwrap();
-    std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let host = ext4_dir(&b, "hostpath");
     std::fs::write(host.join("secret"), "node only").unwrap();
-    std::fs::set_permissions(
-        host.join("secret"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    // The test dir itself is 0700: let the pod's root reach the hostPath.
-    std::fs::set_permissions(b.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(host.join("secret"), PermissionsExt::from_mode(0o600)).unwrap();
+    let foreign = host.join("foreign");
+    std::fs::write(&foreign, "another pod's").unwrap();
+    std::fs::set_permissions(&foreign, PermissionsExt::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(5 * 65536), Some(5 * 65536)).unwrap();
+    // kubelet's emptyDir: a root-owned 0777 dir under its pods dir.
+    let empty = ext4_dir(&b, "kubelet/pods/uid-1/volumes/kubernetes.io~empty-dir/cache");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::set_permissions(&empty, PermissionsExt::from_mode(0o777)).unwrap();
+    let termlog = ext4_dir(&b, "kubelet/pods/uid-1/containers/uns-mounts").join("0");
+    std::fs::write(&termlog, "").unwrap();
+    std::fs::set_permissions(&termlog, PermissionsExt::from_mode(0o666)).unwrap();
 
     let pod = userns_pod(&b, "uns-mounts");
     let sb = c.run_pod(&pod).await.expect("run pod");
     let mut cfg = container(&pod, "uns-mounts", &["sleep", "1000"]);
-    cfg.mounts.push(cri::Mount {
-        container_path: "/host".into(),
-        host_path: host.to_string_lossy().into_owned(),
-        ..Default::default()
-    });
+    for (dest, src) in [
+        ("/host", &host),
+        ("/cache", &empty),
+        ("/dev/termination-log", &termlog),
+    ] {
+        cfg.mounts.push(cri::Mount {
+            container_path: dest.into(),
+            host_path: src.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
     let id = c.create(&sb, &cfg, &pod).await.expect("create");
     c.start(&id).await.expect("start");
     assert_eq!(
         exec_out(
             &mut c,
             &id,
-            "stat -c '%u %g' /etc/hosts /etc/resolv.conf /etc/hostname /dev/shm"
+            "stat -c '%u %g' /etc/hosts /etc/resolv.conf /etc/hostname /dev/shm /host /cache /dev/termination-log"
         )
         .await,
-        "0 0\n0 0\n0 0\n0 0"
+        ["0 0"; 7].join("\n"),
+        "the pod's files and its volumes are root's inside"
     );
-    exec_out(&mut c, &id, "echo x > /host/made-inside && echo ok > /dev/shm/f").await;
-    let m = std::fs::metadata(host.join("made-inside")).unwrap();
+    exec_out(
+        &mut c,
+        &id,
+        "echo x > /host/made-inside && echo y > /cache/made-inside && chown 1000:1001 /cache/made-inside \
+         && echo ok > /dev/shm/f && echo done > /dev/termination-log",
+    )
+    .await;
+    for (f, want) in [
+        (host.join("made-inside"), (0, 0)),
+        (empty.join("made-inside"), (1000, 1001)),
+        (termlog.clone(), (0, 0)),
+    ] {
+        let m = std::fs::metadata(&f).unwrap();
+        println!(
+            "BERTH-USERNS node owner of {}: {} {}",
+            f.display(),
+            m.uid(),
+            m.gid()
+        );
+        assert_eq!((m.uid(), m.gid()), want, "{} on the node", f.display());
+    }
+    assert_eq!(std::fs::read_to_string(&termlog).unwrap(), "done\n");
+    assert_eq!(exec_out(&mut c, &id, "cat /host/secret").await, "node only");
     assert_eq!(
-        (m.uid(), m.gid()),
-        (HOST_UID, HOST_GID),
-        "file written on the hostPath"
+        exec_out(&mut c, &id, "stat -c '%u %g' /host/foreign").await,
+        "65534 65534",
+        "an id outside the pod's mapping is nobody's inside"
     );
-    let (code, out) = c.exec(&id, &["cat", "/host/secret"]).await.expect("exec");
-    assert_ne!(code, 0, "the pod's root read a root-only file of the node: {out}");
+    let (code, out) = c.exec(&id, &["cat", "/host/foreign"]).await.expect("exec");
+    assert_ne!(code, 0, "the pod's root read another range's 0600 file: {out}");
+    // The idmapped volumes never show on the node.
+    assert!(
+        mounts_containing("idmapped").is_empty(),
+        "{:?}",
+        mounts_containing("idmapped")
+    );
 
     for (name, edit) in [
         (
@@ -406,6 +458,193 @@ async fn userns_pod_mounts_are_owned_by_the_pod() {
             "{name}: {}",
             e.message()
         );
+    }
+    c.stop_and_remove_pod(&sb).await.expect("remove pod");
+}
+
+/// A hostPath on a filesystem that cannot be idmapped (tmpfs on 6.1) fails
+/// CreateContainer with FailedPrecondition naming the mount and the
+/// filesystem, and nothing of the container is left: no record, no dirs,
+/// no cgroup. It is never bound unmapped.
+#[tokio::test]
+async fn userns_pod_volume_that_cannot_be_idmapped_is_refused() {
+    let (b, mut c, _ext4) = berthd_on_ext4().await;
+    let vol = b.dir.path().join("tmpfs-vol");
+    std::fs::create_dir(&vol).unwrap();
+    sh("mount", &["-t", "tmpfs", "tmpfs", &vol.to_string_lossy()]);
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _vol = Umount(vol.clone());
+    let idmappable = tmpfs_idmaps();
+
+    let pod = userns_pod(&b, "uns-tmpfs");
+    let sb = c.run_pod(&pod).await.expect("run pod");
+    let (_, info) = c.pod_status(&sb).await.unwrap();
+    let pod_cg =
+        Path::new("/sys/fs/cgroup").join(info["cgroupPath"].as_str().unwrap().trim_start_matches('/'));
+    let cg_children = || -> Vec<PathBuf> {
+        std::fs::read_dir(&pod_cg)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let cg_before = cg_children();
+    let mut cfg = container(&pod, "uns-tmpfs", &["sh", "-c", "echo x > /vol/made-inside"]);
+    cfg.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let res = c.create(&sb, &cfg, &pod).await;
+    if idmappable {
+        // A kernel whose tmpfs can be idmapped (>= 6.3): nothing to refuse.
+        println!("BERTH-USERNS tmpfs can be idmapped on this kernel: refusal not exercised");
+        c.stop_and_remove_pod(&sb).await.expect("remove pod");
+        return;
+    }
+    let e = res.expect_err("a tmpfs hostPath must not be bound unmapped");
+    println!(
+        "BERTH-USERNS tmpfs volume refused: {:?}: {}",
+        e.code(),
+        e.message()
+    );
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    for word in ["/vol", "tmpfs", &vol.to_string_lossy()] {
+        assert!(e.message().contains(word), "{word:?} not in {}", e.message());
+    }
+    let listed = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.containers.is_empty(), "{:?}", listed.containers);
+    for dir in ["root/containers", "state/containers"] {
+        let left: Vec<_> = std::fs::read_dir(b.dir.path().join(dir))
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "leftover {dir}: {left:?}");
+    }
+    assert_eq!(cg_children(), cg_before, "a container cgroup was left");
+    assert!(
+        std::fs::read_dir(&vol).unwrap().next().is_none(),
+        "something was written to the volume"
+    );
+    c.stop_and_remove_pod(&sb).await.expect("remove pod");
+}
+
+/// Whether tmpfs can be idmapped on this kernel (Linux 6.3 and later).
+fn tmpfs_idmaps() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3)
+}
+
+/// Resize, stats, a container removed and created again in the same pod
+/// (kubelet's in-place restart), and berthd killed with -9 while the pod
+/// runs: after the restart the pod and container are listed, ready and
+/// running, and exec (ExecSync, WebSocket and SPDY) still enters the pod's
+/// user namespace as its root.
+#[tokio::test]
+async fn userns_pod_resize_stats_recreate_and_restart() {
+    let (mut b, mut c, _ext4) = berthd_on_ext4().await;
+    let pod = userns_pod(&b, "uns-life");
+    let sb = c.run_pod(&pod).await.expect("run pod");
+    let cfg = container(&pod, "uns-life", &["sleep", "1000"]);
+    let first = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&first).await.expect("start");
+
+    c.runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: first.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateContainerResources");
+    let st = c.status(&first).await.unwrap();
+    let res = st.status.unwrap().resources.unwrap().linux.unwrap();
+    assert_eq!(res.memory_limit_in_bytes, 96 << 20);
+    let pid = node_pid(&mut c, &first).await;
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let cg = cg.trim().trim_start_matches("0::");
+    let max = std::fs::read_to_string(format!("/sys/fs/cgroup{cg}/memory.max")).unwrap();
+    assert_eq!(max.trim(), (96u64 << 20).to_string(), "memory.max of {cg}");
+
+    exec_out(&mut c, &first, "head -c 4000000 /dev/zero > /dev/shm/fill").await;
+    let stats = c
+        .runtime
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: first.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .unwrap();
+    let mem = stats.memory.unwrap().working_set_bytes.unwrap().value;
+    let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
+    println!("BERTH-USERNS stats: working set {mem} B, cpu {cpu} ns");
+    assert!(mem > 0 && cpu > 0, "{mem} {cpu}");
+
+    // kubelet's in-place restart: the container removed, the same name
+    // created again in the same pod.
+    c.stop(&first, 0).await.expect("stop");
+    c.remove(&first).await.expect("remove");
+    let id = c.create(&sb, &cfg, &pod).await.expect("create again");
+    c.start(&id).await.expect("start again");
+    assert_eq!(
+        exec_out(&mut c, &id, "id -u; cat /dev/shm/fill | wc -c").await,
+        "0\n4000000"
+    );
+
+    b.kill_hard();
+    let mut c = b.spawn().await.expect("berthd restarts");
+    let pods = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(
+        pods.iter()
+            .any(|p| p.id == sb && p.state == cri::PodSandboxState::SandboxReady as i32),
+        "{pods:?}"
+    );
+    let st = c.status(&id).await.expect("status after restart").status.unwrap();
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32, "{st:?}");
+    let want = ["0", "0", &HOST_UID.to_string(), "65536"];
+    let cmd = ["sh", "-c", "id -u; cat /proc/self/uid_map"];
+    let ws = berth_tests::stream::exec(&mut c, &id, &cmd, berth_tests::stream::REMOTE_PROTOCOLS).await;
+    assert_eq!(ws.exit_code(), Some(0), "{ws:?}");
+    let spdy = berth_tests::spdy::exec(&mut c, &id, &cmd).await;
+    let sync = exec_out(&mut c, &id, "id -u; cat /proc/self/uid_map").await;
+    for out in [
+        ws.stdout.clone(),
+        String::from_utf8_lossy(&spdy.stdout).into_owned(),
+        sync,
+    ] {
+        let fields: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fields, want, "{out}");
     }
     c.stop_and_remove_pod(&sb).await.expect("remove pod");
 }
@@ -550,23 +789,23 @@ async fn userns_latency_figures() {
     }
 }
 
-/// Two pods with different ranges share a hostPath: a 0600 file one
-/// pod's root writes there is owned by that pod's host uid and the other
-/// pod's root cannot read it (whether its container has a PID namespace of
-/// its own or shares the pod's). A pod sysctl lands in the pod's network
-/// namespace (owned by its user namespace), and a second container of the
-/// same pod (kubelet's restart, attempt 1) runs as the same mapped root.
+/// Two pods with different ranges: a 0600 file pod a's root writes to its
+/// root filesystem is owned on the node by a's host uid, and pod b's root,
+/// given a's upper directory as a hostPath (idmapped through b's range),
+/// sees it as nobody's and cannot read it, whether its container has a PID
+/// namespace of its own or shares the pod's. What a writes to a volume is
+/// owned by 0 on the node (idmapped). A pod sysctl lands in the pod's
+/// network namespace (owned by its user namespace), and a second container
+/// of the same pod (kubelet's restart, attempt 1) runs as the same mapped
+/// root and owns what the first wrote.
 #[tokio::test]
 async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
     let (b, mut c, _ext4) = berthd_on_ext4().await;
-    let host = b.dir.path().join("shared");
-    std::fs::create_dir(&host).unwrap();
-    std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(b.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let with_host = |mut cfg: cri::ContainerConfig| {
+    let host = ext4_dir(&b, "shared");
+    let with_mount = |mut cfg: cri::ContainerConfig, dest: &str, src: &Path| {
         cfg.mounts.push(cri::Mount {
-            container_path: "/host".into(),
-            host_path: host.to_string_lossy().into_owned(),
+            container_path: dest.into(),
+            host_path: src.to_string_lossy().into_owned(),
             ..Default::default()
         });
         cfg
@@ -580,21 +819,29 @@ async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
     .into_iter()
     .collect();
     let sb_a = c.run_pod(&pod_a).await.expect("run pod a");
-    let cfg = with_host(container(
-        &pod_a,
-        "uns-a",
-        &[
-            "sh",
-            "-c",
-            "umask 077; echo a > /host/a-secret && cat /proc/sys/net/ipv4/ip_unprivileged_port_start",
-        ],
-    ));
-    let (_, st) = c.run_to_exit(&sb_a, &cfg, &pod_a).await.expect("run a");
+    let cfg = with_mount(
+        container(
+            &pod_a,
+            "uns-a",
+            &[
+                "sh",
+                "-c",
+                "umask 077; echo a > /a-secret && echo a > /host/a-secret \
+                 && cat /proc/sys/net/ipv4/ip_unprivileged_port_start",
+            ],
+        ),
+        "/host",
+        &host,
+    );
+    let (id_a, st) = c.run_to_exit(&sb_a, &cfg, &pod_a).await.expect("run a");
     let out = log_lines(&b.log_dir().join("uns-a.log"));
     assert_eq!(st.exit_code, 0, "{out:?}");
     assert_eq!(out.last().map(String::as_str), Some("80"), "{out:?}");
-    let m = std::fs::metadata(host.join("a-secret")).unwrap();
+    let upper_a = upper_dir(&b, &id_a);
+    let m = std::fs::metadata(upper_a.join("a-secret")).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o777), (HOST_UID, 0o600));
+    let m = std::fs::metadata(host.join("a-secret")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "a's file on the volume");
 
     let other = |host_id| {
         vec![cri::IdMapping {
@@ -610,19 +857,32 @@ async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
     });
     let sb_b = c.run_pod(&pod_b).await.expect("run pod b");
     // Pod b's container has a PID namespace of its own (pod a's share one).
-    let mut cfg = with_host(container(&pod_b, "uns-b", &["cat", "/host/a-secret"]));
+    let mut cfg = with_mount(
+        container(
+            &pod_b,
+            "uns-b",
+            &[
+                "sh",
+                "-c",
+                "stat -c '%u %g' /a-root/a-secret; cat /a-root/a-secret",
+            ],
+        ),
+        "/a-root",
+        &upper_a,
+    );
     let sc = cfg.linux.as_mut().unwrap().security_context.as_mut().unwrap();
     sc.namespace_options.as_mut().unwrap().pid = cri::NamespaceMode::Container as i32;
     let (_, st) = c.run_to_exit(&sb_b, &cfg, &pod_b).await.expect("run b");
     let out = log_lines(&b.log_dir().join("uns-b.log"));
     assert_ne!(st.exit_code, 0, "pod b read pod a's file: {out:?}");
+    assert_eq!(out.first().map(String::as_str), Some("65534 65534"), "{out:?}");
     assert!(out.iter().any(|l| l.contains("Permission denied")), "{out:?}");
 
     // kubelet's restart of pod a's container: attempt 1 in the same pod.
     let mut again = container(&pod_a, "uns-a2", &["sh", "-c", "id -u; cat /host/a-secret"]);
     again.metadata.as_mut().unwrap().attempt = 1;
     let (_, st) = c
-        .run_to_exit(&sb_a, &with_host(again), &pod_a)
+        .run_to_exit(&sb_a, &with_mount(again, "/host", &host), &pod_a)
         .await
         .expect("run a again");
     let out = log_lines(&b.log_dir().join("uns-a2.log"));
@@ -630,4 +890,63 @@ async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
     assert_eq!(out, ["0", "a"]);
     c.stop_and_remove_pod(&sb_a).await.expect("remove a");
     c.stop_and_remove_pod(&sb_b).await.expect("remove b");
+}
+
+/// An image volume (an overlay of the image's snapshots on the node) of a
+/// user-namespaced pod is idmapped like every volume: its root-owned files
+/// are root's inside. Where the kernel cannot idmap an overlay mount, the
+/// container is refused with FailedPrecondition naming the volume and the
+/// filesystem, and nothing of it is left.
+#[tokio::test]
+async fn userns_pod_image_volume_is_idmapped_or_refused() {
+    let (b, mut c, _ext4) = berthd_on_ext4().await;
+    let data = format!("{}/library/volume-data:latest", registry());
+    c.pull(&data).await.expect("pull");
+    let pod = userns_pod(&b, "uns-imgvol");
+    let sb = c.run_pod(&pod).await.expect("run pod");
+    let mut cfg = container(&pod, "uns-imgvol", &["sleep", "1000"]);
+    cfg.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: data.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    match c.create(&sb, &cfg, &pod).await {
+        Ok(id) => {
+            c.start(&id).await.expect("start");
+            assert_eq!(
+                exec_out(
+                    &mut c,
+                    &id,
+                    "stat -c '%u %g' /vol/data/hello.txt; cat /vol/data/hello.txt"
+                )
+                .await,
+                "0 0\nhello from an image"
+            );
+        }
+        Err(e) => {
+            println!(
+                "BERTH-USERNS image volume refused: {:?}: {}",
+                e.code(),
+                e.message()
+            );
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            for word in ["/vol", "overlay"] {
+                assert!(e.message().contains(word), "{word:?} not in {}", e.message());
+            }
+            let listed = c
+                .runtime
+                .list_containers(cri::ListContainersRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(listed.containers.is_empty(), "{:?}", listed.containers);
+            let left = mounts_containing(&b.dir.path().join("root/containers").to_string_lossy());
+            assert!(left.is_empty(), "image volume mounts left: {left:?}");
+        }
+    }
+    c.stop_and_remove_pod(&sb).await.expect("remove pod");
 }

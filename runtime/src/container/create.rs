@@ -55,6 +55,11 @@ impl ContainerManager {
         let mut undo = Rollback::new();
         self.make_container_dirs(&mut undo, &nc, &c.sbr, &built.volumes)?;
         self.mount_image_volumes(&mut undo, &nc.dir, &built.image_volumes)?;
+        // Mounted only now: checked like the host paths (an overlay cannot
+        // be idmapped on Linux 6.1), before the cgroup and the shim.
+        let image_binds = image_volume::host_binds(&built.image_volumes);
+        let user_pin = c.sbr.ns_paths.get("user").map(|p| p.as_path());
+        super::idmap_mounts::check(&image_binds, c.sbr.userns.as_ref(), user_pin)?;
         steps.next("cgroup");
         let scope_holder = self
             .make_container_cgroup(&mut undo, &nc, cfg, &c.sbr, &built.devices)
@@ -145,6 +150,8 @@ impl ContainerManager {
             .cloned()
             .collect();
         let cri_mounts = mounts::resolve(&host_mounts, &mounts::RealHost)?;
+        let user_pin = sbr.ns_paths.get("user").map(|p| p.as_path());
+        super::idmap_mounts::check(&cri_mounts, sbr.userns.as_ref(), user_pin)?;
         let image_volumes = image_volume::plan(
             &cfg.mounts,
             &self.images,

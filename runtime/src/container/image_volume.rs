@@ -85,6 +85,19 @@ impl Planned {
     }
 }
 
+/// The mounted image volumes as the host-path binds the container gets
+/// (container path and source), for the user-namespace idmap check.
+pub(crate) fn host_binds(planned: &[Planned]) -> Vec<cri::Mount> {
+    planned
+        .iter()
+        .map(|p| cri::Mount {
+            container_path: p.record.container_path.clone(),
+            host_path: p.source().to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Whether `m` is an image volume rather than a bind of a host path.
 pub fn is_image(m: &cri::Mount) -> bool {
     m.image.as_ref().is_some_and(|i| !i.image.is_empty())

@@ -6,6 +6,7 @@ mod create;
 pub mod devices;
 mod exec;
 pub mod groups_policy;
+mod idmap_mounts;
 mod image_files;
 pub mod image_volume;
 mod intent;

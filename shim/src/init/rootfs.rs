@@ -59,7 +59,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     // the root by an fd walk and acted on through the fd (see `inroot`).
     let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
     for m in spec.mounts().clone().unwrap_or_default() {
-        mount_one(sys, &root_fd, &m)?;
+        mount_one(sys, &root_fd, &m, userns.as_ref())?;
     }
     setup_dev(sys, &root_fd)?;
     create_devices(sys, &root_fd, linux.devices().as_deref().unwrap_or_default())?;
@@ -261,7 +261,12 @@ fn dest_fd(root: &OwnedFd, dest: &Path, create: Create) -> Result<OwnedFd> {
 /// Mounts one spec mount inside `root`, through `/proc/self/fd` of the
 /// resolved destination. Follow-up calls (remount, propagation) resolve
 /// the destination again: the first fd points under the new mount.
-fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<()> {
+fn mount_one(
+    sys: &dyn Syscall,
+    root: &OwnedFd,
+    m: &oci_spec::runtime::Mount,
+    userns: Option<&File>,
+) -> Result<()> {
     let name = m.destination();
     let opts = parse_options(&m.options().clone().unwrap_or_default());
     let fstype = m.typ().clone().unwrap_or_else(|| "none".into());
@@ -279,8 +284,12 @@ fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &oci_spec::runtime::Mount) ->
         let dest = dest_fd(root, name, create)?;
         check_bind_destination(sys, &dest, name)?;
         let rec = opts.flags & MsFlags::MS_REC;
-        sys.mount(Some(&source), &fd_path(&dest), None, MsFlags::MS_BIND | rec, None)
-            .with_context(|| format!("bind {} to {}", source.display(), name.display()))?;
+        if let Some(recursive) = crate::userns::idmap_option(m.options().as_deref().unwrap_or_default()) {
+            crate::userns::bind_idmapped(&source, &dest, recursive, userns, name)?;
+        } else {
+            sys.mount(Some(&source), &fd_path(&dest), None, MsFlags::MS_BIND | rec, None)
+                .with_context(|| format!("bind {} to {}", source.display(), name.display()))?;
+        }
         // Bind mounts ignore other flags on creation: apply them by remount.
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {

@@ -120,7 +120,11 @@ pub(super) fn container_mounts(
         }
         // The path as written: "/x/" replaces no "/x" (Path equality would).
         mounts.retain(|x| x.destination().as_os_str() != OsStr::new(&m.container_path));
-        mounts.push(mount(&m.container_path, "bind", &m.host_path, &opts)?);
+        let bind = mount(&m.container_path, "bind", &m.host_path, &opts)?;
+        mounts.push(crate::container::idmap_mounts::mark(
+            bind,
+            sandbox.userns.as_ref(),
+        ));
     }
     Ok(mounts)
 }
