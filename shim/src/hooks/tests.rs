@@ -1,9 +1,10 @@
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use oci_spec::runtime::{Hook, HookBuilder, HooksBuilder, Spec};
 
-use super::in_init::run_blocking;
 use super::*;
+use crate::init::hooks::run_blocking;
 
 fn hook(script: &str, timeout: Option<i64>) -> Hook {
     let mut b = HookBuilder::default()

@@ -16,6 +16,7 @@ pub mod console;
 pub mod exec;
 #[cfg(test)]
 mod fake;
+pub mod hooks;
 mod inroot;
 mod mounts;
 mod process;
@@ -130,7 +131,7 @@ pub fn main() -> ! {
         std::process::exit(1);
     }
     drop(start);
-    if let Err(e) = crate::hooks::in_init::before_exec(&cfg) {
+    if let Err(e) = crate::init::hooks::before_exec(&cfg) {
         fail(&mut sync, e);
     }
 

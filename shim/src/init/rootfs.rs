@@ -73,7 +73,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
         .with_context(|| format!("working directory {}", cwd.display()))?;
     drop(root_fd);
 
-    crate::hooks::in_init::before_pivot(cfg)?;
+    crate::init::hooks::before_pivot(cfg)?;
     pivot_into(sys, root)?;
     harden(sys, spec, &linux)?;
     Ok(Prepared {

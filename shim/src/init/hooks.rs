@@ -14,8 +14,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use oci_spec::runtime::Hook;
 
-use super::{failure, proc, Moment, State, ASK, GO};
-use crate::init::InitConfig;
+use super::InitConfig;
+use crate::hooks::{failure, proc, Moment, State, ASK, GO};
 use crate::sync::fds;
 
 /// The container's pid as the node sees it, read before pivot_root (the
@@ -82,7 +82,7 @@ fn ask_shim() -> anyhow::Result<()> {
 
 /// Runs `hooks` in order, waiting for each here (init reaps its own
 /// children); the first failure is the error.
-pub(super) fn run_blocking(moment: Moment, hooks: &[Hook], state: &State, pid: i32) -> Result<(), String> {
+pub(crate) fn run_blocking(moment: Moment, hooks: &[Hook], state: &State, pid: i32) -> Result<(), String> {
     let state = state.at(moment, pid);
     for (i, hook) in hooks.iter().enumerate() {
         let fail = |what: String| failure(moment, i, hook, &what);
