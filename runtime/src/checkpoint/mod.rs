@@ -80,8 +80,6 @@ pub async fn checkpoint(
         "-v4",
         // The container runs on: a checkpoint is forensic, not a migration.
         "--leave-running",
-        // Its session and process group are the shim's, outside the tree.
-        "--shell-job",
         // Its mounts are slaves of (or share with) the node's mounts,
         // which are outside the dumped mount namespace.
         "--enable-external-masters",
