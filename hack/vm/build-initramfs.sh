@@ -125,6 +125,12 @@ copy_libs /usr/bin/docker-registry
 [ -x /usr/sbin/criu ] || { echo "build-initramfs: /usr/sbin/criu is missing (Debian's criu package)" >&2; exit 1; }
 cp /usr/sbin/criu "$R/usr/sbin/"
 copy_libs /usr/sbin/criu
+# CRIU dumps a tmpfs's contents (a container's /dev) by running tar with GNU
+# options (--check-links, --no-unquote, ...) busybox's tar rejects ("Can't
+# dump tmpfs content"): GNU tar replaces the applet, as on a Debian node.
+rm -f "$R/bin/tar"
+cp "$(readlink -f "$(command -v tar)")" "$R/bin/tar"
+copy_libs "$R/bin/tar"
 if [ -n "$REGISTRY" ]; then
     mkdir -p "$R/var/lib/registry"
     cp -a "$REGISTRY/." "$R/var/lib/registry/"
