@@ -14,6 +14,7 @@
 mod attach;
 mod capture;
 mod cgroup;
+mod clone_into;
 mod create;
 mod error;
 mod exec;

@@ -41,6 +41,10 @@ pub struct InitConfig {
     pub rootfs_mounts: Vec<RootfsMount>,
     /// Where cgroup v2 is mounted on the host (the shim's, from berthd).
     pub cgroup_root: PathBuf,
+    /// The shim cloned init straight into the container's cgroup
+    /// (`crate::clone_into`): no join needed.
+    #[serde(default)]
+    pub in_cgroup: bool,
 }
 
 /// One rootfs mount (e.g. overlay with lowerdir/upperdir/workdir options).
