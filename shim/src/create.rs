@@ -79,6 +79,7 @@ fn init_config(req: &CreateRequest, spec: Spec, cgroup_root: &Path) -> InitConfi
             .collect(),
         hook_state: crate::hooks::State::for_spec(&spec, &req.id, &req.bundle),
         spec,
+        in_cgroup: false,
     }
 }
 
@@ -183,17 +184,21 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
         .create(&cfg.rootfs_dir)
         .map_err(|e| Error::io("create rootfs dir", e))?;
     let log = LogFile::open(&req.log_path).map_err(|e| Error::io("open log file", e))?;
-    let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode init config", e))?;
     let (child, ours) = channels(crate::init::wants_terminal(&cfg.spec), req.stdin)?;
 
     let join = if new_pid_ns { None } else { pod.pid_ns.as_ref() };
-    let spawned =
-        spawn_init(new_pid_ns, join, child).map_err(|e| Error::internal("clone container init", e))?;
+    let cgroup_dir = crate::cgroup::dir(&pod.cgroup_root, &cfg.spec);
+    // Missing or unreadable: init's own join reports it.
+    let cgroup = cgroup_dir.as_ref().and_then(|d| File::open(d).ok());
+    let spawned = spawn_init(new_pid_ns, join, cgroup.as_ref(), child)
+        .map_err(|e| Error::internal("clone container init", e))?;
     let pid = spawned.pid;
+    let mut cfg = cfg;
+    cfg.in_cgroup = spawned.in_cgroup;
+    let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode init config", e))?;
     // Our copies of the child's ends are closed by now (ChildFds dropped),
     // so EOF on sync/stdout/stderr means the child side is gone.
 
-    let cgroup_dir = crate::cgroup::dir(&pod.cgroup_root, &cfg.spec);
     let at_create = crate::hooks::AtCreate::new(&cfg, &ours.start, pid, &pod.reaper);
     let setup = setup(ours.config, config_json, ours.sync, ours.console, at_create).await?;
 

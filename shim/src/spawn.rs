@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 
 use nix::sched::CloneFlags;
 
+mod clone_into;
+
 /// open_tree(2) flags of <linux/mount.h>: a detached copy of the mount.
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 /// Our own binary on a detached, read-only bind mount, made once per shim
@@ -123,8 +125,17 @@ pub struct ChildFds {
 /// namespace (init becomes its pid 1); `join_pid_ns` puts it in the pod's
 /// shared one instead. Returns the child's pid in the shim's namespace and
 /// a pidfd of it.
-pub fn spawn_init(new_pid_ns: bool, join_pid_ns: Option<&File>, child_fds: ChildFds) -> nix::Result<Spawned> {
-    spawn_stage(Stage::Init, new_pid_ns, join_pid_ns, child_fds)
+///
+/// With `cgroup` (the container's cgroup directory) it is born there
+/// ([`clone_into`]); [`Spawned::in_cgroup`] says whether that worked
+/// (when not, init joins the cgroup itself).
+pub fn spawn_init(
+    new_pid_ns: bool,
+    join_pid_ns: Option<&File>,
+    cgroup: Option<&File>,
+    child_fds: ChildFds,
+) -> nix::Result<Spawned> {
+    spawn_in(Stage::Init, new_pid_ns, join_pid_ns, cgroup, child_fds)
 }
 
 /// Which first stage the clone execs.
@@ -145,6 +156,8 @@ pub struct Spawned {
     /// process even if it dies and is reaped before anyone looks, when its
     /// pid may already belong to another process.
     pub pidfd: OwnedFd,
+    /// It was born in the cgroup it was given.
+    pub in_cgroup: bool,
 }
 
 /// Like [`spawn_init`], for either stage.
@@ -154,15 +167,25 @@ pub fn spawn_stage(
     join_pid_ns: Option<&File>,
     child_fds: ChildFds,
 ) -> nix::Result<Spawned> {
+    spawn_in(stage, new_pid_ns, join_pid_ns, None, child_fds)
+}
+
+fn spawn_in(
+    stage: Stage,
+    new_pid_ns: bool,
+    join_pid_ns: Option<&File>,
+    cgroup: Option<&File>,
+    child_fds: ChildFds,
+) -> nix::Result<Spawned> {
     match join_pid_ns {
-        None => clone_init(stage, new_pid_ns, child_fds),
+        None => clone_init(stage, new_pid_ns, cgroup, child_fds),
         // setns(CLONE_NEWPID) changes where the calling *thread's* children
         // go, and a thread whose children go elsewhere can no longer create
         // threads; so a short-lived thread joins and clones, and ends.
         Some(ns) => std::thread::scope(|s| {
             s.spawn(|| {
                 nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)?;
-                clone_init(stage, false, child_fds)
+                clone_init(stage, false, cgroup, child_fds)
             })
             .join()
             .unwrap_or(Err(nix::errno::Errno::ECHILD))
@@ -202,7 +225,12 @@ pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
     Ok(pid.as_raw())
 }
 
-fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Result<Spawned> {
+fn clone_init(
+    stage: Stage,
+    new_pid_ns: bool,
+    cgroup: Option<&File>,
+    child_fds: ChildFds,
+) -> nix::Result<Spawned> {
     let exe = CString::new("/proc/self/exe").expect("static path");
     let argv0 = CString::new("berth-shim").expect("static");
     let arg1 = CString::new(match stage {
@@ -237,8 +265,7 @@ fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Resul
     if new_pid_ns {
         flags |= CloneFlags::CLONE_NEWPID;
     }
-    let mut stack = vec![0u8; 64 * 1024];
-    let child = Box::new(|| -> isize {
+    let mut child = || -> isize {
         // SAFETY: only async-signal-safe syscalls between clone and exec.
         unsafe {
             for (target, src) in high_raw.iter().enumerate() {
@@ -249,10 +276,19 @@ fn clone_init(stage: Stage, new_pid_ns: bool, child_fds: ChildFds) -> nix::Resul
             exec_self(ro_exe, &exe, &argv, &envp);
             libc::_exit(121)
         }
-    });
+    };
+    if let Some(cg) = cgroup {
+        // SAFETY: the child only makes the async-signal-safe calls above.
+        // Any refusal (an old kernel, a cgroup that cannot take processes)
+        // falls back to the plain clone: init's own join then says why.
+        if let Ok(s) = unsafe { clone_into::clone_into_cgroup(cg.as_fd(), flags, &mut child) } {
+            return Ok(s);
+        }
+    }
+    let mut stack = vec![0u8; 64 * 1024];
     // SAFETY: the callback only uses memory prepared above and calls
     // async-signal-safe functions; SIGCHLD makes it a normal reapable child.
-    unsafe { clone_with_pidfd(child, &mut stack, flags) }
+    unsafe { clone_with_pidfd(Box::new(child), &mut stack, flags) }
 }
 
 type CloneCb<'a> = Box<dyn FnMut() -> isize + 'a>;
@@ -294,6 +330,7 @@ unsafe fn clone_with_pidfd(mut cb: CloneCb, stack: &mut [u8], flags: CloneFlags)
         pid,
         // SAFETY: CLONE_PIDFD stored a new descriptor, ours alone, at `pidfd`.
         pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        in_cgroup: false,
     })
 }
 

@@ -45,6 +45,10 @@ pub struct InitConfig {
     /// The state the spec's hooks get (None: the spec has none).
     #[serde(default)]
     pub hook_state: Option<crate::hooks::State>,
+    /// The shim cloned init straight into the container's cgroup
+    /// (`crate::spawn::clone_into`): no join needed.
+    #[serde(default)]
+    pub in_cgroup: bool,
 }
 
 /// One rootfs mount (e.g. overlay with lowerdir/upperdir/workdir options).

@@ -119,6 +119,9 @@ fn join_namespaces(sys: &dyn Syscall, linux: &Linux) -> Result<(CloneFlags, bool
 
 /// The container's cgroup, before a cgroup namespace roots itself there.
 fn join_cgroup(sys: &dyn Syscall, cfg: &InitConfig, linux: &Linux) -> Result<()> {
+    if cfg.in_cgroup {
+        return Ok(());
+    }
     if let Some(cg) = linux.cgroups_path() {
         let procs = berth_sys::cgroup::dir(&cfg.cgroup_root, cg).join("cgroup.procs");
         sys.write_file(&procs, b"0")

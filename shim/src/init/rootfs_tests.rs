@@ -20,6 +20,7 @@ fn config(root: &Path, spec: serde_json::Value) -> InitConfig {
         rootfs_mounts: Vec::new(),
         cgroup_root: PathBuf::from("/cg"),
         hook_state: None,
+        in_cgroup: false,
     }
 }
 
@@ -320,4 +321,25 @@ fn setup_refuses_and_stops_early() {
         !sys.mounts().iter().any(|(_, t, _)| t.starts_with("rootfs:/dev")),
         "nothing after the failed mount"
     );
+}
+
+/// An init the shim cloned straight into its cgroup does not write
+/// `cgroup.procs` (that write is the slow part: it waits for an RCU grace
+/// period); one cloned outside it still joins.
+#[test]
+fn an_init_born_in_its_cgroup_does_not_join_it_again() {
+    let linux = json!({"namespaces": [{"type": "mount"}], "cgroupsPath": "/berth/pod1/c1"});
+    let joins = |in_cgroup: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), spec(linux.clone(), json!([]), false));
+        cfg.in_cgroup = in_cgroup;
+        let sys = Fake::new(dir.path());
+        prepare(&sys, &cfg).expect("prepare");
+        sys.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Write(p, _) if p.ends_with("cgroup.procs")))
+            .count()
+    };
+    assert_eq!(joins(false), 1);
+    assert_eq!(joins(true), 0);
 }
