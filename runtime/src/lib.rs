@@ -9,7 +9,6 @@
 pub mod blocking;
 pub mod cdi;
 pub mod cgroup;
-pub mod checkpoint;
 pub mod config;
 pub mod container;
 mod crash;
