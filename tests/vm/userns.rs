@@ -336,21 +336,20 @@ async fn userns_mismatches_are_invalid() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 }
 
-/// Every volume kubelet binds in (a hostPath, an emptyDir, which kubelet
-/// sends as a hostPath bind from /var/lib/kubelet/pods, and the
-/// termination-log file) is idmapped through the pod's user namespace, the
-/// way kubelet expects since it no longer chowns volumes: the node's ids
-/// 0..65535 are the container's, so root inside owns the node's root
-/// files there (kubelet's secrets and tokens) and what it writes is owned
-/// by 0 on the node, never by the pod's transient range; an id outside
-/// the mapping (another pod's range) is nobody's inside and stays
-/// unreadable. The pod's own files and /dev/shm are root's inside too.
-/// Privileged containers and devices are refused.
+/// The issue's contract for the volumes kubelet does not fill itself (a
+/// hostPath, an emptyDir, which kubelet sends as a hostPath bind from its
+/// pods dir): they are bound as they are and seen through the pod's range.
+/// What the container's root writes there is owned on the node by the
+/// pod's first host ids (and a chown inside lands in the pod's range); a
+/// root-only (0600, uid 0) node file is nobody's inside and unreadable, and
+/// so is a file of another pod's range. The pod's own files and /dev/shm
+/// are root's inside. Privileged containers and devices are refused.
 #[tokio::test]
-async fn userns_pod_volumes_are_idmapped() {
+async fn userns_pod_host_volumes_are_seen_through_the_pod_range() {
     use std::os::unix::fs::PermissionsExt;
     let (b, mut c, _ext4) = berthd_on_ext4().await;
     let host = ext4_dir(&b, "hostpath");
+    std::fs::set_permissions(&host, PermissionsExt::from_mode(0o777)).unwrap();
     std::fs::write(host.join("secret"), "node only").unwrap();
     std::fs::set_permissions(host.join("secret"), PermissionsExt::from_mode(0o600)).unwrap();
     let foreign = host.join("foreign");
@@ -359,20 +358,12 @@ async fn userns_pod_volumes_are_idmapped() {
     std::os::unix::fs::chown(&foreign, Some(5 * 65536), Some(5 * 65536)).unwrap();
     // kubelet's emptyDir: a root-owned 0777 dir under its pods dir.
     let empty = ext4_dir(&b, "kubelet/pods/uid-1/volumes/kubernetes.io~empty-dir/cache");
-    std::fs::create_dir_all(&empty).unwrap();
     std::fs::set_permissions(&empty, PermissionsExt::from_mode(0o777)).unwrap();
-    let termlog = ext4_dir(&b, "kubelet/pods/uid-1/containers/uns-mounts").join("0");
-    std::fs::write(&termlog, "").unwrap();
-    std::fs::set_permissions(&termlog, PermissionsExt::from_mode(0o666)).unwrap();
 
     let pod = userns_pod(&b, "uns-mounts");
     let sb = c.run_pod(&pod).await.expect("run pod");
     let mut cfg = container(&pod, "uns-mounts", &["sleep", "1000"]);
-    for (dest, src) in [
-        ("/host", &host),
-        ("/cache", &empty),
-        ("/dev/termination-log", &termlog),
-    ] {
+    for (dest, src) in [("/host", &host), ("/cache", &empty)] {
         cfg.mounts.push(cri::Mount {
             container_path: dest.into(),
             host_path: src.to_string_lossy().into_owned(),
@@ -385,23 +376,22 @@ async fn userns_pod_volumes_are_idmapped() {
         exec_out(
             &mut c,
             &id,
-            "stat -c '%u %g' /etc/hosts /etc/resolv.conf /etc/hostname /dev/shm /host /cache /dev/termination-log"
+            "stat -c '%u %g' /etc/hosts /etc/resolv.conf /etc/hostname /dev/shm"
         )
         .await,
-        ["0 0"; 7].join("\n"),
-        "the pod's files and its volumes are root's inside"
+        ["0 0"; 4].join("\n"),
+        "the pod's own files are root's inside"
     );
     exec_out(
         &mut c,
         &id,
         "echo x > /host/made-inside && echo y > /cache/made-inside && chown 1000:1001 /cache/made-inside \
-         && echo ok > /dev/shm/f && echo done > /dev/termination-log",
+         && echo ok > /dev/shm/f",
     )
     .await;
     for (f, want) in [
-        (host.join("made-inside"), (0, 0)),
-        (empty.join("made-inside"), (1000, 1001)),
-        (termlog.clone(), (0, 0)),
+        (host.join("made-inside"), (HOST_UID, HOST_GID)),
+        (empty.join("made-inside"), (HOST_UID + 1000, HOST_GID + 1001)),
     ] {
         let m = std::fs::metadata(&f).unwrap();
         println!(
@@ -412,16 +402,16 @@ async fn userns_pod_volumes_are_idmapped() {
         );
         assert_eq!((m.uid(), m.gid()), want, "{} on the node", f.display());
     }
-    assert_eq!(std::fs::read_to_string(&termlog).unwrap(), "done\n");
-    assert_eq!(exec_out(&mut c, &id, "cat /host/secret").await, "node only");
-    assert_eq!(
-        exec_out(&mut c, &id, "stat -c '%u %g' /host/foreign").await,
-        "65534 65534",
-        "an id outside the pod's mapping is nobody's inside"
-    );
-    let (code, out) = c.exec(&id, &["cat", "/host/foreign"]).await.expect("exec");
-    assert_ne!(code, 0, "the pod's root read another range's 0600 file: {out}");
-    // The idmapped volumes never show on the node.
+    for f in ["/host/secret", "/host/foreign"] {
+        assert_eq!(
+            exec_out(&mut c, &id, &format!("stat -c '%u %g' {f}")).await,
+            "65534 65534",
+            "{f}: an id outside the pod's mapping is nobody's inside"
+        );
+        let (code, out) = c.exec(&id, &["cat", f]).await.expect("exec");
+        assert_ne!(code, 0, "the pod's root read {f}: {out}");
+    }
+    // The idmapped mounts never show on the node.
     assert!(
         mounts_containing("idmapped").is_empty(),
         "{:?}",
@@ -462,30 +452,150 @@ async fn userns_pod_volumes_are_idmapped() {
     c.stop_and_remove_pod(&sb).await.expect("remove pod");
 }
 
-/// A hostPath on a filesystem that cannot be idmapped (tmpfs on 6.1) fails
-/// CreateContainer with FailedPrecondition naming the mount and the
-/// filesystem, and nothing of the container is left: no record, no dirs,
-/// no cgroup. It is never bound unmapped.
+/// A mount's own `uid_mappings`/`gid_mappings` other than the pod's are
+/// refused with InvalidArgument before anything is made: the missing host
+/// path is not created and no container is left.
 #[tokio::test]
-async fn userns_pod_volume_that_cannot_be_idmapped_is_refused() {
+async fn userns_pod_mount_with_other_mappings_is_invalid() {
     let (b, mut c, _ext4) = berthd_on_ext4().await;
-    let vol = b.dir.path().join("tmpfs-vol");
-    std::fs::create_dir(&vol).unwrap();
-    sh("mount", &["-t", "tmpfs", "tmpfs", &vol.to_string_lossy()]);
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _vol = Umount(vol.clone());
-    let idmappable = tmpfs_idmaps();
-
-    let pod = userns_pod(&b, "uns-tmpfs");
+    let pod = userns_pod(&b, "uns-mntmap");
     let sb = c.run_pod(&pod).await.expect("run pod");
+    let missing = b.dir.path().join("root/test-volumes/not-made");
+    let range = |host_id| {
+        vec![cri::IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65536,
+        }]
+    };
+    for (uids, gids) in [
+        (range(0), range(0)),
+        (range(HOST_UID), range(0)),
+        (range(5 * 65536), range(HOST_GID)),
+    ] {
+        let mut cfg = container(&pod, "uns-mntmap", &["true"]);
+        cfg.mounts.push(cri::Mount {
+            container_path: "/vol".into(),
+            host_path: missing.to_string_lossy().into_owned(),
+            uid_mappings: uids.clone(),
+            gid_mappings: gids.clone(),
+            ..Default::default()
+        });
+        let e = c.create(&sb, &cfg, &pod).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{uids:?} {gids:?}: {e:?}");
+        assert!(!missing.exists(), "the host path was created");
+    }
+    let listed = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.containers.is_empty(), "{:?}", listed.containers);
+    c.stop_and_remove_pod(&sb).await.expect("remove pod");
+}
+
+/// berthd on ext4 with `kubelet_root` at `<ext4>/kubelet`: the dirs kubelet
+/// fills itself as node root (secrets, projected tokens, etc-hosts, the
+/// termination-log) are idmapped through the pod's user namespace, so a
+/// 0600 root-owned secret is root's inside and readable, and the
+/// termination-log the container writes stays the node root's. A tmpfs
+/// hostPath is a plain bind and works even where tmpfs cannot be idmapped
+/// (Linux 6.1); a kubelet projected dir on such a tmpfs is refused with
+/// FailedPrecondition naming the mount and the filesystem, leaving nothing
+/// (no record, no dirs, no cgroup), never bound unmapped.
+#[tokio::test]
+async fn userns_pod_kubelet_volumes_are_idmapped_others_plain() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut b, _c, ext4) = berthd_on_ext4().await;
+    b.kill_hard();
+    let kubelet = ext4.0.join("kubelet");
+    let mut cfg_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(b.dir.path().join("config.toml"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut cfg_file,
+        format!("kubelet_root = \"{}\"\n", kubelet.display()).as_bytes(),
+    )
+    .unwrap();
+    let mut c = b.spawn().await.expect("berthd with kubelet_root");
+
+    let pod = userns_pod(&b, "uns-kubelet");
+    let pod_dir = kubelet
+        .join("pods")
+        .join(&pod.metadata.as_ref().unwrap().uid);
+    let secret = pod_dir.join("volumes/kubernetes.io~secret/tok");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("key"), "s3cret").unwrap();
+    std::fs::set_permissions(secret.join("key"), PermissionsExt::from_mode(0o600)).unwrap();
+    let termlog_dir = pod_dir.join("containers/uns-kubelet");
+    std::fs::create_dir_all(&termlog_dir).unwrap();
+    let termlog = termlog_dir.join("0");
+    std::fs::write(&termlog, "").unwrap();
+    std::fs::set_permissions(&termlog, PermissionsExt::from_mode(0o666)).unwrap();
+    // A hostPath on tmpfs, and a symlink under the pod's secret dir
+    // leading to it: still a hostPath, bound plainly.
+    let tmpfs = b.dir.path().join("tmpfs-vol");
+    std::fs::create_dir(&tmpfs).unwrap();
+    sh("mount", &["-t", "tmpfs", "tmpfs", &tmpfs.to_string_lossy()]);
+    let _tmpfs = Umount(tmpfs.clone());
+    std::fs::set_permissions(&tmpfs, PermissionsExt::from_mode(0o777)).unwrap();
+    let sneaky = pod_dir.join("volumes/kubernetes.io~secret/sneaky");
+    std::os::unix::fs::symlink(&tmpfs, &sneaky).unwrap();
+
+    let sb = c.run_pod(&pod).await.expect("run pod");
+    let mut cfg = container(&pod, "uns-kubelet", &["sleep", "1000"]);
+    for (dest, src) in [
+        ("/secret", &secret),
+        ("/dev/termination-log", &termlog),
+        ("/scratch", &tmpfs),
+        ("/sneaky", &sneaky),
+    ] {
+        cfg.mounts.push(cri::Mount {
+            container_path: dest.into(),
+            host_path: src.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
+    let id = c.create(&sb, &cfg, &pod).await.expect("create");
+    c.start(&id).await.expect("start");
+    assert_eq!(
+        exec_out(
+            &mut c,
+            &id,
+            "stat -c '%u %g' /secret/key /dev/termination-log; cat /secret/key"
+        )
+        .await,
+        "0 0\n0 0\ns3cret",
+        "kubelet's root-owned files are root's inside"
+    );
+    exec_out(
+        &mut c,
+        &id,
+        "echo done > /dev/termination-log && echo t > /scratch/made-inside && echo u > /sneaky/via-link",
+    )
+    .await;
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    println!(
+        "BERTH-USERNS node owner of the termination-log: {:?}, of a tmpfs hostPath file: {:?}",
+        owner(&termlog),
+        owner(&tmpfs.join("made-inside"))
+    );
+    assert_eq!(owner(&termlog), (0, 0), "the termination-log on the node");
+    assert_eq!(std::fs::read_to_string(&termlog).unwrap(), "done\n");
+    assert_eq!(owner(&tmpfs.join("made-inside")), (HOST_UID, HOST_GID));
+    assert_eq!(owner(&tmpfs.join("via-link")), (HOST_UID, HOST_GID));
+
+    // kubelet's projected token dir on a tmpfs (as kubelet mounts it).
+    let projected = pod_dir.join("volumes/kubernetes.io~projected/kube-api-access");
+    std::fs::create_dir_all(&projected).unwrap();
+    sh("mount", &["-t", "tmpfs", "tmpfs", &projected.to_string_lossy()]);
+    let _projected = Umount(projected.clone());
+    std::fs::write(projected.join("token"), "t").unwrap();
     let (_, info) = c.pod_status(&sb).await.unwrap();
     let pod_cg =
         Path::new("/sys/fs/cgroup").join(info["cgroupPath"].as_str().unwrap().trim_start_matches('/'));
@@ -500,48 +610,65 @@ async fn userns_pod_volume_that_cannot_be_idmapped_is_refused() {
             .unwrap_or_default()
     };
     let cg_before = cg_children();
-    let mut cfg = container(&pod, "uns-tmpfs", &["sh", "-c", "echo x > /vol/made-inside"]);
+    let dirs = |dir: &str| -> usize {
+        std::fs::read_dir(b.dir.path().join(dir))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    let dirs_before = (dirs("root/containers"), dirs("state/containers"));
+    let mut cfg = container(&pod, "uns-projected", &["true"]);
     cfg.mounts.push(cri::Mount {
-        container_path: "/vol".into(),
-        host_path: vol.to_string_lossy().into_owned(),
+        container_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+        host_path: projected.to_string_lossy().into_owned(),
+        readonly: true,
         ..Default::default()
     });
     let res = c.create(&sb, &cfg, &pod).await;
-    if idmappable {
-        // A kernel whose tmpfs can be idmapped (>= 6.3): nothing to refuse.
+    if tmpfs_idmaps() {
         println!("BERTH-USERNS tmpfs can be idmapped on this kernel: refusal not exercised");
-        c.stop_and_remove_pod(&sb).await.expect("remove pod");
-        return;
+        res.expect("a projected tmpfs idmaps on this kernel");
+    } else {
+        let e = res.expect_err("a projected tmpfs must not be bound unmapped");
+        println!(
+            "BERTH-USERNS projected tmpfs refused: {:?}: {}",
+            e.code(),
+            e.message()
+        );
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        for word in [
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+            "tmpfs",
+            &projected.to_string_lossy(),
+        ] {
+            assert!(e.message().contains(word), "{word:?} not in {}", e.message());
+        }
+        let listed = c
+            .runtime
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.containers.len(), 1, "{:?}", listed.containers);
+        assert_eq!(
+            (dirs("root/containers"), dirs("state/containers")),
+            dirs_before,
+            "container dirs left"
+        );
+        assert_eq!(cg_children(), cg_before, "a container cgroup was left");
     }
-    let e = res.expect_err("a tmpfs hostPath must not be bound unmapped");
-    println!(
-        "BERTH-USERNS tmpfs volume refused: {:?}: {}",
-        e.code(),
-        e.message()
-    );
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    for word in ["/vol", "tmpfs", &vol.to_string_lossy()] {
-        assert!(e.message().contains(word), "{word:?} not in {}", e.message());
-    }
-    let listed = c
-        .runtime
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.containers.is_empty(), "{:?}", listed.containers);
-    for dir in ["root/containers", "state/containers"] {
-        let left: Vec<_> = std::fs::read_dir(b.dir.path().join(dir))
-            .map(|r| r.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "leftover {dir}: {left:?}");
-    }
-    assert_eq!(cg_children(), cg_before, "a container cgroup was left");
-    assert!(
-        std::fs::read_dir(&vol).unwrap().next().is_none(),
-        "something was written to the volume"
-    );
     c.stop_and_remove_pod(&sb).await.expect("remove pod");
+}
+
+/// Lazily unmounts a test's own mount.
+struct Umount(PathBuf);
+
+impl Drop for Umount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 /// Whether tmpfs can be idmapped on this kernel (Linux 6.3 and later).
@@ -791,17 +918,19 @@ async fn userns_latency_figures() {
 
 /// Two pods with different ranges: a 0600 file pod a's root writes to its
 /// root filesystem is owned on the node by a's host uid, and pod b's root,
-/// given a's upper directory as a hostPath (idmapped through b's range),
-/// sees it as nobody's and cannot read it, whether its container has a PID
-/// namespace of its own or shares the pod's. What a writes to a volume is
-/// owned by 0 on the node (idmapped). A pod sysctl lands in the pod's
+/// given a's upper directory as a hostPath (seen through b's range), sees
+/// it as nobody's and cannot read it, whether its container has a PID
+/// namespace of its own or shares the pod's. What a writes to a hostPath
+/// is owned by a's host uid on the node. A pod sysctl lands in the pod's
 /// network namespace (owned by its user namespace), and a second container
 /// of the same pod (kubelet's restart, attempt 1) runs as the same mapped
 /// root and owns what the first wrote.
 #[tokio::test]
 async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
+    use std::os::unix::fs::PermissionsExt;
     let (b, mut c, _ext4) = berthd_on_ext4().await;
     let host = ext4_dir(&b, "shared");
+    std::fs::set_permissions(&host, PermissionsExt::from_mode(0o777)).unwrap();
     let with_mount = |mut cfg: cri::ContainerConfig, dest: &str, src: &Path| {
         cfg.mounts.push(cri::Mount {
             container_path: dest.into(),
@@ -841,7 +970,11 @@ async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
     let m = std::fs::metadata(upper_a.join("a-secret")).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o777), (HOST_UID, 0o600));
     let m = std::fs::metadata(host.join("a-secret")).unwrap();
-    assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "a's file on the volume");
+    assert_eq!(
+        (m.uid(), m.mode() & 0o777),
+        (HOST_UID, 0o600),
+        "a's file on the hostPath"
+    );
 
     let other = |host_id| {
         vec![cri::IdMapping {
