@@ -87,6 +87,10 @@ pub struct Config {
     pub stream_idle_timeout_ms: u64,
     /// CDI spec directories; a later one's device replaces an earlier's.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// kubelet's root dir (`--root-dir`): the secret, configMap, projected
+    /// and downwardAPI volumes, etc-hosts and termination-log files it
+    /// fills under `pods/<uid>/` are idmapped for a user-namespaced pod.
+    pub kubelet_root: PathBuf,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -148,6 +152,7 @@ impl Default for Config {
             stream_token_ttl_ms: defaults::DEFAULT_STREAM_TOKEN_TTL.as_millis() as u64,
             stream_idle_timeout_ms: berth_spdy::session::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+            kubelet_root: "/var/lib/kubelet".into(),
         }
     }
 }
@@ -171,6 +176,7 @@ impl Config {
             ("root", &self.root),
             ("state", &self.state),
             ("socket", &self.socket),
+            ("kubelet_root", &self.kubelet_root),
         ] {
             if !p.is_absolute() {
                 return Err(Error::InvalidArgument(format!(

@@ -53,6 +53,9 @@ struct Flags {
     /// Mount point of cgroup v2.
     #[arg(long, global = true)]
     cgroup_root: Option<PathBuf>,
+    /// kubelet's root dir (its --root-dir).
+    #[arg(long, global = true)]
+    kubelet_root: Option<PathBuf>,
     /// ip:port of the /metrics, /healthz, /readyz, /statusz, /flagz
     /// listener ("" turns it off).
     #[arg(long, global = true)]
@@ -105,6 +108,9 @@ fn config_sources(flags: &Flags) -> error::Result<config::layers::Sources> {
     }
     if let Some(v) = &flags.cgroup_root {
         s.flag("cgroup_root", v, "--cgroup-root")?;
+    }
+    if let Some(v) = &flags.kubelet_root {
+        s.flag("kubelet_root", v, "--kubelet-root")?;
     }
     if let Some(v) = &flags.http_address {
         s.flag("http_address", v, "--http-address")?;

@@ -522,9 +522,7 @@ async fn userns_pod_kubelet_volumes_are_idmapped_others_plain() {
     let mut c = b.spawn().await.expect("berthd with kubelet_root");
 
     let pod = userns_pod(&b, "uns-kubelet");
-    let pod_dir = kubelet
-        .join("pods")
-        .join(&pod.metadata.as_ref().unwrap().uid);
+    let pod_dir = kubelet.join("pods").join(&pod.metadata.as_ref().unwrap().uid);
     let secret = pod_dir.join("volumes/kubernetes.io~secret/tok");
     std::fs::create_dir_all(&secret).unwrap();
     std::fs::write(secret.join("key"), "s3cret").unwrap();

@@ -19,6 +19,7 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ("container_rlimits", "Limits every container process starts with (CRI carries none); empty: berthd's own.\n Example: [[container_rlimits]] type = \"RLIMIT_NOFILE\", soft = 65536, hard = 65536"),
     ("default_cgroup_parent", "Pod cgroup parent used when RunPodSandbox leaves cgroup_parent empty."),
     ("http_address", "ip:port of the /metrics, /healthz, /readyz, /statusz, /flagz listener; \"\" is off. Plain HTTP: keep it on loopback."),
+    ("kubelet_root", "kubelet's --root-dir: the volumes it fills itself under pods/<uid>/ (secret, configMap, projected,\n downwardAPI, etc-hosts, termination-log) are idmapped for hostUsers: false pods; other binds are not."),
     ("log_format", "Log format: \"text\" or \"json\"."),
     ("log_level", "tracing filter, e.g. \"info\", \"debug\", \"berth_runtime=debug\". SIGHUP reloads it."),
     ("memory_decrease_wait_ms", "How long a memory-limit decrease may wait for reclaim before it is refused."),

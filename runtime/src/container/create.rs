@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use super::image_volume;
 use super::user::Identity;
-use super::{devices, groups_policy, image_files, intent, mounts, resize, shim_error, signal, spec};
+use super::{
+    devices, groups_policy, image_files, intent, mounts, resize, shim_error, signal, spec, volume_owner,
+};
 use super::{Container, ContainerManager, ContainerRecord, ContainerState, MountRecord};
 use crate::cgroup::systemd::holder::Holder;
 use crate::error::{Error, Result};
@@ -57,7 +59,10 @@ impl ContainerManager {
         self.mount_image_volumes(&mut undo, &nc.dir, &built.image_volumes)?;
         // Mounted only now: checked like the host paths (an overlay cannot
         // be idmapped on Linux 6.1), before the cgroup and the shim.
-        let image_binds = image_volume::host_binds(&built.image_volumes);
+        let image_binds: Vec<cri::Mount> = image_volume::host_binds(&built.image_volumes)
+            .into_iter()
+            .map(|m| volume_owner::set(m, c.sbr.userns.as_ref()))
+            .collect();
         let user_pin = c.sbr.ns_paths.get("user").map(|p| p.as_path());
         super::idmap_mounts::check(&image_binds, c.sbr.userns.as_ref(), user_pin)?;
         steps.next("cgroup");
@@ -149,7 +154,15 @@ impl ContainerManager {
             .filter(|m| !image_volume::is_image(m))
             .cloned()
             .collect();
-        let cri_mounts = mounts::resolve(&host_mounts, &mounts::RealHost)?;
+        // Before resolve, which creates missing host paths.
+        for m in &cfg.mounts {
+            volume_owner::check_requested(m, sbr.userns.as_ref())?;
+        }
+        let cri_mounts = volume_owner::assign(
+            mounts::resolve(&host_mounts, &mounts::RealHost)?,
+            sbr.userns.as_ref(),
+            &volume_owner::KubeletPodDir::new(&self.cfg.kubelet_root, &sbr.uid),
+        );
         let user_pin = sbr.ns_paths.get("user").map(|p| p.as_path());
         super::idmap_mounts::check(&cri_mounts, sbr.userns.as_ref(), user_pin)?;
         let image_volumes = image_volume::plan(
@@ -157,12 +170,18 @@ impl ContainerManager {
             &self.images,
             &self.cfg.root.join("containers").join(id),
         )?;
-        let cri_mounts = image_volume::spec_mounts(&cfg.mounts, cri_mounts, &image_volumes);
-        let volumes = mounts::image_volumes(
+        // Berth's own binds (image volumes, image VOLUME dirs) are owned
+        // like the rootfs: idmapped for a user-namespaced pod.
+        let cri_mounts =
+            image_volume::spec_mounts(&cfg.mounts, cri_mounts, &image_volumes, sbr.userns.as_ref());
+        let volumes: Vec<cri::Mount> = mounts::image_volumes(
             &image.config.volumes,
             &cfg.mounts,
             &self.cfg.root.join("containers").join(id).join("volumes"),
-        )?;
+        )?
+        .into_iter()
+        .map(|m| volume_owner::set(m, sbr.userns.as_ref()))
+        .collect();
         let spec_cfg = cri::ContainerConfig {
             mounts: volumes.iter().cloned().chain(cri_mounts).collect(),
             ..cfg.clone()

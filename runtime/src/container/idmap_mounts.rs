@@ -1,16 +1,18 @@
-//! The volumes of a user-namespaced pod (`hostUsers: false`): every CRI
-//! bind mount (hostPath, kubelet's emptyDir, projected and secret volumes,
-//! /etc/hosts and the termination-log file it sends, image volumes) is
-//! idmapped through the pod's user namespace, as kubelet expects since it
-//! leaves volume ownership to the runtime: the node's ids 0..n are the
-//! container's, so root inside owns kubelet's root-owned files and what it
-//! writes is owned by 0 on the node, never by the pod's transient range.
-//! The pod's own files and /dev/shm live on the state tmpfs and are
-//! chowned instead (`sandbox::userns_pod::own_pod_files`).
+//! The idmapped binds of a user-namespaced pod (`hostUsers: false`): the
+//! ones `volume_owner` chooses (the dirs kubelet fills itself as node root:
+//! secret, configMap, projected and downwardAPI volumes, etc-hosts, the
+//! termination-log) and Berth's own (image VOLUME dirs, image volumes) are
+//! idmapped through the pod's user namespace: the node's ids 0..n are the
+//! container's, so root inside reads kubelet's root-owned files and what
+//! it writes there stays the node root's. Every other bind (hostPath,
+//! emptyDir) is plain, seen through the pod's range (`volume_owner`). The
+//! pod's own files and /dev/shm live on the state tmpfs and are chowned
+//! instead (`sandbox::userns_pod::own_pod_files`).
 //!
-//! A volume whose filesystem cannot be idmapped (tmpfs before Linux 6.3,
-//! NFS) is refused here, before anything of the container exists; binding
-//! it unmapped would silently hand the container files it cannot own.
+//! A bind chosen for idmapping whose filesystem cannot be idmapped (tmpfs
+//! before Linux 6.3, NFS) is refused here, before anything of the
+//! container exists; binding it unmapped would hand the container root
+//! files it cannot read, or make its writes the pod's instead of root's.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -22,10 +24,10 @@ use crate::error::{Error, Result};
 use crate::sandbox::userns::PodUserns;
 
 /// Adds runc's `ridmap` option (idmapped through the container's user
-/// namespace, submounts included) to a CRI bind mount of a pod with a user
-/// namespace; the shim idmaps it (`shim/src/userns.rs`).
-pub fn mark(mut m: Mount, u: Option<&PodUserns>) -> Mount {
-    if u.is_some() {
+/// namespace, submounts included) to a bind mount chosen for idmapping
+/// (`volume_owner`); the shim idmaps it (`shim/src/userns.rs`).
+pub fn mark(mut m: Mount, idmapped: bool) -> Mount {
+    if idmapped {
         let mut opts = m.options().clone().unwrap_or_default();
         opts.push("ridmap".into());
         m.set_options(Some(opts));
@@ -35,10 +37,15 @@ pub fn mark(mut m: Mount, u: Option<&PodUserns>) -> Mount {
 
 /// Refuses, with FailedPrecondition naming the container path, the host
 /// path and its filesystem, every mount in `mounts` (host paths already
-/// resolved) that cannot be idmapped through the pod's pinned user
-/// namespace at `user_pin`. Each is tried on a detached clone that is
-/// dropped at once: nothing is mounted.
+/// resolved) chosen for idmapping (`volume_owner::is_idmapped`) that cannot
+/// be idmapped through the pod's pinned user namespace at `user_pin`. Each
+/// is tried on a detached clone that is dropped at once: nothing is
+/// mounted. Plain binds are not checked: any filesystem can be bound.
 pub fn check(mounts: &[cri::Mount], u: Option<&PodUserns>, user_pin: Option<&Path>) -> Result<()> {
+    let mounts: Vec<&cri::Mount> = mounts
+        .iter()
+        .filter(|m| super::volume_owner::is_idmapped(m))
+        .collect();
     if u.is_none() || mounts.is_empty() {
         return Ok(());
     }
@@ -113,23 +120,26 @@ mod tests {
     }
 
     #[test]
-    fn only_a_user_namespaced_pods_mounts_are_marked() {
-        assert_eq!(mark(bind(), None).options().as_deref().unwrap(), ["rbind", "rw"]);
+    fn only_binds_chosen_for_idmapping_are_marked() {
+        assert_eq!(mark(bind(), false).options().as_deref().unwrap(), ["rbind", "rw"]);
         assert_eq!(
-            mark(bind(), Some(&pod())).options().as_deref().unwrap(),
+            mark(bind(), true).options().as_deref().unwrap(),
             ["rbind", "rw", "ridmap"]
         );
     }
 
     #[test]
-    fn nothing_is_checked_without_a_user_namespace() {
-        let m = cri::Mount {
+    fn only_idmapped_binds_of_a_user_namespaced_pod_are_checked() {
+        let plain = cri::Mount {
             container_path: "/v".into(),
             host_path: "/nonexistent".into(),
             ..Default::default()
         };
-        check(std::slice::from_ref(&m), None, None).unwrap();
+        check(std::slice::from_ref(&plain), None, None).unwrap();
         check(&[], Some(&pod()), None).unwrap();
+        check(std::slice::from_ref(&plain), Some(&pod()), None).unwrap();
+        let m = super::super::volume_owner::set(plain, Some(&pod()));
+        check(std::slice::from_ref(&m), None, None).unwrap();
         let e = check(&[m], Some(&pod()), None).unwrap_err();
         assert!(matches!(e, Error::Internal(_)), "{e:?}");
     }

@@ -156,11 +156,13 @@ pub(crate) fn plan(mounts: &[cri::Mount], images: &ImageStore, container_dir: &P
 
 /// The mounts the spec gets, in the request's order: host binds as
 /// `resolved` has them (the same order, image volumes left out), image
-/// volumes as read-only private binds of their planned source.
+/// volumes as read-only private binds of their planned source, idmapped
+/// like the rootfs for a pod with a user namespace of its own (`userns`).
 pub(crate) fn spec_mounts(
     all: &[cri::Mount],
     resolved: Vec<cri::Mount>,
     planned: &[Planned],
+    userns: Option<&crate::sandbox::userns::PodUserns>,
 ) -> Vec<cri::Mount> {
     let mut host = resolved.into_iter();
     let mut image = planned.iter();
@@ -169,11 +171,14 @@ pub(crate) fn spec_mounts(
             if !is_image(m) {
                 return host.next();
             }
-            image.next().map(|p| cri::Mount {
-                container_path: m.container_path.clone(),
-                host_path: p.source().to_string_lossy().into_owned(),
-                readonly: true,
-                ..Default::default()
+            image.next().map(|p| {
+                let bind = cri::Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: p.source().to_string_lossy().into_owned(),
+                    readonly: true,
+                    ..Default::default()
+                };
+                super::volume_owner::set(bind, userns)
             })
         })
         .collect()
@@ -564,7 +569,7 @@ mod tests {
             mount("/b", "", ""),
         ];
         let resolved = vec![mount("/a", "", ""), mount("/b", "", "")];
-        let got = spec_mounts(&all, resolved, &planned);
+        let got = spec_mounts(&all, resolved, &planned, None);
         let paths: Vec<_> = got.iter().map(|m| m.container_path.as_str()).collect();
         assert_eq!(paths, ["/a", "/img", "/b"]);
         assert_eq!(got[1].host_path, "/c/image-volumes/0/sub");

@@ -27,6 +27,7 @@ mod state;
 mod streaming;
 mod teardown;
 pub mod user;
+mod volume_owner;
 mod watch;
 
 use std::collections::HashMap;

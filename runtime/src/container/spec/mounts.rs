@@ -121,10 +121,10 @@ pub(super) fn container_mounts(
         // The path as written: "/x/" replaces no "/x" (Path equality would).
         mounts.retain(|x| x.destination().as_os_str() != OsStr::new(&m.container_path));
         let bind = mount(&m.container_path, "bind", &m.host_path, &opts)?;
-        mounts.push(crate::container::idmap_mounts::mark(
-            bind,
-            sandbox.userns.as_ref(),
-        ));
+        // Only the binds chosen for idmapping carry the pod's mappings
+        // (container::volume_owner); the rest are plain binds.
+        let idmapped = sandbox.userns.is_some() && crate::container::volume_owner::is_idmapped(m);
+        mounts.push(crate::container::idmap_mounts::mark(bind, idmapped));
     }
     Ok(mounts)
 }
