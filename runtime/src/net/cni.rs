@@ -6,16 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-pub use super::plugin_exec::RealExec;
+pub use super::plugin_exec::{PluginExec, RealExec};
 
 use crate::error::{Error, Result};
-
-/// How long one plugin invocation may take before it is killed.
-pub(super) const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A loaded network configuration list.
 #[derive(Debug, Clone)]
@@ -96,28 +92,6 @@ pub fn parse_conf_file(path: &Path) -> Result<NetConfList> {
         cni_version: version.to_string(),
         plugins,
     })
-}
-
-/// Runs one plugin binary: environment, config on stdin, result on stdout.
-pub trait PluginExec: Send + Sync {
-    /// Runs `plugin` and returns its stdout, or the CNI error it reported.
-    fn exec(&self, plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<Vec<u8>>;
-}
-
-/// The message of a failed plugin: its CNI error object if it printed one.
-pub(super) fn plugin_error(plugin: &Path, stdout: &[u8], stderr: &[u8]) -> String {
-    let name = plugin.file_name().unwrap_or_default().to_string_lossy();
-    if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
-        if let Some(msg) = v.get("msg").and_then(Value::as_str) {
-            let details = v.get("details").and_then(Value::as_str).unwrap_or("");
-            let code = v.get("code").and_then(Value::as_u64).unwrap_or(0);
-            return format!("CNI plugin {name} failed (code {code}): {msg} {details}")
-                .trim()
-                .to_string();
-        }
-    }
-    let text = String::from_utf8_lossy(if stderr.is_empty() { stdout } else { stderr });
-    format!("CNI plugin {name} failed: {}", text.trim())
 }
 
 /// What a pod asks of the network.

@@ -13,8 +13,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cni::{plugin_error, PluginExec, PLUGIN_TIMEOUT};
 use crate::error::{Error, Result};
+use serde_json::Value;
+
+/// How long one plugin invocation may take before it is killed.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The most of stdout and of stderr kept from one plugin; a plugin's
 /// result is a few KiB, and a runaway one must not grow berthd.
@@ -22,6 +25,12 @@ const MAX_OUTPUT: usize = 4 << 20;
 
 /// The poll tick when the kernel has no pidfd for the plugin.
 const TICK: Duration = Duration::from_millis(5);
+
+/// Runs one plugin binary: environment, config on stdin, result on stdout.
+pub trait PluginExec: Send + Sync {
+    /// Runs `plugin` and returns its stdout, or the CNI error it reported.
+    fn exec(&self, plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<Vec<u8>>;
+}
 
 /// The real thing: a child process with a deadline.
 pub struct RealExec;
@@ -73,6 +82,22 @@ fn run(plugin: &Path, env: &[(String, String)], stdin: &[u8], timeout: Duration)
         return Ok(pipes.out);
     }
     Err(Error::Network(plugin_error(plugin, &pipes.out, &pipes.err)))
+}
+
+/// The message of a failed plugin: its CNI error object if it printed one.
+fn plugin_error(plugin: &Path, stdout: &[u8], stderr: &[u8]) -> String {
+    let name = plugin.file_name().unwrap_or_default().to_string_lossy();
+    if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
+        if let Some(msg) = v.get("msg").and_then(Value::as_str) {
+            let details = v.get("details").and_then(Value::as_str).unwrap_or("");
+            let code = v.get("code").and_then(Value::as_u64).unwrap_or(0);
+            return format!("CNI plugin {name} failed (code {code}): {msg} {details}")
+                .trim()
+                .to_string();
+        }
+    }
+    let text = String::from_utf8_lossy(if stderr.is_empty() { stdout } else { stderr });
+    format!("CNI plugin {name} failed: {}", text.trim())
 }
 
 /// Starts the plugin with piped stdio and a clean environment.
