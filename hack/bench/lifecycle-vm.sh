@@ -8,6 +8,7 @@
 #   berth-crictl-bench RUNS CONCURRENT [RUNTIMES] [--socket ...]
 # RUNTIMES: which of berth, runc, crun to measure, joined by "+" (default
 # berth+runc+crun); without runc and crun containerd is not started.
+# RUNS=0 runs the CONCURRENT-pod phase alone (no single-pod rows).
 # Client-side times are net of crictl's own start-up: the median of `crictl
 # version` (one cheap RPC) is measured per runtime and subtracted once per
 # crictl call; on a loaded host that estimate is noisy (it can even make a
@@ -203,12 +204,13 @@ restart_run() {
 # from slowness: state and kernel wait channel per process, berthd's
 # threads, and berthd's last log lines.
 stall_report() {
-    say "stall report after ${1}s: processes (pid state wchan comm):"
+    say "stall report after ${1}s: processes (pid state ppid wchan comm):"
     for d in /proc/[0-9]*; do
         read -r st <"$d/stat" 2>/dev/null || continue
         c=${st#*(}; c=${c%%)*}; rest=${st##*) }
         case $c in kworker* | ksoftirq* | migration* | rcu* | cpuhp* | idle_inject* | kthreadd) continue ;; esac
-        echo "BERTH-BENCH:   ${d#/proc/} ${rest%% *} $(cat "$d/wchan" 2>/dev/null) $c"
+        set -- $rest
+        echo "BERTH-BENCH:   ${d#/proc/} $1 $2 $(cat "$d/wchan" 2>/dev/null) $c"
     done
     bp=$(pidof berthd)
     for t in /proc/"$bp"/task/*; do
@@ -316,7 +318,7 @@ while [ $r -le "$RUNS" ]; do
 done
 steps >"$W/steps.after"
 
-for row in runp create start createstart stoprm restart; do
+[ "$RUNS" -gt 0 ] && for row in runp create start createstart stoprm restart; do
     line="row $row"
     MED_berth=0 MED_runc=0 MED_crun=0
     for rt in $RTS; do
@@ -329,7 +331,7 @@ for row in runp create start createstart stoprm restart; do
     say "$line"
 done
 # Each runtime's own mean per RPC (server side, no crictl start-up).
-for m in RunPodSandbox CreateContainer StartContainer StopContainer RemoveContainer StopPodSandbox RemovePodSandbox; do
+[ "$RUNS" -gt 0 ] && for m in RunPodSandbox CreateContainer StartContainer StopContainer RemoveContainer StopPodSandbox RemovePodSandbox; do
     line="server $m"
     for rt in $RTS; do
         line="$line $(awk -v m=$m -v rt=$rt '$1 == m { s += $2; c += $3 }
@@ -345,7 +347,7 @@ breakdown() {
              printf "BERTH-BENCH: %s %s %s mean_ms=%.2f n=%d\n", tag, $1, $2, ($3 - s[k]) * 1000 / n, n }' \
         "$1" "$2"
 }
-breakdown "$W/steps.before" "$W/steps.after" step
+[ "$RUNS" -gt 0 ] && breakdown "$W/steps.before" "$W/steps.after" step
 
 for rt in $RTS; do
     [ "$rt" = berth ] && steps >"$W/steps.before"

@@ -9,6 +9,8 @@
 #   N=20 hack/bench/lifecycle.sh          (N runs, default 5; CONC pods at once, default 50)
 #   RUNTIMES=berth N=3 CONC=50 hack/bench/lifecycle.sh   (one runtime alone: any of
 #   berth, runc, crun joined by "+" or ","; default all three)
+#   RUNTIMES=berth N=0 CONC=50 hack/bench/lifecycle.sh   (N=0: the CONC-pod phase
+#   alone, no single-pod rows)
 # crictl: $CRICTL, else /tmp/crit-bin/crictl, else crictl on PATH (build it
 # as hack/stream-interop.sh says). Without it, the script says so and runs
 # Berth's own client (berth-lifecycle-bench) for Berth alone.

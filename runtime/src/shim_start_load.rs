@@ -21,7 +21,7 @@ pub const BASE_TIMEOUT: Duration = Duration::from_secs(10);
 const PER_STARTING_POD: Duration = Duration::from_secs(1);
 
 /// The most any one shim gets, however loaded the node.
-const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Pods between "wants a shim" and "its shim serves" (waiting for a slot
 /// included).

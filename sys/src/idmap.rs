@@ -80,7 +80,7 @@ fn unshare_in_child(
 ) -> io::Result<Vec<OwnedFd>> {
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
-    // SAFETY: the child only calls unshare, write, read and _exit.
+    // SAFETY: the child only calls close_range, unshare, write, read and _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -88,6 +88,9 @@ fn unshare_in_child(
     if pid == 0 {
         // SAFETY: async-signal-safe calls on fds this process owns.
         unsafe {
+            // Only its two pipe ends: no other pipe of the caller's stays
+            // open for as long as this child waits.
+            crate::fork::close_fds_except(&[ready_w.as_raw_fd(), go_r.as_raw_fd()]);
             let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER | flags) == 0);
             libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
             let mut b = 0u8;

@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod env;
+pub mod fork;
 pub mod idmap;
 pub mod mount;
 pub mod mountinfo;

@@ -5,17 +5,13 @@
 //! chaining, argument and result logic is unit-tested with a fake.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::error::{Error, Result};
+pub use super::plugin_exec::{PluginExec, RealExec};
 
-/// How long one plugin invocation may take before it is killed.
-const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::error::{Error, Result};
 
 /// A loaded network configuration list.
 #[derive(Debug, Clone)]
@@ -96,110 +92,6 @@ pub fn parse_conf_file(path: &Path) -> Result<NetConfList> {
         cni_version: version.to_string(),
         plugins,
     })
-}
-
-/// Runs one plugin binary: environment, config on stdin, result on stdout.
-pub trait PluginExec: Send + Sync {
-    /// Runs `plugin` and returns its stdout, or the CNI error it reported.
-    fn exec(&self, plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<Vec<u8>>;
-}
-
-/// The real thing: a child process with a timeout.
-pub struct RealExec;
-
-impl PluginExec for RealExec {
-    fn exec(&self, plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<Vec<u8>> {
-        let spawn = || {
-            Command::new(plugin)
-                .env_clear()
-                .env(
-                    "PATH",
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                )
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-        };
-        // ETXTBSY: a plugin binary just installed may still be open for
-        // writing in a process that forked meanwhile; it clears in moments.
-        let mut attempt = 0;
-        let mut child = loop {
-            match spawn() {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 50 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                r => break r.map_err(|e| Error::io(format!("run CNI plugin {}", plugin.display()), e))?,
-            }
-        };
-        if let Some(mut w) = child.stdin.take() {
-            // A plugin that exits without reading its config (EPIPE) is
-            // judged by its exit status and output, not by our write.
-            match w.write_all(stdin) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::io(format!("write to CNI plugin {}", plugin.display()), e));
-                }
-                _ => {}
-            }
-        }
-        // Read stdout/stderr on threads so a chatty plugin cannot block on a full pipe.
-        let mut out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
-        let out_t = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut out, &mut b);
-            b
-        });
-        let err_t = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut err, &mut b);
-            b
-        });
-        let deadline = Instant::now() + PLUGIN_TIMEOUT;
-        let status = loop {
-            if let Some(s) = child
-                .try_wait()
-                .map_err(|e| Error::io("wait for CNI plugin", e))?
-            {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::Network(format!(
-                    "CNI plugin {} timed out after {PLUGIN_TIMEOUT:?}",
-                    plugin.display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let stdout = out_t.join().unwrap_or_default();
-        let stderr = err_t.join().unwrap_or_default();
-        if status.success() {
-            return Ok(stdout);
-        }
-        Err(Error::Network(plugin_error(plugin, &stdout, &stderr)))
-    }
-}
-
-/// The message of a failed plugin: its CNI error object if it printed one.
-fn plugin_error(plugin: &Path, stdout: &[u8], stderr: &[u8]) -> String {
-    let name = plugin.file_name().unwrap_or_default().to_string_lossy();
-    if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
-        if let Some(msg) = v.get("msg").and_then(Value::as_str) {
-            let details = v.get("details").and_then(Value::as_str).unwrap_or("");
-            let code = v.get("code").and_then(Value::as_u64).unwrap_or(0);
-            return format!("CNI plugin {name} failed (code {code}): {msg} {details}")
-                .trim()
-                .to_string();
-        }
-    }
-    let text = String::from_utf8_lossy(if stderr.is_empty() { stdout } else { stderr });
-    format!("CNI plugin {name} failed: {}", text.trim())
 }
 
 /// What a pod asks of the network.
@@ -571,29 +463,5 @@ mod tests {
         .unwrap();
         let e = parse_conf_file(&conf).unwrap_err().to_string();
         assert!(e.contains("no \"type\""), "{e}");
-    }
-
-    #[test]
-    fn real_exec_reports_the_plugins_cni_error() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("failing");
-        std::fs::write(
-            &p,
-            "#!/bin/sh\ncat >/dev/null\necho '{\"code\":11,\"msg\":\"no IPs left\",\"details\":\"pool 10.0.0.0/30\"}'\nexit 1\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let e = RealExec.exec(&p, &[], b"{}").unwrap_err().to_string();
-        assert!(
-            e.contains("code 11") && e.contains("no IPs left") && e.contains("pool"),
-            "{e}"
-        );
-        let ok = d.path().join("echoing");
-        std::fs::write(&ok, "#!/bin/sh\necho \"{\\\"cmd\\\":\\\"$CNI_COMMAND\\\"}\"\n").unwrap();
-        std::fs::set_permissions(&ok, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let out = RealExec
-            .exec(&ok, &[("CNI_COMMAND".into(), "ADD".into())], b"{}")
-            .unwrap();
-        assert_eq!(String::from_utf8(out).unwrap().trim(), r#"{"cmd":"ADD"}"#);
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod cni;
 pub mod files;
+mod plugin_exec;
 pub mod plugin_wait;

@@ -21,8 +21,8 @@ impl Holder {
     /// Forks the holder.
     pub fn spawn() -> Result<Self> {
         // SAFETY: fork(2) of a multi-threaded process: the child calls only
-        // async-signal-safe functions (sigfillset, sigprocmask, prctl,
-        // pause) and never returns into Rust code. Every signal but SIGKILL
+        // async-signal-safe functions (sigfillset, sigprocmask, close_range,
+        // prctl, pause) and never returns into Rust code. Every signal but SIGKILL
         // and SIGSTOP is blocked, so none of berthd's inherited handlers
         // (which write to pipes berthd shares) can ever run in it.
         let pid = unsafe { libc::fork() };
@@ -38,6 +38,9 @@ impl Holder {
                 let mut all: libc::sigset_t = std::mem::zeroed();
                 libc::sigfillset(&mut all);
                 libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+                // None of berthd's descriptors: the pipes of CNI plugins and
+                // shims started meanwhile must see EOF when those exit.
+                berth_sys::fork::close_fds_except(&[]);
                 libc::prctl(
                     libc::PR_SET_NAME,
                     c"berth-hold".as_ptr() as libc::c_ulong,
@@ -95,5 +98,27 @@ mod tests {
         assert!(!state.contains(") Z "), "{state}");
         drop(h);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    /// The holder keeps no descriptor of berthd: a pipe berthd had open at
+    /// the fork (a CNI plugin's stdout, another shim's readiness pipe) must
+    /// not stay open for as long as the holder lives.
+    #[test]
+    fn the_holder_keeps_no_descriptor_of_berthd() {
+        let (_r, _w) = nix::unistd::pipe().unwrap();
+        let h = Holder::spawn().unwrap();
+        let pid = h.pid();
+        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        let mut tries = 0;
+        while comm().trim() != "berth-hold" && tries < 1000 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            tries += 1;
+        }
+        assert_eq!(comm().trim(), "berth-hold");
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(fds.is_empty(), "the holder has fds {fds:?}");
     }
 }
