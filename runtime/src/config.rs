@@ -87,6 +87,9 @@ pub struct Config {
     pub stream_idle_timeout_ms: u64,
     /// CDI spec directories; a later one's device replaces an earlier's.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// The `criu` binary CheckpointContainer runs; empty: `criu` on `$PATH`
+    /// (then /usr/sbin, /sbin). Without one, checkpoints are refused.
+    pub criu_path: PathBuf,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -148,6 +151,7 @@ impl Default for Config {
             stream_token_ttl_ms: defaults::DEFAULT_STREAM_TOKEN_TTL.as_millis() as u64,
             stream_idle_timeout_ms: berth_spdy::session::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+            criu_path: PathBuf::new(),
         }
     }
 }
