@@ -37,7 +37,14 @@ MODULES=(overlay bridge veth br_netfilter nf_conntrack nf_nat iptable_nat iptabl
          ip6table_nat ip6table_filter xt_MASQUERADE xt_comment xt_mark xt_multiport xt_addrtype
          xt_conntrack xt_tcpudp xt_nat nft_compat nft_chain_nat nf_tables sch_tbf sch_ingress cls_u32
          act_mirred ifb loop ext4 brd
-         unix_diag tcp_diag udp_diag raw_diag netlink_diag af_packet_diag)  # the *_diag: CRIU (checkpoint)
+         unix_diag tcp_diag udp_diag raw_diag netlink_diag af_packet_diag
+         nf_conntrack_netlink tun)
+# The *_diag, nf_conntrack_netlink and tun are for CRIU (checkpoint): it reads
+# sockets through the diag modules and, even for a pod's net namespace it
+# leaves external, dumps conntrack through ctnetlink (without the module the
+# request gets EINVAL and the dump fails). A Debian node loads these on
+# demand (request_module); the VM has no modprobe, so they are loaded up front.
+# tun gives /dev/net/tun, which CRIU probes at start.
 CNI_PLUGINS=(bridge host-local loopback portmap bandwidth firewall tuning)
 
 STAGE=$(mktemp -d)

@@ -76,11 +76,24 @@ pub async fn run(criu: &Path, args: &[String], timeout: Duration, log: &Path) ->
     if status.success() {
         return Ok(());
     }
+    // The work dir with the log goes when the checkpoint fails: its tail
+    // stays in berthd's log for whoever must find out why.
+    let tail = log_tail(log, 40);
+    if !tail.is_empty() {
+        tracing::warn!(log = %log.display(), "criu failed; the tail of its log:\n{tail}");
+    }
     Err(Error::Internal(format!(
         "criu {} failed ({status}): {}",
         args.first().map(String::as_str).unwrap_or(""),
         failure_lines(&stderr, log)
     )))
+}
+
+/// The last `n` lines of CRIU's log `log` (empty when there is none).
+fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The lines that say why CRIU failed: its `Error` lines (from the log
