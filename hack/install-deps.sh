@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PKGS=(qemu-system-x86 linux-image-amd64 busybox-static docker-registry skopeo umoci
-      containernetworking-plugins iproute2 iptables cpio gzip python3 e2fsprogs apparmor)
+      containernetworking-plugins iproute2 iptables cpio gzip python3 e2fsprogs apparmor criu)
 
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps: run as root (apt-get)" >&2

@@ -36,7 +36,15 @@ fi
 MODULES=(overlay bridge veth br_netfilter nf_conntrack nf_nat iptable_nat iptable_filter
          ip6table_nat ip6table_filter xt_MASQUERADE xt_comment xt_mark xt_multiport xt_addrtype
          xt_conntrack xt_tcpudp xt_nat nft_compat nft_chain_nat nf_tables sch_tbf sch_ingress cls_u32
-         act_mirred ifb loop ext4 brd)
+         act_mirred ifb loop ext4 brd
+         unix_diag tcp_diag udp_diag raw_diag netlink_diag af_packet_diag
+         nf_conntrack_netlink tun)
+# The *_diag, nf_conntrack_netlink and tun are for CRIU (checkpoint): it reads
+# sockets through the diag modules and, even for a pod's net namespace it
+# leaves external, dumps conntrack through ctnetlink (without the module the
+# request gets EINVAL and the dump fails). A Debian node loads these on
+# demand (request_module); the VM has no modprobe, so they are loaded up front.
+# tun gives /dev/net/tun, which CRIU probes at start.
 CNI_PLUGINS=(bridge host-local loopback portmap bandwidth firewall tuning)
 
 STAGE=$(mktemp -d)
@@ -120,6 +128,16 @@ for d in /etc/apparmor /usr/share/apparmor-features /etc/apparmor.d/abi /etc/app
     cp -a "$d" "$R$d"
 done
 copy_libs /usr/bin/docker-registry
+# CRIU for CheckpointContainer (tests/vm/checkpoint.rs): Debian's criu.
+[ -x /usr/sbin/criu ] || { echo "build-initramfs: /usr/sbin/criu is missing (Debian's criu package)" >&2; exit 1; }
+cp /usr/sbin/criu "$R/usr/sbin/"
+copy_libs /usr/sbin/criu
+# CRIU dumps a tmpfs's contents (a container's /dev) by running tar with GNU
+# options (--check-links, --no-unquote, ...) busybox's tar rejects ("Can't
+# dump tmpfs content"): GNU tar replaces the applet, as on a Debian node.
+rm -f "$R/bin/tar"
+cp "$(readlink -f "$(command -v tar)")" "$R/bin/tar"
+copy_libs "$R/bin/tar"
 if [ -n "$REGISTRY" ]; then
     mkdir -p "$R/var/lib/registry"
     cp -a "$REGISTRY/." "$R/var/lib/registry/"

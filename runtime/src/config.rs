@@ -91,6 +91,9 @@ pub struct Config {
     /// and downwardAPI volumes, etc-hosts and termination-log files it
     /// fills under `pods/<uid>/` are idmapped for a user-namespaced pod.
     pub kubelet_root: PathBuf,
+    /// The `criu` binary CheckpointContainer runs; empty: `criu` on `$PATH`
+    /// (then /usr/sbin, /sbin). Without one, checkpoints are refused.
+    pub criu_path: PathBuf,
 }
 
 /// One `setrlimit(2)` limit, as the OCI runtime spec writes it.
@@ -153,6 +156,7 @@ impl Default for Config {
             stream_idle_timeout_ms: berth_spdy::session::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
             kubelet_root: "/var/lib/kubelet".into(),
+            criu_path: PathBuf::new(),
         }
     }
 }

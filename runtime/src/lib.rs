@@ -9,6 +9,7 @@
 pub mod blocking;
 pub mod cdi;
 pub mod cgroup;
+pub mod checkpoint;
 pub mod config;
 pub mod container;
 mod crash;

@@ -240,14 +240,23 @@ async fn cri_basics_over_the_socket() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("10.244.1.0"), "{}", e.message());
 
-    // Not implemented yet: UNIMPLEMENTED with the RPC's name, never a fake success.
+    // A checkpoint of a container nobody created: NotFound naming it, or,
+    // on a host without CRIU, FailedPrecondition saying so; never a success.
     let e = c
         .runtime
-        .checkpoint_container(cri::CheckpointContainerRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: "no-such-container".into(),
+            location: "/tmp/berth-host-test-checkpoint.tar".into(),
+            timeout: 0,
+        })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("CheckpointContainer"), "{}", e.message());
+    match e.code() {
+        tonic::Code::NotFound => assert!(e.message().contains("no-such-container"), "{}", e.message()),
+        tonic::Code::FailedPrecondition => assert!(e.message().contains("CRIU"), "{}", e.message()),
+        other => panic!("unexpected {other:?}: {}", e.message()),
+    }
+    assert!(!std::path::Path::new("/tmp/berth-host-test-checkpoint.tar").exists());
     // Streaming requests are validated before any URL is handed out.
     let e = c.runtime.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");

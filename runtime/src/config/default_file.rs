@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 const DESCRIPTIONS: &[(&str, &str)] = &[
     ("cgroup_driver", "How pod cgroups are named and made: \"cgroupfs\" (paths), \"systemd\" (slices, units over D-Bus) or \"auto\":\n systemd when the node booted with systemd (/run/systemd/system) and D-Bus answers, else cgroupfs.\n RuntimeConfig reports the driver in use; kubelet's cgroupDriver must match it."),
     ("cdi_spec_dirs", "CDI spec directories (JSON and YAML); a device in a later one replaces an earlier one's."),
+    ("criu_path", "The criu binary CheckpointContainer runs; \"\" means criu on $PATH, then /usr/sbin, /sbin. Without one, checkpoints fail."),
     ("cgroup_root", "Where cgroup v2 is mounted."),
     ("cni_bin_dirs", "CNI plugin directories, searched in order."),
     ("cni_conf_dir", "CNI network configuration directory (NetworkReady is false while it is empty)."),

@@ -3,6 +3,7 @@
 //! traits in `runtime_service.rs` / `image_service.rs` only dispatch.
 
 mod container_attach;
+mod container_checkpoint;
 mod container_create;
 mod container_events;
 mod container_exec;

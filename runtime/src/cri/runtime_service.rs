@@ -7,7 +7,6 @@ use berth_proto::cri::*;
 use tonic::{Request, Response, Status};
 
 use super::Cri;
-use crate::error::Error;
 
 #[tonic::async_trait]
 impl RuntimeService for Cri {
@@ -175,9 +174,9 @@ impl RuntimeService for Cri {
 
     async fn checkpoint_container(
         &self,
-        _req: Request<CheckpointContainerRequest>,
+        req: Request<CheckpointContainerRequest>,
     ) -> Result<Response<CheckpointContainerResponse>, Status> {
-        Err(Error::Unimplemented("CheckpointContainer").into())
+        super::answer(super::container_checkpoint::handle(self, req.into_inner())).await
     }
 
     async fn list_metric_descriptors(

@@ -66,6 +66,12 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             "cdi".to_string(),
             serde_json::to_string(&cri.containers.cdi().summary()).unwrap_or_default(),
         );
+        // CheckpointContainer works only where CRIU is installed.
+        let criu = crate::checkpoint::support(&cri.cfg);
+        info.insert(
+            "checkpoint".to_string(),
+            serde_json::json!({"supported": criu.is_some(), "criu": criu}).to_string(),
+        );
         // Containers whose groups Merge extended from their image: the pods
         // that enforcing Strict would change.
         info.insert(

@@ -125,6 +125,12 @@ pub fn main() -> ! {
         if let Err(e) = console::setup() {
             fail(&mut sync, format!("terminal: {e:#}"));
         }
+    } else if let Err(e) = nix::unistd::setsid() {
+        // A session of its own, as runc's init makes one: CRIU refuses to
+        // checkpoint a process whose session leader is outside its PID
+        // namespace (the shim's session), and the shim's job control is
+        // none of the container's business.
+        fail(&mut sync, format!("setsid: {e}"));
     }
     if sync.ready().is_err() {
         std::process::exit(1);

@@ -1,0 +1,242 @@
+//! CheckpointContainer with CRIU (issue 23): a running counter container
+//! is dumped into one tar archive (CRIU's images, its writable layer, spec,
+//! record and log) and keeps counting; an unknown or stopped container, a
+//! bad location and a node without CRIU each get their error, and leave
+//! no archive behind.
+//!
+//! Needs root, cgroup v2, the loopback registry and Debian's criu (the VM
+//! carries it): runs inside the VM (`hack/vm`). Run with `--test-threads=1`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_proto::cri;
+use berth_tests::*;
+use tonic::Code;
+
+const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done";
+
+async fn checkpoint(c: &mut CriClient, id: &str, location: &str) -> Result<(), tonic::Status> {
+    c.runtime
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: id.into(),
+            location: location.into(),
+            timeout: 0,
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The counter's value, read inside the container.
+async fn count(c: &mut CriClient, id: &str) -> u64 {
+    let (code, out) = c.exec(id, &["cat", "/tmp/c"]).await.expect("exec cat /tmp/c");
+    assert_eq!(code, 0, "{out}");
+    out.trim().parse().unwrap_or(0)
+}
+
+/// Waits (bounded) until the counter passes `above`; returns its value.
+async fn count_above(c: &mut CriClient, id: &str, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count(c, id).await;
+        if n > above {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "the counter stayed at {n}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `tar -tf` (the VM's busybox tar), one name per entry.
+fn tar_list(archive: &Path) -> Vec<String> {
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "tar -tf: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// One member of the archive, read with `tar -xOf`.
+fn tar_cat(archive: &Path, member: &str) -> String {
+    let out = std::process::Command::new("tar")
+        .arg("-xOf")
+        .arg(archive)
+        .arg(member)
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "tar -xOf {member}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn checkpoint_info(s: &cri::StatusResponse) -> serde_json::Value {
+    serde_json::from_str(s.info.get("checkpoint").expect("verbose Status has checkpoint")).unwrap()
+}
+
+#[tokio::test]
+async fn ckpt_a_running_counter_is_archived_and_keeps_counting() {
+    let (b, mut c, _sb, id) =
+        start_pod_with_container("ckpt-counter", "", &["sh", "-c", COUNTER], |_| {}).await;
+    let before = count_above(&mut c, &id, 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("counter.tar");
+    checkpoint(&mut c, &id, archive.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", b.log()));
+
+    assert_eq!(entries(out.path()), ["counter.tar"], "nothing but the archive");
+    let names = tar_list(&archive);
+    for want in [
+        "checkpoint/inventory.img",
+        "checkpoint/pstree.img",
+        "checkpoint/dump.log",
+        "config.json",
+        "container.json",
+        "container.log",
+        "rootfs-diff/tmp/c",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("checkpoint/core-") && n.ends_with(".img")),
+        "a core image: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("checkpoint/pages-")),
+        "memory pages: {names:?}"
+    );
+    let record: serde_json::Value = serde_json::from_str(&tar_cat(&archive, "container.json")).unwrap();
+    assert_eq!(record["version"], 1);
+    assert_eq!(record["container"]["id"], id.as_str());
+    assert_eq!(record["container"]["state"], "Running");
+    let spec: serde_json::Value = serde_json::from_str(&tar_cat(&archive, "config.json")).unwrap();
+    assert_eq!(spec["process"]["args"][2], COUNTER, "the container's own spec");
+    let dumped: u64 = tar_cat(&archive, "rootfs-diff/tmp/c")
+        .trim()
+        .parse()
+        .expect("a number in /tmp/c");
+    assert!(
+        dumped >= before,
+        "the writable layer as of the dump: {dumped} < {before}"
+    );
+
+    // It runs on, still counting.
+    let s = c.status(&id).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    count_above(&mut c, &id, dumped + 2).await;
+
+    let status = c
+        .runtime
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(checkpoint_info(&status)["supported"], true, "{status:?}");
+
+    // Figures for the docs (printed, not asserted): the same container
+    // checkpointed again, each into an archive of its own.
+    let (mut times, mut sizes) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let at = out.path().join(format!("again-{i}.tar"));
+        let started = Instant::now();
+        checkpoint(&mut c, &id, at.to_str().unwrap())
+            .await
+            .expect("checkpoint again");
+        times.push(started.elapsed());
+        sizes.push(std::fs::metadata(&at).unwrap().len());
+    }
+    sizes.sort();
+    println!(
+        "checkpoint figures: busybox counter, {} runs: median {:?}, median archive {} bytes",
+        times.len(),
+        median(times),
+        sizes[sizes.len() / 2]
+    );
+}
+
+#[tokio::test]
+async fn ckpt_unknown_stopped_and_bad_locations_fail_and_leave_nothing() {
+    let (_b, mut c, _sb, id) = start_pod_with_container(
+        "ckpt-errors",
+        "",
+        &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+        |_| {},
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let good = out.path().join("x.tar");
+    let e = checkpoint(&mut c, "no-such-container", good.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    let existing_dir = out.path().join("a-dir");
+    std::fs::create_dir(&existing_dir).unwrap();
+    let missing_parent = out.path().join("missing/x.tar");
+    for bad in [
+        "x.tar",
+        "",
+        existing_dir.to_str().unwrap(),
+        missing_parent.to_str().unwrap(),
+    ] {
+        let e = checkpoint(&mut c, &id, bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
+    }
+
+    c.stop(&id, 10).await.expect("stop");
+    let e = checkpoint(&mut c, &id, good.to_str().unwrap()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not running"), "{e:?}");
+    assert_eq!(entries(out.path()), ["a-dir"], "no archive and no temporary file");
+}
+
+#[tokio::test]
+async fn ckpt_a_node_without_criu_says_so() {
+    let (_b, mut c, _sb, id) = start_pod_with_container(
+        "ckpt-nocriu",
+        "criu_path = \"/nonexistent/criu\"\n",
+        &["sh", "-c", COUNTER],
+        |_| {},
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let e = checkpoint(&mut c, &id, out.path().join("x.tar").to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("CRIU") && e.message().contains("/nonexistent/criu"),
+        "{e:?}"
+    );
+    assert!(entries(out.path()).is_empty());
+    let status = c
+        .runtime
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(checkpoint_info(&status)["supported"], false, "{status:?}");
+}
