@@ -5,7 +5,7 @@
 //! at berthd's process group never reach it. The shim outliving berthd is what
 //! lets berthd restart without touching running containers.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -286,7 +286,7 @@ fn fork_exec(
     let pid = child.id();
     // Before the reaper thread exists: the child is not reaped yet, so the
     // pid is still the shim's.
-    let pidfd = match pidfd_open(pid) {
+    let pidfd = match berth_sys::pidfd::open(pid as i32) {
         Ok(fd) => fd,
         Err(e) => {
             let _ = child.kill();
@@ -420,17 +420,6 @@ pub fn open_ns(pid: u32, pidfd: BorrowedFd<'_>, kind: &str) -> Result<std::fs::F
     Ok(file)
 }
 
-/// A pidfd of `pid`.
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) with no flags; a descriptor it returns is ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,7 +429,7 @@ mod tests {
     #[test]
     fn a_live_shims_namespace_is_opened() {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let pidfd = pidfd_open(child.id()).unwrap();
+        let pidfd = berth_sys::pidfd::open(child.id() as i32).unwrap();
         let f = open_ns(child.id(), pidfd.as_fd(), "net").expect("open");
         let want = std::fs::metadata(ns_path(child.id(), "net")).unwrap();
         assert_eq!(f.metadata().unwrap().ino(), want.ino());
@@ -557,7 +546,7 @@ mod tests {
     #[test]
     fn a_pid_reused_after_the_shim_was_reaped_is_never_opened() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pidfd = pidfd_open(child.id()).unwrap();
+        let pidfd = berth_sys::pidfd::open(child.id() as i32).unwrap();
         child.wait().unwrap();
         // The number now names another process (ours stands in for
         // whatever reused it): its namespace must not be taken for the

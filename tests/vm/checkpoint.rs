@@ -49,17 +49,7 @@ async fn count_above(c: &mut CriClient, id: &str, above: u64) -> u64 {
 
 /// `tar -tf` (the VM's busybox tar), one name per entry.
 fn tar_list(archive: &Path) -> Vec<String> {
-    let out = std::process::Command::new("tar")
-        .arg("-tf")
-        .arg(archive)
-        .output()
-        .expect("tar");
-    assert!(
-        out.status.success(),
-        "tar -tf: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    tar(&["-tf".as_ref(), archive.as_os_str()])
         .lines()
         .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
         .collect()
@@ -67,15 +57,18 @@ fn tar_list(archive: &Path) -> Vec<String> {
 
 /// One member of the archive, read with `tar -xOf`.
 fn tar_cat(archive: &Path, member: &str) -> String {
+    tar(&["-xOf".as_ref(), archive.as_os_str(), member.as_ref()])
+}
+
+/// `tar` with `args`, its stdout; a failure names the arguments.
+fn tar(args: &[&std::ffi::OsStr]) -> String {
     let out = std::process::Command::new("tar")
-        .arg("-xOf")
-        .arg(archive)
-        .arg(member)
+        .args(args)
         .output()
         .expect("tar");
     assert!(
         out.status.success(),
-        "tar -xOf {member}: {}",
+        "tar {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -104,6 +104,15 @@ fn userns_options(uids: Vec<cri::IdMapping>, gids: Vec<cri::IdMapping>) -> cri::
     }
 }
 
+/// A plain CRI bind of the host path `src` at `dest`.
+fn bind(dest: &str, src: &Path) -> cri::Mount {
+    cri::Mount {
+        container_path: dest.into(),
+        host_path: src.to_string_lossy().into_owned(),
+        ..Default::default()
+    }
+}
+
 /// A container of `pod` running `argv`, with the pod's userns options
 /// repeated as kubelet does.
 fn container(pod: &cri::PodSandboxConfig, name: &str, argv: &[&str]) -> cri::ContainerConfig {
@@ -364,11 +373,7 @@ async fn userns_pod_host_volumes_are_seen_through_the_pod_range() {
     let sb = c.run_pod(&pod).await.expect("run pod");
     let mut cfg = container(&pod, "uns-mounts", &["sleep", "1000"]);
     for (dest, src) in [("/host", &host), ("/cache", &empty)] {
-        cfg.mounts.push(cri::Mount {
-            container_path: dest.into(),
-            host_path: src.to_string_lossy().into_owned(),
-            ..Default::default()
-        });
+        cfg.mounts.push(bind(dest, src));
     }
     let id = c.create(&sb, &cfg, &pod).await.expect("create");
     c.start(&id).await.expect("start");
@@ -550,11 +555,7 @@ async fn userns_pod_kubelet_volumes_are_idmapped_others_plain() {
         ("/scratch", &tmpfs),
         ("/sneaky", &sneaky),
     ] {
-        cfg.mounts.push(cri::Mount {
-            container_path: dest.into(),
-            host_path: src.to_string_lossy().into_owned(),
-            ..Default::default()
-        });
+        cfg.mounts.push(bind(dest, src));
     }
     let id = c.create(&sb, &cfg, &pod).await.expect("create");
     c.start(&id).await.expect("start");
@@ -930,11 +931,7 @@ async fn userns_pods_with_different_ranges_cannot_read_each_others_files() {
     let host = ext4_dir(&b, "shared");
     std::fs::set_permissions(&host, PermissionsExt::from_mode(0o777)).unwrap();
     let with_mount = |mut cfg: cri::ContainerConfig, dest: &str, src: &Path| {
-        cfg.mounts.push(cri::Mount {
-            container_path: dest.into(),
-            host_path: src.to_string_lossy().into_owned(),
-            ..Default::default()
-        });
+        cfg.mounts.push(bind(dest, src));
         cfg
     };
 

@@ -113,6 +113,14 @@ fn failure_lines(stderr: &str, log: &Path) -> String {
 mod tests {
     use super::*;
 
+    /// An executable `criu` in `dir` running the shell script `body`.
+    fn fake_criu(dir: &Path, body: &str) -> PathBuf {
+        let exe = dir.join("criu");
+        std::fs::write(&exe, body).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
     #[test]
     fn a_configured_path_wins_and_must_be_executable() {
         let d = tempfile::tempdir().unwrap();
@@ -136,18 +144,14 @@ mod tests {
     #[test]
     fn path_is_searched_when_nothing_is_configured() {
         let d = tempfile::tempdir().unwrap();
-        let exe = d.path().join("criu");
-        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = fake_criu(d.path(), "#!/bin/sh\n");
         assert_eq!(find(Path::new(""), Some(d.path().as_os_str())), Some(exe));
     }
 
     #[tokio::test]
     async fn a_criu_that_hangs_is_killed_at_the_timeout() {
         let d = tempfile::tempdir().unwrap();
-        let exe = d.path().join("criu");
-        std::fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = fake_criu(d.path(), "#!/bin/sh\nexec sleep 30\n");
         let e = run(
             &exe,
             &["dump".into()],
@@ -162,9 +166,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_criu_reports_its_error_lines() {
         let d = tempfile::tempdir().unwrap();
-        let exe = d.path().join("criu");
-        std::fs::write(&exe, "#!/bin/sh\necho 'Error (x.c:1): no way' >&2; exit 1\n").unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = fake_criu(d.path(), "#!/bin/sh\necho 'Error (x.c:1): no way' >&2; exit 1\n");
         let e = run(
             &exe,
             &["dump".into()],

@@ -8,7 +8,7 @@
 //! One thread polls the three pipes and the plugin's pidfd; after the exit
 //! what the pipes hold is read without blocking, and nothing later counts.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -161,7 +161,7 @@ impl<'a> Pipes<'a> {
             stdout: own(child.stdout.take().map(OwnedFd::from))?,
             stderr: own(child.stderr.take().map(OwnedFd::from))?,
             // The child is not reaped before we wait for it: the pid is its.
-            pidfd: pidfd_open(child.id()).ok(),
+            pidfd: berth_sys::pidfd::open(child.id() as i32).ok(),
             out: Vec::new(),
             err: Vec::new(),
         })
@@ -260,17 +260,6 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
     Ok(())
-}
-
-/// A pidfd of our child `pid` (readable once it has exited).
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) with no flags; a descriptor it returns is ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]

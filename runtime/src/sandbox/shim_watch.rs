@@ -6,7 +6,6 @@
 //! name another process. A shim that berthd stopped itself (StopPodSandbox
 //! takes the shim client first) is not reported.
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,21 +14,10 @@ use super::{shim_proc, Sandbox, SandboxState};
 use crate::events::{Events, Kind};
 use crate::metrics::counters::SHIMS_LOST;
 
-/// A pidfd for `pid`.
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Waits until the shim `pid` serving `socket` has exited (at once if it is
 /// not that shim any more).
 async fn exited(pid: u32, socket: &Path) {
-    let fd = match pidfd_open(pid) {
+    let fd = match berth_sys::pidfd::open(pid as i32) {
         Ok(fd) => fd,
         Err(_) => return,
     };

@@ -76,11 +76,9 @@ impl Drop for Holder {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_holder_lives_until_dropped() {
-        let h = Holder::spawn().unwrap();
-        let pid = h.pid();
-        // The child names itself after blocking signals: wait for that.
+    /// Waits until the holder `pid` has named itself, which it does after
+    /// blocking signals and dropping berthd's descriptors.
+    fn wait_named(pid: u32) {
         let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
         let mut tries = 0;
         while comm().trim() != "berth-hold" && tries < 1000 {
@@ -88,6 +86,13 @@ mod tests {
             tries += 1;
         }
         assert_eq!(comm().trim(), "berth-hold");
+    }
+
+    #[test]
+    fn the_holder_lives_until_dropped() {
+        let h = Holder::spawn().unwrap();
+        let pid = h.pid();
+        wait_named(pid);
         // SIGTERM is blocked in the holder: it stays.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -108,13 +113,7 @@ mod tests {
         let (_r, _w) = nix::unistd::pipe().unwrap();
         let h = Holder::spawn().unwrap();
         let pid = h.pid();
-        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-        let mut tries = 0;
-        while comm().trim() != "berth-hold" && tries < 1000 {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            tries += 1;
-        }
-        assert_eq!(comm().trim(), "berth-hold");
+        wait_named(pid);
         let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
