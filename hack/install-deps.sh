@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Berth's tests need on a Debian machine (idempotent): the VM
 # (qemu + Debian's kernel), busybox for the VM and the test images, a real
-# registry, CNI plugins. apt-get update runs only when something is missing.
+# registry, CNI plugins, a D-Bus daemon (the systemd driver's bus test).
+# apt-get update runs only when something is missing.
 set -euo pipefail
 
 PKGS=(qemu-system-x86 linux-image-amd64 busybox-static docker-registry skopeo umoci
-      containernetworking-plugins iproute2 iptables cpio gzip python3 e2fsprogs apparmor criu)
+      containernetworking-plugins iproute2 iptables cpio gzip python3 e2fsprogs apparmor criu dbus-daemon)
 
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps: run as root (apt-get)" >&2

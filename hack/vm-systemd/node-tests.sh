@@ -72,6 +72,11 @@ fi
 # --- the service --------------------------------------------------------
 wait_active
 echo "BOOT berthd active after $(cut -d' ' -f1 /proc/uptime) s of uptime"
+# A berthd that never got active says why here (the console keeps it).
+if [ "$(systemctl is-active berthd)" != active ]; then
+    systemctl status berthd --no-pager 2>&1 | head -20 | sed 's/^/DIAG status: /'
+    journalctl -b -u berthd -o short-monotonic --no-pager 2>&1 | tail -80 | sed 's/^/DIAG journal: /'
+fi
 . /usr/local/lib/berth-vm-test/service-checks.sh
 service_checks
 check "boot id stored" '[ -s /var/lib/berth/boot.json ]'

@@ -30,15 +30,24 @@ pub struct SystemBus {
 impl SystemBus {
     /// Connects and subscribes to the manager's signals.
     pub async fn connect() -> Result<Self> {
-        Self::connect_with(std::path::Path::new(PRIVATE_SOCKET)).await
+        Self::connect_with(None, std::path::Path::new(PRIVATE_SOCKET)).await
     }
 
-    /// [`Self::connect`] with systemd's private socket at `private_socket`
-    /// (a parameter so the fallback is tested against a real peer).
-    async fn connect_with(private_socket: &std::path::Path) -> Result<Self> {
-        let bus_err = match Connection::system().await {
+    /// [`Self::connect`] with the bus at `bus` (None: the system bus) and
+    /// systemd's private socket at `private_socket` (parameters so both
+    /// paths are tested against real peers).
+    async fn connect_with(bus: Option<&str>, private_socket: &std::path::Path) -> Result<Self> {
+        let conn = match bus {
+            None => Connection::system().await,
+            Some(addr) => match zbus::connection::Builder::address(addr) {
+                Ok(b) => b.build().await,
+                Err(e) => Err(e),
+            },
+        };
+        let bus_err = match conn {
             Ok(conn) => {
-                let b = SystemBus { conn, via_bus: false };
+                // Through the bus daemon: every call names systemd.
+                let b = SystemBus { conn, via_bus: true };
                 match b.call("Subscribe", &()).await {
                     Ok(_) => return Ok(b),
                     Err(e) => e.to_string(),
@@ -269,8 +278,117 @@ mod tests {
         if std::path::Path::new("/run/systemd/system").is_dir() {
             return;
         }
-        let e = SystemBus::connect_with(&missing).await.unwrap_err().to_string();
+        let e = SystemBus::connect_with(None, &missing)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("systemd cannot be reached"), "{e}");
         assert!(e.contains("no-such-socket"), "{e}");
+    }
+
+    /// A bus daemon of its own (the dbus-daemon a node runs) with a fake
+    /// systemd owning `org.freedesktop.systemd1` on it; the fake reports
+    /// each method call's member and whether it carried a destination.
+    struct FakeBus {
+        daemon: std::process::Child,
+        address: String,
+        calls: tokio::sync::mpsc::UnboundedReceiver<(String, bool)>,
+    }
+
+    impl Drop for FakeBus {
+        fn drop(&mut self) {
+            let _ = self.daemon.kill();
+            let _ = self.daemon.wait();
+        }
+    }
+
+    async fn bus_with_fake_systemd(dir: &std::path::Path) -> FakeBus {
+        let socket = dir.join("bus");
+        let config = dir.join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>custom</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let daemon = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .arg("--nofork")
+            .spawn()
+            .expect("dbus-daemon (Debian package dbus-daemon, hack/install-deps.sh)");
+        let address = format!("unix:path={}", socket.display());
+        let mut tries = 0;
+        while !socket.exists() {
+            assert!(tries < 500, "dbus-daemon never listened at {}", socket.display());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tries += 1;
+        }
+        let conn = zbus::connection::Builder::address(address.as_str())
+            .unwrap()
+            .name(DEST)
+            .unwrap()
+            .build()
+            .await
+            .expect("the fake systemd joins the bus");
+        let (tx, calls) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut msgs = MessageStream::from(&conn);
+            while let Some(Ok(msg)) = msgs.next().await {
+                let h = msg.header();
+                if h.message_type() != zbus::message::Type::MethodCall {
+                    continue;
+                }
+                let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+                let _ = tx.send((member, h.destination().is_some()));
+                let _ = conn.reply(&h, &()).await;
+            }
+        });
+        FakeBus {
+            daemon,
+            address,
+            calls,
+        }
+    }
+
+    /// Through a bus daemon every call must name systemd as destination;
+    /// one without reaches nobody (the bus broke berthd's start this way).
+    #[tokio::test]
+    async fn the_system_bus_is_used_first_and_calls_name_systemd() {
+        // Bounded: a call nobody answers must fail the test, not hang it.
+        tokio::time::timeout(std::time::Duration::from_secs(60), system_bus_first())
+            .await
+            .expect("the test finishes within 60 s");
+    }
+
+    async fn system_bus_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bus = bus_with_fake_systemd(dir.path()).await;
+        let missing = dir.path().join("no-private-socket");
+        let connected = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            SystemBus::connect_with(Some(&bus.address), &missing),
+        )
+        .await
+        .expect("connect within 20 s")
+        .expect("connect through the bus");
+        assert!(connected.via_bus);
+        assert_eq!(bus.calls.recv().await, Some(("Subscribe".to_string(), true)));
+        connected.stop_unit("berth-x.scope").await.unwrap_or_default();
+        assert_eq!(bus.calls.recv().await, Some(("StopUnit".to_string(), true)));
     }
 }
