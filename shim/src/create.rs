@@ -171,6 +171,7 @@ async fn setup(
 /// Create: clones the container's init, waits until it is parked, and
 /// records the container.
 pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
+    let entered = crate::sync::mono_ns();
     if pod.table.get(&req.id).is_some() {
         return Err(Error::Exists(req.id));
     }
@@ -190,8 +191,10 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     let cgroup_dir = crate::cgroup::dir(&pod.cgroup_root, &cfg.spec);
     // Missing or unreadable: init's own join reports it.
     let cgroup = cgroup_dir.as_ref().and_then(|d| File::open(d).ok());
+    let cloning = crate::sync::mono_ns();
     let spawned = spawn_init(new_pid_ns, join, cgroup.as_ref(), child)
         .map_err(|e| Error::internal("clone container init", e))?;
+    let cloned = crate::sync::mono_ns();
     let pid = spawned.pid;
     let mut cfg = cfg;
     cfg.in_cgroup = spawned.in_cgroup;
@@ -221,6 +224,7 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     if !crate::sync::is_ready(&got) {
         return Err(fail(crate::sync::setup_failure(&got)));
     }
+    let reported = crate::sync::mono_ns();
 
     // Attachers write keystrokes and resizes to a duplicate of the
     // terminal master; the copier keeps reading the original.
@@ -271,7 +275,32 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     copiers.extend(master.map(|m| spawn_copier(m, Stream::Stdout, log, fanout)));
     tokio::spawn(watch_exit(pod.reaper.clone(), c, copiers));
     tracing::info!(container = %req.id, pid, "container created");
-    Ok(CreateResponse { pid: pid as u32 })
+    let mut marks = vec![("prep", entered), ("clone", cloning), ("exec", cloned)];
+    if let (Some(t), _) = crate::sync::split_times(&got) {
+        marks.extend([
+            ("config", t.main),
+            ("rootfs", t.config),
+            ("park", t.rootfs),
+            ("report", t.ready),
+        ]);
+    }
+    marks.extend([("table", reported), ("", crate::sync::mono_ns())]);
+    Ok(CreateResponse {
+        pid: pid as u32,
+        steps: steps_between(&marks),
+    })
+}
+
+/// The steps between consecutive marks: each `(name, start)` lasts until
+/// the next mark's start (the last mark only ends the one before it).
+fn steps_between(marks: &[(&str, u64)]) -> Vec<berth_proto::shim::Step> {
+    marks
+        .windows(2)
+        .map(|w| berth_proto::shim::Step {
+            name: w[0].0.to_string(),
+            nanos: w[1].1.saturating_sub(w[0].1),
+        })
+        .collect()
 }
 
 /// Marks `c` exited once its process is reaped and its output copiers
@@ -469,5 +498,14 @@ mod tests {
             std::os::fd::AsRawFd::as_raw_fd(&child.stdin)
         ));
         assert_eq!(null.unwrap(), Path::new("/dev/null"));
+    }
+
+    /// Each step lasts from its mark to the next; a clock read out of
+    /// order (another CPU's init) counts as zero, never as a wrap.
+    #[test]
+    fn steps_run_from_mark_to_mark() {
+        let steps = steps_between(&[("prep", 100), ("clone", 130), ("exec", 125), ("", 200)]);
+        let got: Vec<(&str, u64)> = steps.iter().map(|s| (s.name.as_str(), s.nanos)).collect();
+        assert_eq!(got, [("prep", 30), ("clone", 0), ("exec", 75)]);
     }
 }

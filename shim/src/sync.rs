@@ -4,7 +4,10 @@
 //! The stage reads its JSON config on [`fds::CONFIG`] to EOF and reports on
 //! [`fds::SYNC`], a close-on-exec pipe:
 //! - `R`: init is set up and parked (create); it then waits for one byte on
-//!   [`fds::START`] (EOF there means "give up": Delete before Start);
+//!   [`fds::START`] (EOF there means "give up": Delete before Start). It may
+//!   come after a line `T<ns> <ns> ...\n`: the CLOCK_MONOTONIC times at
+//!   which init reached each step of its setup ([`InitTimes`]), so Create
+//!   can say where its time went;
 //! - `I<uid> <gid> <g1,g2,...>\n`: the identity the kernel gave the process,
 //!   written right before the exec;
 //! - `E<message>`: a failure, for berthd verbatim; the stage then exits;
@@ -41,6 +44,36 @@ const START: &[u8] = b"S";
 const IDENTITY: u8 = b'I';
 /// Starts a failure message.
 const ERROR: u8 = b'E';
+/// Starts the line of setup times before `R`.
+const TIMES: u8 = b'T';
+
+/// CLOCK_MONOTONIC now, in nanoseconds: one clock for the shim and every
+/// stage it clones, so their times subtract.
+pub fn mono_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec, which `t` is; it
+    // cannot fail for CLOCK_MONOTONIC with a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// When init reached each step of its setup ([`mono_ns`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitTimes {
+    /// `main` entered: the clone and exec are done.
+    pub main: u64,
+    /// The config is read and parsed.
+    pub config: u64,
+    /// Namespaces joined, rootfs and mounts done, pivoted.
+    pub rootfs: u64,
+    /// Terminal or session set up; about to report ready.
+    pub ready: u64,
+}
 
 // ---- The stage's side ----
 
@@ -74,9 +107,23 @@ impl<W: Write> Reporter<W> {
         Reporter(w)
     }
 
-    /// Init is set up and parked; an error means the shim is gone.
+    /// Init is set up and parked; an error means the shim is gone. (Init
+    /// itself sends [`Self::ready_at`]; the bare form is for tests.)
+    #[cfg(test)]
     pub fn ready(&mut self) -> std::io::Result<()> {
         self.0.write_all(READY)
+    }
+
+    /// [`Self::ready`], after the line of setup times (one write, so the
+    /// shim never sees half of it without the rest coming).
+    pub fn ready_at(&mut self, t: InitTimes) -> std::io::Result<()> {
+        let mut msg = format!(
+            "{}{} {} {} {}\n",
+            TIMES as char, t.main, t.config, t.rootfs, t.ready
+        )
+        .into_bytes();
+        msg.extend_from_slice(READY);
+        self.0.write_all(&msg)
     }
 
     /// The identity line, right before the exec.
@@ -124,7 +171,7 @@ pub fn read(f: &mut impl Read, stop_at_ready: bool) -> std::io::Result<Vec<u8>> 
             return Ok(out);
         }
         out.extend_from_slice(&buf[..n]);
-        if stop_at_ready && out == READY {
+        if stop_at_ready && is_ready(&out) {
             return Ok(out);
         }
     }
@@ -139,7 +186,7 @@ pub fn read_until(f: &mut impl Read, stops: &[&[u8]]) -> std::io::Result<Vec<u8>
             return Ok(out);
         }
         out.push(buf[0]);
-        if stops.contains(&out.as_slice()) {
+        if stops.contains(&out.as_slice()) || (stops.contains(&READY) && is_ready(&out)) {
             return Ok(out);
         }
     }
@@ -153,13 +200,37 @@ pub fn failure_report(message: &str) -> Vec<u8> {
     msg
 }
 
+/// Splits the line of setup times off the front of create's report:
+/// the times (None when there is no whole, well-formed line) and the rest.
+pub fn split_times(report: &[u8]) -> (Option<InitTimes>, &[u8]) {
+    let Some(rest) = report.strip_prefix(&[TIMES]) else {
+        return (None, report);
+    };
+    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+        return (None, report);
+    };
+    let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+    let v: Vec<u64> = line.split(' ').filter_map(|n| n.parse().ok()).collect();
+    let times = match v[..] {
+        [main, config, rootfs, ready] => Some(InitTimes {
+            main,
+            config,
+            rootfs,
+            ready,
+        }),
+        _ => None,
+    };
+    (times, &rest[end + 1..])
+}
+
 /// Whether create's report says init is parked.
 pub fn is_ready(report: &[u8]) -> bool {
-    report == READY
+    split_times(report).1 == READY
 }
 
 /// What create's report says went wrong (it was not [`is_ready`]).
 pub fn setup_failure(report: &[u8]) -> String {
+    let report = split_times(report).1;
     let msg = String::from_utf8_lossy(report.strip_prefix(&[ERROR]).unwrap_or(report)).into_owned();
     if msg.is_empty() {
         "init exited during setup".to_string()
@@ -230,6 +301,33 @@ mod tests {
         rep.ready().unwrap();
         assert_eq!(read(&mut { r }, true).unwrap(), b"R");
         drop(rep);
+    }
+
+    #[test]
+    fn a_ready_report_with_times_is_ready_and_gives_them_back() {
+        let t = InitTimes {
+            main: 10,
+            config: 20,
+            rootfs: 35,
+            ready: 36,
+        };
+        let got = round_trip(|r| r.ready_at(t).unwrap());
+        assert!(is_ready(&got));
+        assert_eq!(split_times(&got), (Some(t), READY));
+        // Both readers stop at it while init stays parked.
+        let (r, w) = std::io::pipe().unwrap();
+        let mut rep = Reporter::new(w);
+        rep.ready_at(t).unwrap();
+        let mut r = r;
+        assert!(is_ready(&read(&mut r, true).unwrap()));
+        rep.ready_at(t).unwrap();
+        assert!(is_ready(&read_until(&mut r, &[READY, b"H"]).unwrap()));
+        drop(rep);
+        // Half a line is not ready yet; a failure after times is a failure.
+        assert!(!is_ready(b"T10 20"));
+        let failed = [b"T1 2 3 4\n".as_slice(), b"Ebad mount"].concat();
+        assert!(!is_ready(&failed));
+        assert_eq!(setup_failure(&failed), "bad mount");
     }
 
     #[test]

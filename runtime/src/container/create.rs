@@ -410,7 +410,11 @@ impl ContainerManager {
             });
         }
         crate::crash::point("create_container.shim");
-        Ok(resp.into_inner().pid)
+        let resp = resp.into_inner();
+        for s in &resp.steps {
+            crate::metrics::steps::observe_shim("create_container", &s.name, s.nanos);
+        }
+        Ok(resp.pid)
     }
 
     /// Writes the record (the container exists from here on), drops the

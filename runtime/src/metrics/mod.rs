@@ -308,6 +308,27 @@ mod tests {
         }
     }
 
+    /// A shim's own steps are recorded under `shim.<name>` with the
+    /// duration it measured; a name outside the known set adds no series.
+    #[test]
+    fn shim_steps_are_recorded_and_unknown_names_dropped() {
+        let m = metrics();
+        steps::observe_shim("test_shim", "rootfs", 2_500_000);
+        steps::observe_shim("test_shim", "made-up", 1);
+        let text = m.render();
+        let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let labels = [("rpc", "test_shim"), ("step", "shim.rootfs")];
+        assert_eq!(
+            sample(&samples, "berth_step_duration_seconds_count", &labels),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&samples, "berth_step_duration_seconds_sum", &labels),
+            Some(0.0025)
+        );
+        assert!(!text.contains("made-up"), "{text}");
+    }
+
     #[test]
     fn rpc_codes_use_grpc_names() {
         assert_eq!(code_name(tonic::Code::FailedPrecondition), "FailedPrecondition");

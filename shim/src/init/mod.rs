@@ -87,6 +87,10 @@ pub(crate) fn not_dumpable() -> anyhow::Result<()> {
 
 /// Entry point of `berth-shim init`. Never returns.
 pub fn main() -> ! {
+    let mut times = sync::InitTimes {
+        main: sync::mono_ns(),
+        ..Default::default()
+    };
     // SAFETY: the shim put exactly these descriptors at these numbers
     // before exec (spawn.rs), and nothing else in this fresh process owns them.
     let (mut config_in, sync, mut start) = unsafe {
@@ -116,11 +120,13 @@ pub fn main() -> ! {
         Ok(c) => c,
         Err(e) => fail(&mut sync, format!("parse init config: {e}")),
     };
+    times.config = sync::mono_ns();
 
     let prepared = match rootfs::prepare(&syscall::Linux, &cfg) {
         Ok(p) => p,
         Err(e) => fail(&mut sync, format!("{e:#}")),
     };
+    times.rootfs = sync::mono_ns();
     if wants_terminal(&cfg.spec) {
         if let Err(e) = console::setup() {
             fail(&mut sync, format!("terminal: {e:#}"));
@@ -132,7 +138,8 @@ pub fn main() -> ! {
         // none of the container's business.
         fail(&mut sync, format!("setsid: {e}"));
     }
-    if sync.ready().is_err() {
+    times.ready = sync::mono_ns();
+    if sync.ready_at(times).is_err() {
         std::process::exit(1);
     }
 
