@@ -111,10 +111,13 @@ cri() {
 }
 handler() { case $1 in berth | berthb) echo "" ;; *) echo "--runtime $1" ;; esac; }
 
+# Pods and containers as kubelet sends them for a pod without
+# shareProcessNamespace: each container a PID namespace of its own
+# ("pid": 1, CONTAINER; CRI's default 0 would be one per pod).
 pod_json() { # name
     cat <<JSON
 {"metadata": {"name": "$1", "namespace": "bench", "uid": "uid-$1", "attempt": 0},
- "log_directory": "/tmp/logs/$1", "linux": {"security_context": {"namespace_options": {"network": 0}}}}
+ "log_directory": "/tmp/logs/$1", "linux": {"security_context": {"namespace_options": {"network": 0, "pid": 1}}}}
 JSON
 }
 ctr_json() { # name command...
@@ -122,7 +125,8 @@ ctr_json() { # name command...
     args=""
     for a in "$@"; do args="$args${args:+, }\"$a\""; done
     cat <<JSON
-{"metadata": {"name": "$n"}, "image": {"image": "$IMG"}, "command": [$args], "log_path": "$n.log"}
+{"metadata": {"name": "$n"}, "image": {"image": "$IMG"}, "command": [$args], "log_path": "$n.log",
+ "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
 JSON
 }
 
