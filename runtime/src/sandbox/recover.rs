@@ -174,8 +174,14 @@ mod tests {
         let socket = d.path().join("half.sock");
         // Stands in for the shim: its command line names the socket.
         let mut shim = std::process::Command::new("sh")
-            .args(["-c", "sleep 1000"])
+            .args(["-c", "read line"])
             .arg(&socket)
+            // A shell waiting on the stdin pipe this test holds: no child
+            // of its own to outlive it once recovery kills it, and no
+            // descriptor of the test harness's output.
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         std::fs::write(&socket, "").unwrap();
@@ -312,8 +318,14 @@ mod tests {
         std::fs::write(&socket, "").unwrap();
         std::fs::write(&kept_socket, "").unwrap();
         let mut shim = std::process::Command::new("sh")
-            .args(["-c", "sleep 1000"])
+            .args(["-c", "read line"])
             .arg(&socket)
+            // A shell waiting on the stdin pipe this test holds: no child
+            // of its own to outlive it once recovery kills it, and no
+            // descriptor of the test harness's output.
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let orphan_cg = cg_root.join("berth").join(&orphan);
