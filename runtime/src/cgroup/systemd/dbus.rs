@@ -241,18 +241,24 @@ mod tests {
                 .build()
                 .await
                 .unwrap();
-            let mut calls = MessageStream::from(&conn);
-            while let Some(Ok(msg)) = calls.next().await {
-                let h = msg.header();
-                if h.message_type() != zbus::message::Type::MethodCall {
-                    continue;
-                }
-                let member = h.member().map(|m| m.to_string()).unwrap_or_default();
-                let _ = tx.send((member, h.destination().is_some()));
-                conn.reply(&h, &()).await.unwrap();
-            }
+            answer_calls(&conn, &tx).await;
         });
         rx
+    }
+
+    /// Answers every method call on `conn` with an empty reply and reports
+    /// its member and whether it carried a destination, until `conn` ends.
+    async fn answer_calls(conn: &zbus::Connection, tx: &tokio::sync::mpsc::UnboundedSender<(String, bool)>) {
+        let mut msgs = MessageStream::from(conn);
+        while let Some(Ok(msg)) = msgs.next().await {
+            let h = msg.header();
+            if h.message_type() != zbus::message::Type::MethodCall {
+                continue;
+            }
+            let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+            let _ = tx.send((member, h.destination().is_some()));
+            let _ = conn.reply(&h, &()).await;
+        }
     }
 
     #[tokio::test]
@@ -346,18 +352,7 @@ mod tests {
             .await
             .expect("the fake systemd joins the bus");
         let (tx, calls) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut msgs = MessageStream::from(&conn);
-            while let Some(Ok(msg)) = msgs.next().await {
-                let h = msg.header();
-                if h.message_type() != zbus::message::Type::MethodCall {
-                    continue;
-                }
-                let member = h.member().map(|m| m.to_string()).unwrap_or_default();
-                let _ = tx.send((member, h.destination().is_some()));
-                let _ = conn.reply(&h, &()).await;
-            }
-        });
+        tokio::spawn(async move { answer_calls(&conn, &tx).await });
         FakeBus {
             daemon,
             address,
