@@ -7,6 +7,7 @@ pub mod archive;
 pub mod criu;
 pub mod external;
 pub mod location;
+pub mod unpack;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
