@@ -25,7 +25,9 @@
 //!   `remove_sandbox.state` (record still there);
 //! * PullImage: `pull_image.layers` (snapshots, no record),
 //!   `pull_image.record`;
-//! * RemoveImage: `remove_image.record` (record gone, snapshots not).
+//! * RemoveImage: `remove_image.record` (record gone, snapshots not);
+//! * CheckpointContainer: `checkpoint.archive` (the temporary archive
+//!   written and synced, not yet renamed into place).
 
 /// Every crash point, in the order a pod's life reaches them.
 pub const POINTS: &[&str] = &[
@@ -54,6 +56,7 @@ pub const POINTS: &[&str] = &[
     "pull_image.layers",
     "pull_image.record",
     "remove_image.record",
+    "checkpoint.archive",
 ];
 
 /// Aborts the process if `BERTH_CRASH_AT` names `point`.

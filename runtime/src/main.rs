@@ -135,6 +135,8 @@ struct Daemon {
     log: service::logging::LogHandle,
     service: Arc<service::ServiceManager>,
     config_file: Option<PathBuf>,
+    /// Where CRI handlers run (`cri::offload_layer`).
+    handlers: tokio::runtime::Handle,
 }
 
 async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
@@ -143,6 +145,7 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
         log,
         service,
         config_file,
+        handlers,
     } = d;
     let hup = service::reload::hangup()?;
     if !nix::unistd::geteuid().is_root() {
@@ -240,6 +243,8 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
     let t = std::time::Instant::now();
     let pods = sandboxes.recover().await?;
     let ctrs = containers.recover().await?;
+    // No CheckpointContainer runs yet: every work dir is a crash's.
+    berthd::checkpoint::leftovers::sweep(&cfg.root);
     metrics.set_recovered(pods, ctrs, t.elapsed());
     health.set_recovered();
     tracing::info!(
@@ -297,7 +302,7 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
         let _ = stop_tx.send(true);
     };
     let serving = health.clone();
-    let result = cri::serve(cri, &socket, shutdown, move || {
+    let result = cri::serve(cri, &socket, handlers, shutdown, move || {
         serving.set_serving(true);
         service.ready();
     })
@@ -381,14 +386,24 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let handlers = match cri::offload_layer::handler_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthd: tokio runtime for CRI handlers: {e}");
+            std::process::exit(1);
+        }
+    };
     let config_file = Some(sources.file.clone()).filter(|p| p.exists());
     let daemon = Daemon {
         sources,
         log,
         service,
         config_file,
+        handlers: handlers.handle().clone(),
     };
-    if let Err(e) = rt.block_on(run(cfg, daemon)) {
+    let result = rt.block_on(run(cfg, daemon));
+    handlers.shutdown_background();
+    if let Err(e) = result {
         tracing::error!(error = %e, "berthd failed");
         eprintln!("berthd: {e}");
         std::process::exit(1);

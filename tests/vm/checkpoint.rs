@@ -233,3 +233,60 @@ async fn ckpt_a_node_without_criu_says_so() {
         .into_inner();
     assert_eq!(checkpoint_info(&status)["supported"], false, "{status:?}");
 }
+
+/// A berthd killed while it writes the archive (the `checkpoint.archive`
+/// crash point: the temporary archive complete and synced, not renamed)
+/// leaves a partial archive beside the location and CRIU's images under its
+/// root; the next berthd removes both at start-up, keeps the container
+/// running, and checkpoints it again.
+#[tokio::test]
+async fn ckpt_a_berthd_killed_while_writing_leaves_nothing_after_restart() {
+    let (mut b, c, _sb, id) =
+        start_pod_with_container("ckpt-crash", "", &["sh", "-c", COUNTER], |_| {}).await;
+    drop(c);
+    b.kill_hard();
+    let mut c = b
+        .spawn_env(&[("BERTH_CRASH_AT", "checkpoint.archive")])
+        .await
+        .expect("berthd with the crash point");
+    let before = count_above(&mut c, &id, 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("crash.tar");
+    let e = checkpoint(&mut c, &id, archive.to_str().unwrap()).await;
+    assert!(e.is_err(), "the call answered: the crash point was never reached");
+    let st = b.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| std::os::unix::process::ExitStatusExt::signal(&s) == Some(libc::SIGABRT)),
+        "berthd aborted at the point: {st:?}\n{}",
+        b.log()
+    );
+    let work_root = b.dir.path().join("root/checkpoints");
+    let left = entries(out.path());
+    assert!(
+        left.len() == 1 && left[0].starts_with(".berth-checkpoint-"),
+        "the crash left a partial archive: {left:?}"
+    );
+    assert_eq!(entries(&work_root).len(), 1, "and a work dir");
+
+    b.kill_hard();
+    drop(c);
+    let mut c = b.spawn().await.expect("berthd restarts");
+    assert!(
+        entries(out.path()).is_empty(),
+        "partial archive removed: {:?}",
+        entries(out.path())
+    );
+    assert!(
+        entries(&work_root).is_empty(),
+        "work dir removed: {:?}",
+        entries(&work_root)
+    );
+    let s = c.status(&id).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    count_above(&mut c, &id, before).await;
+    checkpoint(&mut c, &id, archive.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint after the restart: {e:?}\n{}", b.log()));
+    assert_eq!(entries(out.path()), ["crash.tar"]);
+    assert!(entries(&work_root).is_empty(), "{:?}", entries(&work_root));
+}

@@ -34,11 +34,20 @@ pub enum Part<'a> {
 }
 
 /// Writes `parts` as a tar to a temporary file in `dir` and renames it to
-/// `dest`. Returns the archive's size in bytes.
-pub fn write(dest: &Path, dir: &Path, parts: &[Part<'_>]) -> Result<u64> {
+/// `dest`. Returns the archive's size in bytes. `note` is given the
+/// temporary file's path before the file is created, so a crash at any
+/// later moment can be cleaned up (`leftovers.rs`).
+pub fn write(dest: &Path, dir: &Path, parts: &[Part<'_>], note: &dyn Fn(&Path) -> Result<()>) -> Result<u64> {
     let tmp = tempfile::Builder::new()
-        .prefix(".berth-checkpoint-")
-        .tempfile_in(dir)
+        .prefix(super::leftovers::TEMP_PREFIX)
+        .make_in(dir, |path| {
+            note(path).map_err(|e| std::io::Error::other(e.to_string()))?;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+        })
         .ctx(|| format!("create a temporary archive in {}", dir.display()))?;
     let mut b = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
     for p in parts {
@@ -63,6 +72,7 @@ pub fn write(dest: &Path, dir: &Path, parts: &[Part<'_>]) -> Result<u64> {
     w.flush().ctx(|| "write the archive".into())?;
     drop(w);
     tmp.as_file().sync_all().ctx(|| "sync the archive".into())?;
+    crate::crash::point("checkpoint.archive");
     let size = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
     tmp.persist(dest)
         .map_err(|e| Error::io(format!("rename the archive to {}", dest.display()), e.error))?;
@@ -197,6 +207,7 @@ mod tests {
                     data: b"{}",
                 },
             ],
+            &|_| Ok(()),
         )
         .unwrap();
         let n = names(&dest);
@@ -233,9 +244,59 @@ mod tests {
                 path: &d.path().join("missing"),
                 optional: false,
             }],
+            &|_| Ok(()),
         );
         assert!(e.is_err());
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn the_temporary_archive_is_noted_before_it_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out.tar");
+        let seen = std::cell::RefCell::new(Vec::new());
+        write(
+            &dest,
+            d.path(),
+            &[Part::Bytes {
+                name: "x",
+                data: b"1",
+            }],
+            &|tmp| {
+                seen.borrow_mut().push((tmp.to_path_buf(), tmp.exists()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let seen = seen.into_inner();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let (tmp, existed) = &seen[0];
+        assert!(!existed, "noted before it was created");
+        assert_eq!(tmp.parent(), Some(d.path()));
+        let name = tmp.file_name().unwrap().to_string_lossy();
+        assert!(
+            name.starts_with(crate::checkpoint::leftovers::TEMP_PREFIX),
+            "{name}"
+        );
+        assert!(!tmp.exists() && dest.exists(), "renamed into place");
+    }
+
+    #[test]
+    fn a_note_that_cannot_be_written_stops_before_any_file() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out.tar");
+        let e = write(
+            &dest,
+            d.path(),
+            &[Part::Bytes {
+                name: "x",
+                data: b"1",
+            }],
+            &|_| Err(crate::error::Error::Internal("disk full".into())),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 }

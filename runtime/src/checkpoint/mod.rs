@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod criu;
 pub mod external;
+pub mod leftovers;
 pub mod location;
 pub mod unpack;
 
@@ -59,7 +60,7 @@ pub async fn checkpoint(
     } else {
         timeout
     };
-    let work_root = cfg.root.join("checkpoints");
+    let work_root = leftovers::work_root(&cfg.root);
     std::fs::create_dir_all(&work_root).ctx(|| format!("create {}", work_root.display()))?;
     let work = tempfile::Builder::new()
         .prefix(&format!("{}-", r.id))
@@ -133,7 +134,8 @@ pub async fn checkpoint(
                 optional: true,
             });
         }
-        let size = archive::write(&dest, &dir, &parts);
+        let work_dir = work.path().to_path_buf();
+        let size = archive::write(&dest, &dir, &parts, &|tmp| leftovers::note(&work_dir, tmp));
         drop(work);
         size
     })

@@ -26,6 +26,7 @@ mod image_service;
 mod image_status;
 mod log_layer;
 mod metric_descriptors_list;
+pub mod offload_layer;
 mod panic_layer;
 mod runtime_config;
 mod runtime_config_update;
@@ -103,7 +104,9 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Serves RuntimeService and ImageService on the unix socket until
-/// `shutdown`; `listening` runs once the socket accepts connections.
+/// `shutdown`; `listening` runs once the socket accepts connections. The
+/// connections are served on the calling runtime, each call's handler on
+/// `handlers` (`offload_layer.rs`).
 ///
 /// Only root (and the root group) may drive the runtime: the socket is
 /// bound in a fresh 0700 directory beside its path, given mode 0660 there
@@ -111,6 +114,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 pub async fn serve(
     cri: Cri,
     socket: &Path,
+    handlers: tokio::runtime::Handle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     listening: impl FnOnce(),
 ) -> Result<()> {
@@ -144,6 +148,9 @@ pub async fn serve(
         // Inside the log layer, so a caught panic is logged and counted as
         // the Internal it answers.
         .layer(panic_layer::CatchPanicLayer)
+        // Innermost: a handler's panic is resumed in the connection's task,
+        // where the panic layer catches it.
+        .layer(offload_layer::OffloadLayer::new(handlers))
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(
