@@ -348,3 +348,87 @@ async fn ckpt_restored_counter_continues_in_a_new_pod() {
     assert_nothing_left(&b, &pod_cgroup);
     assert_eq!(entries(out.path()), ["counter.tar"], "the archive is kept");
 }
+
+/// What `root/containers` holds (records and container dirs).
+fn container_entries(b: &Berthd) -> Vec<String> {
+    entries(&b.dir.path().join("root/containers"))
+}
+
+/// The CreateContainer half of a restore on its own: an archive creates a
+/// Created container reporting the original image and the request's
+/// labels; a file that is no checkpoint archive is InvalidArgument, and an
+/// archive whose image is gone is NotFound naming it (no pull); neither
+/// leaves anything in berthd's root.
+#[tokio::test]
+async fn ckpt_restore_create_checks_the_archive_and_its_image() {
+    let (b, mut c, sb, id) =
+        start_pod_with_container("ckpt-restore-create", "", &["sh", "-c", COUNTER], |_| {}).await;
+    let image = format!("{}/library/busybox:latest", registry());
+    count_above(&mut c, &id, 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("counter.tar");
+    checkpoint(&mut c, &id, archive.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", b.log()));
+    c.stop_and_remove_pod(&sb).await.expect("remove the first pod");
+    let pod = pod_config("ckpt-restore-create2", &b.log_dir());
+    let sb2 = c.run_pod(&pod).await.expect("a new pod");
+    let before = container_entries(&b);
+
+    let mut cfg = container_config("restored", archive.to_str().unwrap(), &[]);
+    cfg.labels.insert("restored".into(), "yes".into());
+    let rid = c
+        .create(&sb2, &cfg, &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", b.log()));
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.image.as_ref().map(|i| i.image.as_str()), Some(image.as_str()));
+    assert_eq!(s.labels.get("restored").map(String::as_str), Some("yes"));
+    let upper_c = b
+        .dir
+        .path()
+        .join("root/containers")
+        .join(&rid)
+        .join("upper/tmp/c");
+    assert_eq!(
+        std::fs::read_to_string(&upper_c).unwrap(),
+        tar_cat(&archive, "rootfs-diff/tmp/c"),
+        "the archive's writable layer is the container's"
+    );
+    c.remove(&rid).await.expect("remove the created container");
+    assert_eq!(container_entries(&b), before, "remove leaves nothing");
+
+    // Not a checkpoint archive.
+    let junk = out.path().join("junk.tar");
+    std::fs::write(&junk, "not a tar at all\n".repeat(100)).unwrap();
+    let cfg = container_config("junk", junk.to_str().unwrap(), &[]);
+    let e = c.create(&sb2, &cfg, &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("checkpoint archive"), "{e:?}");
+
+    // The image the archive was made from is gone: NotFound, no pull.
+    c.images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("remove the image");
+    let cfg = container_config("noimage", archive.to_str().unwrap(), &[]);
+    let e = c.create(&sb2, &cfg, &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&image), "names the image: {e:?}");
+    assert!(
+        !c.list_images()
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.repo_tags.contains(&image)),
+        "not pulled"
+    );
+    assert_eq!(container_entries(&b), before, "failed creates leave nothing");
+    c.stop_and_remove_pod(&sb2).await.expect("remove the new pod");
+}

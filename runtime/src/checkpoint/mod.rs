@@ -8,6 +8,7 @@ pub mod criu;
 pub mod external;
 pub mod leftovers;
 pub mod location;
+pub mod restore;
 pub mod unpack;
 
 use std::path::PathBuf;

@@ -18,6 +18,7 @@ use super::{
 };
 use super::{Container, ContainerManager, ContainerRecord, ContainerState, MountRecord};
 use crate::cgroup::systemd::holder::Holder;
+use crate::checkpoint::{restore, unpack};
 use crate::error::{Error, Result};
 use crate::events::Kind;
 use crate::image::ImageRecord;
@@ -29,9 +30,29 @@ impl ContainerManager {
     /// CreateContainer.
     pub async fn create(&self, sandbox_id: &str, cfg: &cri::ContainerConfig) -> Result<String> {
         let mut steps = crate::metrics::steps::Steps::begin("create_container", "validate");
+        // An archive as the image: a restore. Its image and process replace
+        // the request's (checked before anything is made).
+        let image_name = cfg.image.as_ref().map(|i| i.image.as_str()).unwrap_or_default();
+        let restore = restore::archive_of(image_name)
+            .map(|a| restore::plan(&a, &self.images))
+            .transpose()?;
+        let restored;
+        let cfg = match &restore {
+            Some(plan) => {
+                restored = plan.config(cfg);
+                &restored
+            }
+            None => cfg,
+        };
         let upgraded = groups_policy::enforce(cfg, self.cfg.supplemental_groups_enforcement)?;
         let cfg = upgraded.as_ref().unwrap_or(cfg);
         let c = self.check_create(sandbox_id, cfg)?;
+        if restore.is_some() && c.sbr.userns.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} has a user namespace: berth does not restore a checkpoint into one yet",
+                c.sbr.id
+            )));
+        }
         // Held until the container is in the map (or everything is undone):
         // a concurrent CreateContainer of the same name gets AlreadyExists.
         let _name = self.reserve_container_name(&c.sbr, c.meta)?;
@@ -56,6 +77,20 @@ impl ContainerManager {
         steps.next("dirs");
         let mut undo = Rollback::new();
         self.make_container_dirs(&mut undo, &nc, &c.sbr, &built.volumes)?;
+        // Inside the container's dir: the undo (and, after a crash, the
+        // intent) removes it with the dir.
+        let restore_images = match restore.clone() {
+            Some(plan) => {
+                steps.next("restore_unpack");
+                let dir = nc.dir.clone();
+                let images = crate::blocking::run("restore: unpack the archive", move || {
+                    plan.unpack_into(&dir, &unpack::Limits::default())
+                })
+                .await??;
+                Some(images)
+            }
+            None => None,
+        };
         self.mount_image_volumes(&mut undo, &nc.dir, &built.image_volumes)?;
         // Mounted only now: checked like the host paths (an overlay cannot
         // be idmapped on Linux 6.1), before the cgroup and the shim.
@@ -76,6 +111,10 @@ impl ContainerManager {
         steps.next("record");
         let mut record = new_record(cfg, &c, nc, built.identity, pid);
         record.image_volumes = image_volume::records(&built.image_volumes);
+        if let Some(plan) = &restore {
+            record.image = plan.image_name.clone();
+            record.restore_from = restore_images;
+        }
         self.commit_container(undo, record, &c.meta.name)
     }
 
@@ -561,5 +600,6 @@ fn new_record(
         additional_gids: identity.additional_gids,
         // CreateContainer fills them in from what it mounted.
         image_volumes: Vec::new(),
+        restore_from: None,
     }
 }
