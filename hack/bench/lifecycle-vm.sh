@@ -6,8 +6,11 @@
 # bridge+portmap CNI network and the busybox image from the VM's registry.
 # Prints "BERTH-BENCH:" lines (hack/bench/lifecycle.sh keeps only those).
 #   berth-crictl-bench RUNS CONCURRENT [RUNTIMES] [--socket ...]
-# RUNTIMES: which of berth, runc, crun to measure, joined by "+" (default
-# berth+runc+crun); without runc and crun containerd is not started.
+# RUNTIMES: which of berth, berthb, runc, crun to measure, joined by "+"
+# (default berth+runc+crun); without runc and crun containerd is not
+# started. berthb is berthd restarted with --shim /berth/bin/berth-shim-b
+# (another shim build, A/B against berth): berthd is restarted whenever the
+# next run wants the other shim, so the two alternate run by run.
 # RUNS=0 runs the CONCURRENT-pod phase alone (no single-pod rows).
 # Client-side times are net of crictl's own start-up: the median of `crictl
 # version` (one cheap RPC) is measured per runtime and subtracted once per
@@ -35,15 +38,25 @@ echo "timeout: 60" >/etc/crictl.yaml
 say() { echo "BERTH-BENCH: $*"; }
 die() { say "FAIL $*"; tail -30 /tmp/berthd.log /tmp/containerd.log 2>/dev/null; exit 1; }
 
-# berthd again, with the metrics listener (the step histograms) on.
-kill "$(pidof berthd)" 2>/dev/null
-while pidof berthd >/dev/null; do usleep 100000; done
-/berth/bin/berthd --log-level info --http-address 127.0.0.1:9099 >/tmp/berthd.log 2>&1 &
-i=0
-until wget -q -O /dev/null http://127.0.0.1:9099/metrics 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 300 ] && die "berthd did not restart"
-    usleep 100000
-done
+# berthd again, with the metrics listener (the step histograms) on, and
+# the shim runtime $1 wants (berth: the default one, berthb: berth-shim-b).
+SHIM_NOW=""
+berthd_for() {
+    [ "$SHIM_NOW" = "$1" ] && return 0
+    kill "$(pidof berthd)" 2>/dev/null
+    while pidof berthd >/dev/null; do usleep 100000; done
+    shim=""
+    [ "$1" = berthb ] && shim="--shim /berth/bin/berth-shim-b"
+    # shellcheck disable=SC2086
+    /berth/bin/berthd --log-level info --http-address 127.0.0.1:9099 $shim >>/tmp/berthd.log 2>&1 &
+    i=0
+    until wget -q -O /dev/null http://127.0.0.1:9099/metrics 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt 300 ] && die "berthd did not restart"
+        usleep 100000
+    done
+    SHIM_NOW=$1
+}
+berthd_for berth
 
 # containerd 1.6: the same CNI config and plugins, the same registry (plain
 # HTTP mirror), a pause stand-in from that registry, runc and crun as two
@@ -91,12 +104,12 @@ us() { echo "${EPOCHREALTIME%.*}${EPOCHREALTIME#*.}"; }
 # crictl against runtime $1 ("berth", "runc", "crun").
 cri() {
     rt=$1; shift
-    case $rt in berth) ep=$BERTH ;; *) ep=$CTRD ;; esac
+    case $rt in berth | berthb) ep=$BERTH ;; *) ep=$CTRD ;; esac
     # Bounded: a call stuck past crictl's own timeout (seen with 50 pods
     # at once under TCG) must not hang the bench.
     timeout 300 $CRICTL -r "$ep" -i "$ep" --timeout 60s "$@"
 }
-handler() { case $1 in berth) echo "" ;; *) echo "--runtime $1" ;; esac; }
+handler() { case $1 in berth | berthb) echo "" ;; *) echo "--runtime $1" ;; esac; }
 
 pod_json() { # name
     cat <<JSON
@@ -119,6 +132,7 @@ ms() { echo $((($2 - $1) / 1000)); }
 
 # The crictl start-up baseline per runtime (median of 9 `version` calls).
 for rt in $RTS; do
+    case $rt in berth | berthb) berthd_for "$rt" ;; esac
     : >"$W/$rt.base"
     for _ in 1 2 3 4 5 6 7 8 9; do
         a=$(us); cri $rt version >/dev/null; b=$(us)
@@ -280,7 +294,7 @@ steps() {
 # Each CRI RPC's latency sum and count, as "rpc sum count" lines.
 rpcs() {
     case $1 in
-        berth) url=http://127.0.0.1:9099/metrics m=berth_cri_request_duration_seconds l=rpc ;;
+        berth | berthb) url=http://127.0.0.1:9099/metrics m=berth_cri_request_duration_seconds l=rpc ;;
         *) url=http://127.0.0.1:1338/v1/metrics m=grpc_server_handling_seconds l=grpc_method ;;
     esac
     wget -q -O - $url | awk -v m="$m" -v l="$l" '
@@ -303,12 +317,13 @@ r=1
 while [ $r -le "$RUNS" ]; do
     # Alternate which runtime goes first, so none always runs on a warmer VM.
     case $((r % 3)) in
-        1) order="berth runc crun" ;;
-        2) order="runc crun berth" ;;
-        0) order="crun berth runc" ;;
+        1) order="berth berthb runc crun" ;;
+        2) order="runc crun berthb berth" ;;
+        0) order="crun berth berthb runc" ;;
     esac
     for rt in $order; do
         has "$rt" || continue
+        case $rt in berth | berthb) berthd_for "$rt" ;; esac
         { echo "- 0 0"; rpcs "$rt"; } >"$W/srv.before"
         one_run "$rt" "$r"
         rpcs "$rt" >"$W/srv.after"
@@ -320,7 +335,7 @@ steps >"$W/steps.after"
 
 [ "$RUNS" -gt 0 ] && for row in runp create start createstart stoprm restart; do
     line="row $row"
-    MED_berth=0 MED_runc=0 MED_crun=0
+    MED_berth=0 MED_berthb=0 MED_runc=0 MED_crun=0
     for rt in $RTS; do
         set -- $(stats <"$W/$rt.$row" 2>/dev/null)
         line="$line $rt:n=$1,median=$2,p90=$3"
@@ -328,6 +343,7 @@ steps >"$W/steps.after"
     done
     has berth && has runc && line="$line ratio_runc=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_runc + 0.001)}")"
     has berth && has crun && line="$line ratio_crun=$(awk "BEGIN{printf \"%.2f\", $MED_berth / ($MED_crun + 0.001)}")"
+    has berth && has berthb && line="$line ratio_b=$(awk "BEGIN{printf \"%.2f\", $MED_berthb / ($MED_berth + 0.001)}")"
     say "$line"
 done
 # Each runtime's own mean per RPC (server side, no crictl start-up).
@@ -347,9 +363,11 @@ breakdown() {
              printf "BERTH-BENCH: %s %s %s mean_ms=%.2f n=%d\n", tag, $1, $2, ($3 - s[k]) * 1000 / n, n }' \
         "$1" "$2"
 }
-[ "$RUNS" -gt 0 ] && breakdown "$W/steps.before" "$W/steps.after" step
+# (Not with berthb: berthd's restarts reset its histograms.)
+has berthb || { [ "$RUNS" -gt 0 ] && breakdown "$W/steps.before" "$W/steps.after" step; }
 
-for rt in $RTS; do
+[ "$CONC" -gt 0 ] && for rt in $RTS; do
+    case $rt in berth | berthb) berthd_for "$rt" ;; esac
     [ "$rt" = berth ] && steps >"$W/steps.before"
     concurrent "$rt"
     # Where Berth's time went with $CONC pods at once.

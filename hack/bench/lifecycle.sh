@@ -11,6 +11,10 @@
 #   berth, runc, crun joined by "+" or ","; default all three)
 #   RUNTIMES=berth N=0 CONC=50 hack/bench/lifecycle.sh   (N=0: the CONC-pod phase
 #   alone, no single-pod rows)
+#   SHIM_B=/path/to/berth-shim RUNTIMES=berth+berthb N=10 CONC=0 hack/bench/lifecycle.sh
+#   (A/B of two shim builds: "berthb" is berthd restarted with --shim SHIM_B,
+#   alternating with "berth", the default shim, run by run; CONC=0: no
+#   concurrent phase)
 # crictl: $CRICTL, else /tmp/crit-bin/crictl, else crictl on PATH (build it
 # as hack/stream-interop.sh says). Without it, the script says so and runs
 # Berth's own client (berth-lifecycle-bench) for Berth alone.
@@ -19,8 +23,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-5} CONC=${CONC:-50} PODS=${PODS:-10}
 RUNTIMES=$(echo "${RUNTIMES:-berth+runc+crun}" | tr ',' '+')
-[[ $RUNTIMES =~ ^(berth|runc|crun)(\+(berth|runc|crun))*$ ]] ||
-    { echo "lifecycle.sh: RUNTIMES=$RUNTIMES: berth, runc, crun joined by + or ," >&2; exit 2; }
+[[ $RUNTIMES =~ ^(berth|berthb|runc|crun)(\+(berth|berthb|runc|crun))*$ ]] ||
+    { echo "lifecycle.sh: RUNTIMES=$RUNTIMES: berth, berthb, runc, crun joined by + or ," >&2; exit 2; }
+SHIM_B=${SHIM_B:-}
+[[ $RUNTIMES != *berthb* ]] || [ -x "$SHIM_B" ] ||
+    { echo "lifecycle.sh: RUNTIMES has berthb: set SHIM_B to the other berth-shim build" >&2; exit 2; }
 WORK=$PWD/.work
 BIN=$WORK/lifecycle-bench-bin
 IMG=$WORK/lifecycle-bench-initramfs.img
@@ -34,6 +41,7 @@ CRICTL=${CRICTL:-}
 hack/install-deps.sh >/dev/null
 cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
 cp target/release/berthd target/release/berth-shim "$BIN/"
+[ -z "$SHIM_B" ] || cp "$SHIM_B" "$BIN/berth-shim-b"
 hack/images/build.sh "$IMAGES" >/dev/null
 
 if [ -z "$CRICTL" ]; then

@@ -1,6 +1,6 @@
 //! `berth-sys`: the low-level host helpers both binaries use, so each is
 //! written once: mountinfo parsing, where cgroup v2 is mounted, the default
-//! `PATH`, mount_setattr(2) and pidfds. Nothing here knows about CRI, OCI
+//! `PATH`, mount_setattr(2), pidfds and xattrs. Nothing here knows about CRI, OCI
 //! or gRPC.
 
 pub mod cgroup;
@@ -10,3 +10,4 @@ pub mod idmap;
 pub mod mount;
 pub mod mountinfo;
 pub mod pidfd;
+pub mod xattr;

@@ -19,6 +19,34 @@ use tonic::Code;
 
 const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done";
 
+/// The counter after replacing the image's (empty) /home with a directory
+/// of its own: overlayfs marks that one opaque (`trusted.overlay.opaque`),
+/// which the archive must keep.
+const OPAQUE_COUNTER: &str =
+    "rmdir /home && mkdir /home && i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done";
+
+/// The PAX xattrs `member` of `archive` carries.
+fn tar_xattrs(archive: &Path, member: &str) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy().trim_end_matches('/') != member {
+            continue;
+        }
+        let Some(exts) = e.pax_extensions().unwrap() else {
+            return Vec::new();
+        };
+        return exts
+            .map(|x| x.unwrap())
+            .filter_map(|x| {
+                let k = x.key().unwrap().strip_prefix("SCHILY.xattr.")?.to_string();
+                Some((k, x.value_bytes().to_vec()))
+            })
+            .collect();
+    }
+    panic!("{member} not in {}", archive.display());
+}
+
 async fn checkpoint(c: &mut CriClient, id: &str, location: &str) -> Result<(), tonic::Status> {
     c.runtime
         .checkpoint_container(cri::CheckpointContainerRequest {
@@ -93,7 +121,7 @@ fn checkpoint_info(s: &cri::StatusResponse) -> serde_json::Value {
 #[tokio::test]
 async fn ckpt_a_running_counter_is_archived_and_keeps_counting() {
     let (b, mut c, _sb, id) =
-        start_pod_with_container("ckpt-counter", "", &["sh", "-c", COUNTER], |_| {}).await;
+        start_pod_with_container("ckpt-counter", "", &["sh", "-c", OPAQUE_COUNTER], |_| {}).await;
     let before = count_above(&mut c, &id, 2).await;
     let out = tempfile::tempdir().unwrap();
     let archive = out.path().join("counter.tar");
@@ -110,6 +138,7 @@ async fn ckpt_a_running_counter_is_archived_and_keeps_counting() {
         "config.json",
         "container.json",
         "container.log",
+        "descriptors.json",
         "rootfs-diff/tmp/c",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
@@ -129,7 +158,23 @@ async fn ckpt_a_running_counter_is_archived_and_keeps_counting() {
     assert_eq!(record["container"]["id"], id.as_str());
     assert_eq!(record["container"]["state"], "Running");
     let spec: serde_json::Value = serde_json::from_str(&tar_cat(&archive, "config.json")).unwrap();
-    assert_eq!(spec["process"]["args"][2], COUNTER, "the container's own spec");
+    assert_eq!(
+        spec["process"]["args"][2], OPAQUE_COUNTER,
+        "the container's own spec"
+    );
+    // Its stdio as CRIU names it: the shim's log pipes, no stdin.
+    let stdio: Vec<String> = serde_json::from_str(&tar_cat(&archive, "descriptors.json")).unwrap();
+    assert_eq!(stdio.len(), 3, "{stdio:?}");
+    assert_eq!(stdio[0], "/dev/null", "{stdio:?}");
+    assert!(
+        stdio[1].starts_with("pipe:[") && stdio[2].starts_with("pipe:["),
+        "{stdio:?}"
+    );
+    assert_eq!(
+        tar_xattrs(&archive, "rootfs-diff/home"),
+        [("trusted.overlay.opaque".to_string(), b"y".to_vec())],
+        "the replaced /home stays opaque"
+    );
     let dumped: u64 = tar_cat(&archive, "rootfs-diff/tmp/c")
         .trim()
         .parse()

@@ -3,11 +3,15 @@
 //!
 //! - `checkpoint/`: CRIU's image files (and its `dump.log`);
 //! - `rootfs-diff/`: the container's writable overlay layer (its changes
-//!   to the image; overlay whiteouts stay 0:0 character devices);
+//!   to the image; overlay whiteouts stay 0:0 character devices, and an
+//!   opaque directory keeps `trusted.overlay.opaque`: see [`kept_xattr`]);
 //! - `config.json`: the OCI spec it was created with;
 //! - `container.json`: the container's CRI config and status (berthd's
 //!   record of it);
-//! - `container.log`: its log, when it has one.
+//! - `container.log`: its log, when it has one;
+//! - `descriptors.json`: what the init's stdin, stdout and stderr were
+//!   (`/proc/<pid>/fd/0..2` links, as `pipe:[4026]`), the names CRIU gives
+//!   those files, so a restore can hand it new ones in their place.
 //!
 //! It is written to a temporary file beside the final path and renamed
 //! over it only when complete, so a failed checkpoint leaves no archive.
@@ -106,6 +110,34 @@ fn append_file<W: Write>(b: &mut tar::Builder<W>, name: &Path, f: File) -> Resul
         .ctx(|| format!("archive {}", name.display()))
 }
 
+/// Whether an entry's extended attribute goes into the archive (as a PAX
+/// `SCHILY.xattr.` record): `trusted.overlay.opaque`, without which an
+/// opaque directory of the writable layer would show the image's files
+/// again once restored; the application's `user.*`; file capabilities.
+/// Not overlayfs's other `trusted.overlay.*` (origin and impure name this
+/// node's lower inodes), nor the node's security labels.
+pub fn kept_xattr(name: &[u8]) -> bool {
+    name == b"trusted.overlay.opaque" || name.starts_with(b"user.") || name == b"security.capability"
+}
+
+/// The PAX key prefix of an extended attribute.
+pub const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+
+/// Appends a PAX record with `path`'s kept xattrs (nothing when it has
+/// none), which the tar readers apply to the entry that follows.
+fn append_xattrs<W: Write>(b: &mut tar::Builder<W>, path: &Path, inner: &Path) -> Result<()> {
+    // Gone or unreadable since the listing: the entry itself will say so.
+    let names = berth_sys::xattr::list(path).unwrap_or_default();
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    for n in names.iter().filter(|n| kept_xattr(n.to_bytes())) {
+        if let Ok(Some(v)) = berth_sys::xattr::get(path, n) {
+            records.push((format!("{PAX_XATTR_PREFIX}{}", n.to_string_lossy()), v));
+        }
+    }
+    b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+        .ctx(|| format!("archive the xattrs of {}", inner.display()))
+}
+
 /// Appends `dir`'s tree under `name`, never following a symlink (the
 /// tree is the container's: hostile). Sockets and fifos are skipped.
 fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path) -> Result<()> {
@@ -126,11 +158,15 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path) -> Re
             continue;
         };
         let ft = m.file_type();
+        // Each xattr record goes right before the entry it belongs to:
+        // never before one that is then skipped.
         if ft.is_dir() {
+            append_xattrs(b, &path, &inner)?;
             append_tree(b, &path, &inner)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&path).ctx(|| format!("readlink {}", path.display()))?;
             let mut h = header(&m, tar::EntryType::Symlink);
+            append_xattrs(b, &path, &inner)?;
             b.append_link(&mut h, &inner, &target)
                 .ctx(|| format!("archive {}", inner.display()))?;
         } else if ft.is_file() {
@@ -141,6 +177,7 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path) -> Re
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path);
             if let Ok(f) = f {
+                append_xattrs(b, &path, &inner)?;
                 append_file(b, &inner, f)?;
             }
         } else if ft.is_char_device() || ft.is_block_device() {
@@ -155,6 +192,7 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path) -> Re
                 .ctx(|| "device major".into())?;
             h.set_device_minor(libc::minor(rdev))
                 .ctx(|| "device minor".into())?;
+            append_xattrs(b, &path, &inner)?;
             b.append_data(&mut h, &inner, std::io::empty())
                 .ctx(|| format!("archive {}", inner.display()))?;
         }
@@ -230,6 +268,81 @@ mod tests {
         let mut body = String::new();
         evil.read_to_string(&mut body).unwrap();
         assert!(body.is_empty(), "the link's target was not read");
+    }
+
+    /// An entry's xattrs: (name, value) pairs.
+    type Xattrs = Vec<(String, Vec<u8>)>;
+
+    /// The kept xattrs each entry of `archive` carries, by entry name.
+    fn xattrs_by_entry(archive: &Path) -> Vec<(String, Xattrs)> {
+        let mut a = tar::Archive::new(File::open(archive).unwrap());
+        let mut out = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut xs = Vec::new();
+            if let Some(exts) = e.pax_extensions().unwrap() {
+                for x in exts {
+                    let x = x.unwrap();
+                    if let Some(n) = x.key().unwrap().strip_prefix(PAX_XATTR_PREFIX) {
+                        xs.push((n.to_string(), x.value_bytes().to_vec()));
+                    }
+                }
+            }
+            out.push((name, xs));
+        }
+        out
+    }
+
+    #[test]
+    fn an_opaque_directory_keeps_its_mark_and_node_specific_xattrs_stay_out() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("upper");
+        let opaque = tree.join("etc");
+        std::fs::create_dir_all(&opaque).unwrap();
+        // Sorted before the file: skipped, so it must not take the file's record.
+        nix::unistd::mkfifo(
+            &tree.join("a-fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let file = tree.join("b-file");
+        std::fs::write(&file, "x").unwrap();
+        let set =
+            |p: &Path, n: &str, v: &[u8]| berth_sys::xattr::set(p, &std::ffi::CString::new(n).unwrap(), v);
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            set(&opaque, "trusted.overlay.opaque", b"y").unwrap();
+            set(&opaque, "trusted.overlay.origin", b"\x00node-handle").unwrap();
+        }
+        set(&file, "user.mime", b"text/plain").unwrap();
+        let dest = d.path().join("out.tar");
+        write(
+            &dest,
+            d.path(),
+            &[Part::Tree {
+                name: "rootfs-diff",
+                dir: &tree,
+            }],
+            &|_| Ok(()),
+        )
+        .unwrap();
+        let got = xattrs_by_entry(&dest);
+        let of = |name: &str| got.iter().find(|(n, _)| n == name).map(|(_, x)| x.clone());
+        assert_eq!(of("rootfs-diff/a-fifo"), None, "a fifo is skipped: {got:?}");
+        assert_eq!(
+            of("rootfs-diff/b-file").unwrap(),
+            [("user.mime".to_string(), b"text/plain".to_vec())],
+            "{got:?}"
+        );
+        if root {
+            assert_eq!(
+                of("rootfs-diff/etc").unwrap(),
+                [("trusted.overlay.opaque".to_string(), b"y".to_vec())],
+                "the opaque mark, not the node's origin handle: {got:?}"
+            );
+        }
+        assert_eq!(of("rootfs-diff").unwrap(), [], "{got:?}");
     }
 
     #[test]

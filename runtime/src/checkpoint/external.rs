@@ -99,6 +99,19 @@ pub fn args(pid: u32) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// What `pid`'s stdin, stdout and stderr are: the `/proc/<pid>/fd/0..2`
+/// links (`pipe:[4026]`, `/dev/null`, `socket:[77]`), which is how CRIU
+/// names those files in its images; "" for a closed one. A restore hands
+/// CRIU new files under these names (`--inherit-fd`), since the shim's
+/// ends of the old pipes are gone.
+pub fn stdio_names(pid: u32) -> [String; 3] {
+    [0, 1, 2].map(|fd| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
+}
+
 /// Inode of the namespace `kind` a `/proc/<pid>` dir names.
 fn ns_inode(proc_dir: &Path, kind: &str) -> Result<u64> {
     std::fs::metadata(proc_dir.join("ns").join(kind))
@@ -224,6 +237,37 @@ mod tests {
         assert!(is_pid_ns_init("Name:\tsh\nNSpid:\t4321\t1\n"));
         assert!(!is_pid_ns_init("Name:\tsh\nNSpid:\t4321\t7\n"));
         assert!(!is_pid_ns_init("Name:\tsh\n"));
+    }
+
+    #[test]
+    fn stdio_names_are_the_fd_links_criu_uses() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(w))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ino = std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r)))
+            .unwrap()
+            .ino();
+        let got = stdio_names(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            got,
+            [
+                "/dev/null".to_string(),
+                format!("pipe:[{ino}]"),
+                "/dev/null".to_string()
+            ]
+        );
+        assert_eq!(
+            stdio_names(u32::MAX),
+            ["", "", ""].map(String::from),
+            "no such process"
+        );
     }
 
     #[test]

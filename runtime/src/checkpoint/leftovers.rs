@@ -12,10 +12,9 @@
 //! archive each one names. No call is running at start-up, so every work dir
 //! there is a leftover.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 
 /// The name prefix of every temporary archive; start-up removes only files
 /// with it, so a tampered `archive-tmp` cannot make berthd delete another
@@ -34,15 +33,18 @@ pub fn work_root(root: &Path) -> PathBuf {
 /// working in `work`. Called before the file exists, so a crash at any later
 /// moment leaves a note naming it.
 pub fn note(work: &Path, tmp: &Path) -> Result<()> {
-    let path = work.join(NOTE);
-    let mut f = std::fs::File::create(&path).ctx(|| format!("create {}", path.display()))?;
-    f.write_all(tmp.as_os_str().as_encoded_bytes())
-        .ctx(|| format!("write {}", path.display()))?;
-    f.sync_all().ctx(|| format!("sync {}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(work) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::store::write_record(
+        &work.join(NOTE),
+        &Note {
+            archive: tmp.to_path_buf(),
+        },
+    )
+}
+
+/// What a work dir's note says: the temporary archive it is writing.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Note {
+    archive: PathBuf,
 }
 
 /// Removes every checkpoint work dir under `root` and the temporary archive
@@ -85,10 +87,7 @@ pub fn sweep(root: &Path) -> usize {
 /// made: an absolute path without `..` whose file name has [`TEMP_PREFIX`]
 /// and which is a regular file, not a symlink, now.
 fn noted_temp(work: &Path) -> Option<PathBuf> {
-    let raw = std::fs::read(work.join(NOTE)).ok()?;
-    let tmp = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-        &raw,
-    ));
+    let tmp = crate::store::read_record::<Note>(&work.join(NOTE)).ok()?.archive;
     let ours = tmp.is_absolute()
         && !tmp
             .components()

@@ -71,7 +71,12 @@ pub async fn checkpoint(
     std::fs::create_dir(&images).ctx(|| format!("create {}", images.display()))?;
 
     let pid = r.pid;
-    let externals = crate::blocking::run("checkpoint: read /proc", move || external::args(pid)).await??;
+    let (externals, stdio) = crate::blocking::run("checkpoint: read /proc", move || {
+        external::args(pid).map(|e| (e, external::stdio_names(pid)))
+    })
+    .await??;
+    let descriptors = serde_json::to_vec(&stdio)
+        .map_err(|e| Error::Internal(format!("encode the stdio descriptors: {e}")))?;
     let mut args: Vec<String> = [
         "dump",
         "--tree",
@@ -126,6 +131,10 @@ pub async fn checkpoint(
             archive::Part::Bytes {
                 name: "container.json",
                 data: &record,
+            },
+            archive::Part::Bytes {
+                name: "descriptors.json",
+                data: &descriptors,
             },
         ];
         if !r.log_path.is_empty() {
