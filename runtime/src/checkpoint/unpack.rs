@@ -5,17 +5,23 @@
 //! - paths are relative and never contain `..` (no absolute names);
 //! - only the layout `archive.rs` writes is accepted: `checkpoint/`
 //!   (directories and regular files), `rootfs-diff/`, and the regular
-//!   files `config.json`, `container.json`, `container.log`;
+//!   files `config.json`, `container.json`, `container.log`,
+//!   `descriptors.json`;
 //! - symlinks, hard links, fifos and overlay whiteouts (0:0 character
 //!   devices) only inside `rootfs-diff/`; a hard link must name an earlier
 //!   file of `rootfs-diff/`; no other device node anywhere;
 //! - nothing is written through a symlink an earlier entry made (a link's
 //!   target is only ever resolved inside the container's root later);
+//! - extended attributes (PAX `SCHILY.xattr.` records) only on entries of
+//!   `rootfs-diff/` and only those `archive.rs` keeps (the opaque mark,
+//!   `user.*`, file capabilities): an archive carrying any other (say
+//!   `trusted.overlay.redirect`, which overlayfs would follow) is refused;
 //! - the entry count and the bytes unpacked are bounded.
 //!
 //! `dest` is created by the unpack and removed again on any error, so a
 //! refused archive leaves nothing behind.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -43,7 +49,12 @@ impl Default for Limits {
 }
 
 /// Top-level regular files of the layout.
-const TOP_FILES: &[&str] = &["config.json", "container.json", "container.log"];
+const TOP_FILES: &[&str] = &[
+    "config.json",
+    "container.json",
+    "container.log",
+    "descriptors.json",
+];
 /// Top-level directories of the layout.
 const CHECKPOINT_DIR: &str = "checkpoint";
 const ROOTFS_DIFF_DIR: &str = "rootfs-diff";
@@ -157,6 +168,7 @@ fn unpack_from<R: Read>(reader: R, archive: &Path, dest: &Path, limits: &Limits)
                 ),
             ));
         }
+        let xattrs = kept_xattrs(archive, &mut entry, &raw, in_rootfs)?;
         no_symlink_parents(archive, dest, &rel)?;
         let target = dest.join(&rel);
         if let Some(parent) = target.parent() {
@@ -194,6 +206,25 @@ fn unpack_from<R: Read>(reader: R, archive: &Path, dest: &Path, limits: &Limits)
                 )
                 .map_err(|e| bad(archive, format!("whiteout {:?}: {e}", raw)))?;
             }
+            // berthd's own files (CRIU's images, the record, the spec):
+            // root's, private, whatever the header says (archive.rs writes
+            // some with no owner at all).
+            T::Directory if !in_rootfs => {
+                std::fs::create_dir_all(&target)
+                    .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+            }
+            _ if !in_rootfs => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(|e| bad(archive, format!("unpack {:?}: {e}", raw)))?;
+                std::io::copy(&mut entry, &mut f)
+                    .map_err(|e| bad(archive, format!("unpack {:?}: {e}", raw)))?;
+            }
             _ => {
                 // unpack_in checks the path once more and refuses to leave `dest`.
                 let ok = entry.unpack_in(dest).map_err(|e| {
@@ -210,8 +241,51 @@ fn unpack_from<R: Read>(reader: R, archive: &Path, dest: &Path, limits: &Limits)
                 }
             }
         }
+        // A hard link shares its target's inode, which had its own record.
+        if kind != T::Link {
+            for (name, value) in &xattrs {
+                berth_sys::xattr::set(&target, name, value)
+                    .map_err(|e| Error::io(format!("set {name:?} on {}", target.display()), e))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The entry's extended attributes, all of them ones `archive.rs` keeps
+/// and only in `rootfs-diff/`; any other is refused.
+fn kept_xattrs<R: Read>(
+    archive: &Path,
+    entry: &mut tar::Entry<'_, R>,
+    raw: &Path,
+    in_rootfs: bool,
+) -> Result<Vec<(CString, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| bad(archive, format!("entry {raw:?}: PAX records: {e}")))?
+    else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| bad(archive, format!("entry {raw:?}: PAX record: {e}")))?;
+        let key = ext
+            .key()
+            .map_err(|e| bad(archive, format!("entry {raw:?}: PAX key: {e}")))?;
+        let Some(name) = key.strip_prefix(super::archive::PAX_XATTR_PREFIX) else {
+            continue;
+        };
+        if !in_rootfs || !super::archive::kept_xattr(name.as_bytes()) {
+            return Err(bad(
+                archive,
+                format!("entry {raw:?} carries the extended attribute {name:?}, which a checkpoint archive does not keep"),
+            ));
+        }
+        let name =
+            CString::new(name).map_err(|_| bad(archive, format!("entry {raw:?}: a NUL in an xattr name")))?;
+        out.push((name, ext.value_bytes().to_vec()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -383,6 +457,104 @@ mod tests {
         ]);
         assert_refused(&[E("rootfs-diff/hl", T::Link, "../../ckpt.tar", 0, 0)]);
         assert_refused(&[E("rootfs-diff/hl", T::Link, "/etc/passwd", 0, 0)]);
+    }
+
+    /// An archive as `archive.rs` writes it now: `descriptors.json`, and
+    /// `xattrs` (name, value) in a PAX record before `rootfs-diff/etc/`.
+    fn with_xattrs(xattrs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, kind: T, body: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(body.len() as u64);
+            b.append_data(&mut h, name, body).unwrap();
+        };
+        add(&mut b, "rootfs-diff/", T::Directory, b"");
+        let records: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(n, v)| (format!("{}{n}", super::super::archive::PAX_XATTR_PREFIX), *v))
+            .collect();
+        b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .unwrap();
+        add(&mut b, "rootfs-diff/etc/", T::Directory, b"");
+        add(
+            &mut b,
+            "descriptors.json",
+            T::Regular,
+            br#"["/dev/null","pipe:[1]","pipe:[2]"]"#,
+        );
+        b.into_inner().unwrap()
+    }
+
+    fn run_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<()>) {
+        let d = tempfile::tempdir().unwrap();
+        let archive = d.path().join("ckpt.tar");
+        std::fs::write(&archive, bytes).unwrap();
+        std::fs::create_dir(d.path().join("box")).unwrap();
+        let r = unpack(&archive, &d.path().join("box/dest"), &Limits::default());
+        (d, r)
+    }
+
+    #[test]
+    fn an_opaque_mark_and_the_descriptors_are_kept() {
+        let (d, r) = run_bytes(&with_xattrs(&[
+            ("trusted.overlay.opaque", b"y"),
+            ("user.app", b"v"),
+        ]));
+        r.unwrap();
+        let dest = d.path().join("box/dest");
+        let etc = dest.join("rootfs-diff/etc");
+        let get = |n: &str| berth_sys::xattr::get(&etc, &std::ffi::CString::new(n).unwrap()).unwrap();
+        assert_eq!(get("trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+        assert_eq!(get("user.app").as_deref(), Some(&b"v"[..]));
+        assert!(std::fs::read_to_string(dest.join("descriptors.json"))
+            .unwrap()
+            .contains("pipe:[1]"));
+    }
+
+    #[test]
+    fn node_specific_or_foreign_xattrs_are_refused() {
+        for (name, value) in [
+            ("trusted.overlay.redirect", &b"/etc"[..]),
+            ("trusted.overlay.origin", &b"x"[..]),
+            ("security.selinux", &b"system_u:object_r:x"[..]),
+        ] {
+            let (d, r) = run_bytes(&with_xattrs(&[(name, value)]));
+            match r {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains(name), "{m}"),
+                other => panic!("{name}: expected InvalidArgument, got {other:?}"),
+            }
+            assert!(!d.path().join("box/dest").exists());
+        }
+    }
+
+    /// `archive.rs` writes its own files (`container.json`, ...) with a
+    /// bare header: mode and size, no owner or time. They unpack as root's.
+    #[test]
+    fn berths_own_files_need_no_owner_in_their_headers() {
+        let mut b = tar::Builder::new(Vec::new());
+        for name in ["container.json", "descriptors.json", "checkpoint/dump.log"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(2);
+            h.set_mode(0o600);
+            h.set_entry_type(T::Regular);
+            b.append_data(&mut h, name, &b"{}"[..]).unwrap();
+        }
+        let (d, r) = run_bytes(&b.into_inner().unwrap());
+        r.unwrap();
+        let dest = d.path().join("box/dest");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("container.json")).unwrap(),
+            "{}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("checkpoint/dump.log")).unwrap(),
+            "{}"
+        );
     }
 
     #[test]
