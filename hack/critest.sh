@@ -77,7 +77,7 @@ EXTRA=${BERTH_CRITEST_ARGS:-}
 [[ -z $EXTRA || $EXTRA =~ ^[-A-Za-z0-9_.=:|]+(,[-A-Za-z0-9_.=:|]+)*$ ]] ||
     die "BERTH_CRITEST_ARGS=$EXTRA: flags joined by commas, no spaces"
 
-cargo build --release -p berth-runtime -p berth-shim
+hack/build-release.sh
 BIN=$WORK/bin
 rm -rf "$BIN" && mkdir -p "$BIN"
 cp target/release/berthd target/release/berth-shim "$BIN/"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 WORK=$PWD/.work
 mkdir -p "$WORK/demo-bin"
 hack/install-deps.sh
-cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
+hack/build-release.sh -p berth-tests
 cp target/release/berthd target/release/berth-shim target/release/berth-demo "$WORK/demo-bin/"
 hack/images/build.sh "$WORK/images"
 hack/images/registry-seed.sh "$WORK/images"

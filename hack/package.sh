@@ -12,7 +12,7 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
     exit 1
 fi
 
-cargo build --release -p berth-runtime -p berth-shim
+hack/build-release.sh
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 deb=target/debian/berth_${version}_amd64.deb
 rm -f "$deb"

@@ -86,7 +86,7 @@ if [ "$MODE" = --host ]; then
 fi
 
 step "build: release binaries and VM test executables"
-cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
+hack/build-release.sh -p berth-tests
 # shellcheck disable=SC2046
 TEST_BINS=$(cargo test --release -p berth-tests $(printf -- '--test %s ' $VM_SUITES) --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys

@@ -39,7 +39,7 @@ CRICTL=${CRICTL:-}
 [ -n "$CRICTL" ] || { [ -x /tmp/crit-bin/crictl ] && CRICTL=/tmp/crit-bin/crictl; } || true
 [ -n "$CRICTL" ] || CRICTL=$(command -v crictl || true)
 hack/install-deps.sh >/dev/null
-cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
+hack/build-release.sh -p berth-tests
 cp target/release/berthd target/release/berth-shim "$BIN/"
 [ -z "$SHIM_B" ] || cp "$SHIM_B" "$BIN/berth-shim-b"
 hack/images/build.sh "$IMAGES" >/dev/null

@@ -11,7 +11,7 @@ WORK=$PWD/.work
 BIN=$WORK/pull-bench-bin IMAGES=$WORK/pull-bench-images
 rm -rf "$BIN" && mkdir -p "$BIN"
 hack/install-deps.sh >/dev/null
-cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
+hack/build-release.sh -p berth-tests
 cp target/release/berthd target/release/berth-shim target/release/berth-pull-bench "$BIN/"
 rm -rf "$IMAGES/oci" && mkdir -p "$IMAGES/oci"
 python3 hack/images/mkbig.py "$IMAGES/oci" "$LAYERS" "$MIB"

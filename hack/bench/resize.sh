@@ -13,7 +13,7 @@ WORK=$PWD/.work
 BIN=$WORK/resize-bench-bin
 rm -rf "$BIN" && mkdir -p "$BIN"
 hack/install-deps.sh >/dev/null
-cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
+hack/build-release.sh -p berth-tests
 cp target/release/berthd target/release/berth-shim target/release/berth-resize-bench "$BIN/"
 hack/images/build.sh "$WORK/images" >/dev/null
 hack/images/registry-seed.sh "$WORK/images" >/dev/null

@@ -9,7 +9,7 @@ CYCLES=${1:-50} PODS=${2:-20}
 WORK=$PWD/.work
 mkdir -p "$WORK/bench-bin"
 hack/install-deps.sh >/dev/null
-cargo build --release -p berth-runtime -p berth-shim -p berth-tests --bins
+hack/build-release.sh -p berth-tests
 cp target/release/berthd target/release/berth-shim target/release/berth-bench "$WORK/bench-bin/"
 hack/images/build.sh "$WORK/images" >/dev/null
 hack/images/registry-seed.sh "$WORK/images" >/dev/null

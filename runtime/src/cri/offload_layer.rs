@@ -294,6 +294,12 @@ mod tests {
             tokio::spawn(fut).await
         });
         assert!(r.unwrap_err().is_panic(), "the panic reaches the caller's task");
+        // The panicked task is counted alive until the runtime has released
+        // it, which may come a moment after its JoinHandle saw the panic.
+        let released = std::time::Instant::now() + Duration::from_secs(30);
+        while handlers.metrics().num_alive_tasks() != 0 && std::time::Instant::now() < released {
+            std::thread::sleep(Duration::from_millis(10));
+        }
 
         let fut = svc.call(http::Request::builder().uri("/sleep").body(()).unwrap());
         let alive = handlers.metrics().num_alive_tasks();

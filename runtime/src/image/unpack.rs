@@ -108,30 +108,14 @@ fn entry_xattrs<R: Read>(
 
 /// Sets xattrs on `path` without following a symlink.
 fn set_xattrs(path: &Path, xattrs: &[(std::ffi::CString, Vec<u8>)]) -> Result<()> {
-    if xattrs.is_empty() {
-        return Ok(());
-    }
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error::Image("path with NUL".into()))?;
     for (name, value) in xattrs {
-        // SAFETY: valid NUL-terminated strings and a value buffer of the length given.
-        let rc = unsafe {
-            libc::lsetxattr(
-                c_path.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::Image(format!(
-                "set xattr {} on {}: {}",
+        berth_sys::xattr::set(path, name, value).map_err(|e| {
+            Error::Image(format!(
+                "set xattr {} on {}: {e}",
                 name.to_string_lossy(),
-                path.display(),
-                std::io::Error::last_os_error()
-            )));
-        }
+                path.display()
+            ))
+        })?;
     }
     Ok(())
 }
