@@ -165,6 +165,36 @@ impl Plan {
     }
 }
 
+/// Largest `descriptors.json` read, and longest name in it.
+const MAX_DESCRIPTORS: u64 = 64 << 10;
+const MAX_STDIO_NAME: usize = 4096;
+
+/// What the checkpointed process's stdin, stdout and stderr are called in
+/// CRIU's images: the unpacked archive's `descriptors.json` under `dir`
+/// (the container's dir), a list of at most three strings. None in the
+/// archive: no names (CRIU then says which file it misses).
+pub fn stdio_names(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(UNPACK_DIR).join("descriptors.json");
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+    };
+    let mut body = Vec::new();
+    f.take(MAX_DESCRIPTORS + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let bad = |what: &str| Error::InvalidArgument(format!("checkpoint archive: descriptors.json {what}"));
+    if body.len() as u64 > MAX_DESCRIPTORS {
+        return Err(bad("is too large"));
+    }
+    let names: Vec<String> = serde_json::from_slice(&body).map_err(|_| bad("is not a list of strings"))?;
+    if names.len() > 3 || names.iter().any(|n| n.len() > MAX_STDIO_NAME || n.contains('\0')) {
+        return Err(bad("holds more than stdin, stdout and stderr"));
+    }
+    Ok(names)
+}
+
 fn bad(archive: &Path, what: String) -> Error {
     Error::InvalidArgument(format!("checkpoint archive {}: {what}", archive.display()))
 }
@@ -411,6 +441,30 @@ mod tests {
             listing(&dir.join("restore")),
             ["checkpoint", "config.json", "container.json"]
         );
+    }
+
+    #[test]
+    fn descriptors_are_at_most_three_bounded_names() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(stdio_names(d.path()).unwrap().is_empty(), "none in the archive");
+        std::fs::create_dir(d.path().join(UNPACK_DIR)).unwrap();
+        let f = d.path().join(UNPACK_DIR).join("descriptors.json");
+        std::fs::write(&f, r#"["file[2e:4]","pipe:[77]","pipe:[78]"]"#).unwrap();
+        assert_eq!(
+            stdio_names(d.path()).unwrap(),
+            ["file[2e:4]", "pipe:[77]", "pipe:[78]"]
+        );
+        for bad in [
+            r#"{"a":1}"#,
+            r#"["a","b","c","d"]"#,
+            r#"[1]"#,
+            "x",
+            r#"["a\u0000b"]"#,
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = stdio_names(d.path()).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e:?}");
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl ContainerManager {
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &c.sbr.cgroup_path, &id);
         steps.next("spec");
         let built = self.build_oci(&id, cfg, &c, &cgroup_path)?;
-        let nc = NewContainer {
+        let mut nc = NewContainer {
             dir: self.cfg.root.join("containers").join(&id),
             bundle: self.cfg.state.join("containers").join(&id),
             id,
@@ -72,6 +72,7 @@ impl ContainerManager {
                 .or_else(|| signal::parse(&c.image.config.stop_signal))
                 .unwrap_or(libc::SIGTERM),
             log_path: log_path_of(cfg, &c.sbr),
+            restore: None,
         };
 
         steps.next("dirs");
@@ -105,6 +106,14 @@ impl ContainerManager {
             .make_container_cgroup(&mut undo, &nc, cfg, &c.sbr, &built.devices)
             .await?;
         steps.next("shim_create");
+        nc.restore = match &restore_images {
+            Some(images) => Some(ShimRestore {
+                images: images.clone(),
+                criu: crate::checkpoint::criu::require(&self.cfg.criu_path)?,
+                stdio: restore::stdio_names(&nc.dir)?,
+            }),
+            None => None,
+        };
         let pid = self
             .create_in_shim(&mut undo, &nc, cfg, &c, &built.oci, scope_holder)
             .await?;
@@ -393,6 +402,7 @@ impl ContainerManager {
         oci: &oci_spec::runtime::Spec,
         scope_holder: Option<Holder>,
     ) -> Result<u32> {
+        let restore = nc.restore.as_ref();
         let (id, dir, bundle, image) = (&nc.id, &nc.dir, &nc.bundle, &c.image);
         let lower: Vec<String> = self
             .images
@@ -434,6 +444,13 @@ impl ContainerManager {
                 stdin: cfg.stdin,
                 stdin_once: cfg.stdin_once,
                 terminal: cfg.tty,
+                restore_images_dir: restore
+                    .map(|r| r.images.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                criu_path: restore
+                    .map(|r| r.criu.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                restore_stdio: restore.map(|r| r.stdio.clone()).unwrap_or_default(),
             })
             .await
             .map_err(shim_error)?;
@@ -530,6 +547,8 @@ struct NewContainer {
     bundle: PathBuf,
     stop_signal: i32,
     log_path: String,
+    /// A restore's CRIU images and stdio names, for the shim.
+    restore: Option<ShimRestore>,
 }
 
 /// The container's log file: kubelet's pod log directory joined with the
@@ -602,4 +621,14 @@ fn new_record(
         image_volumes: Vec::new(),
         restore_from: None,
     }
+}
+
+/// What the shim needs to restore a container at Start.
+struct ShimRestore {
+    /// CRIU's images (the unpacked archive's `checkpoint/`).
+    images: std::path::PathBuf,
+    /// The node's criu.
+    criu: std::path::PathBuf,
+    /// The dump's names of stdin, stdout and stderr.
+    stdio: Vec<String>,
 }

@@ -21,13 +21,6 @@ impl ContainerManager {
                 rec.id, rec.state
             )));
         }
-        if rec.restore_from.is_some() {
-            // Starting the spec's process afresh would lose what the
-            // checkpoint kept (the process's memory): refuse instead.
-            return Err(Error::Unimplemented(
-                "StartContainer of a container created from a checkpoint archive (the CRIU restore)",
-            ));
-        }
         let sb = self.sandboxes.get(&rec.sandbox_id)?;
         let mut shim = Self::shim_of(&sb)?;
         steps.next("shim_start");

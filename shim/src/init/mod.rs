@@ -18,7 +18,7 @@ pub mod exec;
 mod fake;
 pub mod hooks;
 mod inroot;
-mod mounts;
+pub(crate) mod mounts;
 mod process;
 mod rootfs;
 mod seccomp;
