@@ -226,7 +226,7 @@ fn read_pidfile(path: &Path) -> std::result::Result<i32, String> {
 
 /// The `--external mnt[..]` arguments: every bind mount of the spec by
 /// its destination (the key the dump gave the mount it replaces) and every
-/// masked path bound from /dev/null.
+/// masked path bound from /dev/null, and the default device nodes.
 pub fn external_mounts(spec: &Spec, cgroup_dir: Option<&Path>) -> Vec<String> {
     let mut out = Vec::new();
     for m in spec.mounts().as_deref().unwrap_or_default() {
@@ -254,6 +254,11 @@ pub fn external_mounts(spec: &Spec, cgroup_dir: Option<&Path>) -> Vec<String> {
         .unwrap_or_default();
     for p in masked {
         out.push(format!("mnt[{p}]:/dev/null"));
+    }
+    // The device nodes init binds from the node's /dev into every
+    // container: not in the spec, but external mounts of the dump.
+    for name in crate::init::DEFAULT_DEVICES {
+        out.push(format!("mnt[/dev/{name}]:/dev/{name}"));
     }
     out
 }
@@ -317,6 +322,12 @@ fn criu_args(
 /// Forks CRIU as the shim's child: in a mount namespace of its own with
 /// the container's rootfs mounted, in the container's cgroup, holding the
 /// fds it hands on. Returns its pid (the reaper collects its exit).
+///
+/// That namespace is made rslave, not rprivate: the container's binds from
+/// the node were slaves of the node's mounts, and CRIU restores that by
+/// copying the sharing of the mount holding each external source
+/// (MOVE_MOUNT_SET_GROUP), which fails on a private one. As a slave,
+/// nothing mounted in it reaches the node.
 fn spawn_criu(
     p: &Pending,
     spec: &Spec,
@@ -408,11 +419,11 @@ fn spawn_criu(
                 null,
                 root.as_ptr(),
                 null,
-                libc::MS_REC | libc::MS_PRIVATE,
+                libc::MS_REC | libc::MS_SLAVE,
                 null as _,
             ) != 0
             {
-                setup_failed(b"make / rprivate");
+                setup_failed(b"make / rslave");
             }
             for (source, fstype, flags, data) in &mounts {
                 if libc::mount(
@@ -518,7 +529,8 @@ mod tests {
     }
 
     /// Binds are named by their destination with the new source; masked
-    /// paths come from /dev/null; kernel filesystems are CRIU's own.
+    /// paths come from /dev/null; the default device nodes from the node's
+    /// /dev; kernel filesystems are CRIU's own.
     #[test]
     fn binds_and_masked_paths_are_the_external_mounts() {
         let s = spec(json!({
@@ -539,7 +551,13 @@ mod tests {
                 "mnt[/etc/hosts]:/pods/p2/hosts",
                 "mnt[/dev/shm]:/pods/p2/shm",
                 "mnt[/sys/fs/cgroup]:/cg/pod/c2",
-                "mnt[/proc/kcore]:/dev/null"
+                "mnt[/proc/kcore]:/dev/null",
+                "mnt[/dev/null]:/dev/null",
+                "mnt[/dev/zero]:/dev/zero",
+                "mnt[/dev/full]:/dev/full",
+                "mnt[/dev/random]:/dev/random",
+                "mnt[/dev/urandom]:/dev/urandom",
+                "mnt[/dev/tty]:/dev/tty"
             ]
         );
     }

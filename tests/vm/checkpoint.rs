@@ -426,3 +426,59 @@ async fn ckpt_restore_create_checks_the_archive_and_its_image() {
     assert_eq!(container_entries(&b), before, "failed creates leave nothing");
     c.stop_and_remove_pod(&sb2).await.expect("remove the new pod");
 }
+
+/// The counter checkpointed, its pod removed, and the archive given as the
+/// image of a CreateContainer in a new pod: StartContainer restores the
+/// process, which counts on from its memory (a fresh start would count from
+/// 1 again); stop and remove leave nothing.
+#[tokio::test]
+async fn ckpt_restored_counter_continues_in_a_new_pod() {
+    let (b, mut c, sb, id) =
+        start_pod_with_container("ckpt-restore", "", &["sh", "-c", COUNTER], |_| {}).await;
+    count_above(&mut c, &id, 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("counter.tar");
+    checkpoint(&mut c, &id, archive.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", b.log()));
+    let dumped: u64 = tar_cat(&archive, "rootfs-diff/tmp/c")
+        .trim()
+        .parse()
+        .expect("a number in /tmp/c");
+    c.stop_and_remove_pod(&sb).await.expect("remove the first pod");
+
+    let pod = pod_config("ckpt-restored", &b.log_dir());
+    let sb2 = c.run_pod(&pod).await.expect("a new pod");
+    let mut cfg = container_config("restored", archive.to_str().unwrap(), &[]);
+    cfg.labels.insert("restored".into(), "yes".into());
+    let rid = c
+        .create(&sb2, &cfg, &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", b.log()));
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.labels.get("restored").map(String::as_str), Some("yes"));
+    c.start(&rid)
+        .await
+        .unwrap_or_else(|e| panic!("start (restore): {e:?}\n{}", b.log()));
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32, "{s:?}");
+
+    let first = count(&mut c, &rid).await;
+    assert!(
+        first >= dumped,
+        "the counter went on from its memory: {first} < {dumped} (a fresh start counts from 1)"
+    );
+    count_above(&mut c, &rid, first + 2).await;
+
+    c.stop(&rid, 10).await.expect("stop the restored container");
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32, "{s:?}");
+    c.remove(&rid).await.expect("remove the restored container");
+    let info = c.pod_status(&sb2).await.unwrap().1;
+    let pod_cgroup = info["cgroupPath"].as_str().unwrap().to_string();
+    c.stop_and_remove_pod(&sb2).await.expect("remove the new pod");
+    assert_nothing_left(&b, &pod_cgroup);
+    assert_eq!(entries(out.path()), ["counter.tar"], "the archive is kept");
+}
+

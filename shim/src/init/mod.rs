@@ -21,6 +21,7 @@ mod inroot;
 pub(crate) mod mounts;
 mod process;
 mod rootfs;
+pub(crate) use rootfs::DEFAULT_DEVICES;
 mod seccomp;
 pub mod syscall;
 
