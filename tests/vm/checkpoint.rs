@@ -105,6 +105,50 @@ fn tar(args: &[&std::ffi::OsStr]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// CRIU's `mnt_entry` (images/mnt.proto), its required fields.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MntEntry {
+    #[prost(uint32, tag = "1")]
+    fstype: u32,
+    #[prost(uint32, tag = "2")]
+    mnt_id: u32,
+    #[prost(uint32, tag = "4")]
+    parent_mnt_id: u32,
+    #[prost(string, tag = "6")]
+    root: String,
+    #[prost(string, tag = "7")]
+    mountpoint: String,
+    #[prost(string, tag = "8")]
+    source: String,
+}
+
+/// Copies the tar `src` to `dst`, letting `edit` change each regular
+/// file's body (by its name without "./").
+fn rewrite_archive(src: &Path, dst: &Path, edit: impl Fn(&str, &mut Vec<u8>)) {
+    use std::io::Read;
+    let mut input = ::tar::Archive::new(std::fs::File::open(src).unwrap());
+    let mut output = ::tar::Builder::new(std::fs::File::create(dst).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let mut header = entry.header().clone();
+        let mut body = Vec::new();
+        entry.read_to_end(&mut body).unwrap();
+        if header.entry_type() == ::tar::EntryType::Regular {
+            edit(&name, &mut body);
+            header.set_size(body.len() as u64);
+            header.set_cksum();
+        }
+        output.append(&header, body.as_slice()).unwrap();
+    }
+    output.finish().unwrap();
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -401,6 +445,33 @@ async fn ckpt_restore_create_checks_the_archive_and_its_image() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("checkpoint archive"), "{e:?}");
 
+    // A hostile archive: its mount table also mounts the node's devtmpfs
+    // (CRIU would do it as root). Refused before the shim, nothing left.
+    let hostile = out.path().join("hostile.tar");
+    rewrite_archive(&archive, &hostile, |name, body| {
+        if name.starts_with("checkpoint/mountpoints-") {
+            let m = MntEntry {
+                fstype: 3,
+                mnt_id: 4242,
+                parent_mnt_id: 1,
+                root: "/".into(),
+                mountpoint: "./mnt".into(),
+                source: "devtmpfs".into(),
+            };
+            let b = prost::Message::encode_to_vec(&m);
+            body.extend((b.len() as u32).to_le_bytes());
+            body.extend(b);
+        }
+    });
+    let cfg = container_config("hostile", hostile.to_str().unwrap(), &[]);
+    let e = c.create(&sb2, &cfg, &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("mountpoints-") && e.message().contains("\"./mnt\""),
+        "names the image and the mount: {e:?}"
+    );
+    assert_eq!(container_entries(&b), before, "a refused restore leaves nothing");
+
     // The image the archive was made from is gone: NotFound, no pull.
     c.images
         .remove_image(cri::RemoveImageRequest {
@@ -481,4 +552,3 @@ async fn ckpt_restored_counter_continues_in_a_new_pod() {
     assert_nothing_left(&b, &pod_cgroup);
     assert_eq!(entries(out.path()), ["counter.tar"], "the archive is kept");
 }
-

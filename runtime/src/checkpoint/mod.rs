@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod criu;
 pub mod external;
+pub mod images;
 pub mod leftovers;
 pub mod location;
 pub mod restore;

@@ -84,8 +84,13 @@ impl ContainerManager {
             Some(plan) => {
                 steps.next("restore_unpack");
                 let dir = nc.dir.clone();
+                // CRIU recreates what its images say as root: they must
+                // give nothing this container's spec would not.
+                let oci = built.oci.clone();
                 let images = crate::blocking::run("restore: unpack the archive", move || {
-                    plan.unpack_into(&dir, &unpack::Limits::default())
+                    let images = plan.unpack_into(&dir, &unpack::Limits::default())?;
+                    crate::checkpoint::images::check(&images, &oci)?;
+                    Ok::<_, Error>(images)
                 })
                 .await??;
                 Some(images)
