@@ -52,7 +52,7 @@ struct Ours {
 type Setup = (File, Vec<u8>, Option<OwnedFd>);
 
 /// Whether the spec asks for a PID namespace of the container's own.
-fn wants_own_pid_ns(spec: &Spec) -> bool {
+pub(crate) fn wants_own_pid_ns(spec: &Spec) -> bool {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
@@ -252,9 +252,10 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
         spec: cfg.spec,
         log: log.clone(),
         attach,
-        start_pipe: File::from(ours.start),
-        sync_pipe: sync_file,
+        start_pipe: Some(File::from(ours.start)),
+        sync_pipe: Some(sync_file),
         hooks: crate::hooks::Attached::new(cfg.hook_state, &pod.reaper),
+        restore: None,
     }));
     if let Err(e) = pod.table.insert(c.clone()) {
         return Err(fail(e));
@@ -305,7 +306,7 @@ fn steps_between(marks: &[(&str, u64)]) -> Vec<berth_proto::shim::Step> {
 
 /// Marks `c` exited once its process is reaped and its output copiers
 /// are done.
-async fn watch_exit(reaper: Reaper, c: Arc<Container>, copiers: Vec<oneshot::Receiver<()>>) {
+pub(crate) async fn watch_exit(reaper: Reaper, c: Arc<Container>, copiers: Vec<oneshot::Receiver<()>>) {
     let pid = c.pid;
     let exit = reaper.wait(pid).await;
     c.mark_reaped();
@@ -329,7 +330,7 @@ async fn watch_exit(reaper: Reaper, c: Arc<Container>, copiers: Vec<oneshot::Rec
 }
 
 /// Start: tells the parked init to exec and reports how that went.
-pub async fn start(table: &Table, id: String) -> Result<StartResponse> {
+pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
     let c = table.container(&id)?;
     if c.state().phase != Phase::Created {
         return Err(Error::WrongPhase(format!(
@@ -395,7 +396,7 @@ mod start_tests {
         let (mut start_r, start_w) = std::io::pipe().unwrap();
         let (sync_r, sync_w) = std::io::pipe().unwrap();
         let (table, c) = parked("fast", start_w, sync_r);
-        let starting = tokio::spawn(async move { start(&table, "fast".into()).await });
+        let starting = tokio::spawn(async move { start_parked(&table, "fast".into()).await });
         // The init stage gets the go, execs (its report is empty: no
         // identity, no error), exits and is reaped before the report is read.
         tokio::task::spawn_blocking(move || {
@@ -420,7 +421,7 @@ mod start_tests {
         let (sync_r, _sync_w) = std::io::pipe().unwrap();
         let (table, c) = parked("killed", start_w, sync_r);
         c.mark_exited(137, now_ns());
-        let err = start(&table, "killed".into()).await.unwrap_err();
+        let err = start_parked(&table, "killed".into()).await.unwrap_err();
         assert!(err.to_string().contains("not in created state"), "{err}");
         assert_eq!(c.state().started_at, 0);
     }

@@ -19,7 +19,8 @@ const DELETE_WAIT: Duration = Duration::from_secs(10);
 pub fn kill(table: &Table, req: KillRequest) -> Result<()> {
     let c = table.container(&req.id)?;
     let sig = Signal::try_from(req.signal as i32).map_err(|_| Error::BadSignal(req.signal))?;
-    if c.state().phase == Phase::Exited {
+    // Exited, or a restore not yet run: no process to signal.
+    if c.state().phase == Phase::Exited || c.pid == 0 {
         return Ok(());
     }
     match (&c.cgroup_dir, req.all) {
@@ -72,6 +73,10 @@ pub fn state(table: &Table, id: &str) -> Result<StateResponse> {
 /// its record.
 pub async fn delete(table: &Table, id: String) -> Result<DeleteResponse> {
     let c = table.container(&id)?;
+    if c.pid == 0 {
+        // A restore never run: there is no process, only the record.
+        c.mark_exited(0, crate::reaper::now_ns());
+    }
     if c.state().phase != Phase::Exited {
         // A parked init gives up when its start pipe closes; a running one is killed.
         drop(c.start_pipe.lock().expect("lock").take());
@@ -118,5 +123,8 @@ fn kill_now(c: &Container) {
     if let Some(dir) = &c.cgroup_dir {
         let _ = signal_all(dir, Signal::SIGKILL);
     }
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+    // Pid 0 (a restore never run) would be our own process group.
+    if c.pid > 0 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+    }
 }

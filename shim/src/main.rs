@@ -26,6 +26,8 @@ mod pod;
 mod pod_init;
 mod ready;
 mod reaper;
+mod restore;
+mod restore_pending;
 mod server;
 mod spawn;
 mod stdio;

@@ -125,14 +125,17 @@ impl Shim for ShimService {
     }
 
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
-        Ok(Response::new(
-            crate::create::create(&self.pod, req.into_inner()).await?,
-        ))
+        let req = req.into_inner();
+        // A checkpoint's container: no init until Start restores it.
+        if !req.restore_images_dir.is_empty() {
+            return Ok(Response::new(crate::restore::create(&self.pod, req)?));
+        }
+        Ok(Response::new(crate::create::create(&self.pod, req).await?))
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
         Ok(Response::new(
-            crate::create::start(&self.pod.table, req.into_inner().id).await?,
+            crate::restore::start_or_restore(&self.pod, req.into_inner().id).await?,
         ))
     }
 

@@ -70,6 +70,9 @@ pub struct Container {
     pub sync_pipe: Mutex<Option<File>>,
     /// Its poststart and poststop hooks' state (None: no hooks).
     pub hooks: Option<Arc<crate::hooks::Attached>>,
+    /// A restore not yet run (a container created from a checkpoint has
+    /// no process until Start); taken by Start.
+    pub restore: Mutex<Option<crate::restore_pending::Pending>>,
     state: Mutex<State>,
     /// Set when the process is reaped, before its output has drained and
     /// its exit is reported: from then on nothing may be exec'd into it.
@@ -93,12 +96,14 @@ pub struct Created {
     pub log: LogFile,
     /// Its attach point.
     pub attach: Arc<AttachPoint>,
-    /// Writer end of the start pipe.
-    pub start_pipe: File,
-    /// Reader end of the sync pipe.
-    pub sync_pipe: File,
+    /// Writer end of the start pipe (None: no parked init).
+    pub start_pipe: Option<File>,
+    /// Reader end of the sync pipe (None: no parked init).
+    pub sync_pipe: Option<File>,
     /// Its hooks (None: none).
     pub hooks: Option<Arc<crate::hooks::Attached>>,
+    /// Its restore, for a container created from a checkpoint.
+    pub restore: Option<crate::restore_pending::Pending>,
 }
 
 impl Container {
@@ -113,9 +118,10 @@ impl Container {
             spec: c.spec,
             log: c.log,
             attach: c.attach,
-            start_pipe: Mutex::new(Some(c.start_pipe)),
-            sync_pipe: Mutex::new(Some(c.sync_pipe)),
+            start_pipe: Mutex::new(c.start_pipe),
+            sync_pipe: Mutex::new(c.sync_pipe),
             hooks: c.hooks,
+            restore: Mutex::new(c.restore),
             state: Mutex::new(State {
                 phase: Phase::Created,
                 exit_code: 0,
@@ -234,6 +240,12 @@ impl Table {
         self.inner.lock().expect("table lock").get(id).cloned()
     }
 
+    /// Puts `c` in the place of the record with its id (a restored
+    /// container's record, with its process, for the one without).
+    pub fn replace(&self, c: Arc<Container>) {
+        self.inner.lock().expect("table lock").insert(c.id.clone(), c);
+    }
+
     /// Drops a container record.
     pub fn remove(&self, id: &str) -> Option<Arc<Container>> {
         self.inner.lock().expect("table lock").remove(id)
@@ -258,9 +270,10 @@ impl Container {
             spec: Spec::default(),
             log: LogFile::open("").unwrap(),
             attach: Arc::new(AttachPoint::new(None, None, false, false)),
-            start_pipe,
-            sync_pipe,
+            start_pipe: Some(start_pipe),
+            sync_pipe: Some(sync_pipe),
             hooks: None,
+            restore: None,
         })
     }
 }

@@ -2,7 +2,9 @@
 //! is dumped into one tar archive (CRIU's images, its writable layer, spec,
 //! record and log) and keeps counting; an unknown or stopped container, a
 //! bad location and a node without CRIU each get their error, and leave
-//! no archive behind.
+//! no archive behind. The archive restores (CreateContainer with the
+//! archive as image, StartContainer) in a new pod, the counter continuing
+//! from its memory.
 //!
 //! Needs root, cgroup v2, the loopback registry and Debian's criu (the VM
 //! carries it): runs inside the VM (`hack/vm`). Run with `--test-threads=1`.
@@ -11,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri;
+use berth_tests::node::assert_nothing_left;
 use berth_tests::*;
 use tonic::Code;
 
@@ -102,6 +105,50 @@ fn tar(args: &[&std::ffi::OsStr]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// CRIU's `mnt_entry` (images/mnt.proto), its required fields.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MntEntry {
+    #[prost(uint32, tag = "1")]
+    fstype: u32,
+    #[prost(uint32, tag = "2")]
+    mnt_id: u32,
+    #[prost(uint32, tag = "4")]
+    parent_mnt_id: u32,
+    #[prost(string, tag = "6")]
+    root: String,
+    #[prost(string, tag = "7")]
+    mountpoint: String,
+    #[prost(string, tag = "8")]
+    source: String,
+}
+
+/// Copies the tar `src` to `dst`, letting `edit` change each regular
+/// file's body (by its name without "./").
+fn rewrite_archive(src: &Path, dst: &Path, edit: impl Fn(&str, &mut Vec<u8>)) {
+    use std::io::Read;
+    let mut input = ::tar::Archive::new(std::fs::File::open(src).unwrap());
+    let mut output = ::tar::Builder::new(std::fs::File::create(dst).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let mut header = entry.header().clone();
+        let mut body = Vec::new();
+        entry.read_to_end(&mut body).unwrap();
+        if header.entry_type() == ::tar::EntryType::Regular {
+            edit(&name, &mut body);
+            header.set_size(body.len() as u64);
+            header.set_cksum();
+        }
+        output.append(&header, body.as_slice()).unwrap();
+    }
+    output.finish().unwrap();
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -159,10 +206,14 @@ async fn ckpt_a_running_counter_is_archived_and_keeps_counting() {
         spec["process"]["args"][2], OPAQUE_COUNTER,
         "the container's own spec"
     );
-    // Its stdio as CRIU names it: the shim's log pipes, no stdin.
+    // Its stdio as CRIU names it: the shim's log pipes, and as stdin the
+    // shim's /dev/null, outside the container's mounts: the external key.
     let stdio: Vec<String> = serde_json::from_str(&tar_cat(&archive, "descriptors.json")).unwrap();
     assert_eq!(stdio.len(), 3, "{stdio:?}");
-    assert_eq!(stdio[0], "/dev/null", "{stdio:?}");
+    assert!(
+        stdio[0].starts_with("file[") && stdio[0].ends_with(']'),
+        "{stdio:?}"
+    );
     assert!(
         stdio[1].starts_with("pipe:[") && stdio[2].starts_with("pipe:["),
         "{stdio:?}"
@@ -334,4 +385,170 @@ async fn ckpt_a_berthd_killed_while_writing_leaves_nothing_after_restart() {
         .unwrap_or_else(|e| panic!("checkpoint after the restart: {e:?}\n{}", b.log()));
     assert_eq!(entries(out.path()), ["crash.tar"]);
     assert!(entries(&work_root).is_empty(), "{:?}", entries(&work_root));
+}
+
+/// What `root/containers` holds (records and container dirs).
+fn container_entries(b: &Berthd) -> Vec<String> {
+    entries(&b.dir.path().join("root/containers"))
+}
+
+/// The CreateContainer half of a restore on its own: an archive creates a
+/// Created container reporting the original image and the request's
+/// labels; a file that is no checkpoint archive is InvalidArgument, and an
+/// archive whose image is gone is NotFound naming it (no pull); neither
+/// leaves anything in berthd's root.
+#[tokio::test]
+async fn ckpt_restore_create_checks_the_archive_and_its_image() {
+    let (b, mut c, sb, id) =
+        start_pod_with_container("ckpt-restore-create", "", &["sh", "-c", COUNTER], |_| {}).await;
+    let image = format!("{}/library/busybox:latest", registry());
+    count_above(&mut c, &id, 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("counter.tar");
+    checkpoint(&mut c, &id, archive.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", b.log()));
+    c.stop_and_remove_pod(&sb).await.expect("remove the first pod");
+    let pod = pod_config("ckpt-restore-create2", &b.log_dir());
+    let sb2 = c.run_pod(&pod).await.expect("a new pod");
+    let before = container_entries(&b);
+
+    let mut cfg = container_config("restored", archive.to_str().unwrap(), &[]);
+    cfg.labels.insert("restored".into(), "yes".into());
+    let rid = c
+        .create(&sb2, &cfg, &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", b.log()));
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.image.as_ref().map(|i| i.image.as_str()), Some(image.as_str()));
+    assert_eq!(s.labels.get("restored").map(String::as_str), Some("yes"));
+    let upper_c = b
+        .dir
+        .path()
+        .join("root/containers")
+        .join(&rid)
+        .join("upper/tmp/c");
+    assert_eq!(
+        std::fs::read_to_string(&upper_c).unwrap(),
+        tar_cat(&archive, "rootfs-diff/tmp/c"),
+        "the archive's writable layer is the container's"
+    );
+    c.remove(&rid).await.expect("remove the created container");
+    assert_eq!(container_entries(&b), before, "remove leaves nothing");
+
+    // Not a checkpoint archive.
+    let junk = out.path().join("junk.tar");
+    std::fs::write(&junk, "not a tar at all\n".repeat(100)).unwrap();
+    let cfg = container_config("junk", junk.to_str().unwrap(), &[]);
+    let e = c.create(&sb2, &cfg, &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("checkpoint archive"), "{e:?}");
+
+    // A hostile archive: its mount table also mounts the node's devtmpfs
+    // (CRIU would do it as root). Refused before the shim, nothing left.
+    let hostile = out.path().join("hostile.tar");
+    rewrite_archive(&archive, &hostile, |name, body| {
+        if name.starts_with("checkpoint/mountpoints-") {
+            let m = MntEntry {
+                fstype: 3,
+                mnt_id: 4242,
+                parent_mnt_id: 1,
+                root: "/".into(),
+                mountpoint: "./mnt".into(),
+                source: "devtmpfs".into(),
+            };
+            let b = prost::Message::encode_to_vec(&m);
+            body.extend((b.len() as u32).to_le_bytes());
+            body.extend(b);
+        }
+    });
+    let cfg = container_config("hostile", hostile.to_str().unwrap(), &[]);
+    let e = c.create(&sb2, &cfg, &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("mountpoints-") && e.message().contains("\"./mnt\""),
+        "names the image and the mount: {e:?}"
+    );
+    assert_eq!(container_entries(&b), before, "a refused restore leaves nothing");
+
+    // The image the archive was made from is gone: NotFound, no pull.
+    c.images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("remove the image");
+    let cfg = container_config("noimage", archive.to_str().unwrap(), &[]);
+    let e = c.create(&sb2, &cfg, &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&image), "names the image: {e:?}");
+    assert!(
+        !c.list_images()
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.repo_tags.contains(&image)),
+        "not pulled"
+    );
+    assert_eq!(container_entries(&b), before, "failed creates leave nothing");
+    c.stop_and_remove_pod(&sb2).await.expect("remove the new pod");
+}
+
+/// The counter checkpointed, its pod removed, and the archive given as the
+/// image of a CreateContainer in a new pod: StartContainer restores the
+/// process, which counts on from its memory (a fresh start would count from
+/// 1 again); stop and remove leave nothing.
+#[tokio::test]
+async fn ckpt_restored_counter_continues_in_a_new_pod() {
+    let (b, mut c, sb, id) =
+        start_pod_with_container("ckpt-restore", "", &["sh", "-c", COUNTER], |_| {}).await;
+    count_above(&mut c, &id, 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("counter.tar");
+    checkpoint(&mut c, &id, archive.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", b.log()));
+    let dumped: u64 = tar_cat(&archive, "rootfs-diff/tmp/c")
+        .trim()
+        .parse()
+        .expect("a number in /tmp/c");
+    c.stop_and_remove_pod(&sb).await.expect("remove the first pod");
+
+    let pod = pod_config("ckpt-restored", &b.log_dir());
+    let sb2 = c.run_pod(&pod).await.expect("a new pod");
+    let mut cfg = container_config("restored", archive.to_str().unwrap(), &[]);
+    cfg.labels.insert("restored".into(), "yes".into());
+    let rid = c
+        .create(&sb2, &cfg, &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", b.log()));
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.labels.get("restored").map(String::as_str), Some("yes"));
+    c.start(&rid)
+        .await
+        .unwrap_or_else(|e| panic!("start (restore): {e:?}\n{}", b.log()));
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32, "{s:?}");
+
+    let first = count(&mut c, &rid).await;
+    assert!(
+        first >= dumped,
+        "the counter went on from its memory: {first} < {dumped} (a fresh start counts from 1)"
+    );
+    count_above(&mut c, &rid, first + 2).await;
+
+    c.stop(&rid, 10).await.expect("stop the restored container");
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32, "{s:?}");
+    c.remove(&rid).await.expect("remove the restored container");
+    let info = c.pod_status(&sb2).await.unwrap().1;
+    let pod_cgroup = info["cgroupPath"].as_str().unwrap().to_string();
+    c.stop_and_remove_pod(&sb2).await.expect("remove the new pod");
+    assert_nothing_left(&b, &pod_cgroup);
+    assert_eq!(entries(out.path()), ["counter.tar"], "the archive is kept");
 }

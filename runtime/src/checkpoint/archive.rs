@@ -9,9 +9,10 @@
 //! - `container.json`: the container's CRI config and status (berthd's
 //!   record of it);
 //! - `container.log`: its log, when it has one;
-//! - `descriptors.json`: what the init's stdin, stdout and stderr were
-//!   (`/proc/<pid>/fd/0..2` links, as `pipe:[4026]`), the names CRIU gives
-//!   those files, so a restore can hand it new ones in their place.
+//! - `descriptors.json`: what the init's stdin, stdout and stderr were,
+//!   by the names CRIU gives those files (`pipe:[4026]`, or the external
+//!   key `file[<mnt>:<ino>]` of a file outside the container's mounts), so
+//!   a restore can hand it new ones in their place.
 //!
 //! It is written to a temporary file beside the final path and renamed
 //! over it only when complete, so a failed checkpoint leaves no archive.

@@ -99,14 +99,23 @@ pub fn args(pid: u32) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// What `pid`'s stdin, stdout and stderr are: the `/proc/<pid>/fd/0..2`
-/// links (`pipe:[4026]`, `/dev/null`, `socket:[77]`), which is how CRIU
-/// names those files in its images; "" for a closed one. A restore hands
-/// CRIU new files under these names (`--inherit-fd`), since the shim's
-/// ends of the old pipes are gone.
+/// What `pid`'s stdin, stdout and stderr are, by the names CRIU's images
+/// give them: the `/proc/<pid>/fd/0..2` links (`pipe:[4026]`,
+/// `socket:[77]`), except for a file on a mount outside the container's
+/// namespace (the shim's `/dev/null`), which [`args`] made external as
+/// `file[mnt:ino]` and CRIU records under that key; "" for a closed one.
+/// A restore hands CRIU new files under these names (`--inherit-fd`),
+/// since the shim's ends of the old pipes are gone.
 pub fn stdio_names(pid: u32) -> [String; 3] {
+    let visible: HashSet<u64> = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map(|t| parse_mountinfo(&t).iter().map(|m| m.id).collect())
+        .unwrap_or_default();
     [0, 1, 2].map(|fd| {
-        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        let link = format!("/proc/{pid}/fd/{fd}");
+        if let Some(key) = unseen_key(pid, &link, &fd.to_string(), &visible) {
+            return key;
+        }
+        std::fs::read_link(&link)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default()
     })
@@ -178,26 +187,27 @@ fn unseen_files(pid: u32, visible: &HashSet<u64>) -> Vec<String> {
     };
     let mut out = Vec::new();
     for fd in fds.flatten() {
-        let Ok(m) = std::fs::metadata(fd.path()) else {
-            continue;
-        };
-        let ft = m.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        if !(ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device()) {
-            continue;
-        }
-        let info =
-            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))
-                .unwrap_or_default();
-        let mnt = info
-            .lines()
-            .find_map(|l| l.strip_prefix("mnt_id:"))
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(mnt) = mnt.filter(|m| !visible.contains(m)) {
-            out.push(format!("file[{mnt:x}:{:x}]", m.ino()));
-        }
+        let name = fd.file_name().to_string_lossy().into_owned();
+        out.extend(unseen_key(pid, &fd.path().to_string_lossy(), &name, visible));
     }
     out
+}
+
+/// `file[mnt:ino]` when the fd `link` (`/proc/<pid>/fd/<fd>`) is a regular
+/// file, directory or device on a mount not in `visible`.
+fn unseen_key(pid: u32, link: &str, fd: &str, visible: &HashSet<u64>) -> Option<String> {
+    let m = std::fs::metadata(link).ok()?;
+    let ft = m.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if !(ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device()) {
+        return None;
+    }
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+    let mnt = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    (!visible.contains(&mnt)).then(|| format!("file[{mnt:x}:{:x}]", m.ino()))
 }
 
 #[cfg(test)]
@@ -268,6 +278,27 @@ mod tests {
             ["", "", ""].map(String::from),
             "no such process"
         );
+    }
+
+    /// A file on a mount the container does not have is named by the
+    /// external key the dump gave it, which is what a restore must match.
+    #[test]
+    fn a_file_on_an_unseen_mount_is_named_by_its_external_key() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f).to_string();
+        let me = std::process::id();
+        let link = format!("/proc/{me}/fd/{fd}");
+        let key = unseen_key(me, &link, &fd, &HashSet::new()).expect("unseen");
+        let ino = std::fs::metadata("/dev/null").unwrap().ino();
+        assert!(
+            key.starts_with("file[") && key.ends_with(&format!(":{ino:x}]")),
+            "{key}"
+        );
+        let all: HashSet<u64> = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap())
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(unseen_key(me, &link, &fd, &all), None, "visible");
     }
 
     #[test]

@@ -6,8 +6,11 @@
 pub mod archive;
 pub mod criu;
 pub mod external;
+pub mod images;
 pub mod leftovers;
 pub mod location;
+pub mod restore;
+pub mod unpack;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

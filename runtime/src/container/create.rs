@@ -18,6 +18,7 @@ use super::{
 };
 use super::{Container, ContainerManager, ContainerRecord, ContainerState, MountRecord};
 use crate::cgroup::systemd::holder::Holder;
+use crate::checkpoint::{restore, unpack};
 use crate::error::{Error, Result};
 use crate::events::Kind;
 use crate::image::ImageRecord;
@@ -29,9 +30,29 @@ impl ContainerManager {
     /// CreateContainer.
     pub async fn create(&self, sandbox_id: &str, cfg: &cri::ContainerConfig) -> Result<String> {
         let mut steps = crate::metrics::steps::Steps::begin("create_container", "validate");
+        // An archive as the image: a restore. Its image and process replace
+        // the request's (checked before anything is made).
+        let image_name = cfg.image.as_ref().map(|i| i.image.as_str()).unwrap_or_default();
+        let restore = restore::archive_of(image_name)
+            .map(|a| restore::plan(&a, &self.images))
+            .transpose()?;
+        let restored;
+        let cfg = match &restore {
+            Some(plan) => {
+                restored = plan.config(cfg);
+                &restored
+            }
+            None => cfg,
+        };
         let upgraded = groups_policy::enforce(cfg, self.cfg.supplemental_groups_enforcement)?;
         let cfg = upgraded.as_ref().unwrap_or(cfg);
         let c = self.check_create(sandbox_id, cfg)?;
+        if restore.is_some() && c.sbr.userns.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} has a user namespace: berth does not restore a checkpoint into one yet",
+                c.sbr.id
+            )));
+        }
         // Held until the container is in the map (or everything is undone):
         // a concurrent CreateContainer of the same name gets AlreadyExists.
         let _name = self.reserve_container_name(&c.sbr, c.meta)?;
@@ -41,7 +62,7 @@ impl ContainerManager {
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &c.sbr.cgroup_path, &id);
         steps.next("spec");
         let built = self.build_oci(&id, cfg, &c, &cgroup_path)?;
-        let nc = NewContainer {
+        let mut nc = NewContainer {
             dir: self.cfg.root.join("containers").join(&id),
             bundle: self.cfg.state.join("containers").join(&id),
             id,
@@ -51,11 +72,31 @@ impl ContainerManager {
                 .or_else(|| signal::parse(&c.image.config.stop_signal))
                 .unwrap_or(libc::SIGTERM),
             log_path: log_path_of(cfg, &c.sbr),
+            restore: None,
         };
 
         steps.next("dirs");
         let mut undo = Rollback::new();
         self.make_container_dirs(&mut undo, &nc, &c.sbr, &built.volumes)?;
+        // Inside the container's dir: the undo (and, after a crash, the
+        // intent) removes it with the dir.
+        let restore_images = match restore.clone() {
+            Some(plan) => {
+                steps.next("restore_unpack");
+                let dir = nc.dir.clone();
+                // CRIU recreates what its images say as root: they must
+                // give nothing this container's spec would not.
+                let oci = built.oci.clone();
+                let images = crate::blocking::run("restore: unpack the archive", move || {
+                    let images = plan.unpack_into(&dir, &unpack::Limits::default())?;
+                    crate::checkpoint::images::check(&images, &oci)?;
+                    Ok::<_, Error>(images)
+                })
+                .await??;
+                Some(images)
+            }
+            None => None,
+        };
         self.mount_image_volumes(&mut undo, &nc.dir, &built.image_volumes)?;
         // Mounted only now: checked like the host paths (an overlay cannot
         // be idmapped on Linux 6.1), before the cgroup and the shim.
@@ -70,12 +111,24 @@ impl ContainerManager {
             .make_container_cgroup(&mut undo, &nc, cfg, &c.sbr, &built.devices)
             .await?;
         steps.next("shim_create");
+        nc.restore = match &restore_images {
+            Some(images) => Some(ShimRestore {
+                images: images.clone(),
+                criu: crate::checkpoint::criu::require(&self.cfg.criu_path)?,
+                stdio: restore::stdio_names(&nc.dir)?,
+            }),
+            None => None,
+        };
         let pid = self
             .create_in_shim(&mut undo, &nc, cfg, &c, &built.oci, scope_holder)
             .await?;
         steps.next("record");
         let mut record = new_record(cfg, &c, nc, built.identity, pid);
         record.image_volumes = image_volume::records(&built.image_volumes);
+        if let Some(plan) = &restore {
+            record.image = plan.image_name.clone();
+            record.restore_from = restore_images;
+        }
         self.commit_container(undo, record, &c.meta.name)
     }
 
@@ -354,6 +407,7 @@ impl ContainerManager {
         oci: &oci_spec::runtime::Spec,
         scope_holder: Option<Holder>,
     ) -> Result<u32> {
+        let restore = nc.restore.as_ref();
         let (id, dir, bundle, image) = (&nc.id, &nc.dir, &nc.bundle, &c.image);
         let lower: Vec<String> = self
             .images
@@ -395,6 +449,13 @@ impl ContainerManager {
                 stdin: cfg.stdin,
                 stdin_once: cfg.stdin_once,
                 terminal: cfg.tty,
+                restore_images_dir: restore
+                    .map(|r| r.images.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                criu_path: restore
+                    .map(|r| r.criu.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                restore_stdio: restore.map(|r| r.stdio.clone()).unwrap_or_default(),
             })
             .await
             .map_err(shim_error)?;
@@ -495,6 +556,8 @@ struct NewContainer {
     bundle: PathBuf,
     stop_signal: i32,
     log_path: String,
+    /// A restore's CRIU images and stdio names, for the shim.
+    restore: Option<ShimRestore>,
 }
 
 /// The container's log file: kubelet's pod log directory joined with the
@@ -565,5 +628,16 @@ fn new_record(
         additional_gids: identity.additional_gids,
         // CreateContainer fills them in from what it mounted.
         image_volumes: Vec::new(),
+        restore_from: None,
     }
+}
+
+/// What the shim needs to restore a container at Start.
+struct ShimRestore {
+    /// CRIU's images (the unpacked archive's `checkpoint/`).
+    images: std::path::PathBuf,
+    /// The node's criu.
+    criu: std::path::PathBuf,
+    /// The dump's names of stdin, stdout and stderr.
+    stdio: Vec<String>,
 }

@@ -86,6 +86,11 @@ pub struct ContainerRecord {
     /// Image volumes (KEP-4639) it mounts: their images are in use.
     #[serde(default)]
     pub image_volumes: Vec<super::image_volume::ImageVolumeRecord>,
+    /// Restore from a checkpoint: CRIU's images dir (unpacked from the
+    /// archive into the container's dir), which StartContainer restores
+    /// the processes from instead of starting the spec's process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<PathBuf>,
 }
 
 /// An identity read from the kernel.

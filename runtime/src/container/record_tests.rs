@@ -58,6 +58,7 @@ fn record(id: &str, dir: &Path) -> ContainerRecord {
         gid: 0,
         additional_gids: vec![],
         image_volumes: vec![],
+        restore_from: None,
     }
 }
 

@@ -66,11 +66,13 @@ pub async fn handle(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             "cdi".to_string(),
             serde_json::to_string(&cri.containers.cdi().summary()).unwrap_or_default(),
         );
-        // CheckpointContainer works only where CRIU is installed.
+        // CheckpointContainer works only where CRIU is installed. Restore
+        // stops at CreateContainer: StartContainer of an archive's container
+        // is not implemented yet (docs/checkpoint.md, "Restore").
         let criu = crate::checkpoint::support(&cri.cfg);
         info.insert(
             "checkpoint".to_string(),
-            serde_json::json!({"supported": criu.is_some(), "criu": criu}).to_string(),
+            serde_json::json!({"supported": criu.is_some(), "criu": criu, "restore": false}).to_string(),
         );
         // Containers whose groups Merge extended from their image: the pods
         // that enforcing Strict would change.

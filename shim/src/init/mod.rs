@@ -18,9 +18,10 @@ pub mod exec;
 mod fake;
 pub mod hooks;
 mod inroot;
-mod mounts;
+pub(crate) mod mounts;
 mod process;
 mod rootfs;
+pub(crate) use rootfs::DEFAULT_DEVICES;
 mod seccomp;
 pub mod syscall;
 

@@ -17,7 +17,7 @@ use super::InitConfig;
 
 /// Device nodes every container gets, bind-mounted from the host (works in any
 /// user namespace, unlike mknod).
-const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+pub(crate) const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// What the exec step needs to know from setup.
 #[derive(Debug, Default)]
