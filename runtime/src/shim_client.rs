@@ -284,8 +284,10 @@ fn fork_exec(
     // SAFETY: `setup` makes only async-signal-safe syscalls (setsid,
     // unshare or setns, sethostname, socket/ioctl, dup2/fcntl) on memory
     // and fds prepared above, which stay open until spawn returns.
-    let child = unsafe { crate::shim_fork::spawn(&exec, [&null, &null, &log_file], cgroup, &setup) }
-        .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
+    let (child, born_in_cgroup) =
+        unsafe { crate::shim_fork::spawn(&exec, [&null, &null, &log_file], cgroup, &setup) }
+            .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
+    tracing::info!(sandbox = %sandbox_id, pid = child.pid, born_in_cgroup, "shim started");
     // Only the shim holds the write end now: its exit is EOF here.
     drop(ready_write);
     let pid = child.pid;

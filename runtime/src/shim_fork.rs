@@ -61,7 +61,8 @@ pub struct Cgroup<'a> {
 }
 
 /// Clones a child into `cgroup`, puts `stdio` on its fds 0-2, runs `setup`
-/// in it and execs `exec`. Returns once the exec happened; an error of
+/// in it and execs `exec`. Returns once the exec happened, with whether the
+/// child was born in the cgroup (false: it moved itself); an error of
 /// `setup` or of the exec comes back as this call's error (the child is
 /// reaped then).
 ///
@@ -73,7 +74,7 @@ pub unsafe fn spawn(
     stdio: [&File; 3],
     cgroup: Cgroup<'_>,
     setup: &dyn Fn() -> std::io::Result<()>,
-) -> std::io::Result<Child> {
+) -> std::io::Result<(Child, bool)> {
     let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = exec.envp.iter().map(|e| e.as_ptr()).collect();
@@ -134,17 +135,21 @@ pub unsafe fn spawn(
         }
     };
     // SAFETY: the child closure only makes async-signal-safe calls.
-    let cloned = match unsafe { berth_sys::clone::clone3(0, Some(cgroup.dir.as_fd()), &mut child(false)) } {
-        Ok(c) => c,
-        // An old kernel, or a directory that is not a cgroup2 one that can
-        // take processes: a plain clone that moves itself.
-        Err(_) => unsafe { berth_sys::clone::clone3(0, None, &mut child(true)) }?,
-    };
+    let (cloned, born_in_cgroup) =
+        match unsafe { berth_sys::clone::clone3(0, Some(cgroup.dir.as_fd()), &mut child(false)) } {
+            Ok(c) => (c, true),
+            // An old kernel, or a directory that is not a cgroup2 one that
+            // can take processes: a plain clone that moves itself.
+            Err(_) => (
+                unsafe { berth_sys::clone::clone3(0, None, &mut child(true)) }?,
+                false,
+            ),
+        };
     drop(err_write);
     let mut msg = Vec::new();
     File::from(err_read).read_to_end(&mut msg)?;
     if msg.is_empty() {
-        return Ok(cloned);
+        return Ok((cloned, born_in_cgroup));
     }
     let mut status = 0;
     // SAFETY: reaping our own child, which exits right after its report.
@@ -190,7 +195,8 @@ mod tests {
             procs: &procs,
         };
         // SAFETY: the setups below make no allocation.
-        let c = unsafe { spawn(&exec, [&null, &out, &null], cgroup, setup) }?;
+        let (c, born) = unsafe { spawn(&exec, [&null, &out, &null], cgroup, setup) }?;
+        assert!(!born, "a plain directory is no cgroup to be born in");
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(c.pid, &mut status, 0) };
