@@ -144,6 +144,22 @@ for rt in $RTS; do
     done
     eval "BASE_$rt=$(sort -n "$W/$rt.base" | sed -n 5p)"
 done
+# What crictl's `create` costs beyond `version` (reading and converting
+# the two JSON configs, the image client): the median of 9 creates in a pod
+# that does not exist, which each runtime refuses at once (NotFound).
+# Printed beside the baseline, not subtracted: the rows stay net of
+# `version` only, as in every round before.
+pod_json nopod >"$W/nopod.json"
+ctr_json c sleep 1 >"$W/noctr.json"
+for rt in $RTS; do
+    case $rt in berth | berthb) berthd_for "$rt" ;; esac
+    : >"$W/$rt.cbase"
+    for _ in 1 2 3 4 5 6 7 8 9; do
+        a=$(us); cri $rt create no-such-pod "$W/noctr.json" "$W/nopod.json" >/dev/null 2>&1; b=$(us)
+        ms "$a" "$b" >>"$W/$rt.cbase"
+    done
+    eval "CBASE_$rt=$(sort -n "$W/$rt.cbase" | sed -n 5p)"
+done
 base() { eval "echo \$BASE_$1"; }
 net() { # runtime ms calls
     echo $(($2 - $(base "$1") * $3))
@@ -315,6 +331,9 @@ rpc_delta() {
 
 line="crictl baseline ms:"
 for rt in $RTS; do line="$line $rt=$(base "$rt")"; done
+say "$line"
+line="crictl create-refused ms:"
+for rt in $RTS; do line="$line $rt=$(eval "echo \$CBASE_$rt")"; done
 say "$line"
 steps >"$W/steps.before"
 r=1

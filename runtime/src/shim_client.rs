@@ -119,8 +119,9 @@ pub struct StartingShim {
     log: PathBuf,
 }
 
-/// Spawns `berth-shim serve` in new namespaces, moved into the cgroup whose
-/// `cgroup.procs` is `cgroup_procs`, and returns once it was exec'd (its
+/// Spawns `berth-shim serve` in new namespaces, born in the cgroup
+/// `cgroup_dir` (or moved there through its `cgroup_procs` on a kernel
+/// before 5.7), and returns once it was exec'd (its
 /// namespaces exist from here on); [`StartingShim::serving`] waits until it
 /// answers. The shim finds its containers' cgroups under `cgroup_root`
 /// (berthd's). Waits first for a start slot ([`crate::shim_start_load`]).
@@ -133,6 +134,7 @@ pub async fn start(
     log: &Path,
     ns: NewNamespaces,
     hostname: Option<&str>,
+    cgroup_dir: &std::fs::File,
     cgroup_procs: &std::fs::File,
 ) -> Result<(SpawnedShim, StartingShim)> {
     let slot = crate::shim_start_load::StartSlot::acquire().await;
@@ -143,6 +145,9 @@ pub async fn start(
     let procs = cgroup_procs
         .try_clone()
         .map_err(|e| Error::io("dup the shim cgroup's cgroup.procs", e))?;
+    let dir = cgroup_dir
+        .try_clone()
+        .map_err(|e| Error::io("dup the shim cgroup's directory", e))?;
     let join = ns.join.map(dup_join).transpose()?;
     let ns = NewNamespaces {
         join: join.as_ref().map(|[net, ipc, uts]| JoinNamespaces {
@@ -163,7 +168,11 @@ pub async fn start(
         hostname.map(str::to_string),
     );
     let (spawned, ready) = crate::blocking::run("shim fork+exec task", move || {
-        let started = fork_exec(&bin, &root, &id, &sock, &log_path, ns, host.as_deref(), &procs);
+        let cgroup = crate::shim_fork::Cgroup {
+            dir: &dir,
+            procs: &procs,
+        };
+        let started = fork_exec(&bin, &root, &id, &sock, &log_path, ns, host.as_deref(), cgroup);
         drop(join);
         started
     })
@@ -191,8 +200,8 @@ fn dup_join(j: JoinNamespaces) -> Result<[OwnedFd; 3]> {
     Ok([dup(j.net)?, dup(j.ipc)?, dup(j.uts)?])
 }
 
-/// Fork and exec of the shim; returns it with the read end of its
-/// readiness pipe.
+/// Fork and exec of the shim ([`crate::shim_fork`]); returns it with the
+/// read end of its readiness pipe.
 #[allow(clippy::too_many_arguments)]
 fn fork_exec(
     shim_bin: &Path,
@@ -202,14 +211,14 @@ fn fork_exec(
     log: &Path,
     ns: NewNamespaces,
     hostname: Option<&str>,
-    cgroup_procs: &std::fs::File,
+    cgroup: crate::shim_fork::Cgroup<'_>,
 ) -> Result<(SpawnedShim, OwnedFd)> {
-    use std::os::unix::process::CommandExt;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .map_err(|e| Error::io(format!("open shim log {}", log.display()), e))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| Error::io("open /dev/null", e))?;
     let mut flags = nix::sched::CloneFlags::empty();
     if ns.net {
         flags |= nix::sched::CloneFlags::CLONE_NEWNET;
@@ -221,89 +230,89 @@ fn fork_exec(
         flags |= nix::sched::CloneFlags::CLONE_NEWUTS;
     }
     let hostname = hostname.filter(|_| ns.uts).map(|h| h.to_string());
-    let mut cmd = std::process::Command::new(shim_bin);
-    cmd.arg("serve")
-        .arg("--id")
-        .arg(sandbox_id)
-        .arg("--socket")
-        .arg(socket)
-        .args(ns.pid.then_some("--pod-pid-ns"))
-        .arg("--cgroup-root")
-        .arg(cgroup_root)
-        .arg("--ready-fd")
-        .arg(crate::shim_ready::READY_FD.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log_file)
-        .env_clear()
-        .env("PATH", berth_sys::env::DEFAULT_PATH);
-    if let Ok(level) = std::env::var("BERTH_SHIM_LOG") {
-        cmd.env("BERTH_SHIM_LOG", level);
+    let ready_fd_arg = crate::shim_ready::READY_FD.to_string();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "serve".as_ref(),
+        "--id".as_ref(),
+        sandbox_id.as_ref(),
+        "--socket".as_ref(),
+        socket.as_os_str(),
+    ];
+    if ns.pid {
+        args.push("--pod-pid-ns".as_ref());
     }
+    args.extend::<[&std::ffi::OsStr; 4]>([
+        "--cgroup-root".as_ref(),
+        cgroup_root.as_os_str(),
+        "--ready-fd".as_ref(),
+        ready_fd_arg.as_ref(),
+    ]);
+    let level = std::env::var("BERTH_SHIM_LOG").ok();
+    let mut env = vec![("PATH", berth_sys::env::DEFAULT_PATH)];
+    if let Some(l) = &level {
+        env.push(("BERTH_SHIM_LOG", l));
+    }
+    let exec = crate::shim_fork::Exec::new(shim_bin, &args, &env)
+        .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
     let net = ns.net;
     let join = ns.join;
-    let procs_fd = std::os::fd::AsRawFd::as_raw_fd(cgroup_procs);
     let (ready_read, ready_write) =
         crate::shim_ready::pipe().map_err(|e| Error::io("pipe for the shim's readiness", e))?;
     let ready_fd = ready_write.as_raw_fd();
-    // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe syscalls (write, setsid, unshare or setns, sethostname,
-    // socket/ioctl, dup2); `procs_fd` and `ready_fd` stay open in berthd
-    // until the child is spawned.
-    unsafe {
-        cmd.pre_exec(move || {
-            // "0" moves the writer: the shim leaves berthd's cgroup before
-            // it runs a single instruction of its own.
-            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            match join {
-                None => nix::sched::unshare(flags).map_err(std::io::Error::from)?,
-                Some(j) => {
-                    for fd in [j.net, j.ipc, j.uts] {
-                        if libc::setns(fd, 0) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
+    let setup = move || -> std::io::Result<()> {
+        nix::unistd::setsid().map_err(std::io::Error::from)?;
+        match join {
+            None => nix::sched::unshare(flags).map_err(std::io::Error::from)?,
+            Some(j) => {
+                for fd in [j.net, j.ipc, j.uts] {
+                    // SAFETY: setns on a namespace fd the caller keeps open.
+                    if unsafe { libc::setns(fd, 0) } != 0 {
+                        return Err(std::io::Error::last_os_error());
                     }
                 }
             }
-            if let Some(h) = &hostname {
-                nix::unistd::sethostname(h).map_err(std::io::Error::from)?;
-            }
-            if net {
-                loopback_up()?;
-            }
-            // Last: READY_FD may be the number `procs_fd` had.
-            crate::shim_ready::install_in_child(ready_fd)
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
+        }
+        if let Some(h) = &hostname {
+            nix::unistd::sethostname(h).map_err(std::io::Error::from)?;
+        }
+        if net {
+            loopback_up()?;
+        }
+        // Last: READY_FD may be the number another fd had.
+        crate::shim_ready::install_in_child(ready_fd)
+    };
+    // SAFETY: `setup` makes only async-signal-safe syscalls (setsid,
+    // unshare or setns, sethostname, socket/ioctl, dup2/fcntl) on memory
+    // and fds prepared above, which stay open until spawn returns.
+    let (child, born_in_cgroup) =
+        unsafe { crate::shim_fork::spawn(&exec, [&null, &null, &log_file], cgroup, &setup) }
+            .map_err(|e| Error::io(format!("start shim {}", shim_bin.display()), e))?;
+    tracing::info!(sandbox = %sandbox_id, pid = child.pid, born_in_cgroup, "shim started");
     // Only the shim holds the write end now: its exit is EOF here.
     drop(ready_write);
-    let pid = child.id();
-    // Before the reaper thread exists: the child is not reaped yet, so the
-    // pid is still the shim's.
-    let pidfd = match berth_sys::pidfd::open(pid as i32) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::io("pidfd_open of the shim", e));
-        }
-    };
+    let pid = child.pid;
     // berthd is the shim's parent while it lives; reap it when it exits so no
     // zombie stays behind. After a berthd restart, init adopts shims instead.
-    std::thread::Builder::new()
+    if let Err(e) = std::thread::Builder::new()
         .name(format!("reap-shim-{pid}"))
         .spawn(move || {
-            let _ = child.wait();
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
         })
-        .map_err(|e| Error::io("spawn shim reaper thread", e))?;
-
-    Ok((SpawnedShim { pid, pidfd }, ready_read))
+    {
+        let _ = berth_sys::pidfd::send_signal(std::os::fd::AsFd::as_fd(&child.pidfd), libc::SIGKILL);
+        // SAFETY: reaping our own child, just killed.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(Error::io("spawn shim reaper thread", e));
+    }
+    Ok((
+        SpawnedShim {
+            pid: pid as u32,
+            pidfd: child.pidfd,
+        },
+        ready_read,
+    ))
 }
 
 impl StartingShim {
@@ -469,6 +478,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = slow_shim(dir.path(), 11);
         let procs = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let cgroup_dir = std::fs::File::open(dir.path()).unwrap();
         let _load = crate::shim_start_load::pretend_starting(49);
         let (spawned, starting) = start(
             &bin,
@@ -478,6 +488,7 @@ mod tests {
             &dir.path().join("shim.log"),
             NO_NAMESPACES,
             None,
+            &cgroup_dir,
             &procs,
         )
         .await
@@ -510,6 +521,7 @@ mod tests {
         let sock = dir.path().join("s.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let procs = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let cgroup_dir = std::fs::File::open(dir.path()).unwrap();
         let (spawned, starting) = start(
             &bin,
             dir.path(),
@@ -518,6 +530,7 @@ mod tests {
             &dir.path().join("shim.log"),
             NO_NAMESPACES,
             None,
+            &cgroup_dir,
             &procs,
         )
         .await

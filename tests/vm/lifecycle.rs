@@ -184,6 +184,13 @@ async fn life_shims_live_outside_berthds_cgroup() {
         "a service manager stopping berthd's cgroup would kill the pod"
     );
     assert!(shim.trim_end().ends_with("/berth-shims"), "{shim}");
+    // Cloned into it (CLONE_INTO_CGROUP), not moved by a cgroup.procs
+    // write, which waits for an RCU grace period.
+    assert!(
+        b.log().contains("born_in_cgroup=true"),
+        "the shim was not born in its cgroup:\n{}",
+        b.log()
+    );
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 

@@ -253,8 +253,7 @@ impl SandboxManager {
         let hostname = (!req.hostname.is_empty()).then_some(req.hostname.as_str());
         let (shim_cgroup, shim_holder) = match self.cgroups.systemd() {
             Some(sd) => {
-                let (procs, holder) =
-                    shim_cgroup::open_scope_procs(sd, &self.cgroups, cgroup_path, &id).await?;
+                let (procs, holder) = shim_cgroup::open_scope(sd, &self.cgroups, cgroup_path, &id).await?;
                 let (sd, unit) = (sd.clone(), crate::cgroup::systemd::shim_scope(&id));
                 p.undo.push(move || {
                     tokio::spawn(async move {
@@ -263,7 +262,7 @@ impl SandboxManager {
                 });
                 (procs, Some(holder))
             }
-            None => (shim_cgroup::open_procs(&self.cgroups)?, None),
+            None => (shim_cgroup::open(&self.cgroups)?, None),
         };
         p.intent.shim_socket = Some(socket.to_path_buf());
         self.write_intent(&p.intent)?;
@@ -278,10 +277,11 @@ impl SandboxManager {
                 ..new_namespaces(req)
             },
             hostname,
-            &shim_cgroup,
+            &shim_cgroup.dir,
+            &shim_cgroup.procs,
         )
         .await?;
-        // The shim moved itself into its scope before exec.
+        // The shim is in its scope (born there) by now.
         drop(shim_holder);
         crate::metrics::counters::SHIMS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         p.intent.shim_pid = Some(spawned.pid);

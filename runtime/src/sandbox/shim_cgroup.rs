@@ -1,6 +1,6 @@
 //! The cgroup every shim runs in: `berth-shims`, a sibling of berthd's own
 //! (cgroupfs driver), or the pod's own `berth-shim-<pod>.scope` in its
-//! slice (systemd driver, [`open_scope_procs`]).
+//! slice (systemd driver, [`open_scope`]).
 //!
 //! A shim started by berthd would inherit berthd's cgroup, and a service
 //! manager stopping berthd (systemd kills its unit's whole cgroup) would
@@ -8,8 +8,9 @@
 //! berthd's unit under both cgroup drivers and is a leaf no controller is
 //! delegated below, so cgroup v2's no-internal-process rule never refuses
 //! the move (the pod's cgroup would: its containers' cgroups are children
-//! with controllers enabled). The shim moves itself between fork and exec,
-//! so neither it nor the pod's PID 1 it starts ever runs in berthd's cgroup.
+//! with controllers enabled). The shim is born in it (or, on a kernel
+//! before 5.7, moves itself there between fork and exec), so neither it nor
+//! the pod's PID 1 it starts ever runs in berthd's cgroup.
 
 use std::fs::File;
 use std::path::Path;
@@ -39,16 +40,35 @@ fn own_cgroup() -> Result<String> {
         .to_string())
 }
 
-/// Creates the shims' cgroup if needed and opens its `cgroup.procs` for the
-/// next shim to write itself into.
-pub fn open_procs(cgroups: &CgroupManager) -> Result<File> {
+/// A shim's cgroup, opened: its directory (for a clone into it,
+/// `CLONE_INTO_CGROUP`) and its `cgroup.procs` (for a child that has to
+/// move itself, on a kernel without that).
+#[derive(Debug)]
+pub struct ShimCgroup {
+    /// The cgroup's directory.
+    pub dir: File,
+    /// Its `cgroup.procs`, open for writing.
+    pub procs: File,
+}
+
+impl ShimCgroup {
+    fn open(dir: &Path) -> Result<Self> {
+        let procs = dir.join("cgroup.procs");
+        Ok(ShimCgroup {
+            dir: File::open(dir).ctx(|| format!("open {}", dir.display()))?,
+            procs: std::fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .ctx(|| format!("open {}", procs.display()))?,
+        })
+    }
+}
+
+/// Creates the shims' cgroup if needed and opens it for the next shim.
+pub fn open(cgroups: &CgroupManager) -> Result<ShimCgroup> {
     let dir = cgroups.dir(&path_for(&own_cgroup()?));
     std::fs::create_dir_all(&dir).ctx(|| format!("create shim cgroup {}", dir.display()))?;
-    let procs = dir.join("cgroup.procs");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&procs)
-        .ctx(|| format!("open {}", procs.display()))
+    ShimCgroup::open(&dir)
 }
 
 /// systemd driver, at start-up: removes the `berth-shims` cgroup a
@@ -84,14 +104,14 @@ fn remove_unused(dir: &Path) -> Result<bool> {
 }
 
 /// systemd driver: starts the shim's scope `berth-shim-<pod>.scope` in
-/// the pod's slice (held by a placeholder until the shim has moved itself
-/// in; drop the holder then) and opens its `cgroup.procs`.
-pub async fn open_scope_procs(
+/// the pod's slice (held by a placeholder until the shim is in it; drop
+/// the holder then) and opens it.
+pub async fn open_scope(
     systemd: &Systemd,
     cgroups: &CgroupManager,
     pod_cgroup_path: &str,
     sandbox_id: &str,
-) -> Result<(File, Holder)> {
+) -> Result<(ShimCgroup, Holder)> {
     let unit = systemd::shim_scope(sandbox_id);
     let holder = Holder::spawn()?;
     systemd
@@ -102,12 +122,8 @@ pub async fn open_scope_procs(
             vec![("TasksMax", systemd::Value::U64(systemd::properties::INFINITY))],
         )
         .await?;
-    let procs = cgroups.dir(pod_cgroup_path).join(&unit).join("cgroup.procs");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&procs)
-        .ctx(|| format!("open {}", procs.display()))?;
-    Ok((file, holder))
+    let cgroup = ShimCgroup::open(&cgroups.dir(pod_cgroup_path).join(&unit))?;
+    Ok((cgroup, holder))
 }
 
 #[cfg(test)]

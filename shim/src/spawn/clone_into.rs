@@ -6,34 +6,14 @@
 //! rwsem for writing, which waits for an RCU grace period (unless cgroup2
 //! is mounted with `favordynmods`); under emulation that wait alone is tens
 //! of milliseconds of every CreateContainer. A clone into the cgroup takes
-//! no such lock.
+//! no such lock. The clone itself is `berth_sys::clone`, shared with
+//! berthd's start of the shim.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 
 use nix::sched::CloneFlags;
 
 use super::Spawned;
-
-/// `CLONE_INTO_CGROUP` of <linux/sched.h> (a 64-bit flag, clone3 only).
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// `struct clone_args` of <linux/sched.h>, up to `cgroup`
-/// (`CLONE_ARGS_SIZE_VER2`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// Forks (the child gets a copy of our memory and runs on its copy of our
 /// stack, as after fork(2)) into the cgroup whose directory is `cgroup`,
@@ -50,37 +30,13 @@ pub unsafe fn clone_into_cgroup(
     flags: CloneFlags,
     child: &mut dyn FnMut() -> isize,
 ) -> nix::Result<Spawned> {
-    let mut pidfd: libc::c_int = -1;
-    let args = CloneArgs {
-        flags: flags.bits() as u64 | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
-        ..Default::default()
-    };
-    // SAFETY: `args` is a valid clone_args of the size we pass, its pidfd
-    // pointer is live; with no CLONE_VM and no stack the child runs on a
-    // copy of our memory, as after fork(2).
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid == 0 {
-        // The child: the caller promised `child` execs or exits.
-        let code = child();
-        // SAFETY: _exit is async-signal-safe and ends only this process.
-        unsafe { libc::_exit(code as libc::c_int) }
-    }
-    if pid < 0 {
-        return Err(nix::errno::Errno::last());
-    }
+    let mut run = || child() as i32;
+    // SAFETY: the caller's promise about `child` is clone3's.
+    let c = unsafe { berth_sys::clone::clone3(flags.bits() as u64, Some(cgroup), &mut run) }
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))?;
     Ok(Spawned {
-        pid: pid as i32,
-        // SAFETY: CLONE_PIDFD stored a new descriptor, ours alone, at `pidfd`.
-        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        pid: c.pid,
+        pidfd: c.pidfd,
         in_cgroup: true,
     })
 }
@@ -88,7 +44,7 @@ pub unsafe fn clone_into_cgroup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     /// The child is born in the cgroup it was given: it reads its own
     /// /proc/self/cgroup before anything else could move it. Needs root
