@@ -99,7 +99,10 @@ pub fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
         message,
     })?;
     tracing::info!(container = %req.id, "container created for a restore");
-    Ok(CreateResponse { pid: 0 })
+    Ok(CreateResponse {
+        pid: 0,
+        steps: Vec::new(),
+    })
 }
 
 /// Start: a container created from a checkpoint is restored, any other
