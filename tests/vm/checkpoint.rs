@@ -387,6 +387,37 @@ async fn ckpt_a_berthd_killed_while_writing_leaves_nothing_after_restart() {
     assert!(entries(&work_root).is_empty(), "{:?}", entries(&work_root));
 }
 
+/// A new pod `pod_name`, and a container labelled `restored=yes` created
+/// in it from `archive`: Created, with the label. Returns the pod's config
+/// and id, the container's id and status, and `root/containers` before
+/// the create.
+async fn create_restored(
+    b: &Berthd,
+    c: &mut CriClient,
+    pod_name: &str,
+    archive: &Path,
+) -> (
+    cri::PodSandboxConfig,
+    String,
+    String,
+    cri::ContainerStatus,
+    Vec<String>,
+) {
+    let pod = pod_config(pod_name, &b.log_dir());
+    let sb = c.run_pod(&pod).await.expect("a new pod");
+    let before = container_entries(b);
+    let mut cfg = container_config("restored", archive.to_str().unwrap(), &[]);
+    cfg.labels.insert("restored".into(), "yes".into());
+    let rid = c
+        .create(&sb, &cfg, &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", b.log()));
+    let s = c.status(&rid).await.unwrap().status.unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.labels.get("restored").map(String::as_str), Some("yes"));
+    (pod, sb, rid, s, before)
+}
+
 /// What `root/containers` holds (records and container dirs).
 fn container_entries(b: &Berthd) -> Vec<String> {
     entries(&b.dir.path().join("root/containers"))
@@ -409,20 +440,8 @@ async fn ckpt_restore_create_checks_the_archive_and_its_image() {
         .await
         .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", b.log()));
     c.stop_and_remove_pod(&sb).await.expect("remove the first pod");
-    let pod = pod_config("ckpt-restore-create2", &b.log_dir());
-    let sb2 = c.run_pod(&pod).await.expect("a new pod");
-    let before = container_entries(&b);
-
-    let mut cfg = container_config("restored", archive.to_str().unwrap(), &[]);
-    cfg.labels.insert("restored".into(), "yes".into());
-    let rid = c
-        .create(&sb2, &cfg, &pod)
-        .await
-        .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", b.log()));
-    let s = c.status(&rid).await.unwrap().status.unwrap();
-    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    let (pod, sb2, rid, s, before) = create_restored(&b, &mut c, "ckpt-restore-create2", &archive).await;
     assert_eq!(s.image.as_ref().map(|i| i.image.as_str()), Some(image.as_str()));
-    assert_eq!(s.labels.get("restored").map(String::as_str), Some("yes"));
     let upper_c = b
         .dir
         .path()
@@ -518,17 +537,7 @@ async fn ckpt_restored_counter_continues_in_a_new_pod() {
         .expect("a number in /tmp/c");
     c.stop_and_remove_pod(&sb).await.expect("remove the first pod");
 
-    let pod = pod_config("ckpt-restored", &b.log_dir());
-    let sb2 = c.run_pod(&pod).await.expect("a new pod");
-    let mut cfg = container_config("restored", archive.to_str().unwrap(), &[]);
-    cfg.labels.insert("restored".into(), "yes".into());
-    let rid = c
-        .create(&sb2, &cfg, &pod)
-        .await
-        .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", b.log()));
-    let s = c.status(&rid).await.unwrap().status.unwrap();
-    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
-    assert_eq!(s.labels.get("restored").map(String::as_str), Some("yes"));
+    let (_pod, sb2, rid, _, _) = create_restored(&b, &mut c, "ckpt-restored", &archive).await;
     c.start(&rid)
         .await
         .unwrap_or_else(|e| panic!("start (restore): {e:?}\n{}", b.log()));

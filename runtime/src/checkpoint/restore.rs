@@ -274,6 +274,12 @@ mod tests {
     }
 
     /// A tar with `files` (name, body) and a CRIU inventory.
+    /// An archive with a valid spec and record (and the images `archive`
+    /// adds).
+    fn good_archive(dir: &Path) -> PathBuf {
+        archive(dir, &[("config.json", &spec()), ("container.json", &record())])
+    }
+
     fn archive(d: &Path, files: &[(&str, &str)]) -> PathBuf {
         let mut b = tar::Builder::new(Vec::new());
         let mut add = |name: &str, body: &[u8]| {
@@ -331,10 +337,7 @@ mod tests {
     #[test]
     fn the_archive_gives_image_and_process_the_request_the_rest() {
         let d = tempfile::tempdir().unwrap();
-        let a = archive(
-            d.path(),
-            &[("config.json", &spec()), ("container.json", &record())],
-        );
+        let a = good_archive(d.path());
         let p = plan_with(&a, present).unwrap();
         assert_eq!(p.image_name, "reg/busybox:latest");
         let req = cri::ContainerConfig {
@@ -370,10 +373,7 @@ mod tests {
     #[test]
     fn a_missing_image_is_not_found_by_name_and_nothing_is_made() {
         let d = tempfile::tempdir().unwrap();
-        let a = archive(
-            d.path(),
-            &[("config.json", &spec()), ("container.json", &record())],
-        );
+        let a = good_archive(d.path());
         let e = plan_with(&a, |_| None).unwrap_err();
         match &e {
             Error::NotFound(m) => assert!(m.contains("reg/busybox:latest") && m.contains(ID), "{m}"),
@@ -427,10 +427,7 @@ mod tests {
     #[test]
     fn the_rootfs_diff_becomes_the_upper_dir() {
         let d = tempfile::tempdir().unwrap();
-        let a = archive(
-            d.path(),
-            &[("config.json", &spec()), ("container.json", &record())],
-        );
+        let a = good_archive(d.path());
         let p = plan_with(&a, present).unwrap();
         let dir = container_dir(d.path());
         let images = p.unpack_into(&dir, &unpack::Limits::default()).unwrap();
@@ -514,10 +511,7 @@ mod tests {
         assert!(!d.path().join("pwned").exists());
 
         // An archive without CRIU's inventory is no checkpoint either.
-        let a = archive(
-            d.path(),
-            &[("config.json", &spec()), ("container.json", &record())],
-        );
+        let a = good_archive(d.path());
         let mut b = tar::Builder::new(Vec::new());
         let mut t = tar::Archive::new(File::open(&a).unwrap());
         for e in t.entries().unwrap() {
