@@ -279,7 +279,8 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     let mut marks = vec![("prep", entered), ("clone", cloning), ("exec", cloned)];
     if let (Some(t), _) = crate::sync::split_times(&got) {
         marks.extend([
-            ("config", t.main),
+            ("read", t.main),
+            ("config", t.read),
             ("rootfs", t.config),
             ("park", t.rootfs),
             ("report", t.ready),

@@ -67,7 +67,9 @@ pub fn mono_ns() -> u64 {
 pub struct InitTimes {
     /// `main` entered: the clone and exec are done.
     pub main: u64,
-    /// The config is read and parsed.
+    /// The config is read to its end (the shim has written and closed it).
+    pub read: u64,
+    /// The config is parsed.
     pub config: u64,
     /// Namespaces joined, rootfs and mounts done, pivoted.
     pub rootfs: u64,
@@ -118,8 +120,8 @@ impl<W: Write> Reporter<W> {
     /// shim never sees half of it without the rest coming).
     pub fn ready_at(&mut self, t: InitTimes) -> std::io::Result<()> {
         let mut msg = format!(
-            "{}{} {} {} {}\n",
-            TIMES as char, t.main, t.config, t.rootfs, t.ready
+            "{}{} {} {} {} {}\n",
+            TIMES as char, t.main, t.read, t.config, t.rootfs, t.ready
         )
         .into_bytes();
         msg.extend_from_slice(READY);
@@ -212,8 +214,9 @@ pub fn split_times(report: &[u8]) -> (Option<InitTimes>, &[u8]) {
     let line = String::from_utf8_lossy(&rest[..end]).into_owned();
     let v: Vec<u64> = line.split(' ').filter_map(|n| n.parse().ok()).collect();
     let times = match v[..] {
-        [main, config, rootfs, ready] => Some(InitTimes {
+        [main, read, config, rootfs, ready] => Some(InitTimes {
             main,
+            read,
             config,
             rootfs,
             ready,
@@ -307,6 +310,7 @@ mod tests {
     fn a_ready_report_with_times_is_ready_and_gives_them_back() {
         let t = InitTimes {
             main: 10,
+            read: 12,
             config: 20,
             rootfs: 35,
             ready: 36,
@@ -325,7 +329,7 @@ mod tests {
         drop(rep);
         // Half a line is not ready yet; a failure after times is a failure.
         assert!(!is_ready(b"T10 20"));
-        let failed = [b"T1 2 3 4\n".as_slice(), b"Ebad mount"].concat();
+        let failed = [b"T1 2 3 4 5\n".as_slice(), b"Ebad mount"].concat();
         assert!(!is_ready(&failed));
         assert_eq!(setup_failure(&failed), "bad mount");
     }

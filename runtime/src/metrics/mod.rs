@@ -314,6 +314,7 @@ mod tests {
     fn shim_steps_are_recorded_and_unknown_names_dropped() {
         let m = metrics();
         steps::observe_shim("test_shim", "rootfs", 2_500_000);
+        steps::observe_shim("test_shim", "read", 1_000_000);
         steps::observe_shim("test_shim", "made-up", 1);
         let text = m.render();
         let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -325,6 +326,12 @@ mod tests {
         assert_eq!(
             sample(&samples, "berth_step_duration_seconds_sum", &labels),
             Some(0.0025)
+        );
+        let read = [("rpc", "test_shim"), ("step", "shim.read")];
+        assert_eq!(
+            sample(&samples, "berth_step_duration_seconds_sum", &read),
+            Some(0.001),
+            "init's wait for its config is a step of its own"
         );
         assert!(!text.contains("made-up"), "{text}");
     }

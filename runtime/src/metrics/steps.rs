@@ -44,9 +44,8 @@ pub(super) fn family() -> &'static StepFamily {
     FAMILY.get_or_init(|| Family::new_with_constructor(new_histogram as fn() -> Histogram))
 }
 
-/// Records one finished step.
-fn observe(rpc: &'static str, step: &'static str, started: Instant) {
-    let took = started.elapsed();
+/// Records one finished step that took `took`.
+fn observe(rpc: &'static str, step: &'static str, took: std::time::Duration) {
     family()
         .get_or_create(&StepLabels {
             rpc: rpc.into(),
@@ -60,10 +59,11 @@ fn observe(rpc: &'static str, step: &'static str, started: Instant) {
 
 /// The steps a shim times inside its call (`CreateResponse.steps`): only
 /// these become labels, so a shim cannot grow the metric family.
-const SHIM_STEPS: [&str; 8] = [
+const SHIM_STEPS: [&str; 9] = [
     "shim.prep",
     "shim.clone",
     "shim.exec",
+    "shim.read",
     "shim.config",
     "shim.rootfs",
     "shim.park",
@@ -77,16 +77,7 @@ pub fn observe_shim(rpc: &'static str, name: &str, nanos: u64) {
     let Some(step) = SHIM_STEPS.iter().find(|s| s.strip_prefix("shim.") == Some(name)) else {
         return;
     };
-    let took = std::time::Duration::from_nanos(nanos);
-    family()
-        .get_or_create(&StepLabels {
-            rpc: rpc.into(),
-            step: (*step).into(),
-        })
-        .observe(took.as_secs_f64());
-    tracing::debug_span!("step", rpc, step = *step).in_scope(|| {
-        tracing::debug!(duration_us = took.as_micros() as u64, "step finished");
-    });
+    observe(rpc, step, std::time::Duration::from_nanos(nanos));
 }
 
 /// The running step of one RPC; the next step (or drop) ends it.
@@ -111,7 +102,7 @@ impl Steps {
     /// Ends the current step and starts `step`.
     pub fn next(&mut self, step: &'static str) {
         let now = Instant::now();
-        observe(self.rpc, self.step, self.started);
+        observe(self.rpc, self.step, self.started.elapsed());
         self.step = step;
         self.started = now;
     }
@@ -119,6 +110,6 @@ impl Steps {
 
 impl Drop for Steps {
     fn drop(&mut self) {
-        observe(self.rpc, self.step, self.started);
+        observe(self.rpc, self.step, self.started.elapsed());
     }
 }

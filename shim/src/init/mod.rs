@@ -117,6 +117,7 @@ pub fn main() -> ! {
         fail(&mut sync, format!("read init config: {e}"));
     }
     drop(config_in);
+    times.read = sync::mono_ns();
     let cfg: InitConfig = match serde_json::from_slice(&raw) {
         Ok(c) => c,
         Err(e) => fail(&mut sync, format!("parse init config: {e}")),
