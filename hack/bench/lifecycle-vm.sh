@@ -173,8 +173,12 @@ one_run() {
     # shellcheck disable=SC2046
     a=$(us); pod=$(cri "$rt" runp $(handler "$rt") "$W/pod.json") || die "$rt runp"; b=$(us)
     rec "$rt" runp "$(net "$rt" "$(ms "$a" "$b")" 1)"
+    rpcs "$rt" >"$W/row.before"
     a=$(us); ctr=$(cri "$rt" create "$pod" "$W/ctr.json" "$W/pod.json") || die "$rt create"; b=$(us)
     cri "$rt" start "$ctr" >/dev/null || die "$rt start"; c=$(us)
+    # The server side of exactly these two calls (a pod's first container).
+    rpcs "$rt" >"$W/row.after"
+    rpc_delta "$rt" "$W/row.before" "$W/row.after" row
     rec "$rt" create "$(net "$rt" "$(ms "$a" "$b")" 1)"
     rec "$rt" start "$(net "$rt" "$(ms "$b" "$c")" 1)"
     rec "$rt" createstart "$(net "$rt" "$(ms "$a" "$c")" 2)"
@@ -324,9 +328,10 @@ rpcs() {
             v[r, kind] += $NF; k[r] = 1 }
         END { for (r in k) print r, v[r, "sum"], v[r, "count"] }'
 }
-# Appends the per-RPC deltas between two rpcs() snapshots to $W/$rt.srv.
+# Appends the per-RPC deltas between two rpcs() snapshots to $W/$rt.srv
+# (or to $W/$rt.$4).
 rpc_delta() {
-    awk 'NR == FNR { s[$1] = $2; c[$1] = $3; next } { print $1, $2 - s[$1], $3 - c[$1] }' "$2" "$3" >>"$W/$1.srv"
+    awk 'NR == FNR { s[$1] = $2; c[$1] = $3; next } { print $1, $2 - s[$1], $3 - c[$1] }' "$2" "$3" >>"$W/$1.${4:-srv}"
 }
 
 line="crictl baseline ms:"
@@ -375,6 +380,19 @@ done
     for rt in $RTS; do
         line="$line $(awk -v m=$m -v rt=$rt '$1 == m { s += $2; c += $3 }
             END { if (c > 0) printf "%s:mean_ms=%.1f,n=%d", rt, s * 1000 / c, c; else printf "%s:n=0", rt }' "$W/$rt.srv" 2>/dev/null)"
+    done
+    say "$line"
+done
+# The same for the create+start row's own calls: the client rows above
+# minus these is what the client, the connection and the host's load add.
+[ "$RUNS" -gt 0 ] && for m in CreateContainer StartContainer; do
+    line="server-row $m"
+    for rt in $RTS; do
+        line="$line $(awk -v m=$m -v rt=$rt '$1 == m && $3 > 0 { v[++n] = $2 * 1000 / $3 }
+            END { if (n == 0) { printf "%s:n=0", rt; exit }
+                  for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+                  med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+                  printf "%s:median_ms=%.1f,n=%d", rt, med, n }' "$W/$rt.row" 2>/dev/null)"
     done
     say "$line"
 done
