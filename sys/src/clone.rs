@@ -44,7 +44,9 @@ pub struct Child {
 /// Forks (the child gets a copy of our memory and runs on its copy of our
 /// stack, as after fork(2)) with the clone `flags` (e.g. `CLONE_NEWPID`)
 /// plus `CLONE_PIDFD` and `SIGCHLD`, into the cgroup whose directory is
-/// `cgroup` when given. The child runs `child`, and `_exit`s with what it
+/// `cgroup` when given. With `CLONE_PARENT` the child is our parent's
+/// child, and the kernel gives it our own exit signal (clone3 refuses any
+/// other). The child runs `child`, and `_exit`s with what it
 /// returns if it returns (it should exec).
 ///
 /// # Safety
@@ -60,7 +62,11 @@ pub unsafe fn clone3(
     let args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64 | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         cgroup: cgroup.map_or(0, |c| c.as_raw_fd() as u64),
         ..Default::default()
     };
@@ -107,5 +113,50 @@ mod tests {
         assert!(libc::WIFEXITED(status));
         assert_eq!(libc::WEXITSTATUS(status), 7);
         assert!(c.pidfd.as_raw_fd() >= 0);
+    }
+
+    /// A fork server's clone: the grandchild made with `CLONE_PARENT` is
+    /// our child, so we reap it (clone3 refuses `CLONE_PARENT` with an exit
+    /// signal, which this also proves is not sent).
+    #[test]
+    fn a_clone_parent_child_is_our_child() {
+        let mut p = [0; 2];
+        // SAFETY: pipe2(2) into a two-int array.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just made these two descriptors; they are ours.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+        let wfd = w.as_raw_fd();
+        let mut middle = || {
+            let mut grandchild = || 9;
+            // SAFETY: the grandchild only returns.
+            match unsafe { clone3(libc::CLONE_PARENT as u64, None, &mut grandchild) } {
+                Ok(g) => {
+                    let pid = g.pid.to_ne_bytes();
+                    // SAFETY: a write of 4 bytes from our own buffer to our pipe.
+                    unsafe { libc::write(wfd, pid.as_ptr() as *const libc::c_void, 4) };
+                    0
+                }
+                Err(e) => e.raw_os_error().unwrap_or(1),
+            }
+        };
+        // SAFETY: the middle child clones, writes and returns.
+        let m = unsafe { clone3(0, None, &mut middle) }.unwrap();
+        drop(w);
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(m.pid, &mut status, 0) }, m.pid);
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "clone3(CLONE_PARENT) failed in the middle child"
+        );
+        let mut pid = [0u8; 4];
+        std::io::Read::read_exact(&mut std::fs::File::from(r), &mut pid).unwrap();
+        let g = i32::from_ne_bytes(pid);
+        assert_eq!(
+            unsafe { libc::waitpid(g, &mut status, 0) },
+            g,
+            "the grandchild is ours to reap"
+        );
+        assert_eq!(libc::WEXITSTATUS(status), 9);
     }
 }
