@@ -140,16 +140,15 @@ fn channels(terminal: bool, stdin: bool) -> Result<(ChildFds, Ours)> {
 /// Hands init its config and waits, off the runtime, for its ready report
 /// (and the terminal it sends before it).
 async fn setup(
-    config: OwnedFd,
-    config_json: Vec<u8>,
+    config: Option<(OwnedFd, Vec<u8>)>,
     sync: OwnedFd,
     console: Option<UnixStream>,
     at_create: Option<crate::hooks::AtCreate>,
 ) -> Result<std::io::Result<Setup>> {
     tokio::task::spawn_blocking(move || -> std::io::Result<Setup> {
-        let mut w = File::from(config);
-        w.write_all(&config_json)?;
-        drop(w);
+        if let Some((config, json)) = config {
+            File::from(config).write_all(&json)?;
+        }
         let mut sync = File::from(sync);
         let got = match at_create {
             Some(hooks) => hooks.read_setup(&mut sync)?,
@@ -166,6 +165,32 @@ async fn setup(
     })
     .await
     .map_err(|e| Error::internal("init setup task", e))
+}
+
+/// Asks the pod's fork server for the container's init. None: the server
+/// cloned nothing and the init is exec'd instead.
+fn fork_init(
+    z: &crate::zygote::Zygote,
+    id: &str,
+    cfg: &InitConfig,
+    new_pid_ns: bool,
+    join_pid_ns: Option<&File>,
+    cgroup: Option<&File>,
+    child: &ChildFds,
+) -> Result<Option<crate::spawn::Spawned>> {
+    use crate::zygote::Forked;
+    let json = serde_json::to_vec(cfg).map_err(|e| Error::internal("encode init config", e))?;
+    match z.clone_init(&json, new_pid_ns, join_pid_ns, cgroup, child) {
+        Forked::Cloned(s) => Ok(Some(s)),
+        Forked::Unavailable(why) => {
+            tracing::info!(container = %id, why, "init exec'd, not forked");
+            Ok(None)
+        }
+        Forked::Failed(message) => Err(Error::CreateFailed {
+            id: id.to_string(),
+            message,
+        }),
+    }
 }
 
 /// Create: clones the container's init, waits until it is parked, and
@@ -192,18 +217,41 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     // Missing or unreadable: init's own join reports it.
     let cgroup = cgroup_dir.as_ref().and_then(|d| File::open(d).ok());
     let cloning = crate::sync::mono_ns();
-    let spawned = spawn_init(new_pid_ns, join, cgroup.as_ref(), child)
-        .map_err(|e| Error::internal("clone container init", e))?;
+    let forked = match &pod.zygote {
+        Some(z) => fork_init(z, &req.id, &cfg, new_pid_ns, join, cgroup.as_ref(), &child)?,
+        None => None,
+    };
+    let via_zygote = forked.is_some();
+    let (spawned, config) = match forked {
+        // The server decoded the config; the child has no config pipe.
+        // Our copies of the child's ends close here, as spawn_init's do.
+        Some(s) => {
+            drop(child);
+            drop(ours.config);
+            (s, None)
+        }
+        None => {
+            let s = spawn_init(new_pid_ns, join, cgroup.as_ref(), child)
+                .map_err(|e| Error::internal("clone container init", e))?;
+            (s, Some(ours.config))
+        }
+    };
     let cloned = crate::sync::mono_ns();
     let pid = spawned.pid;
     let mut cfg = cfg;
     cfg.in_cgroup = spawned.in_cgroup;
-    let config_json = serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode init config", e))?;
+    let config = match config {
+        Some(fd) => Some((
+            fd,
+            serde_json::to_vec(&cfg).map_err(|e| Error::internal("encode init config", e))?,
+        )),
+        None => None,
+    };
     // Our copies of the child's ends are closed by now (ChildFds dropped),
     // so EOF on sync/stdout/stderr means the child side is gone.
 
     let at_create = crate::hooks::AtCreate::new(&cfg, &ours.start, pid, &pod.reaper);
-    let setup = setup(ours.config, config_json, ours.sync, ours.console, at_create).await?;
+    let setup = setup(config, ours.sync, ours.console, at_create).await?;
 
     // Through the pidfd: an init that died in setup may be reaped, and
     // its pid another process's, by now.
@@ -276,15 +324,29 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     copiers.extend(master.map(|m| spawn_copier(m, Stream::Stdout, log, fanout)));
     tokio::spawn(watch_exit(pod.reaper.clone(), c, copiers));
     tracing::info!(container = %req.id, pid, "container created");
-    let mut marks = vec![("prep", entered), ("clone", cloning), ("exec", cloned)];
-    if let (Some(t), _) = crate::sync::split_times(&got) {
-        marks.extend([
+    let times = crate::sync::split_times(&got).0;
+    let mut marks = vec![("prep", entered)];
+    match times {
+        // The fork server read and decoded the config before its clone;
+        // the child started in `main`, with no exec.
+        Some(t) if via_zygote => marks.extend([
+            ("read", cloning),
+            ("config", t.read),
+            ("clone", t.config),
+            ("rootfs", t.main),
+            ("park", t.rootfs),
+            ("report", t.ready),
+        ]),
+        Some(t) => marks.extend([
+            ("clone", cloning),
+            ("exec", cloned),
             ("read", t.main),
             ("config", t.read),
             ("rootfs", t.config),
             ("park", t.rootfs),
             ("report", t.ready),
-        ]);
+        ]),
+        None => marks.extend([("clone", cloning), ("exec", cloned)]),
     }
     marks.extend([("table", reported), ("", crate::sync::mono_ns())]);
     Ok(CreateResponse {

@@ -36,6 +36,7 @@ mod stream;
 mod sync;
 mod table;
 mod userns;
+mod zygote;
 
 use std::path::PathBuf;
 
@@ -96,6 +97,7 @@ fn main() {
         Some("init") => init::main(),
         Some("pod-init") => pod_init::main(),
         Some("exec") => init::exec::main(),
+        Some("zygote") => zygote::server::main(),
         Some("serve") => {
             let serve = match parse_serve(&args[2..]) {
                 Ok(s) => s,

@@ -20,4 +20,7 @@ pub struct Pod {
     pub table: Table,
     /// Where cgroup v2 is mounted (berthd's `cgroup_root`).
     pub cgroup_root: PathBuf,
+    /// The fork server that clones containers' inits, when the pod has
+    /// one (`crate::zygote`; not with a shared PID namespace).
+    pub zygote: Option<crate::zygote::Zygote>,
 }

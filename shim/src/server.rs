@@ -40,6 +40,9 @@ pub fn run(
     } else {
         None
     };
+    // Exec'd now, while the pod's network is set up, so that no
+    // container's init needs an exec of its own.
+    let zygote = crate::zygote::Zygote::start();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -51,13 +54,14 @@ pub fn run(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(sandbox_id, socket, pod_pid_ns, cgroup_root, ready))
+    rt.block_on(serve(sandbox_id, socket, pod_pid_ns, zygote, cgroup_root, ready))
 }
 
 async fn serve(
     sandbox_id: String,
     socket: PathBuf,
     pod_pid_ns: Option<File>,
+    zygote: Option<crate::zygote::Zygote>,
     cgroup_root: PathBuf,
     ready: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<()> {
@@ -79,10 +83,12 @@ async fn serve(
             reaper,
             table: Table::default(),
             cgroup_root,
+            zygote,
         },
         shutdown: shutdown_tx,
     };
-    tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), cgroup_root = %svc.pod.cgroup_root.display(), "shim serving");
+    let zygote = svc.pod.zygote.as_ref().map(|z| z.pid());
+    tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), cgroup_root = %svc.pod.cgroup_root.display(), zygote, "shim serving");
     // The socket is bound and listening: a connect from berthd now queues
     // until tonic accepts it.
     if let Some(fd) = ready {

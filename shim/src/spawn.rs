@@ -196,22 +196,44 @@ fn spawn_in(
 /// Starts PID 1 of a pod's shared PID namespace (`berth-shim pod-init`),
 /// with `lifeline` (the read end of a pipe the shim holds) as its fd 3.
 pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
+    spawn_helper(
+        c"pod-init",
+        lifeline,
+        crate::pod_init::LIFELINE_FD,
+        CloneFlags::CLONE_NEWPID,
+    )
+}
+
+/// Starts the pod's fork server (`berth-shim zygote`, [`crate::zygote`])
+/// with `sock` (its end of a socketpair) as its fd 3, in our own
+/// namespaces.
+pub fn spawn_zygote(sock: &OwnedFd) -> nix::Result<i32> {
+    spawn_helper(
+        c"zygote",
+        sock,
+        crate::zygote::server::SOCKET_FD,
+        CloneFlags::empty(),
+    )
+}
+
+/// Clones and execs `berth-shim <stage>` from the read-only copy, with
+/// `fd` at `at` (not close-on-exec) and `flags`.
+fn spawn_helper(stage: &std::ffi::CStr, fd: &OwnedFd, at: RawFd, flags: CloneFlags) -> nix::Result<i32> {
     let exe = CString::new("/proc/self/exe").expect("static path");
     let argv0 = CString::new("berth-shim").expect("static");
-    let arg1 = CString::new("pod-init").expect("static");
-    let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let argv = [argv0.as_ptr(), stage.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let fd = lifeline.as_raw_fd();
+    let fd = fd.as_raw_fd();
     let ro_exe = read_only_exe();
     let mut stack = vec![0u8; 64 * 1024];
     let child = Box::new(|| -> isize {
         // SAFETY: only async-signal-safe syscalls between clone and exec.
         unsafe {
             // dup2 onto itself would keep close-on-exec, so clear it then.
-            let ok = if fd == crate::pod_init::LIFELINE_FD {
+            let ok = if fd == at {
                 libc::fcntl(fd, libc::F_SETFD, 0) == 0
             } else {
-                libc::dup2(fd, crate::pod_init::LIFELINE_FD) >= 0
+                libc::dup2(fd, at) >= 0
             };
             if !ok {
                 libc::_exit(120);
@@ -221,7 +243,7 @@ pub fn spawn_pod_init(lifeline: &OwnedFd) -> nix::Result<i32> {
         }
     });
     // SAFETY: as in clone_init.
-    let pid = unsafe { nix::sched::clone(child, &mut stack, CloneFlags::CLONE_NEWPID, Some(libc::SIGCHLD))? };
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD))? };
     Ok(pid.as_raw())
 }
 

@@ -94,7 +94,7 @@ pub fn main() -> ! {
     };
     // SAFETY: the shim put exactly these descriptors at these numbers
     // before exec (spawn.rs), and nothing else in this fresh process owns them.
-    let (mut config_in, sync, mut start) = unsafe {
+    let (mut config_in, sync, start) = unsafe {
         (
             sync::inherit(fds::CONFIG),
             sync::inherit(fds::SYNC),
@@ -123,7 +123,21 @@ pub fn main() -> ! {
         Err(e) => fail(&mut sync, format!("parse init config: {e}")),
     };
     times.config = sync::mono_ns();
+    run(cfg, sync, start, times)
+}
 
+/// The rest of init, once its config is decoded: here from [`main`], or
+/// in a child of the pod's fork server (`crate::zygote`), which decoded
+/// the config before its clone and put the sync and start pipes at their
+/// numbers.
+pub fn run(cfg: InitConfig, mut sync: Reporter, mut start: std::fs::File, mut times: sync::InitTimes) -> ! {
+    let fail = |sync: &mut Reporter, msg: String| -> ! {
+        sync.fail(&msg);
+        std::process::exit(1)
+    };
+    if let Err(e) = not_dumpable() {
+        fail(&mut sync, format!("{e:#}"));
+    }
     let prepared = match rootfs::prepare(&syscall::Linux, &cfg) {
         Ok(p) => p,
         Err(e) => fail(&mut sync, format!("{e:#}")),
