@@ -194,6 +194,102 @@ async fn life_shims_live_outside_berthds_cgroup() {
     c.stop_and_remove_pod(&sb).await.unwrap();
 }
 
+/// The parent pid of `pid` (field 4 of /proc/<pid>/stat).
+fn ppid(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// How many `step` lines of CreateContainer's shim step `step` berthd's
+/// debug log holds.
+fn create_steps(log: &str, step: &str) -> usize {
+    let name = format!("\"shim.{step}\"");
+    log.lines()
+        .filter(|l| l.contains("step finished") && l.contains("create_container") && l.contains(&name))
+        .count()
+}
+
+/// Each container's init is forked by the pod's fork server, a child of
+/// the shim, with no exec of its own (no `shim.exec` step); the forked
+/// init is the shim's child, where the shim reaps it. With the server
+/// gone, the next init is exec'd as before, and the pod still works and
+/// leaves nothing.
+#[tokio::test]
+async fn life_inits_are_forked_by_the_pods_fork_server() {
+    let (b, mut c) = Berthd::start().await.expect("berthd");
+    c.pull(&busybox()).await.expect("pull");
+    let mut pod = pod_config("zygote", &b.log_dir());
+    // kubelet's default: a PID namespace per container.
+    let own_pid = Some(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        ..Default::default()
+    });
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: own_pid.clone(),
+        ..Default::default()
+    });
+    let sb = c.run_pod(&pod).await.expect("runp");
+    let pod_cgroup = c.pod_status(&sb).await.unwrap().1["cgroupPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shim: Vec<u32> = processes_matching(&format!("--id {sb}"))
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("berth-shim serve"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(shim.len(), 1, "one shim: {shim:?}");
+    let shim = shim[0];
+    let servers: Vec<u32> = processes_matching("berth-shim zygote")
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| ppid(*pid) == shim)
+        .collect();
+    assert_eq!(servers.len(), 1, "one fork server, the shim's child");
+    let server = servers[0];
+
+    let mut run = async |name: &str| -> (String, u32) {
+        let mut cfg = container_config(name, &busybox(), &["sleep", "3600"]);
+        cfg.linux.get_or_insert_with(Default::default).security_context =
+            Some(cri::LinuxContainerSecurityContext {
+                namespace_options: own_pid.clone(),
+                ..Default::default()
+            });
+        let id = c.create(&sb, &cfg, &pod).await.expect("create");
+        c.start(&id).await.expect("start");
+        let pid = status_info(&c.status(&id).await.unwrap())["pid"]
+            .as_u64()
+            .unwrap() as u32;
+        (id, pid)
+    };
+    let (first, first_pid) = run("first").await;
+    assert_eq!(ppid(first_pid), shim, "the forked init is the shim's child");
+    let log = b.log();
+    assert_eq!(create_steps(&log, "read"), 1, "{log}");
+    assert_eq!(create_steps(&log, "exec"), 0, "an init was exec'd:\n{log}");
+
+    // The server gone, the exec'd path takes over.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    until("the fork server is gone", || {
+        std::fs::read(format!("/proc/{server}/cmdline")).map_or(true, |c| c.is_empty())
+    })
+    .await;
+    let (second, second_pid) = run("second").await;
+    assert_eq!(ppid(second_pid), shim);
+    assert_eq!(create_steps(&b.log(), "exec"), 1, "{}", b.log());
+    for id in [&first, &second] {
+        let (code, out) = c.exec(id, &["echo", "hi"]).await.unwrap();
+        assert_eq!((code, out.as_str()), (0, "hi\n"));
+    }
+    c.stop_and_remove_pod(&sb).await.unwrap();
+    assert_nothing_left(&b, &pod_cgroup);
+}
+
 #[tokio::test]
 async fn life_an_exit_is_reported_while_a_background_child_holds_the_output() {
     let (b, mut c) = Berthd::start().await.expect("berthd");
