@@ -36,6 +36,7 @@ mkdir -p $W /tmp/logs
 # Endpoints are given per call; the file only keeps crictl from warning.
 echo "timeout: 60" >/etc/crictl.yaml
 say() { echo "BERTH-BENCH: $*"; }
+is_berth() { case $1 in berth | berthb) return 0 ;; esac; return 1; }
 die() { say "FAIL $*"; tail -30 /tmp/berthd.log /tmp/containerd.log 2>/dev/null; exit 1; }
 
 # berthd again, with the metrics listener (the step histograms) on, and
@@ -174,11 +175,17 @@ one_run() {
     a=$(us); pod=$(cri "$rt" runp $(handler "$rt") "$W/pod.json") || die "$rt runp"; b=$(us)
     rec "$rt" runp "$(net "$rt" "$(ms "$a" "$b")" 1)"
     rpcs "$rt" >"$W/row.before"
+    is_berth "$rt" && steps >"$W/rowsteps.before"
     a=$(us); ctr=$(cri "$rt" create "$pod" "$W/ctr.json" "$W/pod.json") || die "$rt create"; b=$(us)
     cri "$rt" start "$ctr" >/dev/null || die "$rt start"; c=$(us)
-    # The server side of exactly these two calls (a pod's first container).
+    # The server side of exactly these two calls (a pod's first container),
+    # and Berth's steps in them.
     rpcs "$rt" >"$W/row.after"
     rpc_delta "$rt" "$W/row.before" "$W/row.after" row
+    is_berth "$rt" && steps >"$W/rowsteps.after" &&
+        awk 'NR == FNR { s[$1 " " $2] = $3; c[$1 " " $2] = $4; next }
+             { k = $1 " " $2; if ($4 - c[k] > 0) print k, $3 - s[k], $4 - c[k] }' \
+            "$W/rowsteps.before" "$W/rowsteps.after" >>"$W/$rt.rowsteps"
     rec "$rt" create "$(net "$rt" "$(ms "$a" "$b")" 1)"
     rec "$rt" start "$(net "$rt" "$(ms "$b" "$c")" 1)"
     rec "$rt" createstart "$(net "$rt" "$(ms "$a" "$c")" 2)"
@@ -396,6 +403,14 @@ done
     done
     say "$line"
 done
+# Berth's steps in the create+start row's own calls (a pod's first
+# container), mean per step over the runs.
+[ "$RUNS" -gt 0 ] && for rt in $RTS; do
+    is_berth "$rt" || continue
+    awk -v rt="$rt" '{ k = $1 " " $2; s[k] += $3; c[k] += $4 }
+        END { for (k in s) printf "BERTH-BENCH: rowstep %s %s mean_ms=%.2f n=%d\n", rt, k, s[k] * 1000 / c[k], c[k] }' \
+        "$W/$rt.rowsteps" 2>/dev/null | sort
+done
 # Berth's breakdown: mean per step over this bench's calls (the histogram's
 # sum/count delta); $3 prefixes the lines.
 breakdown() {
@@ -406,6 +421,42 @@ breakdown() {
 }
 # (Not with berthb: berthd's restarts reset its histograms.)
 has berthb || { [ "$RUNS" -gt 0 ] && breakdown "$W/steps.before" "$W/steps.after" step; }
+
+# Memory with 10 pods of one running container each: berthd's RSS, and
+# each shim's and each fork server's Pss (/proc/<pid>/smaps_rollup: pages
+# shared by several processes count for a share each), medians and maxima.
+pids_of() { # command-line substring
+    for d in /proc/[0-9]*; do
+        case "$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)" in *"$1"*) echo "${d#/proc/}" ;; esac
+    done
+}
+mem_phase() {
+    berthd_for berth
+    mpods=""
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        pod_json "m-$i" >"$W/mpod.json"
+        ctr_json c sleep 3600 >"$W/mctr.json"
+        p=$(cri berth runp "$W/mpod.json") || die "memory runp"
+        c=$(cri berth create "$p" "$W/mctr.json" "$W/mpod.json") || die "memory create"
+        cri berth start "$c" >/dev/null || die "memory start"
+        mpods="$mpods $p"
+    done
+    for kind in "serve" "zygote"; do
+        : >"$W/pss.$kind"
+        for pid in $(pids_of "berth-shim $kind"); do
+            awk '/^Pss:/ { print $2 }' /proc/"$pid"/smaps_rollup >>"$W/pss.$kind"
+        done
+    done
+    set -- $(stats <"$W/pss.serve")
+    shim="n=$1,median=$2,max=$(sort -n "$W/pss.serve" | tail -1)"
+    set -- $(stats <"$W/pss.zygote")
+    zyg="n=$1,median=$2,max=$(sort -n "$W/pss.zygote" | tail -1)"
+    say "memory pods=10 berthd_rss_kb=$(awk '/VmRSS/ {print $2}' /proc/"$(pidof berthd)"/status) shim_pss_kb:$shim zygote_pss_kb:$zyg"
+    for p in $mpods; do
+        cri berth stopp "$p" >/dev/null && cri berth rmp "$p" >/dev/null || die "memory cleanup"
+    done
+}
+[ "$RUNS" -gt 0 ] && has berth && mem_phase
 
 [ "$CONC" -gt 0 ] && for rt in $RTS; do
     case $rt in berth | berthb) berthd_for "$rt" ;; esac
