@@ -94,6 +94,9 @@ async fn serve(
     if let Some(fd) = ready {
         crate::ready::signal(fd)?;
     }
+    // While berthd finishes the pod (CNI ADD): the first CreateContainer
+    // then finds the spec's decoder paged in and a blocking thread up.
+    tokio::task::spawn_blocking(crate::init::prewarm);
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(svc))
         .serve_with_incoming_shutdown(

@@ -63,6 +63,28 @@ pub struct RootfsMount {
     pub options: Vec<String>,
 }
 
+/// Encodes and decodes a representative init config once, and says
+/// whether it round-tripped. Under emulation the first (de)serialisation
+/// in a process costs more than the work itself (serde's code paged in,
+/// the allocator grown), so the fork server does it at its start and the
+/// shim while the pod's network is set up, not during a pod's first
+/// CreateContainer.
+pub fn prewarm() -> bool {
+    let cfg = InitConfig {
+        spec: oci_spec::runtime::Spec::default(),
+        rootfs_dir: PathBuf::from("/run/berth/bundle/rootfs"),
+        rootfs_mounts: vec![RootfsMount {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            options: vec!["lowerdir=/a:/b".into(), "upperdir=/c".into(), "workdir=/d".into()],
+        }],
+        cgroup_root: PathBuf::from(berth_sys::cgroup::DEFAULT_ROOT),
+        hook_state: None,
+        in_cgroup: false,
+    };
+    serde_json::to_vec(&cfg).is_ok_and(|json| serde_json::from_slice::<InitConfig>(&json).is_ok())
+}
+
 /// Whether the spec's process wants a terminal (init and exec stages open
 /// one inside; the shim then gets the master over the console socket).
 pub fn wants_terminal(spec: &oci_spec::runtime::Spec) -> bool {

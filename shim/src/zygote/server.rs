@@ -15,10 +15,9 @@
 //! (CVE-2019-5736), as for the exec'd stages.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 
 use super::wire::{self, Reply, Request};
-use crate::init::{InitConfig, RootfsMount};
+use crate::init::InitConfig;
 use crate::sync::{self, fds, InitTimes, Reporter};
 
 /// The fd the shim puts our end of the socketpair on.
@@ -39,9 +38,10 @@ pub fn main() -> ! {
         eprintln!("berth-shim zygote: {e:#}");
         std::process::exit(1);
     }
-    if !prewarm() {
+    if !crate::init::prewarm() {
         eprintln!("berth-shim zygote: the sample config does not round-trip");
     }
+    trim();
     // Where our children go unless a request says otherwise: restored
     // after every clone into a pod's shared PID namespace.
     let own_pid_ns = match std::fs::File::open("/proc/self/ns/pid_for_children") {
@@ -61,6 +61,7 @@ pub fn main() -> ! {
                     eprintln!("berth-shim zygote: reply: {e}");
                     std::process::exit(1);
                 }
+                trim();
                 if let Err(e) = restored {
                     // Our children would go to the pod's namespace: stop
                     // (the shim execs every init from now on).
@@ -76,25 +77,6 @@ pub fn main() -> ! {
             }
         }
     }
-}
-
-/// Decodes a representative init config once, so the first container's
-/// decode does not also page in serde's code and warm the allocator (in a
-/// fresh process under emulation, that first decode is most of its cost).
-fn prewarm() -> bool {
-    let cfg = InitConfig {
-        spec: oci_spec::runtime::Spec::default(),
-        rootfs_dir: PathBuf::from("/run/berth/bundle/rootfs"),
-        rootfs_mounts: vec![RootfsMount {
-            fstype: "overlay".into(),
-            source: "overlay".into(),
-            options: vec!["lowerdir=/a:/b".into(), "upperdir=/c".into(), "workdir=/d".into()],
-        }],
-        cgroup_root: PathBuf::from(berth_sys::cgroup::DEFAULT_ROOT),
-        hook_state: None,
-        in_cgroup: false,
-    };
-    serde_json::to_vec(&cfg).is_ok_and(|json| serde_json::from_slice::<InitConfig>(&json).is_ok())
 }
 
 /// Clones one container's init; what the shim gets back, and whether our
@@ -200,6 +182,13 @@ fn child_main(cfg: InitConfig, channels: [RawFd; wire::CHANNELS], mut times: Ini
     crate::init::run(cfg, Reporter::new(sync_pipe), start, times)
 }
 
+/// Gives the heap's free memory back to the kernel: the server idles
+/// between containers, and its Pss is a pod's cost.
+fn trim() {
+    // SAFETY: malloc_trim(3) only releases free memory of the allocator.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// Our command line, as the kernel laid it out.
 const ZYGOTE_TITLE: &[u8] = b"berth-shim\0zygote\0";
 /// An exec'd init's, padded to the same length.
@@ -288,6 +277,6 @@ mod tests {
 
     #[test]
     fn the_prewarm_config_round_trips() {
-        assert!(prewarm());
+        assert!(crate::init::prewarm());
     }
 }
