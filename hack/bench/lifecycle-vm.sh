@@ -451,7 +451,8 @@ mem_phase() {
     shim="n=$1,median=$2,max=$(sort -n "$W/pss.serve" | tail -1)"
     set -- $(stats <"$W/pss.zygote")
     zyg="n=$1,median=$2,max=$(sort -n "$W/pss.zygote" | tail -1)"
-    say "memory pods=10 berthd_rss_kb=$(awk '/VmRSS/ {print $2}' /proc/"$(pidof berthd)"/status) shim_pss_kb:$shim zygote_pss_kb:$zyg"
+    rss=$(awk '/^(VmRSS|RssAnon|RssFile):/ { printf "%s%s=%s", sep, $1, $2; sep = "," }' /proc/"$(pidof berthd)"/status)
+    say "memory pods=10 berthd_kb:$rss shim_pss_kb:$shim zygote_pss_kb:$zyg"
     for p in $mpods; do
         cri berth stopp "$p" >/dev/null && cri berth rmp "$p" >/dev/null || die "memory cleanup"
     done
