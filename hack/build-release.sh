@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds Berth's release binaries the way the scripts, CI and the Debian
-# package use them (target/release/):
-#   hack/build-release.sh [-p PACKAGE]...    (berth-runtime always; more packages' bins with -p)
+# Builds Berth's shipped binaries the way the scripts, CI and the Debian
+# package use them:
+#   hack/build-release.sh [-p PACKAGE]...
+# berthd and berth-shim in Cargo.toml's `dist` profile (the release profile
+# with fat LTO, one codegen unit, opt-level "s") into target/dist/; with -p, those
+# packages' binaries (test tools, benchmarks) with --release into
+# target/release/ as before.
 #
-# berthd with `cargo build --release`; berth-shim linked static (glibc
+# berthd with `cargo build --profile dist`; berth-shim linked static (glibc
 # static-pie, `-C target-feature=+crt-static` on the shim's own crate only).
 # Why: the shim execs itself for every container's init stage and once per
 # pod, and a dynamically linked exec spends its first milliseconds in the
@@ -21,10 +25,13 @@
 # dynamically linked shim that works the same, only slower to exec.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p berth-runtime "$@" --bins
-cargo rustc --release -p berth-shim --bin berth-shim -- -C target-feature=+crt-static
-if ! ldd target/release/berth-shim 2>&1 | grep -q "statically linked"; then
-    echo "build-release.sh: target/release/berth-shim is not statically linked:" >&2
-    ldd target/release/berth-shim >&2 || true
+cargo build --profile dist -p berth-runtime --bin berthd
+cargo rustc --profile dist -p berth-shim --bin berth-shim -- -C target-feature=+crt-static
+if ! ldd target/dist/berth-shim 2>&1 | grep -q "statically linked"; then
+    echo "build-release.sh: target/dist/berth-shim is not statically linked:" >&2
+    ldd target/dist/berth-shim >&2 || true
     exit 1
+fi
+if [ $# -gt 0 ]; then
+    cargo build --release "$@" --bins
 fi

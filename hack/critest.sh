@@ -80,7 +80,7 @@ EXTRA=${BERTH_CRITEST_ARGS:-}
 hack/build-release.sh
 BIN=$WORK/bin
 rm -rf "$BIN" && mkdir -p "$BIN"
-cp target/release/berthd target/release/berth-shim "$BIN/"
+cp target/dist/berthd target/dist/berth-shim "$BIN/"
 
 # Debian's dynamically linked busybox (its shell runs applets from PATH, as
 # upstream's does), unpacked here, never installed: it conflicts with the

@@ -9,7 +9,7 @@ WORK=$PWD/.work
 mkdir -p "$WORK/demo-bin"
 hack/install-deps.sh
 hack/build-release.sh -p berth-tests
-cp target/release/berthd target/release/berth-shim target/release/berth-demo "$WORK/demo-bin/"
+cp target/dist/berthd target/dist/berth-shim target/release/berth-demo "$WORK/demo-bin/"
 hack/images/build.sh "$WORK/images"
 hack/images/registry-seed.sh "$WORK/images"
 hack/vm/build-initramfs.sh --bin "$WORK/demo-bin" --registry "$WORK/images/registry" \

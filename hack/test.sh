@@ -135,7 +135,7 @@ echo "VM test filter: ${FILTER:-none (every test)}"
 echo "VM tests to run: $(awk '{ printf "%s%s=%s", sep, $1, $2; sep = " " }' "$WORK/vm-expected")"
 BIN=$WORK/bin
 rm -rf "$BIN" && mkdir -p "$BIN"
-cp target/release/berthd target/release/berth-shim target/release/berth-demo \
+cp target/dist/berthd target/dist/berth-shim target/release/berth-demo \
     target/release/berth-syscall-probe "$BIN/"
 
 step "build: test images and registry content"

@@ -40,7 +40,7 @@ CRICTL=${CRICTL:-}
 [ -n "$CRICTL" ] || CRICTL=$(command -v crictl || true)
 hack/install-deps.sh >/dev/null
 hack/build-release.sh -p berth-tests
-cp target/release/berthd target/release/berth-shim "$BIN/"
+cp target/dist/berthd target/dist/berth-shim "$BIN/"
 [ -z "$SHIM_B" ] || cp "$SHIM_B" "$BIN/berth-shim-b"
 hack/images/build.sh "$IMAGES" >/dev/null
 

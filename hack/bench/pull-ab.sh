@@ -6,7 +6,7 @@
 # fake cgroup tree (a pull needs no cgroups) and pull in turns, each going
 # first every other run. Prints every run and the medians and ratio B/A.
 #   hack/bench/pull-ab.sh A_BIN_DIR B_BIN_DIR [RUNS] [LAYERS] [MIB_EACH]   (defaults 10, 5, 20)
-# Each BIN_DIR holds berthd and berth-shim (e.g. target/release of each tree).
+# Each BIN_DIR holds berthd and berth-shim (e.g. target/dist of each tree, from hack/build-release.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 A=$(realpath "${1:?usage: pull-ab.sh A_BIN_DIR B_BIN_DIR [RUNS] [LAYERS] [MIB_EACH]}")

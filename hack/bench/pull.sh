@@ -12,7 +12,7 @@ BIN=$WORK/pull-bench-bin IMAGES=$WORK/pull-bench-images
 rm -rf "$BIN" && mkdir -p "$BIN"
 hack/install-deps.sh >/dev/null
 hack/build-release.sh -p berth-tests
-cp target/release/berthd target/release/berth-shim target/release/berth-pull-bench "$BIN/"
+cp target/dist/berthd target/dist/berth-shim target/release/berth-pull-bench "$BIN/"
 rm -rf "$IMAGES/oci" && mkdir -p "$IMAGES/oci"
 python3 hack/images/mkbig.py "$IMAGES/oci" "$LAYERS" "$MIB"
 hack/images/registry-seed.sh "$IMAGES" >/dev/null

@@ -14,7 +14,7 @@ BIN=$WORK/resize-bench-bin
 rm -rf "$BIN" && mkdir -p "$BIN"
 hack/install-deps.sh >/dev/null
 hack/build-release.sh -p berth-tests
-cp target/release/berthd target/release/berth-shim target/release/berth-resize-bench "$BIN/"
+cp target/dist/berthd target/dist/berth-shim target/release/berth-resize-bench "$BIN/"
 hack/images/build.sh "$WORK/images" >/dev/null
 hack/images/registry-seed.sh "$WORK/images" >/dev/null
 hack/vm/build-initramfs.sh --bin "$BIN" --registry "$WORK/images/registry" --out "$WORK/resize-bench-initramfs.img"

@@ -10,7 +10,7 @@ WORK=$PWD/.work
 mkdir -p "$WORK/bench-bin"
 hack/install-deps.sh >/dev/null
 hack/build-release.sh -p berth-tests
-cp target/release/berthd target/release/berth-shim target/release/berth-bench "$WORK/bench-bin/"
+cp target/dist/berthd target/dist/berth-shim target/release/berth-bench "$WORK/bench-bin/"
 hack/images/build.sh "$WORK/images" >/dev/null
 hack/images/registry-seed.sh "$WORK/images" >/dev/null
 hack/vm/build-initramfs.sh --bin "$WORK/bench-bin" --registry "$WORK/images/registry" --out "$WORK/bench-initramfs.img"
