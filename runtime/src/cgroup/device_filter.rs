@@ -13,6 +13,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::bpf::{self, Asm, Insn, R0, R1, R2, R3, R4, R5};
+use super::device_programs::ProgramCache;
 use crate::error::{Error, Result};
 
 /// Device node type, with the kernel's `BPF_DEVCG_DEV_*` numbers.
@@ -229,14 +230,19 @@ pub trait DeviceFilterHost: Send + Sync + fmt::Debug {
     fn attach(&self, cgroup: &Path, program: &[Insn]) -> Result<()>;
 }
 
-/// The real thing: `bpf(BPF_PROG_LOAD)` + `bpf(BPF_PROG_ATTACH)`.
+/// The real thing: `bpf(BPF_PROG_LOAD)` (once per distinct program, see
+/// [`ProgramCache`]) + `bpf(BPF_PROG_ATTACH)`.
 #[derive(Debug, Default)]
-pub struct KernelBpf;
+pub struct KernelBpf {
+    programs: ProgramCache,
+}
 
 impl DeviceFilterHost for KernelBpf {
     fn attach(&self, cgroup: &Path, program: &[Insn]) -> Result<()> {
-        let prog = bpf::load_cgroup_device_program(program)?;
-        // The cgroup holds its own reference: our fd can close right after.
+        let prog = self
+            .programs
+            .get_or_load(&bpf::encode(program), || bpf::load_cgroup_device_program(program))?;
+        // The cgroup holds its own reference to the program.
         bpf::attach_cgroup_device_program(cgroup, &prog)
     }
 }

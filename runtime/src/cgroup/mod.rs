@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod desired;
 pub mod detect;
 pub mod device_filter;
+pub mod device_programs;
 pub mod driver;
 pub mod files;
 pub mod reclaim_estimate;
@@ -59,7 +60,7 @@ impl CgroupManager {
             root: root.into(),
             parents: Arc::default(),
             registry: None,
-            device_filter: Arc::new(KernelBpf),
+            device_filter: Arc::new(KernelBpf::default()),
             systemd: None,
         }
     }
