@@ -61,7 +61,7 @@ impl ContainerManager {
         let cgroup_path =
             crate::cgroup::driver::container_path(self.cfg.cgroup_driver, &c.sbr.cgroup_path, &id);
         steps.next("spec");
-        let built = self.build_oci(&id, cfg, &c, &cgroup_path)?;
+        let built = self.build_oci(&id, cfg, &c, &cgroup_path, &mut steps)?;
         let mut nc = NewContainer {
             dir: self.cfg.root.join("containers").join(&id),
             bundle: self.cfg.state.join("containers").join(&id),
@@ -196,6 +196,7 @@ impl ContainerManager {
         cfg: &cri::ContainerConfig,
         c: &Checked<'_>,
         cgroup_path: &str,
+        steps: &mut crate::metrics::steps::Steps,
     ) -> Result<Built> {
         let (sbr, image, meta) = (&c.sbr, &c.image, c.meta);
         let users = self.image_users(image);
@@ -235,6 +236,7 @@ impl ContainerManager {
         .into_iter()
         .map(|m| volume_owner::set(m, sbr.userns.as_ref()))
         .collect();
+        steps.next("spec_build");
         let spec_cfg = cri::ContainerConfig {
             mounts: volumes.iter().cloned().chain(cri_mounts).collect(),
             ..cfg.clone()
@@ -254,6 +256,7 @@ impl ContainerManager {
             },
         )?;
         image_volume::harden(&mut oci, &image_volumes);
+        steps.next("spec_lsm");
         let sc = cfg.linux.as_ref().and_then(|l| l.security_context.as_ref());
         spec::set_apparmor_profile(&mut oci, self.apparmor.profile_for(sc)?);
         spec::set_rlimits(&mut oci, &self.cfg.container_rlimits)?;
@@ -263,6 +266,7 @@ impl ContainerManager {
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
             .is_some_and(|s| s.privileged);
+        steps.next("spec_devices");
         // Checked before any step, so a missing or bad device leaves nothing.
         let mut devices = devices::resolve(&cfg.devices, privileged, self.host_devices.as_ref())?;
         let cdi_names: Vec<String> = cfg.cdi_devices.iter().map(|d| d.name.clone()).collect();
