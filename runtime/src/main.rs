@@ -243,6 +243,7 @@ async fn run(cfg: Config, d: Daemon) -> error::Result<()> {
     let t = std::time::Instant::now();
     let pods = sandboxes.recover().await?;
     let ctrs = containers.recover().await?;
+    containers.preload();
     // No CheckpointContainer runs yet: every work dir is a crash's.
     berthd::checkpoint::leftovers::sweep(&cfg.root);
     metrics.set_recovered(pods, ctrs, t.elapsed());

@@ -15,6 +15,7 @@
 //! before execve, for the container's process and for every exec.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use berth_proto::cri;
 use berth_proto::cri::security_profile::ProfileType;
@@ -59,8 +60,26 @@ pub struct AppArmor {
     profiles_file: PathBuf,
     /// The `apparmor_parser` binary, for loading the default profile.
     parser: PathBuf,
-    /// Whether `berth-default` was loaded by this berthd.
-    default_loaded: Mutex<bool>,
+    /// Whether `berth-default` is loaded, or why it could not be.
+    default: Mutex<DefaultProfile>,
+    /// How long a failed load is remembered before the next container
+    /// tries again.
+    retry_after: Duration,
+}
+
+/// How long a failed load of the default profile stands. Without it, a
+/// node with AppArmor on but no working `apparmor_parser` tried again in
+/// every CreateContainer: a read of the kernel's profile list and a fork
+/// of berthd to run the parser, each time. A parser installed later is
+/// used within this time, without a restart.
+pub const RETRY_DEFAULT_PROFILE_AFTER: Duration = Duration::from_secs(60);
+
+/// The default profile's state in this berthd.
+#[derive(Debug, Default)]
+struct DefaultProfile {
+    loaded: bool,
+    /// The last failure and when it was.
+    failed: Option<(Instant, String)>,
 }
 
 impl std::fmt::Debug for AppArmor {
@@ -88,7 +107,8 @@ impl AppArmor {
             enabled_file: enabled.into(),
             profiles_file: profiles.into(),
             parser: parser.into(),
-            default_loaded: Mutex::new(false),
+            default: Mutex::new(DefaultProfile::default()),
+            retry_after: RETRY_DEFAULT_PROFILE_AFTER,
         }
     }
 
@@ -108,6 +128,15 @@ impl AppArmor {
         Ok(list
             .lines()
             .any(|l| l.rsplit_once(" (").map_or(l, |(n, _)| n) == name))
+    }
+
+    /// Loads the default profile now when AppArmor is on, so that the
+    /// first CreateContainer after berthd starts does not wait for
+    /// `apparmor_parser` (about half a second under the test VM's
+    /// emulation, all of it in that one call). A failure is kept and
+    /// warned about as a CreateContainer's would be.
+    pub fn preload_default(&self) {
+        let _ = self.profile_for(None);
     }
 
     /// The profile for a container, or None for none.
@@ -159,13 +188,35 @@ impl AppArmor {
 
     /// `berth-default`, loading it once if the kernel does not have it yet.
     fn default_profile(&self) -> Result<String> {
-        let mut done = self.default_loaded.lock();
-        if !*done && !self.loaded(DEFAULT_PROFILE)? {
-            load_profile(&self.parser, DEFAULT_PROFILE_TEXT)?;
-            tracing::info!(profile = DEFAULT_PROFILE, "AppArmor default profile loaded");
+        let mut state = self.default.lock();
+        if state.loaded {
+            return Ok(DEFAULT_PROFILE.to_string());
         }
-        *done = true;
-        Ok(DEFAULT_PROFILE.to_string())
+        if let Some((at, why)) = &state.failed {
+            if at.elapsed() < self.retry_after {
+                return Err(Error::FailedPrecondition(why.clone()));
+            }
+        }
+        let load = || -> Result<()> {
+            if !self.loaded(DEFAULT_PROFILE)? {
+                load_profile(&self.parser, DEFAULT_PROFILE_TEXT)?;
+                tracing::info!(profile = DEFAULT_PROFILE, "AppArmor default profile loaded");
+            }
+            Ok(())
+        };
+        match load() {
+            Ok(()) => {
+                *state = DefaultProfile {
+                    loaded: true,
+                    failed: None,
+                };
+                Ok(DEFAULT_PROFILE.to_string())
+            }
+            Err(e) => {
+                state.failed = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -274,6 +325,38 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// AppArmor on, the default not loaded and no parser: the first
+    /// container runs unconfined (and an explicit RuntimeDefault is
+    /// refused), and the next ones do not try again until the retry time
+    /// has passed. Seen here by loading the profile behind berthd's back:
+    /// a retry would find it.
+    #[test]
+    fn a_failed_default_load_is_not_retried_for_every_container() {
+        let (d, mut aa) = node("Y\n", "");
+        assert_eq!(aa.profile_for(None).unwrap(), None);
+        std::fs::write(d.path().join("profiles"), "berth-default (enforce)\n").unwrap();
+        assert_eq!(aa.profile_for(None).unwrap(), None, "retried at once");
+        let err = aa
+            .profile_for(Some(&sc(ProfileType::RuntimeDefault, "")))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no-parser"),
+            "the first failure's cause: {err}"
+        );
+        aa.retry_after = Duration::ZERO;
+        assert_eq!(aa.profile_for(None).unwrap().as_deref(), Some(DEFAULT_PROFILE));
+    }
+
+    /// The preload remembers the loaded default: containers then read
+    /// no profile list.
+    #[test]
+    fn the_preloaded_default_is_kept() {
+        let (d, aa) = node("Y\n", "berth-default (enforce)\n");
+        aa.preload_default();
+        std::fs::remove_file(d.path().join("profiles")).unwrap();
+        assert_eq!(aa.profile_for(None).unwrap().as_deref(), Some(DEFAULT_PROFILE));
     }
 
     #[test]

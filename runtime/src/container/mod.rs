@@ -89,6 +89,13 @@ impl ContainerManager {
         self
     }
 
+    /// Work done once at start rather than in a first CreateContainer:
+    /// the AppArmor default profile is loaded in the background.
+    pub fn preload(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.apparmor.preload_default());
+    }
+
     /// The node's CDI specs (verbose Status reports them).
     pub fn cdi(&self) -> &crate::cdi::Cdi {
         &self.cdi
