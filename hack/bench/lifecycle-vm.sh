@@ -404,11 +404,19 @@ done
     say "$line"
 done
 # Berth's steps in the create+start row's own calls (a pod's first
-# container), mean per step over the runs.
+# container), per step over the runs: the median (a one-off in one run,
+# such as the first container after berthd's start, moves a mean of 10
+# a lot) and the mean.
 [ "$RUNS" -gt 0 ] && for rt in $RTS; do
     is_berth "$rt" || continue
-    awk -v rt="$rt" '{ k = $1 " " $2; s[k] += $3; c[k] += $4 }
-        END { for (k in s) printf "BERTH-BENCH: rowstep %s %s mean_ms=%.2f n=%d\n", rt, k, s[k] * 1000 / c[k], c[k] }' \
+    awk -v rt="$rt" '{ k = $1 " " $2; s[k] += $3; c[k] += $4; v[k, ++n[k]] = $3 * 1000 / $4 }
+        END { for (k in s) {
+                  m = n[k]
+                  for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++)
+                      if (v[k, j] < v[k, i]) { t = v[k, i]; v[k, i] = v[k, j]; v[k, j] = t }
+                  med = (m % 2) ? v[k, (m + 1) / 2] : (v[k, m / 2] + v[k, m / 2 + 1]) / 2
+                  printf "BERTH-BENCH: rowstep %s %s median_ms=%.2f mean_ms=%.2f n=%d\n", rt, k, med, s[k] * 1000 / c[k], c[k]
+              } }' \
         "$W/$rt.rowsteps" 2>/dev/null | sort
 done
 # Berth's breakdown: mean per step over this bench's calls (the histogram's
