@@ -150,7 +150,14 @@ fn unshare_namespaces(sys: &dyn Syscall, cfg: &InitConfig, linux: &Linux, flags:
         None,
     )
     .with_context(|| format!("set propagation of / to {root_propagation:?}"))?;
-    make_rootfs_parent_private(sys, &cfg.rootfs_dir)
+    // After an rslave or rprivate `/` no mount here is shared any more, so
+    // only an rshared root has a parent to make private: the others skip
+    // reading this namespace's mountinfo (one line per mount on the node,
+    // every pod's among them).
+    if root_propagation == MsFlags::MS_SHARED {
+        make_rootfs_parent_private(sys, &cfg.rootfs_dir)?;
+    }
+    Ok(())
 }
 
 /// The rootfs mounts (overlay) at the rootfs dir, in order; a bind of the

@@ -113,8 +113,6 @@ fn setup_runs_in_the_kernels_order() {
         Call::Write("/cg/berth/pod1/c1/cgroup.procs".into(), "0".into()),
         Call::Unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS),
         remount("/", MsFlags::MS_REC | MsFlags::MS_SLAVE),
-        // The shared mount holding the rootfs dir, made private.
-        remount("/", MsFlags::MS_PRIVATE),
         Call::Sethostname("web-0".into()),
         Call::Mount {
             source: Some("overlay".into()),
@@ -150,6 +148,27 @@ fn setup_runs_in_the_kernels_order() {
     );
     // A masked path that does not exist is passed over.
     assert!(!format!("{calls:?}").contains("/proc/missing"));
+    // Under an rslave root nothing is shared: no parent is made private
+    // (the fake's mountinfo still says shared, as the node's does).
+    assert!(!calls.contains(&remount("/", MsFlags::MS_PRIVATE)), "{calls:#?}");
+}
+
+/// An rshared root (a Bidirectional mount): the shared mount holding the
+/// rootfs dir is made private, right after the propagation is set.
+#[test]
+fn under_an_rshared_root_the_rootfs_parent_is_made_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let linux = json!({
+        "namespaces": [{"type": "mount"}],
+        "rootfsPropagation": "rshared",
+    });
+    let cfg = config(dir.path(), spec(linux, json!([]), false));
+    let sys = Fake::new(dir.path());
+    prepare(&sys, &cfg).expect("prepare");
+    let calls = sys.calls();
+    let shared = position(&calls, &remount("/", MsFlags::MS_REC | MsFlags::MS_SHARED));
+    let private = position(&calls, &remount("/", MsFlags::MS_PRIVATE));
+    assert_eq!(private, shared + 1, "{calls:#?}");
 }
 
 /// A writable root is never remounted; a read-only one is, after the
