@@ -16,7 +16,7 @@ hack/build-release.sh
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 deb=target/debian/berth_${version}_amd64.deb
 rm -f "$deb"
-cargo deb -p berth-runtime --no-build --output "$deb"
+cargo deb -p berth-runtime --profile dist --no-build --output "$deb"
 
 fail() {
     echo "package.sh: $deb: $*" >&2
