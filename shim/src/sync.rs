@@ -71,10 +71,32 @@ pub struct InitTimes {
     pub read: u64,
     /// The config is parsed.
     pub config: u64,
+    /// The steps inside the rootfs set-up, each when it ended: namespaces
+    /// joined and made, the image's root mounted, the spec's mounts, /dev,
+    /// pivot_root (what is left until `rootfs` is masking and read-only
+    /// paths).
+    pub rootfs_steps: RootfsTimes,
     /// Namespaces joined, rootfs and mounts done, pivoted.
     pub rootfs: u64,
     /// Terminal or session set up; about to report ready.
     pub ready: u64,
+}
+
+/// When init ended each step of its rootfs set-up ([`mono_ns`]): the
+/// rootfs is most of a container's set-up, and which part of it a slow
+/// create spent its time in is what an operator asks next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RootfsTimes {
+    /// The pod's namespaces joined, the cgroup joined, our own made.
+    pub ns: u64,
+    /// The image's root (overlay) mounted.
+    pub root: u64,
+    /// The spec's mounts done.
+    pub mounts: u64,
+    /// /dev and the spec's devices made, the working directory resolved.
+    pub dev: u64,
+    /// pivot_root done, the old root detached.
+    pub pivot: u64,
 }
 
 // ---- The stage's side ----
@@ -119,9 +141,20 @@ impl<W: Write> Reporter<W> {
     /// [`Self::ready`], after the line of setup times (one write, so the
     /// shim never sees half of it without the rest coming).
     pub fn ready_at(&mut self, t: InitTimes) -> std::io::Result<()> {
+        let r = t.rootfs_steps;
         let mut msg = format!(
-            "{}{} {} {} {} {}\n",
-            TIMES as char, t.main, t.read, t.config, t.rootfs, t.ready
+            "{}{} {} {} {} {} {} {} {} {} {}\n",
+            TIMES as char,
+            t.main,
+            t.read,
+            t.config,
+            r.ns,
+            r.root,
+            r.mounts,
+            r.dev,
+            r.pivot,
+            t.rootfs,
+            t.ready
         )
         .into_bytes();
         msg.extend_from_slice(READY);
@@ -214,10 +247,17 @@ pub fn split_times(report: &[u8]) -> (Option<InitTimes>, &[u8]) {
     let line = String::from_utf8_lossy(&rest[..end]).into_owned();
     let v: Vec<u64> = line.split(' ').filter_map(|n| n.parse().ok()).collect();
     let times = match v[..] {
-        [main, read, config, rootfs, ready] => Some(InitTimes {
+        [main, read, config, ns, root, mounts, dev, pivot, rootfs, ready] => Some(InitTimes {
             main,
             read,
             config,
+            rootfs_steps: RootfsTimes {
+                ns,
+                root,
+                mounts,
+                dev,
+                pivot,
+            },
             rootfs,
             ready,
         }),
@@ -312,6 +352,13 @@ mod tests {
             main: 10,
             read: 12,
             config: 20,
+            rootfs_steps: RootfsTimes {
+                ns: 22,
+                root: 25,
+                mounts: 28,
+                dev: 30,
+                pivot: 33,
+            },
             rootfs: 35,
             ready: 36,
         };

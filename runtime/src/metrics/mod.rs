@@ -313,12 +313,12 @@ mod tests {
     #[test]
     fn shim_steps_are_recorded_and_unknown_names_dropped() {
         let m = metrics();
-        steps::observe_shim("test_shim", "rootfs", 2_500_000);
+        steps::observe_shim("test_shim", "rootfs_root", 2_500_000);
         steps::observe_shim("test_shim", "read", 1_000_000);
         steps::observe_shim("test_shim", "made-up", 1);
         let text = m.render();
         let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let labels = [("rpc", "test_shim"), ("step", "shim.rootfs")];
+        let labels = [("rpc", "test_shim"), ("step", "shim.rootfs_root")];
         assert_eq!(
             sample(&samples, "berth_step_duration_seconds_count", &labels),
             Some(1.0)

@@ -59,13 +59,18 @@ fn observe(rpc: &'static str, step: &'static str, took: std::time::Duration) {
 
 /// The steps a shim times inside its call (`CreateResponse.steps`): only
 /// these become labels, so a shim cannot grow the metric family.
-const SHIM_STEPS: [&str; 9] = [
+const SHIM_STEPS: [&str; 14] = [
     "shim.prep",
     "shim.clone",
     "shim.exec",
     "shim.read",
     "shim.config",
-    "shim.rootfs",
+    "shim.rootfs_ns",
+    "shim.rootfs_root",
+    "shim.rootfs_mounts",
+    "shim.rootfs_dev",
+    "shim.rootfs_pivot",
+    "shim.rootfs_harden",
     "shim.park",
     "shim.report",
     "shim.table",

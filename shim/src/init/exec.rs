@@ -100,6 +100,7 @@ pub fn main() -> ! {
                 cwd,
                 cwd_fd: None,
                 userns,
+                times: Default::default(),
             };
             match process::exec(&super::syscall::Linux, &cfg.spec, &prepared, &mut report)? {}
         });

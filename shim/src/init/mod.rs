@@ -164,6 +164,7 @@ pub fn run(cfg: InitConfig, mut sync: Reporter, mut start: std::fs::File, mut ti
         Ok(p) => p,
         Err(e) => fail(&mut sync, format!("{e:#}")),
     };
+    times.rootfs_steps = prepared.times;
     times.rootfs = sync::mono_ns();
     if wants_terminal(&cfg.spec) {
         if let Err(e) = console::setup() {

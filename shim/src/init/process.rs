@@ -270,6 +270,7 @@ mod tests {
             cwd: PathBuf::from("/work"),
             cwd_fd: None,
             userns: None,
+            times: Default::default(),
         };
         let mut report = |line: &str| sys.note(Call::Report(line.to_string()));
         let err = match exec(sys, &spec, &prepared, &mut report) {

@@ -29,11 +29,15 @@ pub struct Prepared {
     pub cwd_fd: Option<OwnedFd>,
     /// The pod's user namespace, entered right before the exec.
     pub userns: Option<File>,
+    /// When each step of the set-up ended (init reports them).
+    pub times: crate::sync::RootfsTimes,
 }
 
 /// Runs steps 1-3 of the init stage (see the module docs of `init`).
 pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     let spec = &cfg.spec;
+    let mut times = crate::sync::RootfsTimes::default();
+    let now = crate::sync::mono_ns;
     let linux = spec.linux().clone().unwrap_or_default();
 
     // 1. The pod's namespaces and the container's cgroup.
@@ -51,16 +55,19 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
             sys.sethostname(h).context("sethostname")?;
         }
     }
+    times.ns = now();
 
     // 3. Root filesystem, the spec's mounts and /dev, then pivot_root.
     let root = &cfg.rootfs_dir;
     mount_rootfs(sys, cfg, userns.as_ref())?;
+    times.root = now();
     // Every path below is the image's to play tricks with: resolved inside
     // the root by an fd walk and acted on through the fd (see `inroot`).
     let root_fd = inroot::open_root(root).with_context(|| format!("open rootfs {}", root.display()))?;
     for m in spec.mounts().clone().unwrap_or_default() {
         mount_one(sys, &root_fd, &m, userns.as_ref())?;
     }
+    times.mounts = now();
     setup_dev(sys, &root_fd)?;
     create_devices(sys, &root_fd, linux.devices().as_deref().unwrap_or_default())?;
 
@@ -72,14 +79,17 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
     let cwd_fd = inroot::resolve(&root_fd, &cwd, Create::Dirs)
         .with_context(|| format!("working directory {}", cwd.display()))?;
     drop(root_fd);
+    times.dev = now();
 
     crate::init::hooks::before_pivot(cfg)?;
     pivot_into(sys, root)?;
+    times.pivot = now();
     harden(sys, spec, &linux)?;
     Ok(Prepared {
         cwd,
         cwd_fd: Some(cwd_fd),
         userns,
+        times,
     })
 }
 
