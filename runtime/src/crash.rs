@@ -19,7 +19,8 @@
 //! * RemoveContainer: `remove_container.shim`, `remove_container.cgroup`,
 //!   `remove_container.dirs` (record still there);
 //! * StopPodSandbox (and the stop inside RemovePodSandbox):
-//!   `stop_sandbox.shim` (shim gone, record Ready), `stop_sandbox.cni_del`
+//!   `stop_sandbox.shim` (shim gone, record Ready; CNI DEL runs beside the
+//!   wait for the shim, so it may be done or not), `stop_sandbox.cni_del`
 //!   (DEL done, record not torn down);
 //! * RemovePodSandbox: `remove_sandbox.pins`, `remove_sandbox.cgroup`,
 //!   `remove_sandbox.state` (record still there);

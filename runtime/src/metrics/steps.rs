@@ -85,6 +85,16 @@ pub fn observe_shim(rpc: &'static str, name: &str, nanos: u64) {
     observe(rpc, step, std::time::Duration::from_nanos(nanos));
 }
 
+/// Runs `fut` and records its duration as `rpc`'s `step`: for work that
+/// overlaps other steps (its time is also inside the enclosing [`Steps`]
+/// step, so the two are not added up).
+pub async fn timed<F: std::future::Future>(rpc: &'static str, step: &'static str, fut: F) -> F::Output {
+    let started = Instant::now();
+    let out = fut.await;
+    observe(rpc, step, started.elapsed());
+    out
+}
+
 /// The running step of one RPC; the next step (or drop) ends it.
 #[must_use = "dropping Steps ends the current step at once"]
 #[derive(Debug)]

@@ -12,7 +12,9 @@ impl SandboxManager {
     /// Stops the shim and marks the sandbox NotReady. The caller stops the
     /// containers first. Namespaces stay pinned until remove. Idempotent.
     pub async fn stop(&self, sb: &Sandbox) -> Result<()> {
-        let mut steps = crate::metrics::steps::Steps::begin("stop_pod_sandbox", "shim_shutdown");
+        use crate::metrics::steps::{timed, Steps};
+        const RPC: &str = "stop_pod_sandbox";
+        let mut steps = Steps::begin(RPC, "shim_shutdown");
         let shim = sb.shim.lock().take();
         if let Some(mut shim) = shim {
             let _ = shim
@@ -20,21 +22,28 @@ impl SandboxManager {
                 .await;
         }
         let (rec, was_ready) = sb.mark_not_ready();
-        // Also when no client was held (a shim berthd could not reconnect to
-        // after a restart): the wait checks the shim's identity, never a
-        // bare pid that may since belong to another process.
-        steps.next("shim_wait_gone");
-        wait_gone(rec.shim_pid, &rec.shim_socket).await;
-        crate::crash::point("stop_sandbox.shim");
+        // The shim's own exit (its runtime's teardown, the kernel's) and
+        // CNI DEL overlap: the caller has stopped every container and the
+        // shim has killed whatever was left, so nothing of the pod uses the
+        // network while it goes, and the namespace stays pinned. The wait
+        // also runs when no client was held (a shim berthd could not
+        // reconnect to after a restart): it checks the shim's identity,
+        // never a bare pid that may since belong to another process.
+        // Both are timed as steps of their own, inside `shim_exit_and_cni_del`.
+        steps.next("shim_exit_and_cni_del");
+        let gone = async {
+            timed(RPC, "shim_wait_gone", wait_gone(rec.shim_pid, &rec.shim_socket)).await;
+            crate::crash::point("stop_sandbox.shim");
+        };
+        // A failure is returned (after the record) so kubelet retries
+        // StopPodSandbox, and remove cannot skip it.
+        let ((), net) = tokio::join!(gone, timed(RPC, "cni_del", self.teardown_network(sb)));
         steps.next("record");
         self.persist(sb)?;
         if was_ready {
             self.events.sandbox(Kind::Stopped, &rec.id);
         }
-        // After the containers are gone; a failure is returned so kubelet
-        // retries StopPodSandbox, and remove cannot skip it.
-        steps.next("cni_del");
-        self.teardown_network(sb).await
+        net
     }
 
     /// Removes a stopped sandbox: namespace pins, cgroup, state. Idempotent.
@@ -96,17 +105,20 @@ impl SandboxManager {
     }
 }
 
+/// How long a shim asked to shut down has before it is killed.
+const SHIM_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Waits (bounded) until the pod's shim has gone, then kills it if it has
 /// not. The shim is recognised by its socket path on its command line
 /// ([`shim_proc::shim_alive`]): a pid reused by another process since (a second
 /// StopPodSandbox, kubelet retrying a NotReady pod) is never waited for or
 /// killed.
 async fn wait_gone(pid: u32, socket: &Path) {
-    for _ in 0..500 {
-        if !shim_proc::shim_alive(pid, socket) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    if tokio::time::timeout(SHIM_EXIT_GRACE, shim_proc::exited(pid, socket))
+        .await
+        .is_ok()
+    {
+        return;
     }
     if shim_proc::shim_alive(pid, socket) {
         tracing::warn!(pid, "shim still present 1s after shutdown; killing it");
@@ -115,5 +127,44 @@ async fn wait_gone(pid: u32, socket: &Path) {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shim_proc::tests::{fake_shim, DEADLINE};
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn the_wait_for_a_stopped_shim_ends_with_its_exit() {
+        let mut child = fake_shim("/run/test/s/gone.sock");
+        let pid = child.id();
+        let mut wait = tokio::spawn(async move { wait_gone(pid, Path::new("/run/test/s/gone.sock")).await });
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), &mut wait)
+                .await
+                .is_err()
+        );
+        drop(child.stdin.take());
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("ended")
+            .unwrap();
+        assert!(
+            child.try_wait().unwrap().is_some(),
+            "ended by the exit, not the kill"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shim_that_outlives_the_grace_is_killed() {
+        let mut child = fake_shim("/run/test/s/stuck.sock");
+        let begun = Instant::now();
+        wait_gone(child.id(), Path::new("/run/test/s/stuck.sock")).await;
+        assert!(begun.elapsed() >= SHIM_EXIT_GRACE, "waited the grace first");
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     }
 }
