@@ -308,21 +308,31 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     if let Err(e) = pod.table.insert(c.clone()) {
         return Err(fail(e));
     }
-    let mut copiers = vec![spawn_copier(
-        ours.stdout,
-        Stream::Stdout,
-        log.clone(),
-        fanout.clone(),
-    )];
-    copiers.push(spawn_copier(
-        ours.stderr,
-        Stream::Stderr,
-        log.clone(),
-        fanout.clone(),
-    ));
-    // A terminal merges both streams: its output is logged as stdout.
-    copiers.extend(master.map(|m| spawn_copier(m, Stream::Stdout, log, fanout)));
-    tokio::spawn(watch_exit(pod.reaper.clone(), c, copiers));
+    // The copiers are threads, and making one costs more than the rest of
+    // this step under emulation: they are started by the blocking thread
+    // that just read init's report, while the reply goes back. Nothing is
+    // lost meanwhile: the process is parked until Start, what it writes
+    // then waits in the pipes, and the reaper keeps an exit until the
+    // watch claims it.
+    let reaper = pod.reaper.clone();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut copiers = vec![spawn_copier(
+            ours.stdout,
+            Stream::Stdout,
+            log.clone(),
+            fanout.clone(),
+        )];
+        copiers.push(spawn_copier(
+            ours.stderr,
+            Stream::Stderr,
+            log.clone(),
+            fanout.clone(),
+        ));
+        // A terminal merges both streams: its output is logged as stdout.
+        copiers.extend(master.map(|m| spawn_copier(m, Stream::Stdout, log, fanout)));
+        rt.spawn(watch_exit(reaper, c, copiers));
+    });
     tracing::info!(container = %req.id, pid, "container created");
     let times = crate::sync::split_times(&got).0;
     let mut marks = vec![("prep", entered)];
