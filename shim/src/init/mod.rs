@@ -63,15 +63,73 @@ pub struct RootfsMount {
     pub options: Vec<String>,
 }
 
+/// What a CRI container's spec has beyond oci-spec's default one (which
+/// already has mounts, namespaces, capabilities, masked paths): a seccomp
+/// profile with argument filters, resources, rlimits, devices, sysctls,
+/// annotations. Each is code of its own in the decoder, paged in by
+/// [`prewarm`] before a pod's first container needs it.
+const SAMPLE_SPEC_PARTS: &str = r#"{
+  "process": {
+    "args": ["sh", "-c", "true"], "env": ["PATH=/usr/bin:/bin", "HOSTNAME=sample"], "cwd": "/",
+    "user": {"uid": 0, "gid": 0, "additionalGids": [10, 20]},
+    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+    "noNewPrivileges": true, "oomScoreAdj": 1000, "apparmorProfile": "berth-default"
+  },
+  "hostname": "sample",
+  "annotations": {"io.kubernetes.cri.container-type": "container"},
+  "linux": {
+    "cgroupsPath": "/kubepods/pod/container",
+    "resources": {
+      "memory": {"limit": 1073741824, "swap": 1073741824},
+      "cpu": {"shares": 1024, "quota": 100000, "period": 100000},
+      "pids": {"limit": 1024},
+      "unified": {"memory.oom.group": "1"},
+      "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]
+    },
+    "sysctl": {"net.ipv4.ping_group_range": "0 2147483647"},
+    "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0}],
+    "seccomp": {
+      "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "architectures": ["SCMP_ARCH_X86_64"],
+      "syscalls": [
+        {"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]}
+      ]
+    }
+  }
+}"#;
+
+/// oci-spec's default spec with [`SAMPLE_SPEC_PARTS`] laid over it.
+fn sample_spec() -> Option<oci_spec::runtime::Spec> {
+    fn overlay(base: &mut serde_json::Value, top: serde_json::Value) {
+        match (base, top) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(t)) => {
+                for (k, v) in t {
+                    overlay(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, t) => *b = t,
+        }
+    }
+    let mut spec = serde_json::to_value(oci_spec::runtime::Spec::default()).ok()?;
+    overlay(&mut spec, serde_json::from_str(SAMPLE_SPEC_PARTS).ok()?);
+    serde_json::from_value(spec).ok()
+}
+
 /// Encodes and decodes a representative init config once, and says
 /// whether it round-tripped. Under emulation the first (de)serialisation
 /// in a process costs more than the work itself (serde's code paged in,
 /// the allocator grown), so the fork server does it at its start and the
 /// shim while the pod's network is set up, not during a pod's first
-/// CreateContainer.
+/// CreateContainer. The sample is a CRI container's spec in all but its
+/// size, so the decoders of every part a real one has are paged in.
 pub fn prewarm() -> bool {
+    prewarm_config().is_some()
+}
+
+/// [`prewarm`]'s round trip: the decoded sample, when it round-tripped.
+fn prewarm_config() -> Option<InitConfig> {
     let cfg = InitConfig {
-        spec: oci_spec::runtime::Spec::default(),
+        spec: sample_spec()?,
         rootfs_dir: PathBuf::from("/run/berth/bundle/rootfs"),
         rootfs_mounts: vec![RootfsMount {
             fstype: "overlay".into(),
@@ -82,7 +140,8 @@ pub fn prewarm() -> bool {
         hook_state: None,
         in_cgroup: false,
     };
-    serde_json::to_vec(&cfg).is_ok_and(|json| serde_json::from_slice::<InitConfig>(&json).is_ok())
+    let json = serde_json::to_vec(&cfg).ok()?;
+    serde_json::from_slice::<InitConfig>(&json).ok()
 }
 
 /// Whether the spec's process wants a terminal (init and exec stages open
@@ -198,5 +257,34 @@ pub fn run(cfg: InitConfig, mut sync: Reporter, mut start: std::fs::File, mut ti
             sync.fail(&format!("{e:#}"));
             std::process::exit(127)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The sample is not decoded into defaults: every part it adds to the
+    /// default spec comes back from the round trip, so its decoders ran.
+    #[test]
+    fn the_prewarm_sample_has_every_part_a_cri_spec_has() {
+        let cfg = super::prewarm_config().expect("the sample round-trips");
+        let spec = &cfg.spec;
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.rlimits().as_ref().map(Vec::len), Some(1));
+        assert_eq!(process.user().additional_gids().as_deref(), Some(&[10, 20][..]));
+        let linux = spec.linux().as_ref().unwrap();
+        let seccomp = linux.seccomp().as_ref().expect("seccomp");
+        let rules = seccomp.syscalls().as_ref().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].args().as_ref().map(Vec::len), Some(1));
+        let res = linux.resources().as_ref().unwrap();
+        assert_eq!(res.memory().as_ref().and_then(|m| m.limit()), Some(1 << 30));
+        assert_eq!(res.pids().as_ref().map(|p| p.limit()), Some(1024));
+        assert!(res.cpu().is_some() && res.unified().is_some());
+        assert_eq!(linux.devices().as_ref().map(Vec::len), Some(1));
+        assert!(linux.sysctl().is_some() && spec.annotations().is_some());
+        assert!(
+            spec.mounts().as_ref().is_some_and(|m| m.len() >= 5),
+            "the default's mounts stay"
+        );
     }
 }
