@@ -339,33 +339,19 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     match times {
         // The fork server read and decoded the config before its clone;
         // the child started in `main`, with no exec.
-        Some(t) if via_zygote => marks.extend([
-            ("read", cloning),
-            ("config", t.read),
-            ("clone", t.config),
-            ("rootfs_ns", t.main),
-            ("rootfs_root", t.rootfs_steps.ns),
-            ("rootfs_mounts", t.rootfs_steps.root),
-            ("rootfs_dev", t.rootfs_steps.mounts),
-            ("rootfs_pivot", t.rootfs_steps.dev),
-            ("rootfs_harden", t.rootfs_steps.pivot),
-            ("park", t.rootfs),
-            ("report", t.ready),
-        ]),
-        Some(t) => marks.extend([
-            ("clone", cloning),
-            ("exec", cloned),
-            ("read", t.main),
-            ("config", t.read),
-            ("rootfs_ns", t.config),
-            ("rootfs_root", t.rootfs_steps.ns),
-            ("rootfs_mounts", t.rootfs_steps.root),
-            ("rootfs_dev", t.rootfs_steps.mounts),
-            ("rootfs_pivot", t.rootfs_steps.dev),
-            ("rootfs_harden", t.rootfs_steps.pivot),
-            ("park", t.rootfs),
-            ("report", t.ready),
-        ]),
+        Some(t) if via_zygote => {
+            marks.extend([("read", cloning), ("config", t.read), ("clone", t.config)]);
+            marks.extend(setup_marks(&t, t.main));
+        }
+        Some(t) => {
+            marks.extend([
+                ("clone", cloning),
+                ("exec", cloned),
+                ("read", t.main),
+                ("config", t.read),
+            ]);
+            marks.extend(setup_marks(&t, t.config));
+        }
         None => marks.extend([("clone", cloning), ("exec", cloned)]),
     }
     marks.extend([("table", reported), ("", crate::sync::mono_ns())]);
@@ -373,6 +359,22 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
         pid: pid as u32,
         steps: steps_between(&marks),
     })
+}
+
+/// Init's own marks from the start of its rootfs set-up (`began`) to its
+/// ready report: the same in a forked and an exec'd init.
+fn setup_marks(t: &crate::sync::InitTimes, began: u64) -> [(&'static str, u64); 8] {
+    let r = &t.rootfs_steps;
+    [
+        ("rootfs_ns", began),
+        ("rootfs_root", r.ns),
+        ("rootfs_mounts", r.root),
+        ("rootfs_dev", r.mounts),
+        ("rootfs_pivot", r.dev),
+        ("rootfs_harden", r.pivot),
+        ("park", t.rootfs),
+        ("report", t.ready),
+    ]
 }
 
 /// The steps between consecutive marks: each `(name, start)` lasts until
