@@ -427,14 +427,16 @@ pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
     let (Some(start), Some(mut sync)) = (start, sync) else {
         return Err(Error::WrongPhase(format!("container {id} is already starting")));
     };
-    let result = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+    let sent = crate::sync::mono_ns();
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
         crate::sync::send_start(start)?;
-        crate::sync::read(&mut sync, false)
+        let report = crate::sync::read(&mut sync, false)?;
+        Ok((report, crate::sync::mono_ns()))
     })
     .await
     .map_err(|e| Error::internal("start task", e))?;
     let started_at = now_ns();
-    let report = result.map_err(|e| Error::io("read start result", e))?;
+    let (report, execed) = result.map_err(|e| Error::io("read start result", e))?;
     // The identity right before exec; anything after it is an error.
     let (identity, result) = crate::sync::start_result(&report);
     if let Err(message) = result {
@@ -443,11 +445,30 @@ pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
     c.mark_started(started_at).map_err(Error::WrongPhase)?;
     crate::hooks::after_start(&c).await;
     tracing::info!(container = %id, pid = c.pid, "container started");
+    let steps = match crate::sync::split_start_times(&report).0 {
+        Some(t) => steps_between(&start_marks(sent, &t, execed)),
+        None => Vec::new(),
+    };
     Ok(StartResponse {
         pid: c.pid as u32,
         started_at,
         identity,
+        steps,
     })
+}
+
+/// Start's marks: the shim's go (`sent`), init's own marks, the exec seen
+/// done (`execed`, the sync pipe's EOF) and now.
+fn start_marks(sent: u64, t: &crate::sync::StartTimes, execed: u64) -> [(&'static str, u64); 7] {
+    [
+        ("start_wake", sent),
+        ("start_prep", t.woke),
+        ("start_seccomp", t.seccomp),
+        ("start_privs", t.privileges),
+        ("start_exec", t.exec),
+        ("start_reply", execed),
+        ("", crate::sync::mono_ns()),
+    ]
 }
 
 #[cfg(test)]
@@ -593,5 +614,31 @@ mod tests {
         let steps = steps_between(&[("prep", 100), ("clone", 130), ("exec", 125), ("", 200)]);
         let got: Vec<(&str, u64)> = steps.iter().map(|s| (s.name.as_str(), s.nanos)).collect();
         assert_eq!(got, [("prep", 30), ("clone", 0), ("exec", 75)]);
+    }
+
+    /// Start's steps: from the shim's go to init's wake, init's marks in
+    /// order, the exec until the shim saw it, and the shim's reply.
+    #[test]
+    fn start_steps_cover_the_go_to_the_reply() {
+        let t = crate::sync::StartTimes {
+            woke: 110,
+            seccomp: 115,
+            privileges: 140,
+            exec: 150,
+        };
+        let marks = start_marks(100, &t, 180);
+        let steps = steps_between(&marks);
+        let got: Vec<(&str, u64)> = steps.iter().map(|s| (s.name.as_str(), s.nanos)).collect();
+        assert_eq!(
+            got[..5],
+            [
+                ("start_wake", 10),
+                ("start_prep", 5),
+                ("start_seccomp", 25),
+                ("start_privs", 10),
+                ("start_exec", 30)
+            ]
+        );
+        assert_eq!(got[5].0, "start_reply");
     }
 }

@@ -214,6 +214,7 @@ async fn start(pod: &Pod, c: Arc<Container>, p: Pending) -> Result<StartResponse
         pid: pid as u32,
         started_at,
         identity: None,
+        steps: Vec::new(),
     })
 }
 

@@ -9,7 +9,9 @@
 //!   which init reached each step of its setup ([`InitTimes`]), so Create
 //!   can say where its time went;
 //! - `I<uid> <gid> <g1,g2,...>\n`: the identity the kernel gave the process,
-//!   written right before the exec;
+//!   written right before the exec; init's may come after a line
+//!   `T<ns> <ns> <ns> <ns>\n` ([`StartTimes`]), so Start can say where its
+//!   time went;
 //! - `E<message>`: a failure, for berthd verbatim; the stage then exits;
 //! - `H`: init asks for the createRuntime hooks and waits for `C` on
 //!   [`fds::START`] (`crate::hooks`).
@@ -99,6 +101,22 @@ pub struct RootfsTimes {
     pub pivot: u64,
 }
 
+/// When init reached each step between its start and its exec
+/// ([`mono_ns`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartTimes {
+    /// The shim's start byte read: init is awake.
+    pub woke: u64,
+    /// Hooks, rlimits, oom score and AppArmor done; the seccomp profile's
+    /// compile begins.
+    pub seccomp: u64,
+    /// The seccomp filter compiled and installed (equal to `seccomp`
+    /// without a profile).
+    pub privileges: u64,
+    /// Capabilities and ids set, the program found: the exec is next.
+    pub exec: u64,
+}
+
 // ---- The stage's side ----
 
 /// Takes over the descriptor `fd` the shim placed before exec, and marks
@@ -164,6 +182,15 @@ impl<W: Write> Reporter<W> {
     /// The identity line, right before the exec.
     pub fn identity(&mut self, line: &str) {
         let _ = self.0.write_all(line.as_bytes());
+    }
+
+    /// [`Self::identity`], after init's line of start times (one write).
+    pub fn identity_at(&mut self, line: &str, t: &StartTimes) {
+        let msg = format!(
+            "{}{} {} {} {}\n{line}",
+            TIMES as char, t.woke, t.seccomp, t.privileges, t.exec
+        );
+        let _ = self.0.write_all(msg.as_bytes());
     }
 
     /// A failure, for berthd verbatim (the stage exits next).
@@ -238,14 +265,9 @@ pub fn failure_report(message: &str) -> Vec<u8> {
 /// Splits the line of setup times off the front of create's report:
 /// the times (None when there is no whole, well-formed line) and the rest.
 pub fn split_times(report: &[u8]) -> (Option<InitTimes>, &[u8]) {
-    let Some(rest) = report.strip_prefix(&[TIMES]) else {
+    let Some((v, rest)) = times_line(report) else {
         return (None, report);
     };
-    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
-        return (None, report);
-    };
-    let line = String::from_utf8_lossy(&rest[..end]).into_owned();
-    let v: Vec<u64> = line.split(' ').filter_map(|n| n.parse().ok()).collect();
     let times = match v[..] {
         [main, read, config, ns, root, mounts, dev, pivot, rootfs, ready] => Some(InitTimes {
             main,
@@ -263,7 +285,7 @@ pub fn split_times(report: &[u8]) -> (Option<InitTimes>, &[u8]) {
         }),
         _ => None,
     };
-    (times, &rest[end + 1..])
+    (times, rest)
 }
 
 /// Whether create's report says init is parked.
@@ -305,10 +327,37 @@ pub fn split_identity(msg: &[u8]) -> (Option<ProcessIdentity>, &[u8]) {
     }
 }
 
-/// Start's report: the identity, and the failure text when anything but
-/// the identity came before EOF.
+/// Splits init's line of start times off the front of Start's report:
+/// the times (None when there is no whole, well-formed line) and the rest.
+pub fn split_start_times(report: &[u8]) -> (Option<StartTimes>, &[u8]) {
+    let Some((line, rest)) = times_line(report) else {
+        return (None, report);
+    };
+    let times = match line[..] {
+        [woke, seccomp, privileges, exec] => Some(StartTimes {
+            woke,
+            seccomp,
+            privileges,
+            exec,
+        }),
+        _ => None,
+    };
+    (times, rest)
+}
+
+/// A leading `T` line's numbers and what follows it.
+fn times_line(report: &[u8]) -> Option<(Vec<u64>, &[u8])> {
+    let rest = report.strip_prefix(&[TIMES])?;
+    let end = rest.iter().position(|b| *b == b'\n')?;
+    let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+    let v = line.split(' ').filter_map(|n| n.parse().ok()).collect();
+    Some((v, &rest[end + 1..]))
+}
+
+/// Start's report: the times and identity, and the failure text when
+/// anything but those came before EOF.
 pub fn start_result(report: &[u8]) -> (Option<ProcessIdentity>, Result<(), String>) {
-    let (identity, rest) = split_identity(report);
+    let (identity, rest) = split_identity(split_start_times(report).1);
     if rest.is_empty() {
         return (identity, Ok(()));
     }
@@ -398,6 +447,32 @@ mod tests {
         assert_eq!((id.uid, id.gid, id.groups), (1000, 1000, vec![10, 20]));
         assert_eq!(result, Ok(()));
         assert_eq!(failure(&got), None);
+    }
+
+    /// Init's start times come before its identity, in one write; Start
+    /// gets both back, and an exec failure after them is still the error.
+    #[test]
+    fn a_started_init_reports_its_times_then_its_identity() {
+        let t = StartTimes {
+            woke: 5,
+            seccomp: 7,
+            privileges: 11,
+            exec: 13,
+        };
+        let got = round_trip(|r| r.identity_at(&identity_line("0", "0", &["1"]), &t));
+        assert_eq!(split_start_times(&got).0, Some(t));
+        let (id, result) = start_result(&got);
+        assert_eq!(id.map(|i| (i.uid, i.gid, i.groups)), Some((0, 0, vec![1])));
+        assert_eq!(result, Ok(()));
+        let failed = round_trip(|r| {
+            r.identity_at(&identity_line("0", "0", &[]), &t);
+            r.fail("exec \"nope\": ENOENT");
+        });
+        assert_eq!(start_result(&failed).1, Err("exec \"nope\": ENOENT".to_string()));
+        // A short line is no times, and is still skipped.
+        assert_eq!(split_start_times(b"T1 2\nI0 0 \n"), (None, b"I0 0 \n".as_slice()));
+        // Without a line (an older init), nothing is lost either.
+        assert_eq!(split_start_times(b"I0 0 \n").0, None);
     }
 
     #[test]

@@ -42,6 +42,9 @@ impl ContainerManager {
                 return Err(shim_error(e));
             }
         };
+        for s in &started.steps {
+            crate::metrics::steps::observe_shim("start_container", &s.name, s.nanos);
+        }
         steps.next("record");
         // Before the exit watch exists, so STOPPED can never precede STARTED.
         let started = Started {

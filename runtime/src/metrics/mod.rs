@@ -316,6 +316,7 @@ mod tests {
         steps::observe_shim("test_shim", "rootfs_root", 2_500_000);
         steps::observe_shim("test_shim", "read", 1_000_000);
         steps::observe_shim("test_shim", "made-up", 1);
+        steps::observe_shim("test_shim", "start_seccomp", 3_000_000);
         let text = m.render();
         let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let labels = [("rpc", "test_shim"), ("step", "shim.rootfs_root")];
@@ -334,6 +335,12 @@ mod tests {
             "init's wait for its config is a step of its own"
         );
         assert!(!text.contains("made-up"), "{text}");
+        let seccomp = [("rpc", "test_shim"), ("step", "shim.start_seccomp")];
+        assert_eq!(
+            sample(&samples, "berth_step_duration_seconds_sum", &seccomp),
+            Some(0.003),
+            "Start's steps are shim steps too"
+        );
     }
 
     #[test]

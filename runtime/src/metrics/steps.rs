@@ -57,9 +57,10 @@ fn observe(rpc: &'static str, step: &'static str, took: std::time::Duration) {
     });
 }
 
-/// The steps a shim times inside its call (`CreateResponse.steps`): only
-/// these become labels, so a shim cannot grow the metric family.
-const SHIM_STEPS: [&str; 14] = [
+/// The steps a shim times inside its call (`CreateResponse.steps`,
+/// `StartResponse.steps`): only these become labels, so a shim cannot grow
+/// the metric family.
+const SHIM_STEPS: [&str; 20] = [
     "shim.prep",
     "shim.clone",
     "shim.exec",
@@ -74,6 +75,12 @@ const SHIM_STEPS: [&str; 14] = [
     "shim.park",
     "shim.report",
     "shim.table",
+    "shim.start_wake",
+    "shim.start_prep",
+    "shim.start_seccomp",
+    "shim.start_privs",
+    "shim.start_exec",
+    "shim.start_reply",
 ];
 
 /// Records a step the shim timed (`name` without the `shim.` prefix);

@@ -95,14 +95,15 @@ pub fn main() -> ! {
                 .as_ref()
                 .map(|p| p.cwd().clone())
                 .unwrap_or_else(|| PathBuf::from("/"));
-            let mut report = |line: &str| sync.identity(line);
+            let mut report = |line: &str, _: &crate::sync::StartTimes| sync.identity(line);
             let prepared = Prepared {
                 cwd,
                 cwd_fd: None,
                 userns,
                 times: Default::default(),
             };
-            match process::exec(&super::syscall::Linux, &cfg.spec, &prepared, &mut report)? {}
+            let times = crate::sync::StartTimes::default();
+            match process::exec(&super::syscall::Linux, &cfg.spec, &prepared, times, &mut report)? {}
         });
     let Err(e) = result;
     sync.fail(&format!("{e:#}"));

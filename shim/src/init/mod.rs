@@ -245,13 +245,17 @@ pub fn run(cfg: InitConfig, mut sync: Reporter, mut start: std::fs::File, mut ti
         // The shim gave up on us (Delete before Start, or the shim died).
         std::process::exit(1);
     }
+    let started = sync::StartTimes {
+        woke: sync::mono_ns(),
+        ..Default::default()
+    };
     drop(start);
     if let Err(e) = crate::init::hooks::before_exec(&cfg) {
         fail(&mut sync, e);
     }
 
-    let mut report = |line: &str| sync.identity(line);
-    match process::exec(&syscall::Linux, &cfg.spec, &prepared, &mut report) {
+    let mut report = |line: &str, t: &sync::StartTimes| sync.identity_at(line, t);
+    match process::exec(&syscall::Linux, &cfg.spec, &prepared, started, &mut report) {
         Ok(never) => match never {},
         Err(e) => {
             sync.fail(&format!("{e:#}"));

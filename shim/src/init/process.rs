@@ -19,6 +19,7 @@ use oci_spec::runtime::Spec;
 
 use super::rootfs::Prepared;
 use super::syscall::Syscall;
+use crate::sync::{mono_ns, StartTimes};
 
 /// PATH when the spec's environment has none (Docker's default).
 use berth_sys::env::DEFAULT_PATH;
@@ -45,12 +46,14 @@ pub fn identity_line(sys: &dyn Syscall) -> Result<String> {
 }
 
 /// Applies identity and privileges and execs the process. Returns only on
-/// error. `report` receives [`identity_line`] right before the exec.
+/// error. `report` receives [`identity_line`] right before the exec, with
+/// `times` marked from here on (`woke` is the caller's).
 pub fn exec(
     sys: &dyn Syscall,
     spec: &Spec,
     prepared: &Prepared,
-    report: &mut dyn FnMut(&str),
+    mut times: StartTimes,
+    report: &mut dyn FnMut(&str, &StartTimes),
 ) -> Result<Infallible> {
     let process = spec.process().clone().context("spec has no process")?;
     let args = process.args().clone().unwrap_or_default();
@@ -79,10 +82,12 @@ pub fn exec(
     // Seccomp while still privileged (installing a filter needs
     // CAP_SYS_ADMIN or no_new_privs, and no_new_privs is the spec's choice):
     // nothing below uses a syscall a profile may reasonably deny.
+    times.seccomp = mono_ns();
     if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         let filters = super::seccomp::compile(profile)?;
         sys.seccomp(&filters)?;
     }
+    times.privileges = mono_ns();
 
     let caps_spec = process.capabilities().clone();
     if let Some(c) = &caps_spec {
@@ -151,7 +156,9 @@ pub fn exec(
         .iter()
         .map(|a| CString::new(a.as_str()))
         .collect::<Result<_, _>>()?;
-    report(&identity_line(sys)?);
+    let line = identity_line(sys)?;
+    times.exec = mono_ns();
+    report(&line, &times);
     let err = sys.execve(&c_prog, &c_args, &c_env);
     bail!("exec {:?}: {err}", args[0])
 }
@@ -272,8 +279,17 @@ mod tests {
             userns: None,
             times: Default::default(),
         };
-        let mut report = |line: &str| sys.note(Call::Report(line.to_string()));
-        let err = match exec(sys, &spec, &prepared, &mut report) {
+        let mut report = |line: &str, t: &StartTimes| {
+            // Each mark is taken after the one before it.
+            assert!(t.woke <= t.seccomp && t.seccomp <= t.privileges && t.privileges <= t.exec);
+            assert!(t.woke > 0, "the caller's wake is kept");
+            sys.note(Call::Report(line.to_string()))
+        };
+        let woke = StartTimes {
+            woke: mono_ns(),
+            ..Default::default()
+        };
+        let err = match exec(sys, &spec, &prepared, woke, &mut report) {
             Ok(never) => match never {},
             Err(e) => format!("{e:#}"),
         };
