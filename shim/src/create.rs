@@ -358,6 +358,8 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     Ok(CreateResponse {
         pid: pid as u32,
         steps: steps_between(&marks),
+        // The handler stamps its own entry and exit (server.rs).
+        ..Default::default()
     })
 }
 
@@ -454,6 +456,8 @@ pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
         started_at,
         identity,
         steps,
+        // The handler stamps its own entry and exit (server.rs).
+        ..Default::default()
     })
 }
 

@@ -102,6 +102,8 @@ pub fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     Ok(CreateResponse {
         pid: 0,
         steps: Vec::new(),
+        // The handler stamps its own entry and exit (server.rs).
+        ..Default::default()
     })
 }
 
@@ -215,6 +217,8 @@ async fn start(pod: &Pod, c: Arc<Container>, p: Pending) -> Result<StartResponse
         started_at,
         identity: None,
         steps: Vec::new(),
+        // The handler stamps its own entry and exit (server.rs).
+        ..Default::default()
     })
 }
 

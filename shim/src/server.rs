@@ -134,18 +134,25 @@ impl Shim for ShimService {
     }
 
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+        let received_ns = crate::sync::mono_ns();
         let req = req.into_inner();
         // A checkpoint's container: no init until Start restores it.
-        if !req.restore_images_dir.is_empty() {
-            return Ok(Response::new(crate::restore::create(&self.pod, req)?));
-        }
-        Ok(Response::new(crate::create::create(&self.pod, req).await?))
+        let mut resp = if !req.restore_images_dir.is_empty() {
+            crate::restore::create(&self.pod, req)?
+        } else {
+            crate::create::create(&self.pod, req).await?
+        };
+        resp.received_ns = received_ns;
+        resp.replied_ns = crate::sync::mono_ns();
+        Ok(Response::new(resp))
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
-        Ok(Response::new(
-            crate::restore::start_or_restore(&self.pod, req.into_inner().id).await?,
-        ))
+        let received_ns = crate::sync::mono_ns();
+        let mut resp = crate::restore::start_or_restore(&self.pod, req.into_inner().id).await?;
+        resp.received_ns = received_ns;
+        resp.replied_ns = crate::sync::mono_ns();
+        Ok(Response::new(resp))
     }
 
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {

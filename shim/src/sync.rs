@@ -49,20 +49,7 @@ const ERROR: u8 = b'E';
 /// Starts the line of setup times before `R`.
 const TIMES: u8 = b'T';
 
-/// CLOCK_MONOTONIC now, in nanoseconds: one clock for the shim and every
-/// stage it clones, so their times subtract.
-pub fn mono_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime(2) writes one timespec, which `t` is; it
-    // cannot fail for CLOCK_MONOTONIC with a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    (t.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(t.tv_nsec as u64)
-}
+pub use berth_sys::clock::mono_ns;
 
 /// When init reached each step of its setup ([`mono_ns`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

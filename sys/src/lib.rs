@@ -1,9 +1,10 @@
 //! `berth-sys`: the low-level host helpers both binaries use, so each is
 //! written once: mountinfo parsing, where cgroup v2 is mounted, the default
-//! `PATH`, clone3(2), mount_setattr(2), pidfds and xattrs. Nothing here knows about CRI, OCI
+//! `PATH`, the monotonic clock, clone3(2), mount_setattr(2), pidfds and xattrs. Nothing here knows about CRI, OCI
 //! or gRPC.
 
 pub mod cgroup;
+pub mod clock;
 pub mod clone;
 pub mod env;
 pub mod fork;

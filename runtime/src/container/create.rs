@@ -443,6 +443,7 @@ impl ContainerManager {
             .map_err(|e| Error::io(format!("write {}", spec_file.display()), e))?;
         crate::crash::point("create_container.config");
         let mut shim = Self::shim_of(&c.sb)?;
+        let sent = berth_sys::clock::mono_ns();
         let resp = shim
             .create(shimpb::CreateRequest {
                 id: id.clone(),
@@ -463,6 +464,7 @@ impl ContainerManager {
             })
             .await
             .map_err(shim_error)?;
+        let back = berth_sys::clock::mono_ns();
         // The container's process is in its scope now.
         drop(scope_holder);
         {
@@ -479,6 +481,13 @@ impl ContainerManager {
         for s in &resp.steps {
             crate::metrics::steps::observe_shim("create_container", &s.name, s.nanos);
         }
+        crate::metrics::steps::observe_shim_transport(
+            "create_container",
+            sent,
+            resp.received_ns,
+            resp.replied_ns,
+            back,
+        );
         Ok(resp.pid)
     }
 

@@ -24,7 +24,9 @@ impl ContainerManager {
         let sb = self.sandboxes.get(&rec.sandbox_id)?;
         let mut shim = Self::shim_of(&sb)?;
         steps.next("shim_start");
+        let sent = berth_sys::clock::mono_ns();
         let started = shim.start(shimpb::StartRequest { id: rec.id.clone() }).await;
+        let back = berth_sys::clock::mono_ns();
         crate::crash::point("start_container.shim");
         let started = match started {
             Ok(r) => r.into_inner(),
@@ -45,6 +47,13 @@ impl ContainerManager {
         for s in &started.steps {
             crate::metrics::steps::observe_shim("start_container", &s.name, s.nanos);
         }
+        crate::metrics::steps::observe_shim_transport(
+            "start_container",
+            sent,
+            started.received_ns,
+            started.replied_ns,
+            back,
+        );
         steps.next("record");
         // Before the exit watch exists, so STOPPED can never precede STARTED.
         let started = Started {

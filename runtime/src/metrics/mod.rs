@@ -317,6 +317,10 @@ mod tests {
         steps::observe_shim("test_shim", "read", 1_000_000);
         steps::observe_shim("test_shim", "made-up", 1);
         steps::observe_shim("test_shim", "start_seccomp", 3_000_000);
+        // Sent at 1 ms, handled from 3 to 10 ms, back at 14 ms.
+        steps::observe_shim_transport("test_shim", 1_000_000, 3_000_000, 10_000_000, 14_000_000);
+        // An older shim stamps nothing: no transport step from it.
+        steps::observe_shim_transport("test_old_shim", 1_000_000, 0, 0, 14_000_000);
         let text = m.render();
         let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let labels = [("rpc", "test_shim"), ("step", "shim.rootfs_root")];
@@ -341,6 +345,17 @@ mod tests {
             Some(0.003),
             "Start's steps are shim steps too"
         );
+        let request = [("rpc", "test_shim"), ("step", "shim.request")];
+        let reply = [("rpc", "test_shim"), ("step", "shim.reply")];
+        assert_eq!(
+            sample(&samples, "berth_step_duration_seconds_sum", &request),
+            Some(0.002)
+        );
+        assert_eq!(
+            sample(&samples, "berth_step_duration_seconds_sum", &reply),
+            Some(0.004)
+        );
+        assert!(!text.contains("test_old_shim"), "{text}");
     }
 
     #[test]

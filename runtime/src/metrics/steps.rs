@@ -60,7 +60,9 @@ fn observe(rpc: &'static str, step: &'static str, took: std::time::Duration) {
 /// The steps a shim times inside its call (`CreateResponse.steps`,
 /// `StartResponse.steps`): only these become labels, so a shim cannot grow
 /// the metric family.
-const SHIM_STEPS: [&str; 20] = [
+const SHIM_STEPS: [&str; 22] = [
+    "shim.request",
+    "shim.reply",
     "shim.prep",
     "shim.clone",
     "shim.exec",
@@ -90,6 +92,18 @@ pub fn observe_shim(rpc: &'static str, name: &str, nanos: u64) {
         return;
     };
     observe(rpc, step, std::time::Duration::from_nanos(nanos));
+}
+
+/// Records the transport's part of a shim call: from `sent` (berthd's
+/// [`berth_sys::clock::mono_ns`] before the call) to the shim handler's
+/// `received`, and from its `replied` to `back` (after the call). A shim
+/// that stamps nothing (0) records nothing.
+pub fn observe_shim_transport(rpc: &'static str, sent: u64, received: u64, replied: u64, back: u64) {
+    if received == 0 || replied == 0 {
+        return;
+    }
+    observe_shim(rpc, "request", received.saturating_sub(sent));
+    observe_shim(rpc, "reply", back.saturating_sub(replied));
 }
 
 /// Runs `fut` and records its duration as `rpc`'s `step`: for work that
