@@ -11,12 +11,37 @@ use std::time::Duration;
 
 use berth_proto::shim::shim_client::ShimClient;
 use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Uri;
 
 use crate::error::{Error, Result};
 
 /// A connected shim API client.
-pub type Shim = ShimClient<Channel>;
+pub type Shim = ShimClient<ShimConn>;
+
+/// One HTTP/2 connection to a shim, without tonic's `Channel`: a Channel
+/// queues every call through a buffer task of its own before the
+/// connection's task sees it, two more task wake-ups per call, which
+/// under emulation cost about as much as the call itself. A shim is one
+/// local socket that never moves, so nothing here needs the Channel's
+/// load balancing or reconnects: a call on a dead connection fails, as a
+/// call to a dead shim would.
+#[derive(Clone, Debug)]
+pub struct ShimConn(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for ShimConn {
+    type Response = tonic::codegen::http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
 
 /// Largest shim reply accepted: an ExecSync's two outputs at the shim's
 /// cap (16 MiB each) and room to spare. tonic's default, 4 MiB, failed any
@@ -63,19 +88,34 @@ pub struct SpawnedShim {
     pub pidfd: OwnedFd,
 }
 
-/// Connects to a shim's socket (the channel reconnects lazily on its own).
+/// How long a connect and the HTTP/2 handshake to a shim may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to a shim's socket: one HTTP/2 connection, driven by a task of
+/// its own until either side closes it.
 pub async fn connect(socket: &Path) -> Result<Shim> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://berth-shim.invalid")
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
+    let fail = |e: &dyn std::fmt::Display| Error::Shim(format!("connect {}: {e}", socket.display()));
+    let handshake = async {
+        let io = TokioIo::new(
+            tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| fail(&e))?,
+        );
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|e| fail(&e))
+    };
+    let (send, conn) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
-        .map_err(|e| Error::Shim(format!("connect {}: {e}", socket.display())))?;
-    Ok(ShimClient::new(channel).max_decoding_message_size(MAX_SHIM_MESSAGE_BYTES))
+        .map_err(|_| fail(&format!("no handshake within {CONNECT_TIMEOUT:?}")))??;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "shim connection ended");
+        }
+    });
+    let origin = Uri::from_static("http://berth-shim.invalid");
+    Ok(ShimClient::with_origin(ShimConn(send), origin).max_decoding_message_size(MAX_SHIM_MESSAGE_BYTES))
 }
 
 /// Sets `IFF_UP` on `lo` of the current network namespace. Only raw syscalls:
