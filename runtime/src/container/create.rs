@@ -478,15 +478,11 @@ impl ContainerManager {
         }
         crate::crash::point("create_container.shim");
         let resp = resp.into_inner();
-        for s in &resp.steps {
-            crate::metrics::steps::observe_shim("create_container", &s.name, s.nanos);
-        }
-        crate::metrics::steps::observe_shim_transport(
+        crate::metrics::steps::observe_shim_call(
             "create_container",
-            sent,
-            resp.received_ns,
-            resp.replied_ns,
-            back,
+            &resp.steps,
+            (sent, back),
+            (resp.received_ns, resp.replied_ns),
         );
         Ok(resp.pid)
     }

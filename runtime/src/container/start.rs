@@ -44,15 +44,11 @@ impl ContainerManager {
                 return Err(shim_error(e));
             }
         };
-        for s in &started.steps {
-            crate::metrics::steps::observe_shim("start_container", &s.name, s.nanos);
-        }
-        crate::metrics::steps::observe_shim_transport(
+        crate::metrics::steps::observe_shim_call(
             "start_container",
-            sent,
-            started.received_ns,
-            started.replied_ns,
-            back,
+            &started.steps,
+            (sent, back),
+            (started.received_ns, started.replied_ns),
         );
         steps.next("record");
         // Before the exit watch exists, so STOPPED can never precede STARTED.

@@ -318,9 +318,10 @@ mod tests {
         steps::observe_shim("test_shim", "made-up", 1);
         steps::observe_shim("test_shim", "start_seccomp", 3_000_000);
         // Sent at 1 ms, handled from 3 to 10 ms, back at 14 ms.
-        steps::observe_shim_transport("test_shim", 1_000_000, 3_000_000, 10_000_000, 14_000_000);
+        let ms = 1_000_000;
+        steps::observe_shim_call("test_shim", &[], (ms, 14 * ms), (3 * ms, 10 * ms));
         // An older shim stamps nothing: no transport step from it.
-        steps::observe_shim_transport("test_old_shim", 1_000_000, 0, 0, 14_000_000);
+        steps::observe_shim_call("test_old_shim", &[], (ms, 14 * ms), (0, 0));
         let text = m.render();
         let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let labels = [("rpc", "test_shim"), ("step", "shim.rootfs_root")];

@@ -94,11 +94,20 @@ pub fn observe_shim(rpc: &'static str, name: &str, nanos: u64) {
     observe(rpc, step, std::time::Duration::from_nanos(nanos));
 }
 
-/// Records the transport's part of a shim call: from `sent` (berthd's
-/// [`berth_sys::clock::mono_ns`] before the call) to the shim handler's
-/// `received`, and from its `replied` to `back` (after the call). A shim
-/// that stamps nothing (0) records nothing.
-pub fn observe_shim_transport(rpc: &'static str, sent: u64, received: u64, replied: u64, back: u64) {
+/// Records one shim call: the steps the shim timed inside it, and the
+/// transport's part, from `sent` (berthd's [`berth_sys::clock::mono_ns`]
+/// before the call) to the shim handler's `received`, and from its
+/// `replied` to `back` (after the call). A shim that stamps nothing (0)
+/// adds no transport steps.
+pub fn observe_shim_call(
+    rpc: &'static str,
+    steps: &[berth_proto::shim::Step],
+    (sent, back): (u64, u64),
+    (received, replied): (u64, u64),
+) {
+    for s in steps {
+        observe_shim(rpc, &s.name, s.nanos);
+    }
     if received == 0 || replied == 0 {
         return;
     }
