@@ -337,7 +337,8 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
     let times = crate::sync::split_times(&got).0;
     let mut marks = vec![("prep", entered)];
     match times {
-        // The fork server read and decoded the config before its clone;
+        // The fork server read and decoded the config (and compiled a
+        // seccomp profile it had not seen) before its clone;
         // the child started in `main`, with no exec.
         Some(t) if via_zygote => {
             marks.extend([("read", cloning), ("config", t.read), ("clone", t.config)]);

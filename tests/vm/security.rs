@@ -698,7 +698,9 @@ async fn long_lines_are_split_and_streams_keep_their_order() {
 
 /// Seccomp: RuntimeDefault denies what Docker's default denies (EPERM),
 /// Unconfined installs nothing, a Localhost profile is read from the node;
-/// ExecSync runs under the container's filter too.
+/// ExecSync runs under the container's filter too. The containers share a
+/// pod, so its fork server compiles a profile once and must never hand
+/// one container's program to another with a different profile.
 #[tokio::test]
 async fn seccomp_profiles_apply() {
     let (b, mut c) = Berthd::start().await.expect("berthd");
@@ -718,6 +720,16 @@ async fn seccomp_profiles_apply() {
     let cases = [
         (
             "rd",
+            cri::SecurityProfile {
+                profile_type: 0,
+                localhost_ref: String::new(),
+            },
+            ["Seccomp:\t2", "mkdir-ok", "unshare-denied"],
+        ),
+        // The pod's fork server compiled this profile for "rd": the
+        // program it kept is the one installed again.
+        (
+            "rd-again",
             cri::SecurityProfile {
                 profile_type: 0,
                 localhost_ref: String::new(),

@@ -103,7 +103,14 @@ pub fn main() -> ! {
                 times: Default::default(),
             };
             let times = crate::sync::StartTimes::default();
-            match process::exec(&super::syscall::Linux, &cfg.spec, &prepared, times, &mut report)? {}
+            match process::exec(
+                &super::syscall::Linux,
+                &cfg.spec,
+                &prepared,
+                None,
+                times,
+                &mut report,
+            )? {}
         });
     let Err(e) = result;
     sync.fail(&format!("{e:#}"));

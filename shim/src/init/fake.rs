@@ -58,7 +58,8 @@ pub enum Call {
     Chmod(String, u32),
     Chown(String, u32, u32),
     Setrlimit(libc::__rlimit_resource_t, u64, u64),
-    Seccomp,
+    /// A filter installed, of this many instructions.
+    Seccomp(usize),
     DropBounding(Capability),
     RaiseAmbient(Capability),
     Capset(u64, u64, u64),
@@ -298,8 +299,8 @@ impl Syscall for Fake {
         Ok(())
     }
 
-    fn seccomp(&self, _program: &Program) -> anyhow::Result<()> {
-        self.note(Call::Seccomp);
+    fn seccomp(&self, program: &Program) -> anyhow::Result<()> {
+        self.note(Call::Seccomp(program.len()));
         Ok(())
     }
 

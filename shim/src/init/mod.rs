@@ -22,7 +22,7 @@ pub(crate) mod mounts;
 mod process;
 mod rootfs;
 pub(crate) use rootfs::DEFAULT_DEVICES;
-mod seccomp;
+pub(crate) mod seccomp;
 pub mod syscall;
 
 use std::io::Read;
@@ -204,14 +204,21 @@ pub fn main() -> ! {
         Err(e) => fail(&mut sync, format!("parse init config: {e}")),
     };
     times.config = sync::mono_ns();
-    run(cfg, sync, start, times)
+    run(cfg, sync, start, times, None)
 }
 
 /// The rest of init, once its config is decoded: here from [`main`], or
 /// in a child of the pod's fork server (`crate::zygote`), which decoded
-/// the config before its clone and put the sync and start pipes at their
-/// numbers.
-pub fn run(cfg: InitConfig, mut sync: Reporter, mut start: std::fs::File, mut times: sync::InitTimes) -> ! {
+/// the config before its clone, compiled the spec's seccomp profile
+/// (`seccomp`; None: init compiles it) and put the sync and start pipes at
+/// their numbers.
+pub fn run(
+    cfg: InitConfig,
+    mut sync: Reporter,
+    mut start: std::fs::File,
+    mut times: sync::InitTimes,
+    seccomp: Option<seccomp::Compiled>,
+) -> ! {
     let fail = |sync: &mut Reporter, msg: String| -> ! {
         sync.fail(&msg);
         std::process::exit(1)
@@ -255,7 +262,14 @@ pub fn run(cfg: InitConfig, mut sync: Reporter, mut start: std::fs::File, mut ti
     }
 
     let mut report = |line: &str, t: &sync::StartTimes| sync.identity_at(line, t);
-    match process::exec(&syscall::Linux, &cfg.spec, &prepared, started, &mut report) {
+    match process::exec(
+        &syscall::Linux,
+        &cfg.spec,
+        &prepared,
+        seccomp.as_ref(),
+        started,
+        &mut report,
+    ) {
         Ok(never) => match never {},
         Err(e) => {
             sync.fail(&format!("{e:#}"));

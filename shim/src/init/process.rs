@@ -46,12 +46,15 @@ pub fn identity_line(sys: &dyn Syscall) -> Result<String> {
 }
 
 /// Applies identity and privileges and execs the process. Returns only on
-/// error. `report` receives [`identity_line`] right before the exec, with
-/// `times` marked from here on (`woke` is the caller's).
+/// error. The spec's seccomp profile is `seccomp` when it was compiled
+/// ahead (else it is compiled here). `report` receives [`identity_line`]
+/// right before the exec, with `times` marked from here on (`woke` is the
+/// caller's).
 pub fn exec(
     sys: &dyn Syscall,
     spec: &Spec,
     prepared: &Prepared,
+    seccomp: Option<&super::seccomp::Compiled>,
     mut times: StartTimes,
     report: &mut dyn FnMut(&str, &StartTimes),
 ) -> Result<Infallible> {
@@ -84,8 +87,16 @@ pub fn exec(
     // nothing below uses a syscall a profile may reasonably deny.
     times.seccomp = mono_ns();
     if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        let filters = super::seccomp::compile(profile)?;
-        sys.seccomp(&filters)?;
+        let compiled;
+        let filters = match seccomp {
+            Some(Ok(program)) => program.as_ref(),
+            Some(Err(e)) => bail!("{e}"),
+            None => {
+                compiled = super::seccomp::compile(profile)?;
+                &compiled
+            }
+        };
+        sys.seccomp(filters)?;
     }
     times.privileges = mono_ns();
 
@@ -272,6 +283,15 @@ mod tests {
     }
 
     fn exec_with(sys: &Fake, spec: serde_json::Value) -> (String, Vec<Call>) {
+        exec_compiled(sys, spec, None)
+    }
+
+    /// [`exec_with`], with the seccomp profile compiled ahead (`seccomp`).
+    fn exec_compiled(
+        sys: &Fake,
+        spec: serde_json::Value,
+        seccomp: Option<&crate::init::seccomp::Compiled>,
+    ) -> (String, Vec<Call>) {
         let spec: Spec = serde_json::from_value(spec).expect("spec");
         let prepared = Prepared {
             cwd: PathBuf::from("/work"),
@@ -289,7 +309,7 @@ mod tests {
             woke: mono_ns(),
             ..Default::default()
         };
-        let err = match exec(sys, &spec, &prepared, woke, &mut report) {
+        let err = match exec(sys, &spec, &prepared, seccomp, woke, &mut report) {
             Ok(never) => match never {},
             Err(e) => format!("{e:#}"),
         };
@@ -383,6 +403,40 @@ mod tests {
         assert!(!calls
             .iter()
             .any(|c| matches!(c, Call::Capset(..) | Call::DropBounding(_))));
+    }
+
+    /// A profile compiled ahead is the filter installed, with no compile
+    /// here: the spec's own profile below would not even compile. A
+    /// profile that failed ahead fails the exec with its message, before
+    /// any identity changes.
+    #[test]
+    fn a_profile_compiled_ahead_is_installed_as_it_is() {
+        let sys = Fake::default();
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"cwd": "/", "args": ["/bin/tool"], "user": {"uid": 0, "gid": 0}},
+            "linux": {"seccomp": {"defaultAction": "SCMP_ACT_NOTIFY"}},
+        });
+        let (err, calls) = exec_with(&sys, spec.clone());
+        assert!(err.contains("not supported"), "compiled here, and refused: {err}");
+        assert!(!calls.iter().any(|c| matches!(c, Call::Seccomp(_))));
+
+        let ahead: crate::init::seccomp::Compiled = Ok(std::sync::Arc::new(
+            crate::init::seccomp::compile(
+                &serde_json::from_value(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})).unwrap(),
+            )
+            .unwrap(),
+        ));
+        let len = ahead.as_ref().unwrap().len();
+        let (_, calls) = exec_compiled(&Fake::default(), spec.clone(), Some(&ahead));
+        assert!(calls.contains(&Call::Seccomp(len)), "{calls:?}");
+
+        let failed: crate::init::seccomp::Compiled = Err("seccomp: the profile is bad".into());
+        let (err, calls) = exec_compiled(&Fake::default(), spec, Some(&failed));
+        assert_eq!(err, "seccomp: the profile is bad");
+        assert!(!calls
+            .iter()
+            .any(|c| matches!(c, Call::Seccomp(_) | Call::Setresuid(_) | Call::Execve(..))));
     }
 
     #[test]

@@ -51,12 +51,13 @@ pub fn main() -> ! {
             std::process::exit(1);
         }
     };
+    let mut seccomp = crate::init::seccomp::Cache::default();
     loop {
         let started = sync::mono_ns();
         match wire::recv_request(sock.as_fd()) {
             Ok(None) => std::process::exit(0),
             Ok(Some(req)) => {
-                let (reply, restored) = serve(req, started, &own_pid_ns);
+                let (reply, restored) = serve(req, started, &own_pid_ns, &mut seccomp);
                 if let Err(e) = wire::send_reply(sock.as_fd(), &reply) {
                     eprintln!("berth-shim zygote: reply: {e}");
                     std::process::exit(1);
@@ -81,7 +82,15 @@ pub fn main() -> ! {
 
 /// Clones one container's init; what the shim gets back, and whether our
 /// children's PID namespace is ours again after a clone into the pod's.
-fn serve(req: Request, started: u64, own_pid_ns: &std::fs::File) -> (Reply, nix::Result<()>) {
+/// The spec's seccomp profile is compiled here, once per distinct profile
+/// (`seccomp`), and the child installs the program at its exec: a pod's
+/// containers share one profile, and the compile was part of every Start.
+fn serve(
+    req: Request,
+    started: u64,
+    own_pid_ns: &std::fs::File,
+    seccomp: &mut crate::init::seccomp::Cache,
+) -> (Reply, nix::Result<()>) {
     let mut times = InitTimes {
         main: started,
         read: sync::mono_ns(),
@@ -91,6 +100,12 @@ fn serve(req: Request, started: u64, own_pid_ns: &std::fs::File) -> (Reply, nix:
         Ok(c) => c,
         Err(e) => return (Reply::Failed(format!("parse init config: {e}")), Ok(())),
     };
+    let compiled = cfg
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(|profile| seccomp.get(profile));
     times.config = sync::mono_ns();
     let mut flags = libc::CLONE_PARENT as u64;
     if req.flags & wire::NEW_PID_NS != 0 {
@@ -106,7 +121,7 @@ fn serve(req: Request, started: u64, own_pid_ns: &std::fs::File) -> (Reply, nix:
             );
         }
     }
-    let reply = clone_init(&req, cfg, flags, times);
+    let reply = clone_init(&req, cfg, compiled, flags, times);
     let restored = match req.pid_ns {
         Some(_) => nix::sched::setns(own_pid_ns, nix::sched::CloneFlags::CLONE_NEWPID),
         None => Ok(()),
@@ -116,16 +131,22 @@ fn serve(req: Request, started: u64, own_pid_ns: &std::fs::File) -> (Reply, nix:
 
 /// The clone itself: into the request's cgroup, else a plain one (init's
 /// own join then says why, as in the exec'd path).
-fn clone_init(req: &Request, cfg: InitConfig, flags: u64, times: InitTimes) -> Reply {
+fn clone_init(
+    req: &Request,
+    cfg: InitConfig,
+    seccomp: Option<crate::init::seccomp::Compiled>,
+    flags: u64,
+    times: InitTimes,
+) -> Reply {
     let channels: [RawFd; wire::CHANNELS] = std::array::from_fn(|i| req.channels[i].as_raw_fd());
-    let mut cfg = Some(cfg);
+    let mut cfg = Some((cfg, seccomp));
     let in_cgroup = std::cell::Cell::new(false);
     let mut child = || -> i32 {
-        let Some(mut cfg) = cfg.take() else {
+        let Some((mut cfg, seccomp)) = cfg.take() else {
             return 120;
         };
         cfg.in_cgroup = in_cgroup.get();
-        child_main(cfg, channels, times)
+        child_main(cfg, seccomp, channels, times)
     };
     let mut last_err = None;
     for cgroup in [req.cgroup.as_ref().map(|c| c.as_fd()), None] {
@@ -153,7 +174,12 @@ fn clone_init(req: &Request, cfg: InitConfig, flags: u64, times: InitTimes) -> R
 }
 
 /// The cloned child: becomes the container's init.
-fn child_main(cfg: InitConfig, channels: [RawFd; wire::CHANNELS], mut times: InitTimes) -> i32 {
+fn child_main(
+    cfg: InitConfig,
+    seccomp: Option<crate::init::seccomp::Compiled>,
+    channels: [RawFd; wire::CHANNELS],
+    mut times: InitTimes,
+) -> i32 {
     times.main = sync::mono_ns();
     retitle(ZYGOTE_TITLE, INIT_TITLE);
     // stdin, stdout, stderr at 0..=2; sync and start at theirs.
@@ -179,7 +205,7 @@ fn child_main(cfg: InitConfig, channels: [RawFd; wire::CHANNELS], mut times: Ini
     berth_sys::fork::close_fds_except(&targets);
     // SAFETY: just put there, and nothing else in this process owns them.
     let (sync_pipe, start) = unsafe { (sync::inherit(fds::SYNC), sync::inherit(fds::START)) };
-    crate::init::run(cfg, Reporter::new(sync_pipe), start, times)
+    crate::init::run(cfg, Reporter::new(sync_pipe), start, times, seccomp)
 }
 
 /// Gives the heap's free memory back to the kernel: the server idles
@@ -253,7 +279,7 @@ mod tests {
         wire::send_request(shim.as_fd(), 0, b"{\"spec\": 7}", ends, None, None).unwrap();
         let req = wire::recv_request(server.as_fd()).unwrap().unwrap();
         let own = std::fs::File::open("/proc/self/ns/pid_for_children").unwrap();
-        match serve(req, sync::mono_ns(), &own).0 {
+        match serve(req, sync::mono_ns(), &own, &mut Default::default()).0 {
             Reply::Failed(m) => assert!(m.starts_with("parse init config:"), "{m}"),
             other => panic!("{other:?}"),
         }

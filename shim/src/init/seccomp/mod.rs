@@ -109,6 +109,40 @@ struct Rule {
 #[derive(Debug)]
 pub struct Program(Vec<libc::sock_filter>);
 
+#[cfg(test)]
+impl Program {
+    /// Its length in instructions.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A profile compiled before init needed it (by the pod's fork server,
+/// once per distinct profile), or why it did not compile: init fails
+/// with that message at the point where it would have compiled.
+pub type Compiled = std::result::Result<std::sync::Arc<Program>, String>;
+
+/// The last profile compiled and its outcome: a pod's containers almost
+/// always share one (the runtime's default), so one entry serves them.
+#[derive(Debug, Default)]
+pub struct Cache(Option<(LinuxSeccomp, Compiled)>);
+
+impl Cache {
+    /// `profile` compiled, from the cache when it is the last one asked for.
+    pub fn get(&mut self, profile: &LinuxSeccomp) -> Compiled {
+        if let Some((last, compiled)) = &self.0 {
+            if last == profile {
+                return compiled.clone();
+            }
+        }
+        let compiled = compile(profile)
+            .map(std::sync::Arc::new)
+            .map_err(|e| format!("{e:#}"));
+        self.0 = Some((profile.clone(), compiled.clone()));
+        compiled
+    }
+}
+
 /// Compiles the profile for the node's ABIs.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Program> {
     compile_for(profile, Abi::node())

@@ -343,3 +343,27 @@ fn the_kernel_accepts_and_applies_the_program() {
         }
     }
 }
+
+/// The cache compiles a profile once, compiles again for another one, and
+/// keeps a failure as the failure.
+#[test]
+fn the_cache_compiles_each_profile_once() {
+    let mut cache = super::Cache::default();
+    let allow = profile(
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"}]}),
+    );
+    let first = cache.get(&allow).unwrap();
+    let again = cache.get(&allow.clone()).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "the same profile is not compiled twice"
+    );
+    let other = cache.get(&deny_list()).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &other));
+    let bad = profile(json!({"defaultAction": "SCMP_ACT_NOTIFY"}));
+    let err = cache.get(&bad).unwrap_err();
+    assert!(err.contains("not supported"), "{err}");
+    assert_eq!(cache.get(&bad).unwrap_err(), err);
+    // Back to the first profile: compiled anew, to the same program.
+    assert_eq!(cache.get(&allow).unwrap().len(), first.len());
+}
