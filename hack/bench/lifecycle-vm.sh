@@ -5,13 +5,16 @@
 # runc and with crun, alternating runtimes within each run, on the VM's
 # bridge+portmap CNI network and the busybox image from the VM's registry.
 # Prints "BERTH-BENCH:" lines (hack/bench/lifecycle.sh keeps only those).
-#   berth-crictl-bench RUNS CONCURRENT [RUNTIMES] [--socket ...]
+#   berth-crictl-bench RUNS CONCURRENT [RUNTIMES] [SECCOMP]
 # RUNTIMES: which of berth, berthb, runc, crun to measure, joined by "+"
 # (default berth+runc+crun); without runc and crun containerd is not
 # started. berthb is berthd restarted with --shim /berth/bin/berth-shim-b
 # (another shim build, A/B against berth): berthd is restarted whenever the
 # next run wants the other shim, so the two alternate run by run.
 # RUNS=0 runs the CONCURRENT-pod phase alone (no single-pod rows).
+# SECCOMP=runtime-default gives every container the runtime's default
+# seccomp profile (what kubelet's --seccomp-default and the restricted Pod
+# Security Standard ask for); default: none, as crictl's configs ask.
 # Client-side times are net of crictl's own start-up: the median of `crictl
 # version` (one cheap RPC) is measured per runtime and subtracted once per
 # crictl call; on a loaded host that estimate is noisy (it can even make a
@@ -27,6 +30,11 @@ case ${3:-} in
     *) RTS=$(echo "$3" | tr '+' ' ') ;;
 esac
 has() { case " $RTS " in *" $1 "*) return 0 ;; esac; return 1; }
+case ${4:-none} in
+    runtime-default) SECCOMP_JSON=', "seccomp": {"profile_type": 0}' ;;
+    none) SECCOMP_JSON="" ;;
+    *) echo "BERTH-BENCH: FAIL SECCOMP=$4: runtime-default or none"; exit 1 ;;
+esac
 CRICTL=/usr/bin/crictl
 IMG=127.0.0.1:5000/library/busybox:latest
 BERTH=unix:///run/berth/berth.sock
@@ -127,7 +135,7 @@ ctr_json() { # name command...
     for a in "$@"; do args="$args${args:+, }\"$a\""; done
     cat <<JSON
 {"metadata": {"name": "$n"}, "image": {"image": "$IMG"}, "command": [$args], "log_path": "$n.log",
- "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
+ "linux": {"security_context": {"namespace_options": {"pid": 1}$SECCOMP_JSON}}}
 JSON
 }
 

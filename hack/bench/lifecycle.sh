@@ -15,6 +15,8 @@
 #   (A/B of two shim builds: "berthb" is berthd restarted with --shim SHIM_B,
 #   alternating with "berth", the default shim, run by run; CONC=0: no
 #   concurrent phase)
+#   SECCOMP=runtime-default hack/bench/lifecycle.sh   (every container under the
+#   runtime's default seccomp profile; default none, as crictl's configs ask)
 # crictl: $CRICTL, else /tmp/crit-bin/crictl, else crictl on PATH (build it
 # as hack/stream-interop.sh says). Without it, the script says so and runs
 # Berth's own client (berth-lifecycle-bench) for Berth alone.
@@ -26,6 +28,9 @@ RUNTIMES=$(echo "${RUNTIMES:-berth+runc+crun}" | tr ',' '+')
 [[ $RUNTIMES =~ ^(berth|berthb|runc|crun)(\+(berth|berthb|runc|crun))*$ ]] ||
     { echo "lifecycle.sh: RUNTIMES=$RUNTIMES: berth, berthb, runc, crun joined by + or ," >&2; exit 2; }
 SHIM_B=${SHIM_B:-}
+SECCOMP=${SECCOMP:-none}
+[[ $SECCOMP =~ ^(none|runtime-default)$ ]] ||
+    { echo "lifecycle.sh: SECCOMP=$SECCOMP: none or runtime-default" >&2; exit 2; }
 [[ $RUNTIMES != *berthb* ]] || [ -x "$SHIM_B" ] ||
     { echo "lifecycle.sh: RUNTIMES has berthb: set SHIM_B to the other berth-shim build" >&2; exit 2; }
 WORK=$PWD/.work
@@ -78,8 +83,8 @@ for b in "$CRICTL" /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbi
     extra+=(--extra-bin "$b")
 done
 hack/vm/build-initramfs.sh --bin "$BIN" --registry "$IMAGES/registry" --out "$IMG" "${extra[@]}"
-echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg), N=$N, CONC=$CONC, RUNTIMES=$RUNTIMES"
+echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg), N=$N, CONC=$CONC, RUNTIMES=$RUNTIMES, SECCOMP=$SECCOMP"
 hack/vm/run.sh --initramfs "$IMG" --timeout 3600 --log "$WORK/lifecycle-bench-vm.log" \
-    --append "berth.mode=bench berth.benchargs=crictl,$N,$CONC,$RUNTIMES" |
+    --append "berth.mode=bench berth.benchargs=crictl,$N,$CONC,$RUNTIMES,$SECCOMP" |
     grep -a -E "BERTH-BENCH|BERTH-VM: exit|rror|run.sh:"
 echo "lifecycle.sh: host load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
