@@ -441,14 +441,18 @@ pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
     let started_at = now_ns();
     let (report, execed) = result.map_err(|e| Error::io("read start result", e))?;
     // The identity right before exec; anything after it is an error.
-    let (identity, result) = crate::sync::start_result(&report);
+    let crate::sync::StartReport {
+        times,
+        identity,
+        result,
+    } = crate::sync::start_report(&report);
     if let Err(message) = result {
         return Err(Error::StartFailed { id, message });
     }
     c.mark_started(started_at).map_err(Error::WrongPhase)?;
     crate::hooks::after_start(&c).await;
     tracing::info!(container = %id, pid = c.pid, "container started");
-    let steps = match crate::sync::split_start_times(&report).0 {
+    let steps = match times {
         Some(t) => steps_between(&start_marks(sent, &t, execed)),
         None => Vec::new(),
     };
@@ -464,12 +468,14 @@ pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
 
 /// Start's marks: the shim's go (`sent`), init's own marks, the exec seen
 /// done (`execed`, the sync pipe's EOF) and now.
-fn start_marks(sent: u64, t: &crate::sync::StartTimes, execed: u64) -> [(&'static str, u64); 7] {
+fn start_marks(sent: u64, t: &crate::sync::StartTimes, execed: u64) -> [(&'static str, u64); 9] {
     [
         ("start_wake", sent),
         ("start_prep", t.woke),
         ("start_seccomp", t.seccomp),
         ("start_privs", t.privileges),
+        ("start_lookup", t.lookup),
+        ("start_identity", t.identity),
         ("start_exec", t.exec),
         ("start_reply", execed),
         ("", crate::sync::mono_ns()),
@@ -629,21 +635,26 @@ mod tests {
             woke: 110,
             seccomp: 115,
             privileges: 140,
+            lookup: 143,
+            identity: 147,
             exec: 150,
         };
         let marks = start_marks(100, &t, 180);
         let steps = steps_between(&marks);
         let got: Vec<(&str, u64)> = steps.iter().map(|s| (s.name.as_str(), s.nanos)).collect();
         assert_eq!(
-            got[..5],
+            got[..7],
             [
                 ("start_wake", 10),
                 ("start_prep", 5),
                 ("start_seccomp", 25),
-                ("start_privs", 10),
+                ("start_privs", 3),
+                ("start_lookup", 4),
+                ("start_identity", 3),
                 ("start_exec", 30)
             ]
         );
-        assert_eq!(got[5].0, "start_reply");
+        assert_eq!(got[7].0, "start_reply");
+        assert_eq!(got.len(), 8);
     }
 }

@@ -10,7 +10,7 @@
 //!   can say where its time went;
 //! - `I<uid> <gid> <g1,g2,...>\n`: the identity the kernel gave the process,
 //!   written right before the exec; init's may come after a line
-//!   `T<ns> <ns> <ns> <ns>\n` ([`StartTimes`]), so Start can say where its
+//!   `T<ns> <ns> <ns> <ns> <ns> <ns>\n` ([`StartTimes`]), so Start can say where its
 //!   time went;
 //! - `E<message>`: a failure, for berthd verbatim; the stage then exits;
 //! - `H`: init asks for the createRuntime hooks and waits for `C` on
@@ -98,9 +98,15 @@ pub struct StartTimes {
     /// compile begins.
     pub seccomp: u64,
     /// The seccomp filter compiled and installed (equal to `seccomp`
-    /// without a profile).
+    /// without a profile): the bounding set, ids and capabilities change.
     pub privileges: u64,
-    /// Capabilities and ids set, the program found: the exec is next.
+    /// Capabilities, ids and no_new_privs set: the working directory and
+    /// the `PATH` lookup (through the container's overlay) begin.
+    pub lookup: u64,
+    /// The program found, its argv and environment built: the identity is
+    /// read back from the kernel.
+    pub identity: u64,
+    /// The identity read: the exec is next.
     pub exec: u64,
 }
 
@@ -174,8 +180,8 @@ impl<W: Write> Reporter<W> {
     /// [`Self::identity`], after init's line of start times (one write).
     pub fn identity_at(&mut self, line: &str, t: &StartTimes) {
         let msg = format!(
-            "{}{} {} {} {}\n{line}",
-            TIMES as char, t.woke, t.seccomp, t.privileges, t.exec
+            "{}{} {} {} {} {} {}\n{line}",
+            TIMES as char, t.woke, t.seccomp, t.privileges, t.lookup, t.identity, t.exec
         );
         let _ = self.0.write_all(msg.as_bytes());
     }
@@ -321,10 +327,12 @@ pub fn split_start_times(report: &[u8]) -> (Option<StartTimes>, &[u8]) {
         return (None, report);
     };
     let times = match line[..] {
-        [woke, seccomp, privileges, exec] => Some(StartTimes {
+        [woke, seccomp, privileges, lookup, identity, exec] => Some(StartTimes {
             woke,
             seccomp,
             privileges,
+            lookup,
+            identity,
             exec,
         }),
         _ => None,
@@ -341,15 +349,32 @@ fn times_line(report: &[u8]) -> Option<(Vec<u64>, &[u8])> {
     Some((v, &rest[end + 1..]))
 }
 
+/// What init wrote between Start's go and its exec, as the shim read it.
+#[derive(Debug, PartialEq)]
+pub struct StartReport {
+    /// Init's marks (None from an init that sends none, or a bad line).
+    pub times: Option<StartTimes>,
+    /// The identity the kernel gave the process right before its exec.
+    pub identity: Option<ProcessIdentity>,
+    /// The failure text when anything but those came before EOF.
+    pub result: Result<(), String>,
+}
+
 /// Start's report: the times and identity, and the failure text when
-/// anything but those came before EOF.
-pub fn start_result(report: &[u8]) -> (Option<ProcessIdentity>, Result<(), String>) {
-    let (identity, rest) = split_identity(split_start_times(report).1);
-    if rest.is_empty() {
-        return (identity, Ok(()));
+/// anything but those came before EOF (each part read once).
+pub fn start_report(report: &[u8]) -> StartReport {
+    let (times, rest) = split_start_times(report);
+    let (identity, rest) = split_identity(rest);
+    let result = if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(rest.strip_prefix(&[ERROR]).unwrap_or(rest)).into_owned())
+    };
+    StartReport {
+        times,
+        identity,
+        result,
     }
-    let text = String::from_utf8_lossy(rest.strip_prefix(&[ERROR]).unwrap_or(rest)).into_owned();
-    (identity, Err(text))
 }
 
 /// An exec stage's failure message, if its report carries one.
@@ -429,10 +454,15 @@ mod tests {
     #[test]
     fn a_started_process_reports_its_identity_then_eof() {
         let got = round_trip(|r| r.identity(&identity_line("1000", "1000", &["10", "20"])));
-        let (id, result) = start_result(&got);
-        let id = id.expect("identity");
+        let StartReport {
+            times,
+            identity,
+            result,
+        } = start_report(&got);
+        let id = identity.expect("identity");
         assert_eq!((id.uid, id.gid, id.groups), (1000, 1000, vec![10, 20]));
         assert_eq!(result, Ok(()));
+        assert_eq!(times, None, "identity() sends no times");
         assert_eq!(failure(&got), None);
     }
 
@@ -444,18 +474,26 @@ mod tests {
             woke: 5,
             seccomp: 7,
             privileges: 11,
-            exec: 13,
+            lookup: 12,
+            identity: 13,
+            exec: 17,
         };
         let got = round_trip(|r| r.identity_at(&identity_line("0", "0", &["1"]), &t));
         assert_eq!(split_start_times(&got).0, Some(t));
-        let (id, result) = start_result(&got);
-        assert_eq!(id.map(|i| (i.uid, i.gid, i.groups)), Some((0, 0, vec![1])));
-        assert_eq!(result, Ok(()));
+        let report = start_report(&got);
+        assert_eq!(report.times, Some(t));
+        assert_eq!(
+            report.identity.map(|i| (i.uid, i.gid, i.groups)),
+            Some((0, 0, vec![1]))
+        );
+        assert_eq!(report.result, Ok(()));
         let failed = round_trip(|r| {
             r.identity_at(&identity_line("0", "0", &[]), &t);
             r.fail("exec \"nope\": ENOENT");
         });
-        assert_eq!(start_result(&failed).1, Err("exec \"nope\": ENOENT".to_string()));
+        let report = start_report(&failed);
+        assert_eq!(report.times, Some(t));
+        assert_eq!(report.result, Err("exec \"nope\": ENOENT".to_string()));
         // A short line is no times, and is still skipped.
         assert_eq!(split_start_times(b"T1 2\nI0 0 \n"), (None, b"I0 0 \n".as_slice()));
         // Without a line (an older init), nothing is lost either.
@@ -468,9 +506,12 @@ mod tests {
             r.identity(&identity_line("0", "0", &[]));
             r.fail("exec \"nope\": ENOENT");
         });
-        let (id, result) = start_result(&got);
-        assert_eq!(id.map(|i| (i.uid, i.gid, i.groups)), Some((0, 0, vec![])));
-        assert_eq!(result, Err("exec \"nope\": ENOENT".to_string()));
+        let report = start_report(&got);
+        assert_eq!(
+            report.identity.map(|i| (i.uid, i.gid, i.groups)),
+            Some((0, 0, vec![]))
+        );
+        assert_eq!(report.result, Err("exec \"nope\": ENOENT".to_string()));
         assert_eq!(failure(&got).as_deref(), Some("exec \"nope\": ENOENT"));
         // Before any identity (setup of an exec stage failed).
         assert_eq!(failure(b"Ejoin cgroup").as_deref(), Some("join cgroup"));
@@ -479,9 +520,9 @@ mod tests {
     #[test]
     fn garbage_from_the_stage_is_no_identity() {
         assert!(split_identity(b"Ix y\n").0.is_none());
-        let (id, result) = start_result(b"hello");
-        assert!(id.is_none());
-        assert_eq!(result, Err("hello".to_string()));
+        let report = start_report(b"hello");
+        assert!(report.identity.is_none());
+        assert_eq!(report.result, Err("hello".to_string()));
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn observe(rpc: &'static str, step: &'static str, took: std::time::Duration) {
 /// The steps a shim times inside its call (`CreateResponse.steps`,
 /// `StartResponse.steps`): only these become labels, so a shim cannot grow
 /// the metric family.
-const SHIM_STEPS: [&str; 22] = [
+const SHIM_STEPS: [&str; 24] = [
     "shim.request",
     "shim.reply",
     "shim.prep",
@@ -81,6 +81,8 @@ const SHIM_STEPS: [&str; 22] = [
     "shim.start_prep",
     "shim.start_seccomp",
     "shim.start_privs",
+    "shim.start_lookup",
+    "shim.start_identity",
     "shim.start_exec",
     "shim.start_reply",
 ];

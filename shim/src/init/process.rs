@@ -146,6 +146,7 @@ pub fn exec(
         }
     }
 
+    times.lookup = mono_ns();
     match &prepared.cwd_fd {
         Some(fd) => sys.fchdir(fd.as_fd()),
         None => sys.chdir(&prepared.cwd),
@@ -167,6 +168,7 @@ pub fn exec(
         .iter()
         .map(|a| CString::new(a.as_str()))
         .collect::<Result<_, _>>()?;
+    times.identity = mono_ns();
     let line = identity_line(sys)?;
     times.exec = mono_ns();
     report(&line, &times);
@@ -301,7 +303,8 @@ mod tests {
         };
         let mut report = |line: &str, t: &StartTimes| {
             // Each mark is taken after the one before it.
-            assert!(t.woke <= t.seccomp && t.seccomp <= t.privileges && t.privileges <= t.exec);
+            let marks = [t.woke, t.seccomp, t.privileges, t.lookup, t.identity, t.exec];
+            assert!(marks.windows(2).all(|w| w[0] <= w[1]), "{marks:?}");
             assert!(t.woke > 0, "the caller's wake is kept");
             sys.note(Call::Report(line.to_string()))
         };
