@@ -137,14 +137,18 @@ fn channels(terminal: bool, stdin: bool) -> Result<(ChildFds, Ours)> {
     Ok((child, ours))
 }
 
-/// Hands init its config and waits, off the runtime, for its ready report
-/// (and the terminal it sends before it).
+/// Hands init its config and waits for its ready report (and the terminal
+/// it sends before it). Off the runtime when there is a config to write,
+/// a terminal or createRuntime hooks; else on the runtime's reactor.
 async fn setup(
     config: Option<(OwnedFd, Vec<u8>)>,
     sync: OwnedFd,
     console: Option<UnixStream>,
     at_create: Option<crate::hooks::AtCreate>,
 ) -> Result<std::io::Result<Setup>> {
+    if config.is_none() && console.is_none() && at_create.is_none() {
+        return Ok(read_ready(sync).await);
+    }
     tokio::task::spawn_blocking(move || -> std::io::Result<Setup> {
         if let Some((config, json)) = config {
             File::from(config).write_all(&json)?;
@@ -165,6 +169,28 @@ async fn setup(
     })
     .await
     .map_err(|e| Error::internal("init setup task", e))
+}
+
+/// A forked init's ready report (or its failure, or EOF), read like
+/// [`crate::sync::read`] but on the runtime's reactor: a blocking thread
+/// would cost a hand-off to it and a wake-up back on Create's path. The
+/// pipe goes back to blocking mode for Start and Delete.
+async fn read_ready(sync: OwnedFd) -> std::io::Result<Setup> {
+    use tokio::io::AsyncReadExt;
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(sync)?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if crate::sync::is_ready(&got) {
+            break;
+        }
+    }
+    Ok((File::from(pipe.into_blocking_fd()?), got, None))
 }
 
 /// Asks the pod's fork server for the container's init. None: the server
@@ -427,19 +453,14 @@ pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
     }
     let start = c.start_pipe.lock().expect("lock").take();
     let sync = c.sync_pipe.lock().expect("lock").take();
-    let (Some(start), Some(mut sync)) = (start, sync) else {
+    let (Some(start), Some(sync)) = (start, sync) else {
         return Err(Error::WrongPhase(format!("container {id} is already starting")));
     };
     let sent = crate::sync::mono_ns();
-    let result = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
-        crate::sync::send_start(start)?;
-        let report = crate::sync::read(&mut sync, false)?;
-        Ok((report, crate::sync::mono_ns()))
-    })
-    .await
-    .map_err(|e| Error::internal("start task", e))?;
+    let (report, execed) = go_and_read(start, sync)
+        .await
+        .map_err(|e| Error::io("read start result", e))?;
     let started_at = now_ns();
-    let (report, execed) = result.map_err(|e| Error::io("read start result", e))?;
     // The identity right before exec; anything after it is an error.
     let crate::sync::StartReport {
         times,
@@ -464,6 +485,19 @@ pub async fn start_parked(table: &Table, id: String) -> Result<StartResponse> {
         // The handler stamps its own entry and exit (server.rs).
         ..Default::default()
     })
+}
+
+/// Gives a parked init its go and reads its report to EOF (its exec closed
+/// the pipe), on the runtime's own reactor: a blocking thread would cost a
+/// hand-off to it and a wake-up back, both on the path Start waits for.
+/// The go is one byte into the empty start pipe, which never blocks.
+async fn go_and_read(start: File, sync: File) -> std::io::Result<(Vec<u8>, u64)> {
+    use tokio::io::AsyncReadExt;
+    crate::sync::send_start(start)?;
+    let mut sync = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(sync))?;
+    let mut report = Vec::new();
+    sync.read_to_end(&mut report).await?;
+    Ok((report, crate::sync::mono_ns()))
 }
 
 /// Start's marks: the shim's go (`sent`), init's own marks, the exec seen
@@ -529,6 +563,54 @@ mod start_tests {
         let s = c.state();
         assert_eq!(s.phase, Phase::Exited);
         assert!(s.started_at > 0 && s.started_at <= s.exited_at);
+    }
+
+    /// Start's go is one byte on the start pipe; the report is everything
+    /// init writes, in however many writes, up to the EOF of its exec.
+    #[tokio::test]
+    async fn the_go_is_one_byte_and_the_report_runs_to_eof() {
+        let (mut start_r, start_w) = std::io::pipe().unwrap();
+        let (sync_r, sync_w) = std::io::pipe().unwrap();
+        let reading = tokio::spawn(go_and_read(
+            File::from(OwnedFd::from(start_w)),
+            File::from(OwnedFd::from(sync_r)),
+        ));
+        tokio::task::spawn_blocking(move || {
+            let mut go = Vec::new();
+            start_r.read_to_end(&mut go).unwrap();
+            assert_eq!(go, b"S");
+            let mut sync_w = sync_w;
+            sync_w.write_all(b"T1 2 3 4 5 6\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            sync_w.write_all(b"I0 0 \n").unwrap();
+        })
+        .await
+        .unwrap();
+        let (report, execed) = reading.await.unwrap().unwrap();
+        assert_eq!(report, b"T1 2 3 4 5 6\nI0 0 \n");
+        assert!(execed > 0);
+    }
+
+    /// Create's read stops at the ready report (init stays parked with the
+    /// pipe open) and hands the pipe back in blocking mode, as Start and
+    /// Delete expect it; EOF before it is the report as it stands.
+    #[tokio::test]
+    async fn the_ready_read_stops_at_ready_and_gives_a_blocking_pipe_back() {
+        let (sync_r, mut sync_w) = std::io::pipe().unwrap();
+        sync_w.write_all(b"T1 2 3 4 5 6 7 8 9 10 11\nR").unwrap();
+        let (pipe, got, master) = read_ready(OwnedFd::from(sync_r)).await.unwrap();
+        assert!(crate::sync::is_ready(&got), "{got:?}");
+        assert!(master.is_none());
+        let flags = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "the pipe is blocking again");
+        drop(sync_w);
+        assert_eq!(crate::sync::read(&mut { pipe }, false).unwrap(), b"");
+
+        let (sync_r, mut sync_w) = std::io::pipe().unwrap();
+        sync_w.write_all(b"Emount /data: refused").unwrap();
+        drop(sync_w);
+        let (_, got, _) = read_ready(OwnedFd::from(sync_r)).await.unwrap();
+        assert_eq!(crate::sync::setup_failure(&got), "mount /data: refused");
     }
 
     /// A container killed before StartContainer stays unstarted.
