@@ -249,6 +249,20 @@ impl Syscall for Fake {
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     }
 
+    /// What the calls so far set (root with no groups before any).
+    fn credentials(&self) -> std::io::Result<(u32, u32, Vec<u32>)> {
+        let mut ids = (0, 0, Vec::new());
+        for call in self.calls.borrow().iter() {
+            match call {
+                Call::Setresuid(uid) => ids.0 = *uid,
+                Call::Setresgid(gid) => ids.1 = *gid,
+                Call::Setgroups(groups) => ids.2 = groups.clone(),
+                _ => {}
+            }
+        }
+        Ok(ids)
+    }
+
     fn symlinkat(&self, target: &str, dir: BorrowedFd<'_>, name: &str) -> nix::Result<()> {
         self.note(Call::Symlink {
             at: format!("{}/{name}", self.show_fd(dir)),

@@ -24,25 +24,18 @@ use crate::sync::{mono_ns, StartTimes};
 /// PATH when the spec's environment has none (Docker's default).
 use berth_sys::env::DEFAULT_PATH;
 
-/// The kernel's view of our identity (`crate::sync::identity_line`) from
-/// /proc/self/status (real uid/gid; all supplementary groups).
+/// The kernel's view of our identity (`crate::sync::identity_line`): the
+/// real uid and gid and all supplementary groups, read back after the
+/// changes rather than assumed from the spec.
 pub fn identity_line(sys: &dyn Syscall) -> Result<String> {
-    let status = sys
-        .read_file(Path::new("/proc/self/status"))
-        .context("read /proc/self/status")?;
-    let field = |name: &str| -> Result<String> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .with_context(|| format!("/proc/self/status has no {name}"))
-    };
-    let first = |v: String| v.split_whitespace().next().unwrap_or("").to_string();
-    let uid = first(field("Uid:")?);
-    let gid = first(field("Gid:")?);
-    let groups = field("Groups:")?;
-    let groups: Vec<&str> = groups.split_whitespace().collect();
-    Ok(crate::sync::identity_line(&uid, &gid, &groups))
+    let (uid, gid, groups) = sys.credentials().context("read back our uid, gid and groups")?;
+    let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    Ok(crate::sync::identity_line(
+        &uid.to_string(),
+        &gid.to_string(),
+        &groups,
+    ))
 }
 
 /// Applies identity and privileges and execs the process. Returns only on
@@ -326,11 +319,6 @@ mod tests {
     fn identity_and_privileges_change_in_the_kernels_order() {
         let mut sys = Fake::default();
         sys.executables.insert(PathBuf::from("/usr/bin/tool"));
-        sys.files.insert(
-            PathBuf::from("/proc/self/status"),
-            "Name:\ttool\nUid:\t1000\t1000\t1000\t1000\nGid:\t3000\t3000\t3000\t3000\nGroups:\t10 20 \n"
-                .into(),
-        );
         let chown = Capability::CAP_CHOWN.bitmask();
         let (err, calls) = exec_with(
             &sys,

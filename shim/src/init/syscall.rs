@@ -65,8 +65,12 @@ pub trait Syscall {
     fn kind(&self, path: &Path, follow: bool) -> std::io::Result<FileKind>;
     /// Writes a whole (kernel) file: cgroup.procs, sysctls, /proc/self/*.
     fn write_file(&self, path: &Path, data: &[u8]) -> std::io::Result<()>;
-    /// Reads a whole (kernel) file: mountinfo, /proc/self/status.
+    /// Reads a whole (kernel) file: mountinfo.
     fn read_file(&self, path: &Path) -> std::io::Result<String>;
+    /// The kernel's view of our identity: the real uid, the real gid and
+    /// every supplementary group (getuid, getgid, getgroups: the values
+    /// /proc/self/status shows, without building that file).
+    fn credentials(&self) -> std::io::Result<(u32, u32, Vec<u32>)>;
     /// symlinkat(2).
     fn symlinkat(&self, target: &str, dir: BorrowedFd<'_>, name: &str) -> nix::Result<()>;
     /// mknodat(2).
@@ -187,6 +191,15 @@ impl Syscall for Linux {
 
     fn read_file(&self, path: &Path) -> std::io::Result<String> {
         std::fs::read_to_string(path)
+    }
+
+    fn credentials(&self) -> std::io::Result<(u32, u32, Vec<u32>)> {
+        let groups = nix::unistd::getgroups().map_err(std::io::Error::from)?;
+        Ok((
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+            groups.into_iter().map(|g| g.as_raw()).collect(),
+        ))
     }
 
     fn symlinkat(&self, target: &str, dir: BorrowedFd<'_>, name: &str) -> nix::Result<()> {
