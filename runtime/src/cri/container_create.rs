@@ -6,7 +6,11 @@ use super::Cri;
 use crate::error::{Error, Result};
 
 /// Handles CreateContainer.
-pub async fn handle(cri: &Cri, req: CreateContainerRequest) -> Result<CreateContainerResponse> {
+pub async fn handle(
+    cri: &Cri,
+    req: CreateContainerRequest,
+    arrived: Option<std::time::Instant>,
+) -> Result<CreateContainerResponse> {
     let cfg = req
         .config
         .ok_or_else(|| Error::InvalidArgument("CreateContainer without config".into()))?;
@@ -23,8 +27,11 @@ pub async fn handle(cri: &Cri, req: CreateContainerRequest) -> Result<CreateCont
     // so kubelet removes it.
     let containers = cri.containers.clone();
     let sandbox = req.pod_sandbox_id;
-    let id = tokio::spawn(async move { containers.create(&sandbox, &cfg).await })
-        .await
-        .map_err(|e| Error::Internal(format!("CreateContainer task: {e}")))??;
+    let id = tokio::spawn(async move {
+        crate::metrics::steps::arrived("create_container", arrived);
+        containers.create(&sandbox, &cfg).await
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("CreateContainer task: {e}")))??;
     Ok(CreateContainerResponse { container_id: id })
 }

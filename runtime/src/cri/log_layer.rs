@@ -10,6 +10,18 @@ use std::time::Instant;
 
 use tonic::codegen::http;
 
+/// When a call's headers reached berthd: put in the request's extensions,
+/// so a handler can time what comes before its own first step
+/// ([`crate::metrics::steps::arrived`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Arrived(pub Instant);
+
+/// The arrival stamp of `req` (none for a request that did not come
+/// through [`RequestLog`]).
+pub fn arrived<T>(req: &tonic::Request<T>) -> Option<Instant> {
+    req.extensions().get::<Arrived>().map(|a| a.0)
+}
+
 /// Adds [`RequestLog`] around a service.
 #[derive(Clone)]
 pub struct RequestLogLayer {
@@ -55,7 +67,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let method = req
             .uri()
             .path()
@@ -64,6 +76,7 @@ where
             .unwrap_or_default()
             .to_string();
         let started = Instant::now();
+        req.extensions_mut().insert(Arrived(started));
         let fut = self.inner.call(req);
         let metrics = self.metrics.clone();
         Box::pin(async move {

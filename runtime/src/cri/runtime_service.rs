@@ -62,14 +62,16 @@ impl RuntimeService for Cri {
         &self,
         req: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        super::answer(super::container_create::handle(self, req.into_inner())).await
+        let arrived = super::log_layer::arrived(&req);
+        super::answer(super::container_create::handle(self, req.into_inner(), arrived)).await
     }
 
     async fn start_container(
         &self,
         req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        super::answer(super::container_start::handle(self, req.into_inner())).await
+        let arrived = super::log_layer::arrived(&req);
+        super::answer(super::container_start::handle(self, req.into_inner(), arrived)).await
     }
 
     async fn stop_container(

@@ -359,6 +359,26 @@ mod tests {
         assert!(!text.contains("test_old_shim"), "{text}");
     }
 
+    /// `rpc_in` runs from the request layer's stamp to the handler; a
+    /// call without a stamp (from a test, not through the layer) adds none.
+    #[test]
+    fn a_calls_arrival_is_the_rpc_in_step() {
+        let m = metrics();
+        let at = std::time::Instant::now() - std::time::Duration::from_millis(30);
+        steps::arrived("test_arrived", Some(at));
+        steps::arrived("test_unstamped", None);
+        let text = m.render();
+        let samples = berth_tests::prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let labels = [("rpc", "test_arrived"), ("step", "rpc_in")];
+        assert_eq!(
+            sample(&samples, "berth_step_duration_seconds_count", &labels),
+            Some(1.0)
+        );
+        let sum = sample(&samples, "berth_step_duration_seconds_sum", &labels).unwrap();
+        assert!((0.03..10.0).contains(&sum), "{sum}");
+        assert!(!text.contains("test_unstamped"), "{text}");
+    }
+
     #[test]
     fn rpc_codes_use_grpc_names() {
         assert_eq!(code_name(tonic::Code::FailedPrecondition), "FailedPrecondition");

@@ -117,6 +117,16 @@ pub fn observe_shim_call(
     observe_shim(rpc, "reply", back.saturating_sub(replied));
 }
 
+/// Records step `rpc_in`: from the moment the call's headers reached
+/// berthd (`arrived`, stamped by the CRI request layer) to the manager's
+/// first step, i.e. the request body, its decoding, tonic's routing and
+/// any hand-off to a task. Without a stamp (a call from a test) nothing.
+pub fn arrived(rpc: &'static str, arrived: Option<Instant>) {
+    if let Some(at) = arrived {
+        observe(rpc, "rpc_in", at.elapsed());
+    }
+}
+
 /// Runs `fut` and records its duration as `rpc`'s `step`: for work that
 /// overlaps other steps (its time is also inside the enclosing [`Steps`]
 /// step, so the two are not added up).
