@@ -60,6 +60,27 @@ fn open_at(dir: Option<&OwnedFd>, name: &OsStr, flags: i32) -> io::Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Creates the empty regular file `name` in `dir` (never through a
+/// symlink, never one that exists) and returns its write fd.
+fn create_file(dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: a valid NUL-terminated name and the mode O_CREAT needs; the
+    // returned fd is new and ours.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat just returned this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     // SAFETY: an all-zero stat is a valid value to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -88,12 +109,22 @@ fn is_procfs(fd: &OwnedFd) -> bool {
 }
 
 /// Resolves `path` inside the directory `root` (an O_PATH fd), creating
-/// what `create` asks for; returns an O_PATH fd of the result.
+/// what `create` asks for; returns an O_PATH fd of the result (a file it
+/// created: the O_WRONLY fd of its creation, which names exactly it).
+///
+/// Every syscall counts here: a container's init resolves a few dozen
+/// paths and, under emulation, each call costs tens of microseconds. So
+/// the root fd is borrowed, not duplicated; a component that must be a
+/// directory (one with more path after it, or any under [`Create::Dirs`])
+/// is opened with `O_DIRECTORY`, which succeeds only on a directory, so it
+/// needs no fstat (a symlink or a non-directory fails with ENOTDIR and
+/// takes the general path); and a file created here is not opened again.
 pub fn resolve(root: &OwnedFd, path: &Path, create: Create) -> io::Result<OwnedFd> {
     let mut pending: VecDeque<OsString> = VecDeque::new();
     push_front(&mut pending, path);
-    // The directories walked so far, root first: `..` pops one.
-    let mut dirs: Vec<OwnedFd> = vec![root.try_clone()?];
+    // The directories walked so far below the root: `..` pops one, an
+    // absolute symlink clears them.
+    let mut dirs: Vec<OwnedFd> = Vec::new();
     let mut links = 0;
     let mut last: Option<OwnedFd> = None;
     while let Some(name) = pending.pop_front() {
@@ -103,43 +134,46 @@ pub fn resolve(root: &OwnedFd, path: &Path, create: Create) -> io::Result<OwnedF
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         if name == ".." {
-            if dirs.len() > 1 {
-                dirs.pop();
-            }
+            dirs.pop();
             continue;
         }
-        let dir = dirs.last().expect("root stays");
-        let fd = match open_at(Some(dir), &name, libc::O_PATH) {
+        let dir = dirs.last().unwrap_or(root);
+        let must_be_dir = !pending.is_empty() || create == Create::Dirs;
+        let opened = if must_be_dir {
+            match open_at(Some(dir), &name, libc::O_PATH | libc::O_DIRECTORY) {
+                Ok(fd) => {
+                    dirs.push(fd);
+                    continue;
+                }
+                // A symlink or not a directory: the general path tells which.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => open_at(Some(dir), &name, libc::O_PATH),
+                Err(e) => Err(e),
+            }
+        } else {
+            open_at(Some(dir), &name, libc::O_PATH)
+        };
+        let fd = match opened {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create != Create::Nothing => {
-                let c = cstr(&name)?;
-                // SAFETY: plain *at syscalls on a directory fd we hold and a
-                // valid NUL-terminated name.
-                let rc = unsafe {
-                    if create == Create::File && pending.is_empty() {
-                        let fd = libc::openat(
-                            dir.as_raw_fd(),
-                            c.as_ptr(),
-                            libc::O_CREAT
-                                | libc::O_EXCL
-                                | libc::O_WRONLY
-                                | libc::O_NOFOLLOW
-                                | libc::O_CLOEXEC,
-                            0o644,
-                        );
-                        if fd >= 0 {
-                            libc::close(fd);
-                        }
-                        fd.min(0)
-                    } else {
-                        libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755)
+                if create == Create::File && pending.is_empty() {
+                    match create_file(dir, &name) {
+                        // Ours, just made: a regular file, the result.
+                        Ok(made) => return Ok(made),
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
                     }
-                };
-                let err = io::Error::last_os_error();
-                if rc < 0 && err.raw_os_error() != Some(libc::EEXIST) {
-                    return Err(err);
+                } else {
+                    let c = cstr(&name)?;
+                    // SAFETY: mkdirat on a directory fd we hold and a valid
+                    // NUL-terminated name.
+                    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) } < 0 {
+                        let err = io::Error::last_os_error();
+                        if err.raw_os_error() != Some(libc::EEXIST) {
+                            return Err(err);
+                        }
+                    }
                 }
-                // Open what is there now (ours, or a racer's: walked again).
+                // Open what is there now (ours, or a racer's: checked below).
                 open_at(Some(dir), &name, libc::O_PATH)?
             }
             Err(e) => return Err(e),
@@ -160,7 +194,7 @@ pub fn resolve(root: &OwnedFd, path: &Path, create: Create) -> io::Result<OwnedF
                 }
                 let target = read_link(&fd)?;
                 if target.is_absolute() {
-                    dirs.truncate(1);
+                    dirs.clear();
                 }
                 push_front(&mut pending, &target);
             }
@@ -170,15 +204,8 @@ pub fn resolve(root: &OwnedFd, path: &Path, create: Create) -> io::Result<OwnedF
     }
     match last {
         Some(fd) => Ok(fd),
-        None => {
-            let top = dirs.pop().expect("root stays");
-            if dirs.is_empty() {
-                // The path was the root itself: hand out a fresh fd.
-                top.try_clone()
-            } else {
-                Ok(top)
-            }
-        }
+        // The path was the root itself: a fresh fd of it.
+        None => dirs.pop().map_or_else(|| root.try_clone(), Ok),
     }
 }
 
@@ -238,6 +265,51 @@ mod tests {
         assert!(resolve(&root, Path::new("/missing"), Create::Nothing).is_err());
         let fd = resolve(&root, Path::new("/"), Create::Nothing).unwrap();
         assert_eq!(real(&fd), root_path);
+    }
+
+    /// The shortcuts (directories opened with O_DIRECTORY, no fstat; a
+    /// created file's own fd) take the general path for everything else:
+    /// symlinks in the middle and at the end, files where a directory is
+    /// wanted, files that exist already.
+    #[test]
+    fn shortcuts_fall_back_for_symlinks_files_and_existing_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root_path.join("real/sub")).unwrap();
+        std::fs::write(root_path.join("real/file"), b"x").unwrap();
+        symlink("real", root_path.join("rel")).unwrap();
+        symlink("/real/sub", root_path.join("abs")).unwrap();
+        let root = open_root(&root_path).unwrap();
+
+        // A symlink in the middle, and one as the last component of Dirs.
+        let fd = resolve(&root, Path::new("/rel/sub/new"), Create::Dirs).unwrap();
+        assert_eq!(real(&fd), root_path.join("real/sub/new"));
+        assert!(root_path.join("real/sub/new").is_dir());
+        let fd = resolve(&root, Path::new("/abs"), Create::Dirs).unwrap();
+        assert_eq!(real(&fd), root_path.join("real/sub"));
+        // A file where Dirs would make a directory: the file, as before.
+        let fd = resolve(&root, Path::new("/rel/file"), Create::Dirs).unwrap();
+        assert_eq!(real(&fd), root_path.join("real/file"));
+        // A file before the end of the path.
+        let e = resolve(&root, Path::new("/real/file/x"), Create::File).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+        // A new file: made empty and handed out; an existing one: opened.
+        let made = resolve(&root, Path::new("/rel/sub/f"), Create::File).unwrap();
+        assert_eq!(real(&made), root_path.join("real/sub/f"));
+        assert_eq!(std::fs::metadata(root_path.join("real/sub/f")).unwrap().len(), 0);
+        let again = resolve(&root, Path::new("/abs/f"), Create::File).unwrap();
+        assert_eq!(real(&again), root_path.join("real/sub/f"));
+        let existing = resolve(&root, Path::new("/real/file"), Create::File).unwrap();
+        assert_eq!(real(&existing), root_path.join("real/file"));
+        assert_eq!(
+            std::fs::read(root_path.join("real/file")).unwrap(),
+            b"x",
+            "left as it was"
+        );
+        // Nothing: a missing directory component is ENOENT, not made.
+        let e = resolve(&root, Path::new("/rel/none/x"), Create::Nothing).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        assert!(!root_path.join("real/none").exists());
     }
 
     #[test]

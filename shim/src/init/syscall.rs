@@ -194,11 +194,25 @@ impl Syscall for Linux {
     }
 
     fn credentials(&self) -> std::io::Result<(u32, u32, Vec<u32>)> {
-        let groups = nix::unistd::getgroups().map_err(std::io::Error::from)?;
+        // getgroups(2) twice (the count, then the list), not nix's, which
+        // asks sysconf first and so opens and reads a file under /proc.
+        // SAFETY: a size of 0 only returns the count.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: the buffer holds `n` gids; a single-threaded init cannot
+        // gain groups between the two calls (and EINVAL would say so).
+        let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        groups.truncate(got as usize);
         Ok((
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
-            groups.into_iter().map(|g| g.as_raw()).collect(),
+            groups,
         ))
     }
 
@@ -328,5 +342,24 @@ impl Syscall for Linux {
             Ok(never) => match never {},
             Err(e) => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two raw getgroups calls give what the libc wrappers give.
+    #[test]
+    fn credentials_are_the_processs_own() {
+        let (uid, gid, groups) = Linux.credentials().unwrap();
+        assert_eq!(uid, nix::unistd::getuid().as_raw());
+        assert_eq!(gid, nix::unistd::getgid().as_raw());
+        let want: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        assert_eq!(groups, want);
     }
 }

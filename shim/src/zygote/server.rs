@@ -41,6 +41,8 @@ pub fn main() -> ! {
     if !crate::init::prewarm() {
         eprintln!("berth-shim zygote: the sample config does not round-trip");
     }
+    // Read now, while we are the only one to pay for it (see args_area).
+    let _ = args_area();
     trim();
     // Where our children go unless a request says otherwise: restored
     // after every clone into a pod's shared PID namespace.
@@ -215,6 +217,23 @@ fn trim() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// Where the kernel put our argument area (`arg_start`, `arg_end` of
+/// /proc/self/stat), read once: the server reads it before its first clone,
+/// so each child finds it in its copy of our memory instead of reading
+/// and parsing the file again (nine syscalls on every container's path).
+fn args_area() -> Option<(usize, usize)> {
+    static AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which may hold spaces: the first of
+        // them is field 3, so arg_start and arg_end (48 and 49) are 45 and 46.
+        let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..))?;
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let num = |i: usize| fields.get(i).and_then(|v| v.trim().parse::<usize>().ok());
+        Some((num(45)?, num(46)?))
+    })
+}
+
 /// Our command line, as the kernel laid it out.
 const ZYGOTE_TITLE: &[u8] = b"berth-shim\0zygote\0";
 /// An exec'd init's, padded to the same length.
@@ -225,17 +244,7 @@ const INIT_TITLE: &[u8] = b"berth-shim\0init\0\0\0";
 /// one does: operators and tools that look for parked inits find them
 /// either way. Does nothing unless the argument area holds `from` exactly.
 fn retitle(from: &[u8], to: &[u8]) -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // Fields after the command name, which may hold spaces: the first of
-    // them is field 3, so arg_start and arg_end (48 and 49) are 45 and 46.
-    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-        return false;
-    };
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let num = |i: usize| fields.get(i).and_then(|v| v.trim().parse::<usize>().ok());
-    let (Some(start), Some(end)) = (num(45), num(46)) else {
+    let Some((start, end)) = args_area() else {
         return false;
     };
     if from.len() != to.len() || end.checked_sub(start) != Some(from.len()) || start == 0 {
