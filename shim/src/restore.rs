@@ -263,8 +263,10 @@ pub fn external_mounts(spec: &Spec, cgroup_dir: Option<&Path>) -> Vec<String> {
     for p in masked {
         out.push(format!("mnt[{p}]:/dev/null"));
     }
-    // The device nodes init binds from the node's /dev into every
-    // container: not in the spec, but external mounts of the dump.
+    // The device nodes init bound from the node's /dev into every
+    // container before it made them with mknod: not in the spec, but
+    // external mounts of a dump taken then (CRIU passes over a key no
+    // mount of the dump has).
     for name in crate::init::DEFAULT_DEVICES {
         out.push(format!("mnt[/dev/{name}]:/dev/{name}"));
     }

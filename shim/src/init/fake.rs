@@ -56,6 +56,7 @@ pub enum Call {
         rdev: u64,
     },
     Chmod(String, u32),
+    Umask(u32),
     Chown(String, u32, u32),
     Setrlimit(libc::__rlimit_resource_t, u64, u64),
     /// A filter installed, of this many instructions.
@@ -301,6 +302,12 @@ impl Syscall for Fake {
     fn chmod(&self, path: &Path, mode: u32) -> std::io::Result<()> {
         self.note(Call::Chmod(self.show(path), mode));
         Ok(())
+    }
+
+    /// Records the mask; the one before is always the common 022.
+    fn umask(&self, mask: u32) -> u32 {
+        self.note(Call::Umask(mask));
+        0o022
     }
 
     fn fchown(&self, fd: BorrowedFd<'_>, uid: u32, gid: u32) -> nix::Result<()> {

@@ -15,9 +15,14 @@ use super::mounts::{parse_options, shorten_lowerdirs};
 use super::syscall::{FileKind, Syscall};
 use super::InitConfig;
 
-/// Device nodes every container gets, bind-mounted from the host (works in any
-/// user namespace, unlike mknod).
+/// Device nodes every container gets: made with mknod, or bind-mounted
+/// from the node's /dev in a pod with a user namespace (see [`setup_dev`]).
 pub(crate) const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The (major, minor) of each of [`DEFAULT_DEVICES`], in the same order
+/// (Documentation/admin-guide/devices.txt: memory devices are major 1,
+/// /dev/tty is 5:0).
+const DEFAULT_DEVICE_NUMBERS: [(u64, u64); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
 
 /// What the exec step needs to know from setup.
 #[derive(Debug, Default)]
@@ -68,7 +73,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig) -> Result<Prepared> {
         mount_one(sys, &root_fd, &m, userns.as_ref())?;
     }
     times.mounts = now();
-    setup_dev(sys, &root_fd)?;
+    setup_dev(sys, &root_fd, userns.is_some())?;
     create_devices(sys, &root_fd, linux.devices().as_deref().unwrap_or_default())?;
 
     let cwd = spec
@@ -380,10 +385,43 @@ fn set_readonly_recursive(sys: &dyn Syscall, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Minimal /dev: host device nodes bound in, the standard symlinks. The
+/// Minimal /dev: the default device nodes, the standard symlinks. The
 /// image's `/dev` (even a symlink) is resolved inside the root.
-fn setup_dev(sys: &dyn Syscall, root: &OwnedFd) -> Result<()> {
-    for name in DEFAULT_DEVICES {
+///
+/// The nodes are made with mknod, as runc does: one syscall each, where a
+/// bind from the node's /dev costs a file, an fd walk and a mount (and
+/// leaves six more mounts in every container's table). A pod with a user
+/// namespace keeps the binds: its containers are meant to hold nothing a
+/// node's root made for them, and a name that exists already (a /dev that
+/// is not a fresh tmpfs) is bound over too. Whether a node may be opened
+/// is the cgroup device filter's business either way; both allow these.
+fn setup_dev(sys: &dyn Syscall, root: &OwnedFd, userns: bool) -> Result<()> {
+    let dev = inroot::resolve(root, Path::new("/dev"), Create::Dirs).context("/dev")?;
+    let mut bind = Vec::new();
+    if userns {
+        bind.extend(DEFAULT_DEVICES.iter().copied());
+    } else {
+        // mknod applies the umask; these are 0666 like the node's.
+        let old = sys.umask(0);
+        for (name, (major, minor)) in DEFAULT_DEVICES.iter().zip(DEFAULT_DEVICE_NUMBERS) {
+            match sys.mknodat(
+                dev.as_fd(),
+                Path::new(name),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            ) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::EEXIST) => bind.push(*name),
+                Err(e) => {
+                    sys.umask(old);
+                    return Err(e).with_context(|| format!("mknod /dev/{name}"));
+                }
+            }
+        }
+        sys.umask(old);
+    }
+    for name in bind {
         let target = inroot::resolve(root, &Path::new("/dev").join(name), Create::File)
             .with_context(|| format!("create /dev/{name}"))?;
         sys.mount(
@@ -395,7 +433,6 @@ fn setup_dev(sys: &dyn Syscall, root: &OwnedFd) -> Result<()> {
         )
         .with_context(|| format!("bind /dev/{name}"))?;
     }
-    let dev = inroot::resolve(root, Path::new("/dev"), Create::Dirs).context("/dev")?;
     for (link, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

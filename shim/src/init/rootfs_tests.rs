@@ -96,17 +96,12 @@ fn setup_runs_in_the_kernels_order() {
     assert_eq!(sys.show(&fd_path(prepared.cwd_fd.as_ref().unwrap())), "rootfs:/");
 
     let calls = sys.calls();
-    let devices: Vec<Call> = DEFAULT_DEVICES
-        .iter()
-        .map(|d| {
-            mount(
-                &format!("/dev/{d}"),
-                &format!("rootfs:/dev/{d}"),
-                None,
-                MsFlags::MS_BIND,
-            )
-        })
-        .collect();
+    let node = |name: &str, major: u64, minor: u64| Call::Mknod {
+        at: format!("rootfs:/dev/{name}"),
+        kind: SFlag::S_IFCHR,
+        mode: 0o666,
+        rdev: makedev(major, minor),
+    };
     let rdonly_bind = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     let want_in_order = [
         Call::Setns(CloneFlags::CLONE_NEWNET),
@@ -122,8 +117,10 @@ fn setup_runs_in_the_kernels_order() {
             data: Some("lowerdir=/l,upperdir=/u,workdir=/w".into()),
         },
         mount("proc", "rootfs:/proc", Some("proc"), MsFlags::MS_NOSUID),
-        devices[0].clone(),
-        devices[5].clone(),
+        Call::Umask(0),
+        node("null", 1, 3),
+        node("tty", 5, 0),
+        Call::Umask(0o022),
         Call::Symlink {
             at: "rootfs:/dev/fd".into(),
             target: "/proc/self/fd".into(),
@@ -291,13 +288,22 @@ fn an_image_dev_symlink_keeps_dev_inside_the_root() {
         .filter(|(s, _, _)| s.as_deref().is_some_and(|s| s.starts_with("/dev/")))
         .map(|(_, t, _)| t)
         .collect();
-    assert_eq!(dev_mounts.len(), DEFAULT_DEVICES.len());
-    assert!(
-        dev_mounts.iter().all(|t| t.starts_with(&inside)),
-        "{dev_mounts:?}"
+    assert_eq!(
+        dev_mounts,
+        Vec::<String>::new(),
+        "the default nodes are made, not bound"
     );
-    let node = format!("{inside}/fuse");
     let calls = sys.calls();
+    let made: Vec<&String> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Mknod { at, .. } => Some(at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(made.len(), DEFAULT_DEVICES.len() + 1, "{made:?}");
+    assert!(made.iter().all(|t| t.starts_with(&inside)), "{made:?}");
+    let node = format!("{inside}/fuse");
     let mknod = position(
         &calls,
         &Call::Mknod {
@@ -313,6 +319,53 @@ fn an_image_dev_symlink_keeps_dev_inside_the_root() {
         std::fs::read_dir(outside.path()).unwrap().count(),
         0,
         "nothing on the node"
+    );
+}
+
+/// In a pod with a user namespace the default nodes are the node's,
+/// bound in; outside one a name that exists already is bound over too.
+#[test]
+fn default_devices_are_bound_in_a_user_namespace_or_over_an_existing_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dev")).unwrap();
+    let sys = Fake::new(dir.path());
+    let root = inroot::open_root(&sys.root).unwrap();
+    setup_dev(&sys, &root, true).expect("setup_dev");
+    let binds: Vec<String> = sys.mounts().into_iter().map(|(_, t, _)| t).collect();
+    let want: Vec<String> = DEFAULT_DEVICES
+        .iter()
+        .map(|d| format!("rootfs:/dev/{d}"))
+        .collect();
+    assert_eq!(binds, want);
+    assert!(!format!("{:?}", sys.calls()).contains("Mknod"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dev")).unwrap();
+    std::fs::write(dir.path().join("dev/tty"), b"").unwrap();
+    let sys = Fake::new(dir.path());
+    let root = inroot::open_root(&sys.root).unwrap();
+    setup_dev(&sys, &root, false).expect("setup_dev");
+    let binds: Vec<String> = sys.mounts().into_iter().map(|(_, t, _)| t).collect();
+    assert_eq!(binds, ["rootfs:/dev/tty"]);
+    let calls = sys.calls();
+    // Six attempts, the one on tty refused with EEXIST.
+    let tried = calls.iter().filter(|c| matches!(c, Call::Mknod { .. })).count();
+    assert_eq!(tried, DEFAULT_DEVICES.len(), "{calls:#?}");
+    assert_eq!(
+        calls.last(),
+        Some(&Call::Symlink {
+            at: "rootfs:/dev/ptmx".into(),
+            target: "pts/ptmx".into()
+        })
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Umask(_)))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [Call::Umask(0), Call::Umask(0o022)],
+        "the mask is restored"
     );
 }
 

@@ -84,6 +84,8 @@ pub trait Syscall {
     ) -> nix::Result<()>;
     /// chmod(2).
     fn chmod(&self, path: &Path, mode: u32) -> std::io::Result<()>;
+    /// umask(2): sets the mask, returns the one before.
+    fn umask(&self, mask: u32) -> u32;
     /// fchownat(2) of the file `fd` holds itself (AT_EMPTY_PATH).
     fn fchown(&self, fd: BorrowedFd<'_>, uid: u32, gid: u32) -> nix::Result<()>;
     /// setrlimit(2).
@@ -229,6 +231,11 @@ impl Syscall for Linux {
         rdev: u64,
     ) -> nix::Result<()> {
         nix::sys::stat::mknodat(dir, name, kind, mode, rdev)
+    }
+
+    fn umask(&self, mask: u32) -> u32 {
+        // SAFETY: umask(2) cannot fail.
+        unsafe { libc::umask(mask as libc::mode_t) as u32 }
     }
 
     fn chmod(&self, path: &Path, mode: u32) -> std::io::Result<()> {
