@@ -92,6 +92,30 @@ async fn devices_default_filter_refuses_host_disks() {
     let (code, out) = sh_joined(&mut c, &id, "head -c1 /tmp/ram >/dev/null").await;
     assert_ne!(code, 0, "ExecSync is filtered too: {out}");
     assert!(out.contains("Operation not permitted"), "{out}");
+    // The default nodes (made with mknod, not bound from the node): the
+    // right numbers, 0666 whatever the umask, and the real devices.
+    let (_, out) = sh_joined(
+        &mut c,
+        &id,
+        "stat -c '%n %F %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; \
+         echo x >/dev/full || echo full-refused",
+    )
+    .await;
+    for (node, numbers) in [
+        ("null", "1:3"),
+        ("zero", "1:5"),
+        ("full", "1:7"),
+        ("random", "1:8"),
+        ("urandom", "1:9"),
+        ("tty", "5:0"),
+    ] {
+        let want = format!("/dev/{node} character special file {numbers} 666");
+        assert!(out.lines().any(|l| l == want), "{want:?} in {out}");
+    }
+    assert!(
+        out.contains("No space left on device") && out.contains("full-refused"),
+        "{out}"
+    );
     // A host block device is not even in an unprivileged container's /dev.
     let (_, out) = sh_joined(&mut c, &id, "test -e /dev/ram0 && echo present || echo absent").await;
     assert_eq!(out.trim(), "absent");
