@@ -391,10 +391,11 @@ fn set_readonly_recursive(sys: &dyn Syscall, path: &Path) -> Result<()> {
 /// The nodes are made with mknod, as runc does: one syscall each, where a
 /// bind from the node's /dev costs a file, an fd walk and a mount (and
 /// leaves six more mounts in every container's table). A pod with a user
-/// namespace keeps the binds: its containers are meant to hold nothing a
-/// node's root made for them, and a name that exists already (a /dev that
-/// is not a fresh tmpfs) is bound over too. Whether a node may be opened
-/// is the cgroup device filter's business either way; both allow these.
+/// namespace keeps the binds it always had (runc too binds whenever a user
+/// namespace is involved), and a name that exists already (a /dev that is
+/// not a fresh tmpfs) is bound over as before. Whether a node may be
+/// opened is the cgroup device filter's business either way; it allows
+/// these.
 fn setup_dev(sys: &dyn Syscall, root: &OwnedFd, userns: bool) -> Result<()> {
     let dev = inroot::resolve(root, Path::new("/dev"), Create::Dirs).context("/dev")?;
     let mut bind = Vec::new();
