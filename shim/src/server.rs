@@ -52,6 +52,7 @@ pub fn run(
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_stack_size(crate::logs::THREAD_STACK)
         .enable_all()
         .build()?;
     rt.block_on(serve(sandbox_id, socket, pod_pid_ns, zygote, cgroup_root, ready))
