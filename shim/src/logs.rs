@@ -173,6 +173,9 @@ impl LineSplitter {
 /// that happens to start on a 2 MiB boundary is backed by one huge page at
 /// its first touch: 2 MiB more Pss for that shim (seen on one shim of ten
 /// in most bench runs). A mapping smaller than 2 MiB cannot hold one.
+/// glibc hands an ended thread's stack to the next thread that fits in
+/// it, so one default-sized thread would pass its 2 MiB on: every thread
+/// comes from [`thread`] or the runtime.
 pub const THREAD_STACK: usize = 1024 * 1024;
 
 /// A builder for one of the shim's own threads: [`THREAD_STACK`] stacks.

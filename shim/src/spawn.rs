@@ -182,13 +182,18 @@ fn spawn_in(
         // setns(CLONE_NEWPID) changes where the calling *thread's* children
         // go, and a thread whose children go elsewhere can no longer create
         // threads; so a short-lived thread joins and clones, and ends.
+        // Its stack is the shim's size: glibc hands an ended thread's stack
+        // to the next thread that fits in it (see crate::logs::THREAD_STACK).
         Some(ns) => std::thread::scope(|s| {
-            s.spawn(|| {
+            match crate::logs::thread().spawn_scoped(s, || {
                 nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)?;
                 clone_init(stage, false, cgroup, child_fds)
-            })
-            .join()
-            .unwrap_or(Err(nix::errno::Errno::ECHILD))
+            }) {
+                Ok(t) => t.join().unwrap_or(Err(nix::errno::Errno::ECHILD)),
+                Err(e) => Err(nix::errno::Errno::from_raw(
+                    e.raw_os_error().unwrap_or(libc::EAGAIN),
+                )),
+            }
         }),
     }
 }
