@@ -267,7 +267,7 @@ pub fn external_mounts(spec: &Spec, cgroup_dir: Option<&Path>) -> Vec<String> {
     // container before it made them with mknod: not in the spec, but
     // external mounts of a dump taken then (CRIU passes over a key no
     // mount of the dump has).
-    for name in crate::init::DEFAULT_DEVICES {
+    for (name, ..) in crate::init::DEFAULT_DEVICES {
         out.push(format!("mnt[/dev/{name}]:/dev/{name}"));
     }
     out

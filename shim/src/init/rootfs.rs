@@ -15,14 +15,18 @@ use super::mounts::{parse_options, shorten_lowerdirs};
 use super::syscall::{FileKind, Syscall};
 use super::InitConfig;
 
-/// Device nodes every container gets: made with mknod, or bind-mounted
-/// from the node's /dev in a pod with a user namespace (see [`setup_dev`]).
-pub(crate) const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
-
-/// The (major, minor) of each of [`DEFAULT_DEVICES`], in the same order
-/// (Documentation/admin-guide/devices.txt: memory devices are major 1,
-/// /dev/tty is 5:0).
-const DEFAULT_DEVICE_NUMBERS: [(u64, u64); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
+/// Device nodes every container gets, with their (major, minor): made
+/// with mknod, or bind-mounted from the node's /dev in a pod with a user
+/// namespace (see [`setup_dev`]). Documentation/admin-guide/devices.txt:
+/// memory devices are major 1, /dev/tty is 5:0.
+pub(crate) const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 /// What the exec step needs to know from setup.
 #[derive(Debug, Default)]
@@ -400,11 +404,11 @@ fn setup_dev(sys: &dyn Syscall, root: &OwnedFd, userns: bool) -> Result<()> {
     let dev = inroot::resolve(root, Path::new("/dev"), Create::Dirs).context("/dev")?;
     let mut bind = Vec::new();
     if userns {
-        bind.extend(DEFAULT_DEVICES.iter().copied());
+        bind.extend(DEFAULT_DEVICES.iter().map(|(name, ..)| *name));
     } else {
         // mknod applies the umask; these are 0666 like the node's.
         let old = sys.umask(0);
-        for (name, (major, minor)) in DEFAULT_DEVICES.iter().zip(DEFAULT_DEVICE_NUMBERS) {
+        for (name, major, minor) in DEFAULT_DEVICES {
             match sys.mknodat(
                 dev.as_fd(),
                 Path::new(name),
@@ -413,7 +417,7 @@ fn setup_dev(sys: &dyn Syscall, root: &OwnedFd, userns: bool) -> Result<()> {
                 makedev(major, minor),
             ) {
                 Ok(()) => {}
-                Err(nix::errno::Errno::EEXIST) => bind.push(*name),
+                Err(nix::errno::Errno::EEXIST) => bind.push(name),
                 Err(e) => {
                     sys.umask(old);
                     return Err(e).with_context(|| format!("mknod /dev/{name}"));

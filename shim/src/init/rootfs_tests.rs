@@ -334,7 +334,7 @@ fn default_devices_are_bound_in_a_user_namespace_or_over_an_existing_name() {
     let binds: Vec<String> = sys.mounts().into_iter().map(|(_, t, _)| t).collect();
     let want: Vec<String> = DEFAULT_DEVICES
         .iter()
-        .map(|d| format!("rootfs:/dev/{d}"))
+        .map(|(d, ..)| format!("rootfs:/dev/{d}"))
         .collect();
     assert_eq!(binds, want);
     assert!(!format!("{:?}", sys.calls()).contains("Mknod"));
