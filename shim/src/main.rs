@@ -35,6 +35,7 @@ mod stop_signal;
 mod stream;
 mod sync;
 mod table;
+mod threads;
 mod userns;
 mod zygote;
 

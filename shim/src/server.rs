@@ -50,17 +50,7 @@ pub fn run(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_SHIM_LOG").unwrap_or_else(|_| "info".into()),
         )
         .init();
-    runtime()?.block_on(serve(sandbox_id, socket, pod_pid_ns, zygote, cgroup_root, ready))
-}
-
-/// The shim's async runtime: two workers, and every thread it makes gets
-/// [`crate::logs::THREAD_STACK`] (see there why).
-pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(crate::logs::THREAD_STACK)
-        .enable_all()
-        .build()
+    crate::threads::runtime()?.block_on(serve(sandbox_id, socket, pod_pid_ns, zygote, cgroup_root, ready))
 }
 
 async fn serve(
