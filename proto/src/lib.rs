@@ -3,6 +3,7 @@
 //! * [`cri`]: the Kubernetes CRI v1 API (`runtime.v1`), wire-compatible with
 //!   k8s.io/cri-api v0.35, which kubelet and crictl speak to `berthd`.
 //! * [`shim`]: Berth's internal API between `berthd` and the per-pod `berth-shim`.
+//! * [`fast`]: the framing of that API's fast path (Create and Start).
 #![forbid(unsafe_code)]
 #![allow(clippy::all, missing_docs)]
 
@@ -15,3 +16,5 @@ pub mod cri {
 pub mod shim {
     tonic::include_proto!("berth.shim.v1");
 }
+
+pub mod fast;

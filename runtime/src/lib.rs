@@ -27,6 +27,7 @@ pub mod rollback;
 pub mod sandbox;
 pub mod service;
 mod shim_client;
+mod shim_fast;
 mod shim_fork;
 mod shim_ready;
 mod shim_start_load;

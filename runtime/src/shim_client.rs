@@ -15,8 +15,53 @@ use tonic::transport::Uri;
 
 use crate::error::{Error, Result};
 
-/// A connected shim API client.
-pub type Shim = ShimClient<ShimConn>;
+/// A connected shim API client: gRPC on one HTTP/2 connection (every
+/// call; derefs to it) and the fast path's connections (Create and Start,
+/// see [`crate::shim_fast`]).
+#[derive(Clone, Debug)]
+pub struct Shim {
+    grpc: ShimClient<ShimConn>,
+    fast: std::sync::Arc<crate::shim_fast::FastConns>,
+}
+
+impl Shim {
+    /// The shim's Create: over the fast path, or over gRPC when the shim
+    /// does not take one.
+    pub async fn create_fast(
+        &mut self,
+        req: berth_proto::shim::CreateRequest,
+    ) -> std::result::Result<tonic::Response<berth_proto::shim::CreateResponse>, tonic::Status> {
+        match crate::shim_fast::call(&self.fast, berth_proto::fast::CREATE, &req).await {
+            Some(r) => r,
+            None => self.grpc.create(req).await,
+        }
+    }
+
+    /// The shim's Start: over the fast path, or over gRPC when the shim
+    /// does not take one.
+    pub async fn start_fast(
+        &mut self,
+        req: berth_proto::shim::StartRequest,
+    ) -> std::result::Result<tonic::Response<berth_proto::shim::StartResponse>, tonic::Status> {
+        match crate::shim_fast::call(&self.fast, berth_proto::fast::START, &req).await {
+            Some(r) => r,
+            None => self.grpc.start(req).await,
+        }
+    }
+}
+
+impl std::ops::Deref for Shim {
+    type Target = ShimClient<ShimConn>;
+    fn deref(&self) -> &Self::Target {
+        &self.grpc
+    }
+}
+
+impl std::ops::DerefMut for Shim {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.grpc
+    }
+}
 
 /// One HTTP/2 connection to a shim, without tonic's `Channel`: a Channel
 /// queues every call through a buffer task of its own before the
@@ -115,7 +160,18 @@ pub async fn connect(socket: &Path) -> Result<Shim> {
         }
     });
     let origin = Uri::from_static("http://berth-shim.invalid");
-    Ok(ShimClient::with_origin(ShimConn(send), origin).max_decoding_message_size(MAX_SHIM_MESSAGE_BYTES))
+    let fast = std::sync::Arc::new(crate::shim_fast::FastConns::new(socket));
+    // Beside the caller's first call (Info at a pod's start), off any
+    // container's path.
+    tokio::spawn({
+        let fast = fast.clone();
+        async move { fast.open_one().await }
+    });
+    Ok(Shim {
+        grpc: ShimClient::with_origin(ShimConn(send), origin)
+            .max_decoding_message_size(MAX_SHIM_MESSAGE_BYTES),
+        fast,
+    })
 }
 
 /// Sets `IFF_UP` on `lo` of the current network namespace. Only raw syscalls:

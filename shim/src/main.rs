@@ -17,6 +17,7 @@ mod cgroup;
 mod create;
 mod error;
 mod exec;
+mod fast;
 mod fdio;
 mod hooks;
 mod init;

@@ -72,7 +72,7 @@ async fn serve(
     }
     let listener = tokio::net::UnixListener::bind(&socket)?;
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let svc = ShimService {
+    let svc = std::sync::Arc::new(ShimService {
         pod: Pod {
             sandbox_id: sandbox_id.clone(),
             pid_ns: pod_pid_ns,
@@ -82,7 +82,7 @@ async fn serve(
             zygote,
         },
         shutdown: shutdown_tx,
-    };
+    });
     let zygote = svc.pod.zygote.as_ref().map(|z| z.pid());
     tracing::info!(sandbox = %sandbox_id, socket = %socket.display(), cgroup_root = %svc.pod.cgroup_root.display(), zygote, "shim serving");
     // The socket is bound and listening: a connect from berthd now queues
@@ -93,14 +93,16 @@ async fn serve(
     // While berthd finishes the pod (CNI ADD): the first CreateContainer
     // then finds the spec's decoder paged in and a blocking thread up.
     tokio::task::spawn_blocking(crate::init::prewarm);
+    // One socket, two kinds of connection: the fast path's (Create and
+    // Start) are served by crate::fast, the rest reach tonic through this
+    // channel.
+    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(crate::fast::accept(listener, svc.clone(), grpc_tx));
     tonic::transport::Server::builder()
-        .add_service(ShimServer::new(svc))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            async move {
-                let _ = shutdown_rx.recv().await;
-            },
-        )
+        .add_service(ShimServer::from_arc(svc))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(grpc_rx), async move {
+            let _ = shutdown_rx.recv().await;
+        })
         .await?;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("shim stopped");

@@ -444,26 +444,24 @@ impl ContainerManager {
         crate::crash::point("create_container.config");
         let mut shim = Self::shim_of(&c.sb)?;
         let sent = berth_sys::clock::mono_ns();
-        let resp = shim
-            .create(shimpb::CreateRequest {
-                id: id.clone(),
-                bundle: bundle.to_string_lossy().into_owned(),
-                spec_json,
-                rootfs: vec![overlay],
-                log_path: nc.log_path.clone(),
-                stdin: cfg.stdin,
-                stdin_once: cfg.stdin_once,
-                terminal: cfg.tty,
-                restore_images_dir: restore
-                    .map(|r| r.images.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                criu_path: restore
-                    .map(|r| r.criu.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                restore_stdio: restore.map(|r| r.stdio.clone()).unwrap_or_default(),
-            })
-            .await
-            .map_err(shim_error)?;
+        let req = shimpb::CreateRequest {
+            id: id.clone(),
+            bundle: bundle.to_string_lossy().into_owned(),
+            spec_json,
+            rootfs: vec![overlay],
+            log_path: nc.log_path.clone(),
+            stdin: cfg.stdin,
+            stdin_once: cfg.stdin_once,
+            terminal: cfg.tty,
+            restore_images_dir: restore
+                .map(|r| r.images.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            criu_path: restore
+                .map(|r| r.criu.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            restore_stdio: restore.map(|r| r.stdio.clone()).unwrap_or_default(),
+        };
+        let resp = shim.create_fast(req).await.map_err(shim_error)?;
         let back = berth_sys::clock::mono_ns();
         // The container's process is in its scope now.
         drop(scope_holder);

@@ -25,7 +25,8 @@ impl ContainerManager {
         let mut shim = Self::shim_of(&sb)?;
         steps.next("shim_start");
         let sent = berth_sys::clock::mono_ns();
-        let started = shim.start(shimpb::StartRequest { id: rec.id.clone() }).await;
+        let req = shimpb::StartRequest { id: rec.id.clone() };
+        let started = shim.start_fast(req).await;
         let back = berth_sys::clock::mono_ns();
         crate::crash::point("start_container.shim");
         let started = match started {
