@@ -154,6 +154,16 @@ mod tests {
         });
     }
 
+    /// A Start with a default request on a fresh set of connections.
+    async fn start_on(path: &Path) -> Option<Result<Response<shimpb::StartResponse>, Status>> {
+        call(
+            &FastConns::new(path),
+            fast::START,
+            &shimpb::StartRequest::default(),
+        )
+        .await
+    }
+
     fn listening() -> (tempfile::TempDir, std::path::PathBuf, UnixListener) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
@@ -226,23 +236,13 @@ mod tests {
 
         let (_d, path, l) = listening();
         serve_once(l, |_| Vec::new());
-        let r = call::<_, shimpb::StartResponse>(
-            &FastConns::new(&path),
-            fast::START,
-            &shimpb::StartRequest::default(),
-        )
-        .await;
+        let r = start_on(&path).await;
         assert!(r.is_none());
 
         let (_d, path, l) = listening();
         // An HTTP/2 GOAWAY frame, as a gRPC server might send on a bad preface.
         serve_once(l, |_| vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        let r = call::<_, shimpb::StartResponse>(
-            &FastConns::new(&path),
-            fast::START,
-            &shimpb::StartRequest::default(),
-        )
-        .await;
+        let r = start_on(&path).await;
         assert!(r.is_none());
     }
 
@@ -252,13 +252,7 @@ mod tests {
     async fn a_shim_lost_after_its_greeting_fails_the_call() {
         let (_d, path, l) = listening();
         serve_once(l, |_| fast::MAGIC.to_vec());
-        let r = call::<_, shimpb::StartResponse>(
-            &FastConns::new(&path),
-            fast::START,
-            &shimpb::StartRequest::default(),
-        )
-        .await
-        .expect("the call was made");
+        let r = start_on(&path).await.expect("the call was made");
         assert_eq!(r.unwrap_err().code(), tonic::Code::Unavailable);
     }
 
