@@ -22,6 +22,10 @@
 # per-RPC mean, from its gRPC latency histogram (Berth's
 # berth_cri_request_duration_seconds, containerd's
 # grpc_server_handling_seconds), which crictl's start-up does not touch.
+# In the single-pod rows the estimate is each run's own (the median of
+# four `version` calls made during the run, the "version" row), which
+# follows the host's load and crictl's warm-up; "samples" lines give every
+# create+start and restart sample for hack/bench/pool.sh.
 # Not a test: nothing here asserts a time.
 set -u
 RUNS=${1:-5} CONC=${2:-50}
@@ -174,18 +178,34 @@ net() { # runtime ms calls
     echo $(($2 - $(base "$1") * $3))
 }
 
+# crictl's start-up drifts through a bench: the first calls after boot
+# cost more (the emulator is still translating crictl's code), and the
+# host's load comes and goes. So each run subtracts its own estimate,
+# taken beside the calls it is subtracted from: the median of the
+# `version` calls made during the run (pair() adds one to $W/pair).
+pair() { p0=$(us); cri "$1" version >/dev/null; p1=$(us); ms "$p0" "$p1" >>"$W/pair"; }
+pair_base() {
+    sort -n "$W/pair" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+netb() { # raw_ms base_ms calls
+    echo $(($1 - $2 * $3))
+}
+
 # One run of the single-pod rows for runtime $1, run number $2.
 one_run() {
-    rt=$1 n=$2 name=b-$1-$2
+    rt=$1 run=$2 name=b-$1-$2
     pod_json "$name" >"$W/pod.json"
     ctr_json c sleep 3600 >"$W/ctr.json"
+    : >"$W/pair"
+    pair "$rt"; pair "$rt"
     # shellcheck disable=SC2046
     a=$(us); pod=$(cri "$rt" runp $(handler "$rt") "$W/pod.json") || die "$rt runp"; b=$(us)
-    rec "$rt" runp "$(net "$rt" "$(ms "$a" "$b")" 1)"
+    t_runp=$(ms "$a" "$b")
     rpcs "$rt" >"$W/row.before"
     is_berth "$rt" && steps >"$W/rowsteps.before"
     a=$(us); ctr=$(cri "$rt" create "$pod" "$W/ctr.json" "$W/pod.json") || die "$rt create"; b=$(us)
     cri "$rt" start "$ctr" >/dev/null || die "$rt start"; c=$(us)
+    t_create=$(ms "$a" "$b") t_start=$(ms "$b" "$c") t_cs=$(ms "$a" "$c")
     # The server side of exactly these two calls (a pod's first container),
     # and Berth's steps in them.
     rpcs "$rt" >"$W/row.after"
@@ -193,18 +213,32 @@ one_run() {
     is_berth "$rt" && steps >"$W/rowsteps.after" &&
         awk 'NR == FNR { s[$1 " " $2] = $3; c[$1 " " $2] = $4; next }
              { k = $1 " " $2; if ($4 - c[k] > 0) print k, $3 - s[k], $4 - c[k] }' \
-            "$W/rowsteps.before" "$W/rowsteps.after" >>"$W/$rt.rowsteps"
-    rec "$rt" create "$(net "$rt" "$(ms "$a" "$b")" 1)"
-    rec "$rt" start "$(net "$rt" "$(ms "$b" "$c")" 1)"
-    rec "$rt" createstart "$(net "$rt" "$(ms "$a" "$c")" 2)"
+            "$W/rowsteps.before" "$W/rowsteps.after" >"$W/rowsteps.run" &&
+        cat "$W/rowsteps.run" >>"$W/$rt.rowsteps" &&
+        # This run's shim call against the sum of the steps inside it (the
+        # transport's two and the shim's own): the medians of single steps
+        # do not add up to the median of the whole.
+        awk -v rt="$rt" -v n="$run" '$1 == "create_container" && $2 == "shim_create" { t = $3 }
+            $1 == "create_container" && $2 ~ /^shim\./ { s += $3 }
+            END { printf "BERTH-BENCH: rowcall %s run=%d shim_create_ms=%.2f inside_ms=%.2f\n", rt, n, t * 1000, s * 1000 }' \
+            "$W/rowsteps.run"
+    pair "$rt"
     cri "$rt" stop -t 0 "$ctr" >/dev/null || die "$rt stop"
     cri "$rt" rm "$ctr" >/dev/null || die "$rt rm"
     a=$(us)
     cri "$rt" stopp "$pod" >/dev/null || die "$rt stopp"
     cri "$rt" rmp "$pod" >/dev/null || die "$rt rmp"
     b=$(us)
-    rec "$rt" stoprm "$(net "$rt" "$(ms "$a" "$b")" 2)"
-    restart_run "$rt" "$n"
+    t_stoprm=$(ms "$a" "$b")
+    pair "$rt"
+    pb=$(pair_base)
+    rec "$rt" version "$pb"
+    rec "$rt" runp "$(netb "$t_runp" "$pb" 1)"
+    rec "$rt" create "$(netb "$t_create" "$pb" 1)"
+    rec "$rt" start "$(netb "$t_start" "$pb" 1)"
+    rec "$rt" createstart "$(netb "$t_cs" "$pb" 2)"
+    rec "$rt" stoprm "$(netb "$t_stoprm" "$pb" 2)"
+    restart_run "$rt" "$run"
 }
 
 # Waits until container $2 of runtime $1 has exited; echoes the polls made.
@@ -236,6 +270,8 @@ restart_run() {
         [ $c = init ] && wait_exit "$rt" "$id" >/dev/null
         ids="$ids $id"
     done
+    : >"$W/pair"
+    pair "$rt"; pair "$rt"
     a=$(us) calls=0
     for id in $ids; do cri "$rt" stop -t 0 "$id" >/dev/null || die "$rt stop"; calls=$((calls + 1)); done
     for id in $ids; do cri "$rt" rm "$id" >/dev/null || die "$rt rm"; calls=$((calls + 1)); done
@@ -249,7 +285,8 @@ restart_run() {
         fi
     done
     b=$(us)
-    rec "$rt" restart "$(net "$rt" "$(ms "$a" "$b")" "$calls")"
+    pair "$rt"
+    rec "$rt" restart "$(netb "$(ms "$a" "$b")" "$(pair_base)" "$calls")"
     cri "$rt" stopp "$pod" >/dev/null && cri "$rt" rmp "$pod" >/dev/null || die "$rt restart cleanup"
 }
 
@@ -376,7 +413,7 @@ while [ $r -le "$RUNS" ]; do
 done
 steps >"$W/steps.after"
 
-[ "$RUNS" -gt 0 ] && for row in runp create start createstart stoprm restart; do
+[ "$RUNS" -gt 0 ] && for row in version runp create start createstart stoprm restart; do
     line="row $row"
     MED_berth=0 MED_berthb=0 MED_runc=0 MED_crun=0
     for rt in $RTS; do
@@ -389,8 +426,13 @@ steps >"$W/steps.after"
     has berth && has berthb && line="$line ratio_b=$(awk "BEGIN{printf \"%.2f\", $MED_berthb / ($MED_berth + 0.001)}")"
     say "$line"
 done
+# Every sample of the create+start rows, for hack/bench/pool.sh (a median
+# over several bench runs).
+[ "$RUNS" -gt 0 ] && for row in createstart restart; do
+    for rt in $RTS; do say "samples $row $rt: $(tr '\n' ' ' <"$W/$rt.$row" 2>/dev/null)"; done
+done
 # Each runtime's own mean per RPC (server side, no crictl start-up).
-[ "$RUNS" -gt 0 ] && for m in RunPodSandbox CreateContainer StartContainer StopContainer RemoveContainer StopPodSandbox RemovePodSandbox; do
+[ "$RUNS" -gt 0 ] && for m in Version ImageFsInfo RunPodSandbox CreateContainer StartContainer StopContainer RemoveContainer StopPodSandbox RemovePodSandbox; do
     line="server $m"
     for rt in $RTS; do
         line="$line $(awk -v m=$m -v rt=$rt '$1 == m { s += $2; c += $3 }

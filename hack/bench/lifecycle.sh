@@ -17,6 +17,8 @@
 #   concurrent phase)
 #   SECCOMP=runtime-default hack/bench/lifecycle.sh   (every container under the
 #   runtime's default seccomp profile; default none, as crictl's configs ask)
+# Save the output of several runs and give them to hack/bench/pool.sh for
+# the create+start and restart medians over all their samples.
 # crictl: $CRICTL, else /tmp/crit-bin/crictl, else crictl on PATH (build it
 # as hack/stream-interop.sh says). Without it, the script says so and runs
 # Berth's own client (berth-lifecycle-bench) for Berth alone.
