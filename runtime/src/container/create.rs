@@ -110,6 +110,8 @@ impl ContainerManager {
         let scope_holder = self
             .make_container_cgroup(&mut undo, &nc, cfg, &c.sbr, &built.devices)
             .await?;
+        steps.next("bundle");
+        let spec_json = write_bundle_spec(&nc.bundle, &built.oci)?;
         steps.next("shim_create");
         nc.restore = match &restore_images {
             Some(images) => Some(ShimRestore {
@@ -120,7 +122,7 @@ impl ContainerManager {
             None => None,
         };
         let pid = self
-            .create_in_shim(&mut undo, &nc, cfg, &c, &built.oci, scope_holder)
+            .create_in_shim(&mut undo, &nc, cfg, &c, spec_json, scope_holder)
             .await?;
         steps.next("record");
         let mut record = new_record(cfg, &c, nc, built.identity, pid);
@@ -400,15 +402,15 @@ impl ContainerManager {
         Ok(scope_holder)
     }
 
-    /// The bundle's config.json, then the shim's create (rootfs mounted,
-    /// init parked before exec). Returns the init's pid.
+    /// The shim's create (rootfs mounted, init parked before exec) of the
+    /// spec `spec_json`. Returns the init's pid.
     async fn create_in_shim(
         &self,
         undo: &mut Rollback,
         nc: &NewContainer,
         cfg: &cri::ContainerConfig,
         c: &Checked<'_>,
-        oci: &oci_spec::runtime::Spec,
+        spec_json: Vec<u8>,
         scope_holder: Option<Holder>,
     ) -> Result<u32> {
         let restore = nc.restore.as_ref();
@@ -435,13 +437,6 @@ impl ContainerManager {
                 dir.join("work").display()
             )],
         };
-        // The bundle holds the spec as an OCI bundle would: verbose
-        // ContainerStatus shows exactly what the container was created with.
-        let spec_json = serde_json::to_vec(oci).map_err(|e| Error::Internal(e.to_string()))?;
-        let spec_file = bundle.join("config.json");
-        store::modes::write_file(&spec_file, &spec_json, store::modes::PRIVATE_FILE)
-            .map_err(|e| Error::io(format!("write {}", spec_file.display()), e))?;
-        crate::crash::point("create_container.config");
         let mut shim = Self::shim_of(&c.sb)?;
         let sent = berth_sys::clock::mono_ns();
         let req = shimpb::CreateRequest {
@@ -569,6 +564,18 @@ struct NewContainer {
 
 /// The container's log file: kubelet's pod log directory joined with the
 /// container's log path; empty when either is.
+/// Writes the spec into the bundle as an OCI bundle holds it (verbose
+/// ContainerStatus shows exactly what the container was created with) and
+/// returns it, encoded, for the shim.
+fn write_bundle_spec(bundle: &std::path::Path, oci: &oci_spec::runtime::Spec) -> Result<Vec<u8>> {
+    let spec_json = serde_json::to_vec(oci).map_err(|e| Error::Internal(e.to_string()))?;
+    let spec_file = bundle.join("config.json");
+    store::modes::write_file(&spec_file, &spec_json, store::modes::PRIVATE_FILE)
+        .map_err(|e| Error::io(format!("write {}", spec_file.display()), e))?;
+    crate::crash::point("create_container.config");
+    Ok(spec_json)
+}
+
 fn log_path_of(cfg: &cri::ContainerConfig, sbr: &SandboxRecord) -> String {
     if cfg.log_path.is_empty() || sbr.log_directory.is_empty() {
         String::new()
