@@ -108,6 +108,7 @@ pub fn main() -> ! {
                 &cfg.spec,
                 &prepared,
                 None,
+                false,
                 times,
                 &mut report,
             )? {}

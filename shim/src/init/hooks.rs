@@ -37,6 +37,11 @@ pub fn before_pivot(cfg: &InitConfig) -> anyhow::Result<()> {
     run_blocking(Moment::CreateContainer, &hooks, state, pid).map_err(anyhow::Error::msg)
 }
 
+/// Whether [`before_exec`] runs any hook.
+pub fn runs_at_start(cfg: &InitConfig) -> bool {
+    cfg.hook_state.is_some() && !Moment::StartContainer.hooks(&cfg.spec).is_empty()
+}
+
 /// startContainer hooks, after Start and before the exec.
 pub fn before_exec(cfg: &InitConfig) -> Result<(), String> {
     let Some(state) = &cfg.hook_state else {

@@ -247,6 +247,10 @@ pub fn run(
     if sync.ready_at(times).is_err() {
         std::process::exit(1);
     }
+    // While parked, after the ready report (so beside the reply to
+    // Create): what Start need not wait for. A failure is Start's, as
+    // before.
+    let settled = settles_while_parked(&cfg, &prepared).then(|| process::settle(&syscall::Linux, &cfg.spec));
 
     if !sync::wait_for_start(&mut start) {
         // The shim gave up on us (Delete before Start, or the shim died).
@@ -260,6 +264,10 @@ pub fn run(
     if let Err(e) = crate::init::hooks::before_exec(&cfg) {
         fail(&mut sync, e);
     }
+    if let Some(Err(e)) = &settled {
+        sync.fail(&format!("{e:#}"));
+        std::process::exit(127)
+    }
 
     let mut report = |line: &str, t: &sync::StartTimes| sync.identity_at(line, t);
     match process::exec(
@@ -267,6 +275,7 @@ pub fn run(
         &cfg.spec,
         &prepared,
         seccomp.as_ref(),
+        settled.is_some(),
         started,
         &mut report,
     ) {
@@ -278,8 +287,41 @@ pub fn run(
     }
 }
 
+/// Whether [`process::settle`] may run while the init is parked: no
+/// startContainer hook runs before the exec (it would inherit the
+/// settings) and no user namespace is still to be entered (joining one
+/// resets the bounding set).
+fn settles_while_parked(cfg: &InitConfig, prepared: &rootfs::Prepared) -> bool {
+    prepared.userns.is_none() && !hooks::runs_at_start(cfg)
+}
+
 #[cfg(test)]
 mod tests {
+    /// Only an init with no startContainer hook to run and no user
+    /// namespace to enter settles its process while parked.
+    #[test]
+    fn settles_while_parked_only_without_start_hooks_or_a_user_namespace() {
+        let mut cfg = super::prewarm_config().expect("the sample");
+        let none = super::rootfs::Prepared::default();
+        assert!(super::settles_while_parked(&cfg, &none));
+
+        let userns = super::rootfs::Prepared {
+            userns: Some(tempfile::tempfile().unwrap()),
+            ..Default::default()
+        };
+        assert!(!super::settles_while_parked(&cfg, &userns));
+
+        let hook = serde_json::json!({"startContainer": [{"path": "/bin/true"}]});
+        cfg.spec.set_hooks(Some(serde_json::from_value(hook).unwrap()));
+        cfg.hook_state = crate::hooks::State::for_spec(&cfg.spec, "c1", "/run/b");
+        assert!(cfg.hook_state.is_some());
+        assert!(!super::settles_while_parked(&cfg, &none));
+        // Hooks of other moments run elsewhere, before the park or after the exec.
+        let hook = serde_json::json!({"poststart": [{"path": "/bin/true"}]});
+        cfg.spec.set_hooks(Some(serde_json::from_value(hook).unwrap()));
+        assert!(super::settles_while_parked(&cfg, &none));
+    }
+
     /// The sample is not decoded into defaults: every part it adds to the
     /// default spec comes back from the round trip, so its decoders ran.
     #[test]

@@ -38,26 +38,24 @@ pub fn identity_line(sys: &dyn Syscall) -> Result<String> {
     ))
 }
 
-/// Applies identity and privileges and execs the process. Returns only on
-/// error. The spec's seccomp profile is `seccomp` when it was compiled
-/// ahead (else it is compiled here). `report` receives [`identity_line`]
-/// right before the exec, with `times` marked from here on (`woke` is the
-/// caller's).
-pub fn exec(
-    sys: &dyn Syscall,
-    spec: &Spec,
-    prepared: &Prepared,
-    seccomp: Option<&super::seccomp::Compiled>,
-    mut times: StartTimes,
-    report: &mut dyn FnMut(&str, &StartTimes),
-) -> Result<Infallible> {
-    let process = spec.process().clone().context("spec has no process")?;
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
-        bail!("spec has no process args");
-    }
-    let env = process.env().clone().unwrap_or_default();
+/// The process's settings that need no Start: its limits, OOM score,
+/// AppArmor exec profile and capability bounding set. They change nothing
+/// the init itself does before its exec (the bounding set only caps what
+/// an exec may gain; the effective set is untouched), so a parked init
+/// applies them while it waits for Start, and a Start is left with what
+/// must follow it (as runc's init, which is done with them before it
+/// waits on its exec FIFO). Only when no startContainer hook runs before
+/// the exec (a hook runs with the runtime's privilege and would inherit
+/// them) and no user namespace is still to be entered (joining one resets
+/// the bounding set); `exec` is then told they are `settled`.
+pub fn settle(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
+    let process = spec.process().as_ref().context("spec has no process")?;
+    limits(sys, process)?;
+    drop_bounding(sys, process)
+}
 
+/// Limits, OOM score and AppArmor exec profile (see [`settle`]).
+fn limits(sys: &dyn Syscall, process: &oci_spec::runtime::Process) -> Result<()> {
     for rl in process.rlimits().clone().unwrap_or_default() {
         let res = rlimit_resource(&rl.typ().to_string())?;
         if let Err(e) = sys.setrlimit(res, rl.soft(), rl.hard()) {
@@ -70,6 +68,52 @@ pub fn exec(
     }
     if let Some(profile) = process.apparmor_profile() {
         set_apparmor_exec_profile(sys, profile)?;
+    }
+    Ok(())
+}
+
+/// Drops from the bounding set every capability the spec's set leaves
+/// out (needs CAP_SETPCAP, so before the identity change).
+fn drop_bounding(sys: &dyn Syscall, process: &oci_spec::runtime::Process) -> Result<()> {
+    if let Some(c) = process.capabilities() {
+        let keep = to_caps(c.bounding().as_ref())?;
+        // In the kernel's order (caps::all() is a hash set): the same
+        // calls every time.
+        let mut all: Vec<Capability> = caps::all().into_iter().collect();
+        all.sort_by_key(|c| c.index());
+        for cap in all {
+            if !keep.contains(&cap) {
+                sys.drop_bounding(cap)
+                    .with_context(|| format!("drop {cap} from bounding set"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies identity and privileges and execs the process. Returns only on
+/// error. The spec's seccomp profile is `seccomp` when it was compiled
+/// ahead (else it is compiled here). `settled`: [`settle`] was applied
+/// already. `report` receives [`identity_line`] right before the exec,
+/// with `times` marked from here on (`woke` is the caller's).
+pub fn exec(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    prepared: &Prepared,
+    seccomp: Option<&super::seccomp::Compiled>,
+    settled: bool,
+    mut times: StartTimes,
+    report: &mut dyn FnMut(&str, &StartTimes),
+) -> Result<Infallible> {
+    let process = spec.process().clone().context("spec has no process")?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        bail!("spec has no process args");
+    }
+    let env = process.env().clone().unwrap_or_default();
+
+    if !settled {
+        limits(sys, &process)?;
     }
 
     if let Some(u) = &prepared.userns {
@@ -93,16 +137,10 @@ pub fn exec(
     }
     times.privileges = mono_ns();
 
-    let caps_spec = process.capabilities().clone();
-    if let Some(c) = &caps_spec {
-        let keep = to_caps(c.bounding().as_ref())?;
-        for cap in caps::all() {
-            if !keep.contains(&cap) {
-                sys.drop_bounding(cap)
-                    .with_context(|| format!("drop {cap} from bounding set"))?;
-            }
-        }
+    if !settled {
+        drop_bounding(sys, &process)?;
     }
+    let caps_spec = process.capabilities().clone();
 
     let user = process.user();
     let mut groups: Vec<Gid> = user
@@ -305,7 +343,7 @@ mod tests {
             woke: mono_ns(),
             ..Default::default()
         };
-        let err = match exec(sys, &spec, &prepared, seccomp, woke, &mut report) {
+        let err = match exec(sys, &spec, &prepared, seccomp, false, woke, &mut report) {
             Ok(never) => match never {},
             Err(e) => format!("{e:#}"),
         };
@@ -369,6 +407,70 @@ mod tests {
             .rposition(|c| matches!(c, Call::DropBounding(_)))
             .unwrap();
         assert!(last_drop < position(&calls, &Call::Setresuid(1000)));
+    }
+
+    /// A spec with every setting [`settle`] applies.
+    fn settling_spec() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "cwd": "/work",
+                "args": ["tool"],
+                "env": ["PATH=/usr/bin"],
+                "user": {"uid": 1000, "gid": 3000},
+                "capabilities": {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"],
+                                 "permitted": ["CAP_CHOWN"]},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048}],
+                "oomScoreAdj": 5,
+            },
+        })
+    }
+
+    /// Settled while parked then exec'd, an init makes exactly the calls
+    /// one exec alone makes, in the same order, and the exec after Start
+    /// makes none of the settled ones again.
+    #[test]
+    fn settling_ahead_leaves_the_same_calls_and_start_the_rest() {
+        let mut whole = Fake::default();
+        whole.executables.insert(PathBuf::from("/usr/bin/tool"));
+        let (err_whole, calls_whole) = exec_with(&whole, settling_spec());
+
+        let mut split = Fake::default();
+        split.executables.insert(PathBuf::from("/usr/bin/tool"));
+        let spec: Spec = serde_json::from_value(settling_spec()).unwrap();
+        settle(&split, &spec).unwrap();
+        let settled = split.calls().len();
+        let prepared = Prepared {
+            cwd: PathBuf::from("/work"),
+            ..Default::default()
+        };
+        let mut report = |line: &str, _: &StartTimes| split.note(Call::Report(line.to_string()));
+        let err = match exec(
+            &split,
+            &spec,
+            &prepared,
+            None,
+            true,
+            StartTimes::default(),
+            &mut report,
+        ) {
+            Ok(never) => match never {},
+            Err(e) => format!("{e:#}"),
+        };
+        let calls = split.calls();
+        assert_eq!(err, err_whole);
+        assert_eq!(calls, calls_whole);
+        let after_start = &calls[settled..];
+        assert!(
+            !after_start
+                .iter()
+                .any(|c| matches!(c, Call::Setrlimit(..) | Call::Write(..) | Call::DropBounding(_))),
+            "{after_start:#?}"
+        );
+        assert!(
+            settled > caps::all().len() / 2,
+            "limits, OOM score and bounding set: {settled}"
+        );
     }
 
     /// A command not found is reported before anything is exec'd or any
