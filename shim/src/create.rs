@@ -137,17 +137,26 @@ fn channels(terminal: bool, stdin: bool) -> Result<(ChildFds, Ours)> {
     Ok((child, ours))
 }
 
-/// Hands init its config and waits, off the runtime, for its ready report
-/// (and the terminal it sends before it). Unlike Start's, this read stays
-/// on a blocking thread: in two same-boot A/Bs, reading it on the reactor
-/// saved 0.5-0.8 ms in shim.read and shim.report but made shim.table (which
-/// hands the output copiers to a blocking thread) 1.3-3 ms dearer.
+/// Hands init its config and waits for its ready report (and the terminal
+/// it sends before it).
+///
+/// A forked init (no config to write) with no createRuntime hooks and no
+/// terminal, the usual container, is read on the runtime's reactor, as
+/// Start's report is: one wake-up where a blocking thread costs a
+/// hand-off to it and a wake-up back. (This was measured before, and lost:
+/// the blocking thread that had read the report was then where the output
+/// copiers were started, and without it that hand-off had to make a pool
+/// thread. They go to the helper thread now: [`crate::threads::off_path`].)
+/// The rest write and read on a blocking thread.
 async fn setup(
     config: Option<(OwnedFd, Vec<u8>)>,
     sync: OwnedFd,
     console: Option<UnixStream>,
     at_create: Option<crate::hooks::AtCreate>,
 ) -> Result<std::io::Result<Setup>> {
+    if config.is_none() && console.is_none() && at_create.is_none() {
+        return Ok(read_ready(sync).await.map(|(sync, got)| (sync, got, None)));
+    }
     tokio::task::spawn_blocking(move || -> std::io::Result<Setup> {
         if let Some((config, json)) = config {
             File::from(config).write_all(&json)?;
@@ -168,6 +177,26 @@ async fn setup(
     })
     .await
     .map_err(|e| Error::internal("init setup task", e))
+}
+
+/// [`crate::sync::read`] up to the ready report, on the reactor; gives the
+/// pipe back (non-blocking now: Start reads it on the reactor too).
+async fn read_ready(sync: OwnedFd) -> std::io::Result<(File, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(sync)?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if crate::sync::is_ready(&got) {
+            break;
+        }
+    }
+    Ok((File::from(pipe.into_nonblocking_fd()?), got))
 }
 
 /// Asks the pod's fork server for the container's init. None: the server
@@ -312,14 +341,13 @@ pub async fn create(pod: &Pod, req: CreateRequest) -> Result<CreateResponse> {
         return Err(fail(e));
     }
     // The copiers are threads, and making one costs more than the rest of
-    // this step under emulation: they are started by the blocking thread
-    // that just read init's report, while the reply goes back. Nothing is
-    // lost meanwhile: the process is parked until Start, what it writes
-    // then waits in the pipes, and the reaper keeps an exit until the
-    // watch claims it.
+    // this step under emulation: the helper thread starts them once the
+    // reply is written. Nothing is lost meanwhile: the process is parked
+    // until Start, what it writes then waits in the pipes, and the reaper
+    // keeps an exit until the watch claims it.
     let reaper = pod.reaper.clone();
     let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    crate::fast::after_reply(move || {
         let mut copiers = vec![spawn_copier(
             ours.stdout,
             Stream::Stdout,
@@ -566,6 +594,43 @@ mod start_tests {
         let (report, execed) = reading.await.unwrap().unwrap();
         assert_eq!(report, b"T1 2 3 4 5 6\nI0 0 \n");
         assert!(execed > 0);
+    }
+
+    /// Create's report is read on the reactor up to init's ready mark,
+    /// however it is split, while init keeps the pipe open (it is parked);
+    /// the pipe handed back still carries what init writes at Start.
+    #[tokio::test]
+    async fn the_ready_report_is_read_up_to_ready_and_the_pipe_lives_on() {
+        let (sync_r, mut sync_w) = std::io::pipe().unwrap();
+        let reading = tokio::spawn(read_ready(OwnedFd::from(sync_r)));
+        sync_w.write_all(b"T1 2 3 4 5 6 7 8 9 10\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sync_w.write_all(crate::sync::READY).unwrap();
+        let (sync, got) = tokio::time::timeout(Duration::from_secs(10), reading)
+            .await
+            .expect("read stops at ready, not at EOF")
+            .unwrap()
+            .unwrap();
+        assert!(crate::sync::is_ready(&got), "{got:?}");
+        assert!(crate::sync::split_times(&got).0.is_some());
+        sync_w.write_all(b"I0 0 \n").unwrap();
+        drop(sync_w);
+        let (_start_r, start_w) = std::io::pipe().unwrap();
+        let (report, _) = go_and_read(File::from(OwnedFd::from(start_w)), sync)
+            .await
+            .unwrap();
+        assert_eq!(report, b"I0 0 \n");
+    }
+
+    /// An init that dies before its ready report: what it wrote, at EOF.
+    #[tokio::test]
+    async fn a_report_cut_short_is_returned_at_eof() {
+        let (sync_r, mut sync_w) = std::io::pipe().unwrap();
+        sync_w.write_all(b"Ebad mount").unwrap();
+        drop(sync_w);
+        let (_, got) = read_ready(OwnedFd::from(sync_r)).await.unwrap();
+        assert_eq!(got, b"Ebad mount");
+        assert!(!crate::sync::is_ready(&got));
     }
 
     /// A container killed before StartContainer stays unstarted.

@@ -91,8 +91,10 @@ async fn serve(
         crate::ready::signal(fd)?;
     }
     // While berthd finishes the pod (CNI ADD): the first CreateContainer
-    // then finds the spec's decoder paged in and a blocking thread up.
+    // then finds the spec's decoder paged in, a blocking thread up and the
+    // helper thread waiting.
     tokio::task::spawn_blocking(crate::init::prewarm);
+    crate::threads::start_helper();
     // One socket, two kinds of connection: the fast path's (Create and
     // Start) are served by crate::fast, the rest reach tonic through this
     // channel.
