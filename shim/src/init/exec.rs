@@ -108,7 +108,7 @@ pub fn main() -> ! {
                 &cfg.spec,
                 &prepared,
                 None,
-                false,
+                None,
                 times,
                 &mut report,
             )? {}

@@ -86,8 +86,16 @@ pub struct Fake {
     pub fs_types: HashMap<String, FsType>,
     /// `read_file` answers by path; others are ENOENT.
     pub files: HashMap<PathBuf, String>,
-    /// Paths `is_executable` says yes to.
+    /// Paths `is_executable` says yes to (as root: any execute bit).
     pub executables: HashSet<PathBuf>,
+    /// Of `executables`, those a non-root uid may not run (no execute bit
+    /// for it), once `setresuid` made us one.
+    pub root_only: HashSet<PathBuf>,
+    /// The uid `setresuid` set (0 until then).
+    uid: std::cell::Cell<u32>,
+    /// Every path `is_executable` was asked about, in order (not in
+    /// `calls`: the lookups are not what those tests compare).
+    pub lookups: RefCell<Vec<PathBuf>>,
     /// A mount whose shown target is this fails with EPERM.
     pub fail_mount_at: Option<String>,
 }
@@ -357,6 +365,7 @@ impl Syscall for Fake {
 
     fn setresuid(&self, uid: Uid) -> nix::Result<()> {
         self.note(Call::Setresuid(uid.as_raw()));
+        self.uid.set(uid.as_raw());
         Ok(())
     }
 
@@ -366,7 +375,8 @@ impl Syscall for Fake {
     }
 
     fn is_executable(&self, path: &Path) -> bool {
-        self.executables.contains(path)
+        self.lookups.borrow_mut().push(path.to_path_buf());
+        self.executables.contains(path) && (self.uid.get() == 0 || !self.root_only.contains(path))
     }
 
     /// Records the exec and fails it, as a real exec of a non-executable would.

@@ -275,7 +275,7 @@ pub fn run(
         &cfg.spec,
         &prepared,
         seccomp.as_ref(),
-        settled.is_some(),
+        settled.as_ref().and_then(|s| s.as_ref().ok()),
         started,
         &mut report,
     ) {

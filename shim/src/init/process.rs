@@ -47,11 +47,57 @@ pub fn identity_line(sys: &dyn Syscall) -> Result<String> {
 /// waits on its exec FIFO). Only when no startContainer hook runs before
 /// the exec (a hook runs with the runtime's privilege and would inherit
 /// them) and no user namespace is still to be entered (joining one resets
-/// the bounding set); `exec` is then told they are `settled`.
-pub fn settle(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
+/// the bounding set); `exec` is then told they are `settled`. The
+/// program's PATH lookup is made ahead too ([`look_up_ahead`]).
+pub fn settle(sys: &dyn Syscall, spec: &Spec) -> Result<Settled> {
     let process = spec.process().as_ref().context("spec has no process")?;
     limits(sys, process)?;
-    drop_bounding(sys, process)
+    drop_bounding(sys, process)?;
+    Ok(Settled {
+        program: look_up_ahead(sys, process),
+    })
+}
+
+/// What [`settle`] did ahead of Start, for [`exec`].
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Where the PATH lookup made while parked found the program.
+    program: Option<PathBuf>,
+}
+
+/// The program as the PATH lookup finds it while parked, as root; None
+/// when there is nothing to look up (a name with a slash) or it cannot be
+/// done ahead (a relative PATH entry depends on a working directory that
+/// is not ours yet).
+///
+/// Why root's lookup may stand for the user's: root may run every file
+/// (access(2) X_OK: any execute bit) the user may, through any directory
+/// the user may search, so no PATH entry before root's match holds a
+/// program the user may run. Root's match is then the user's first match
+/// whenever the user may run it, which is all Start checks: one access and
+/// one stat, where a full lookup costs them per PATH entry (each a lookup
+/// through the overlay, most of them misses). When the user may not,
+/// Start looks up in full as before. As with runc's init, which looks the
+/// program up before it waits for its start, a program put in an earlier
+/// PATH entry between Create and Start is not seen.
+fn look_up_ahead(sys: &dyn Syscall, process: &oci_spec::runtime::Process) -> Option<PathBuf> {
+    let name = process.args().as_ref()?.first()?;
+    if name.contains('/') {
+        return None;
+    }
+    let env = process.env().clone().unwrap_or_default();
+    let path_var = path_var(&env);
+    if path_var.split(':').any(|d| !d.is_empty() && !d.starts_with('/')) {
+        return None;
+    }
+    find_program(sys, name, path_var).ok()
+}
+
+/// The PATH the program is looked up in: the spec's, else the default.
+fn path_var(env: &[String]) -> &str {
+    env.iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
 }
 
 /// Limits, OOM score and AppArmor exec profile (see [`settle`]).
@@ -93,7 +139,7 @@ fn drop_bounding(sys: &dyn Syscall, process: &oci_spec::runtime::Process) -> Res
 
 /// Applies identity and privileges and execs the process. Returns only on
 /// error. The spec's seccomp profile is `seccomp` when it was compiled
-/// ahead (else it is compiled here). `settled`: [`settle`] was applied
+/// ahead (else it is compiled here). `settled`: what [`settle`] did
 /// already. `report` receives [`identity_line`] right before the exec,
 /// with `times` marked from here on (`woke` is the caller's).
 pub fn exec(
@@ -101,7 +147,7 @@ pub fn exec(
     spec: &Spec,
     prepared: &Prepared,
     seccomp: Option<&super::seccomp::Compiled>,
-    settled: bool,
+    settled: Option<&Settled>,
     mut times: StartTimes,
     report: &mut dyn FnMut(&str, &StartTimes),
 ) -> Result<Infallible> {
@@ -112,7 +158,7 @@ pub fn exec(
     }
     let env = process.env().clone().unwrap_or_default();
 
-    if !settled {
+    if settled.is_none() {
         limits(sys, &process)?;
     }
 
@@ -137,7 +183,7 @@ pub fn exec(
     }
     times.privileges = mono_ns();
 
-    if !settled {
+    if settled.is_none() {
         drop_bounding(sys, &process)?;
     }
     let caps_spec = process.capabilities().clone();
@@ -184,12 +230,10 @@ pub fn exec(
     }
     .with_context(|| format!("chdir to working directory {}", prepared.cwd.display()))?;
 
-    let path_var = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH)
-        .to_string();
-    let program = find_program(sys, &args[0], &path_var)?;
+    let program = match settled.and_then(|s| s.program.as_deref()) {
+        Some(found) if sys.is_executable(found) => found.to_path_buf(),
+        _ => find_program(sys, &args[0], path_var(&env))?,
+    };
     let c_prog = CString::new(program.as_os_str().as_encoded_bytes())?;
     let c_args: Vec<CString> = args
         .iter()
@@ -343,7 +387,7 @@ mod tests {
             woke: mono_ns(),
             ..Default::default()
         };
-        let err = match exec(sys, &spec, &prepared, seccomp, false, woke, &mut report) {
+        let err = match exec(sys, &spec, &prepared, seccomp, None, woke, &mut report) {
             Ok(never) => match never {},
             Err(e) => format!("{e:#}"),
         };
@@ -438,7 +482,7 @@ mod tests {
         let mut split = Fake::default();
         split.executables.insert(PathBuf::from("/usr/bin/tool"));
         let spec: Spec = serde_json::from_value(settling_spec()).unwrap();
-        settle(&split, &spec).unwrap();
+        let ahead = settle(&split, &spec).unwrap();
         let settled = split.calls().len();
         let prepared = Prepared {
             cwd: PathBuf::from("/work"),
@@ -450,7 +494,7 @@ mod tests {
             &spec,
             &prepared,
             None,
-            true,
+            Some(&ahead),
             StartTimes::default(),
             &mut report,
         ) {
@@ -471,6 +515,114 @@ mod tests {
             settled > caps::all().len() / 2,
             "limits, OOM score and bounding set: {settled}"
         );
+    }
+
+    /// Settles `spec` while "parked", then execs it after "Start"; what
+    /// was exec'd (or the error) and the PATH lookups made before and
+    /// after Start.
+    fn settle_then_exec(sys: &Fake, spec: serde_json::Value) -> (String, Vec<PathBuf>, Vec<PathBuf>) {
+        let spec: Spec = serde_json::from_value(spec).unwrap();
+        let ahead = settle(sys, &spec).unwrap();
+        let parked = sys.lookups.take();
+        let prepared = Prepared {
+            cwd: PathBuf::from("/work"),
+            ..Default::default()
+        };
+        let mut report = |_: &str, _: &StartTimes| {};
+        let out = match exec(
+            sys,
+            &spec,
+            &prepared,
+            None,
+            Some(&ahead),
+            StartTimes::default(),
+            &mut report,
+        ) {
+            Ok(never) => match never {},
+            Err(e) => format!("{e:#}"),
+        };
+        (out, parked, sys.lookups.take())
+    }
+
+    fn tool_spec(path: &str) -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"cwd": "/", "args": ["tool"], "env": [format!("PATH={path}")],
+                        "user": {"uid": 1000, "gid": 1000}},
+        })
+    }
+
+    /// The PATH lookup is made while parked; Start only checks that the
+    /// user may run what it found, and execs that.
+    #[test]
+    fn the_program_is_looked_up_while_parked_and_checked_once_at_start() {
+        let mut sys = Fake::default();
+        sys.executables.insert(PathBuf::from("/c/tool"));
+        let (out, parked, started) = settle_then_exec(&sys, tool_spec("/a:/b:/c"));
+        assert!(
+            out.starts_with("exec \"tool\""),
+            "exec'd, not a lookup error: {out}"
+        );
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(parked, paths(&["/a/tool", "/b/tool", "/c/tool"]));
+        assert_eq!(started, paths(&["/c/tool"]));
+        assert!(sys
+            .calls()
+            .contains(&Call::Execve("/c/tool".into(), vec!["tool".into()])));
+    }
+
+    /// Root's first match is one the user may not run: Start looks the
+    /// program up again as the user, and execs the user's first match,
+    /// as an exec with no lookup ahead does.
+    #[test]
+    fn a_match_only_root_may_run_is_looked_up_again_as_the_user() {
+        let fake = || {
+            let mut sys = Fake::default();
+            sys.executables.insert(PathBuf::from("/a/tool"));
+            sys.executables.insert(PathBuf::from("/c/tool"));
+            sys.root_only.insert(PathBuf::from("/a/tool"));
+            sys
+        };
+        let sys = fake();
+        let (_, parked, started) = settle_then_exec(&sys, tool_spec("/a:/b:/c"));
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(parked, paths(&["/a/tool"]));
+        assert_eq!(started, paths(&["/a/tool", "/a/tool", "/b/tool", "/c/tool"]));
+        let whole = fake();
+        let (_, calls_whole) = exec_with(&whole, tool_spec("/a:/b:/c"));
+        let execve = |calls: Vec<Call>| {
+            calls
+                .into_iter()
+                .filter(|c| matches!(c, Call::Execve(..)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(execve(sys.calls()), execve(calls_whole));
+        assert_eq!(
+            execve(sys.calls()),
+            [Call::Execve("/c/tool".into(), vec!["tool".into()])]
+        );
+    }
+
+    /// Nothing is looked up ahead for a name with a slash, or when a PATH
+    /// entry is relative (it depends on the working directory, set at
+    /// Start); Start then looks up as it always did.
+    #[test]
+    fn no_lookup_ahead_for_a_path_or_a_relative_path_entry() {
+        let mut sys = Fake::default();
+        sys.executables.insert(PathBuf::from("bin/tool"));
+        let (out, parked, started) = settle_then_exec(&sys, tool_spec("/a:bin"));
+        assert!(
+            out.starts_with("exec \"tool\""),
+            "exec'd, not a lookup error: {out}"
+        );
+        assert!(parked.is_empty(), "{parked:?}");
+        assert_eq!(started, [PathBuf::from("/a/tool"), PathBuf::from("bin/tool")]);
+
+        let sys = Fake::default();
+        let mut spec = tool_spec("/a");
+        spec["process"]["args"] = serde_json::json!(["/opt/tool"]);
+        let (_, parked, _) = settle_then_exec(&sys, spec);
+        assert!(parked.is_empty(), "{parked:?}");
     }
 
     /// A command not found is reported before anything is exec'd or any
