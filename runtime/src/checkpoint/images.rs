@@ -102,13 +102,21 @@ pub struct ThreadCoreEntry {
     pub seccomp_mode: Option<i32>,
 }
 
-/// `task_core_entry`: only the old place of the seccomp mode, which CRIU
-/// prefers to the thread's when present.
+/// `task_core_entry`: the task's state, and the old place of the seccomp
+/// mode, which CRIU prefers to the thread's when present.
 #[derive(Clone, PartialEq, Message)]
 pub struct TaskCoreEntry {
+    #[prost(uint32, optional, tag = "1")]
+    pub task_state: Option<u32>,
     #[prost(int32, optional, tag = "11")]
     pub old_seccomp_mode: Option<i32>,
 }
+
+/// CRIU's task states (compel's `COMPEL_TASK_ALIVE`, `COMPEL_TASK_DEAD`).
+pub const TASK_ALIVE: u32 = 1;
+/// A zombie: CRIU records only its state and exit code, and restores it as
+/// a task that exits at once with that code.
+pub const TASK_DEAD: u32 = 2;
 
 /// `core_entry`, the fields checked.
 #[derive(Clone, PartialEq, Message)]
@@ -275,6 +283,13 @@ impl Allowed {
     }
 
     fn check_core(&self, core: &CoreEntry) -> std::result::Result<(), String> {
+        // A zombie runs nothing of its own after a restore: there is no
+        // thread, and no credentials, to check. (Seen when a dump caught a
+        // shell's child that had exited and was not yet reaped.)
+        let dead = core.tc.as_ref().and_then(|t| t.task_state) == Some(TASK_DEAD);
+        if dead && core.thread_core.is_none() {
+            return Ok(());
+        }
         let tc = core
             .thread_core
             .as_ref()

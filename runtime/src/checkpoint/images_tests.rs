@@ -51,6 +51,7 @@ fn creds() -> CredsEntry {
 fn core(creds: Option<CredsEntry>, seccomp: Option<i32>) -> CoreEntry {
     CoreEntry {
         tc: Some(TaskCoreEntry {
+            task_state: Some(TASK_ALIVE),
             old_seccomp_mode: None,
         }),
         thread_core: Some(ThreadCoreEntry {
@@ -246,10 +247,35 @@ fn no_new_privs_and_a_seccomp_filter_must_be_there_when_the_spec_has_them() {
     // CRIU prefers the old place of the mode when it is there.
     let mut old = core(Some(c), Some(SECCOMP_FILTER));
     old.tc = Some(TaskCoreEntry {
+        task_state: Some(TASK_ALIVE),
         old_seccomp_mode: Some(0),
     });
     image(d.path(), "core-1.img", CORE_MAGIC, &[old]);
     assert!(refusal(d.path(), &spec(0, true, true)).contains("seccomp mode is 0"));
+}
+
+/// A zombie (a child that had exited, not yet reaped by its parent, when
+/// CRIU dumped the tree) has a core with its state and exit code only:
+/// no thread, no credentials. CRIU restores it as a task that exits at
+/// once with that code; the dump is restorable. A task that says it is
+/// alive, or says nothing, still needs its thread's core.
+#[test]
+fn a_zombie_tasks_core_passes_without_a_thread() {
+    let d = tempfile::tempdir().unwrap();
+    good_dump(d.path());
+    let zombie = |state: Option<u32>| CoreEntry {
+        tc: Some(TaskCoreEntry {
+            task_state: state,
+            old_seccomp_mode: None,
+        }),
+        thread_core: None,
+    };
+    image(d.path(), "core-8.img", CORE_MAGIC, &[zombie(Some(TASK_DEAD))]);
+    check(d.path(), &spec(0, false, false)).unwrap();
+    image(d.path(), "core-8.img", CORE_MAGIC, &[zombie(Some(TASK_ALIVE))]);
+    assert!(refusal(d.path(), &spec(0, false, false)).contains("no thread_core"));
+    image(d.path(), "core-8.img", CORE_MAGIC, &[zombie(None)]);
+    assert!(refusal(d.path(), &spec(0, false, false)).contains("no thread_core"));
 }
 
 #[test]
