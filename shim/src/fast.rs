@@ -323,14 +323,14 @@ mod tests {
         }
     }
 
-    /// What a served call leaves for after its reply runs then, not while
-    /// the call is served; outside a fast call, at once.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_calls_job_runs_after_its_reply_is_written() {
-        let (_d, path, l) = listening();
+    /// A fast connection to a [`Leaves`] server taking `delay`, greeted,
+    /// with one Create sent; and where the Create's job reports.
+    async fn create_leaving_a_job(
+        delay: std::time::Duration,
+    ) -> (tempfile::TempDir, UnixStream, std::sync::mpsc::Receiver<()>) {
+        let (d, path, l) = listening();
         let (tx, _rx) = mpsc::channel(4);
         let (ran, jobs) = std::sync::mpsc::channel();
-        let delay = std::time::Duration::from_millis(100);
         tokio::spawn(accept(l, Arc::new(Leaves { ran, delay }), tx));
         let mut c = UnixStream::connect(&path).await.unwrap();
         let mut out = fast::MAGIC.to_vec();
@@ -338,6 +338,14 @@ mod tests {
         c.write_all(&out).await.unwrap();
         let mut greeting = [0u8; fast::MAGIC.len()];
         c.read_exact(&mut greeting).await.unwrap();
+        (d, c, jobs)
+    }
+
+    /// What a served call leaves for after its reply runs then, not while
+    /// the call is served; outside a fast call, at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_calls_job_runs_after_its_reply_is_written() {
+        let (_d, mut c, jobs) = create_leaving_a_job(std::time::Duration::from_millis(100)).await;
         let (tag, body) = read_reply(&mut c).await;
         let created = fast::parse_reply::<CreateResponse>(tag, &body).unwrap();
         assert_eq!(created.into_inner().pid, 0, "the job ran before the reply");
@@ -354,17 +362,7 @@ mod tests {
     /// call's jobs: one may be what reports a container's exit.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_calls_job_runs_when_its_reply_cannot_be_written() {
-        let (_d, path, l) = listening();
-        let (tx, _rx) = mpsc::channel(4);
-        let (ran, jobs) = std::sync::mpsc::channel();
-        let delay = std::time::Duration::from_millis(200);
-        tokio::spawn(accept(l, Arc::new(Leaves { ran, delay }), tx));
-        let mut c = UnixStream::connect(&path).await.unwrap();
-        let mut out = fast::MAGIC.to_vec();
-        out.extend(fast::request(fast::CREATE, &CreateRequest::default()).unwrap());
-        c.write_all(&out).await.unwrap();
-        let mut greeting = [0u8; fast::MAGIC.len()];
-        c.read_exact(&mut greeting).await.unwrap();
+        let (_d, c, jobs) = create_leaving_a_job(std::time::Duration::from_millis(200)).await;
         drop(c);
         jobs.recv_timeout(std::time::Duration::from_secs(10))
             .expect("the job ran though no reply was written");

@@ -481,26 +481,7 @@ mod tests {
 
         let mut split = Fake::default();
         split.executables.insert(PathBuf::from("/usr/bin/tool"));
-        let spec: Spec = serde_json::from_value(settling_spec()).unwrap();
-        let ahead = settle(&split, &spec).unwrap();
-        let settled = split.calls().len();
-        let prepared = Prepared {
-            cwd: PathBuf::from("/work"),
-            ..Default::default()
-        };
-        let mut report = |line: &str, _: &StartTimes| split.note(Call::Report(line.to_string()));
-        let err = match exec(
-            &split,
-            &spec,
-            &prepared,
-            None,
-            Some(&ahead),
-            StartTimes::default(),
-            &mut report,
-        ) {
-            Ok(never) => match never {},
-            Err(e) => format!("{e:#}"),
-        };
+        let (err, settled, _, _) = settle_then_exec(&split, settling_spec());
         let calls = split.calls();
         assert_eq!(err, err_whole);
         assert_eq!(calls, calls_whole);
@@ -517,18 +498,19 @@ mod tests {
         );
     }
 
-    /// Settles `spec` while "parked", then execs it after "Start"; what
-    /// was exec'd (or the error) and the PATH lookups made before and
-    /// after Start.
-    fn settle_then_exec(sys: &Fake, spec: serde_json::Value) -> (String, Vec<PathBuf>, Vec<PathBuf>) {
+    /// Settles `spec` while "parked", then execs it after "Start": what
+    /// was exec'd (or the error), how many calls the settling made, and
+    /// the PATH lookups made before and after Start.
+    fn settle_then_exec(sys: &Fake, spec: serde_json::Value) -> (String, usize, Vec<PathBuf>, Vec<PathBuf>) {
         let spec: Spec = serde_json::from_value(spec).unwrap();
         let ahead = settle(sys, &spec).unwrap();
+        let settled = sys.calls().len();
         let parked = sys.lookups.take();
         let prepared = Prepared {
             cwd: PathBuf::from("/work"),
             ..Default::default()
         };
-        let mut report = |_: &str, _: &StartTimes| {};
+        let mut report = |line: &str, _: &StartTimes| sys.note(Call::Report(line.to_string()));
         let out = match exec(
             sys,
             &spec,
@@ -541,7 +523,7 @@ mod tests {
             Ok(never) => match never {},
             Err(e) => format!("{e:#}"),
         };
-        (out, parked, sys.lookups.take())
+        (out, settled, parked, sys.lookups.take())
     }
 
     fn tool_spec(path: &str) -> serde_json::Value {
@@ -558,7 +540,7 @@ mod tests {
     fn the_program_is_looked_up_while_parked_and_checked_once_at_start() {
         let mut sys = Fake::default();
         sys.executables.insert(PathBuf::from("/c/tool"));
-        let (out, parked, started) = settle_then_exec(&sys, tool_spec("/a:/b:/c"));
+        let (out, _, parked, started) = settle_then_exec(&sys, tool_spec("/a:/b:/c"));
         assert!(
             out.starts_with("exec \"tool\""),
             "exec'd, not a lookup error: {out}"
@@ -584,7 +566,7 @@ mod tests {
             sys
         };
         let sys = fake();
-        let (_, parked, started) = settle_then_exec(&sys, tool_spec("/a:/b:/c"));
+        let (_, _, parked, started) = settle_then_exec(&sys, tool_spec("/a:/b:/c"));
         let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
         assert_eq!(parked, paths(&["/a/tool"]));
         assert_eq!(started, paths(&["/a/tool", "/a/tool", "/b/tool", "/c/tool"]));
@@ -610,7 +592,7 @@ mod tests {
     fn no_lookup_ahead_for_a_path_or_a_relative_path_entry() {
         let mut sys = Fake::default();
         sys.executables.insert(PathBuf::from("bin/tool"));
-        let (out, parked, started) = settle_then_exec(&sys, tool_spec("/a:bin"));
+        let (out, _, parked, started) = settle_then_exec(&sys, tool_spec("/a:bin"));
         assert!(
             out.starts_with("exec \"tool\""),
             "exec'd, not a lookup error: {out}"
@@ -621,7 +603,7 @@ mod tests {
         let sys = Fake::default();
         let mut spec = tool_spec("/a");
         spec["process"]["args"] = serde_json::json!(["/opt/tool"]);
-        let (_, parked, _) = settle_then_exec(&sys, spec);
+        let (_, _, parked, _) = settle_then_exec(&sys, spec);
         assert!(parked.is_empty(), "{parked:?}");
     }
 
