@@ -15,6 +15,9 @@
 #   (A/B of two shim builds: "berthb" is berthd restarted with --shim SHIM_B,
 #   alternating with "berth", the default shim, run by run; CONC=0: no
 #   concurrent phase)
+#   BERTH_BIN=/other/target/release RUNTIMES=berth hack/bench/lifecycle.sh
+#   (another build's berthd and berth-shim, e.g. an older commit's, against
+#   this script; its steps are printed only where that build has them)
 #   SECCOMP=runtime-default hack/bench/lifecycle.sh   (every container under the
 #   runtime's default seccomp profile; default none, as crictl's configs ask)
 # Save the output of several runs and give them to hack/bench/pool.sh for
@@ -47,7 +50,10 @@ CRICTL=${CRICTL:-}
 [ -n "$CRICTL" ] || CRICTL=$(command -v crictl || true)
 hack/install-deps.sh >/dev/null
 hack/build-release.sh -p berth-tests
-cp target/dist/berthd target/dist/berth-shim "$BIN/"
+# BERTH_BIN: a directory with another build's berthd and berth-shim (an
+# older commit's, for a before/after on this machine); default this tree's.
+BERTH_BIN=${BERTH_BIN:-target/dist}
+cp "$BERTH_BIN/berthd" "$BERTH_BIN/berth-shim" "$BIN/"
 [ -z "$SHIM_B" ] || cp "$SHIM_B" "$BIN/berth-shim-b"
 hack/images/build.sh "$IMAGES" >/dev/null
 
