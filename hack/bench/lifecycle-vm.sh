@@ -515,7 +515,13 @@ mem_phase() {
     set -- $(stats <"$W/pss.zygote")
     zyg="n=$1,median=$2,max=$(sort -n "$W/pss.zygote" | tail -1)"
     rss=$(awk '/^(VmRSS|RssAnon|RssFile):/ { printf "%s%s=%s", sep, $1, $2; sep = "," }' /proc/"$(pidof berthd)"/status)
+    # Transparent huge pages in berthd's anonymous memory (a thread stack or
+    # malloc heap the kernel backed with 2 MiB at once).
+    rss="$rss,AnonHugePages:=$(awk '/^AnonHugePages:/ { s += $2 } END { print s + 0 }' /proc/"$(pidof berthd)"/smaps)"
     say "memory pods=10 berthd_kb:$rss shim_pss_kb:$shim zygote_pss_kb:$zyg"
+    # Which of berthd's mappings hold huge pages: range, size, huge kB.
+    say "memory berthd_thp_maps:$(awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $1 } /^Size:/ { z = $2 }
+        /^AnonHugePages:/ && $2 > 0 { printf " %s:%s:%s", m, z, $2 }' /proc/"$(pidof berthd)"/smaps)"
     for p in $mpods; do
         cri berth stopp "$p" >/dev/null && cri berth rmp "$p" >/dev/null || die "memory cleanup"
     done
