@@ -119,7 +119,7 @@ mod tests {
         let (out_r, mut out_w) = pipe();
         let (err_r, err_w) = pipe();
         drop(err_w);
-        let writer = std::thread::spawn(move || {
+        let writer = berth_sys::thread::spawn(move || {
             let chunk: Vec<u8> = (0..1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
             for _ in 0..20 {
                 out_w.write_all(&chunk).unwrap();

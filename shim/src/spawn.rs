@@ -183,7 +183,7 @@ fn spawn_in(
         // go, and a thread whose children go elsewhere can no longer create
         // threads; so a short-lived thread joins and clones, and ends.
         // Its stack is the shim's size: glibc hands an ended thread's stack
-        // to the next thread that fits in it (see crate::threads::THREAD_STACK).
+        // to the next thread that fits in it (see berth_sys::thread::STACK).
         Some(ns) => std::thread::scope(|s| {
             match crate::threads::thread().spawn_scoped(s, || {
                 nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)?;

@@ -1,6 +1,6 @@
 //! `berth-sys`: the low-level host helpers both binaries use, so each is
 //! written once: mountinfo parsing, where cgroup v2 is mounted, the default
-//! `PATH`, the monotonic clock, clone3(2), mount_setattr(2), pidfds and xattrs. Nothing here knows about CRI, OCI
+//! `PATH`, the monotonic clock, clone3(2), mount_setattr(2), pidfds, xattrs and thread stacks. Nothing here knows about CRI, OCI
 //! or gRPC.
 
 pub mod cgroup;
@@ -12,4 +12,5 @@ pub mod idmap;
 pub mod mount;
 pub mod mountinfo;
 pub mod pidfd;
+pub mod thread;
 pub mod xattr;
