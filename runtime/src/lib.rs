@@ -34,3 +34,4 @@ mod shim_start_load;
 pub mod stats;
 pub mod store;
 pub mod stream;
+pub mod threads;

@@ -14,7 +14,7 @@ use clap::Parser;
 
 use berthd::{
     cgroup, config, container, cri, error, events, host_check, image, metrics, net, observe, sandbox,
-    service, stats, store, stream,
+    service, stats, store, stream, threads,
 };
 
 use config::Config;
@@ -380,7 +380,7 @@ fn main() {
         },
     );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), root = %cfg.root.display(), socket = %cfg.socket.display(), "berthd starting");
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match threads::main_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berthd: tokio runtime: {e}");

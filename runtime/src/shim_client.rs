@@ -389,7 +389,7 @@ fn fork_exec(
     let pid = child.pid;
     // berthd is the shim's parent while it lives; reap it when it exits so no
     // zombie stays behind. After a berthd restart, init adopts shims instead.
-    if let Err(e) = std::thread::Builder::new()
+    if let Err(e) = berth_sys::thread::builder()
         .name(format!("reap-shim-{pid}"))
         .spawn(move || {
             let mut status = 0;

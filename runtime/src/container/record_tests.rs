@@ -105,7 +105,7 @@ async fn a_panic_while_the_container_map_is_held_leaves_it_usable() {
     let m = manager(d.path());
     insert(&m, record("c1", d.path()));
     let m2 = m.clone();
-    let panicked = std::thread::spawn(move || {
+    let panicked = berth_sys::thread::spawn(move || {
         let _held = m2.containers.lock();
         panic!("injected panic while holding the container map");
     })

@@ -104,6 +104,7 @@ impl<T> Drop for AbortOnDrop<T> {
 pub fn handler_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("berthd-cri")
+        .thread_stack_size(berth_sys::thread::STACK)
         .enable_all()
         .build()
 }

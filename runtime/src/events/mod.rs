@@ -322,7 +322,7 @@ mod tests {
         let mut threads = Vec::new();
         for t in 0..4 {
             let ev = ev.clone();
-            threads.push(std::thread::spawn(move || {
+            threads.push(berth_sys::thread::spawn(move || {
                 for i in 0..50 {
                     ev.container(Kind::Started, &format!("c{t}-{i}"), "sb");
                 }

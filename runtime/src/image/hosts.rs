@@ -264,7 +264,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         // Accepts, reads nothing, answers nothing; holds every connection.
-        std::thread::spawn(move || {
+        berth_sys::thread::spawn(move || {
             let mut held = Vec::new();
             for c in listener.incoming() {
                 held.push(c);
@@ -277,7 +277,7 @@ mod tests {
         };
         let agent = agent(&Hosts::default(), &addr.to_string(), &t).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        berth_sys::thread::spawn(move || {
             let r = agent.get(&format!("http://{addr}/v2/")).call();
             let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
         });

@@ -81,7 +81,7 @@ impl ImageStore {
         std::thread::scope(|s| {
             for _ in 0..workers {
                 let mut reg = reg.clone();
-                s.spawn(move || loop {
+                let spawned = berth_sys::thread::builder().spawn_scoped(s, move || loop {
                     if abort.load(Ordering::Relaxed) {
                         return;
                     }
@@ -94,6 +94,15 @@ impl ImageStore {
                         return;
                     }
                 });
+                if let Err(e) = spawned {
+                    // The workers already made go on until they see abort.
+                    abort.store(true, Ordering::Relaxed);
+                    first_error
+                        .lock()
+                        .expect("error slot")
+                        .get_or_insert(Error::io("spawn a layer fetch thread", e));
+                    break;
+                }
             }
         });
         let err = first_error.lock().expect("error slot").take();

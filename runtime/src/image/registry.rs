@@ -485,7 +485,7 @@ pub(super) mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        berth_sys::thread::spawn(move || {
             for c in listener.incoming() {
                 let Ok(mut c) = c else { continue };
                 let mut buf = [0u8; 4096];

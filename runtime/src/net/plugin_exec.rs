@@ -319,7 +319,7 @@ mod tests {
             ),
         );
         let (tx, rx) = std::sync::mpsc::channel();
-        let call = std::thread::spawn(move || {
+        let call = berth_sys::thread::spawn(move || {
             let _ = tx.send(RealExec.exec(&p, &[], b"{}"));
         });
         let got = rx.recv_timeout(Duration::from_secs(60));

@@ -196,7 +196,13 @@ mod tests {
     fn racing_first_calls_agree_on_one_key() {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<[u8; KEY]> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..8).map(|_| s.spawn(|| key(dir.path()).unwrap())).collect();
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    berth_sys::thread::builder()
+                        .spawn_scoped(s, || key(dir.path()).unwrap())
+                        .unwrap()
+                })
+                .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(keys.windows(2).all(|w| w[0] == w[1]));

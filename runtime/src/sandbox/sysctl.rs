@@ -85,7 +85,7 @@ pub fn apply(sysctls: &BTreeMap<String, String>, ns_paths: &BTreeMap<String, Pat
     validate(sysctls, ns_paths)?;
     let sysctls = sysctls.clone();
     let ns_paths = ns_paths.clone();
-    std::thread::spawn(move || -> Result<()> {
+    berth_sys::thread::spawn(move || -> Result<()> {
         for (kind, flag) in [
             ("net", nix::sched::CloneFlags::CLONE_NEWNET),
             ("ipc", nix::sched::CloneFlags::CLONE_NEWIPC),

@@ -250,7 +250,11 @@ pub fn read_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
     std::thread::scope(|s| {
         let readers: Vec<_> = items
             .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<_>>()))
+            .map(|c| {
+                berth_sys::thread::builder()
+                    .spawn_scoped(s, move || c.iter().map(f).collect::<Vec<_>>())
+                    .expect("spawn a stats reader thread")
+            })
             .collect();
         readers
             .into_iter()

@@ -235,7 +235,7 @@ mod list_tests {
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let p = p.clone();
-                std::thread::spawn(move || {
+                berth_sys::thread::spawn(move || {
                     for _ in 0..20 {
                         write_record(&p, &big(t))?;
                         let v: serde_json::Value = read_record(&p)?;

@@ -70,7 +70,7 @@ mod tests {
         let threads: Vec<_> = (0..16)
             .map(|_| {
                 let (r, start, done) = (r.clone(), start.clone(), done.clone());
-                std::thread::spawn(move || {
+                berth_sys::thread::spawn(move || {
                     start.wait();
                     let got = r.reserve("pod/ns/uid/0".into(), "pod", || None);
                     let ok = got.is_ok();

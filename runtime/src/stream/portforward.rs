@@ -22,7 +22,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// means to most servers).
 pub async fn connect_in_netns(netns: Option<PathBuf>, port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
+    berth_sys::thread::builder()
         .name(format!("portforward-{port}"))
         .spawn(move || {
             let _ = tx.send(connect_blocking(netns.as_deref(), port));
