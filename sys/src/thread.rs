@@ -77,8 +77,9 @@ pub fn probe_in_fresh_process(test: &str, probe: impl FnOnce()) {
     assert!(text.contains("1 passed"), "the probe did not run: {text}");
 }
 
-/// For tests: the stack mapping of a thread `spawn` makes running the
-/// check, which must be shorter than [`HUGE_PAGE`].
+/// For tests: fails unless `len` (a thread's stack mapping, from
+/// [`own_stack_mapping_len`] run on that thread) is shorter than
+/// [`HUGE_PAGE`].
 pub fn assert_small_stack(what: &str, len: std::io::Result<usize>) {
     let len = len.expect("read /proc/self/maps");
     assert!(len < HUGE_PAGE, "{what}: stack mapping {len:#x}");
